@@ -1,0 +1,49 @@
+# crosslink: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# The PostgreSQL suite runs against this database (a fresh schema per test).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+export TEST_DATABASE_URL
+
+.PHONY: run test lint fmt openapi build postgres deps
+
+## Build everything and start the demo: service on SQLite + seeded Stages simulator.
+run: deps
+	$(CARGO) build --bins
+	./scripts/dev-run.sh
+
+## Every test: unit, store suite on SQLite and PostgreSQL, end to end.
+test: deps postgres
+	$(CARGO) build --bins
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+
+## fmt, clippy, and the dependency rule of the domain crate.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	./scripts/check-domain-deps.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate the committed OpenAPI document.
+openapi:
+	$(CARGO) run -q --bin crosslink -- openapi > openapi/openapi.json
+
+## Make sure the local PostgreSQL answers (starts the cluster when it is stopped).
+postgres:
+	./scripts/ensure-postgres.sh
+
+## Tools the build needs: a C compiler for the bundled SQLite and libpq, curl for the demo.
+deps:
+	@missing=""; \
+	for tool in cc make curl python3 perl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && apt-get install -y -qq build-essential curl python3 perl; \
+	fi

@@ -1,0 +1,130 @@
+//! Wiring: builds the state from settings and the actix application from routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::auth::TokenVerifier;
+use crate::config::Settings;
+use crate::extract::{path_config, query_config, BodyLimit};
+use crate::metrics::Metrics;
+use crate::middleware;
+use crate::routes;
+use crate::state::AppState;
+
+/// Opens the store (and migrates when configured) and builds the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let key = crate::keys::load_or_create(&settings)?;
+    let url = settings.database.url.clone();
+    let options = link_store::StoreOptions {
+        pool_size: settings.database.pool_size,
+        ..Default::default()
+    };
+    let store = tokio::task::spawn_blocking(move || link_store::Store::open(&url, key, options))
+        .await?
+        .with_context(|| format!("cannot open the database at {}", redact_url(&settings.database.url)))?;
+    if settings.database.migrate_on_start {
+        let report = store.migrate().await.context("database migration failed")?;
+        if !report.applied.is_empty() {
+            tracing::info!(applied = ?report.applied, "database migrated");
+        }
+    }
+    let stages = stages_client::HttpStagesConnector::new(stages_client::ClientSettings {
+        timeout: Duration::from_millis(settings.stages.timeout_ms),
+        connect_timeout: Duration::from_millis(settings.stages.connect_timeout_ms),
+        max_retries: settings.stages.max_retries,
+        requests_per_second: settings.stages.requests_per_second,
+        ..Default::default()
+    })?;
+    let verifier = TokenVerifier::from_settings(&settings)?;
+    Ok(AppState {
+        connections: Arc::new(store.clone()),
+        idempotency: Arc::new(store.clone()),
+        store,
+        stages: Arc::new(stages),
+        verifier,
+        metrics: Metrics::new(),
+        settings,
+    })
+}
+
+/// A database URL for log lines: the password, if any, replaced.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// Registers every route and the middleware around them.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(routes::health::healthz)
+        .service(routes::health::readyz)
+        .service(routes::health::metrics)
+        .service(routes::docs::openapi_json)
+        .service(routes::docs::docs_index)
+        .service(routes::docs::docs_asset)
+        .service(
+            web::scope("/v1")
+                // Runs inner to outer: authenticate first, then idempotency.
+                .wrap(from_fn(middleware::idempotency))
+                .wrap(from_fn(middleware::authenticate))
+                .service(routes::providers::list_providers)
+                .configure(routes::connections::routes),
+        );
+}
+
+/// Serves until a shutdown signal.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    for warning in settings.check().map_err(anyhow::Error::msg)? {
+        tracing::warn!("{warning}");
+    }
+    let bind = settings.server.bind.clone();
+    let workers = settings.server.workers;
+    let state = web::Data::new(build_state(settings).await?);
+    let limit = state.settings.server.max_body_bytes;
+    let purge_state = state.clone();
+    tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(BodyLimit(limit))
+            .app_data(web::PayloadConfig::new(limit))
+            .app_data(query_config())
+            .app_data(path_config())
+            .configure(configure)
+            .wrap(from_fn(middleware::problem_details))
+            .wrap(from_fn(middleware::observe))
+    })
+    .bind(&bind)
+    .with_context(|| format!("cannot listen on {bind}"))?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    for addr in server.addrs() {
+        tracing::info!(%addr, "crosslink listening");
+        println!("crosslink listening on http://{addr}");
+    }
+    server.run().await?;
+    Ok(())
+}
+
+/// Idempotency keys are kept `idempotency.ttl_hours`; older ones go hourly.
+async fn purge_idempotency_keys(state: web::Data<AppState>) {
+    let ttl = chrono::Duration::hours(state.settings.idempotency.ttl_hours as i64);
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match state.idempotency.purge_idempotency_keys(chrono::Utc::now() - ttl).await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "old idempotency keys removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+    }
+}

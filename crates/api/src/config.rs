@@ -1,0 +1,220 @@
+//! Settings: built-in defaults < `crosslink.toml` (or `--config FILE`) <
+//! environment `CROSSLINK__SECTION__KEY`. Every key is listed in the README.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The dev-only signing secret used when none is configured. `serve` warns
+/// loudly about it and production mode refuses it.
+pub const DEV_JWT_SECRET: &str = "crosslink-development-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub mode: Mode,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub secrets: SecretSettings,
+    pub stages: StagesSettings,
+    pub log: LogSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub bind: String,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: u32,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// HS256, RS256 or ES256.
+    pub algorithm: String,
+    /// HS256 secret. Empty means the development secret (development mode only).
+    pub hs256_secret: String,
+    /// PEM public key file for RS256 / ES256.
+    pub public_key_file: Option<PathBuf>,
+    pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithm", &self.algorithm)
+            .field("public_key_file", &self.public_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+pub struct SecretSettings {
+    /// Base64 of 32 random bytes; encrypts upstream passwords at rest.
+    pub encryption_key: String,
+    /// Where the key is kept when `encryption_key` is empty. Development mode
+    /// creates it on first start; production mode requires one or the other.
+    pub key_file: PathBuf,
+}
+
+impl std::fmt::Debug for SecretSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSettings")
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StagesSettings {
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub max_retries: u32,
+    pub requests_per_second: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// Used when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// How long a key and its first answer are kept.
+    pub ttl_hours: u64,
+}
+
+/// Every key with its default, in the order the README lists them.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("mode", "development"),
+    ("server.bind", "127.0.0.1:8080"),
+    ("server.workers", "0"),
+    ("server.max_body_bytes", "262144"),
+    ("database.url", "sqlite://data/crosslink.db"),
+    ("database.pool_size", "8"),
+    ("database.migrate_on_start", "true"),
+    ("auth.issuer", "crosslink"),
+    ("auth.audience", "crosslink"),
+    ("auth.algorithm", "HS256"),
+    ("auth.hs256_secret", ""),
+    ("auth.leeway_secs", "30"),
+    ("secrets.encryption_key", ""),
+    ("secrets.key_file", "data/secret.key"),
+    ("stages.timeout_ms", "10000"),
+    ("stages.connect_timeout_ms", "3000"),
+    ("stages.max_retries", "2"),
+    ("stages.requests_per_second", "20"),
+    ("log.format", "text"),
+    ("log.level", "info"),
+    ("idempotency.ttl_hours", "24"),
+];
+
+impl Settings {
+    /// Loads the layers. `file` is `--config`; without it `crosslink.toml` in
+    /// the working directory is read when present.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        builder = match file {
+            Some(path) => builder.add_source(config::File::from(path).required(true)),
+            None => builder.add_source(config::File::with_name("crosslink.toml").required(false)),
+        };
+        builder
+            .add_source(
+                config::Environment::with_prefix("CROSSLINK")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The HS256 secret in force (the dev one when none is set).
+    pub fn jwt_secret(&self) -> &str {
+        if self.auth.hs256_secret.is_empty() {
+            DEV_JWT_SECRET
+        } else {
+            &self.auth.hs256_secret
+        }
+    }
+
+    /// Refuses settings that must not run in production.
+    pub fn check(&self) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        let hs = self.auth.algorithm.eq_ignore_ascii_case("HS256");
+        if hs && self.auth.hs256_secret.is_empty() {
+            if self.mode == Mode::Production {
+                return Err("auth.hs256_secret is required in production mode (or use RS256/ES256 with auth.public_key_file)".into());
+            }
+            warnings.push("auth.hs256_secret is not set: using the DEVELOPMENT signing secret; anyone can mint tokens. Set CROSSLINK__AUTH__HS256_SECRET before exposing this service.".into());
+        }
+        if !hs && self.auth.public_key_file.is_none() {
+            return Err(format!(
+                "auth.algorithm is {} but auth.public_key_file is not set",
+                self.auth.algorithm
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_deserialize_and_environment_overrides() {
+        // One test touches the environment, so no other test races it.
+        std::env::set_var("CROSSLINK__SERVER__BIND", "127.0.0.1:9999");
+        std::env::set_var("CROSSLINK__DATABASE__POOL_SIZE", "3");
+        let s = Settings::load(None).unwrap();
+        std::env::remove_var("CROSSLINK__SERVER__BIND");
+        std::env::remove_var("CROSSLINK__DATABASE__POOL_SIZE");
+        assert_eq!(s.server.bind, "127.0.0.1:9999");
+        assert_eq!(s.database.pool_size, 3);
+        assert_eq!(s.database.url, "sqlite://data/crosslink.db");
+        assert_eq!(s.mode, Mode::Development);
+        assert_eq!(s.jwt_secret(), DEV_JWT_SECRET);
+        assert_eq!(s.check().unwrap().len(), 1, "dev secret warns");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("cl-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "mode = \"production\"\n[auth]\nhs256_secret = \"s3cret-s3cret\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.mode, Mode::Production);
+        assert!(s.check().unwrap().is_empty());
+        std::fs::write(&file, "mode = \"production\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert!(s.check().is_err(), "production without a secret is refused");
+    }
+}

@@ -1,0 +1,43 @@
+//! API-side mirrors of domain enums, so the OpenAPI document lists their
+//! values while `domain` stays free of the documentation crate.
+
+use domain::connection::{AuthMode, ConnectionStatus, ProviderCategory, ProviderKind};
+use domain::operations::TestOutcome;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! mirror_enum {
+    ($(#[$meta:meta])* $dto:ident <=> $domain:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $dto { $($variant),+ }
+
+        impl From<$domain> for $dto {
+            fn from(v: $domain) -> Self {
+                match v { $($domain::$variant => Self::$variant),+ }
+            }
+        }
+
+        impl From<$dto> for $domain {
+            fn from(v: $dto) -> Self {
+                match v { $($dto::$variant => Self::$variant),+ }
+            }
+        }
+    };
+}
+
+mirror_enum!(
+    /// An upstream system the service can talk to.
+    ProviderDto <=> ProviderKind { Stages, AlarmCom, TotalConnect, BrinksHome }
+);
+mirror_enum!(ProviderCategoryDto <=> ProviderCategory { CentralStation, InteractiveServices });
+mirror_enum!(
+    /// `dealer`: one credential for the dealer; `user`: each user stores their own.
+    AuthModeDto <=> AuthMode { Dealer, User }
+);
+mirror_enum!(ConnectionStatusDto <=> ConnectionStatus { Active, Inactive });
+mirror_enum!(
+    /// The result of a connection test.
+    TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer }
+);

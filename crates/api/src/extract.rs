@@ -1,0 +1,250 @@
+//! Request extractors that answer bad input with a problem naming the field:
+//! JSON bodies, query strings, path ids, `If-Match`, paging.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::problem::{ApiError, ProblemField};
+
+/// A JSON body; malformed JSON is 400, a missing field or a wrong type is 422
+/// with the path of the field, a body over the limit is 413.
+pub struct JsonBody<T>(pub T);
+
+/// The body limit, set once from `server.max_body_bytes`.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<BodyLimit>()
+            .map_or(256 * 1024, |l| l.0);
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ));
+            }
+            let bytes = bytes.await.map_err(|e| payload_error(e, limit))?;
+            if bytes.len() > limit {
+                return Err(too_large(limit));
+            }
+            parse_json(&bytes).map(JsonBody)
+        })
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+fn payload_error(e: actix_web::Error, limit: usize) -> ApiError {
+    if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large(limit);
+    }
+    ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
+}
+
+/// Parses JSON, naming the offending field on failure. Syntax is checked
+/// first, so a wrong type anywhere (even for an enum) is a 422, not a 400.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.into_inner().to_string());
+        let field = match (path.as_str(), missing_field_name(&message)) {
+            (".", Some(f)) => f,
+            (".", None) => "body".to_owned(),
+            (_, Some(f)) => format!("{path}.{f}"),
+            (_, None) => path,
+        };
+        let mut e = ApiError::unprocessable("validation", format!("{field}: {message}"));
+        e.errors.push(ProblemField { field, message });
+        e
+    })
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn missing_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// Query-string errors as 422 problems.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let message = err.to_string();
+        let mut e = ApiError::unprocessable("validation", format!("bad query string: {message}"));
+        e.errors.push(ProblemField {
+            field: "query".into(),
+            message,
+        });
+        e.into()
+    })
+}
+
+/// Path parameters that don't parse (a connection id that is not a UUID) are
+/// simply not found: there is no such resource.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|_err, _req| ApiError::not_found("no such resource").into())
+}
+
+/// The version an `If-Match` header asks for: `None` without the header.
+/// `*` matches any version; anything unparseable can never match.
+pub fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_matches('"')
+        .parse::<i64>()
+        .ok()
+        .filter(|_| value.starts_with('"') && value.ends_with('"'))
+        .map(Some)
+        .ok_or_else(ApiError::precondition_failed)
+}
+
+/// The strong ETag of a versioned resource.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// `page_size` and `page_token` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1 to 500, default 50.
+    pub page_size: Option<u32>,
+    /// From the previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+impl PageParams {
+    pub fn to_request(&self) -> Result<domain::store::PageRequest, ApiError> {
+        let limit = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(ApiError::from(domain::validation::ValidationError::field(
+                "page_size",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            )));
+        }
+        let after = match self.page_token.as_deref() {
+            None | Some("") => None,
+            Some(token) => Some(decode_page_token(token)?),
+        };
+        Ok(domain::store::PageRequest { after, limit })
+    }
+}
+
+/// Page tokens are opaque to callers: base64url of the store's cursor.
+pub fn encode_page_token(cursor: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cursor)
+}
+
+fn decode_page_token(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            ApiError::from(domain::validation::ValidationError::field(
+                "page_token",
+                "is not a token this service gave out",
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<Body>(b"{").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_json::<Body>(br#"{"inner":{"n":1}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.errors[0].field, "name");
+        let e = parse_json::<Body>(br#"{"name":"a","inner":{"n":"x"}}"#).unwrap_err();
+        assert_eq!(e.errors[0].field, "inner.n");
+        let e = parse_json::<Body>(br#"{"name":"a","inner":{}}"#).unwrap_err();
+        assert_eq!(e.errors[0].field, "inner.n");
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_are_422() {
+        let p = PageParams {
+            page_size: None,
+            page_token: Some(encode_page_token("abc")),
+        };
+        assert_eq!(p.to_request().unwrap().after.as_deref(), Some("abc"));
+        let p = PageParams {
+            page_size: Some(501),
+            page_token: None,
+        };
+        assert_eq!(p.to_request().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
+        let p = PageParams {
+            page_size: None,
+            page_token: Some("!!".into()),
+        };
+        assert!(p.to_request().is_err());
+    }
+}

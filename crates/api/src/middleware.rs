@@ -1,0 +1,255 @@
+//! Cross-cutting request handling, built once: request ids and access logs,
+//! metrics, problem+json for every error, bearer auth, and Idempotency-Key.
+
+use std::time::Instant;
+
+use actix_web::body::{to_bytes, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use domain::store::{IdempotencyBegin, IdempotencyScope, StoredResponse};
+use domain::tenancy::Caller;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::state::AppState;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Gives each request an id (kept from `X-Request-Id` when sane), a tracing
+/// span, one access log line, its metrics, and the id on the answer.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let status = res.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(m) = metrics {
+        m.observe(&method, &route, status, seconds);
+    }
+    span.in_scope(|| {
+        tracing::info!(status, latency_ms = (seconds * 1000.0).round() as u64, "answered");
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID), v);
+    }
+    Ok(res)
+}
+
+/// Makes every error answer problem+json: fills `instance` in ours, and
+/// replaces framework answers (unknown route, wrong method) with a problem.
+pub async fn problem_details(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let path = req.path().to_owned();
+    let res = next.call(req).await?.map_into_boxed_body();
+    if res.status().as_u16() < 400 {
+        return Ok(res);
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let status = res.status();
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let bytes = to_bytes(body).await.unwrap_or_default();
+    let mut problem: serde_json::Value = if is_problem {
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
+    if !problem.is_object() {
+        let e = framework_error(status);
+        problem = serde_json::to_value(e.problem(None)).unwrap_or_default();
+    }
+    problem["instance"] = serde_json::Value::String(path);
+    let mut new = HttpResponse::build(status);
+    for (name, value) in head.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.append_header((name.clone(), value.clone()));
+        }
+    }
+    let new = new
+        .content_type(PROBLEM_JSON)
+        .body(serde_json::to_vec(&problem).unwrap_or_default());
+    Ok(ServiceResponse::new(req, new))
+}
+
+fn framework_error(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("no such route or resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            "this route does not take that method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "payload_too_large", "the request body is too large")
+        }
+        s if s.is_client_error() => ApiError::new(s, "bad_request", "the request was refused"),
+        s => ApiError::new(s, "internal", "the service failed to handle the request"),
+    }
+}
+
+/// Verifies the bearer token of every `/v1` request and keeps the caller.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.verifier.verify(authorization) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Err(e) => Ok(req.into_response(e.error_response())),
+    }
+}
+
+/// `Idempotency-Key` on a POST: the first answer is kept and replayed for the
+/// same key and body; another body is 422; a retry while the first runs is 409.
+pub async fn idempotency(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let (Some(key), true) = (key, req.method() == Method::POST) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if key.is_empty() || key.len() > 255 {
+        let e = ApiError::bad_request(
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible characters",
+        );
+        return Ok(req.into_response(e.error_response()));
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return Ok(req.into_response(ApiError::unauthorized("send a bearer token").error_response()));
+    };
+    let body = match req.extract::<web::Bytes>().await {
+        Ok(b) => b,
+        Err(e) => return Ok(req.into_response(e.error_response())),
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(req.method().as_str());
+    hasher.update([0]);
+    hasher.update(req.path());
+    hasher.update([0]);
+    hasher.update(req.query_string());
+    hasher.update([0]);
+    hasher.update(&body);
+    let fingerprint = hex::encode(hasher.finalize());
+    let scope = IdempotencyScope {
+        dealer: caller.dealer.clone(),
+        user: caller.user.0.clone(),
+        key,
+    };
+    let stale_after = chrono::Duration::minutes(5);
+    let begun = state
+        .idempotency
+        .begin(&scope, &fingerprint, chrono::Utc::now(), stale_after)
+        .await;
+    match begun {
+        Err(e) => return Ok(req.into_response(ApiError::from(e).error_response())),
+        Ok(IdempotencyBegin::Replay(stored)) => {
+            let mut res = HttpResponse::build(
+                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+            );
+            for (name, value) in &stored.headers {
+                res.append_header((name.as_str(), value.as_str()));
+            }
+            res.insert_header(("idempotent-replayed", "true"));
+            return Ok(req.into_response(res.body(stored.body)));
+        }
+        Ok(IdempotencyBegin::InFlight) => {
+            let e = ApiError::conflict(
+                "idempotency_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            );
+            return Ok(req.into_response(e.error_response()));
+        }
+        Ok(IdempotencyBegin::Mismatch) => {
+            let e = ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request; use a new key",
+            );
+            return Ok(req.into_response(e.error_response()));
+        }
+        Ok(IdempotencyBegin::Started) => {}
+    }
+    req.set_payload(bytes_payload(body));
+    let res = match next.call(req).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(e) => {
+            let _ = state.idempotency.release(&scope).await;
+            return Err(e);
+        }
+    };
+    if res.status().is_server_error() {
+        // Nothing was promised: let the caller retry with the same key.
+        if let Err(e) = state.idempotency.release(&scope).await {
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+        return Ok(res);
+    }
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let bytes = to_bytes(body).await.unwrap_or_default();
+    let headers = head
+        .headers()
+        .iter()
+        .filter(|(name, _)| {
+            [header::CONTENT_TYPE, header::LOCATION, header::ETAG].contains(name)
+        })
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let stored = StoredResponse {
+        status: head.status().as_u16(),
+        headers,
+        body: bytes.to_vec(),
+    };
+    if let Err(e) = state.idempotency.finish(&scope, &stored).await {
+        tracing::warn!(error = %e, "could not store an idempotent answer");
+    }
+    let res = head.set_body(BoxBody::new(bytes));
+    Ok(ServiceResponse::new(req, res))
+}
+
+fn bytes_payload(bytes: web::Bytes) -> actix_web::dev::Payload {
+    actix_web::dev::Payload::from(bytes)
+}

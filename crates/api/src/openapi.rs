@@ -1,0 +1,67 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations. The
+//! committed copy at `openapi/openapi.json` is checked against it by a test.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{connections, health, providers};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "crosslink",
+        description = "Links a dealer's billing records to Stages and interactive services providers.",
+        license(name = "MIT")
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        providers::list_providers,
+        connections::list_connections,
+        connections::create_connection,
+        connections::get_connection,
+        connections::update_connection,
+        connections::delete_connection,
+        connections::test_connection,
+        connections::put_dealer_credentials,
+        connections::put_my_credentials,
+        connections::get_my_credentials,
+        connections::delete_my_credentials,
+        connections::get_inbound_credentials,
+        connections::rotate_inbound_credentials,
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "connections", description = "Upstream connections and their credentials"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as pretty JSON with a trailing newline, exactly as committed.
+pub fn document() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut s = doc.to_pretty_json().expect("the document serialises");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,266 @@
+//! Every error the API answers, as `application/problem+json` (RFC 9457), in one place.
+//! Library crates return typed errors; this module turns them into responses.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use domain::operations::OperationError;
+use domain::stages::StagesError;
+use domain::store::StoreError;
+use domain::validation::{FieldError, ValidationError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Stable, machine-readable code.
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    pub message: String,
+}
+
+impl From<FieldError> for ProblemField {
+    fn from(e: FieldError) -> Self {
+        Self {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// An error answer. Construct with the helpers; `detail` is shown to the caller,
+/// so it never carries secrets or internals (5xx causes are logged instead).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {detail}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<ProblemField>,
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+        e.headers
+            .push((header::WWW_AUTHENTICATE, "Bearer realm=\"crosslink\"".into()));
+        e
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    pub fn precondition_failed() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "the resource changed since you read it (If-Match does not match its ETag); read it again",
+        )
+    }
+
+    /// A 500 whose cause is logged here and not shown.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the service failed to handle the request; it has been logged with the request id",
+        )
+    }
+
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "dependency unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service cannot reach its database right now; try again shortly",
+        )
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The body for `instance` (the request path).
+    pub fn problem(&self, instance: Option<String>) -> Problem {
+        Problem {
+            problem_type: format!("https://crosslink.dev/problems/{}", self.code.replace('_', "-")),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            instance,
+            code: self.code.to_owned(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        for (name, value) in &self.headers {
+            res.insert_header((name.clone(), value.as_str()));
+        }
+        // `instance` is filled in by the problem middleware, which knows the path.
+        let body = serde_json::to_vec(&self.problem(None)).unwrap_or_default();
+        res.body(body)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(v: ValidationError) -> Self {
+        let mut e = Self::unprocessable("validation", v.to_string());
+        e.errors = v.errors.into_iter().map(Into::into).collect();
+        e
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found("no such resource"),
+            StoreError::Conflict(why) => Self::conflict("conflict", why),
+            StoreError::VersionMismatch => Self::precondition_failed(),
+            StoreError::Unavailable(cause) => Self::unavailable(cause),
+        }
+    }
+}
+
+/// Stages failures name the connection they happened on.
+pub fn stages_error(connection: &str, e: StagesError) -> ApiError {
+    match e {
+        StagesError::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("Stages (connection '{connection}') did not answer in time"),
+        ),
+        StagesError::Unauthorized => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unauthorized",
+            format!("Stages (connection '{connection}') refused the stored credentials"),
+        ),
+        StagesError::NotFound(what) => ApiError::not_found(format!(
+            "Stages (connection '{connection}') has no such record: {what}"
+        )),
+        StagesError::Rejected { code: _, message } => ApiError::unprocessable(
+            "upstream_rejected",
+            format!("Stages (connection '{connection}') refused the change: {message}"),
+        ),
+        StagesError::RateLimited { retry_after_secs } => {
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_rate_limited",
+                format!("Stages (connection '{connection}') asks to slow down"),
+            );
+            match retry_after_secs {
+                Some(s) => e.with_header(header::RETRY_AFTER, s.to_string()),
+                None => e,
+            }
+        }
+        StagesError::Unreachable(why) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("Stages (connection '{connection}') could not be reached: {why}"),
+        ),
+        StagesError::BadAnswer(why) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_bad_answer",
+            format!("Stages (connection '{connection}') gave a bad answer: {why}"),
+        ),
+    }
+}
+
+impl From<OperationError> for ApiError {
+    fn from(e: OperationError) -> Self {
+        match e {
+            OperationError::Store(s) => s.into(),
+            OperationError::MissingCredentials(why) => Self::conflict("credentials_required", why),
+            OperationError::WrongProvider(why) => Self::conflict("wrong_provider", why),
+            OperationError::Stages(s) => stages_error("?", s),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_errors_list_every_field() {
+        let mut v = ValidationError::default();
+        v.push("name", "must not be empty");
+        v.push("endpoint", "is not a URL");
+        let e = ApiError::from(v);
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let p = e.problem(Some("/v1/x".into()));
+        assert_eq!(p.errors.len(), 2);
+        assert_eq!(p.code, "validation");
+        assert_eq!(p.instance.as_deref(), Some("/v1/x"));
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_and_name_the_connection() {
+        let e = stages_error("Rapid", StagesError::Timeout);
+        assert_eq!(e.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.detail.contains("Rapid"));
+        let e = stages_error("Rapid", StagesError::BadAnswer("HTTP 500".into()));
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,649 @@
+//! Connections (S1, S2): CRUD, dealer and per-user upstream credentials, the
+//! inbound credential Stages calls back with, and the connection test.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::connection::{
+    Connection, ConnectionChanges, ConnectionId, ConnectionName, CredentialOwner, Endpoint,
+    InboundCredential, NewConnection, ProviderKind,
+};
+use domain::operations;
+use domain::tenancy::Role;
+use domain::validation::ValidationError;
+use domain::Secret;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::dto::{AuthModeDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto};
+use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Custom methods (`{id}:verb`) first: the plain `{id}` pattern would match them too.
+    cfg.route("/connections/{connection_id}:test", web::post().to(test_connection))
+        .route(
+            "/connections/{connection_id}/inbound-credentials:rotate",
+            web::post().to(rotate_inbound_credentials),
+        )
+        .service(
+            web::resource("/connections")
+                .route(web::get().to(list_connections))
+                .route(web::post().to(create_connection)),
+        )
+        .service(
+            web::resource("/connections/{connection_id}")
+                .route(web::get().to(get_connection))
+                .route(web::patch().to(update_connection))
+                .route(web::delete().to(delete_connection)),
+        )
+        .service(
+            web::resource("/connections/{connection_id}/credentials/me")
+                .route(web::put().to(put_my_credentials))
+                .route(web::get().to(get_my_credentials))
+                .route(web::delete().to(delete_my_credentials)),
+        )
+        .route(
+            "/connections/{connection_id}/credentials/dealer",
+            web::put().to(put_dealer_credentials),
+        )
+        .route(
+            "/connections/{connection_id}/inbound-credentials",
+            web::get().to(get_inbound_credentials),
+        );
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnectionRequest {
+    pub provider: ProviderDto,
+    /// Defaults to the provider's name ("Stages"); unique per dealer.
+    #[schema(max_length = 100)]
+    pub name: Option<String>,
+    /// Base URL of the upstream API.
+    #[schema(example = "https://stages.example.com/")]
+    pub endpoint: String,
+    pub auth_mode: Option<AuthModeDto>,
+    /// Push linked billing changes without being asked. Default true.
+    pub auto_sync: Option<bool>,
+    pub status: Option<ConnectionStatusDto>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnectionRequest {
+    #[schema(max_length = 100)]
+    pub name: Option<String>,
+    pub endpoint: Option<String>,
+    pub auth_mode: Option<AuthModeDto>,
+    pub auto_sync: Option<bool>,
+    pub status: Option<ConnectionStatusDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub provider: ProviderDto,
+    pub endpoint: String,
+    pub auth_mode: AuthModeDto,
+    pub auto_sync: bool,
+    pub status: ConnectionStatusDto,
+    /// Also the ETag.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Connection> for ConnectionResponse {
+    fn from(c: Connection) -> Self {
+        Self {
+            id: c.id.0,
+            name: c.name.as_str().to_owned(),
+            provider: c.provider.into(),
+            endpoint: c.endpoint.as_str().to_owned(),
+            auth_mode: c.auth_mode.into(),
+            auto_sync: c.auto_sync,
+            status: c.status.into(),
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionList {
+    pub items: Vec<ConnectionResponse>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConnectionFilter {
+    pub provider: Option<ProviderDto>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutCredentialRequest {
+    #[schema(min_length = 1, max_length = 256)]
+    pub username: String,
+    /// Write-only: stored encrypted, never returned.
+    #[schema(min_length = 1, max_length = 1024, format = Password)]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialResponse {
+    pub username: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundCredentialResponse {
+    /// The Basic username Stages sends on callbacks.
+    pub username: String,
+    /// Whether a secret has been issued (rotate to issue or replace it).
+    pub configured: bool,
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Where Stages posts its callbacks.
+    pub callback_path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedInboundCredentialResponse {
+    pub username: String,
+    /// Shown this once; give it to Stages as the password of the callback credential.
+    pub secret: String,
+    pub rotated_at: DateTime<Utc>,
+    pub callback_path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionTestResponse {
+    pub connection_id: Uuid,
+    pub ok: bool,
+    pub outcome: TestOutcomeDto,
+    pub detail: String,
+    pub latency_ms: u64,
+}
+
+fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
+    Uuid::parse_str(raw)
+        .map(ConnectionId)
+        .map_err(|_| ApiError::not_found("no such connection"))
+}
+
+fn not_found_as_connection(e: domain::store::StoreError) -> ApiError {
+    match e {
+        domain::store::StoreError::NotFound => ApiError::not_found("no such connection"),
+        other => other.into(),
+    }
+}
+
+fn with_etag(mut res: actix_web::HttpResponseBuilder, c: Connection) -> HttpResponse {
+    res.insert_header((header::ETAG, etag(c.version)))
+        .json(ConnectionResponse::from(c))
+}
+
+/// List the caller's dealer's connections.
+#[utoipa::path(get, path = "/v1/connections", tag = "connections",
+    security(("bearer" = [])),
+    params(ConnectionFilter, PageParams),
+    responses((status = 200, body = ConnectionList),
+        (status = 401, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn list_connections(
+    state: web::Data<AppState>,
+    auth: Auth,
+    filter: web::Query<ConnectionFilter>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let page = state
+        .connections
+        .list_connections(
+            &caller.dealer,
+            filter.provider.map(Into::into),
+            page.to_request()?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ConnectionList {
+        next_page_token: page.next_page_token.as_deref().map(encode_page_token),
+        items: page.items.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Create a connection (admin).
+#[utoipa::path(post, path = "/v1/connections", tag = "connections",
+    security(("bearer" = [])),
+    request_body = CreateConnectionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    responses((status = 201, body = ConnectionResponse, headers(("ETag" = String), ("Location" = String))),
+        (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn create_connection(
+    state: web::Data<AppState>,
+    auth: Auth,
+    body: JsonBody<CreateConnectionRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let body = body.0;
+    let provider: ProviderKind = body.provider.into();
+    let mut v = ValidationError::default();
+    let name = v.check(
+        "name",
+        ConnectionName::parse(
+            body.name
+                .as_deref()
+                .unwrap_or(provider.describe().default_connection_name),
+        ),
+    );
+    let endpoint = v.check("endpoint", Endpoint::parse(&body.endpoint));
+    let auth_mode = body.auth_mode.map(Into::into).unwrap_or_default();
+    if auth_mode == domain::connection::AuthMode::User && !provider.describe().supports_user_auth {
+        v.push("auth_mode", format!("{} connections take dealer credentials only", provider.as_str()));
+    }
+    v.clone().into_result()?;
+    let (Some(name), Some(endpoint)) = (name, endpoint) else {
+        return Err(v.into());
+    };
+    let created = state
+        .connections
+        .insert_connection(NewConnection {
+            dealer: caller.dealer.clone(),
+            name,
+            provider,
+            endpoint,
+            auth_mode,
+            auto_sync: body.auto_sync.unwrap_or(true),
+            status: body.status.map(Into::into).unwrap_or_default(),
+        })
+        .await?;
+    tracing::info!(connection_id = %created.id, dealer = %caller.dealer, "connection created");
+    let mut res = HttpResponse::Created();
+    res.insert_header((header::LOCATION, format!("/v1/connections/{}", created.id)));
+    Ok(with_etag(res, created))
+}
+
+/// Read one connection.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_connection(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    let c = state
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(with_etag(HttpResponse::Ok(), c))
+}
+
+/// Change a connection (admin). `If-Match` with the ETag guards against lost updates.
+#[utoipa::path(patch, path = "/v1/connections/{connection_id}", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    request_body = UpdateConnectionRequest,
+    responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn update_connection(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<UpdateConnectionRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let id = connection_id(&path)?;
+    let expected = if_match(&req)?;
+    let body = body.0;
+    let mut v = ValidationError::default();
+    let changes = ConnectionChanges {
+        name: body
+            .name
+            .as_deref()
+            .and_then(|n| v.check("name", ConnectionName::parse(n))),
+        endpoint: body
+            .endpoint
+            .as_deref()
+            .and_then(|e| v.check("endpoint", Endpoint::parse(e))),
+        auth_mode: body.auth_mode.map(Into::into),
+        auto_sync: body.auto_sync,
+        status: body.status.map(Into::into),
+    };
+    v.into_result()?;
+    if changes.auth_mode == Some(domain::connection::AuthMode::User) {
+        let current = state
+            .connections
+            .connection(&caller.dealer, id)
+            .await
+            .map_err(not_found_as_connection)?;
+        if !current.provider.describe().supports_user_auth {
+            return Err(ValidationError::field(
+                "auth_mode",
+                format!("{} connections take dealer credentials only", current.provider.as_str()),
+            )
+            .into());
+        }
+    }
+    let updated = state
+        .connections
+        .update_connection(&caller.dealer, id, changes, expected)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(with_etag(HttpResponse::Ok(), updated))
+}
+
+/// Delete a connection with its credentials (admin).
+#[utoipa::path(delete, path = "/v1/connections/{connection_id}", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted"),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn delete_connection(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let id = connection_id(&path)?;
+    let expected = if_match(&req)?;
+    state
+        .connections
+        .delete_connection(&caller.dealer, id, expected)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn parse_credential(body: PutCredentialRequest) -> ApiResult<(String, Secret)> {
+    let mut v = ValidationError::default();
+    let username = body.username.trim().to_owned();
+    if username.is_empty() || username.chars().count() > 256 {
+        v.push("username", "must be 1 to 256 characters");
+    } else if username.chars().any(char::is_control) {
+        v.push("username", "must not contain control characters");
+    }
+    if body.password.is_empty() || body.password.chars().count() > 1024 {
+        v.push("password", "must be 1 to 1024 characters");
+    }
+    v.into_result()?;
+    Ok((username, Secret::new(body.password)))
+}
+
+/// Set the dealer-wide upstream credential (admin). The password is never returned.
+#[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/dealer", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    request_body = PutCredentialRequest,
+    responses((status = 200, body = CredentialResponse),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn put_dealer_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    body: JsonBody<PutCredentialRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let id = connection_id(&path)?;
+    let (username, password) = parse_credential(body.0)?;
+    let stored = state
+        .connections
+        .put_credential(&caller.dealer, id, &CredentialOwner::Dealer, &username, &password)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(HttpResponse::Ok().json(CredentialResponse {
+        username: stored.username,
+        updated_at: stored.updated_at,
+    }))
+}
+
+/// The caller's own upstream credential on a user-mode connection.
+async fn user_mode_connection(
+    state: &AppState,
+    caller: &domain::tenancy::Caller,
+    id: ConnectionId,
+) -> ApiResult<Connection> {
+    let c = state
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    if c.auth_mode != domain::connection::AuthMode::User {
+        return Err(ApiError::conflict(
+            "dealer_auth_mode",
+            format!(
+                "connection '{}' uses one dealer credential, not per-user ones; an admin sets it with PUT .../credentials/dealer",
+                c.name.as_str()
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+/// Store the caller's own credential (user-mode connections).
+#[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    request_body = PutCredentialRequest,
+    responses((status = 200, body = CredentialResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The connection uses dealer credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn put_my_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    body: JsonBody<PutCredentialRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    let (username, password) = parse_credential(body.0)?;
+    user_mode_connection(&state, caller, id).await?;
+    let owner = CredentialOwner::User(caller.user.clone());
+    let stored = state
+        .connections
+        .put_credential(&caller.dealer, id, &owner, &username, &password)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(HttpResponse::Ok().json(CredentialResponse {
+        username: stored.username,
+        updated_at: stored.updated_at,
+    }))
+}
+
+/// The caller's own username (never a password).
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = CredentialResponse),
+        (status = 404, description = "No such connection, or no credential stored", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_my_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    user_mode_connection(&state, caller, id).await?;
+    let owner = CredentialOwner::User(caller.user.clone());
+    let stored = state
+        .connections
+        .credential(&caller.dealer, id, &owner)
+        .await
+        .map_err(not_found_as_connection)?
+        .ok_or_else(|| ApiError::not_found("you have not stored credentials for this connection"))?;
+    Ok(HttpResponse::Ok().json(CredentialResponse {
+        username: stored.username,
+        updated_at: stored.updated_at,
+    }))
+}
+
+/// Forget the caller's own credential.
+#[utoipa::path(delete, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn delete_my_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    user_mode_connection(&state, caller, id).await?;
+    let owner = CredentialOwner::User(caller.user.clone());
+    let deleted = state
+        .connections
+        .delete_credential(&caller.dealer, id, &owner)
+        .await
+        .map_err(not_found_as_connection)?;
+    if !deleted {
+        return Err(ApiError::not_found("you have not stored credentials for this connection"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn inbound_username(id: ConnectionId) -> String {
+    format!("cl-{}", id.0.simple())
+}
+
+fn callback_path(id: ConnectionId) -> String {
+    format!("/v1/webhooks/stages/{id}")
+}
+
+/// What Stages uses to call this service back (admin). The secret is never shown here.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/inbound-credentials", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = InboundCredentialResponse),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_inbound_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let id = connection_id(&path)?;
+    state
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    let current = state
+        .connections
+        .inbound_credential(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(InboundCredentialResponse {
+            username: current
+                .as_ref()
+                .map_or_else(|| inbound_username(id), |c| c.username.clone()),
+            configured: current.is_some(),
+            rotated_at: current.map(|c| c.rotated_at),
+            callback_path: callback_path(id),
+        }))
+}
+
+/// Issue a new callback secret (admin); it is shown in this answer only.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/inbound-credentials:rotate", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = RotatedInboundCredentialResponse),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn rotate_inbound_credentials(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Admin)?;
+    let id = connection_id(&path)?;
+    state
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    let credential = InboundCredential {
+        username: inbound_username(id),
+        secret: Secret::new(crate::random_secret()),
+        rotated_at: Utc::now(),
+    };
+    state
+        .connections
+        .set_inbound_credential(&caller.dealer, id, &credential)
+        .await
+        .map_err(not_found_as_connection)?;
+    tracing::info!(connection_id = %id, "inbound credential rotated");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(RotatedInboundCredentialResponse {
+            username: credential.username,
+            secret: credential.secret.expose().to_owned(),
+            rotated_at: credential.rotated_at,
+            callback_path: callback_path(id),
+        }))
+}
+
+/// Check the caller's effective credentials against the endpoint; says why not and how long it took.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}:test", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, description = "The test ran; `ok` says whether it passed", body = ConnectionTestResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a provider this service can test yet", body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn test_connection(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    let report = operations::test_connection(
+        state.connections.as_ref(),
+        state.stages.as_ref(),
+        caller,
+        id,
+    )
+    .await
+    .map_err(|e| match e {
+        operations::OperationError::Store(s) => not_found_as_connection(s),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(ConnectionTestResponse {
+        connection_id: id.0,
+        ok: report.outcome == operations::TestOutcome::Ok,
+        outcome: report.outcome.into(),
+        detail: report.detail,
+        latency_ms: report.latency_ms,
+    }))
+}

@@ -1,0 +1,338 @@
+//! The test harness: the real `crosslink` binary on a free port, on a fresh
+//! SQLite file or PostgreSQL schema, beside an in-process Stages simulator.
+//! Tests read like a billing front end using the service.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+pub const JWT_SECRET: &str = "test-secret-for-the-e2e-suite-0123456789";
+pub const ISSUER: &str = "crosslink";
+pub const AUDIENCE: &str = "crosslink";
+/// base64 of 32 bytes; the e2e services encrypt with it.
+pub const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const SIM_USER: &str = "sim-user";
+pub const SIM_PASSWORD: &str = "sim-Passw0rd-e2e";
+
+/// A unique scratch directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "crosslink-e2e-{tag}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The PostgreSQL the suite must use; its absence fails the test (never a skip).
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").expect(
+        "TEST_DATABASE_URL must be set for the PostgreSQL tests, e.g. postgres://postgres@127.0.0.1:5432/test (make test sets it)",
+    )
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh, empty schema on the test PostgreSQL, dropped on drop.
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new() -> Self {
+        let base = test_database_url();
+        let name = format!("e2e_{}", uuid::Uuid::now_v7().simple());
+        psql(&base, &format!("CREATE SCHEMA {name}"));
+        Self { base, name }
+    }
+
+    /// A URL whose connections use only this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url(), sql)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([&self.base, "-qtAX", "-c", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)])
+            .output();
+    }
+}
+
+/// A running `crosslink serve`.
+pub struct Service {
+    child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub database_url: String,
+    pub http: reqwest::Client,
+}
+
+pub struct ServiceOptions {
+    pub database_url: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        Self::start_with(ServiceOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServiceOptions) -> Self {
+        let service = Self::spawn(options);
+        service.wait_ready().await;
+        service
+    }
+
+    /// Starts the binary without waiting for readiness.
+    pub fn spawn(options: ServiceOptions) -> Self {
+        let dir = scratch_dir("svc");
+        let database_url = options
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("crosslink.db").display()));
+        let log = dir.join("crosslink.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crosslink"));
+        cmd.arg("serve")
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "debug")
+            .env("CROSSLINK__SERVER__BIND", "127.0.0.1:0")
+            .env("CROSSLINK__SERVER__WORKERS", "2")
+            .env("CROSSLINK__DATABASE__URL", &database_url)
+            .env("CROSSLINK__DATABASE__POOL_SIZE", "4")
+            .env("CROSSLINK__AUTH__HS256_SECRET", JWT_SECRET)
+            .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .env("CROSSLINK__STAGES__TIMEOUT_MS", "1500")
+            .env("CROSSLINK__STAGES__CONNECT_TIMEOUT_MS", "500")
+            .env("CROSSLINK__STAGES__MAX_RETRIES", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the crosslink binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("crosslink listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "crosslink did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Self {
+            child,
+            base,
+            dir,
+            log,
+            database_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "crosslink never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A request with a token for `who`.
+    pub fn req(&self, method: reqwest::Method, path: &str, who: &Who) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(who.token())
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, who: &Who, body: Option<Value>) -> Answer {
+        let mut rb = self.req(method, path, who);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        Answer::from(rb.send().await.expect("the service answers")).await
+    }
+
+    /// Creates a Stages connection to `endpoint` as an admin of `who`'s dealer.
+    pub async fn create_connection(&self, who: &Who, name: &str, endpoint: &str, auth_mode: &str) -> String {
+        let a = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/connections",
+                who,
+                Some(json!({"provider": "stages", "name": name, "endpoint": endpoint, "auth_mode": auth_mode})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An answer, read whole.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn from(r: reqwest::Response) -> Self {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem+json answer with this status; returns its `code`.
+    pub fn assert_problem(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.content_type(), "application/problem+json", "body: {}", self.text);
+        assert_eq!(self.body["status"], status, "body: {}", self.text);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+        self.body["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Someone calling the API.
+#[derive(Clone)]
+pub struct Who {
+    pub dealer: String,
+    pub sub: String,
+    pub roles: Vec<String>,
+}
+
+impl Who {
+    pub fn new(dealer: &str, sub: &str, role: &str) -> Self {
+        Self {
+            dealer: dealer.into(),
+            sub: sub.into(),
+            roles: vec![role.into()],
+        }
+    }
+
+    pub fn admin(dealer: &str) -> Self {
+        Self::new(dealer, &format!("{dealer}-admin"), "admin")
+    }
+
+    pub fn token(&self) -> String {
+        sign(json!({
+            "sub": self.sub, "dealer": self.dealer, "roles": self.roles,
+            "exp": now() + 3600, "iat": now(), "iss": ISSUER, "aud": AUDIENCE,
+        }), JWT_SECRET)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn sign(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The in-process Stages simulator, on a free loopback port.
+pub async fn start_sim(seed_sites: usize) -> stages_sim::Sim {
+    stages_sim::Sim::start(stages_sim::SimConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        username: SIM_USER.into(),
+        password: SIM_PASSWORD.into(),
+        seed_sites,
+        faults: Vec::new(),
+    })
+    .await
+    .expect("the simulator starts")
+}

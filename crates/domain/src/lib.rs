@@ -1,0 +1,32 @@
+//! The crosslink model and its rules, and the ports (traits) that the store,
+//! the upstream clients and the HTTP layer implement or call. No SQL, no HTTP
+//! framework and no HTTP client here: `cargo tree -p domain` stays free of them.
+
+pub mod connection;
+pub mod operations;
+pub mod secret;
+pub mod stages;
+pub mod store;
+pub mod tenancy;
+pub mod validation;
+
+pub use secret::Secret;
+
+use serde::{Deserialize, Serialize};
+
+/// One page of a list; `next_page_token` is opaque and absent on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_page_token: self.next_page_token,
+        }
+    }
+}

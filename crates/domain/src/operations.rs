@@ -1,0 +1,148 @@
+//! Use cases over the ports. Each is what one button of a billing screen does;
+//! the HTTP layer parses, authorises, and calls one of these.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::connection::{AuthMode, Connection, ConnectionId, ProviderKind};
+use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
+use crate::store::{ConnectionStore, StoreError};
+use crate::tenancy::Caller;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The caller has no upstream credential to act with.
+    #[error("{0}")]
+    MissingCredentials(String),
+    /// The operation does not apply to this connection's provider.
+    #[error("{0}")]
+    WrongProvider(String),
+    #[error(transparent)]
+    Stages(#[from] StagesError),
+}
+
+/// The `StagesApi` acting as the caller: the dealer's credential in dealer
+/// mode, the caller's own in user mode.
+pub async fn stages_as_caller(
+    store: &dyn ConnectionStore,
+    connector: &dyn StagesConnector,
+    caller: &Caller,
+    connection: &Connection,
+) -> Result<Arc<dyn StagesApi>, OperationError> {
+    if connection.provider != ProviderKind::Stages {
+        return Err(OperationError::WrongProvider(format!(
+            "connection '{}' is a {} connection, not a Stages one",
+            connection.name.as_str(),
+            connection.provider.as_str()
+        )));
+    }
+    let owner = connection.credential_owner_for(&caller.user);
+    let credential = store
+        .credential(&caller.dealer, connection.id, &owner)
+        .await?
+        .ok_or_else(|| {
+            OperationError::MissingCredentials(match connection.auth_mode {
+                AuthMode::Dealer => format!(
+                    "connection '{}' has no dealer credentials yet; an admin sets them with PUT .../credentials/dealer",
+                    connection.name.as_str()
+                ),
+                AuthMode::User => format!(
+                    "connection '{}' uses per-user credentials and you have not stored yours; set them with PUT .../credentials/me",
+                    connection.name.as_str()
+                ),
+            })
+        })?;
+    Ok(connector.connect(StagesTarget {
+        key: connection.id.to_string(),
+        endpoint: connection.endpoint.url().clone(),
+        username: credential.username,
+        password: credential.password.expose().to_owned(),
+    }))
+}
+
+/// Why a connection test failed, or that it did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOutcome {
+    Ok,
+    MissingCredentials,
+    BadCredentials,
+    Unreachable,
+    Timeout,
+    RateLimited,
+    BadAnswer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionTestReport {
+    pub outcome: TestOutcome,
+    /// What happened, in words a dealer's staff can act on.
+    pub detail: String,
+    /// Time spent calling the upstream, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// Checks the caller's effective credentials against the connection's endpoint.
+pub async fn test_connection(
+    store: &dyn ConnectionStore,
+    connector: &dyn StagesConnector,
+    caller: &Caller,
+    id: ConnectionId,
+) -> Result<ConnectionTestReport, OperationError> {
+    let connection = store.connection(&caller.dealer, id).await?;
+    let api = match stages_as_caller(store, connector, caller, &connection).await {
+        Ok(api) => api,
+        Err(OperationError::MissingCredentials(detail)) => {
+            return Ok(ConnectionTestReport {
+                outcome: TestOutcome::MissingCredentials,
+                detail,
+                latency_ms: 0,
+            })
+        }
+        Err(other) => return Err(other),
+    };
+    let started = Instant::now();
+    let result = api.ping().await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let endpoint = connection.endpoint.as_str();
+    let (outcome, detail) = match result {
+        Ok(()) => (
+            TestOutcome::Ok,
+            format!("Stages at {endpoint} accepted the credentials"),
+        ),
+        Err(StagesError::Unauthorized) => (
+            TestOutcome::BadCredentials,
+            format!("Stages at {endpoint} refused the username or password"),
+        ),
+        Err(StagesError::Unreachable(why)) => (
+            TestOutcome::Unreachable,
+            format!("Stages at {endpoint} could not be reached: {why}"),
+        ),
+        Err(StagesError::Timeout) => (
+            TestOutcome::Timeout,
+            format!("Stages at {endpoint} did not answer in time"),
+        ),
+        Err(StagesError::RateLimited { retry_after_secs }) => (
+            TestOutcome::RateLimited,
+            match retry_after_secs {
+                Some(s) => format!("Stages at {endpoint} asks to slow down; try again in {s} s"),
+                None => format!("Stages at {endpoint} asks to slow down; try again shortly"),
+            },
+        ),
+        Err(other @ (StagesError::BadAnswer(_)
+        | StagesError::NotFound(_)
+        | StagesError::Rejected { .. })) => (
+            TestOutcome::BadAnswer,
+            format!("Stages at {endpoint} gave an unexpected answer ({other}); is the endpoint URL right?"),
+        ),
+    };
+    Ok(ConnectionTestReport {
+        outcome,
+        detail,
+        latency_ms,
+    })
+}
