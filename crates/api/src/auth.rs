@@ -168,3 +168,63 @@ impl FromRequest for Auth {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        let mut s = Settings::load(Some(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/empty.toml"
+        ))))
+        .unwrap();
+        s.auth.hs256_secret = "unit-test-secret-0123456789abcdef".into();
+        s
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_the_claims() {
+        let s = settings();
+        let v = TokenVerifier::from_settings(&s).unwrap();
+        let t = mint_token(&s, "acme", "alice", &[Role::Operator], std::time::Duration::from_secs(60)).unwrap();
+        let caller = v.verify(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!(caller.dealer.0, "acme");
+        assert_eq!(caller.user.0, "alice");
+        assert_eq!(caller.roles, vec![Role::Operator]);
+        assert_eq!(v.verify(Some(&t)).unwrap_err().status.as_u16(), 401, "no Bearer prefix");
+        assert_eq!(v.verify(None).unwrap_err().status.as_u16(), 401);
+    }
+
+    #[test]
+    fn es256_public_keys_from_a_file_are_honoured() {
+        let mut s = settings();
+        s.auth.algorithm = "ES256".into();
+        s.auth.public_key_file = Some(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/es256-test-public.pem").into(),
+        );
+        let v = TokenVerifier::from_settings(&s).unwrap();
+        let private = include_bytes!("../tests/fixtures/es256-test-private.pem");
+        let now = chrono::Utc::now().timestamp() as u64;
+        let claims = Claims {
+            sub: "bob".into(),
+            dealer: "acme".into(),
+            roles: vec!["viewer".into()],
+            exp: now + 60,
+            iat: now,
+            iss: s.auth.issuer.clone(),
+            aud: s.auth.audience.clone(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(private).unwrap(),
+        )
+        .unwrap();
+        let caller = v.verify(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!(caller.user.0, "bob");
+        // An HS256 token is refused by an ES256 service.
+        let hs = mint_token(&settings(), "acme", "bob", &[Role::Admin], std::time::Duration::from_secs(60)).unwrap();
+        assert!(v.verify(Some(&format!("Bearer {hs}"))).is_err());
+    }
+}

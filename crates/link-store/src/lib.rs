@@ -1,1 +1,176 @@
+//! Persistence of crosslink: one diesel code base over SQLite and PostgreSQL
+//! behind `Store`, which implements the domain's store ports. Migrations are
+//! embedded here and secrets are encrypted here, so callers never see SQL,
+//! a ciphertext or the key.
 
+mod connections;
+mod crypto;
+mod db;
+mod idempotency;
+mod migrate;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::r2d2::Pool;
+use domain::store::StoreError;
+
+pub use connections::MAX_PAGE_SIZE;
+pub use crypto::{SecretKey, SecretKeyError};
+pub use migrate::{MigrateError, MigrationReport, Readiness};
+
+use crypto::Cipher;
+use db::{DbConnection, Fail, Manager, SqliteSetup, Target};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most connections the pool opens (a SQLite `:memory:` store always uses one).
+    pub pool_size: u32,
+    /// How long to wait for a connection, when opening and on every query.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpenError {
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the {backend} database: {reason}")]
+    Connect {
+        backend: &'static str,
+        reason: String,
+    },
+}
+
+/// The persistence of the service. Cheap to clone: all clones share one pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool<Manager>,
+    target: Target,
+    cipher: Cipher,
+}
+
+impl std::fmt::Debug for Store {
+    // The URL may hold a password, so only the backend is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool on the database named by `url` and checks that one connection
+    /// can be made. Blocking: call it at startup or through `spawn_blocking`.
+    /// It does not migrate; call [`Store::migrate`] for that.
+    pub fn open(url: &str, key: SecretKey, options: StoreOptions) -> Result<Store, StoreOpenError> {
+        let target = Target::parse(url)?;
+        let backend = backend_of(&target);
+        let mut builder = Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout);
+        match &target {
+            Target::Postgres(_) => {}
+            Target::SqliteFile(path) => {
+                db::create_parent_dir(path)?;
+                builder = builder.connection_customizer(Box::new(SqliteSetup));
+            }
+            Target::SqliteMemory => {
+                // Every connection to ":memory:" is a database of its own: keep
+                // exactly one, for as long as the store lives.
+                builder = builder
+                    .max_size(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connection_customizer(Box::new(SqliteSetup));
+            }
+        }
+        let pool =
+            builder
+                .build(Manager::new(target.clone()))
+                .map_err(|e| StoreOpenError::Connect {
+                    backend: backend.as_str(),
+                    reason: e.to_string(),
+                })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                target,
+                cipher: Cipher::new(&key),
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        backend_of(&self.inner.target)
+    }
+
+    /// Runs `f` with a pooled connection on tokio's blocking threads, so a slow
+    /// query never stalls the async workers (diesel is synchronous).
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .pool
+                .get()
+                .map_err(|e| db::unavailable(&format!("no database connection: {e}")))?;
+            f(&mut conn, &inner.cipher).map_err(Fail::into_store_error)
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            // A panic in a query is a bug: let it surface where it happened.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "the database call was cancelled: {e}"
+            ))),
+        }
+    }
+}
+
+fn backend_of(target: &Target) -> Backend {
+    match target {
+        Target::Postgres(_) => Backend::Postgres,
+        Target::SqliteFile(_) | Target::SqliteMemory => Backend::Sqlite,
+    }
+}

@@ -1,0 +1,506 @@
+//! `ConnectionStore` on diesel: connections, the upstream credentials each one
+//! uses, and the inbound credential Stages calls back with. Every query filters
+//! on the dealer, so another dealer's id reads as "not found".
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::prelude::*;
+use domain::connection::{
+    AuthMode, Connection, ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus,
+    Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection, ProviderKind,
+};
+use domain::store::{ConnectionStore, PageRequest, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+use domain::{Page, Secret};
+
+use crate::crypto::Cipher;
+use crate::db::{conflict_on_unique, per_backend, write_transaction, DbConnection, Fail};
+use crate::schema::{connections, credentials, inbound_credentials};
+use crate::Store;
+
+/// Largest page the store returns, whatever the caller asks.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = connections)]
+struct ConnectionRow {
+    id: String,
+    dealer: String,
+    name: String,
+    name_key: String,
+    provider: String,
+    endpoint: String,
+    auth_mode: String,
+    auto_sync: bool,
+    status: String,
+    version: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = connections)]
+struct ConnectionChangeset {
+    name: Option<String>,
+    name_key: Option<String>,
+    endpoint: Option<String>,
+    auth_mode: Option<String>,
+    auto_sync: Option<bool>,
+    status: Option<String>,
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = credentials)]
+struct CredentialRow {
+    connection_id: String,
+    dealer: String,
+    owner: String,
+    username: String,
+    secret: Vec<u8>,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = inbound_credentials)]
+struct InboundCredentialRow {
+    connection_id: String,
+    dealer: String,
+    username: String,
+    secret: Vec<u8>,
+    rotated_at: NaiveDateTime,
+}
+
+/// Case-insensitive uniqueness is decided on this key, computed here rather than
+/// in SQL because SQLite's `lower()` folds ASCII only.
+fn name_key(name: &ConnectionName) -> String {
+    name.as_str().trim().to_lowercase()
+}
+
+/// Stored times are whole microseconds: PostgreSQL keeps no more, and a value
+/// must read back equal to what was written on either backend.
+pub(crate) fn to_db_time(t: DateTime<Utc>) -> NaiveDateTime {
+    t.trunc_subsecs(6).naive_utc()
+}
+
+pub(crate) fn from_db_time(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+fn id_text(id: ConnectionId) -> String {
+    id.0.hyphenated().to_string()
+}
+
+fn owner_text(owner: &CredentialOwner) -> String {
+    match owner {
+        CredentialOwner::Dealer => "dealer".to_owned(),
+        CredentialOwner::User(user) => format!("user:{user}"),
+    }
+}
+
+/// Associated data binding a sealed password to its row.
+fn credential_aad(id: &str, owner: &str) -> String {
+    format!("credentials|{id}|{owner}")
+}
+
+fn inbound_aad(id: &str) -> String {
+    format!("inbound_credentials|{id}")
+}
+
+fn corrupt(what: String) -> Fail {
+    tracing::error!(%what, "unreadable row");
+    Fail::Store(StoreError::Unavailable(format!(
+        "a stored row is unreadable: {what}"
+    )))
+}
+
+fn undecryptable() -> Fail {
+    tracing::error!("a stored secret could not be decrypted");
+    Fail::Store(StoreError::Unavailable(
+        "a stored secret could not be decrypted; is the encryption key right?".into(),
+    ))
+}
+
+fn open_secret(cipher: &Cipher, aad: &str, blob: &[u8]) -> Result<Secret, Fail> {
+    let plain = cipher.open(aad, blob).map_err(|_| undecryptable())?;
+    let text = String::from_utf8(plain).map_err(|_| undecryptable())?;
+    Ok(Secret::new(text))
+}
+
+impl ConnectionRow {
+    fn into_domain(self) -> Result<Connection, Fail> {
+        let id = uuid::Uuid::parse_str(&self.id)
+            .map_err(|_| corrupt(format!("connection id '{}'", self.id)))?;
+        let field = |what: &str| corrupt(format!("connection {} has a bad {what}", self.id));
+        Ok(Connection {
+            id: ConnectionId(id),
+            name: ConnectionName::parse(&self.name).map_err(|_| field("name"))?,
+            provider: ProviderKind::parse(&self.provider).ok_or_else(|| field("provider"))?,
+            endpoint: Endpoint::parse(&self.endpoint).map_err(|_| field("endpoint"))?,
+            auth_mode: AuthMode::parse(&self.auth_mode).ok_or_else(|| field("auth mode"))?,
+            status: ConnectionStatus::parse(&self.status).ok_or_else(|| field("status"))?,
+            dealer: DealerId(self.dealer),
+            auto_sync: self.auto_sync,
+            version: self.version,
+            created_at: from_db_time(self.created_at),
+            updated_at: from_db_time(self.updated_at),
+        })
+    }
+}
+
+fn duplicate_name(name: &ConnectionName) -> String {
+    format!("a connection named '{}' already exists", name.as_str())
+}
+
+fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<ConnectionRow> {
+    connections::table
+        .filter(connections::dealer.eq(dealer))
+        .filter(connections::id.eq(id))
+        .select(ConnectionRow::as_select())
+        .first(conn)
+}
+
+/// The dealer's connection exists; credentials of a missing or foreign
+/// connection answer NotFound rather than "no credential".
+fn require_connection(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<(), Fail> {
+    connections::table
+        .filter(connections::dealer.eq(dealer))
+        .filter(connections::id.eq(id))
+        .select(connections::id)
+        .first::<String>(conn)?;
+    Ok(())
+}
+
+/// After a conditional write touched no row: was the row missing, or its version stale?
+fn missing_or_stale(conn: &mut DbConnection, dealer: &str, id: &str) -> Fail {
+    match require_connection(conn, dealer, id) {
+        Ok(()) => Fail::Store(StoreError::VersionMismatch),
+        Err(e) => e,
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for Store {
+    async fn insert_connection(&self, new: NewConnection) -> StoreResult<Connection> {
+        let now = to_db_time(Utc::now());
+        let row = ConnectionRow {
+            id: id_text(ConnectionId::new()),
+            dealer: new.dealer.0.clone(),
+            name: new.name.as_str().to_owned(),
+            name_key: name_key(&new.name),
+            provider: new.provider.as_str().to_owned(),
+            endpoint: new.endpoint.as_str().to_owned(),
+            auth_mode: new.auth_mode.as_str().to_owned(),
+            auto_sync: new.auto_sync,
+            status: new.status.as_str().to_owned(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        self.run(move |conn, _| {
+            conflict_on_unique(
+                diesel::insert_into(connections::table)
+                    .values(&row)
+                    .execute(conn),
+                || duplicate_name(&new.name),
+            )?;
+            row.into_domain()
+        })
+        .await
+    }
+
+    async fn connection(&self, dealer: &DealerId, id: ConnectionId) -> StoreResult<Connection> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| find_row(conn, &dealer, &id_text(id))?.into_domain())
+            .await
+    }
+
+    async fn list_connections(
+        &self,
+        dealer: &DealerId,
+        provider: Option<ProviderKind>,
+        page: PageRequest,
+    ) -> StoreResult<Page<Connection>> {
+        let dealer = dealer.0.clone();
+        let limit = page.limit.clamp(1, MAX_PAGE_SIZE) as usize;
+        self.run(move |conn, _| {
+            let mut query = connections::table
+                .filter(connections::dealer.eq(dealer))
+                .select(ConnectionRow::as_select())
+                .order(connections::id.asc())
+                // One more than asked tells whether another page follows.
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(provider) = provider {
+                query = query.filter(connections::provider.eq(provider.as_str()));
+            }
+            if let Some(after) = page.after {
+                query = query.filter(connections::id.gt(after));
+            }
+            let mut rows: Vec<ConnectionRow> = query.load(conn)?;
+            let next_page_token = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|r| r.id.clone())
+            } else {
+                None
+            };
+            let items = rows
+                .into_iter()
+                .map(ConnectionRow::into_domain)
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn update_connection(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        changes: ConnectionChanges,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Connection> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        let now = to_db_time(Utc::now());
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                if changes.is_empty() {
+                    // Nothing to write: the version stays, but it is still checked.
+                    let row = find_row(conn, &dealer, &id)?;
+                    if expected_version.is_some_and(|v| v != row.version) {
+                        return Err(StoreError::VersionMismatch.into());
+                    }
+                    return row.into_domain();
+                }
+                let set = (
+                    ConnectionChangeset {
+                        name: changes.name.as_ref().map(|n| n.as_str().to_owned()),
+                        name_key: changes.name.as_ref().map(name_key),
+                        endpoint: changes.endpoint.as_ref().map(|e| e.as_str().to_owned()),
+                        auth_mode: changes.auth_mode.map(|m| m.as_str().to_owned()),
+                        auto_sync: changes.auto_sync,
+                        status: changes.status.map(|s| s.as_str().to_owned()),
+                    },
+                    connections::version.eq(connections::version + 1),
+                    connections::updated_at.eq(now),
+                );
+                let target = connections::table
+                    .filter(connections::dealer.eq(&dealer))
+                    .filter(connections::id.eq(&id));
+                let updated = match expected_version {
+                    Some(v) => diesel::update(target.filter(connections::version.eq(v)))
+                        .set(set)
+                        .execute(conn),
+                    None => diesel::update(target).set(set).execute(conn),
+                };
+                let updated = conflict_on_unique(updated, || {
+                    duplicate_name(changes.name.as_ref().expect("only a rename can collide"))
+                })?;
+                if updated == 0 {
+                    return Err(missing_or_stale(conn, &dealer, &id));
+                }
+                find_row(conn, &dealer, &id)?.into_domain()
+            })
+        })
+        .await
+    }
+
+    async fn delete_connection(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                let target = connections::table
+                    .filter(connections::dealer.eq(&dealer))
+                    .filter(connections::id.eq(&id));
+                // Credentials go with it: ON DELETE CASCADE.
+                let deleted = match expected_version {
+                    Some(v) => {
+                        diesel::delete(target.filter(connections::version.eq(v))).execute(conn)?
+                    }
+                    None => diesel::delete(target).execute(conn)?,
+                };
+                if deleted == 0 {
+                    return Err(missing_or_stale(conn, &dealer, &id));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn put_credential(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        owner: &CredentialOwner,
+        username: &str,
+        password: &Secret,
+    ) -> StoreResult<Credential> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        let owner = owner_text(owner);
+        let username = username.to_owned();
+        let password = password.clone();
+        let now = to_db_time(Utc::now());
+        self.run(move |conn, cipher| {
+            let row = CredentialRow {
+                secret: cipher.seal(&credential_aad(&id, &owner), password.expose().as_bytes()),
+                connection_id: id,
+                dealer,
+                owner,
+                username,
+                updated_at: now,
+            };
+            write_transaction(conn, |conn| {
+                require_connection(conn, &row.dealer, &row.connection_id)?;
+                per_backend!(conn, |c| diesel::insert_into(credentials::table)
+                    .values(&row)
+                    .on_conflict((credentials::connection_id, credentials::owner))
+                    .do_update()
+                    .set((
+                        credentials::username.eq(&row.username),
+                        credentials::secret.eq(&row.secret),
+                        credentials::updated_at.eq(&row.updated_at),
+                    ))
+                    .execute(c))?;
+                Ok::<_, Fail>(())
+            })?;
+            Ok(Credential {
+                username: row.username,
+                password,
+                updated_at: from_db_time(now),
+            })
+        })
+        .await
+    }
+
+    async fn credential(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        owner: &CredentialOwner,
+    ) -> StoreResult<Option<Credential>> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        let owner = owner_text(owner);
+        self.run(move |conn, cipher| {
+            let row = credentials::table
+                .filter(credentials::dealer.eq(&dealer))
+                .filter(credentials::connection_id.eq(&id))
+                .filter(credentials::owner.eq(&owner))
+                .select(CredentialRow::as_select())
+                .first(conn)
+                .optional()?;
+            let Some(row) = row else {
+                require_connection(conn, &dealer, &id)?;
+                return Ok(None);
+            };
+            Ok(Some(Credential {
+                password: open_secret(cipher, &credential_aad(&id, &owner), &row.secret)?,
+                username: row.username,
+                updated_at: from_db_time(row.updated_at),
+            }))
+        })
+        .await
+    }
+
+    async fn delete_credential(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        owner: &CredentialOwner,
+    ) -> StoreResult<bool> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        let owner = owner_text(owner);
+        self.run(move |conn, _| {
+            let deleted = diesel::delete(
+                credentials::table
+                    .filter(credentials::dealer.eq(&dealer))
+                    .filter(credentials::connection_id.eq(&id))
+                    .filter(credentials::owner.eq(&owner)),
+            )
+            .execute(conn)?;
+            if deleted == 0 {
+                require_connection(conn, &dealer, &id)?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn inbound_credential(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+    ) -> StoreResult<Option<InboundCredential>> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        self.run(move |conn, cipher| {
+            let row = inbound_credentials::table
+                .filter(inbound_credentials::dealer.eq(&dealer))
+                .filter(inbound_credentials::connection_id.eq(&id))
+                .select(InboundCredentialRow::as_select())
+                .first(conn)
+                .optional()?;
+            let Some(row) = row else {
+                require_connection(conn, &dealer, &id)?;
+                return Ok(None);
+            };
+            Ok(Some(InboundCredential {
+                secret: open_secret(cipher, &inbound_aad(&id), &row.secret)?,
+                username: row.username,
+                rotated_at: from_db_time(row.rotated_at),
+            }))
+        })
+        .await
+    }
+
+    async fn set_inbound_credential(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        credential: &InboundCredential,
+    ) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        let credential = credential.clone();
+        self.run(move |conn, cipher| {
+            let row = InboundCredentialRow {
+                secret: cipher.seal(&inbound_aad(&id), credential.secret.expose().as_bytes()),
+                connection_id: id,
+                dealer,
+                username: credential.username,
+                rotated_at: to_db_time(credential.rotated_at),
+            };
+            write_transaction(conn, |conn| {
+                require_connection(conn, &row.dealer, &row.connection_id)?;
+                let upsert =
+                    per_backend!(conn, |c| diesel::insert_into(inbound_credentials::table)
+                        .values(&row)
+                        .on_conflict(inbound_credentials::connection_id)
+                        .do_update()
+                        .set((
+                            inbound_credentials::username.eq(&row.username),
+                            inbound_credentials::secret.eq(&row.secret),
+                            inbound_credentials::rotated_at.eq(&row.rotated_at),
+                        ))
+                        .execute(c));
+                conflict_on_unique(upsert, || {
+                    "the inbound username is already used by another connection".to_owned()
+                })?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,263 @@
+//! The database connection over both backends: the `MultiConnection` enum, the
+//! choice of backend from the URL, the r2d2 pool and its SQLite settings, and the
+//! few helpers the repositories share (backend-specific statements, transactions).
+
+use std::path::{Path, PathBuf};
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{CustomizeConnection, ManageConnection, R2D2Connection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use domain::store::StoreError;
+
+use crate::StoreOpenError;
+
+/// One connection to either backend. Queries written against it run on both;
+/// match on the variant only where the SQL differs.
+#[derive(diesel::MultiConnection)]
+pub(crate) enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Runs `$body` with `$c` bound to the inner connection, for statements the
+/// `MultiConnection` cannot express (upserts): the same diesel DSL, type-checked
+/// once per backend.
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub(crate) use per_backend;
+
+/// Where the data lives, read from the database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Postgres(String),
+    SqliteFile(PathBuf),
+    /// One private in-memory database; the pool keeps a single connection to it.
+    SqliteMemory,
+}
+
+impl Target {
+    /// `postgres://` / `postgresql://` → PostgreSQL; `sqlite://PATH`, `sqlite:PATH`
+    /// or a plain path → a SQLite file; `sqlite::memory:` → SQLite in memory.
+    pub(crate) fn parse(url: &str) -> Result<Self, StoreOpenError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        if matches!(url, "sqlite::memory:" | "sqlite://:memory:" | ":memory:") {
+            return Ok(Self::SqliteMemory);
+        }
+        let path = if let Some(path) = url.strip_prefix("sqlite://") {
+            path
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            path
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            return Err(StoreOpenError::UnsupportedUrl(format!(
+                "the scheme '{scheme}' is not supported; use postgres://, sqlite:// or a file path"
+            )));
+        } else {
+            url
+        };
+        if path.is_empty() {
+            return Err(StoreOpenError::UnsupportedUrl(
+                "the SQLite URL names no file".into(),
+            ));
+        }
+        Ok(Self::SqliteFile(PathBuf::from(path)))
+    }
+}
+
+/// Establishes connections of the backend the URL named. diesel's own
+/// `ConnectionManager<DbConnection>` tries every backend in turn, so an
+/// unreachable PostgreSQL would be reported as a SQLite error (or, worse, a
+/// file named like the URL); this manager never guesses.
+#[derive(Debug)]
+pub(crate) struct Manager {
+    target: Target,
+}
+
+impl Manager {
+    pub(crate) fn new(target: Target) -> Self {
+        Self { target }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        let conn = match &self.target {
+            Target::Postgres(url) => PgConnection::establish(url).map(DbConnection::Postgresql),
+            Target::SqliteFile(path) => {
+                SqliteConnection::establish(&path.to_string_lossy()).map(DbConnection::Sqlite)
+            }
+            Target::SqliteMemory => {
+                SqliteConnection::establish(":memory:").map(DbConnection::Sqlite)
+            }
+        };
+        conn.map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// Settings every SQLite connection gets when the pool opens it. The busy timeout
+/// comes first: switching to WAL needs a lock another connection may hold.
+#[derive(Debug)]
+pub(crate) struct SqliteSetup;
+
+pub(crate) const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 10000; \
+     PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON;";
+
+impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(SQLITE_SETUP)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Creates the directory a SQLite file goes in, so a newcomer's `./data/x.db` just works.
+pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreOpenError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreOpenError::CreateDirectory {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` in a transaction that holds the write lock from its first statement.
+/// On SQLite a deferred transaction that reads and then writes fails at once with
+/// SQLITE_BUSY when another writer got in between (the busy timeout does not
+/// apply to that upgrade); `BEGIN IMMEDIATE` waits for the lock instead.
+/// PostgreSQL takes row locks as it goes, so a plain transaction is enough there.
+pub(crate) fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DieselError>,
+{
+    if let DbConnection::Sqlite(inner) = &mut *conn {
+        AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
+        // From here the enum's transaction manager sees the open transaction of the
+        // inner connection, so commit and rollback go through it as usual.
+        return match f(conn) {
+            Ok(value) => {
+                <DbConnection as TransactionManager<DbConnection>>::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(error) => {
+                match <DbConnection as TransactionManager<DbConnection>>::rollback_transaction(conn)
+                {
+                    Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
+                    Err(rollback) => Err(rollback.into()),
+                }
+            }
+        };
+    }
+    conn.transaction(f)
+}
+
+/// The error inside a blocking database call: a domain answer decided there, or
+/// a diesel error still to be classified. Turned into `StoreError` once, at the end.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Store(StoreError),
+    Db(DieselError),
+}
+
+impl From<DieselError> for Fail {
+    fn from(e: DieselError) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl Fail {
+    pub(crate) fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Db(DieselError::NotFound) => StoreError::NotFound,
+            Self::Db(e) => unavailable(&e),
+        }
+    }
+}
+
+/// Logs a database error and answers `Unavailable`. diesel's messages carry no
+/// bound values, so no secret reaches the log or the text.
+pub(crate) fn unavailable(e: &dyn std::fmt::Display) -> StoreError {
+    tracing::error!(error = %e, "database error");
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Turns a unique violation into `Conflict(message)`, anything else into `Fail::Db`.
+pub(crate) fn conflict_on_unique<T>(
+    result: Result<T, DieselError>,
+    message: impl FnOnce() -> String,
+) -> Result<T, Fail> {
+    match result {
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(Fail::Store(StoreError::Conflict(message())))
+        }
+        other => other.map_err(Fail::Db),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_the_backend() {
+        let pg = "postgres://u@h:5432/db";
+        assert_eq!(Target::parse(pg).unwrap(), Target::Postgres(pg.into()));
+        let pg = "postgresql://h/db?options=-c%20search_path%3Dx";
+        assert_eq!(Target::parse(pg).unwrap(), Target::Postgres(pg.into()));
+        for (url, path) in [
+            ("sqlite://data/crosslink.db", "data/crosslink.db"),
+            ("sqlite:///var/lib/crosslink.db", "/var/lib/crosslink.db"),
+            ("sqlite:data/crosslink.db", "data/crosslink.db"),
+            ("./data/crosslink.db", "./data/crosslink.db"),
+            ("crosslink.db", "crosslink.db"),
+        ] {
+            assert_eq!(
+                Target::parse(url).unwrap(),
+                Target::SqliteFile(path.into()),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            Target::parse("sqlite::memory:").unwrap(),
+            Target::SqliteMemory
+        );
+        assert!(Target::parse("mysql://h/db").is_err());
+        assert!(Target::parse("sqlite://").is_err());
+        assert!(Target::parse("").is_err());
+    }
+}

@@ -1,0 +1,1235 @@
+//! The store suite: every case below runs on SQLite (a temp file) and on
+//! PostgreSQL (a fresh schema on `TEST_DATABASE_URL`), as `<case>::sqlite` and
+//! `<case>::postgres`. Without `TEST_DATABASE_URL` the PostgreSQL half fails
+//! rather than skipping, so a green run means both backends were tried.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Binary, Text};
+use domain::connection::{
+    AuthMode, ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner,
+    Endpoint, InboundCredential, NewConnection, ProviderKind,
+};
+use domain::store::{
+    ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore, PageRequest, StoreError,
+    StoredResponse,
+};
+use domain::tenancy::{DealerId, UserId};
+use domain::Secret;
+use link_store::{Backend, SecretKey, Store, StoreOpenError, StoreOptions};
+
+const PG_HINT: &str = "set TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test";
+
+/// One test's private database, removed when dropped.
+struct TestDb {
+    url: String,
+    key: SecretKey,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite { dir: PathBuf, file: PathBuf },
+    Postgres { base_url: String, schema: String },
+}
+
+impl TestDb {
+    fn sqlite() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("link-store-test-{}", uuid::Uuid::now_v7().simple()));
+        // The store creates the directory itself; the test checks that it does.
+        let file = dir.join("nested").join("crosslink.db");
+        Self {
+            url: format!("sqlite://{}", file.display()),
+            key: SecretKey::generate(),
+            kind: Kind::Sqlite { dir, file },
+        }
+    }
+
+    fn postgres() -> Self {
+        let base_url = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| {
+                panic!("the PostgreSQL half of the store suite needs a database: {PG_HINT}")
+            });
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&base_url)
+            .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL ({e}); {PG_HINT}"));
+        diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .expect("create the test schema");
+        // libpq reads `options` from the URL: every session starts in the schema.
+        let sep = if base_url.contains('?') { '&' } else { '?' };
+        Self {
+            url: format!("{base_url}{sep}options=-c%20search_path%3D{schema}"),
+            key: SecretKey::generate(),
+            kind: Kind::Postgres { base_url, schema },
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        match self.kind {
+            Kind::Sqlite { .. } => Backend::Sqlite,
+            Kind::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    async fn open_with(&self, key: SecretKey) -> Store {
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || Store::open(&url, key, StoreOptions::default()))
+            .await
+            .unwrap()
+            .expect("open the store")
+    }
+
+    /// Opened, not migrated.
+    async fn open(&self) -> Store {
+        self.open_with(self.key.clone()).await
+    }
+
+    /// Opened and migrated: what most cases start from.
+    async fn store(&self) -> Store {
+        let store = self.open().await;
+        assert_eq!(store.backend(), self.backend());
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Runs raw SQL beside the store, on a connection of its own.
+    fn execute(&self, sql: &str) -> usize {
+        match &self.kind {
+            Kind::Sqlite { file, .. } => {
+                let mut conn = SqliteConnection::establish(&file.to_string_lossy()).unwrap();
+                diesel::sql_query("PRAGMA busy_timeout = 5000")
+                    .execute(&mut conn)
+                    .unwrap();
+                diesel::sql_query(sql).execute(&mut conn).unwrap()
+            }
+            Kind::Postgres { .. } => {
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql).execute(&mut conn).unwrap()
+            }
+        }
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let sql = format!("SELECT count(*) AS n FROM {sql}");
+        let row: Count = match &self.kind {
+            Kind::Sqlite { file, .. } => {
+                let mut conn = SqliteConnection::establish(&file.to_string_lossy()).unwrap();
+                diesel::sql_query(sql).get_result(&mut conn).unwrap()
+            }
+            Kind::Postgres { .. } => {
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql).get_result(&mut conn).unwrap()
+            }
+        };
+        row.n
+    }
+
+    /// Everything a reader of the database could see: on SQLite the bytes of the
+    /// file and its write-ahead log, on PostgreSQL every row as text plus the
+    /// raw secret bytes (a bytea prints as hex, which would hide a plaintext).
+    fn raw_contents(&self) -> Vec<u8> {
+        match &self.kind {
+            Kind::Sqlite { file, .. } => {
+                let mut bytes = std::fs::read(file).unwrap();
+                let wal = PathBuf::from(format!("{}-wal", file.display()));
+                if let Ok(more) = std::fs::read(wal) {
+                    bytes.extend(more);
+                }
+                bytes
+            }
+            Kind::Postgres { .. } => {
+                #[derive(QueryableByName)]
+                struct RowText {
+                    #[diesel(sql_type = Text)]
+                    row: String,
+                }
+                #[derive(QueryableByName)]
+                struct SecretBytes {
+                    #[diesel(sql_type = Binary)]
+                    secret: Vec<u8>,
+                }
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                let mut bytes = Vec::new();
+                for table in ["connections", "credentials", "inbound_credentials"] {
+                    let rows: Vec<RowText> =
+                        diesel::sql_query(format!("SELECT t::text AS row FROM {table} t"))
+                            .load(&mut conn)
+                            .unwrap();
+                    for r in rows {
+                        bytes.extend(r.row.into_bytes());
+                    }
+                }
+                for table in ["credentials", "inbound_credentials"] {
+                    let rows: Vec<SecretBytes> =
+                        diesel::sql_query(format!("SELECT secret FROM {table}"))
+                            .load(&mut conn)
+                            .unwrap();
+                    for r in rows {
+                        bytes.extend(r.secret);
+                    }
+                }
+                bytes
+            }
+        }
+    }
+
+    /// The migration folders of this backend, oldest first.
+    fn migration_names(&self) -> Vec<String> {
+        let folder = match self.kind {
+            Kind::Sqlite { .. } => "sqlite",
+            Kind::Postgres { .. } => "postgres",
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../migrations")
+            .join(folder);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.kind {
+            Kind::Sqlite { dir, .. } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Kind::Postgres { base_url, schema } => {
+                if let Ok(mut conn) = PgConnection::establish(base_url) {
+                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn);
+                }
+            }
+        }
+    }
+}
+
+async fn run_case<F, Fut>(db: TestDb, case: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    case(db).await
+}
+
+/// `store_test!(name, |db| async move { ... })` makes `name::sqlite` and `name::postgres`.
+macro_rules! store_test {
+    ($name:ident, $case:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                run_case(TestDb::sqlite(), $case).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                run_case(TestDb::postgres(), $case).await
+            }
+        }
+    };
+}
+
+fn dealer(name: &str) -> DealerId {
+    DealerId(name.into())
+}
+
+fn new_connection(dealer_id: &str, name: &str, provider: ProviderKind) -> NewConnection {
+    NewConnection {
+        dealer: dealer(dealer_id),
+        name: ConnectionName::parse(name).unwrap(),
+        provider,
+        endpoint: Endpoint::parse("https://stages.example.com/api").unwrap(),
+        auth_mode: AuthMode::Dealer,
+        auto_sync: true,
+        status: ConnectionStatus::Active,
+    }
+}
+
+fn first_page(limit: u32) -> PageRequest {
+    PageRequest { after: None, limit }
+}
+
+fn user(id: &str) -> CredentialOwner {
+    CredentialOwner::User(UserId(id.into()))
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn scope(dealer_id: &str, user_id: &str, key: &str) -> IdempotencyScope {
+    IdempotencyScope {
+        dealer: dealer(dealer_id),
+        user: user_id.into(),
+        key: key.into(),
+    }
+}
+
+fn response() -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("location".into(), "/v1/connections/1".into()),
+        ],
+        body: br#"{"id":"1"}"#.to_vec(),
+    }
+}
+
+// --- migrations -------------------------------------------------------------------------
+
+store_test!(
+    migrate_applies_once_and_readiness_follows,
+    |db| async move {
+        let store = db.open().await;
+        let before = store.readiness().await;
+        assert!(before.database_reachable);
+        assert_eq!(before.pending_migrations, db.migration_names().len());
+        assert!(!before.is_ready());
+
+        let first = store.migrate().await.unwrap();
+        assert_eq!(first.applied, db.migration_names());
+        let after = store.readiness().await;
+        assert_eq!(after.pending_migrations, 0);
+        assert!(after.is_ready());
+
+        let second = store.migrate().await.unwrap();
+        assert!(second.applied.is_empty(), "{:?}", second.applied);
+        assert_eq!(
+            db.count("__diesel_schema_migrations"),
+            db.migration_names().len() as i64
+        );
+    }
+);
+
+store_test!(concurrent_migrations_from_three_stores, |db| async move {
+    // Three replicas starting together on one empty database.
+    let (a, b, c) = tokio::join!(db.open(), db.open(), db.open());
+    let (ra, rb, rc) = tokio::join!(a.migrate(), b.migrate(), c.migrate());
+    let mut applied: Vec<String> = [ra, rb, rc]
+        .into_iter()
+        .flat_map(|r| r.expect("every replica comes up").applied)
+        .collect();
+    applied.sort();
+    assert_eq!(applied, db.migration_names(), "each migration applied once");
+    assert_eq!(
+        db.count("__diesel_schema_migrations"),
+        db.migration_names().len() as i64
+    );
+    for store in [&a, &b, &c] {
+        assert!(store.readiness().await.is_ready());
+    }
+});
+
+// --- connections ------------------------------------------------------------------------
+
+store_test!(connections_insert_get_update_delete, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let created = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(store.connection(&d, created.id).await.unwrap(), created);
+
+    // Names are unique per dealer, whatever their case.
+    let dup = store
+        .insert_connection(new_connection("d1", "  sTAGES ", ProviderKind::AlarmCom))
+        .await;
+    match dup {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("sTAGES"), "{msg}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Another dealer may use the name.
+    store
+        .insert_connection(new_connection("d2", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+
+    let changes = ConnectionChanges {
+        name: Some(ConnectionName::parse("Stages main").unwrap()),
+        auto_sync: Some(false),
+        status: Some(ConnectionStatus::Inactive),
+        ..Default::default()
+    };
+    let updated = store
+        .update_connection(&d, created.id, changes.clone(), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.name.as_str(), "Stages main");
+    assert!(!updated.auto_sync);
+    assert_eq!(updated.status, ConnectionStatus::Inactive);
+    assert_eq!(updated.endpoint, created.endpoint);
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+    assert_eq!(store.connection(&d, created.id).await.unwrap(), updated);
+
+    // A stale version is refused and changes nothing.
+    assert_eq!(
+        store
+            .update_connection(&d, created.id, changes.clone(), Some(1))
+            .await,
+        Err(StoreError::VersionMismatch)
+    );
+    assert_eq!(store.connection(&d, created.id).await.unwrap(), updated);
+
+    // Without a version the change applies; a case-only rename of itself is fine.
+    let renamed = store
+        .update_connection(
+            &d,
+            created.id,
+            ConnectionChanges {
+                name: Some(ConnectionName::parse("STAGES MAIN").unwrap()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.version, 3);
+    assert_eq!(renamed.name.as_str(), "STAGES MAIN");
+
+    // Renaming onto another connection's name (other case) conflicts.
+    let other = store
+        .insert_connection(new_connection("d1", "Alarm.com", ProviderKind::AlarmCom))
+        .await
+        .unwrap();
+    let clash = store
+        .update_connection(
+            &d,
+            other.id,
+            ConnectionChanges {
+                name: Some(ConnectionName::parse("stages main").unwrap()),
+                ..Default::default()
+            },
+            Some(1),
+        )
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+
+    // An empty change checks the version and leaves it.
+    assert_eq!(
+        store
+            .update_connection(&d, other.id, ConnectionChanges::default(), Some(1))
+            .await
+            .unwrap(),
+        other
+    );
+    assert_eq!(
+        store
+            .update_connection(&d, other.id, ConnectionChanges::default(), Some(7))
+            .await,
+        Err(StoreError::VersionMismatch)
+    );
+
+    // Delete: stale version refused, then gone, then "not found".
+    assert_eq!(
+        store.delete_connection(&d, created.id, Some(2)).await,
+        Err(StoreError::VersionMismatch)
+    );
+    store
+        .delete_connection(&d, created.id, Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.connection(&d, created.id).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.delete_connection(&d, created.id, None).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.update_connection(&d, created.id, changes, None).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.connection(&d, ConnectionId::new()).await,
+        Err(StoreError::NotFound)
+    );
+    // The name is free again.
+    store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+});
+
+store_test!(connections_list_in_pages, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let mut ids = Vec::new();
+    for (i, provider) in [
+        ProviderKind::Stages,
+        ProviderKind::AlarmCom,
+        ProviderKind::Stages,
+        ProviderKind::TotalConnect,
+        ProviderKind::Stages,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = store
+            .insert_connection(new_connection("d1", &format!("c{i}"), provider))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    // Someone else's rows never show.
+    store
+        .insert_connection(new_connection("d2", "c9", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "v7 ids follow creation order");
+
+    let mut seen = Vec::new();
+    let mut page = first_page(2);
+    let mut sizes = Vec::new();
+    loop {
+        let got = store
+            .list_connections(&d, None, page.clone())
+            .await
+            .unwrap();
+        sizes.push(got.items.len());
+        seen.extend(got.items.iter().map(|c| c.id));
+        assert!(got.items.iter().all(|c| c.dealer == d));
+        match got.next_page_token {
+            Some(token) => page.after = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert_eq!(seen, ids);
+
+    // An exact fit has no next page.
+    let all = store
+        .list_connections(&d, None, first_page(5))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 5);
+    assert_eq!(all.next_page_token, None);
+
+    let stages = store
+        .list_connections(&d, Some(ProviderKind::Stages), first_page(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        stages.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![ids[0], ids[2]]
+    );
+    let rest = store
+        .list_connections(
+            &d,
+            Some(ProviderKind::Stages),
+            PageRequest {
+                after: stages.next_page_token,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![ids[4]]
+    );
+    assert_eq!(rest.next_page_token, None);
+    let none = store
+        .list_connections(&d, Some(ProviderKind::BrinksHome), first_page(10))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    assert_eq!(none.next_page_token, None);
+});
+
+store_test!(dealers_never_see_each_other, |db| async move {
+    let store = db.store().await;
+    let mine = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    store
+        .put_credential(
+            &dealer("d1"),
+            mine.id,
+            &CredentialOwner::Dealer,
+            "dealer-user",
+            &Secret::new("pw"),
+        )
+        .await
+        .unwrap();
+    let other = dealer("d2");
+    assert_eq!(
+        store.connection(&other, mine.id).await,
+        Err(StoreError::NotFound)
+    );
+    assert!(store
+        .list_connections(&other, None, first_page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        store
+            .update_connection(
+                &other,
+                mine.id,
+                ConnectionChanges {
+                    auto_sync: Some(false),
+                    ..Default::default()
+                },
+                None
+            )
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.delete_connection(&other, mine.id, None).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store
+            .credential(&other, mine.id, &CredentialOwner::Dealer)
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store
+            .put_credential(
+                &other,
+                mine.id,
+                &CredentialOwner::Dealer,
+                "x",
+                &Secret::new("y")
+            )
+            .await
+            .map(|_| ()),
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store
+            .delete_credential(&other, mine.id, &CredentialOwner::Dealer)
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.inbound_credential(&other, mine.id).await,
+        Err(StoreError::NotFound)
+    );
+    let inbound = InboundCredential {
+        username: "cb".into(),
+        secret: Secret::new("s"),
+        rotated_at: Utc::now(),
+    };
+    assert_eq!(
+        store
+            .set_inbound_credential(&other, mine.id, &inbound)
+            .await,
+        Err(StoreError::NotFound)
+    );
+    // All of it still there for its owner.
+    assert_eq!(
+        store.connection(&dealer("d1"), mine.id).await.unwrap(),
+        mine
+    );
+    let cred = store
+        .credential(&dealer("d1"), mine.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cred.password.expose(), "pw");
+});
+
+// --- credentials ------------------------------------------------------------------------
+
+store_test!(credentials_per_owner, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.credential(&d, c.id, &CredentialOwner::Dealer).await,
+        Ok(None)
+    );
+
+    let put = store
+        .put_credential(
+            &d,
+            c.id,
+            &CredentialOwner::Dealer,
+            "dealer-login",
+            &Secret::new("dealer-pw"),
+        )
+        .await
+        .unwrap();
+    let got = store
+        .credential(&d, c.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, put);
+    assert_eq!(got.username, "dealer-login");
+    assert_eq!(got.password.expose(), "dealer-pw");
+
+    // Replacing keeps one row per owner.
+    store
+        .put_credential(
+            &d,
+            c.id,
+            &CredentialOwner::Dealer,
+            "dealer-login-2",
+            &Secret::new("dealer-pw-2"),
+        )
+        .await
+        .unwrap();
+    let got = store
+        .credential(&d, c.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.username.as_str(), got.password.expose()),
+        ("dealer-login-2", "dealer-pw-2")
+    );
+
+    // Users hold their own, and read only their own.
+    for (u, pw) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+        store
+            .put_credential(&d, c.id, &user(u), &format!("{u}-login"), &Secret::new(pw))
+            .await
+            .unwrap();
+    }
+    let alice = store
+        .credential(&d, c.id, &user("alice"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (alice.username.as_str(), alice.password.expose()),
+        ("alice-login", "alice-pw")
+    );
+    let bob = store
+        .credential(&d, c.id, &user("bob"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bob.password.expose(), "bob-pw");
+    assert_eq!(store.credential(&d, c.id, &user("carol")).await, Ok(None));
+    assert_eq!(db.count("credentials"), 3);
+
+    assert_eq!(
+        store.delete_credential(&d, c.id, &user("alice")).await,
+        Ok(true)
+    );
+    assert_eq!(
+        store.delete_credential(&d, c.id, &user("alice")).await,
+        Ok(false)
+    );
+    assert_eq!(store.credential(&d, c.id, &user("alice")).await, Ok(None));
+    assert!(store
+        .credential(&d, c.id, &user("bob"))
+        .await
+        .unwrap()
+        .is_some());
+
+    // A missing connection is "not found", not "no credential".
+    assert_eq!(
+        store
+            .credential(&d, ConnectionId::new(), &CredentialOwner::Dealer)
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store
+            .put_credential(
+                &d,
+                ConnectionId::new(),
+                &CredentialOwner::Dealer,
+                "x",
+                &Secret::new("y")
+            )
+            .await
+            .map(|_| ()),
+        Err(StoreError::NotFound)
+    );
+
+    // Deleting the connection takes its credentials along.
+    store
+        .set_inbound_credential(
+            &d,
+            c.id,
+            &InboundCredential {
+                username: "cb-user".into(),
+                secret: Secret::new("cb-secret"),
+                rotated_at: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    store.delete_connection(&d, c.id, None).await.unwrap();
+    assert_eq!(db.count("credentials"), 0);
+    assert_eq!(db.count("inbound_credentials"), 0);
+});
+
+store_test!(inbound_credentials_set_and_rotate, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let a = store
+        .insert_connection(new_connection("d1", "A", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let b = store
+        .insert_connection(new_connection("d1", "B", ProviderKind::Stages))
+        .await
+        .unwrap();
+    assert_eq!(store.inbound_credential(&d, a.id).await, Ok(None));
+
+    let first = InboundCredential {
+        username: "cb-a".into(),
+        secret: Secret::new("secret-1"),
+        rotated_at: Utc::now() - TimeDelta::hours(1),
+    };
+    store
+        .set_inbound_credential(&d, a.id, &first)
+        .await
+        .unwrap();
+    let got = store.inbound_credential(&d, a.id).await.unwrap().unwrap();
+    assert_eq!(got.username, "cb-a");
+    assert_eq!(got.secret.expose(), "secret-1");
+    // Stored to the microsecond.
+    assert!((got.rotated_at - first.rotated_at).abs() < TimeDelta::microseconds(1));
+
+    let rotated = InboundCredential {
+        username: "cb-a2".into(),
+        secret: Secret::new("secret-2"),
+        rotated_at: Utc::now(),
+    };
+    store
+        .set_inbound_credential(&d, a.id, &rotated)
+        .await
+        .unwrap();
+    let got = store.inbound_credential(&d, a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.username.as_str(), got.secret.expose()),
+        ("cb-a2", "secret-2")
+    );
+    assert_eq!(db.count("inbound_credentials"), 1);
+
+    // An inbound username names one connection only.
+    let taken = InboundCredential {
+        username: "cb-a2".into(),
+        secret: Secret::new("other"),
+        rotated_at: Utc::now(),
+    };
+    assert!(matches!(
+        store.set_inbound_credential(&d, b.id, &taken).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.inbound_credential(&d, b.id).await, Ok(None));
+});
+
+// --- secrets at rest --------------------------------------------------------------------
+
+store_test!(secrets_are_never_stored_in_plain, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let inbound_secret = format!("in-{}", uuid::Uuid::new_v4().simple());
+    let username = format!("login-{}", uuid::Uuid::new_v4().simple());
+    store
+        .put_credential(&d, c.id, &user("alice"), &username, &Secret::new(&password))
+        .await
+        .unwrap();
+    store
+        .set_inbound_credential(
+            &d,
+            c.id,
+            &InboundCredential {
+                username: format!("cb-{username}"),
+                secret: Secret::new(&inbound_secret),
+                rotated_at: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    let raw = db.raw_contents();
+    // The reader does see the data (the username is not secret)...
+    assert!(contains(&raw, &username), "the raw reader saw no rows");
+    // ...but never the secrets.
+    assert!(!contains(&raw, &password), "password stored in plain");
+    assert!(
+        !contains(&raw, &inbound_secret),
+        "inbound secret stored in plain"
+    );
+});
+
+store_test!(
+    a_wrong_key_or_a_moved_ciphertext_does_not_decrypt,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = store
+            .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+            .await
+            .unwrap();
+        store
+            .put_credential(&d, c.id, &user("alice"), "alice", &Secret::new("alice-pw"))
+            .await
+            .unwrap();
+        store
+            .put_credential(&d, c.id, &user("bob"), "bob", &Secret::new("bob-pw"))
+            .await
+            .unwrap();
+        store
+            .set_inbound_credential(
+                &d,
+                c.id,
+                &InboundCredential {
+                    username: "cb".into(),
+                    secret: Secret::new("cb-secret"),
+                    rotated_at: Utc::now(),
+                },
+            )
+            .await
+            .unwrap();
+
+        let wrong = db.open_with(SecretKey::generate()).await;
+        match wrong.credential(&d, c.id, &user("alice")).await {
+            Err(StoreError::Unavailable(msg)) => {
+                assert!(msg.contains("could not be decrypted"), "{msg}");
+                assert!(!msg.contains("alice-pw"));
+            }
+            other => panic!("expected a decryption failure, got {other:?}"),
+        }
+        assert!(matches!(
+            wrong.inbound_credential(&d, c.id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // The right key still reads it.
+        let alice = store
+            .credential(&d, c.id, &user("alice"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alice.password.expose(), "alice-pw");
+
+        // Alice's ciphertext pasted into Bob's row does not open as Bob's password.
+        db.execute(
+            "UPDATE credentials SET secret = \
+         (SELECT secret FROM credentials WHERE owner = 'user:alice') WHERE owner = 'user:bob'",
+        );
+        assert!(matches!(
+            store.credential(&d, c.id, &user("bob")).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+);
+
+// --- idempotency keys -------------------------------------------------------------------
+
+store_test!(idempotency_lifecycle, |db| async move {
+    let store = db.store().await;
+    let now = Utc::now();
+    let stale = TimeDelta::minutes(5);
+    let k = scope("d1", "alice", "key-1");
+
+    assert_eq!(
+        store.begin(&k, "fp-1", now, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+    assert_eq!(
+        store.begin(&k, "fp-1", now, stale).await,
+        Ok(IdempotencyBegin::InFlight)
+    );
+    assert_eq!(
+        store.begin(&k, "fp-2", now, stale).await,
+        Ok(IdempotencyBegin::Mismatch)
+    );
+    store.finish(&k, &response()).await.unwrap();
+    assert_eq!(
+        store.begin(&k, "fp-1", now, stale).await,
+        Ok(IdempotencyBegin::Replay(response()))
+    );
+    assert_eq!(
+        store.begin(&k, "fp-2", now, stale).await,
+        Ok(IdempotencyBegin::Mismatch)
+    );
+    // A finished key is not released: its answer is what retries get.
+    store.release(&k).await.unwrap();
+    assert_eq!(
+        store.begin(&k, "fp-1", now, stale).await,
+        Ok(IdempotencyBegin::Replay(response()))
+    );
+    assert_eq!(
+        store.finish(&k, &response()).await,
+        Err(StoreError::NotFound)
+    );
+
+    // The same key of another user or dealer is another key.
+    for other in [scope("d1", "bob", "key-1"), scope("d2", "alice", "key-1")] {
+        assert_eq!(
+            store.begin(&other, "fp-9", now, stale).await,
+            Ok(IdempotencyBegin::Started)
+        );
+    }
+
+    // Release forgets an unfinished claim so the caller may retry.
+    let r = scope("d1", "alice", "key-2");
+    assert_eq!(
+        store.begin(&r, "fp", now, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+    store.release(&r).await.unwrap();
+    assert_eq!(
+        store.begin(&r, "fp", now, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+
+    // An empty answer replays as empty.
+    let empty = StoredResponse {
+        status: 204,
+        headers: vec![],
+        body: vec![],
+    };
+    store.finish(&r, &empty).await.unwrap();
+    assert_eq!(
+        store.begin(&r, "fp", now, stale).await,
+        Ok(IdempotencyBegin::Replay(empty))
+    );
+});
+
+store_test!(idempotency_stale_claims_are_taken_over, |db| async move {
+    let store = db.store().await;
+    let stale = TimeDelta::minutes(5);
+    let t0 = Utc::now() - TimeDelta::hours(1);
+    let k = scope("d1", "alice", "key");
+    assert_eq!(
+        store.begin(&k, "fp", t0, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+    // Still young at t0 + 4 minutes.
+    assert_eq!(
+        store
+            .begin(&k, "fp", t0 + TimeDelta::minutes(4), stale)
+            .await,
+        Ok(IdempotencyBegin::InFlight)
+    );
+    // Abandoned by t0 + 6 minutes, but only for the same request.
+    let t1 = t0 + TimeDelta::minutes(6);
+    assert_eq!(
+        store.begin(&k, "other", t1, stale).await,
+        Ok(IdempotencyBegin::Mismatch)
+    );
+    assert_eq!(
+        store.begin(&k, "fp", t1, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+    // The taker's claim is fresh again.
+    assert_eq!(
+        store
+            .begin(&k, "fp", t1 + TimeDelta::minutes(1), stale)
+            .await,
+        Ok(IdempotencyBegin::InFlight)
+    );
+
+    // Many callers at a stale claim at once: exactly one takes it over.
+    let t2 = t1 + TimeDelta::minutes(10);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move { store.begin(&k, "fp", t2, stale).await.unwrap() })
+        })
+        .collect();
+    let mut started = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            IdempotencyBegin::Started => started += 1,
+            IdempotencyBegin::InFlight => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+});
+
+store_test!(idempotency_concurrent_begins_start_once, |db| async move {
+    let store = db.store().await;
+    let now = Utc::now();
+    for round in 0..3 {
+        let k = scope("d1", "alice", &format!("race-{round}"));
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let k = k.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .begin(&k, "fp", now, TimeDelta::minutes(5))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        let started = outcomes
+            .iter()
+            .filter(|o| **o == IdempotencyBegin::Started)
+            .count();
+        assert_eq!(started, 1, "{outcomes:?}");
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, IdempotencyBegin::Started | IdempotencyBegin::InFlight)));
+    }
+});
+
+store_test!(idempotency_keys_are_purged_by_age, |db| async move {
+    let store = db.store().await;
+    let now = Utc::now();
+    let stale = TimeDelta::minutes(5);
+    let old = scope("d1", "alice", "old");
+    let new = scope("d1", "alice", "new");
+    store
+        .begin(&old, "fp", now - TimeDelta::days(2), stale)
+        .await
+        .unwrap();
+    store.finish(&old, &response()).await.unwrap();
+    store.begin(&new, "fp", now, stale).await.unwrap();
+    assert_eq!(
+        store.purge_idempotency_keys(now - TimeDelta::days(1)).await,
+        Ok(1)
+    );
+    // The purged key starts afresh; the young one is untouched.
+    assert_eq!(
+        store.begin(&old, "fp", now, stale).await,
+        Ok(IdempotencyBegin::Started)
+    );
+    assert_eq!(
+        store.begin(&new, "fp", now, stale).await,
+        Ok(IdempotencyBegin::InFlight)
+    );
+    assert_eq!(
+        store
+            .purge_idempotency_keys(now + TimeDelta::seconds(1))
+            .await,
+        Ok(2)
+    );
+    assert_eq!(db.count("idempotency_keys"), 0);
+});
+
+// --- opening ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_files_use_wal_and_a_plain_path_works() {
+    let db = TestDb::sqlite();
+    let Kind::Sqlite { file, .. } = &db.kind else {
+        unreachable!()
+    };
+    let path = file.display().to_string();
+    let store = tokio::task::spawn_blocking({
+        let key = db.key.clone();
+        move || Store::open(&path, key, StoreOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.unwrap();
+    assert!(file.exists(), "the parent directory was created");
+
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    // WAL is a property of the file, so a fresh connection reports it.
+    let mut conn = SqliteConnection::establish(&file.to_string_lossy()).unwrap();
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(mode.journal_mode, "wal");
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_its_data() {
+    let store = tokio::task::spawn_blocking(|| {
+        Store::open(
+            "sqlite::memory:",
+            SecretKey::generate(),
+            StoreOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    store.migrate().await.unwrap();
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    assert_eq!(store.connection(&dealer("d1"), c.id).await.unwrap(), c);
+    assert!(store.readiness().await.is_ready());
+}
+
+#[tokio::test]
+async fn opening_fails_clearly() {
+    let bad = Store::open(
+        "mysql://h/db",
+        SecretKey::generate(),
+        StoreOptions::default(),
+    );
+    assert!(
+        matches!(bad, Err(StoreOpenError::UnsupportedUrl(_))),
+        "{bad:?}"
+    );
+
+    let unreachable = tokio::task::spawn_blocking(|| {
+        Store::open(
+            "postgres://nobody@127.0.0.1:1/none",
+            SecretKey::generate(),
+            StoreOptions {
+                connect_timeout: Duration::from_secs(1),
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap();
+    match unreachable {
+        Err(StoreOpenError::Connect { backend, .. }) => assert_eq!(backend, "postgres"),
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE inbound_credentials;
+DROP TABLE credentials;
+DROP TABLE connections;
