@@ -1,0 +1,259 @@
+//! The simulator's shared state: records, credentials, faults and counters.
+//!
+//! It is one cheap-to-clone handle so that the HTTP workers, the admin routes
+//! and a test holding a running simulator all see and change the same data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::faults::{self, FaultRule, Plan};
+use crate::seed;
+use crate::wire::*;
+use crate::SimConfig;
+
+/// What `GET /admin/stats` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Stats {
+    /// Requests to `/api/v1`, keyed by `"METHOD /api/v1/route/{template}"`,
+    /// including refused and faulted ones. Unknown routes count under
+    /// `"METHOD (unmatched)"`.
+    pub requests: BTreeMap<String, u64>,
+    pub total_requests: u64,
+    pub sites: usize,
+    pub devices: usize,
+    pub contacts: usize,
+    pub configurations: usize,
+    pub notes: usize,
+    /// Current and scheduled tests.
+    pub tests: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Mutex<Db>,
+    users: Mutex<HashMap<String, String>>,
+    faults: Mutex<Vec<FaultRule>>,
+    requests: Mutex<BTreeMap<String, u64>>,
+    initial: SimConfig,
+}
+
+/// A handle on the simulator's state; clones share it.
+#[derive(Debug, Clone)]
+pub struct SimState {
+    inner: Arc<Inner>,
+}
+
+/// Locks, carrying on after a panic elsewhere (the data stays usable).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+impl SimState {
+    /// A state seeded and configured as `config` says (the bind address is unused).
+    pub fn new(config: &SimConfig) -> Self {
+        let state = SimState {
+            inner: Arc::new(Inner {
+                db: Mutex::new(Db::new()),
+                users: Mutex::new(HashMap::new()),
+                faults: Mutex::new(Vec::new()),
+                requests: Mutex::new(BTreeMap::new()),
+                initial: config.clone(),
+            }),
+        };
+        state.reset();
+        state
+    }
+
+    /// Back to the state at start: the seeded sites, the first user, the
+    /// start-up faults, no counted requests.
+    pub fn reset(&self) {
+        let cfg = &self.inner.initial;
+        let mut db = Db::new();
+        seed::seed(&mut db, cfg.seed_sites, now());
+        *lock(&self.inner.db) = db;
+        let mut users = lock(&self.inner.users);
+        users.clear();
+        users.insert(cfg.username.clone(), cfg.password.clone());
+        drop(users);
+        *lock(&self.inner.faults) = cfg.faults.clone();
+        lock(&self.inner.requests).clear();
+    }
+
+    /// Runs `f` on the records under the lock (keep it short).
+    pub fn with_db<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
+        f(&mut lock(&self.inner.db))
+    }
+
+    // ---- credentials ----------------------------------------------------
+
+    /// Adds (or replaces the password of) a user.
+    pub fn add_user(&self, username: &str, password: &str) {
+        lock(&self.inner.users).insert(username.to_string(), password.to_string());
+    }
+
+    pub fn check_credentials(&self, username: &str, password: &str) -> bool {
+        lock(&self.inner.users)
+            .get(username)
+            .is_some_and(|p| p == password)
+    }
+
+    // ---- faults ---------------------------------------------------------
+
+    pub fn faults(&self) -> Vec<FaultRule> {
+        lock(&self.inner.faults).clone()
+    }
+
+    pub fn set_faults(&self, rules: Vec<FaultRule>) -> Result<(), String> {
+        for r in &rules {
+            r.validate()?;
+        }
+        *lock(&self.inner.faults) = rules;
+        Ok(())
+    }
+
+    pub fn add_fault(&self, rule: FaultRule) -> Result<(), String> {
+        rule.validate()?;
+        lock(&self.inner.faults).push(rule);
+        Ok(())
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    pub(crate) fn plan_faults(&self, method: &str, path: &str) -> Plan {
+        faults::plan(&mut lock(&self.inner.faults), method, path)
+    }
+
+    // ---- counters -------------------------------------------------------
+
+    pub(crate) fn count_request(&self, key: String) {
+        *lock(&self.inner.requests).entry(key).or_default() += 1;
+    }
+
+    /// Requests seen for a key like `"POST /api/v1/sites"`.
+    pub fn request_count(&self, key: &str) -> u64 {
+        lock(&self.inner.requests).get(key).copied().unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let requests = lock(&self.inner.requests).clone();
+        let total_requests = requests.values().sum();
+        let now = now();
+        self.with_db(|db| Stats {
+            requests,
+            total_requests,
+            sites: db.site_count(),
+            devices: db.device_count(),
+            contacts: db.contact_count(),
+            configurations: db.configuration_count(),
+            notes: db.note_count(),
+            tests: db.test_count(now),
+        })
+    }
+
+    // ---- records, for tests ---------------------------------------------
+
+    pub fn site_count(&self) -> usize {
+        self.with_db(|db| db.site_count())
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.with_db(|db| db.device_count())
+    }
+
+    pub fn contact_count(&self) -> usize {
+        self.with_db(|db| db.contact_count())
+    }
+
+    /// Current and scheduled tests.
+    pub fn test_count(&self) -> usize {
+        self.with_db(|db| db.test_count(now()))
+    }
+
+    pub fn sites(&self) -> Vec<Site> {
+        self.with_db(|db| db.sites())
+    }
+
+    pub fn site(&self, site_no: &str) -> Option<Site> {
+        self.with_db(|db| db.get_site(site_no).ok())
+    }
+
+    pub fn devices(&self, site_no: &str) -> Vec<Device> {
+        self.with_db(|db| db.list_devices(site_no, now()).unwrap_or_default())
+    }
+
+    pub fn device(&self, device_id: &str) -> Option<Device> {
+        self.with_db(|db| db.get_device(device_id, now()).ok())
+    }
+
+    pub fn device_by_transmitter_code(&self, code: &str) -> Option<Device> {
+        self.with_db(|db| db.device_by_transmitter_code(code, now()))
+    }
+
+    pub fn configurations(&self, device_id: &str) -> Vec<Configuration> {
+        self.with_db(|db| db.list_configurations(device_id, now()).unwrap_or_default())
+    }
+
+    pub fn contacts(&self, site_no: &str) -> Vec<Contact> {
+        self.with_db(|db| db.list_contacts(site_no).unwrap_or_default())
+    }
+
+    pub fn notes(&self, site_no: &str) -> Vec<Note> {
+        self.with_db(|db| db.list_notes(site_no).unwrap_or_default())
+    }
+
+    pub fn tests(&self, device_id: &str) -> Vec<Test> {
+        self.with_db(|db| db.list_tests(device_id, now()).unwrap_or_default())
+    }
+
+    pub fn history(&self, device_id: &str) -> Vec<HistoryEntry> {
+        self.with_db(|db| {
+            db.device_history(device_id, None, None, now())
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn create_site(&self, site: NewSite) -> Result<CreatedSite, ApiError> {
+        self.with_db(|db| db.create_site(site, now()))
+    }
+
+    /// Changes a site as a Stages operator would.
+    pub fn patch_site(&self, site_no: &str, patch: SitePatch) -> Result<Site, ApiError> {
+        self.with_db(|db| db.patch_site(site_no, patch, now()))
+    }
+
+    /// Changes a device as a Stages operator would.
+    pub fn patch_device(&self, device_id: &str, patch: DevicePatch) -> Result<Device, ApiError> {
+        self.with_db(|db| db.patch_device(device_id, patch, now()))
+    }
+
+    /// Sets what the panel reports: normal, alarm or out of service.
+    pub fn set_device_status(
+        &self,
+        device_id: &str,
+        status: DeviceStatus,
+    ) -> Result<Device, ApiError> {
+        self.with_db(|db| db.set_status(device_id, status, now()))
+    }
+
+    /// Records a signal from the device, now.
+    pub fn add_signal(
+        &self,
+        device_id: &str,
+        event_code: &str,
+        description: &str,
+        point: Option<u32>,
+    ) -> Result<HistoryEntry, ApiError> {
+        self.with_db(|db| db.add_signal(device_id, now(), event_code, description, point))
+    }
+}

@@ -1,0 +1,892 @@
+//! The protocol as a client sees it: auth, records, rules, paging, tests.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{start, Client};
+use serde_json::{json, Value};
+use stages_sim::wire::DeviceStatus;
+
+fn full_site(name: &str, xmits: &[&str]) -> Value {
+    let devices: Vec<Value> = xmits
+        .iter()
+        .map(|x| {
+            json!({
+                "transmitter_code": x,
+                "device_type": "VISTA-20P",
+                "comm_type": "CELL",
+                "timer_test_type": "DAILY",
+                "timer_test_days": 1,
+                "entry_period": "00:30",
+                "exit_period": "01:00",
+                "silent": true,
+                "configurations": [
+                    {"point": 1, "area": "1", "event_code": "E130", "description": "Front door"},
+                    {"point": 2, "event_code": "E110", "description": "Smoke"}
+                ]
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "address1": "12 Elm St",
+        "city": "Austin",
+        "state": "TX",
+        "zip": "78701",
+        "phone": "(512) 555-0199",
+        "site_type": "RES",
+        "keys": true,
+        "devices": devices,
+        "contacts": [
+            {"name": "Ann Lee", "relation": "Owner", "authority": "OWNER",
+             "phones": [{"kind": "mobile", "number": "512-555-0101"}], "ecv": true, "pin": "4321"},
+            {"name": "Bob Lee", "effective_date": "2024-01-01"}
+        ]
+    })
+}
+
+async fn create_site(c: &Client, name: &str, xmits: &[&str]) -> Value {
+    let a = c.post("/api/v1/sites", full_site(name, xmits)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.body
+}
+
+#[tokio::test]
+async fn auth_is_required_and_users_can_be_added() {
+    let sim = start(0).await;
+    let anon = Client::anonymous(&sim);
+    let a = anon.get("/api/v1/ping").await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.error_code(), "unauthorized");
+    assert!(a.headers.get("www-authenticate").is_some());
+
+    let mut wrong = Client::new(&sim);
+    wrong.auth = Some((common::USER.into(), "nope".into()));
+    assert_eq!(wrong.get("/api/v1/ping").await.status, 401);
+    assert_eq!(wrong.get("/api/v1/sites").await.status, 401);
+
+    let c = Client::new(&sim);
+    let a = c.get("/api/v1/ping").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, json!({"ok": true}));
+
+    let a = anon
+        .post(
+            "/admin/users",
+            json!({"username": "tech", "password": "pw"}),
+        )
+        .await;
+    assert_eq!(a.status, 204);
+    let mut tech = Client::new(&sim);
+    tech.auth = Some(("tech".into(), "pw".into()));
+    assert_eq!(tech.get("/api/v1/ping").await.status, 200);
+    assert_eq!(
+        c.get("/api/v1/ping").await.status,
+        200,
+        "first user still works"
+    );
+
+    assert_eq!(anon.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn lookups_and_unknown_routes() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    let a = c.get("/api/v1/lookups/time-zones").await;
+    assert_eq!(a.status, 200);
+    let codes: Vec<&str> = a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    for tz in [
+        "America/New_York",
+        "America/Chicago",
+        "Pacific/Honolulu",
+        "America/Toronto",
+    ] {
+        assert!(codes.contains(&tz), "{tz}");
+    }
+    assert!(a.body["next_page_token"].is_null());
+    for list in [
+        "regions",
+        "site-types",
+        "dispatch-types",
+        "ul-codes",
+        "authorities",
+        "oos-categories",
+        "device-types",
+        "timer-test-types",
+        "comm-types",
+        "lid-types",
+    ] {
+        let a = c.get(&format!("/api/v1/lookups/{list}")).await;
+        assert_eq!(a.status, 200, "{list}");
+        assert!(!a.body["items"].as_array().unwrap().is_empty(), "{list}");
+        assert!(a.body["items"][0]["description"].is_string());
+    }
+    let a = c.get("/api/v1/lookups/colors").await;
+    assert_eq!((a.status, a.error_code()), (404, "not_found"));
+
+    let a = c.get("/api/v1/nothing/here").await;
+    assert_eq!((a.status, a.error_code()), (404, "not_found"));
+    let a = c.delete("/api/v1/sites").await;
+    assert_eq!((a.status, a.error_code()), (405, "method_not_allowed"));
+    for path in [
+        "/api/v1/sites/99999",
+        "/api/v1/sites/abc",
+        "/api/v1/devices/D-77",
+        "/api/v1/devices/x/tests",
+    ] {
+        let a = c.get(path).await;
+        assert_eq!((a.status, a.error_code()), (404, "not_found"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn creates_a_site_with_devices_configurations_and_contacts() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    let created = create_site(&c, "Lee Residence", &["700100", "700101"]).await;
+
+    let site = &created["site"];
+    assert_eq!(site["site_no"], "10001");
+    assert_eq!(site["name"], "Lee Residence");
+    assert_eq!(site["time_zone"], "America/New_York", "default time zone");
+    assert_eq!(site["keys"], true);
+    assert!(site["billing_id"].is_null());
+    assert_eq!(site["address2"], "");
+
+    let devices = created["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[0]["device_id"], "D-1");
+    assert_eq!(devices[1]["device_id"], "D-2");
+    assert_eq!(devices[0]["site_no"], "10001");
+    assert_eq!(devices[0]["transmitter_code"], "700100");
+    assert_eq!(devices[0]["status"], "normal");
+    assert_eq!(devices[0]["entry_period"], "00:30");
+    assert_eq!(devices[0]["timer_test_days"], 1);
+    assert!(devices[0]["timer_test_hours"].is_null());
+    assert!(devices[0].get("configurations").is_none());
+
+    let contacts = created["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0]["has_pin"], true);
+    assert!(contacts[0].get("pin").is_none(), "PINs are write-only");
+    assert_eq!(contacts[1]["has_pin"], false);
+    assert_eq!(contacts[1]["effective_date"], "2024-01-01");
+    assert_eq!(contacts[0]["phones"][0]["kind"], "mobile");
+
+    let a = c.get("/api/v1/devices/D-1/configurations").await;
+    assert_eq!(a.status, 200);
+    let zones = a.body["items"].as_array().unwrap();
+    assert_eq!(zones.len(), 2);
+    assert_eq!(zones[0]["device_id"], "D-1");
+    assert_eq!(zones[0]["point"], 1);
+    assert!(zones[0]["config_id"].is_string());
+
+    let a = c
+        .post(
+            "/api/v1/devices/D-1/configurations",
+            json!({"point": 3, "event_code": "E131", "description": "Window"}),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    assert_eq!(
+        c.get("/api/v1/devices/D-1/configurations").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let a = c.get("/api/v1/sites/10001").await;
+    assert_eq!(a.body, created["site"]);
+    let a = c.get("/api/v1/sites/10001/devices").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 2);
+    let a = c.get("/api/v1/devices/D-2").await;
+    assert_eq!(a.body, created["devices"][1]);
+
+    let a = c
+        .post(
+            "/api/v1/sites/10001/devices",
+            json!({"transmitter_code": "700102"}),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    assert_eq!(a.body["device_id"], "D-3");
+
+    let st = sim.state();
+    assert_eq!(st.site_count(), 1);
+    assert_eq!(st.device_count(), 3);
+    assert_eq!(st.contact_count(), 2);
+    assert_eq!(
+        st.contacts("10001")[0].contact_id,
+        contacts[0]["contact_id"].as_str().unwrap()
+    );
+    let pin = st.with_db(|db| db.contact_pin("10001", contacts[0]["contact_id"].as_str().unwrap()));
+    assert_eq!(pin.as_deref(), Some("4321"));
+}
+
+#[tokio::test]
+async fn contacts_and_notes() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "Lee Residence", &[]).await;
+    let a = c
+        .post(
+            "/api/v1/sites/10001/contacts",
+            json!({"name": "Cy Po", "pin": "1111"}),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    let id = a.body["contact_id"].as_str().unwrap().to_string();
+    assert_eq!(a.body["has_pin"], true);
+
+    let a = c
+        .patch(
+            &format!("/api/v1/sites/10001/contacts/{id}"),
+            json!({"email": "cy@example.com", "pin": ""}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["email"], "cy@example.com");
+    assert_eq!(a.body["name"], "Cy Po");
+    assert_eq!(a.body["has_pin"], false);
+
+    let a = c
+        .patch(
+            &format!("/api/v1/sites/10001/contacts/{id}"),
+            json!({"authority": "BOSS"}),
+        )
+        .await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+    assert!(a.error_message().contains("authority"));
+
+    assert_eq!(
+        c.get("/api/v1/sites/10001/contacts").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        c.delete(&format!("/api/v1/sites/10001/contacts/{id}"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        c.delete(&format!("/api/v1/sites/10001/contacts/{id}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        c.get("/api/v1/sites/10001/contacts").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let a = c
+        .post(
+            "/api/v1/sites/10001/notes",
+            json!({"text": "Gate code 1234"}),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    assert_eq!(a.body["site_no"], "10001");
+    assert!(a.body["created_at"].is_string());
+    let a = c
+        .post("/api/v1/sites/10001/notes", json!({"text": ""}))
+        .await;
+    assert_eq!(a.status, 422);
+    let a = c.get("/api/v1/sites/10001/notes").await;
+    assert_eq!(a.body["items"][0]["text"], "Gate code 1234");
+}
+
+#[tokio::test]
+async fn transmitter_codes_are_unique_and_change_on_their_own_route() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "One", &["800001"]).await;
+
+    let a = c.post("/api/v1/sites", full_site("Two", &["800001"])).await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (409, "duplicate_transmitter_code")
+    );
+    assert_eq!(sim.state().site_count(), 1, "nothing created on refusal");
+
+    let a = c
+        .post("/api/v1/sites", full_site("Three", &["800002", "800002"]))
+        .await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (409, "duplicate_transmitter_code")
+    );
+
+    let a = c
+        .post(
+            "/api/v1/sites/10001/devices",
+            json!({"transmitter_code": "800001"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (409, "duplicate_transmitter_code")
+    );
+
+    let a = c
+        .post(
+            "/api/v1/sites/10001/devices",
+            json!({"transmitter_code": "800003"}),
+        )
+        .await;
+    let d2 = a.body["device_id"].as_str().unwrap().to_string();
+
+    let a = c
+        .post(
+            &format!("/api/v1/devices/{d2}/change-xmit"),
+            json!({"new_transmitter_code": "800001"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (409, "duplicate_transmitter_code")
+    );
+
+    let a = c
+        .post(
+            &format!("/api/v1/devices/{d2}/change-xmit"),
+            json!({"new_transmitter_code": "800009"}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["transmitter_code"], "800009");
+    // The old code is free again.
+    let a = c
+        .post(
+            "/api/v1/sites/10001/devices",
+            json!({"transmitter_code": "800003"}),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+
+    let a = c
+        .patch(
+            &format!("/api/v1/devices/{d2}"),
+            json!({"transmitter_code": "800010"}),
+        )
+        .await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+    assert!(a.error_message().contains("transmitter_code"));
+
+    let h = c.get(&format!("/api/v1/devices/{d2}/history")).await;
+    let codes: Vec<&str> = h.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"XMIT_CHANGE"), "{codes:?}");
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    let cases = [
+        (json!({"name": ""}), "name"),
+        (json!({"address1": "x"}), "name"),
+        (json!({"name": "x", "region": "MARS"}), "region"),
+        (
+            json!({"name": "x", "time_zone": "Europe/Paris"}),
+            "time_zone",
+        ),
+        (json!({"name": "x", "site_type": "?"}), "site_type"),
+        (json!({"name": "x", "dispatch_type": "?"}), "dispatch_type"),
+        (json!({"name": "x", "ul_code": "?"}), "ul_code"),
+        (json!({"name": "x", "authority": "?"}), "authority"),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": ""}]}),
+            "transmitter_code",
+        ),
+        (
+            json!({"name": "x", "devices": [{"device_type": "VISTA-20P"}]}),
+            "transmitter_code",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "entry_period": "90"}]}),
+            "entry_period",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "exit_period": "1:75"}]}),
+            "exit_period",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "lid_type": "?"}]}),
+            "lid_type",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "oos_category": "?"}]}),
+            "oos_category",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "comm_type": "?"}]}),
+            "comm_type",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "timer_test_type": "?"}]}),
+            "timer_test_type",
+        ),
+        (
+            json!({"name": "x", "devices": [{"transmitter_code": "1", "device_type": "?"}]}),
+            "device_type",
+        ),
+        (json!({"name": "x", "keys": "yes"}), "invalid"),
+    ];
+    for (body, field) in cases {
+        let a = c.post("/api/v1/sites", body.clone()).await;
+        assert_eq!((a.status, a.error_code()), (422, "validation"), "{body}");
+        assert!(
+            a.error_message().contains(field),
+            "{body}: {}",
+            a.error_message()
+        );
+    }
+    // Not JSON at all, and no body.
+    let a = c
+        .request(reqwest::Method::POST, "/api/v1/sites")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 422);
+    let body: Value = a.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation");
+    let a = c
+        .request(reqwest::Method::POST, "/api/v1/sites")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 422);
+    let a = c.get("/api/v1/sites?page_size=abc").await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+    let a = c.get("/api/v1/devices/D-1/history?from=yesterday").await;
+    assert!(a.status == 404 || a.status == 422);
+    assert_eq!(sim.state().site_count(), 0);
+}
+
+#[tokio::test]
+async fn billing_ids_filter_link_and_clear() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    for n in ["A", "B", "C"] {
+        create_site(&c, n, &[]).await;
+    }
+    let a = c
+        .patch("/api/v1/sites/10002", json!({"billing_id": "CS-42"}))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["billing_id"], "CS-42");
+    assert_eq!(a.body["name"], "B", "absent fields are unchanged");
+
+    let a = c.get("/api/v1/sites?billing_id=CS-42").await;
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["site_no"], "10002");
+    assert!(a.body["next_page_token"].is_null());
+    assert_eq!(
+        c.get("/api/v1/sites?billing_id=nope").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let a = c.get("/api/v1/sites?unlinked=true").await;
+    let nos: Vec<&str> = a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["site_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(nos, ["10001", "10003"]);
+
+    let a = c
+        .patch("/api/v1/sites/10003", json!({"billing_id": "CS-42"}))
+        .await;
+    assert_eq!((a.status, a.error_code()), (409, "duplicate_billing_id"));
+    let mut dup = full_site("D", &[]);
+    dup["billing_id"] = json!("CS-42");
+    let a = c.post("/api/v1/sites", dup).await;
+    assert_eq!((a.status, a.error_code()), (409, "duplicate_billing_id"));
+
+    let a = c
+        .patch("/api/v1/sites/10002", json!({"billing_id": ""}))
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.body["billing_id"].is_null());
+    assert_eq!(
+        c.get("/api/v1/sites?unlinked=true").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // Now free for another site.
+    assert_eq!(
+        c.patch("/api/v1/sites/10003", json!({"billing_id": "CS-42"}))
+            .await
+            .status,
+        200
+    );
+
+    // Devices: same rules among devices.
+    create_site(&c, "E", &["900001", "900002"]).await;
+    let a = c
+        .patch(
+            "/api/v1/devices/D-1",
+            json!({"billing_id": "SYS-1", "info": "hello"}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["billing_id"], "SYS-1");
+    assert_eq!(a.body["info"], "hello");
+    let a = c
+        .patch("/api/v1/devices/D-2", json!({"billing_id": "SYS-1"}))
+        .await;
+    assert_eq!((a.status, a.error_code()), (409, "duplicate_billing_id"));
+    let a = c
+        .patch("/api/v1/devices/D-1", json!({"billing_id": ""}))
+        .await;
+    assert!(a.body["billing_id"].is_null());
+    assert_eq!(a.body["info"], "hello");
+    assert_eq!(
+        c.patch("/api/v1/devices/D-2", json!({"billing_id": "SYS-1"}))
+            .await
+            .status,
+        200
+    );
+    let a = c
+        .patch("/api/v1/devices/D-2", json!({"entry_period": "bad"}))
+        .await;
+    assert_eq!(a.status, 422);
+
+    // Site edits leave a trace in the site history.
+    let h = c.get("/api/v1/sites/10002/history").await;
+    assert!(h.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event_code"] == "SITE_EDIT"));
+}
+
+#[tokio::test]
+async fn pages_through_sites_in_order() {
+    let sim = start(120).await;
+    let c = Client::new(&sim);
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/api/v1/sites?page_size=50&page_token={t}"),
+            None => "/api/v1/sites?page_size=50".to_string(),
+        };
+        let a = c.get(&path).await;
+        assert_eq!(a.status, 200);
+        pages += 1;
+        for s in a.body["items"].as_array().unwrap() {
+            seen.push(s["site_no"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        match a.body["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 120);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by site_no");
+
+    let a = c.get("/api/v1/sites").await;
+    assert_eq!(
+        a.body["items"].as_array().unwrap().len(),
+        50,
+        "default page size"
+    );
+    let a = c.get("/api/v1/sites?page_size=500").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 120);
+    assert!(a.body["next_page_token"].is_null());
+    let a = c.get("/api/v1/sites?page_size=501").await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+    let a = c.get("/api/v1/sites?page_token=garbage").await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+
+    // Free text: city, case-insensitive; site number.
+    let first = sim.state().sites()[7].clone();
+    let city = first.fields.city.to_uppercase();
+    let a = c
+        .request(reqwest::Method::GET, "/api/v1/sites")
+        .query(&[("q", city.as_str()), ("page_size", "500")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = a.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(items.iter().all(
+        |s| s["city"].as_str().unwrap().to_uppercase().contains(&city)
+            || s["name"].as_str().unwrap().to_uppercase().contains(&city)
+            || s["address1"]
+                .as_str()
+                .unwrap()
+                .to_uppercase()
+                .contains(&city)
+    ));
+    let a = c.get(&format!("/api/v1/sites?q={}", first.site_no)).await;
+    assert!(a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["site_no"] == first.site_no.as_str()));
+}
+
+#[tokio::test]
+async fn tests_on_devices() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "T", &["600001", "600002"]).await;
+    let now = Utc::now();
+    let window = |from: i64, to: i64| {
+        json!({
+            "type": "all_points",
+            "effective": (now + chrono::Duration::seconds(from)).to_rfc3339(),
+            "expire": (now + chrono::Duration::seconds(to)).to_rfc3339(),
+            "reason": "panel service"
+        })
+    };
+
+    // A device in alarm, or out of service, cannot be put on test.
+    let anon = Client::anonymous(&sim);
+    let a = anon
+        .put("/admin/devices/D-1/status", json!({"status": "alarm"}))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["status"], "alarm");
+    let a = c.post("/api/v1/devices/D-1/tests", window(-5, 3600)).await;
+    assert_eq!((a.status, a.error_code()), (409, "device_state"));
+    assert!(a.error_message().contains("alarm"), "{}", a.error_message());
+    sim.state()
+        .set_device_status("D-1", DeviceStatus::OutOfService)
+        .unwrap();
+    let a = c.post("/api/v1/devices/D-1/tests", window(-5, 3600)).await;
+    assert_eq!((a.status, a.error_code()), (409, "device_state"));
+    assert!(a.error_message().contains("out of service"));
+    sim.state()
+        .set_device_status("D-1", DeviceStatus::Normal)
+        .unwrap();
+
+    let a = c
+        .post("/api/v1/devices/D-1/tests", window(3600, 1800))
+        .await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+
+    let a = c.post("/api/v1/devices/D-1/tests", window(-5, 3600)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["state"], "current");
+    assert_eq!(a.body["type"], "all_points");
+    assert_eq!(a.body["reason"], "panel service");
+    let current = a.body["test_id"].as_str().unwrap().to_string();
+    let a = c
+        .post("/api/v1/devices/D-1/tests", window(7200, 9000))
+        .await;
+    assert_eq!(a.body["state"], "scheduled");
+    let scheduled = a.body["test_id"].as_str().unwrap().to_string();
+
+    assert_eq!(c.get("/api/v1/devices/D-1").await.body["status"], "on_test");
+    assert_eq!(c.get("/api/v1/devices/D-2").await.body["status"], "normal");
+    let a = c.get("/api/v1/devices/D-1/tests").await;
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["state"], "current");
+    assert_eq!(items[1]["state"], "scheduled");
+    assert_eq!(sim.state().test_count(), 2);
+
+    // A signal received now is flagged as on test.
+    let sig = anon
+        .post(
+            "/admin/devices/D-1/signals",
+            json!({"event_code": "E130", "description": "Burglary", "point": 1}),
+        )
+        .await;
+    assert_eq!(sig.status, 201);
+    assert_eq!(sig.body["on_test"], true);
+
+    // Alarm outranks on_test in the status.
+    sim.state()
+        .set_device_status("D-1", DeviceStatus::Alarm)
+        .unwrap();
+    assert_eq!(c.get("/api/v1/devices/D-1").await.body["status"], "alarm");
+    sim.state()
+        .set_device_status("D-1", DeviceStatus::Normal)
+        .unwrap();
+
+    let a = c
+        .delete(&format!("/api/v1/devices/D-1/tests/{current}"))
+        .await;
+    assert_eq!(a.status, 204);
+    assert_eq!(c.get("/api/v1/devices/D-1").await.body["status"], "normal");
+    let a = c
+        .delete(&format!("/api/v1/devices/D-1/tests/{current}"))
+        .await;
+    assert_eq!((a.status, a.error_code()), (404, "not_found"));
+    let a = c.get("/api/v1/devices/D-1/tests").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(a.body["items"][0]["test_id"], scheduled.as_str());
+
+    // A test runs out by itself.
+    let a = c.post("/api/v1/devices/D-2/tests", window(-1, 1)).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(c.get("/api/v1/devices/D-2").await.body["status"], "on_test");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(c.get("/api/v1/devices/D-2").await.body["status"], "normal");
+    assert!(c.get("/api/v1/devices/D-2/tests").await.body["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // The history tells what was done.
+    let codes = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_code"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let h1 = c.get("/api/v1/devices/D-1/history").await;
+    let c1 = codes(&h1.body);
+    for code in ["TEST_START", "TEST_END", "ALARM", "RESTORE", "E130"] {
+        assert!(c1.contains(&code.to_string()), "{code} in {c1:?}");
+    }
+    assert!(h1.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["device_id"] == "D-1"));
+    let h2 = c.get("/api/v1/devices/D-2/history").await;
+    assert!(codes(&h2.body).contains(&"TEST_EXPIRED".to_string()));
+    let site = c.get("/api/v1/sites/10001/history").await;
+    let all = codes(&site.body);
+    assert!(all.contains(&"TEST_EXPIRED".to_string()) && all.contains(&"TEST_END".to_string()));
+
+    // from/to select a window (RFC 3339).
+    let later = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let a = c
+        .request(reqwest::Method::GET, "/api/v1/devices/D-1/history")
+        .query(&[("from", later.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = a.json().await.unwrap();
+    assert!(body["items"].as_array().unwrap().is_empty());
+    let a = c.get("/api/v1/devices/D-1/history?from=yesterday").await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+}
+
+#[tokio::test]
+async fn seeding_is_deterministic_unlinked_and_fast() {
+    let a = start(3).await;
+    let b = start(3).await;
+    let sa = a.state().sites();
+    let sb = b.state().sites();
+    assert_eq!(sa.len(), 3);
+    assert_eq!(sa, sb);
+    for s in &sa {
+        assert!(s.fields.billing_id.is_none());
+        assert_eq!(s.fields.state.len(), 2);
+        assert_eq!(s.fields.zip.len(), 5);
+        assert!(!s.fields.phone.is_empty());
+        let devices = a.state().devices(&s.site_no);
+        assert!((1..=3).contains(&devices.len()));
+        for d in &devices {
+            assert!(!a.state().configurations(&d.device_id).is_empty());
+            assert!(a
+                .state()
+                .history(&d.device_id)
+                .iter()
+                .any(|h| h.kind == stages_sim::wire::HistoryKind::Signal));
+            assert!(d.fields.first_signal_at.is_some());
+        }
+        let contacts = a.state().contacts(&s.site_no);
+        assert!((1..=3).contains(&contacts.len()));
+        assert_eq!(a.state().notes(&s.site_no).len(), 1);
+    }
+
+    let t = Instant::now();
+    let big = start(10_000).await;
+    let took = t.elapsed();
+    assert_eq!(big.state().site_count(), 10_000);
+    let st = big.state().stats();
+    assert!(st.devices >= 10_000);
+    let codes: HashSet<String> = big
+        .state()
+        .with_db(|db| db.sites())
+        .iter()
+        .take(200)
+        .flat_map(|s| big.state().devices(&s.site_no))
+        .map(|d| d.fields.transmitter_code)
+        .collect();
+    assert!(codes.len() > 200);
+    eprintln!("seeding 10,000 sites took {took:?} (debug build)");
+    assert!(took < Duration::from_secs(10), "seeding took {took:?}");
+
+    let c = Client::new(&big);
+    let a = c.get("/api/v1/sites?unlinked=true&page_size=500").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 500);
+    assert!(a.body["next_page_token"].is_string());
+}
+
+#[tokio::test]
+async fn stats_count_requests_and_records() {
+    let sim = start(2).await;
+    let c = Client::new(&sim);
+    let anon = Client::anonymous(&sim);
+    c.get("/api/v1/ping").await;
+    anon.get("/api/v1/ping").await;
+    c.get("/api/v1/sites/10001").await;
+    c.get("/api/v1/sites/10002").await;
+    c.post("/api/v1/sites", json!({"name": ""})).await;
+    c.get("/api/v1/nowhere").await;
+
+    let a = anon.get("/admin/stats").await;
+    assert_eq!(a.status, 200);
+    let r = &a.body["requests"];
+    assert_eq!(r["GET /api/v1/ping"], 2, "{}", a.body);
+    assert_eq!(r["GET /api/v1/sites/{site_no}"], 2);
+    assert_eq!(r["POST /api/v1/sites"], 1);
+    assert_eq!(r["GET (unmatched)"], 1);
+    assert_eq!(a.body["total_requests"], 6);
+    assert_eq!(a.body["sites"], 2);
+    assert!(a.body["devices"].as_u64().unwrap() >= 2);
+    assert!(a.body["contacts"].as_u64().unwrap() >= 2);
+    assert_eq!(a.body["tests"], 0);
+    assert_eq!(sim.state().request_count("GET /api/v1/ping"), 2);
+
+    // Reset: back to the seeded start, counters cleared.
+    c.post("/api/v1/sites", json!({"name": "extra"})).await;
+    assert_eq!(sim.state().site_count(), 3);
+    assert_eq!(anon.post("/admin/reset", json!({})).await.status, 204);
+    assert_eq!(sim.state().site_count(), 2);
+    assert_eq!(sim.state().stats().total_requests, 0);
+}
