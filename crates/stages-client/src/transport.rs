@@ -1,0 +1,548 @@
+//! One call to Stages: URL, auth, rate limit, retries, and error mapping.
+//!
+//! Kept apart from the routes so that every call gets the same rules for
+//! what may be retried and what each failure means to the service.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::stages::{StagesError, StagesResult, StagesTarget};
+use governor::DefaultDirectRateLimiter;
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::connector::ClientSettings;
+
+/// A request, before it is sent.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    /// The route template, for logs and messages: `/api/v1/sites/{site_no}`.
+    pub route: &'static str,
+    /// Path segments after `/api/v1/`, percent-encoded when the URL is built.
+    pub segments: &'a [&'a str],
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: Method, route: &'static str, segments: &'a [&'a str]) -> Self {
+        Self {
+            method,
+            route,
+            segments,
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+
+    pub fn json(mut self, body: &impl serde::Serialize) -> StagesResult<Self> {
+        let bytes = serde_json::to_vec(body).map_err(|e| StagesError::Rejected {
+            code: "client_encoding".into(),
+            message: format!("cannot encode the request for {}: {e}", self.route),
+        })?;
+        self.body = Some(bytes);
+        Ok(self)
+    }
+}
+
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    target: StagesTarget,
+}
+
+/// How one attempt failed, and what that says about trying again.
+struct Failure {
+    error: StagesError,
+    /// Worth another attempt if the method allows it.
+    retryable: bool,
+    /// Stages may have acted on the request before it failed.
+    maybe_done: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn permanent(error: StagesError) -> Self {
+        Self {
+            error,
+            retryable: false,
+            maybe_done: false,
+            retry_after: None,
+        }
+    }
+}
+
+impl Transport {
+    pub fn new(
+        http: reqwest::Client,
+        settings: ClientSettings,
+        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        target: StagesTarget,
+    ) -> Self {
+        Self {
+            http,
+            settings,
+            limiter,
+            target,
+        }
+    }
+
+    pub fn target(&self) -> &StagesTarget {
+        &self.target
+    }
+
+    /// Sends `req` (retrying when its method allows) and decodes the 2xx body.
+    pub async fn call_json<T: DeserializeOwned>(&self, req: Request<'_>) -> StagesResult<T> {
+        let route = req.route;
+        let method = req.method.clone();
+        let body = self.call(req).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            StagesError::BadAnswer(format!("malformed answer to {method} {route}: {e}"))
+        })
+    }
+
+    /// Sends `req` and drops the body of the 2xx answer.
+    pub async fn call_empty(&self, req: Request<'_>) -> StagesResult<()> {
+        self.call(req).await.map(drop)
+    }
+
+    async fn call(&self, req: Request<'_>) -> StagesResult<Vec<u8>> {
+        let span = tracing::debug_span!(
+            "stages_call",
+            connection = %self.target.key,
+            method = %req.method,
+            route = req.route,
+        );
+        self.call_with_retries(&req).instrument(span).await
+    }
+
+    async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
+        let url = self.url(req)?;
+        let may_retry = req.method != Method::POST;
+        let mut retries = 0u32;
+        let mut maybe_done = false;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            let failure = match self.attempt(req, &url).await {
+                Ok(body) => return Ok(body),
+                Err(f) => f,
+            };
+            // A DELETE that Stages may already have carried out, now answered
+            // with "no such record": the record is gone, which is what was asked.
+            if req.method == Method::DELETE
+                && maybe_done
+                && matches!(failure.error, StagesError::NotFound(_))
+            {
+                tracing::debug!("already deleted by an earlier attempt");
+                return Ok(Vec::new());
+            }
+            if !may_retry || !failure.retryable || retries >= self.settings.max_retries {
+                return Err(failure.error);
+            }
+            let delay = match failure.retry_after {
+                Some(wait) if wait > self.settings.max_retry_delay => {
+                    tracing::debug!(
+                        retry_after_ms = wait.as_millis() as u64,
+                        "retry-after too long"
+                    );
+                    return Err(failure.error);
+                }
+                Some(wait) => wait,
+                None => self.backoff(retries),
+            };
+            maybe_done |= failure.maybe_done;
+            retries += 1;
+            tracing::debug!(
+                retry = retries,
+                delay_ms = delay.as_millis() as u64,
+                error = %failure.error,
+                "retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Full jitter: uniform in `0..=min(max, base * 2^retries)`.
+    fn backoff(&self, retries: u32) -> Duration {
+        let ceiling = self
+            .settings
+            .retry_base_delay
+            .saturating_mul(2u32.saturating_pow(retries))
+            .min(self.settings.max_retry_delay);
+        rand::thread_rng().gen_range(Duration::ZERO..=ceiling)
+    }
+
+    fn url(&self, req: &Request<'_>) -> StagesResult<url::Url> {
+        build_url(&self.target.endpoint, req.segments, &req.query).map_err(|e| match e {
+            UrlError::BadSegment(s) => {
+                StagesError::NotFound(format!("{s:?} cannot name a Stages record ({})", req.route))
+            }
+            UrlError::NotABase => StagesError::Unreachable(format!(
+                "a {}: endpoint cannot take the API's path",
+                self.target.endpoint.scheme()
+            )),
+        })
+    }
+
+    async fn attempt(&self, req: &Request<'_>, url: &url::Url) -> Result<Vec<u8>, Failure> {
+        let started = Instant::now();
+        let mut builder = self
+            .http
+            .request(req.method.clone(), url.clone())
+            .basic_auth(&self.target.username, Some(&self.target.password))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = &req.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let failure = transport_failure(req, e);
+                tracing::debug!(
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    error = %failure.error,
+                    "no answer"
+                );
+                return Err(failure);
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await;
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "answer"
+        );
+        if status.is_success() {
+            return match body {
+                Ok(b) => Ok(b.to_vec()),
+                Err(e) => Err(transport_failure(req, e)),
+            };
+        }
+        // The error body is a courtesy; a status without one still counts.
+        let body = body.map(|b| b.to_vec()).unwrap_or_default();
+        Err(status_failure(status, &body, retry_after))
+    }
+}
+
+/// A request that got no (complete) answer.
+fn transport_failure(req: &Request<'_>, e: reqwest::Error) -> Failure {
+    let e = e.without_url();
+    if e.is_connect() {
+        // Nothing was sent: safe to try again, whatever the method.
+        return Failure {
+            error: StagesError::Unreachable(detail(req, &e)),
+            retryable: true,
+            maybe_done: false,
+            retry_after: None,
+        };
+    }
+    let error = if e.is_timeout() {
+        StagesError::Timeout
+    } else if e.is_builder() {
+        return Failure::permanent(StagesError::Unreachable(detail(req, &e)));
+    } else {
+        StagesError::Unreachable(detail(req, &e))
+    };
+    Failure {
+        error,
+        retryable: true,
+        maybe_done: true,
+        retry_after: None,
+    }
+}
+
+/// `"GET /api/v1/ping: error sending request: ...: Connection refused"`, with
+/// each cause once.
+fn detail(req: &Request<'_>, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = format!("{} {}", req.method, req.route);
+    let mut seen: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !seen.iter().any(|s| s.contains(&text)) {
+            out.push_str(": ");
+            out.push_str(&text);
+            seen.push(text);
+        }
+        next = err.source();
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A non-2xx answer.
+fn status_failure(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Failure {
+    let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(ErrorEnvelope { error }) => (
+            non_empty(error.code).unwrap_or_else(|| fallback_code(status)),
+            non_empty(error.message).unwrap_or_else(|| fallback_message(status, &[])),
+        ),
+        Err(_) => (fallback_code(status), fallback_message(status, body)),
+    };
+    let retryable = |error| Failure {
+        error,
+        retryable: true,
+        maybe_done: !matches!(status, StatusCode::TOO_MANY_REQUESTS),
+        retry_after,
+    };
+    match status.as_u16() {
+        401 | 403 => Failure::permanent(StagesError::Unauthorized),
+        404 => Failure::permanent(StagesError::NotFound(message)),
+        408 => retryable(StagesError::Timeout),
+        429 => retryable(StagesError::RateLimited {
+            retry_after_secs: retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+        }),
+        400..=499 => Failure::permanent(StagesError::Rejected { code, message }),
+        500..=599 => retryable(StagesError::BadAnswer(format!(
+            "HTTP {}: {message}",
+            status.as_u16()
+        ))),
+        _ => Failure::permanent(StagesError::BadAnswer(format!(
+            "unexpected HTTP {}: {message}",
+            status.as_u16()
+        ))),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
+fn fallback_code(status: StatusCode) -> String {
+    format!("http_{}", status.as_u16())
+}
+
+/// The start of a non-JSON error body, or the status' reason.
+fn fallback_message(status: StatusCode, body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_owned();
+    }
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) enum UrlError {
+    /// Empty, `.` and `..` cannot be carried as a path segment.
+    BadSegment(String),
+    NotABase,
+}
+
+/// `{endpoint}/api/v1/{segments...}?{query}`, each segment percent-encoded.
+pub(crate) fn build_url(
+    endpoint: &url::Url,
+    segments: &[&str],
+    query: &[(&'static str, String)],
+) -> Result<url::Url, UrlError> {
+    // URL parsers drop or resolve these (even as %2E%2E), so no encoding can
+    // carry them; no Stages record can be named by one.
+    if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+        return Err(UrlError::BadSegment((*bad).to_owned()));
+    }
+    let mut url = endpoint.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| UrlError::NotABase)?
+        .pop_if_empty()
+        .extend(["api", "v1"])
+        .extend(segments);
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in query {
+            pairs.append_pair(name, value);
+        }
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(s: &str) -> url::Url {
+        url::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn url_encodes_segments_and_query() {
+        let url = build_url(
+            &base("http://127.0.0.1:9/"),
+            &["sites", "A/1?x#y %"],
+            &[("q", "a&b=c +".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/api/v1/sites/A%2F1%3Fx%23y%20%25?q=a%26b%3Dc+%2B"
+        );
+    }
+
+    #[test]
+    fn url_keeps_a_base_path() {
+        let with_slash = build_url(&base("https://h/stages/"), &["ping"], &[]).unwrap();
+        let without = build_url(&base("https://h/stages"), &["ping"], &[]).unwrap();
+        assert_eq!(with_slash.as_str(), "https://h/stages/api/v1/ping");
+        assert_eq!(without.as_str(), "https://h/stages/api/v1/ping");
+    }
+
+    #[test]
+    fn url_refuses_segments_that_cannot_be_carried() {
+        for bad in ["", ".", ".."] {
+            assert_eq!(
+                build_url(&base("http://h/"), &["sites", bad], &[]),
+                Err(UrlError::BadSegment(bad.into()))
+            );
+        }
+        assert_eq!(
+            build_url(&base("mailto:x@y"), &["ping"], &[]),
+            Err(UrlError::NotABase)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let wait = parse_retry_after(&later).unwrap();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn status_mapping() {
+        let body = br#"{"error":{"code":"duplicate_transmitter_code","message":"taken"}}"#;
+        let f = status_failure(StatusCode::CONFLICT, body, None);
+        assert_eq!(
+            f.error,
+            StagesError::Rejected {
+                code: "duplicate_transmitter_code".into(),
+                message: "taken".into()
+            }
+        );
+        assert!(!f.retryable);
+
+        let f = status_failure(StatusCode::SERVICE_UNAVAILABLE, b"<html>down</html>", None);
+        assert_eq!(
+            f.error,
+            StagesError::BadAnswer("HTTP 503: <html>down</html>".into())
+        );
+        assert!(f.retryable && f.maybe_done);
+
+        let f = status_failure(StatusCode::NOT_FOUND, b"", None);
+        assert_eq!(f.error, StagesError::NotFound("Not Found".into()));
+
+        let f = status_failure(StatusCode::UNPROCESSABLE_ENTITY, b"nope", None);
+        assert_eq!(
+            f.error,
+            StagesError::Rejected {
+                code: "http_422".into(),
+                message: "nope".into()
+            }
+        );
+
+        let f = status_failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            b"{}",
+            Some(Duration::from_millis(1500)),
+        );
+        assert_eq!(
+            f.error,
+            StagesError::RateLimited {
+                retry_after_secs: Some(2)
+            }
+        );
+        assert!(f.retryable && !f.maybe_done);
+
+        assert_eq!(
+            status_failure(StatusCode::FORBIDDEN, b"", None).error,
+            StagesError::Unauthorized
+        );
+    }
+
+    #[test]
+    fn long_error_bodies_are_cut() {
+        let body = "x".repeat(1000);
+        let msg = fallback_message(StatusCode::BAD_GATEWAY, body.as_bytes());
+        assert_eq!(msg.len(), 203);
+    }
+
+    #[test]
+    fn backoff_stays_under_the_cap() {
+        let transport = Transport::new(
+            reqwest::Client::new(),
+            ClientSettings {
+                retry_base_delay: Duration::from_millis(100),
+                max_retry_delay: Duration::from_millis(300),
+                ..ClientSettings::default()
+            },
+            None,
+            StagesTarget {
+                key: "k".into(),
+                endpoint: base("http://h/"),
+                username: "u".into(),
+                password: "p".into(),
+            },
+        );
+        for retries in 0..40 {
+            let cap = Duration::from_millis(100 * 2u64.pow(retries.min(20)))
+                .min(Duration::from_millis(300));
+            assert!(transport.backoff(retries) <= cap);
+        }
+    }
+}
