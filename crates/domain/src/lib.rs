@@ -2,8 +2,15 @@
 //! the upstream clients and the HTTP layer implement or call. No SQL, no HTTP
 //! framework and no HTTP client here: `cargo tree -p domain` stays free of them.
 
+pub mod adc;
+pub mod audit;
+pub mod billing;
 pub mod connection;
+pub mod jobs;
+pub mod link;
+pub mod linking;
 pub mod operations;
+pub mod reconcile;
 pub mod secret;
 pub mod stages;
 pub mod store;

@@ -11,18 +11,39 @@ use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OperationError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A record the request is about does not exist (for this dealer).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request breaks a rule of the data it names.
+    #[error(transparent)]
+    Invalid(#[from] crate::validation::ValidationError),
+    /// The request is well formed but conflicts with the current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The caller has no upstream credential to act with.
     #[error("{0}")]
     MissingCredentials(String),
     /// The operation does not apply to this connection's provider.
     #[error("{0}")]
     WrongProvider(String),
-    #[error(transparent)]
-    Stages(#[from] StagesError),
+    /// Stages failed; `connection` is the connection's name.
+    #[error("Stages (connection '{connection}'): {error}")]
+    Upstream {
+        connection: String,
+        error: StagesError,
+    },
+    /// A push stopped part way: `done` is what exists and is linked now; the
+    /// same push again finishes the rest.
+    #[error("the push stopped at billing system '{failed}': {error}")]
+    PartialPush {
+        done: Vec<crate::linking::PushedRecord>,
+        failed: String,
+        error: Box<OperationError>,
+    },
 }
 
 /// The `StagesApi` acting as the caller: the dealer's credential in dealer

@@ -553,6 +553,21 @@ pub struct StagesSiteQuery {
     pub page_size: Option<u32>,
 }
 
+/// `GET /api/v1/devices` filters: every device of the central station, in
+/// device id order, paged. Filters combine with AND.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StagesDeviceQuery {
+    /// Only the device whose billing id is this.
+    pub billing_id: Option<String>,
+    /// Only the devices of this site.
+    pub site_no: Option<String>,
+    /// `Some(true)`: only devices with a billing id; `Some(false)`: only those without.
+    pub has_billing_id: Option<bool>,
+    pub page_token: Option<String>,
+    /// 1..=500; Stages uses 50 when none is given.
+    pub page_size: Option<u32>,
+}
+
 /// Why a call to Stages failed, in terms the service can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StagesError {
@@ -597,22 +612,61 @@ pub trait StagesApi: Send + Sync {
     async fn list_sites(&self, query: &StagesSiteQuery) -> StagesResult<Page<StagesSite>>;
     async fn create_site(&self, site: &NewStagesSite) -> StagesResult<CreatedStagesSite>;
     async fn get_site(&self, site_no: &str) -> StagesResult<StagesSite>;
-    async fn update_site(&self, site_no: &str, patch: &StagesSitePatch) -> StagesResult<StagesSite>;
-    async fn site_history(&self, site_no: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> StagesResult<Vec<StagesHistoryEntry>>;
+    async fn update_site(&self, site_no: &str, patch: &StagesSitePatch)
+        -> StagesResult<StagesSite>;
+    async fn site_history(
+        &self,
+        site_no: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> StagesResult<Vec<StagesHistoryEntry>>;
 
     async fn list_devices(&self, site_no: &str) -> StagesResult<Vec<StagesDevice>>;
-    async fn create_device(&self, site_no: &str, device: &NewStagesDevice) -> StagesResult<StagesDevice>;
+    /// Every device of the central station, paged; for reconcile and lookups by billing id.
+    async fn list_all_devices(&self, query: &StagesDeviceQuery)
+        -> StagesResult<Page<StagesDevice>>;
+    async fn create_device(
+        &self,
+        site_no: &str,
+        device: &NewStagesDevice,
+    ) -> StagesResult<StagesDevice>;
     async fn get_device(&self, device_id: &str) -> StagesResult<StagesDevice>;
-    async fn update_device(&self, device_id: &str, patch: &StagesDevicePatch) -> StagesResult<StagesDevice>;
-    async fn change_transmitter_code(&self, device_id: &str, new_code: &str) -> StagesResult<StagesDevice>;
-    async fn device_history(&self, device_id: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> StagesResult<Vec<StagesHistoryEntry>>;
+    async fn update_device(
+        &self,
+        device_id: &str,
+        patch: &StagesDevicePatch,
+    ) -> StagesResult<StagesDevice>;
+    async fn change_transmitter_code(
+        &self,
+        device_id: &str,
+        new_code: &str,
+    ) -> StagesResult<StagesDevice>;
+    async fn device_history(
+        &self,
+        device_id: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> StagesResult<Vec<StagesHistoryEntry>>;
 
     async fn list_configurations(&self, device_id: &str) -> StagesResult<Vec<StagesConfiguration>>;
-    async fn create_configuration(&self, device_id: &str, config: &NewStagesConfiguration) -> StagesResult<StagesConfiguration>;
+    async fn create_configuration(
+        &self,
+        device_id: &str,
+        config: &NewStagesConfiguration,
+    ) -> StagesResult<StagesConfiguration>;
 
     async fn list_contacts(&self, site_no: &str) -> StagesResult<Vec<StagesContact>>;
-    async fn create_contact(&self, site_no: &str, contact: &NewStagesContact) -> StagesResult<StagesContact>;
-    async fn update_contact(&self, site_no: &str, contact_id: &str, patch: &StagesContactPatch) -> StagesResult<StagesContact>;
+    async fn create_contact(
+        &self,
+        site_no: &str,
+        contact: &NewStagesContact,
+    ) -> StagesResult<StagesContact>;
+    async fn update_contact(
+        &self,
+        site_no: &str,
+        contact_id: &str,
+        patch: &StagesContactPatch,
+    ) -> StagesResult<StagesContact>;
     async fn delete_contact(&self, site_no: &str, contact_id: &str) -> StagesResult<()>;
 
     async fn list_notes(&self, site_no: &str) -> StagesResult<Vec<StagesNote>>;

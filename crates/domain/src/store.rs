@@ -148,3 +148,235 @@ pub trait IdempotencyStore: Send + Sync {
     /// Drops keys created before `before`; returns how many.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
+
+use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
+use crate::billing::{
+    BillingCustomer, BillingId, BillingSite, BillingSystem, BillingUser, CustomerFields,
+    SiteFields, SystemFields, Upserted, UserFields,
+};
+use crate::jobs::{Job, JobFailure, JobId, JobState, NewJob};
+use crate::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+
+/// The billing records. Upserts check `expected_version` (If-Match) when given
+/// and bump the version; references (a site's customer, a system's site) must
+/// exist (`Conflict` naming the missing record otherwise).
+#[async_trait]
+pub trait BillingStore: Send + Sync {
+    async fn upsert_customer(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: CustomerFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Upserted<BillingCustomer>>;
+    async fn customer(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingCustomer>;
+    /// `Conflict` while sites still belong to the customer.
+    async fn delete_customer(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Case-insensitive search over names, business name, phone (digits
+    /// compared alone), email and address; ordered by id.
+    async fn search_customers(
+        &self,
+        dealer: &DealerId,
+        q: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<BillingCustomer>>;
+
+    async fn upsert_site(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SiteFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Upserted<BillingSite>>;
+    async fn site(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSite>;
+    /// `Conflict` while systems belong to the site or the site is linked.
+    async fn delete_site(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+
+    async fn upsert_system(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SystemFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Upserted<BillingSystem>>;
+    async fn system(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSystem>;
+    /// `Conflict` while the system is linked.
+    async fn delete_system(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// The systems of a site, ordered by id.
+    async fn systems_of_site(
+        &self,
+        dealer: &DealerId,
+        site_id: &BillingId,
+    ) -> StoreResult<Vec<BillingSystem>>;
+
+    async fn upsert_user(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: UserFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Upserted<BillingUser>>;
+    async fn user(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingUser>;
+    async fn delete_user(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+
+    /// Which of these billing ids exist as records of `kind` (site or system).
+    async fn existing_billing_ids(
+        &self,
+        dealer: &DealerId,
+        kind: LinkKind,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>>;
+}
+
+/// The link table. Unique constraints on (connection, kind, billing id) and
+/// (connection, kind, external id) back the one-link-per-record rule; every
+/// change is written with its audit entries in one transaction.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
+    /// Inserts all or none. `Conflict` says which record is already linked.
+    /// Forgets deliberate unlinks of the records now linked.
+    async fn insert_links(
+        &self,
+        dealer: &DealerId,
+        links: Vec<NewLink>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>>;
+    async fn link(&self, dealer: &DealerId, id: LinkId) -> StoreResult<Link>;
+    /// Ordered by id.
+    async fn list_links(
+        &self,
+        dealer: &DealerId,
+        filter: &LinkFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Link>>;
+    /// The links of one billing record on every connection.
+    async fn links_of_billing(
+        &self,
+        dealer: &DealerId,
+        kind: LinkKind,
+        billing_id: &BillingId,
+    ) -> StoreResult<Vec<Link>>;
+    /// Which of `external_ids` are linked on the connection.
+    async fn linked_external_ids(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+        kind: LinkKind,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<String>>;
+    /// Points links at other external records, all or none; `expected` checks
+    /// one link's version (If-Match). `Conflict` when a target is already linked.
+    async fn relink(
+        &self,
+        dealer: &DealerId,
+        changes: Vec<Relink>,
+        expected: Option<(LinkId, i64)>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>>;
+    /// Removes links and remembers each as a deliberate unlink by `actor`.
+    async fn unlink(
+        &self,
+        dealer: &DealerId,
+        ids: &[LinkId],
+        actor: &str,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>>;
+    /// Removes links without remembering them: undoes links whose Stages
+    /// write failed. Children go with their site link.
+    async fn discard_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()>;
+    async fn deliberate_unlinks(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+    ) -> StoreResult<Vec<DeliberateUnlink>>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record_audit(&self, dealer: &DealerId, entries: Vec<NewAuditEntry>)
+        -> StoreResult<()>;
+    /// Newest first.
+    async fn list_audit(
+        &self,
+        dealer: &DealerId,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+}
+
+/// The durable job queue. Workers of any replica claim due jobs with a lease
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL); a job whose lease ran out is
+/// claimed again, so handlers must be idempotent.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// With a `unique_key`, an unfinished job of that key is returned instead of a new one.
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Job>;
+    /// Takes the oldest due job of these kinds (queued and due, or running with
+    /// an expired lease), counts the attempt, and leases it to `worker`.
+    async fn claim_job(
+        &self,
+        kinds: &[String],
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>>;
+    /// `Ok(false)` when the worker no longer holds the lease.
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records progress; `Ok(false)` when the lease is lost or a cancel was asked (stop working).
+    async fn job_progress(
+        &self,
+        id: JobId,
+        worker: &str,
+        done: u64,
+        total: Option<u64>,
+    ) -> StoreResult<bool>;
+    async fn complete_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        summary: serde_json::Value,
+    ) -> StoreResult<()>;
+    /// Returns the state the job ends in (queued for a retry, dead, failed).
+    async fn fail_job(&self, id: JobId, worker: &str, failure: JobFailure)
+        -> StoreResult<JobState>;
+    async fn job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
+    /// Newest first.
+    async fn list_jobs(
+        &self,
+        dealer: &DealerId,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<Job>>;
+    /// A queued job is cancelled at once; a running one is asked to stop
+    /// (its next `job_progress` answers false) and ends cancelled.
+    async fn cancel_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
+    /// A dead or failed job goes back to the queue with fresh attempts.
+    async fn retry_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
+}

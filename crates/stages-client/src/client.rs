@@ -171,6 +171,29 @@ impl StagesApi for HttpStagesClient {
         .await
     }
 
+    async fn list_all_devices(
+        &self,
+        query: &StagesDeviceQuery,
+    ) -> StagesResult<Page<StagesDevice>> {
+        let mut req = Request::new(Method::GET, "/api/v1/devices", &["devices"]);
+        if let Some(billing_id) = &query.billing_id {
+            req = req.query("billing_id", billing_id.clone());
+        }
+        if let Some(site_no) = &query.site_no {
+            req = req.query("site_no", site_no.clone());
+        }
+        if let Some(has) = query.has_billing_id {
+            req = req.query("has_billing_id", has.to_string());
+        }
+        if let Some(token) = &query.page_token {
+            req = req.query("page_token", token.clone());
+        }
+        if let Some(size) = query.page_size {
+            req = req.query("page_size", size.to_string());
+        }
+        self.transport.call_json(req).await
+    }
+
     async fn create_device(
         &self,
         site_no: &str,

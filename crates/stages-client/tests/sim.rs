@@ -365,6 +365,242 @@ async fn listing_pages_through_every_site() {
     assert_eq!((total, seen.len()), (23, 23));
 }
 
+/// Every page of `list_all_devices` for `query`, and the number of pages.
+async fn every_device(
+    client: &dyn StagesApi,
+    mut query: StagesDeviceQuery,
+) -> (Vec<StagesDevice>, usize) {
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client.list_all_devices(&query).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= query.page_size.unwrap_or(50) as usize);
+        all.extend(page.items);
+        match page.next_page_token {
+            Some(token) => query.page_token = Some(token),
+            None => break,
+        }
+    }
+    (all, pages)
+}
+
+fn device_no(d: &StagesDevice) -> u64 {
+    d.device_id.strip_prefix("D-").unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_device_of_the_central_station() {
+    let sim = start_sim(20).await;
+    let client = client(&sim);
+    let mut per_site = Vec::new();
+    for s in sim.state().sites() {
+        per_site.extend(client.list_devices(&s.site_no).await.unwrap());
+    }
+    let per_site_requests = sim
+        .state()
+        .request_count("GET /api/v1/sites/{site_no}/devices");
+    assert_eq!(per_site_requests, 20);
+    assert!(per_site.len() > 20, "seeded sites have 1-3 devices each");
+
+    let (all, pages) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            page_size: Some(8),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(pages, per_site.len().div_ceil(8));
+    assert_eq!(
+        sim.state().request_count("GET /api/v1/devices"),
+        pages as u64
+    );
+    assert!(
+        all.windows(2).all(|w| device_no(&w[0]) < device_no(&w[1])),
+        "in device id order"
+    );
+    let mut expected = per_site.clone();
+    expected.sort_by_key(device_no);
+    assert_eq!(all, expected, "the same records as the per-site lists");
+
+    // One page holds them all at the largest page size; the default is 50.
+    let page = client
+        .list_all_devices(&StagesDeviceQuery {
+            page_size: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items, expected);
+    assert_eq!(page.next_page_token, None);
+    let page = client
+        .list_all_devices(&StagesDeviceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), expected.len().min(50));
+}
+
+#[tokio::test]
+async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
+    let sim = start_sim(20).await;
+    let client = client(&sim);
+    let sites = sim.state().sites();
+    let first_site = client.list_devices(&sites[0].site_no).await.unwrap();
+    let other_site = client.list_devices(&sites[5].site_no).await.unwrap();
+    let link = |device_id: String, billing_id: &'static str| {
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .update_device(
+                    &device_id,
+                    &StagesDevicePatch {
+                        billing_id: Some(billing_id.into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let a = link(first_site[0].device_id.clone(), "SYS-A").await;
+    let b = link(other_site[0].device_id.clone(), "SYS-B").await;
+
+    // billing_id: the one device that holds it.
+    let page = client
+        .list_all_devices(&StagesDeviceQuery {
+            billing_id: Some("SYS-B".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![b.clone()]);
+    assert_eq!(page.next_page_token, None);
+    let page = client
+        .list_all_devices(&StagesDeviceQuery {
+            billing_id: Some("SYS-404".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+
+    // site_no: the site's devices, as the per-site list gives them.
+    let (of_site, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            site_no: Some(sites[0].site_no.clone()),
+            page_size: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        of_site,
+        client.list_devices(&sites[0].site_no).await.unwrap()
+    );
+    let (none, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            site_no: Some("99999".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(none.is_empty(), "an unknown site matches nothing");
+
+    // has_billing_id: linked and unlinked devices split the whole list.
+    let (linked, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            has_billing_id: Some(true),
+            page_size: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort_by_key(device_no);
+    assert_eq!(linked, want);
+    let (unlinked, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            has_billing_id: Some(false),
+            page_size: Some(7),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(unlinked.iter().all(|d| d.fields.billing_id.is_none()));
+    assert_eq!(
+        unlinked.len() + linked.len(),
+        sim.state().device_count(),
+        "every device is in one of the two"
+    );
+
+    // Filters combine with AND.
+    let (both, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            site_no: Some(sites[0].site_no.clone()),
+            has_billing_id: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(both, vec![a]);
+    let (both, _) = every_device(
+        client.as_ref(),
+        StagesDeviceQuery {
+            site_no: Some(sites[0].site_no.clone()),
+            billing_id: Some("SYS-B".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(both.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_device_page_is_rejected_and_a_5xx_is_retried() {
+    let sim = start_sim(3).await;
+    let client = client(&sim);
+    for query in [
+        StagesDeviceQuery {
+            page_token: Some("garbage".into()),
+            ..Default::default()
+        },
+        StagesDeviceQuery {
+            page_size: Some(0),
+            ..Default::default()
+        },
+        StagesDeviceQuery {
+            page_size: Some(501),
+            ..Default::default()
+        },
+    ] {
+        match client.list_all_devices(&query).await.unwrap_err() {
+            StagesError::Rejected { code, message } => {
+                assert_eq!(code, "validation", "{query:?}");
+                assert!(message.contains("page_"), "{message}");
+            }
+            other => panic!("{query:?}: {other:?}"),
+        }
+    }
+    let before = sim.state().request_count("GET /api/v1/devices");
+    assert_eq!(before, 3, "refusals are not retried");
+
+    sim.state()
+        .add_fault(fault("GET /api/v1/devices", FaultKind::Error { status: 503 }).times(1))
+        .unwrap();
+    let page = client
+        .list_all_devices(&StagesDeviceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), sim.state().device_count());
+    assert_eq!(sim.state().request_count("GET /api/v1/devices"), before + 2);
+}
+
 #[tokio::test]
 async fn patch_with_empty_billing_id_unlinks() {
     let sim = start_sim(0).await;

@@ -569,6 +569,43 @@ async fn site_query_and_history_range_go_in_the_query_string() {
 }
 
 #[tokio::test]
+async fn device_query_goes_in_the_query_string() {
+    let stub = Stub::start(vec![
+        ok(r#"{"items":[{"device_id":"D-7","site_no":"10001","transmitter_code":"4100001"}],"next_page_token":"n2"}"#),
+        ok(r#"{"items":[],"next_page_token":null}"#),
+    ])
+    .await;
+    let client = stub.client(quick());
+    let page = client
+        .list_all_devices(&StagesDeviceQuery {
+            billing_id: Some("SYS 1&2".into()),
+            site_no: Some("10001".into()),
+            has_billing_id: Some(false),
+            page_token: Some("t=1".into()),
+            page_size: Some(500),
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].device_id, "D-7");
+    assert_eq!(page.next_page_token.as_deref(), Some("n2"));
+    let page = client
+        .list_all_devices(&StagesDeviceQuery::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next_page_token, None);
+
+    let seen = stub.seen();
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].target,
+        "/api/v1/devices?billing_id=SYS+1%262&site_no=10001&has_billing_id=false&page_token=t%3D1&page_size=500"
+    );
+    assert_eq!(seen[1].target, "/api/v1/devices");
+}
+
+#[tokio::test]
 async fn delete_accepts_204() {
     let stub = Stub::start(vec![reply(204, &[], "")]).await;
     stub.client(quick()).end_test("D-1", "T-1").await.unwrap();

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::lookups::{self, DEFAULT_TIME_ZONE};
 use crate::wire::*;
 
-/// The largest `page_size` accepted by `GET /sites`.
+/// The largest `page_size` accepted by the paged lists (`GET /sites`, `GET /devices`).
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// The `page_size` used when none is given.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -55,6 +55,21 @@ pub struct SiteQuery {
     pub unlinked: Option<bool>,
     #[serde(default)]
     pub q: Option<String>,
+    #[serde(default)]
+    pub page_token: Option<String>,
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+/// The filters of `GET /api/v1/devices` (every device, in device id order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct DeviceQuery {
+    #[serde(default)]
+    pub billing_id: Option<String>,
+    #[serde(default)]
+    pub site_no: Option<String>,
+    #[serde(default)]
+    pub has_billing_id: Option<bool>,
     #[serde(default)]
     pub page_token: Option<String>,
     #[serde(default)]
@@ -203,19 +218,44 @@ fn history_order(a: &HistoryEntry, b: &HistoryEntry) -> std::cmp::Ordering {
     a.occurred_at.cmp(&b.occurred_at).then(n(a).cmp(&n(b)))
 }
 
-fn encode_token(key: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{key}"))
+/// The prefix of the page tokens of `GET /sites` (after a site number).
+const SITE_TOKEN: &str = "after:";
+/// The prefix of the page tokens of `GET /devices` (after a device number).
+const DEVICE_TOKEN: &str = "device-after:";
+
+fn encode_token(prefix: &str, key: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{key}"))
 }
 
-fn decode_token(token: &str) -> Option<u64> {
+fn decode_token(prefix: &str, token: &str) -> Option<u64> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()?;
     String::from_utf8(raw)
         .ok()?
-        .strip_prefix("after:")?
+        .strip_prefix(prefix)?
         .parse()
         .ok()
+}
+
+/// The checked `page_size` of a paged list.
+fn page_size(size: Option<u32>) -> Result<usize, ApiError> {
+    match size.unwrap_or(DEFAULT_PAGE_SIZE) {
+        n @ 1..=MAX_PAGE_SIZE => Ok(n as usize),
+        _ => Err(ApiError::validation(format!(
+            "page_size: must be between 1 and {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+/// The key a page starts after; `None` for the first page.
+fn page_start(prefix: &str, token: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match token.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => decode_token(prefix, t)
+            .map(Some)
+            .ok_or_else(|| ApiError::validation("page_token: not a token of this list")),
+    }
 }
 
 fn digits(s: &str) -> String {
@@ -469,18 +509,10 @@ impl Db {
     // ---- sites --------------------------------------------------------
 
     pub fn list_sites(&self, q: &SiteQuery) -> Result<Items<Site>, ApiError> {
-        let size = q.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-        if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(ApiError::validation(format!(
-                "page_size: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
-        let start = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        let size = page_size(q.page_size)?;
+        let start = match page_start(SITE_TOKEN, q.page_token.as_deref())? {
             None => Bound::Unbounded,
-            Some(t) => Bound::Excluded(
-                decode_token(t)
-                    .ok_or_else(|| ApiError::validation("page_token: not a token of this list"))?,
-            ),
+            Some(key) => Bound::Excluded(key),
         };
         let needle =
             q.q.as_deref()
@@ -530,7 +562,7 @@ impl Db {
             if !matches(&rec.site) {
                 continue;
             }
-            if items.len() == size as usize {
+            if items.len() == size {
                 more = true;
                 break;
             }
@@ -539,7 +571,11 @@ impl Db {
         }
         Ok(Items {
             items,
-            next_page_token: if more { last.map(encode_token) } else { None },
+            next_page_token: if more {
+                last.map(|k| encode_token(SITE_TOKEN, k))
+            } else {
+                None
+            },
         })
     }
 
@@ -812,6 +848,68 @@ impl Db {
             }
         }
         Ok(out)
+    }
+
+    /// `GET /api/v1/devices`: every device matching the filters, in device
+    /// number order (`D-1`, `D-2`, ...), one page at a time. A billing id or
+    /// site filter reads only its few devices, through the indexes.
+    pub fn list_all_devices(
+        &mut self,
+        q: &DeviceQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Items<Device>, ApiError> {
+        let size = page_size(q.page_size)?;
+        let after = page_start(DEVICE_TOKEN, q.page_token.as_deref())?;
+        let billing = q.billing_id.as_deref().filter(|b| !b.is_empty());
+        let site_no = q.site_no.as_deref().filter(|s| !s.is_empty());
+
+        // The candidates, in increasing key order, after the token.
+        let candidates: Box<dyn Iterator<Item = u64> + '_> = if let Some(b) = billing {
+            Box::new(self.device_billing.get(b).copied().into_iter())
+        } else if let Some(site_no) = site_no {
+            // A site's devices are kept in creation order, which is key order.
+            let keys = self.site_rec(site_no).map(|(_, r)| r.devices.as_slice());
+            Box::new(keys.unwrap_or_default().iter().copied())
+        } else {
+            let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+            Box::new(
+                self.devices
+                    .range((start, Bound::Unbounded))
+                    .map(|(k, _)| *k),
+            )
+        };
+        let matches = |key: u64| {
+            let Some(rec) = self.devices.get(&key) else {
+                return false;
+            };
+            let d = &rec.device;
+            after.is_none_or(|a| key > a)
+                && billing.is_none_or(|b| d.fields.billing_id.as_deref() == Some(b))
+                && site_no.is_none_or(|s| d.site_no == s)
+                && q.has_billing_id
+                    .is_none_or(|has| d.fields.billing_id.is_some() == has)
+        };
+        // One more than a page tells whether another page follows.
+        let mut keys: Vec<u64> = candidates.filter(|k| matches(*k)).take(size + 1).collect();
+        let more = keys.len() > size;
+        keys.truncate(size);
+
+        let mut items = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let mut ids = HistoryIds(&mut self.next_history);
+            if let Some(d) = self.devices.get_mut(k) {
+                d.sweep(now, &mut ids);
+                items.push(d.view(now));
+            }
+        }
+        Ok(Items {
+            items,
+            next_page_token: if more {
+                keys.last().map(|k| encode_token(DEVICE_TOKEN, *k))
+            } else {
+                None
+            },
+        })
     }
 
     pub fn create_device(

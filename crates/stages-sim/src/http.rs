@@ -17,7 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::db::SiteQuery;
+use crate::db::{DeviceQuery, SiteQuery};
 use crate::error::ApiError;
 use crate::faults::{FaultKind, FaultRule};
 use crate::lookups;
@@ -112,6 +112,7 @@ fn api_scope() -> actix_web::Scope<
                 .route(web::get().to(list_notes))
                 .route(web::post().to(create_note)),
         )
+        .service(res("/devices").route(web::get().to(list_all_devices)))
         .service(
             res("/devices/{device_id}")
                 .route(web::get().to(get_device))
@@ -410,6 +411,10 @@ async fn create_device(
     body: web::Json<NewDevice>,
 ) -> ApiResult {
     created(s.with_db(|db| db.create_device(&site_no, body.into_inner(), now()))?)
+}
+
+async fn list_all_devices(s: Data, q: web::Query<DeviceQuery>) -> ApiResult {
+    ok(s.with_db(|db| db.list_all_devices(&q, now()))?)
 }
 
 async fn get_device(s: Data, id: web::Path<String>) -> ApiResult {

@@ -855,6 +855,23 @@ async fn seeding_is_deterministic_unlinked_and_fast() {
     let a = c.get("/api/v1/sites?unlinked=true&page_size=500").await;
     assert_eq!(a.body["items"].as_array().unwrap().len(), 500);
     assert!(a.body["next_page_token"].is_string());
+
+    // Every device, a page at a time, without a request per site.
+    let t = Instant::now();
+    let a = c
+        .get("/api/v1/devices?has_billing_id=false&page_size=500")
+        .await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 500);
+    let token = a.body["next_page_token"].as_str().unwrap().to_string();
+    let a = c
+        .get(&format!("/api/v1/devices?page_size=500&page_token={token}"))
+        .await;
+    assert_eq!(a.body["items"][0]["device_id"], "D-501");
+    let a = c.get("/api/v1/devices?has_billing_id=true").await;
+    assert!(a.body["items"].as_array().unwrap().is_empty());
+    assert!(a.body["next_page_token"].is_null());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "device pages took {took:?}");
 }
 
 #[tokio::test]
@@ -889,4 +906,222 @@ async fn stats_count_requests_and_records() {
     assert_eq!(anon.post("/admin/reset", json!({})).await.status, 204);
     assert_eq!(sim.state().site_count(), 2);
     assert_eq!(sim.state().stats().total_requests, 0);
+}
+
+/// Pages through `GET /api/v1/devices` with `filters` (a query string, may be
+/// empty); answers the device ids in order and the number of pages.
+async fn all_devices(c: &Client, filters: &str, page_size: u32) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query: Vec<(&str, String)> = vec![("page_size", page_size.to_string())];
+        if let Some(t) = &token {
+            query.push(("page_token", t.clone()));
+        }
+        let path = format!("/api/v1/devices?{filters}");
+        let res = c
+            .request(reqwest::Method::GET, &path)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        pages += 1;
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= page_size as usize);
+        ids.extend(
+            items
+                .iter()
+                .map(|d| d["device_id"].as_str().unwrap().to_string()),
+        );
+        match body["next_page_token"].as_str() {
+            Some(t) => {
+                assert!(!items.is_empty(), "a page with a successor has items");
+                token = Some(t.to_string());
+            }
+            None => break,
+        }
+    }
+    (ids, pages)
+}
+
+fn device_no(id: &str) -> u64 {
+    id.strip_prefix("D-").unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn lists_every_device_in_id_order_with_filters_and_pages() {
+    let sim = start(30).await;
+    let c = Client::new(&sim);
+    let sites = sim.state().sites();
+    let per_site: Vec<Vec<String>> = sites
+        .iter()
+        .map(|s| {
+            sim.state()
+                .devices(&s.site_no)
+                .into_iter()
+                .map(|d| d.device_id)
+                .collect()
+        })
+        .collect();
+    let mut expected: Vec<String> = per_site.iter().flatten().cloned().collect();
+    expected.sort_by_key(|id| device_no(id));
+    assert!(expected.len() > 30, "seeded sites have 1-3 devices each");
+    assert_eq!(expected.len(), sim.state().stats().devices);
+
+    // Every device, across pages, in numeric id order (D-9 before D-10).
+    let (ids, pages) = all_devices(&c, "", 7).await;
+    assert_eq!(ids, expected);
+    assert_eq!(pages, expected.len().div_ceil(7));
+    assert!(ids.windows(2).all(|w| device_no(&w[0]) < device_no(&w[1])));
+
+    // Default and largest page sizes.
+    let a = c.get("/api/v1/devices").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 50);
+    assert!(a.body["next_page_token"].is_string());
+    let a = c.get("/api/v1/devices?page_size=500").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), expected.len());
+    assert!(a.body["next_page_token"].is_null());
+    // The devices are the full records, as served one by one.
+    let first = &a.body["items"][0];
+    let one = c.get(&format!("/api/v1/devices/{}", expected[0])).await;
+    assert_eq!(first, &one.body);
+
+    // Link a few devices: two of site 1, one of site 3.
+    let linked = [
+        (per_site[0][0].clone(), "SYS-A"),
+        (per_site[2][0].clone(), "SYS-B"),
+    ];
+    for (id, b) in &linked {
+        let a = c
+            .patch(&format!("/api/v1/devices/{id}"), json!({"billing_id": b}))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let extra = c
+        .post(
+            &format!("/api/v1/sites/{}/devices", sites[0].site_no),
+            json!({"transmitter_code": "990001", "billing_id": "SYS-C"}),
+        )
+        .await;
+    assert_eq!(extra.status, 201, "{}", extra.body);
+    let extra_id = extra.body["device_id"].as_str().unwrap().to_string();
+
+    // billing_id: exact, at most one device.
+    let a = c.get("/api/v1/devices?billing_id=SYS-B").await;
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["device_id"], per_site[2][0].as_str());
+    assert_eq!(items[0]["billing_id"], "SYS-B");
+    assert!(a.body["next_page_token"].is_null());
+    let a = c.get("/api/v1/devices?billing_id=SYS-404").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body["items"].as_array().unwrap().is_empty());
+
+    // site_no: the site's devices, as its own list gives them.
+    let site1 = &sites[0].site_no;
+    let (ids, _) = all_devices(&c, &format!("site_no={site1}"), 2).await;
+    let mut own: Vec<String> = per_site[0].clone();
+    own.push(extra_id.clone());
+    assert_eq!(ids, own);
+    let listed = c.get(&format!("/api/v1/sites/{site1}/devices")).await;
+    let listed: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, listed);
+    for unknown in ["99999", "not-a-site"] {
+        let a = c.get(&format!("/api/v1/devices?site_no={unknown}")).await;
+        assert_eq!(a.status, 200);
+        assert!(a.body["items"].as_array().unwrap().is_empty());
+    }
+
+    // has_billing_id: the linked and the unlinked split the whole list.
+    let (with, _) = all_devices(&c, "has_billing_id=true", 2).await;
+    let mut want = vec![linked[0].0.clone(), linked[1].0.clone(), extra_id.clone()];
+    want.sort_by_key(|id| device_no(id));
+    assert_eq!(with, want);
+    let (without, pages) = all_devices(&c, "has_billing_id=false", 10).await;
+    assert_eq!(without.len() + with.len(), expected.len() + 1);
+    assert!(without.iter().all(|id| !want.contains(id)));
+    assert!(without
+        .windows(2)
+        .all(|w| device_no(&w[0]) < device_no(&w[1])));
+    assert_eq!(pages, without.len().div_ceil(10));
+
+    // Filters combine with AND.
+    let (ids, _) = all_devices(&c, &format!("site_no={site1}&has_billing_id=true"), 1).await;
+    let mut both = vec![linked[0].0.clone(), extra_id.clone()];
+    both.sort_by_key(|id| device_no(id));
+    assert_eq!(ids, both);
+    let (ids, _) = all_devices(&c, &format!("site_no={site1}&has_billing_id=false"), 50).await;
+    assert_eq!(ids, per_site[0][1..].to_vec());
+    let (ids, _) = all_devices(&c, &format!("site_no={site1}&billing_id=SYS-B"), 50).await;
+    assert!(ids.is_empty(), "SYS-B is on another site");
+    let (ids, _) = all_devices(&c, "billing_id=SYS-A&has_billing_id=false", 50).await;
+    assert!(ids.is_empty());
+
+    // Refusals.
+    for bad in [
+        "page_size=0",
+        "page_size=501",
+        "page_size=-1",
+        "page_token=garbage",
+        "has_billing_id=maybe",
+    ] {
+        let a = c.get(&format!("/api/v1/devices?{bad}")).await;
+        assert_eq!((a.status, a.error_code()), (422, "validation"), "{bad}");
+    }
+    // A token of the site list is not one of this list.
+    let site_token = c.get("/api/v1/sites?page_size=1").await.body["next_page_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = c
+        .get(&format!("/api/v1/devices?page_token={site_token}"))
+        .await;
+    assert_eq!((a.status, a.error_code()), (422, "validation"));
+    assert!(a.error_message().contains("page_token"), "{}", a.body);
+    let a = c.post("/api/v1/devices", json!({})).await;
+    assert_eq!((a.status, a.error_code()), (405, "method_not_allowed"));
+    let a = Client::anonymous(&sim).get("/api/v1/devices").await;
+    assert_eq!(a.status, 401);
+
+    // Counted under its own route, apart from the single device.
+    assert!(sim.state().request_count("GET /api/v1/devices") > 20);
+    assert_eq!(
+        sim.state().request_count("GET /api/v1/devices/{device_id}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn device_list_shows_devices_on_test() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "Tested", &["910001", "910002"]).await;
+    let now = Utc::now();
+    let a = c
+        .post(
+            "/api/v1/devices/D-2/tests",
+            json!({
+                "effective": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                "expire": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            }),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = c.get("/api/v1/devices").await;
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["status"], "normal");
+    assert_eq!(
+        items[1]["status"], "on_test",
+        "served as the single device is"
+    );
 }

@@ -1,0 +1,167 @@
+//! Work that outlives a request: a durable queue with leases. Anything that
+//! talks to an upstream after the caller's answer is a job, written in the same
+//! transaction as the change that causes it (outbox).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::tenancy::DealerId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    /// Failed for good (a permanent error).
+    Failed,
+    Cancelled,
+    /// Out of attempts after transient errors; kept with its last error, can be retried by hand.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+            Self::Dead,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Dead
+        )
+    }
+}
+
+/// Job kinds, as stored.
+pub mod kinds {
+    pub const RECONCILE: &str = "reconcile";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub dealer: DealerId,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub progress_done: u64,
+    pub progress_total: Option<u64>,
+    pub summary: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    /// At most one unfinished job per key (e.g. one reconcile per connection).
+    pub unique_key: Option<String>,
+    /// Whoever asked for it (a user id or `system`).
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: JobId,
+    pub dealer: DealerId,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub unique_key: Option<String>,
+    pub created_by: String,
+}
+
+/// How a failed attempt ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobFailure {
+    /// Try again at this time (the store turns it into `Dead` when attempts are used up).
+    Retry { error: String, at: DateTime<Utc> },
+    /// Do not try again.
+    Permanent { error: String },
+}
+
+/// Exponential backoff with full jitter: a delay in `[0, min(cap, base * 2^attempt))`.
+/// `unit` in `[0, 1)` is the random draw, passed in so this stays deterministic to test.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let factor = 2f64.powi(attempt.min(30) as i32);
+    let ceiling = (base.num_milliseconds() as f64 * factor).min(cap.num_milliseconds() as f64);
+    Duration::milliseconds((ceiling * unit.clamp(0.0, 1.0)) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::milliseconds(100);
+        let cap = Duration::seconds(10);
+        assert_eq!(backoff(0, base, cap, 0.999).num_milliseconds(), 99);
+        assert_eq!(backoff(3, base, cap, 0.5).num_milliseconds(), 400);
+        assert_eq!(backoff(20, base, cap, 1.0), cap);
+        assert_eq!(backoff(5, base, cap, 0.0), Duration::zero());
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "dead",
+        ] {
+            assert_eq!(JobState::parse(s).unwrap().as_str(), s);
+        }
+        assert!(JobState::Dead.is_finished());
+        assert!(!JobState::Running.is_finished());
+    }
+}

@@ -1,0 +1,1282 @@
+//! Getting records into and out of the link table (S4-S9, S12, S13): push a
+//! billing site or system to Stages, link existing records, point a link
+//! elsewhere, unlink. Every rule of the External tab is enforced here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::NewAuditEntry;
+use crate::billing::{BillingId, BillingSite, BillingSystem};
+use crate::connection::{Connection, ConnectionId};
+use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+use crate::operations::{stages_as_caller, OperationError};
+use crate::stages::{
+    LookupList, NewStagesConfiguration, NewStagesContact, NewStagesDevice, NewStagesSite,
+    StagesApi, StagesDevice, StagesDeviceFields, StagesDevicePatch, StagesError, StagesSite,
+    StagesSiteFields, StagesSitePatch, StagesSiteQuery,
+};
+use crate::store::{BillingStore, ConnectionStore, LinkStore, PageRequest, StoreError};
+use crate::tenancy::Caller;
+use crate::validation::ValidationError;
+
+/// The ports the linking operations use.
+#[derive(Clone, Copy)]
+pub struct LinkingPorts<'a> {
+    pub connections: &'a dyn ConnectionStore,
+    pub billing: &'a dyn BillingStore,
+    pub links: &'a dyn LinkStore,
+    pub stages: &'a dyn crate::stages::StagesConnector,
+}
+
+/// The Stages-only fields of a pushed site; the rest come from the billing site.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StagesSiteExtras {
+    pub region: String,
+    pub time_zone: String,
+    pub site_type: String,
+    pub dispatch_type: String,
+    pub permit: String,
+    pub subdivision: String,
+    pub pets: String,
+    pub keys: bool,
+    pub ul_code: String,
+    pub authority: String,
+}
+
+/// A billing system to become a Stages device, with its device fields and zones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSystem {
+    pub billing_system_id: BillingId,
+    /// Every device field of the seed; `billing_id` is set by the push.
+    pub device: StagesDeviceFields,
+    pub configurations: Vec<NewStagesConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushRequest {
+    /// A billing site becomes a new Stages site, with contacts and devices.
+    Site {
+        billing_site_id: BillingId,
+        extras: StagesSiteExtras,
+        contacts: Vec<NewStagesContact>,
+        systems: Vec<PushSystem>,
+    },
+    /// A billing system becomes a device of its (linked) site's Stages site.
+    System(Box<PushSystem>),
+}
+
+/// What a push did (or, in a dry run, would do) to one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushedRecord {
+    pub kind: LinkKind,
+    pub billing_id: String,
+    /// The Stages site number or device id (none in a dry run of a new record).
+    pub external_id: Option<String>,
+    /// created, reused (found by its billing id after an earlier attempt), already_linked, would_create
+    pub action: &'static str,
+    pub link_id: Option<LinkId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushOutcome {
+    pub dry_run: bool,
+    pub records: Vec<PushedRecord>,
+    /// In a dry run: the site that would be sent to Stages.
+    pub would_send: Option<NewStagesSite>,
+}
+
+fn store_not_found(what: impl Into<String>) -> impl FnOnce(StoreError) -> OperationError {
+    let what = what.into();
+    move |e| match e {
+        StoreError::NotFound => OperationError::NotFound(what),
+        other => other.into(),
+    }
+}
+
+fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
+    move |error| OperationError::Upstream {
+        connection: connection.name.as_str().to_owned(),
+        error,
+    }
+}
+
+async fn load_connection(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    id: ConnectionId,
+) -> Result<(Connection, Arc<dyn StagesApi>), OperationError> {
+    let connection = ports
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(store_not_found("no such connection"))?;
+    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    Ok((connection, api))
+}
+
+/// The link of a billing record on one connection, if any.
+pub async fn link_on(
+    links: &dyn LinkStore,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    kind: LinkKind,
+    billing_id: &BillingId,
+) -> Result<Option<Link>, OperationError> {
+    Ok(links
+        .links_of_billing(&caller.dealer, kind, billing_id)
+        .await?
+        .into_iter()
+        .find(|l| l.connection_id == connection_id))
+}
+
+/// Checks the fields backed by a central-station choice list.
+async fn check_lookups(
+    api: &dyn StagesApi,
+    connection: &Connection,
+    checks: Vec<(String, LookupList, String)>,
+) -> Result<(), OperationError> {
+    let mut lists: BTreeMap<&'static str, HashSet<String>> = BTreeMap::new();
+    let mut v = ValidationError::default();
+    for (field, list, value) in checks {
+        if value.is_empty() {
+            continue;
+        }
+        if !lists.contains_key(list.as_str()) {
+            let items = api.lookup(list).await.map_err(upstream(connection))?;
+            lists.insert(list.as_str(), items.into_iter().map(|i| i.code).collect());
+        }
+        if !lists[list.as_str()].contains(&value) {
+            v.push(
+                field,
+                format!(
+                    "'{value}' is not in the central station's {} list",
+                    list.as_str()
+                ),
+            );
+        }
+    }
+    v.into_result().map_err(OperationError::Invalid)
+}
+
+fn site_lookup_checks(extras: &StagesSiteExtras) -> Vec<(String, LookupList, String)> {
+    [
+        ("site.region", LookupList::Regions, &extras.region),
+        ("site.time_zone", LookupList::TimeZones, &extras.time_zone),
+        ("site.site_type", LookupList::SiteTypes, &extras.site_type),
+        (
+            "site.dispatch_type",
+            LookupList::DispatchTypes,
+            &extras.dispatch_type,
+        ),
+        ("site.ul_code", LookupList::UlCodes, &extras.ul_code),
+        ("site.authority", LookupList::Authorities, &extras.authority),
+    ]
+    .into_iter()
+    .map(|(f, l, v)| (f.to_owned(), l, v.clone()))
+    .collect()
+}
+
+fn device_lookup_checks(prefix: &str, d: &StagesDeviceFields) -> Vec<(String, LookupList, String)> {
+    [
+        ("device_type", LookupList::DeviceTypes, &d.device_type),
+        ("oos_category", LookupList::OosCategories, &d.oos_category),
+        (
+            "timer_test_type",
+            LookupList::TimerTestTypes,
+            &d.timer_test_type,
+        ),
+        ("comm_type", LookupList::CommTypes, &d.comm_type),
+        ("lid_type", LookupList::LidTypes, &d.lid_type),
+    ]
+    .into_iter()
+    .map(|(f, l, v)| (format!("{prefix}.{f}"), l, v.clone()))
+    .collect()
+}
+
+/// `mm:ss` with seconds below 60.
+fn is_period(s: &str) -> bool {
+    let Some((m, sec)) = s.split_once(':') else {
+        return false;
+    };
+    m.len() == 2
+        && sec.len() == 2
+        && m.bytes().all(|b| b.is_ascii_digit())
+        && sec.bytes().all(|b| b.is_ascii_digit())
+        && sec < "60"
+}
+
+fn check_device_fields(v: &mut ValidationError, prefix: &str, d: &StagesDeviceFields) {
+    let code = d.transmitter_code.trim();
+    if code.is_empty() {
+        v.push(format!("{prefix}.transmitter_code"), "must not be empty");
+    } else if code.chars().count() > 32 || code.chars().any(char::is_control) {
+        v.push(
+            format!("{prefix}.transmitter_code"),
+            "must be at most 32 printable characters",
+        );
+    }
+    for (field, value) in [
+        ("entry_period", &d.entry_period),
+        ("exit_period", &d.exit_period),
+    ] {
+        if !value.is_empty() && !is_period(value) {
+            v.push(format!("{prefix}.{field}"), "must be mm:ss");
+        }
+    }
+}
+
+fn new_site_for(
+    site: &BillingSite,
+    extras: &StagesSiteExtras,
+    contacts: &[NewStagesContact],
+) -> NewStagesSite {
+    let f = &site.fields;
+    NewStagesSite {
+        fields: StagesSiteFields {
+            name: f.name.clone(),
+            address1: f.address1.clone(),
+            address2: f.address2.clone(),
+            city: f.city.clone(),
+            state: f.state.clone(),
+            zip: f.zip.clone(),
+            phone: f.phone.clone(),
+            info: f.info.clone(),
+            region: extras.region.clone(),
+            time_zone: extras.time_zone.clone(),
+            site_type: extras.site_type.clone(),
+            dispatch_type: extras.dispatch_type.clone(),
+            permit: extras.permit.clone(),
+            subdivision: extras.subdivision.clone(),
+            pets: extras.pets.clone(),
+            keys: extras.keys,
+            ul_code: extras.ul_code.clone(),
+            authority: extras.authority.clone(),
+            billing_id: Some(site.id.as_str().to_owned()),
+        },
+        devices: Vec::new(),
+        contacts: contacts.to_vec(),
+    }
+}
+
+fn new_device_for(system: &BillingSystem, spec: &PushSystem) -> NewStagesDevice {
+    let mut fields = spec.device.clone();
+    fields.transmitter_code = fields.transmitter_code.trim().to_owned();
+    fields.billing_id = Some(system.id.as_str().to_owned());
+    NewStagesDevice {
+        fields,
+        configurations: spec.configurations.clone(),
+    }
+}
+
+fn audit(
+    caller: &Caller,
+    action: &str,
+    link: &NewLink,
+    before: Option<serde_json::Value>,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: caller.user.0.clone(),
+        action: action.to_owned(),
+        connection_id: Some(link.connection_id),
+        kind: link.kind.as_str().to_owned(),
+        billing_id: Some(link.billing_id.as_str().to_owned()),
+        external_id: Some(link.external_id.clone()),
+        before,
+        after: Some(serde_json::json!({"external_id": link.external_id, "link_id": link.id})),
+    }
+}
+
+/// Push (S5, S9): a billing site becomes a Stages site with its contacts,
+/// devices and zones, or a billing system becomes a device of its linked site.
+///
+/// Safe to retry: each Stages record is looked up by its billing id before it
+/// is created, and a push that stopped half way resumes where it stopped.
+pub async fn push(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    request: PushRequest,
+    dry_run: bool,
+) -> Result<PushOutcome, OperationError> {
+    let (connection, api) = load_connection(ports, caller, connection_id).await?;
+    let (site, extras, contacts, specs) = match request {
+        PushRequest::Site {
+            billing_site_id,
+            extras,
+            contacts,
+            systems,
+        } => {
+            let site = ports
+                .billing
+                .site(&caller.dealer, &billing_site_id)
+                .await
+                .map_err(store_not_found(format!(
+                    "no billing site '{billing_site_id}'"
+                )))?;
+            (site, Some(extras), contacts, systems)
+        }
+        PushRequest::System(spec) => {
+            let spec = *spec;
+            let system = ports
+                .billing
+                .system(&caller.dealer, &spec.billing_system_id)
+                .await
+                .map_err(store_not_found(format!(
+                    "no billing system '{}'",
+                    spec.billing_system_id
+                )))?;
+            let site = ports
+                .billing
+                .site(&caller.dealer, &system.fields.site_id)
+                .await
+                .map_err(store_not_found(format!(
+                    "no billing site '{}'",
+                    system.fields.site_id
+                )))?;
+            (site, None, Vec::new(), vec![spec])
+        }
+    };
+    let site_link = link_on(ports.links, caller, connection_id, LinkKind::Site, &site.id).await?;
+    if extras.is_none() && site_link.is_none() {
+        return Err(OperationError::Conflict {
+            code: "site_not_linked",
+            message: format!(
+                "billing site '{}' is not linked on connection '{}': push or link the site before pushing its systems",
+                site.id,
+                connection.name.as_str()
+            ),
+        });
+    }
+
+    // Validate every system before touching Stages.
+    let mut v = ValidationError::default();
+    let mut systems = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let prefix = if extras.is_some() {
+            format!("systems[{i}].device")
+        } else {
+            "device".to_owned()
+        };
+        if !seen.insert(spec.billing_system_id.clone()) {
+            v.push(format!("systems[{i}].billing_system_id"), "is listed twice");
+            continue;
+        }
+        check_device_fields(&mut v, &prefix, &spec.device);
+        let system = ports
+            .billing
+            .system(&caller.dealer, &spec.billing_system_id)
+            .await
+            .map_err(store_not_found(format!(
+                "no billing system '{}'",
+                spec.billing_system_id
+            )))?;
+        if system.fields.site_id != site.id {
+            v.push(
+                format!("systems[{i}].billing_system_id"),
+                format!(
+                    "system '{}' belongs to site '{}', not '{}'",
+                    system.id, system.fields.site_id, site.id
+                ),
+            );
+        }
+        let existing = link_on(
+            ports.links,
+            caller,
+            connection_id,
+            LinkKind::System,
+            &system.id,
+        )
+        .await?;
+        systems.push((system, spec, existing, prefix));
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+    let nothing_left = systems.iter().all(|(_, _, existing, _)| existing.is_some());
+    if site_link.is_some() && nothing_left {
+        let what = if extras.is_some() { "site" } else { "system" };
+        return Err(OperationError::Conflict {
+            code: "already_linked",
+            message: format!(
+                "billing {what} is already linked on connection '{}'; push only goes to connections where the record is not linked",
+                connection.name.as_str()
+            ),
+        });
+    }
+    let mut checks = extras.as_ref().map(site_lookup_checks).unwrap_or_default();
+    for (_, spec, existing, prefix) in &systems {
+        if existing.is_none() {
+            checks.extend(device_lookup_checks(prefix, &spec.device));
+        }
+    }
+    check_lookups(api.as_ref(), &connection, checks).await?;
+
+    let mut records = Vec::new();
+    if dry_run {
+        let would_send = match (&extras, &site_link) {
+            (Some(extras), None) => {
+                let mut s = new_site_for(&site, extras, &contacts);
+                s.devices = systems
+                    .iter()
+                    .filter(|(_, _, existing, _)| existing.is_none())
+                    .map(|(system, spec, _, _)| new_device_for(system, spec))
+                    .collect();
+                Some(s)
+            }
+            _ => None,
+        };
+        records.push(PushedRecord {
+            kind: LinkKind::Site,
+            billing_id: site.id.to_string(),
+            external_id: site_link.as_ref().map(|l| l.external_id.clone()),
+            action: if site_link.is_some() {
+                "already_linked"
+            } else {
+                "would_create"
+            },
+            link_id: site_link.as_ref().map(|l| l.id),
+        });
+        for (system, _, existing, _) in &systems {
+            records.push(PushedRecord {
+                kind: LinkKind::System,
+                billing_id: system.id.to_string(),
+                external_id: existing.as_ref().map(|l| l.external_id.clone()),
+                action: if existing.is_some() {
+                    "already_linked"
+                } else {
+                    "would_create"
+                },
+                link_id: existing.as_ref().map(|l| l.id),
+            });
+        }
+        return Ok(PushOutcome {
+            dry_run,
+            records,
+            would_send,
+        });
+    }
+
+    // The site: linked already, found by its billing id (an earlier attempt
+    // created it but its answer was lost), or created now.
+    let site_link = match site_link {
+        Some(link) => {
+            records.push(PushedRecord {
+                kind: LinkKind::Site,
+                billing_id: site.id.to_string(),
+                external_id: Some(link.external_id.clone()),
+                action: "already_linked",
+                link_id: Some(link.id),
+            });
+            link
+        }
+        None => {
+            let extras = extras.as_ref().expect("a system push needs a linked site");
+            let found = api
+                .list_sites(&StagesSiteQuery {
+                    billing_id: Some(site.id.to_string()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(upstream(&connection))?
+                .items
+                .into_iter()
+                .next();
+            let (site_no, action) = match found {
+                Some(existing) => (existing.site_no, "reused"),
+                None => {
+                    let created = api
+                        .create_site(&new_site_for(&site, extras, &contacts))
+                        .await
+                        .map_err(upstream(&connection))?;
+                    (created.site.site_no, "created")
+                }
+            };
+            let new = NewLink {
+                id: LinkId::new(),
+                connection_id,
+                kind: LinkKind::Site,
+                billing_id: site.id.clone(),
+                external_id: site_no.clone(),
+                parent_id: None,
+            };
+            let entry = audit(caller, "push", &new, None);
+            let link = ports
+                .links
+                .insert_links(&caller.dealer, vec![new], vec![entry])
+                .await?
+                .remove(0);
+            records.push(PushedRecord {
+                kind: LinkKind::Site,
+                billing_id: site.id.to_string(),
+                external_id: Some(site_no),
+                action,
+                link_id: Some(link.id),
+            });
+            link
+        }
+    };
+
+    // The devices, one at a time, so a failure leaves every finished one linked.
+    let mut existing_devices: Option<Vec<StagesDevice>> = None;
+    for (system, spec, existing, _) in systems {
+        if let Some(link) = existing {
+            records.push(PushedRecord {
+                kind: LinkKind::System,
+                billing_id: system.id.to_string(),
+                external_id: Some(link.external_id.clone()),
+                action: "already_linked",
+                link_id: Some(link.id),
+            });
+            continue;
+        }
+        let result: Result<(String, &'static str), StagesError> = async {
+            if existing_devices.is_none() {
+                existing_devices = Some(api.list_devices(&site_link.external_id).await?);
+            }
+            let found = existing_devices.as_ref().and_then(|ds| {
+                ds.iter()
+                    .find(|d| d.fields.billing_id.as_deref() == Some(system.id.as_str()))
+            });
+            match found {
+                Some(d) => Ok((d.device_id.clone(), "reused")),
+                None => {
+                    let d = api
+                        .create_device(&site_link.external_id, &new_device_for(&system, spec))
+                        .await?;
+                    Ok((d.device_id, "created"))
+                }
+            }
+        }
+        .await;
+        let (device_id, action) = match result {
+            Ok(r) => r,
+            Err(error) => {
+                return Err(OperationError::PartialPush {
+                    done: records,
+                    failed: system.id.to_string(),
+                    error: Box::new(upstream(&connection)(error)),
+                })
+            }
+        };
+        let new = NewLink {
+            id: LinkId::new(),
+            connection_id,
+            kind: LinkKind::System,
+            billing_id: system.id.clone(),
+            external_id: device_id.clone(),
+            parent_id: Some(site_link.id),
+        };
+        let entry = audit(caller, "push", &new, None);
+        let link = ports
+            .links
+            .insert_links(&caller.dealer, vec![new], vec![entry])
+            .await?
+            .remove(0);
+        // The transmitter code entered for Stages becomes the billing system number.
+        let code = spec.device.transmitter_code.trim();
+        if system.fields.system_number != code {
+            let mut fields = system.fields.clone();
+            fields.system_number = code.to_owned();
+            ports
+                .billing
+                .upsert_system(&caller.dealer, &system.id, fields, None)
+                .await?;
+        }
+        records.push(PushedRecord {
+            kind: LinkKind::System,
+            billing_id: system.id.to_string(),
+            external_id: Some(device_id),
+            action,
+            link_id: Some(link.id),
+        });
+    }
+    Ok(PushOutcome {
+        dry_run,
+        records,
+        would_send: None,
+    })
+}
+
+/// The connections a billing site can still be pushed to (S9).
+pub async fn push_targets(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    billing_site_id: &BillingId,
+) -> Result<Vec<Connection>, OperationError> {
+    ports
+        .billing
+        .site(&caller.dealer, billing_site_id)
+        .await
+        .map_err(store_not_found(format!(
+            "no billing site '{billing_site_id}'"
+        )))?;
+    let linked: HashSet<ConnectionId> = ports
+        .links
+        .links_of_billing(&caller.dealer, LinkKind::Site, billing_site_id)
+        .await?
+        .into_iter()
+        .map(|l| l.connection_id)
+        .collect();
+    let mut targets = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ports
+            .connections
+            .list_connections(
+                &caller.dealer,
+                Some(crate::connection::ProviderKind::Stages),
+                PageRequest { after, limit: 500 },
+            )
+            .await?;
+        targets.extend(page.items.into_iter().filter(|c| {
+            c.status == crate::connection::ConnectionStatus::Active && !linked.contains(&c.id)
+        }));
+        match page.next_page_token {
+            Some(t) => after = Some(t),
+            None => break,
+        }
+    }
+    Ok(targets)
+}
+
+/// One system-to-device pair of a link request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemPair {
+    pub billing_system_id: BillingId,
+    pub stages_device_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRequest {
+    pub connection_id: ConnectionId,
+    pub billing_site_id: BillingId,
+    pub stages_site_no: String,
+    pub systems: Vec<SystemPair>,
+}
+
+/// Reads a Stages site a request names; a missing one is the caller's mistake (422).
+async fn named_site(
+    api: &dyn StagesApi,
+    connection: &Connection,
+    field: &str,
+    site_no: &str,
+) -> Result<StagesSite, OperationError> {
+    match api.get_site(site_no).await {
+        Ok(s) => Ok(s),
+        Err(StagesError::NotFound(_)) => Err(OperationError::Invalid(ValidationError::field(
+            field,
+            format!("Stages site '{site_no}' does not exist"),
+        ))),
+        Err(e) => Err(upstream(connection)(e)),
+    }
+}
+
+async fn named_device(
+    api: &dyn StagesApi,
+    connection: &Connection,
+    field: &str,
+    device_id: &str,
+) -> Result<StagesDevice, OperationError> {
+    match api.get_device(device_id).await {
+        Ok(d) => Ok(d),
+        Err(StagesError::NotFound(_)) => Err(OperationError::Invalid(ValidationError::field(
+            field,
+            format!("Stages device '{device_id}' does not exist"),
+        ))),
+        Err(e) => Err(upstream(connection)(e)),
+    }
+}
+
+fn claimed_elsewhere(
+    what: &str,
+    id: &str,
+    carried: &Option<String>,
+    ours: &BillingId,
+) -> Option<OperationError> {
+    match carried.as_deref() {
+        Some(b) if !b.is_empty() && b != ours.as_str() => Some(OperationError::Conflict {
+            code: "claimed_in_stages",
+            message: format!(
+                "{what} '{id}' carries billing id '{b}' of another record; unlink that record first or run a reconcile"
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// Link (S7): an existing billing site to an existing Stages site with at
+/// least one system-to-device pair, each device a child of that site. The
+/// links are claimed in the database first (so of many concurrent requests
+/// exactly one wins), then the billing ids are written to Stages.
+pub async fn link(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    request: LinkRequest,
+) -> Result<Vec<Link>, OperationError> {
+    let mut v = ValidationError::default();
+    if request.systems.is_empty() {
+        v.push(
+            "systems",
+            "link at least one system with its device: Stages needs a device on every linked site",
+        );
+    }
+    let mut seen_systems = HashSet::new();
+    let mut seen_devices = HashSet::new();
+    for (i, pair) in request.systems.iter().enumerate() {
+        if !seen_systems.insert(pair.billing_system_id.clone()) {
+            v.push(format!("systems[{i}].billing_system_id"), "is listed twice");
+        }
+        if !seen_devices.insert(pair.stages_device_id.clone()) {
+            v.push(format!("systems[{i}].stages_device_id"), "is listed twice");
+        }
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+    let (connection, api) = load_connection(ports, caller, request.connection_id).await?;
+    let site = ports
+        .billing
+        .site(&caller.dealer, &request.billing_site_id)
+        .await
+        .map_err(store_not_found(format!(
+            "no billing site '{}'",
+            request.billing_site_id
+        )))?;
+    let mut v = ValidationError::default();
+    for (i, pair) in request.systems.iter().enumerate() {
+        match ports
+            .billing
+            .system(&caller.dealer, &pair.billing_system_id)
+            .await
+        {
+            Ok(system) if system.fields.site_id != site.id => v.push(
+                format!("systems[{i}].billing_system_id"),
+                format!(
+                    "system '{}' belongs to site '{}', not '{}'",
+                    system.id, system.fields.site_id, site.id
+                ),
+            ),
+            Ok(_) => {}
+            Err(StoreError::NotFound) => v.push(
+                format!("systems[{i}].billing_system_id"),
+                format!("no billing system '{}'", pair.billing_system_id),
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+
+    let stages_site = named_site(
+        api.as_ref(),
+        &connection,
+        "stages_site_no",
+        &request.stages_site_no,
+    )
+    .await?;
+    let mut devices = Vec::new();
+    let mut v = ValidationError::default();
+    for (i, pair) in request.systems.iter().enumerate() {
+        let field = format!("systems[{i}].stages_device_id");
+        let device =
+            named_device(api.as_ref(), &connection, &field, &pair.stages_device_id).await?;
+        if device.site_no != stages_site.site_no {
+            v.push(
+                field,
+                format!(
+                    "device '{}' belongs to Stages site '{}', not '{}': choose a device of the chosen site",
+                    device.device_id, device.site_no, stages_site.site_no
+                ),
+            );
+        }
+        devices.push(device);
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+
+    // A site already linked to this very Stages site may gain more systems.
+    let existing_site_link =
+        link_on(ports.links, caller, connection.id, LinkKind::Site, &site.id).await?;
+    if let Some(l) = &existing_site_link {
+        if l.external_id != stages_site.site_no {
+            return Err(OperationError::Conflict {
+                code: "already_linked",
+                message: format!(
+                    "billing site '{}' is already linked to Stages site '{}' on connection '{}'; edit or delete that link",
+                    site.id,
+                    l.external_id,
+                    connection.name.as_str()
+                ),
+            });
+        }
+    } else if let Some(e) = claimed_elsewhere(
+        "Stages site",
+        &stages_site.site_no,
+        &stages_site.billing_id,
+        &site.id,
+    ) {
+        return Err(e);
+    }
+    for (pair, device) in request.systems.iter().zip(&devices) {
+        if let Some(e) = claimed_elsewhere(
+            "Stages device",
+            &device.device_id,
+            &device.fields.billing_id,
+            &pair.billing_system_id,
+        ) {
+            return Err(e);
+        }
+    }
+
+    let site_link_id = existing_site_link
+        .as_ref()
+        .map_or_else(LinkId::new, |l| l.id);
+    let mut new_links = Vec::new();
+    if existing_site_link.is_none() {
+        new_links.push(NewLink {
+            id: site_link_id,
+            connection_id: connection.id,
+            kind: LinkKind::Site,
+            billing_id: site.id.clone(),
+            external_id: stages_site.site_no.clone(),
+            parent_id: None,
+        });
+    }
+    for pair in &request.systems {
+        new_links.push(NewLink {
+            id: LinkId::new(),
+            connection_id: connection.id,
+            kind: LinkKind::System,
+            billing_id: pair.billing_system_id.clone(),
+            external_id: pair.stages_device_id.clone(),
+            parent_id: Some(site_link_id),
+        });
+    }
+    let entries = new_links
+        .iter()
+        .map(|l| audit(caller, "link", l, None))
+        .collect();
+    let created = ports
+        .links
+        .insert_links(&caller.dealer, new_links, entries)
+        .await?;
+
+    // Write the billing ids to Stages; undo the links if that fails.
+    let written: Result<(), StagesError> = async {
+        if stages_site.billing_id.as_deref() != Some(site.id.as_str()) {
+            api.update_site(
+                &stages_site.site_no,
+                &StagesSitePatch {
+                    billing_id: Some(site.id.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        for (pair, device) in request.systems.iter().zip(&devices) {
+            if device.fields.billing_id.as_deref() != Some(pair.billing_system_id.as_str()) {
+                api.update_device(
+                    &device.device_id,
+                    &StagesDevicePatch {
+                        billing_id: Some(pair.billing_system_id.to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = written {
+        let ids: Vec<LinkId> = created.iter().map(|l| l.id).collect();
+        if let Err(e) = ports.links.discard_links(&caller.dealer, &ids).await {
+            tracing::warn!(error = %e, "could not undo links after a failed Stages write");
+        }
+        return Err(upstream(&connection)(error));
+    }
+    Ok(created)
+}
+
+/// The new target of a link (S12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditLink {
+    pub external_id: String,
+    /// For a site link with linked systems: the device of the new site each
+    /// linked system moves to (every linked system must be listed).
+    pub systems: Vec<SystemPair>,
+}
+
+/// Edit link (S12): point a link at another Stages record that is not linked
+/// yet; the billing ids move with it.
+pub async fn edit_link(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+    edit: EditLink,
+    expected_version: Option<i64>,
+) -> Result<Vec<Link>, OperationError> {
+    let current = ports
+        .links
+        .link(&caller.dealer, link_id)
+        .await
+        .map_err(store_not_found("no such link"))?;
+    if let Some(v) = expected_version {
+        if v != current.version {
+            return Err(StoreError::VersionMismatch.into());
+        }
+    }
+    let (connection, api) = load_connection(ports, caller, current.connection_id).await?;
+    // (link, old device, new device) per moved system link.
+    let mut moves: Vec<(Link, StagesDevice)> = Vec::new();
+    let new_site: Option<StagesSite>;
+    match current.kind {
+        LinkKind::System => {
+            let parent = match current.parent_id {
+                Some(p) => Some(ports.links.link(&caller.dealer, p).await?),
+                None => None,
+            };
+            let device =
+                named_device(api.as_ref(), &connection, "external_id", &edit.external_id).await?;
+            if let Some(parent) = &parent {
+                if device.site_no != parent.external_id {
+                    return Err(OperationError::Invalid(ValidationError::field(
+                        "external_id",
+                        format!(
+                            "device '{}' belongs to Stages site '{}', not the linked site '{}'",
+                            device.device_id, device.site_no, parent.external_id
+                        ),
+                    )));
+                }
+            }
+            if let Some(e) = claimed_elsewhere(
+                "Stages device",
+                &device.device_id,
+                &device.fields.billing_id,
+                &current.billing_id,
+            ) {
+                return Err(e);
+            }
+            moves.push((current.clone(), device));
+            new_site = None;
+        }
+        LinkKind::Site => {
+            let site =
+                named_site(api.as_ref(), &connection, "external_id", &edit.external_id).await?;
+            if let Some(e) = claimed_elsewhere(
+                "Stages site",
+                &site.site_no,
+                &site.billing_id,
+                &current.billing_id,
+            ) {
+                return Err(e);
+            }
+            let children = ports
+                .links
+                .list_links(
+                    &caller.dealer,
+                    &LinkFilter {
+                        parent_id: Some(current.id),
+                        ..Default::default()
+                    },
+                    PageRequest {
+                        after: None,
+                        limit: 1000,
+                    },
+                )
+                .await?
+                .items;
+            let mut v = ValidationError::default();
+            for child in &children {
+                match edit
+                    .systems
+                    .iter()
+                    .position(|p| p.billing_system_id == child.billing_id)
+                {
+                    None => v.push(
+                        "systems",
+                        format!(
+                            "linked system '{}' needs a device of the new site",
+                            child.billing_id
+                        ),
+                    ),
+                    Some(i) => {
+                        let field = format!("systems[{i}].stages_device_id");
+                        let device = named_device(
+                            api.as_ref(),
+                            &connection,
+                            &field,
+                            &edit.systems[i].stages_device_id,
+                        )
+                        .await?;
+                        if device.site_no != site.site_no {
+                            v.push(
+                                field,
+                                format!(
+                                    "device '{}' is not a child of Stages site '{}'",
+                                    device.device_id, site.site_no
+                                ),
+                            );
+                        } else if let Some(e) = claimed_elsewhere(
+                            "Stages device",
+                            &device.device_id,
+                            &device.fields.billing_id,
+                            &child.billing_id,
+                        ) {
+                            return Err(e);
+                        } else {
+                            moves.push((child.clone(), device));
+                        }
+                    }
+                }
+            }
+            if edit.systems.len() > children.len() {
+                v.push(
+                    "systems",
+                    "lists a system that is not linked under this site link",
+                );
+            }
+            v.into_result().map_err(OperationError::Invalid)?;
+            new_site = Some(site);
+        }
+    }
+
+    let mut changes = Vec::new();
+    let mut entries = Vec::new();
+    let mut record = |link: &Link, new_external: &str| {
+        changes.push(Relink {
+            link_id: link.id,
+            new_external_id: new_external.to_owned(),
+        });
+        entries.push(NewAuditEntry {
+            actor: caller.user.0.clone(),
+            action: "edit_link".into(),
+            connection_id: Some(link.connection_id),
+            kind: link.kind.as_str().into(),
+            billing_id: Some(link.billing_id.to_string()),
+            external_id: Some(new_external.to_owned()),
+            before: Some(serde_json::json!({"external_id": link.external_id})),
+            after: Some(serde_json::json!({"external_id": new_external})),
+        });
+    };
+    if let Some(site) = &new_site {
+        record(&current, &site.site_no);
+    }
+    for (link, device) in &moves {
+        record(link, &device.device_id);
+    }
+    let updated = ports
+        .links
+        .relink(
+            &caller.dealer,
+            changes,
+            Some((current.id, current.version)),
+            entries,
+        )
+        .await?;
+
+    // Move the billing ids in Stages: clear the old records, mark the new ones.
+    let moved: Result<(), StagesError> = async {
+        if let Some(site) = &new_site {
+            api.update_site(
+                &current.external_id,
+                &StagesSitePatch {
+                    billing_id: Some(String::new()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            api.update_site(
+                &site.site_no,
+                &StagesSitePatch {
+                    billing_id: Some(current.billing_id.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        for (link, device) in &moves {
+            api.update_device(
+                &link.external_id,
+                &StagesDevicePatch {
+                    billing_id: Some(String::new()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            api.update_device(
+                &device.device_id,
+                &StagesDevicePatch {
+                    billing_id: Some(link.billing_id.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    moved.map_err(upstream(&connection))?;
+    Ok(updated)
+}
+
+/// Unlink (S8, S13): the link (and a site link's system links) goes; both
+/// records stay as they are, in Stages too. Remembered as deliberate so a
+/// reconcile does not silently link them again.
+pub async fn unlink(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+) -> Result<Vec<Link>, OperationError> {
+    let current = ports
+        .links
+        .link(&caller.dealer, link_id)
+        .await
+        .map_err(store_not_found("no such link"))?;
+    let entry = NewAuditEntry {
+        actor: caller.user.0.clone(),
+        action: "unlink".into(),
+        connection_id: Some(current.connection_id),
+        kind: current.kind.as_str().into(),
+        billing_id: Some(current.billing_id.to_string()),
+        external_id: Some(current.external_id.clone()),
+        before: Some(
+            serde_json::json!({"link_id": current.id, "external_id": current.external_id}),
+        ),
+        after: None,
+    };
+    Ok(ports
+        .links
+        .unlink(&caller.dealer, &[current.id], &caller.user.0, vec![entry])
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_minutes_and_seconds() {
+        assert!(is_period("01:30"));
+        assert!(is_period("00:00"));
+        for bad in ["1:30", "01:60", "0130", "ab:cd", "01:3"] {
+            assert!(!is_period(bad), "{bad}");
+        }
+    }
+}
+
+/// A Stages record with the link the service holds for it on that connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Browsed<T> {
+    pub record: T,
+    pub link: Option<Link>,
+}
+
+async fn link_of_external(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    kind: LinkKind,
+    external_id: &str,
+) -> Result<Option<Link>, OperationError> {
+    Ok(ports
+        .links
+        .list_links(
+            &caller.dealer,
+            &LinkFilter {
+                connection_id: Some(connection_id),
+                kind: Some(kind),
+                external_id: Some(external_id.to_owned()),
+                ..Default::default()
+            },
+            PageRequest { after: None, limit: 1 },
+        )
+        .await?
+        .items
+        .into_iter()
+        .next())
+}
+
+/// The central station's choice list.
+pub async fn lookup(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    list: LookupList,
+) -> Result<Vec<crate::stages::LookupItem>, OperationError> {
+    let (connection, api) = load_connection(ports, caller, connection_id).await?;
+    api.lookup(list).await.map_err(upstream(&connection))
+}
+
+/// Stages sites to pick from (S4): `unlinked` keeps those without a billing id
+/// in Stages and without a link on this connection.
+pub async fn browse_sites(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    query: StagesSiteQuery,
+) -> Result<crate::Page<Browsed<StagesSite>>, OperationError> {
+    let (connection, api) = load_connection(ports, caller, connection_id).await?;
+    let unlinked = query.unlinked;
+    let page = api.list_sites(&query).await.map_err(upstream(&connection))?;
+    let ids: Vec<String> = page.items.iter().map(|s| s.site_no.clone()).collect();
+    let linked: HashSet<String> = ports
+        .links
+        .linked_external_ids(&caller.dealer, connection_id, LinkKind::Site, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut items = Vec::new();
+    for site in page.items {
+        let is_linked = linked.contains(&site.site_no);
+        if unlinked && is_linked {
+            continue;
+        }
+        let link = if is_linked {
+            link_of_external(ports, caller, connection_id, LinkKind::Site, &site.site_no).await?
+        } else {
+            None
+        };
+        items.push(Browsed { record: site, link });
+    }
+    Ok(crate::Page {
+        items,
+        next_page_token: page.next_page_token,
+    })
+}
+
+/// One Stages site with its devices, each with its link (to pre-fill a billing site).
+pub async fn stages_site(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    site_no: &str,
+) -> Result<(Browsed<StagesSite>, Vec<Browsed<StagesDevice>>), OperationError> {
+    let (connection, api) = load_connection(ports, caller, connection_id).await?;
+    let site = api.get_site(site_no).await.map_err(upstream(&connection))?;
+    let devices = api.list_devices(site_no).await.map_err(upstream(&connection))?;
+    let site_link = link_of_external(ports, caller, connection_id, LinkKind::Site, site_no).await?;
+    let mut browsed = Vec::new();
+    for d in devices {
+        let link = link_of_external(ports, caller, connection_id, LinkKind::System, &d.device_id).await?;
+        browsed.push(Browsed { record: d, link });
+    }
+    Ok((
+        Browsed {
+            record: site,
+            link: site_link,
+        },
+        browsed,
+    ))
+}
+
+/// One Stages device with its link.
+pub async fn stages_device(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    device_id: &str,
+) -> Result<Browsed<StagesDevice>, OperationError> {
+    let (connection, api) = load_connection(ports, caller, connection_id).await?;
+    let device = api.get_device(device_id).await.map_err(upstream(&connection))?;
+    let link = link_of_external(ports, caller, connection_id, LinkKind::System, device_id).await?;
+    Ok(Browsed { record: device, link })
+}
