@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod secret;
 pub mod stages;
 pub mod store;
+pub mod sync;
 pub mod tenancy;
 pub mod validation;
 

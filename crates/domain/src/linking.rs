@@ -55,6 +55,8 @@ pub struct PushSystem {
     pub configurations: Vec<NewStagesConfiguration>,
 }
 
+// One per request, never stored in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushRequest {
     /// A billing site becomes a new Stages site, with contacts and devices.
@@ -65,7 +67,7 @@ pub enum PushRequest {
         systems: Vec<PushSystem>,
     },
     /// A billing system becomes a device of its (linked) site's Stages site.
-    System(Box<PushSystem>),
+    System(PushSystem),
 }
 
 /// What a push did (or, in a dry run, would do) to one record.
@@ -319,7 +321,6 @@ pub async fn push(
             (site, Some(extras), contacts, systems)
         }
         PushRequest::System(spec) => {
-            let spec = *spec;
             let system = ports
                 .billing
                 .system(&caller.dealer, &spec.billing_system_id)
@@ -1187,7 +1188,10 @@ async fn link_of_external(
                 external_id: Some(external_id.to_owned()),
                 ..Default::default()
             },
-            PageRequest { after: None, limit: 1 },
+            PageRequest {
+                after: None,
+                limit: 1,
+            },
         )
         .await?
         .items
@@ -1216,7 +1220,10 @@ pub async fn browse_sites(
 ) -> Result<crate::Page<Browsed<StagesSite>>, OperationError> {
     let (connection, api) = load_connection(ports, caller, connection_id).await?;
     let unlinked = query.unlinked;
-    let page = api.list_sites(&query).await.map_err(upstream(&connection))?;
+    let page = api
+        .list_sites(&query)
+        .await
+        .map_err(upstream(&connection))?;
     let ids: Vec<String> = page.items.iter().map(|s| s.site_no.clone()).collect();
     let linked: HashSet<String> = ports
         .links
@@ -1252,11 +1259,15 @@ pub async fn stages_site(
 ) -> Result<(Browsed<StagesSite>, Vec<Browsed<StagesDevice>>), OperationError> {
     let (connection, api) = load_connection(ports, caller, connection_id).await?;
     let site = api.get_site(site_no).await.map_err(upstream(&connection))?;
-    let devices = api.list_devices(site_no).await.map_err(upstream(&connection))?;
+    let devices = api
+        .list_devices(site_no)
+        .await
+        .map_err(upstream(&connection))?;
     let site_link = link_of_external(ports, caller, connection_id, LinkKind::Site, site_no).await?;
     let mut browsed = Vec::new();
     for d in devices {
-        let link = link_of_external(ports, caller, connection_id, LinkKind::System, &d.device_id).await?;
+        let link =
+            link_of_external(ports, caller, connection_id, LinkKind::System, &d.device_id).await?;
         browsed.push(Browsed { record: d, link });
     }
     Ok((
@@ -1276,7 +1287,13 @@ pub async fn stages_device(
     device_id: &str,
 ) -> Result<Browsed<StagesDevice>, OperationError> {
     let (connection, api) = load_connection(ports, caller, connection_id).await?;
-    let device = api.get_device(device_id).await.map_err(upstream(&connection))?;
+    let device = api
+        .get_device(device_id)
+        .await
+        .map_err(upstream(&connection))?;
     let link = link_of_external(ports, caller, connection_id, LinkKind::System, device_id).await?;
-    Ok(Browsed { record: device, link })
+    Ok(Browsed {
+        record: device,
+        link,
+    })
 }
