@@ -106,7 +106,7 @@ fn inbound_aad(id: &str) -> String {
     format!("inbound_credentials|{id}")
 }
 
-fn corrupt(what: String) -> Fail {
+pub(crate) fn corrupt(what: String) -> Fail {
     tracing::error!(%what, "unreadable row");
     Fail::Store(StoreError::Unavailable(format!(
         "a stored row is unreadable: {what}"
@@ -161,7 +161,11 @@ fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<Conn
 
 /// The dealer's connection exists; credentials of a missing or foreign
 /// connection answer NotFound rather than "no credential".
-fn require_connection(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<(), Fail> {
+pub(crate) fn require_connection(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+) -> Result<(), Fail> {
     connections::table
         .filter(connections::dealer.eq(dealer))
         .filter(connections::id.eq(id))

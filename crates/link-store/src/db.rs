@@ -229,6 +229,61 @@ pub(crate) fn conflict_on_unique<T>(
     }
 }
 
+/// Turns a foreign key violation into `Conflict(message)`, anything else into `Fail::Db`:
+/// a referenced row went missing, or a referencing one appeared, under a check.
+pub(crate) fn conflict_on_foreign_key<T>(
+    result: Result<T, DieselError>,
+    message: impl FnOnce() -> String,
+) -> Result<T, Fail> {
+    match result {
+        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+            Err(Fail::Store(StoreError::Conflict(message())))
+        }
+        other => other.map_err(Fail::Db),
+    }
+}
+
+/// Keyset paging: the query asked for one row more than `limit`; a row beyond
+/// the limit means another page follows, whose cursor is the last row kept.
+pub(crate) fn into_page<R, T>(
+    mut rows: Vec<R>,
+    limit: usize,
+    cursor: impl Fn(&R) -> String,
+    convert: impl FnMut(R) -> Result<T, Fail>,
+) -> Result<domain::Page<T>, Fail> {
+    let next_page_token = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor)
+    } else {
+        None
+    };
+    let items = rows.into_iter().map(convert).collect::<Result<_, _>>()?;
+    Ok(domain::Page {
+        items,
+        next_page_token,
+    })
+}
+
+/// The page size a list uses, whatever the caller asked.
+pub(crate) fn page_limit(page: &domain::store::PageRequest) -> usize {
+    page.limit.clamp(1, crate::MAX_PAGE_SIZE) as usize
+}
+
+/// Large `IN (...)` lists go in slices of this many binds, well under either
+/// backend's limit on bound parameters.
+pub(crate) const IN_CHUNK: usize = 500;
+
+/// The given ids that were found, in the order given, each once.
+pub(crate) fn in_given_order(
+    ids: Vec<String>,
+    found: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter()
+        .filter(|id| found.contains(id) && seen.insert(id.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,14 @@
 //! embedded here and secrets are encrypted here, so callers never see SQL,
 //! a ciphertext or the key.
 
+mod audit;
+mod billing;
 mod connections;
 mod crypto;
 mod db;
 mod idempotency;
+mod jobs;
+mod links;
 mod migrate;
 mod schema;
 

@@ -55,12 +55,167 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    billing_customers (dealer, id) {
+        dealer -> Text,
+        id -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        kind -> Text,
+        first_name -> Text,
+        last_name -> Text,
+        business_name -> Text,
+        phone -> Text,
+        email -> Text,
+        address1 -> Text,
+        address2 -> Text,
+        city -> Text,
+        state -> Text,
+        zip -> Text,
+        phone_digits -> Text,
+        search_text -> Text,
+    }
+}
+
+diesel::table! {
+    billing_sites (dealer, id) {
+        dealer -> Text,
+        id -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        customer_id -> Nullable<Text>,
+        name -> Text,
+        address1 -> Text,
+        address2 -> Text,
+        city -> Text,
+        state -> Text,
+        zip -> Text,
+        phone -> Text,
+        info -> Text,
+    }
+}
+
+diesel::table! {
+    billing_systems (dealer, id) {
+        dealer -> Text,
+        id -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        site_id -> Text,
+        system_number -> Text,
+        panel_type -> Text,
+        location -> Text,
+        info -> Text,
+    }
+}
+
+diesel::table! {
+    billing_users (dealer, id) {
+        dealer -> Text,
+        id -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        first_name -> Text,
+        last_name -> Text,
+        email -> Text,
+        phone -> Text,
+        login_name -> Text,
+        active -> Bool,
+        can_login -> Bool,
+        permission_group -> Text,
+        tags -> Text,
+    }
+}
+
+diesel::table! {
+    links (id) {
+        id -> Text,
+        dealer -> Text,
+        connection_id -> Text,
+        kind -> Text,
+        billing_id -> Text,
+        external_id -> Text,
+        parent_id -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_synced -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    deliberate_unlinks (connection_id, kind, billing_id, external_id) {
+        connection_id -> Text,
+        kind -> Text,
+        billing_id -> Text,
+        external_id -> Text,
+        dealer -> Text,
+        unlinked_at -> Timestamp,
+        actor -> Text,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        dealer -> Text,
+        at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        connection_id -> Nullable<Text>,
+        kind -> Text,
+        billing_id -> Nullable<Text>,
+        external_id -> Nullable<Text>,
+        before_json -> Nullable<Text>,
+        after_json -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Text,
+        dealer -> Text,
+        kind -> Text,
+        payload -> Text,
+        state -> Text,
+        attempts -> BigInt,
+        max_attempts -> BigInt,
+        run_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        progress_done -> BigInt,
+        progress_total -> Nullable<BigInt>,
+        summary -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        unique_key -> Nullable<Text>,
+        cancel_requested -> Bool,
+        created_by -> Text,
+        created_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(credentials -> connections (connection_id));
 diesel::joinable!(inbound_credentials -> connections (connection_id));
+diesel::joinable!(links -> connections (connection_id));
+diesel::joinable!(deliberate_unlinks -> connections (connection_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     connections,
     credentials,
     inbound_credentials,
     idempotency_keys,
+    billing_customers,
+    billing_sites,
+    billing_systems,
+    billing_users,
+    links,
+    deliberate_unlinks,
+    audit_log,
+    jobs,
 );

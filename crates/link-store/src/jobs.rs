@@ -1,0 +1,650 @@
+//! `JobStore` on diesel: the durable queue of work that outlives a request.
+//! Workers claim due jobs with a lease: on PostgreSQL `FOR UPDATE SKIP LOCKED`
+//! lets many claim at once without meeting; on SQLite `BEGIN IMMEDIATE` makes
+//! claims take turns. Every later write checks the lease is still the worker's.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use domain::jobs::{Job, JobFailure, JobId, JobState, NewJob};
+use domain::store::{JobStore, PageRequest, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+use domain::Page;
+
+use crate::audit::{parse_uuid, uuid_text};
+use crate::connections::{corrupt, from_db_time, to_db_time};
+use crate::db::{
+    conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
+};
+use crate::schema::jobs;
+use crate::Store;
+
+const QUEUED: &str = "queued";
+const RUNNING: &str = "running";
+
+/// How often a write goes round when a job changed state between its read and
+/// its write (a claim, a cancel or a finish by someone else).
+const WRITE_ATTEMPTS: usize = 4;
+
+/// The last error of a job whose worker vanished during its last attempt.
+const LOST_ON_LAST_ATTEMPT: &str =
+    "the worker stopped answering (its lease ran out) during the last attempt";
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = jobs)]
+struct JobRow {
+    id: String,
+    dealer: String,
+    kind: String,
+    payload: String,
+    state: String,
+    attempts: i64,
+    max_attempts: i64,
+    run_at: NaiveDateTime,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<NaiveDateTime>,
+    progress_done: i64,
+    progress_total: Option<i64>,
+    summary: Option<String>,
+    last_error: Option<String>,
+    unique_key: Option<String>,
+    cancel_requested: bool,
+    created_by: String,
+    created_at: NaiveDateTime,
+    started_at: Option<NaiveDateTime>,
+    finished_at: Option<NaiveDateTime>,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn time_after(now: DateTime<Utc>, lease: chrono::Duration) -> NaiveDateTime {
+    to_db_time(
+        now.checked_add_signed(lease)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
+}
+
+impl JobRow {
+    fn new(job: NewJob, now: NaiveDateTime) -> Self {
+        Self {
+            id: uuid_text(job.id.0),
+            dealer: job.dealer.0,
+            kind: job.kind,
+            payload: job.payload.to_string(),
+            state: QUEUED.to_owned(),
+            attempts: 0,
+            max_attempts: i64::from(job.max_attempts),
+            run_at: to_db_time(job.run_at),
+            lease_owner: None,
+            lease_expires_at: None,
+            progress_done: 0,
+            progress_total: None,
+            summary: None,
+            last_error: None,
+            unique_key: job.unique_key,
+            cancel_requested: false,
+            created_by: job.created_by,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn into_domain(self) -> Result<Job, Fail> {
+        let bad = |what: &str| corrupt(format!("job {} has a bad {what}", self.id));
+        let json = |text: &str, what: &str| -> Result<serde_json::Value, Fail> {
+            serde_json::from_str(text).map_err(|_| bad(what))
+        };
+        Ok(Job {
+            id: JobId(parse_uuid(&self.id, "job")?),
+            payload: json(&self.payload, "payload")?,
+            summary: self
+                .summary
+                .as_deref()
+                .map(|s| json(s, "summary"))
+                .transpose()?,
+            state: JobState::parse(&self.state).ok_or_else(|| bad("state"))?,
+            attempts: u32::try_from(self.attempts).map_err(|_| bad("attempt count"))?,
+            max_attempts: u32::try_from(self.max_attempts).map_err(|_| bad("attempt limit"))?,
+            progress_done: u64::try_from(self.progress_done).map_err(|_| bad("progress"))?,
+            progress_total: self
+                .progress_total
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| bad("progress total"))?,
+            dealer: DealerId(self.dealer),
+            kind: self.kind,
+            run_at: from_db_time(self.run_at),
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at.map(from_db_time),
+            last_error: self.last_error,
+            unique_key: self.unique_key,
+            created_by: self.created_by,
+            created_at: from_db_time(self.created_at),
+            started_at: self.started_at.map(from_db_time),
+            finished_at: self.finished_at.map(from_db_time),
+        })
+    }
+}
+
+fn find_job(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<Option<JobRow>> {
+    jobs::table
+        .filter(jobs::dealer.eq(dealer))
+        .filter(jobs::id.eq(id))
+        .select(JobRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The job while it runs under `worker`'s lease, as a filter.
+macro_rules! leased {
+    ($id:expr, $worker:expr) => {
+        jobs::table
+            .filter(jobs::id.eq($id))
+            .filter(jobs::state.eq(RUNNING))
+            .filter(jobs::lease_owner.eq($worker))
+    };
+}
+
+/// The due jobs of these kinds, oldest first: queued and due, or running with
+/// an expired lease and attempts left. A job asked to stop is never taken.
+macro_rules! due_jobs {
+    ($kinds:expr, $now:expr) => {
+        jobs::table
+            .filter(jobs::kind.eq_any($kinds))
+            .filter(jobs::cancel_requested.eq(false))
+            .filter(
+                jobs::state
+                    .eq(QUEUED)
+                    .and(jobs::run_at.le($now))
+                    .or(jobs::state
+                        .eq(RUNNING)
+                        .and(jobs::lease_expires_at.lt($now))
+                        .and(jobs::attempts.lt(jobs::max_attempts))),
+            )
+            .order((jobs::run_at.asc(), jobs::id.asc()))
+            .select(JobRow::as_select())
+    };
+}
+
+/// Why a worker's write found no job running under its lease.
+fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
+    let exists = jobs::table
+        .filter(jobs::id.eq(id))
+        .select(jobs::id)
+        .first::<String>(conn)
+        .optional();
+    match exists {
+        Ok(Some(_)) => StoreError::Conflict(format!(
+            "lease lost: job {id} is no longer running under worker '{worker}'"
+        ))
+        .into(),
+        Ok(None) => StoreError::NotFound.into(),
+        Err(e) => e.into(),
+    }
+}
+
+/// Ends the running jobs whose lease ran out and that must not be claimed
+/// again: those asked to stop end cancelled, those out of attempts dead.
+/// Rows another claimer is settling right now are skipped, not waited for, so
+/// two claimers never wait on each other here.
+fn settle_lost_leases(conn: &mut DbConnection, now: NaiveDateTime) -> Result<(), Fail> {
+    macro_rules! expired {
+        () => {
+            jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::lease_expires_at.lt(now))
+                .select(jobs::id)
+        };
+    }
+    let (cancelled, dead): (Vec<String>, Vec<String>) = match &mut *conn {
+        DbConnection::Postgresql(pg) => (
+            expired!()
+                .filter(jobs::cancel_requested.eq(true))
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+            expired!()
+                .filter(jobs::cancel_requested.eq(false))
+                .filter(jobs::attempts.ge(jobs::max_attempts))
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+        ),
+        // One writer at a time: nothing to skip.
+        DbConnection::Sqlite(sqlite) => (
+            expired!()
+                .filter(jobs::cancel_requested.eq(true))
+                .load(sqlite)?,
+            expired!()
+                .filter(jobs::cancel_requested.eq(false))
+                .filter(jobs::attempts.ge(jobs::max_attempts))
+                .load(sqlite)?,
+        ),
+    };
+    if !cancelled.is_empty() {
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&cancelled)))
+            .set((
+                jobs::state.eq(JobState::Cancelled.as_str()),
+                jobs::finished_at.eq(now),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+    }
+    if !dead.is_empty() {
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&dead)))
+            .set((
+                jobs::state.eq(JobState::Dead.as_str()),
+                jobs::finished_at.eq(now),
+                jobs::last_error.eq(LOST_ON_LAST_ATTEMPT),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+fn claim_blocking(
+    conn: &mut DbConnection,
+    kinds: &[String],
+    worker: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Option<JobRow>, Fail> {
+    write_transaction(conn, |conn| {
+        settle_lost_leases(conn, now)?;
+        let due: Option<JobRow> = match &mut *conn {
+            // Rows another claimer holds are skipped, not waited for.
+            DbConnection::Postgresql(pg) => due_jobs!(kinds, now)
+                .for_update()
+                .skip_locked()
+                .first(pg)
+                .optional()?,
+            // BEGIN IMMEDIATE: no other writer until this one commits.
+            DbConnection::Sqlite(sqlite) => due_jobs!(kinds, now).first(sqlite).optional()?,
+        };
+        let Some(mut job) = due else {
+            return Ok(None);
+        };
+        job.state = RUNNING.to_owned();
+        job.attempts += 1;
+        job.lease_owner = Some(worker.to_owned());
+        job.lease_expires_at = Some(lease_until);
+        job.started_at = job.started_at.or(Some(now));
+        diesel::update(jobs::table.filter(jobs::id.eq(&job.id)))
+            .set((
+                jobs::state.eq(&job.state),
+                jobs::attempts.eq(job.attempts),
+                jobs::lease_owner.eq(&job.lease_owner),
+                jobs::lease_expires_at.eq(job.lease_expires_at),
+                jobs::started_at.eq(job.started_at),
+            ))
+            .execute(conn)?;
+        Ok(Some(job))
+    })
+}
+
+fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail> {
+    for _ in 0..WRITE_ATTEMPTS {
+        // The partial unique index on unfinished jobs' keys makes this insert
+        // do nothing while one of the key is queued or running.
+        let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(jobs::table)
+            .values(&row)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+        if inserted == 1 {
+            return Ok(row);
+        }
+        if let Some(key) = &row.unique_key {
+            let unfinished = jobs::table
+                .filter(jobs::dealer.eq(&row.dealer))
+                .filter(jobs::unique_key.eq(key))
+                .filter(jobs::state.eq_any([QUEUED, RUNNING]))
+                .select(JobRow::as_select())
+                .first(conn)
+                .optional()?;
+            if let Some(unfinished) = unfinished {
+                return Ok(unfinished);
+            }
+        }
+        // An enqueue repeated with the same id gets the job it made.
+        let same_id = jobs::table
+            .filter(jobs::id.eq(&row.id))
+            .select(JobRow::as_select())
+            .first(conn)
+            .optional()?;
+        match same_id {
+            Some(existing) if existing.dealer == row.dealer => return Ok(existing),
+            Some(_) => {
+                return Err(StoreError::Conflict(format!("job {} already exists", row.id)).into())
+            }
+            // The unfinished job of the key finished in between: insert again.
+            None => {}
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "the unfinished job with key '{}' kept changing; try again",
+        row.unique_key.unwrap_or_default()
+    ))
+    .into())
+}
+
+fn fail_blocking(
+    conn: &mut DbConnection,
+    id: &str,
+    worker: &str,
+    failure: JobFailure,
+) -> Result<JobState, Fail> {
+    let now = to_db_time(Utc::now());
+    write_transaction(conn, |conn| {
+        let job = leased!(id, worker)
+            .select(JobRow::as_select())
+            .first(conn)
+            .optional()?;
+        let Some(job) = job else {
+            return Err(lease_lost(conn, id, worker));
+        };
+        let (state, error, run_at) = match failure {
+            // It was asked to stop, and it stopped.
+            _ if job.cancel_requested => (JobState::Cancelled, failure_error(failure), job.run_at),
+            JobFailure::Retry { error, at } if job.attempts < job.max_attempts => {
+                (JobState::Queued, error, to_db_time(at))
+            }
+            JobFailure::Retry { error, .. } => (JobState::Dead, error, job.run_at),
+            JobFailure::Permanent { error } => (JobState::Failed, error, job.run_at),
+        };
+        let finished_at = state.is_finished().then_some(now);
+        let updated = diesel::update(leased!(id, worker).filter(jobs::attempts.eq(job.attempts)))
+            .set((
+                jobs::state.eq(state.as_str()),
+                jobs::last_error.eq(error),
+                jobs::run_at.eq(run_at),
+                jobs::finished_at.eq(finished_at),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+        if updated == 0 {
+            return Err(lease_lost(conn, id, worker));
+        }
+        Ok(state)
+    })
+}
+
+fn failure_error(failure: JobFailure) -> String {
+    match failure {
+        JobFailure::Retry { error, .. } | JobFailure::Permanent { error } => error,
+    }
+}
+
+fn cancel_blocking(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<JobRow, Fail> {
+    let now = to_db_time(Utc::now());
+    for _ in 0..WRITE_ATTEMPTS {
+        let job = find_job(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
+        let target = jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(job.state.clone()));
+        let updated = match JobState::parse(&job.state) {
+            Some(JobState::Queued) => diesel::update(target)
+                .set((
+                    jobs::state.eq(JobState::Cancelled.as_str()),
+                    jobs::cancel_requested.eq(true),
+                    jobs::finished_at.eq(now),
+                ))
+                .execute(conn)?,
+            // Asked to stop: its next progress report answers false.
+            Some(JobState::Running) => diesel::update(target)
+                .set(jobs::cancel_requested.eq(true))
+                .execute(conn)?,
+            Some(JobState::Cancelled) => return Ok(job),
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} has already ended {}",
+                    job.state
+                ))
+                .into())
+            }
+        };
+        if updated == 1 {
+            return find_job(conn, dealer, id)?.ok_or_else(|| StoreError::NotFound.into());
+        }
+        // Claimed or finished in between: decide again on its new state.
+    }
+    Err(StoreError::Conflict(format!("job {id} kept changing; try again")).into())
+}
+
+fn retry_blocking(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<JobRow, Fail> {
+    let now = to_db_time(Utc::now());
+    let job = find_job(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
+    if !matches!(
+        JobState::parse(&job.state),
+        Some(JobState::Dead | JobState::Failed)
+    ) {
+        return Err(StoreError::Conflict(format!(
+            "only a dead or failed job can be retried; job {id} is {}",
+            job.state
+        ))
+        .into());
+    }
+    let updated = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::state.eq(&job.state)),
+    )
+    .set((
+        jobs::state.eq(QUEUED),
+        jobs::attempts.eq(0),
+        jobs::run_at.eq(now),
+        jobs::cancel_requested.eq(false),
+        jobs::progress_done.eq(0),
+        jobs::progress_total.eq(None::<i64>),
+        jobs::summary.eq(None::<String>),
+        jobs::started_at.eq(None::<NaiveDateTime>),
+        jobs::finished_at.eq(None::<NaiveDateTime>),
+        jobs::lease_owner.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn);
+    // The last error stays: it says why the job needed a hand.
+    let updated = conflict_on_unique(updated, || {
+        format!(
+            "another unfinished job with the key '{}' exists",
+            job.unique_key.as_deref().unwrap_or_default()
+        )
+    })?;
+    if updated == 0 {
+        return Err(StoreError::Conflict(format!("job {id} changed meanwhile; try again")).into());
+    }
+    find_job(conn, dealer, id)?.ok_or_else(|| StoreError::NotFound.into())
+}
+
+#[async_trait]
+impl JobStore for Store {
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
+        let row = JobRow::new(job, to_db_time(Utc::now()));
+        self.run(move |conn, _| enqueue_blocking(conn, row)?.into_domain())
+            .await
+    }
+
+    async fn claim_job(
+        &self,
+        kinds: &[String],
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>> {
+        // No kinds, no work: a worker names what it can do.
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let kinds = kinds.to_vec();
+        let worker = worker.to_owned();
+        let lease_until = time_after(now, lease);
+        let now = to_db_time(now);
+        self.run(move |conn, _| {
+            claim_blocking(conn, &kinds, &worker, now, lease_until)?
+                .map(JobRow::into_domain)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        id: JobId,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let id = uuid_text(id.0);
+        let worker = worker.to_owned();
+        let lease_until = time_after(now, lease);
+        self.run(move |conn, _| {
+            let renewed = diesel::update(leased!(&id, &worker))
+                .set(jobs::lease_expires_at.eq(lease_until))
+                .execute(conn)?;
+            Ok(renewed == 1)
+        })
+        .await
+    }
+
+    async fn job_progress(
+        &self,
+        id: JobId,
+        worker: &str,
+        done: u64,
+        total: Option<u64>,
+    ) -> StoreResult<bool> {
+        let id = uuid_text(id.0);
+        let worker = worker.to_owned();
+        self.run(move |conn, _| {
+            let done = jobs::progress_done.eq(to_i64(done));
+            // An unknown total leaves the one reported before.
+            let recorded = match total {
+                Some(total) => diesel::update(leased!(&id, &worker))
+                    .set((done, jobs::progress_total.eq(Some(to_i64(total)))))
+                    .execute(conn)?,
+                None => diesel::update(leased!(&id, &worker))
+                    .set(done)
+                    .execute(conn)?,
+            };
+            if recorded == 0 {
+                return Ok(false);
+            }
+            let cancel_requested: bool = jobs::table
+                .filter(jobs::id.eq(&id))
+                .select(jobs::cancel_requested)
+                .first(conn)?;
+            Ok(!cancel_requested)
+        })
+        .await
+    }
+
+    async fn complete_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        summary: serde_json::Value,
+    ) -> StoreResult<()> {
+        let id = uuid_text(id.0);
+        let worker = worker.to_owned();
+        let summary = summary.to_string();
+        let now = to_db_time(Utc::now());
+        self.run(move |conn, _| {
+            // Done is done, even when a cancel was asked meanwhile.
+            let completed = diesel::update(leased!(&id, &worker))
+                .set((
+                    jobs::state.eq(JobState::Succeeded.as_str()),
+                    jobs::summary.eq(summary),
+                    jobs::finished_at.eq(now),
+                    jobs::lease_owner.eq(None::<String>),
+                    jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+                ))
+                .execute(conn)?;
+            if completed == 0 {
+                return Err(lease_lost(conn, &id, &worker));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fail_job(
+        &self,
+        id: JobId,
+        worker: &str,
+        failure: JobFailure,
+    ) -> StoreResult<JobState> {
+        let id = uuid_text(id.0);
+        let worker = worker.to_owned();
+        self.run(move |conn, _| fail_blocking(conn, &id, &worker, failure))
+            .await
+    }
+
+    async fn job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            find_job(conn, &dealer, &uuid_text(id.0))?
+                .ok_or(StoreError::NotFound)?
+                .into_domain()
+        })
+        .await
+    }
+
+    async fn list_jobs(
+        &self,
+        dealer: &DealerId,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<Job>> {
+        let dealer = dealer.0.clone();
+        let kind = kind.map(str::to_owned);
+        let limit = page_limit(&page);
+        self.run(move |conn, _| {
+            let mut query = jobs::table
+                .filter(jobs::dealer.eq(dealer))
+                .select(JobRow::as_select())
+                // Newest first: v7 ids are time-ordered.
+                .order(jobs::id.desc())
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(state) = state {
+                query = query.filter(jobs::state.eq(state.as_str()));
+            }
+            if let Some(kind) = kind {
+                query = query.filter(jobs::kind.eq(kind));
+            }
+            if let Some(after) = page.after {
+                query = query.filter(jobs::id.lt(after));
+            }
+            let rows: Vec<JobRow> = query.load(conn)?;
+            into_page(rows, limit, |r| r.id.clone(), JobRow::into_domain)
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                cancel_blocking(conn, &dealer, &uuid_text(id.0))
+            })?
+            .into_domain()
+        })
+        .await
+    }
+
+    async fn retry_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| retry_blocking(conn, &dealer, &uuid_text(id.0)))?
+                .into_domain()
+        })
+        .await
+    }
+}

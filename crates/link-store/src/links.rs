@@ -1,0 +1,674 @@
+//! `LinkStore` on diesel: which billing record is which external record on a
+//! connection. The unique constraints on either side decide races (of fifty
+//! concurrent links to one Stages site, one wins); every change writes its
+//! audit entries and deliberate unlinks in the same transaction.
+
+use std::collections::{BTreeSet, HashSet};
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use domain::audit::NewAuditEntry;
+use domain::billing::BillingId;
+use domain::connection::ConnectionId;
+use domain::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+use domain::Page;
+
+use crate::audit::{insert_audit, parse_uuid, uuid_text};
+use crate::connections::{corrupt, from_db_time, require_connection, to_db_time};
+use crate::db::{
+    conflict_on_foreign_key, in_given_order, into_page, page_limit, per_backend, write_transaction,
+    DbConnection, Fail, IN_CHUNK,
+};
+use crate::schema::{deliberate_unlinks, links};
+use crate::Store;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = links)]
+struct LinkRow {
+    id: String,
+    dealer: String,
+    connection_id: String,
+    kind: String,
+    billing_id: String,
+    external_id: String,
+    parent_id: Option<String>,
+    version: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = deliberate_unlinks)]
+struct UnlinkRow {
+    connection_id: String,
+    kind: String,
+    billing_id: String,
+    external_id: String,
+    dealer: String,
+    unlinked_at: NaiveDateTime,
+    actor: String,
+}
+
+fn link_kind(raw: &str, what: &str) -> Result<LinkKind, Fail> {
+    LinkKind::parse(raw).ok_or_else(|| corrupt(format!("{what} has a bad kind '{raw}'")))
+}
+
+fn billing_id(raw: &str, what: &str) -> Result<BillingId, Fail> {
+    BillingId::parse(raw).map_err(|_| corrupt(format!("{what} has a bad billing id '{raw}'")))
+}
+
+impl LinkRow {
+    fn new(dealer: &str, link: &NewLink, now: NaiveDateTime) -> Self {
+        Self {
+            id: uuid_text(link.id.0),
+            dealer: dealer.to_owned(),
+            connection_id: uuid_text(link.connection_id.0),
+            kind: link.kind.as_str().to_owned(),
+            billing_id: link.billing_id.as_str().to_owned(),
+            external_id: link.external_id.clone(),
+            parent_id: link.parent_id.map(|p| uuid_text(p.0)),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn into_domain(self) -> Result<Link, Fail> {
+        let what = format!("link {}", self.id);
+        Ok(Link {
+            id: LinkId(parse_uuid(&self.id, "link")?),
+            dealer: DealerId(self.dealer),
+            connection_id: ConnectionId(parse_uuid(&self.connection_id, "connection")?),
+            kind: link_kind(&self.kind, &what)?,
+            billing_id: billing_id(&self.billing_id, &what)?,
+            external_id: self.external_id,
+            parent_id: self
+                .parent_id
+                .as_deref()
+                .map(|p| parse_uuid(p, "link").map(LinkId))
+                .transpose()?,
+            version: self.version,
+            created_at: from_db_time(self.created_at),
+            updated_at: from_db_time(self.updated_at),
+        })
+    }
+
+    fn kind(&self) -> Result<LinkKind, Fail> {
+        link_kind(&self.kind, &format!("link {}", self.id))
+    }
+}
+
+impl UnlinkRow {
+    fn into_domain(self) -> Result<DeliberateUnlink, Fail> {
+        let what = format!("deliberate unlink of {} '{}'", self.kind, self.billing_id);
+        Ok(DeliberateUnlink {
+            connection_id: ConnectionId(parse_uuid(&self.connection_id, "connection")?),
+            kind: link_kind(&self.kind, &what)?,
+            billing_id: billing_id(&self.billing_id, &what)?,
+            external_id: self.external_id,
+            unlinked_at: from_db_time(self.unlinked_at),
+            actor: self.actor,
+        })
+    }
+}
+
+/// The billing side of a link, as messages name it.
+fn billing_side(kind: LinkKind, id: &str) -> String {
+    match kind {
+        LinkKind::Site => format!("billing site '{id}'"),
+        LinkKind::System => format!("billing system '{id}'"),
+    }
+}
+
+/// The external side of a link, as messages name it.
+fn external_side(kind: LinkKind, id: &str) -> String {
+    match kind {
+        LinkKind::Site => format!("Stages site '{id}'"),
+        LinkKind::System => format!("Stages device '{id}'"),
+    }
+}
+
+fn already_linked(side: String) -> Fail {
+    Fail::Store(StoreError::Conflict(format!(
+        "{side} is already linked on this connection"
+    )))
+}
+
+/// A unique violation of the links table, told apart by which side it names:
+/// PostgreSQL reports the constraint, SQLite the columns.
+fn link_write(result: QueryResult<usize>, row: &LinkRow) -> Result<usize, Fail> {
+    match result {
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+            let kind = row.kind()?;
+            let names = format!(
+                "{} {}",
+                info.constraint_name().unwrap_or(""),
+                info.message()
+            );
+            Err(if names.contains("external") {
+                already_linked(external_side(kind, &row.external_id))
+            } else if names.contains("billing") {
+                already_linked(billing_side(kind, &row.billing_id))
+            } else {
+                StoreError::Conflict(format!("link {} already exists", row.id)).into()
+            })
+        }
+        other => conflict_on_foreign_key(other, || {
+            "the connection or the parent link was removed meanwhile; try again".to_owned()
+        }),
+    }
+}
+
+fn find_link(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<Option<LinkRow>> {
+    links::table
+        .filter(links::dealer.eq(dealer))
+        .filter(links::id.eq(id))
+        .select(LinkRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Refuses a link whose billing or external record is linked already on its
+/// connection, naming both sides. The unique constraints stay the guard against
+/// a race; this only makes the common refusal say more.
+fn refuse_taken(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
+    let kind = row.kind()?;
+    let taken: Option<LinkRow> = links::table
+        .filter(links::connection_id.eq(&row.connection_id))
+        .filter(links::kind.eq(&row.kind))
+        .filter(
+            links::billing_id
+                .eq(&row.billing_id)
+                .or(links::external_id.eq(&row.external_id)),
+        )
+        .filter(links::id.ne(&row.id))
+        .select(LinkRow::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(taken) = taken else {
+        return Ok(());
+    };
+    let message = if taken.billing_id == row.billing_id {
+        format!(
+            "{} is already linked on this connection (to {})",
+            billing_side(kind, &row.billing_id),
+            external_side(kind, &taken.external_id)
+        )
+    } else {
+        format!(
+            "{} is already linked on this connection (to {})",
+            external_side(kind, &row.external_id),
+            billing_side(kind, &taken.billing_id)
+        )
+    };
+    Err(StoreError::Conflict(message).into())
+}
+
+/// A new link of either record forgets that it was deliberately unlinked.
+fn forget_unlinks(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
+    diesel::delete(
+        deliberate_unlinks::table
+            .filter(deliberate_unlinks::connection_id.eq(&row.connection_id))
+            .filter(deliberate_unlinks::kind.eq(&row.kind))
+            .filter(
+                deliberate_unlinks::billing_id
+                    .eq(&row.billing_id)
+                    .or(deliberate_unlinks::external_id.eq(&row.external_id)),
+            ),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+fn insert_links_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    links: &[NewLink],
+    audit: Vec<NewAuditEntry>,
+) -> Result<Vec<Link>, Fail> {
+    let now = to_db_time(Utc::now());
+    let rows: Vec<LinkRow> = links.iter().map(|l| LinkRow::new(dealer, l, now)).collect();
+    let connections: BTreeSet<&str> = rows.iter().map(|r| r.connection_id.as_str()).collect();
+    for connection in connections {
+        require_connection(conn, dealer, connection)?;
+    }
+    // Parents before children, so a site and its systems can be linked at once.
+    let mut order: Vec<&LinkRow> = rows.iter().collect();
+    order.sort_by_key(|r| r.parent_id.is_some());
+    for row in order {
+        if let Some(parent) = &row.parent_id {
+            let is_site_here = find_link(conn, dealer, parent)?.is_some_and(|p| {
+                p.connection_id == row.connection_id && p.kind == LinkKind::Site.as_str()
+            });
+            if !is_site_here {
+                return Err(StoreError::Conflict(format!(
+                    "the parent site link '{parent}' does not exist on this connection"
+                ))
+                .into());
+            }
+        }
+        refuse_taken(conn, row)?;
+        let inserted = diesel::insert_into(links::table).values(row).execute(conn);
+        link_write(inserted, row)?;
+        forget_unlinks(conn, row)?;
+    }
+    insert_audit(conn, dealer, audit)?;
+    rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
+/// Stands in for an external id while a batch of relinks is applied, so links
+/// may swap their external records. A control character never occurs in a real one.
+fn relink_placeholder(id: &str) -> String {
+    format!("\u{1}relink {id}")
+}
+
+fn relink_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    changes: Vec<Relink>,
+    expected: Option<(LinkId, i64)>,
+    audit: Vec<NewAuditEntry>,
+) -> Result<Vec<Link>, Fail> {
+    let now = to_db_time(Utc::now());
+    if let Some((id, version)) = expected {
+        let row = find_link(conn, dealer, &uuid_text(id.0))?.ok_or(StoreError::NotFound)?;
+        if row.version != version {
+            return Err(StoreError::VersionMismatch.into());
+        }
+    }
+    // One change per link: the last one given wins.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for change in changes {
+        let id = uuid_text(change.link_id.0);
+        match targets.iter_mut().find(|(t, _)| *t == id) {
+            Some(target) => target.1 = change.new_external_id,
+            None => targets.push((id, change.new_external_id)),
+        }
+    }
+    let mut rows = Vec::with_capacity(targets.len());
+    for (id, _) in &targets {
+        rows.push(find_link(conn, dealer, id)?.ok_or(StoreError::NotFound)?);
+    }
+    let moving: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].external_id != targets[i].1)
+        .collect();
+    // First every moving link lets go of its external record, then each takes its new one.
+    // The version read must still be current: a concurrent change (PostgreSQL
+    // takes row locks only as it writes) is not overwritten.
+    for &i in &moving {
+        let held = diesel::update(
+            links::table
+                .filter(links::id.eq(&rows[i].id))
+                .filter(links::version.eq(rows[i].version)),
+        )
+        .set(links::external_id.eq(relink_placeholder(&rows[i].id)))
+        .execute(conn)?;
+        if held == 0 {
+            return Err(StoreError::VersionMismatch.into());
+        }
+    }
+    for &i in &moving {
+        let row = &mut rows[i];
+        row.external_id = targets[i].1.clone();
+        row.version += 1;
+        row.updated_at = now;
+        refuse_taken(conn, row)?;
+        let updated = diesel::update(links::table.filter(links::id.eq(&row.id)))
+            .set((
+                links::external_id.eq(&row.external_id),
+                links::version.eq(row.version),
+                links::updated_at.eq(now),
+            ))
+            .execute(conn);
+        link_write(updated, row)?;
+        forget_unlinks(conn, row)?;
+    }
+    insert_audit(conn, dealer, audit)?;
+    rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
+/// The dealer's links of `ids` and all their descendants, parents first. A
+/// missing id is `NotFound` unless `missing_ok`.
+fn with_descendants(
+    conn: &mut DbConnection,
+    dealer: &str,
+    ids: &[LinkId],
+    missing_ok: bool,
+) -> Result<Vec<Link>, Fail> {
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for id in ids {
+        let id = uuid_text(id.0);
+        if seen.insert(id.clone()) {
+            match find_link(conn, dealer, &id)? {
+                Some(row) => found.push(row),
+                None if missing_ok => {}
+                None => return Err(StoreError::NotFound.into()),
+            }
+        }
+    }
+    // The cascade would remove the children silently: find them first, so each
+    // is accounted for like the links asked for.
+    let mut frontier: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for chunk in frontier.chunks(IN_CHUNK) {
+            let children: Vec<LinkRow> = links::table
+                .filter(links::dealer.eq(dealer))
+                .filter(links::parent_id.eq_any(chunk))
+                .select(LinkRow::as_select())
+                .order(links::id.asc())
+                .load(conn)?;
+            for child in children {
+                if seen.insert(child.id.clone()) {
+                    next.push(child.id.clone());
+                    found.push(child);
+                }
+            }
+        }
+        frontier = next;
+    }
+    found.into_iter().map(LinkRow::into_domain).collect()
+}
+
+/// Deletes `removed`, system links before site links, so each delete counts
+/// its own row and none goes by cascade (links are two levels deep: a site
+/// and its systems). Unless `missing_ok`, a link gone meanwhile (another
+/// unlink on PostgreSQL, which locks rows only as it writes) fails the whole
+/// change as `NotFound`.
+fn delete_links(
+    conn: &mut DbConnection,
+    dealer: &str,
+    removed: &[Link],
+    missing_ok: bool,
+) -> Result<(), Fail> {
+    let children = removed.iter().filter(|l| l.parent_id.is_some());
+    let parents = removed.iter().filter(|l| l.parent_id.is_none());
+    for link in children.chain(parents) {
+        let deleted = diesel::delete(
+            links::table
+                .filter(links::dealer.eq(dealer))
+                .filter(links::id.eq(uuid_text(link.id.0))),
+        )
+        .execute(conn)?;
+        if deleted == 0 && !missing_ok {
+            return Err(StoreError::NotFound.into());
+        }
+    }
+    Ok(())
+}
+
+/// The audit entry of a link removed by `action`, for links the caller's
+/// entries do not cover.
+fn removal_entry(link: &Link, actor: &str, action: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        connection_id: Some(link.connection_id),
+        kind: link.kind.as_str().to_owned(),
+        billing_id: Some(link.billing_id.as_str().to_owned()),
+        external_id: Some(link.external_id.clone()),
+        before: serde_json::to_value(link).ok(),
+        after: None,
+    }
+}
+
+fn unlink_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    ids: &[LinkId],
+    actor: &str,
+    mut audit: Vec<NewAuditEntry>,
+) -> Result<Vec<Link>, Fail> {
+    let now = to_db_time(Utc::now());
+    let removed = with_descendants(conn, dealer, ids, false)?;
+
+    for link in &removed {
+        let row = UnlinkRow {
+            connection_id: uuid_text(link.connection_id.0),
+            kind: link.kind.as_str().to_owned(),
+            billing_id: link.billing_id.as_str().to_owned(),
+            external_id: link.external_id.clone(),
+            dealer: dealer.to_owned(),
+            unlinked_at: now,
+            actor: actor.to_owned(),
+        };
+        per_backend!(&mut *conn, |c| diesel::insert_into(
+            deliberate_unlinks::table
+        )
+        .values(&row)
+        .on_conflict((
+            deliberate_unlinks::connection_id,
+            deliberate_unlinks::kind,
+            deliberate_unlinks::billing_id,
+            deliberate_unlinks::external_id,
+        ))
+        .do_update()
+        .set((
+            deliberate_unlinks::unlinked_at.eq(now),
+            deliberate_unlinks::actor.eq(actor),
+        ))
+        .execute(c))?;
+    }
+
+    // Every removed link is audited: the caller's entries, and one made here for
+    // each link they do not cover (the children, as a rule).
+    let uncovered: Vec<NewAuditEntry> = removed
+        .iter()
+        .filter(|link| {
+            !audit.iter().any(|e| {
+                e.connection_id == Some(link.connection_id)
+                    && e.kind == link.kind.as_str()
+                    && e.billing_id.as_deref() == Some(link.billing_id.as_str())
+            })
+        })
+        .map(|link| removal_entry(link, actor, "unlink"))
+        .collect();
+    audit.extend(uncovered);
+    insert_audit(conn, dealer, audit)?;
+    delete_links(conn, dealer, &removed, false)?;
+    Ok(removed)
+}
+
+/// The actor of the audit entries of discarded links: the port names none.
+const DISCARD_ACTOR: &str = "system:discard";
+
+fn discard_blocking(conn: &mut DbConnection, dealer: &str, ids: &[LinkId]) -> Result<(), Fail> {
+    // An undo after a failure: links already gone are no error.
+    let removed = with_descendants(conn, dealer, ids, true)?;
+    // No deliberate unlink is remembered, but the trail that recorded the
+    // links also records that they were taken back.
+    let entries = removed
+        .iter()
+        .map(|link| removal_entry(link, DISCARD_ACTOR, "discard_link"))
+        .collect();
+    insert_audit(conn, dealer, entries)?;
+    delete_links(conn, dealer, &removed, true)
+}
+
+#[async_trait]
+impl LinkStore for Store {
+    async fn insert_links(
+        &self,
+        dealer: &DealerId,
+        links: Vec<NewLink>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                insert_links_blocking(conn, &dealer, &links, audit)
+            })
+        })
+        .await
+    }
+
+    async fn link(&self, dealer: &DealerId, id: LinkId) -> StoreResult<Link> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            find_link(conn, &dealer, &uuid_text(id.0))?
+                .ok_or(StoreError::NotFound)?
+                .into_domain()
+        })
+        .await
+    }
+
+    async fn list_links(
+        &self,
+        dealer: &DealerId,
+        filter: &LinkFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Link>> {
+        let dealer = dealer.0.clone();
+        let filter = filter.clone();
+        let limit = page_limit(&page);
+        self.run(move |conn, _| {
+            let mut query = links::table
+                .filter(links::dealer.eq(dealer))
+                .select(LinkRow::as_select())
+                .order(links::id.asc())
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(connection) = filter.connection_id {
+                query = query.filter(links::connection_id.eq(uuid_text(connection.0)));
+            }
+            if let Some(kind) = filter.kind {
+                query = query.filter(links::kind.eq(kind.as_str()));
+            }
+            if let Some(billing_id) = filter.billing_id {
+                query = query.filter(links::billing_id.eq(billing_id));
+            }
+            if let Some(external_id) = filter.external_id {
+                query = query.filter(links::external_id.eq(external_id));
+            }
+            if let Some(parent) = filter.parent_id {
+                query = query.filter(links::parent_id.eq(uuid_text(parent.0)));
+            }
+            if let Some(after) = page.after {
+                query = query.filter(links::id.gt(after));
+            }
+            let rows: Vec<LinkRow> = query.load(conn)?;
+            into_page(rows, limit, |r| r.id.clone(), LinkRow::into_domain)
+        })
+        .await
+    }
+
+    async fn links_of_billing(
+        &self,
+        dealer: &DealerId,
+        kind: LinkKind,
+        billing_id: &BillingId,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        let billing_id = billing_id.as_str().to_owned();
+        self.run(move |conn, _| {
+            let rows: Vec<LinkRow> = links::table
+                .filter(links::dealer.eq(dealer))
+                .filter(links::kind.eq(kind.as_str()))
+                .filter(links::billing_id.eq(billing_id))
+                .select(LinkRow::as_select())
+                .order(links::id.asc())
+                .load(conn)?;
+            rows.into_iter().map(LinkRow::into_domain).collect()
+        })
+        .await
+    }
+
+    async fn linked_external_ids(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: LinkKind,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let dealer = dealer.0.clone();
+        let external_ids = external_ids.to_vec();
+        self.run(move |conn, _| {
+            let connection = uuid_text(connection_id.0);
+            let mut found = HashSet::new();
+            for chunk in external_ids.chunks(IN_CHUNK) {
+                let rows: Vec<String> = links::table
+                    .filter(links::dealer.eq(&dealer))
+                    .filter(links::connection_id.eq(&connection))
+                    .filter(links::kind.eq(kind.as_str()))
+                    .filter(links::external_id.eq_any(chunk))
+                    .select(links::external_id)
+                    .load(conn)?;
+                found.extend(rows);
+            }
+            Ok(in_given_order(external_ids, &found))
+        })
+        .await
+    }
+
+    async fn relink(
+        &self,
+        dealer: &DealerId,
+        changes: Vec<Relink>,
+        expected: Option<(LinkId, i64)>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                relink_blocking(conn, &dealer, changes, expected, audit)
+            })
+        })
+        .await
+    }
+
+    async fn unlink(
+        &self,
+        dealer: &DealerId,
+        ids: &[LinkId],
+        actor: &str,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        let ids = ids.to_vec();
+        let actor = actor.to_owned();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                unlink_blocking(conn, &dealer, &ids, &actor, audit)
+            })
+        })
+        .await
+    }
+
+    async fn discard_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let ids = ids.to_vec();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| discard_blocking(conn, &dealer, &ids))
+        })
+        .await
+    }
+
+    async fn deliberate_unlinks(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+    ) -> StoreResult<Vec<DeliberateUnlink>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            let connection = uuid_text(connection_id.0);
+            require_connection(conn, &dealer, &connection)?;
+            let rows: Vec<UnlinkRow> = deliberate_unlinks::table
+                .filter(deliberate_unlinks::dealer.eq(&dealer))
+                .filter(deliberate_unlinks::connection_id.eq(&connection))
+                .select(UnlinkRow::as_select())
+                .order((
+                    deliberate_unlinks::unlinked_at.asc(),
+                    deliberate_unlinks::kind.asc(),
+                    deliberate_unlinks::billing_id.asc(),
+                ))
+                .load(conn)?;
+            rows.into_iter().map(UnlinkRow::into_domain).collect()
+        })
+        .await
+    }
+}
