@@ -21,12 +21,19 @@ async fn a_dealer_connects_to_stages_and_tests_the_connection() {
         .iter()
         .map(|p| p["provider"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["stages", "alarm_com", "total_connect", "brinks_home"]);
+    assert_eq!(
+        names,
+        ["stages", "alarm_com", "total_connect", "brinks_home"]
+    );
 
     // The name defaults to the provider's; auto sync is on by default.
     let created = svc
-        .call(Method::POST, "/v1/connections", &admin,
-            Some(json!({"provider": "stages", "endpoint": sim.base_url()})))
+        .call(
+            Method::POST,
+            "/v1/connections",
+            &admin,
+            Some(json!({"provider": "stages", "endpoint": sim.base_url()})),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
     assert_eq!(created.body["name"], "Stages");
@@ -39,29 +46,59 @@ async fn a_dealer_connects_to_stages_and_tests_the_connection() {
     );
 
     // No credentials yet: the test says so instead of failing.
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &admin, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.status, 200);
     assert_eq!(t.body["ok"], false);
     assert_eq!(t.body["outcome"], "missing_credentials");
 
     let put = svc
-        .call(Method::PUT, &format!("/v1/connections/{cid}/credentials/dealer"), &admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})))
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+        )
         .await;
     assert_eq!(put.status, 200, "{}", put.text);
     assert_eq!(put.body["username"], SIM_USER);
     assert!(!put.text.contains(SIM_PASSWORD));
 
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &admin, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.status, 200, "{}", t.text);
     assert_eq!(t.body["ok"], true, "{}", t.text);
     assert_eq!(t.body["outcome"], "ok");
     assert!(t.body["latency_ms"].is_u64());
 
     // Wrong password: the test says the credentials were refused.
-    svc.call(Method::PUT, &format!("/v1/connections/{cid}/credentials/dealer"), &admin,
-        Some(json!({"username": SIM_USER, "password": "not-the-password"}))).await;
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &admin, None).await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": "not-the-password"})),
+    )
+    .await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.body["ok"], false);
     assert_eq!(t.body["outcome"], "bad_credentials", "{}", t.text);
 }
@@ -73,17 +110,35 @@ async fn the_test_tells_unreachable_and_timeout_apart() {
     let admin = Who::admin("acme");
 
     // Latency beyond the service's 1.5 s timeout (the harness sets it).
-    let slow = svc.create_connection(&admin, "slow", &sim.base_url(), "dealer").await;
-    svc.call(Method::PUT, &format!("/v1/connections/{slow}/credentials/dealer"), &admin,
-        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD}))).await;
+    let slow = svc
+        .create_connection(&admin, "slow", &sim.base_url(), "dealer")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{slow}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
     let faults = reqwest::Client::new()
         .post(format!("{}/admin/faults", sim.base_url()))
         .json(&json!({"route": "GET /api/v1/ping", "kind": "latency", "ms": 4000}))
         .send()
         .await
         .unwrap();
-    assert!(faults.status().is_success(), "{}", faults.text().await.unwrap());
-    let t = svc.call(Method::POST, &format!("/v1/connections/{slow}:test"), &admin, None).await;
+    assert!(
+        faults.status().is_success(),
+        "{}",
+        faults.text().await.unwrap()
+    );
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{slow}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.body["outcome"], "timeout", "{}", t.text);
     assert!(t.body["latency_ms"].as_u64().unwrap() >= 1400, "{}", t.text);
 
@@ -92,9 +147,21 @@ async fn the_test_tells_unreachable_and_timeout_apart() {
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let down = svc.create_connection(&admin, "down", &dead, "dealer").await;
-    svc.call(Method::PUT, &format!("/v1/connections/{down}/credentials/dealer"), &admin,
-        Some(json!({"username": "u", "password": "p"}))).await;
-    let t = svc.call(Method::POST, &format!("/v1/connections/{down}:test"), &admin, None).await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{down}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": "u", "password": "p"})),
+    )
+    .await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{down}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.status, 200);
     assert_eq!(t.body["outcome"], "unreachable", "{}", t.text);
 }
@@ -106,17 +173,40 @@ async fn in_user_mode_each_user_keeps_their_own_credentials() {
     let admin = Who::admin("acme");
     let one = Who::new("acme", "userone", "operator");
     let two = Who::new("acme", "usertwo", "viewer");
-    let cid = svc.create_connection(&admin, "Rapid", &sim.base_url(), "user").await;
+    let cid = svc
+        .create_connection(&admin, "Rapid", &sim.base_url(), "user")
+        .await;
     let me = format!("/v1/connections/{cid}/credentials/me");
 
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &one, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &one,
+            None,
+        )
+        .await;
     assert_eq!(t.body["outcome"], "missing_credentials", "{}", t.text);
-    svc.call(Method::GET, &me, &one, None).await.assert_problem(404);
+    svc.call(Method::GET, &me, &one, None)
+        .await
+        .assert_problem(404);
 
-    let put = svc.call(Method::PUT, &me, &one,
-        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD}))).await;
+    let put = svc
+        .call(
+            Method::PUT,
+            &me,
+            &one,
+            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+        )
+        .await;
     assert_eq!(put.status, 200, "{}", put.text);
-    svc.call(Method::PUT, &me, &two, Some(json!({"username": "two", "password": "secret-two"}))).await;
+    svc.call(
+        Method::PUT,
+        &me,
+        &two,
+        Some(json!({"username": "two", "password": "secret-two"})),
+    )
+    .await;
 
     // Each sees only their own username, never a password.
     let mine = svc.call(Method::GET, &me, &one, None).await;
@@ -125,21 +215,43 @@ async fn in_user_mode_each_user_keeps_their_own_credentials() {
     let theirs = svc.call(Method::GET, &me, &two, None).await;
     assert_eq!(theirs.body["username"], "two");
 
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &one, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &one,
+            None,
+        )
+        .await;
     assert_eq!(t.body["outcome"], "ok", "{}", t.text);
-    let t = svc.call(Method::POST, &format!("/v1/connections/{cid}:test"), &two, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}:test"),
+            &two,
+            None,
+        )
+        .await;
     assert_eq!(t.body["outcome"], "bad_credentials", "{}", t.text);
 
     let del = svc.call(Method::DELETE, &me, &two, None).await;
     assert_eq!(del.status, 204);
-    svc.call(Method::GET, &me, &two, None).await.assert_problem(404);
+    svc.call(Method::GET, &me, &two, None)
+        .await
+        .assert_problem(404);
     assert_eq!(svc.call(Method::GET, &me, &one, None).await.status, 200);
 
     // A dealer-mode connection has no per-user credentials.
-    let dealer_mode = svc.create_connection(&admin, "Dealer", &sim.base_url(), "dealer").await;
+    let dealer_mode = svc
+        .create_connection(&admin, "Dealer", &sim.base_url(), "dealer")
+        .await;
     let code = svc
-        .call(Method::PUT, &format!("/v1/connections/{dealer_mode}/credentials/me"), &one,
-            Some(json!({"username": "x", "password": "y"})))
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{dealer_mode}/credentials/me"),
+            &one,
+            Some(json!({"username": "x", "password": "y"})),
+        )
         .await
         .assert_problem(409);
     assert_eq!(code, "dealer_auth_mode");
@@ -150,15 +262,28 @@ async fn names_are_unique_per_dealer_and_changes_need_the_current_etag() {
     let svc = Service::start().await;
     let acme = Who::admin("acme");
     let other = Who::admin("other");
-    let cid = svc.create_connection(&acme, "Stages", "http://127.0.0.1:9", "dealer").await;
+    let cid = svc
+        .create_connection(&acme, "Stages", "http://127.0.0.1:9", "dealer")
+        .await;
 
-    let dup = svc.call(Method::POST, "/v1/connections", &acme,
-        Some(json!({"provider": "stages", "name": " stages ", "endpoint": "http://127.0.0.1:9"}))).await;
+    let dup = svc
+        .call(
+            Method::POST,
+            "/v1/connections",
+            &acme,
+            Some(
+                json!({"provider": "stages", "name": " stages ", "endpoint": "http://127.0.0.1:9"}),
+            ),
+        )
+        .await;
     dup.assert_problem(409);
     // Another dealer may use the same name.
-    svc.create_connection(&other, "Stages", "http://127.0.0.1:9", "dealer").await;
+    svc.create_connection(&other, "Stages", "http://127.0.0.1:9", "dealer")
+        .await;
 
-    let got = svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None).await;
+    let got = svc
+        .call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None)
+        .await;
     let etag = got.headers["etag"].to_str().unwrap().to_owned();
     let renamed = svc
         .req(Method::PATCH, &format!("/v1/connections/{cid}"), &acme)
@@ -188,8 +313,20 @@ async fn names_are_unique_per_dealer_and_changes_need_the_current_etag() {
         .await
         .unwrap();
     Answer::from(stale_delete).await.assert_problem(412);
-    assert_eq!(svc.call(Method::DELETE, &format!("/v1/connections/{cid}"), &acme, None).await.status, 204);
-    svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None).await.assert_problem(404);
+    assert_eq!(
+        svc.call(
+            Method::DELETE,
+            &format!("/v1/connections/{cid}"),
+            &acme,
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None)
+        .await
+        .assert_problem(404);
 }
 
 #[tokio::test]
@@ -197,10 +334,16 @@ async fn lists_page_with_opaque_tokens_and_filter_by_provider() {
     let svc = Service::start().await;
     let admin = Who::admin("pager");
     for i in 0..7 {
-        svc.create_connection(&admin, &format!("conn {i}"), "http://127.0.0.1:9", "dealer").await;
+        svc.create_connection(&admin, &format!("conn {i}"), "http://127.0.0.1:9", "dealer")
+            .await;
     }
-    svc.call(Method::POST, "/v1/connections", &admin,
-        Some(json!({"provider": "alarm_com", "endpoint": "https://alarm.example.com/"}))).await;
+    svc.call(
+        Method::POST,
+        "/v1/connections",
+        &admin,
+        Some(json!({"provider": "alarm_com", "endpoint": "https://alarm.example.com/"})),
+    )
+    .await;
 
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
@@ -222,10 +365,23 @@ async fn lists_page_with_opaque_tokens_and_filter_by_provider() {
     let expected: Vec<_> = (0..7).map(|i| format!("conn {i}")).collect();
     assert_eq!(seen, expected, "every connection once, in creation order");
 
-    svc.call(Method::GET, "/v1/connections?page_size=0", &admin, None).await.assert_problem(422);
-    svc.call(Method::GET, "/v1/connections?page_size=501", &admin, None).await.assert_problem(422);
-    svc.call(Method::GET, "/v1/connections?page_token=%21%21", &admin, None).await.assert_problem(422);
-    svc.call(Method::GET, "/v1/connections?provider=nope", &admin, None).await.assert_problem(422);
+    svc.call(Method::GET, "/v1/connections?page_size=0", &admin, None)
+        .await
+        .assert_problem(422);
+    svc.call(Method::GET, "/v1/connections?page_size=501", &admin, None)
+        .await
+        .assert_problem(422);
+    svc.call(
+        Method::GET,
+        "/v1/connections?page_token=%21%21",
+        &admin,
+        None,
+    )
+    .await
+    .assert_problem(422);
+    svc.call(Method::GET, "/v1/connections?provider=nope", &admin, None)
+        .await
+        .assert_problem(422);
 }
 
 #[tokio::test]
@@ -244,18 +400,36 @@ async fn an_idempotency_key_replays_refuses_other_bodies_and_guards_in_flight() 
     assert_eq!(first.status, 201, "{}", first.text);
     let again = Answer::from(post(body.clone(), "k-1").await.unwrap()).await;
     assert_eq!(again.status, 201);
-    assert_eq!(again.body["id"], first.body["id"], "replayed, not created twice");
+    assert_eq!(
+        again.body["id"], first.body["id"],
+        "replayed, not created twice"
+    );
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let list = svc.call(Method::GET, "/v1/connections", &admin, None).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
 
-    let other = Answer::from(post(json!({"provider": "stages", "name": "Twice", "endpoint": "http://127.0.0.1:9"}), "k-1").await.unwrap()).await;
+    let other = Answer::from(
+        post(
+            json!({"provider": "stages", "name": "Twice", "endpoint": "http://127.0.0.1:9"}),
+            "k-1",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(other.assert_problem(422), "idempotency_key_reused");
 
     // While a slow first request runs, the same key answers 409.
-    let cid = svc.create_connection(&admin, "slow", &sim.base_url(), "dealer").await;
-    svc.call(Method::PUT, &format!("/v1/connections/{cid}/credentials/dealer"), &admin,
-        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD}))).await;
+    let cid = svc
+        .create_connection(&admin, "slow", &sim.base_url(), "dealer")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
     reqwest::Client::new()
         .post(format!("{}/admin/faults", sim.base_url()))
         .json(&json!({"route": "GET /api/v1/ping", "kind": "latency", "ms": 1000, "times": 1}))
@@ -263,11 +437,18 @@ async fn an_idempotency_key_replays_refuses_other_bodies_and_guards_in_flight() 
         .await
         .unwrap();
     let test_path = format!("/v1/connections/{cid}:test");
-    let slow = svc.req(Method::POST, &test_path, &admin).header("idempotency-key", "t-1").send();
+    let slow = svc
+        .req(Method::POST, &test_path, &admin)
+        .header("idempotency-key", "t-1")
+        .send();
     let slow = tokio::spawn(slow);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let during = Answer::from(
-        svc.req(Method::POST, &test_path, &admin).header("idempotency-key", "t-1").send().await.unwrap(),
+        svc.req(Method::POST, &test_path, &admin)
+            .header("idempotency-key", "t-1")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(during.assert_problem(409), "idempotency_in_flight");
@@ -280,13 +461,17 @@ async fn an_idempotency_key_replays_refuses_other_bodies_and_guards_in_flight() 
 async fn inbound_credentials_show_the_secret_only_when_rotated() {
     let svc = Service::start().await;
     let admin = Who::admin("acme");
-    let cid = svc.create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer").await;
+    let cid = svc
+        .create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer")
+        .await;
     let path = format!("/v1/connections/{cid}/inbound-credentials");
     let before = svc.call(Method::GET, &path, &admin, None).await;
     assert_eq!(before.status, 200, "{}", before.text);
     assert_eq!(before.body["configured"], false);
 
-    let rotated = svc.call(Method::POST, &format!("{path}:rotate"), &admin, None).await;
+    let rotated = svc
+        .call(Method::POST, &format!("{path}:rotate"), &admin, None)
+        .await;
     assert_eq!(rotated.status, 200, "{}", rotated.text);
     let secret = rotated.body["secret"].as_str().unwrap().to_owned();
     assert!(secret.len() >= 40);
@@ -294,10 +479,14 @@ async fn inbound_credentials_show_the_secret_only_when_rotated() {
     assert_eq!(after.body["configured"], true);
     assert_eq!(after.body["username"], rotated.body["username"]);
     assert!(!after.text.contains(&secret), "the secret is shown once");
-    let again = svc.call(Method::POST, &format!("{path}:rotate"), &admin, None).await;
+    let again = svc
+        .call(Method::POST, &format!("{path}:rotate"), &admin, None)
+        .await;
     assert_ne!(again.body["secret"], rotated.body["secret"]);
     assert!(!svc.logs().contains(&secret));
 
     let viewer = Who::new("acme", "v", "viewer");
-    svc.call(Method::POST, &format!("{path}:rotate"), &viewer, None).await.assert_problem(403);
+    svc.call(Method::POST, &format!("{path}:rotate"), &viewer, None)
+        .await
+        .assert_problem(403);
 }

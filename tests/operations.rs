@@ -28,26 +28,58 @@ async fn probes_metrics_and_request_ids() {
     let fresh = svc.http.get(svc.url("/healthz")).send().await.unwrap();
     assert!(!fresh.headers()["x-request-id"].is_empty());
 
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.contains(r#"crosslink_http_requests_total{method="GET",route="/v1/connections",status="200"} 1"#),
+        metrics.contains(
+            r#"crosslink_http_requests_total{method="GET",route="/v1/connections",status="200"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("crosslink_http_request_duration_seconds_bucket"));
-    assert!(svc.logs().contains("trace-me-42"), "the request id is on the log line");
+    assert!(
+        svc.logs().contains("trace-me-42"),
+        "the request id is on the log line"
+    );
 }
 
 #[tokio::test]
 async fn the_document_and_docs_are_served_without_internet() {
     let svc = Service::start().await;
-    let doc = svc.http.get(svc.url("/openapi.json")).send().await.unwrap().text().await.unwrap();
+    let doc = svc
+        .http
+        .get(svc.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(doc, api::openapi::document());
-    let html = svc.http.get(svc.url("/docs")).send().await.unwrap().text().await.unwrap();
+    let html = svc
+        .http
+        .get(svc.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("/docs/swagger-ui-bundle.js") && html.contains("/openapi.json"));
     for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
         let r = svc.http.get(svc.url(asset)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{asset}");
-        assert!(r.bytes().await.unwrap().len() > 10_000, "{asset} is the real asset");
+        assert!(
+            r.bytes().await.unwrap().len() > 10_000,
+            "{asset} is the real asset"
+        );
     }
     let missing = Answer::from(svc.http.get(svc.url("/docs/nope.js")).send().await.unwrap()).await;
     missing.assert_problem(404);
@@ -55,8 +87,11 @@ async fn the_document_and_docs_are_served_without_internet() {
 
 #[test]
 fn the_committed_openapi_document_is_current() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json"))
-        .expect("openapi/openapi.json is committed");
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../openapi/openapi.json"
+    ))
+    .expect("openapi/openapi.json is committed");
     assert!(
         committed == api::openapi::document(),
         "openapi/openapi.json is stale: run `make openapi` and commit it"
@@ -69,13 +104,19 @@ fn the_committed_openapi_document_is_current() {
 async fn crosslink_token_prints_only_a_token_the_service_accepts() {
     let svc = Service::start().await;
     let out = Command::new(env!("CARGO_BIN_EXE_crosslink"))
-        .args(["token", "--dealer", "acme", "--sub", "alice", "--role", "admin", "--ttl", "10m"])
+        .args([
+            "token", "--dealer", "acme", "--sub", "alice", "--role", "admin", "--ttl", "10m",
+        ])
         .env_clear()
         .env("CROSSLINK__AUTH__HS256_SECRET", JWT_SECRET)
         .current_dir(&svc.dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let token = stdout.trim();
@@ -90,7 +131,9 @@ async fn crosslink_token_prints_only_a_token_the_service_accepts() {
     assert_eq!(r.status(), 200);
 
     let bad = Command::new(env!("CARGO_BIN_EXE_crosslink"))
-        .args(["token", "--dealer", "acme", "--sub", "alice", "--role", "king"])
+        .args([
+            "token", "--dealer", "acme", "--sub", "alice", "--role", "king",
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -112,7 +155,10 @@ fn production_mode_without_an_encryption_key_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no encryption key"), "{err}");
-    assert!(!dir.join("data/secret.key").exists(), "production never makes a key");
+    assert!(
+        !dir.join("data/secret.key").exists(),
+        "production never makes a key"
+    );
 }
 
 #[test]
@@ -127,12 +173,23 @@ fn development_mode_makes_a_key_once_and_migrate_is_idempotent() {
             .unwrap()
     };
     let first = run(&["migrate"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(dir.join("data/crosslink.db").exists(), "the SQLite default lives under ./data/");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        dir.join("data/crosslink.db").exists(),
+        "the SQLite default lives under ./data/"
+    );
     let key = std::fs::read_to_string(dir.join("data/secret.key")).unwrap();
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied"));
     let second = run(&["migrate"]);
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).starts_with("applied 0 migration(s)"));
-    assert_eq!(std::fs::read_to_string(dir.join("data/secret.key")).unwrap(), key, "the key is kept");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/secret.key")).unwrap(),
+        key,
+        "the key is kept"
+    );
 }

@@ -17,29 +17,68 @@ fn protected_operations(connection_id: &str) -> Vec<(Method, String)> {
                 continue;
             }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            ops.push((method, path.replace("{connection_id}", connection_id)));
+            ops.push((method, fill_path(path, connection_id)));
         }
     }
     assert!(ops.len() >= 13, "the sweep covers the /v1 routes: {ops:?}");
     ops
 }
 
+/// The connection id where the path names one, a made-up id elsewhere.
+fn fill_path(template: &str, connection_id: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}').unwrap() + start;
+        out.push_str(&rest[..start]);
+        out.push_str(match &rest[start + 1..end] {
+            "connection_id" => connection_id,
+            "link_id" | "job_id" => "01a20000-0000-7000-8000-000000000000",
+            "list" => "regions",
+            _ => "X-1",
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A well-formed body for each operation that takes one, so what is tested is
+/// the token or the tenancy, not the body.
 fn body_for(method: &Method, path: &str) -> Option<Value> {
     match *method {
-        Method::POST if path.ends_with("/v1/connections") => {
-            Some(json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}))
+        Method::POST if path.ends_with("/v1/connections") => Some(
+            json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}),
+        ),
+        Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S1"})),
+        Method::POST if path.ends_with("/v1/links") => {
+            Some(json!({"connection_id": path_connection(path),
+            "billing_site_id": "S1", "stages_site_no": "1", "systems": [{"billing_system_id": "Y", "stages_device_id": "D"}]}))
         }
+        Method::PATCH if path.contains("/v1/links/") => Some(json!({"external_id": "D-1"})),
         Method::PATCH => Some(json!({"auto_sync": false})),
-        Method::PUT => Some(json!({"username": "u", "password": "p"})),
+        Method::PUT if path.contains("/credentials/") => {
+            Some(json!({"username": "u", "password": "p"}))
+        }
+        Method::PUT if path.contains("/billing/customers/") => Some(json!({"last_name": "L"})),
+        Method::PUT if path.contains("/billing/sites/") => Some(json!({"name": "N"})),
+        Method::PUT if path.contains("/billing/systems/") => Some(json!({"site_id": "S1"})),
+        Method::PUT if path.contains("/billing/users/") => Some(json!({"last_name": "L"})),
         _ => None,
     }
+}
+
+fn path_connection(_path: &str) -> String {
+    "01a20000-0000-7000-8000-000000000001".into()
 }
 
 #[tokio::test]
 async fn every_v1_route_rejects_bad_tokens() {
     let svc = Service::start().await;
     let admin = Who::admin("acme");
-    let cid = svc.create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer").await;
+    let cid = svc
+        .create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer")
+        .await;
     let claims = |over: Value| {
         let mut c = json!({"sub": "u", "dealer": "acme", "roles": ["admin"],
             "exp": now() + 600, "iat": now(), "iss": ISSUER, "aud": AUDIENCE});
@@ -50,10 +89,25 @@ async fn every_v1_route_rejects_bad_tokens() {
     };
     let bad_tokens = [
         ("none", None),
-        ("expired", Some(sign(claims(json!({"exp": now() - 3600})), JWT_SECRET))),
-        ("wrong signature", Some(sign(claims(json!({})), "another-secret-entirely-0123456789"))),
-        ("wrong audience", Some(sign(claims(json!({"aud": "someone-else"})), JWT_SECRET))),
-        ("wrong issuer", Some(sign(claims(json!({"iss": "someone-else"})), JWT_SECRET))),
+        (
+            "expired",
+            Some(sign(claims(json!({"exp": now() - 3600})), JWT_SECRET)),
+        ),
+        (
+            "wrong signature",
+            Some(sign(
+                claims(json!({})),
+                "another-secret-entirely-0123456789",
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(sign(claims(json!({"aud": "someone-else"})), JWT_SECRET)),
+        ),
+        (
+            "wrong issuer",
+            Some(sign(claims(json!({"iss": "someone-else"})), JWT_SECRET)),
+        ),
         ("garbage", Some("not.a.jwt".to_owned())),
     ];
     for (method, path) in protected_operations(&cid) {
@@ -66,7 +120,11 @@ async fn every_v1_route_rejects_bad_tokens() {
                 rb = rb.json(&b);
             }
             let a = Answer::from(rb.send().await.unwrap()).await;
-            assert_eq!(a.status, 401, "{method} {path} with {why} token: {}", a.text);
+            assert_eq!(
+                a.status, 401,
+                "{method} {path} with {why} token: {}",
+                a.text
+            );
             assert_eq!(a.content_type(), "application/problem+json");
             assert_eq!(a.body["instance"], path.split('?').next().unwrap());
         }
@@ -77,9 +135,16 @@ async fn every_v1_route_rejects_bad_tokens() {
 async fn other_dealers_rows_are_not_found_and_roles_are_enforced() {
     let svc = Service::start().await;
     let acme = Who::admin("acme");
-    let cid = svc.create_connection(&acme, "Stages", "http://127.0.0.1:9", "user").await;
-    svc.call(Method::PUT, &format!("/v1/connections/{cid}/credentials/dealer"), &acme,
-        Some(json!({"username": "u", "password": "p"}))).await;
+    let cid = svc
+        .create_connection(&acme, "Stages", "http://127.0.0.1:9", "user")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &acme,
+        Some(json!({"username": "u", "password": "p"})),
+    )
+    .await;
 
     // Another dealer's admin sees nothing of acme's, on every route.
     let intruder = Who::admin("intruder");
@@ -94,22 +159,43 @@ async fn other_dealers_rows_are_not_found_and_roles_are_enforced() {
         let a = Answer::from(rb.send().await.unwrap()).await;
         a.assert_problem(404);
     }
-    let list = svc.call(Method::GET, "/v1/connections", &intruder, None).await;
+    let list = svc
+        .call(Method::GET, "/v1/connections", &intruder, None)
+        .await;
     assert_eq!(list.body["items"], json!([]));
     // Still there for its owner.
-    assert_eq!(svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None).await.status, 200);
+    assert_eq!(
+        svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None)
+            .await
+            .status,
+        200
+    );
 
     // Viewers and operators read but cannot change connections or dealer credentials.
     for role in ["viewer", "operator"] {
         let who = Who::new("acme", role, role);
-        assert_eq!(svc.call(Method::GET, &format!("/v1/connections/{cid}"), &who, None).await.status, 200);
+        assert_eq!(
+            svc.call(Method::GET, &format!("/v1/connections/{cid}"), &who, None)
+                .await
+                .status,
+            200
+        );
         let changes = [
             (Method::POST, "/v1/connections".to_owned()),
             (Method::PATCH, format!("/v1/connections/{cid}")),
             (Method::DELETE, format!("/v1/connections/{cid}")),
-            (Method::PUT, format!("/v1/connections/{cid}/credentials/dealer")),
-            (Method::GET, format!("/v1/connections/{cid}/inbound-credentials")),
-            (Method::POST, format!("/v1/connections/{cid}/inbound-credentials:rotate")),
+            (
+                Method::PUT,
+                format!("/v1/connections/{cid}/credentials/dealer"),
+            ),
+            (
+                Method::GET,
+                format!("/v1/connections/{cid}/inbound-credentials"),
+            ),
+            (
+                Method::POST,
+                format!("/v1/connections/{cid}/inbound-credentials:rotate"),
+            ),
         ];
         for (method, path) in changes {
             let body = body_for(&method, &path);
@@ -119,14 +205,18 @@ async fn other_dealers_rows_are_not_found_and_roles_are_enforced() {
     }
     // A token with no known role reads nothing.
     let nobody = Who::new("acme", "x", "guest");
-    svc.call(Method::GET, "/v1/connections", &nobody, None).await.assert_problem(403);
+    svc.call(Method::GET, "/v1/connections", &nobody, None)
+        .await
+        .assert_problem(403);
 }
 
 #[tokio::test]
 async fn bad_input_is_a_4xx_problem_never_a_500() {
     let svc = Service::start().await;
     let admin = Who::admin("acme");
-    let cid = svc.create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer").await;
+    let cid = svc
+        .create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer")
+        .await;
     let raw = |method: Method, path: String, body: &'static str| {
         svc.req(method, &path, &admin)
             .header("content-type", "application/json")
@@ -134,36 +224,139 @@ async fn bad_input_is_a_4xx_problem_never_a_500() {
             .send()
     };
     let cases: Vec<(Method, String, String, u16)> = vec![
-        (Method::POST, "/v1/connections".into(), "{\"provider\": ".into(), 400),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            "{\"provider\": ".into(),
+            400,
+        ),
         (Method::POST, "/v1/connections".into(), "[]".into(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": 7, "endpoint": "http://h"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "nope", "endpoint": "http://h"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "endpoint": "not a url"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "endpoint": "ftp://h/"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "name": "  ", "endpoint": "http://h"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "name": "x".repeat(101), "endpoint": "http://h"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "endpoint": "http://h", "auto_sync": "yes"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "endpoint": "http://h", "surprise": 1}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "alarm_com", "endpoint": "http://h", "auth_mode": "user"}).to_string(), 422),
-        (Method::POST, "/v1/connections".into(), json!({"provider": "stages", "name": "x".repeat(1 << 20), "endpoint": "http://h"}).to_string(), 413),
-        (Method::PATCH, format!("/v1/connections/{cid}"), json!({"name": ""}).to_string(), 422),
-        (Method::PATCH, format!("/v1/connections/{cid}"), json!({"endpoint": "http://user:pw@h/"}).to_string(), 422),
-        (Method::PATCH, format!("/v1/connections/{cid}"), json!({"auth_mode": "both"}).to_string(), 422),
-        (Method::PUT, format!("/v1/connections/{cid}/credentials/dealer"), json!({"username": "", "password": ""}).to_string(), 422),
-        (Method::PUT, format!("/v1/connections/{cid}/credentials/dealer"), json!({"username": "u"}).to_string(), 422),
-        (Method::GET, "/v1/connections/not-a-uuid".into(), String::new(), 404),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": 7, "endpoint": "http://h"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "nope", "endpoint": "http://h"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "endpoint": "not a url"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "endpoint": "ftp://h/"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "name": "  ", "endpoint": "http://h"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "name": "x".repeat(101), "endpoint": "http://h"})
+                .to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "endpoint": "http://h", "auto_sync": "yes"}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "endpoint": "http://h", "surprise": 1}).to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "alarm_com", "endpoint": "http://h", "auth_mode": "user"})
+                .to_string(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            json!({"provider": "stages", "name": "x".repeat(1 << 20), "endpoint": "http://h"})
+                .to_string(),
+            413,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/connections/{cid}"),
+            json!({"name": ""}).to_string(),
+            422,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/connections/{cid}"),
+            json!({"endpoint": "http://user:pw@h/"}).to_string(),
+            422,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/connections/{cid}"),
+            json!({"auth_mode": "both"}).to_string(),
+            422,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/connections/{cid}/credentials/dealer"),
+            json!({"username": "", "password": ""}).to_string(),
+            422,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/connections/{cid}/credentials/dealer"),
+            json!({"username": "u"}).to_string(),
+            422,
+        ),
+        (
+            Method::GET,
+            "/v1/connections/not-a-uuid".into(),
+            String::new(),
+            404,
+        ),
         (Method::GET, "/v1/nowhere".into(), String::new(), 404),
         (Method::PUT, "/v1/connections".into(), "{}".into(), 405),
     ];
     for (method, path, body, status) in cases {
         let body: &'static str = Box::leak(body.into_boxed_str());
         let a = Answer::from(raw(method.clone(), path.clone(), body).await.unwrap()).await;
-        assert_eq!(a.status, status, "{method} {path} {}: {}", &body[..body.len().min(80)], a.text);
+        assert_eq!(
+            a.status,
+            status,
+            "{method} {path} {}: {}",
+            &body[..body.len().min(80)],
+            a.text
+        );
         a.assert_problem(status);
         if status == 422 {
             let errors = a.body["errors"].as_array().map(Vec::len).unwrap_or(0);
-            assert!(errors > 0 || a.body["code"] != "validation", "{method} {path}: {}", a.text);
+            assert!(
+                errors > 0 || a.body["code"] != "validation",
+                "{method} {path}: {}",
+                a.text
+            );
         }
     }
     // A body that is not JSON at all.
@@ -178,9 +371,20 @@ async fn bad_input_is_a_4xx_problem_never_a_500() {
     .await;
     a.assert_problem(415);
     // Errors name the field.
-    let a = svc.call(Method::POST, "/v1/connections", &admin,
-        Some(json!({"provider": "stages", "endpoint": "nope", "name": ""}))).await;
-    let fields: Vec<_> = a.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect();
+    let a = svc
+        .call(
+            Method::POST,
+            "/v1/connections",
+            &admin,
+            Some(json!({"provider": "stages", "endpoint": "nope", "name": ""})),
+        )
+        .await;
+    let fields: Vec<_> = a.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(fields, ["name", "endpoint"]);
     assert!(!svc.logs().contains("panicked"));
 }
@@ -203,30 +407,71 @@ async fn passwords_are_unreadable_in_the_sqlite_file_answers_and_logs() {
         .send()
         .await
         .unwrap();
-    let dealer = svc.create_connection(&admin, "Dealer", &sim.base_url(), "dealer").await;
-    let users = svc.create_connection(&admin, "Users", &sim.base_url(), "user").await;
-    let a = svc.call(Method::PUT, &format!("/v1/connections/{dealer}/credentials/dealer"), &admin,
-        Some(json!({"username": "dealer-acme", "password": plaintext}))).await;
+    let dealer = svc
+        .create_connection(&admin, "Dealer", &sim.base_url(), "dealer")
+        .await;
+    let users = svc
+        .create_connection(&admin, "Users", &sim.base_url(), "user")
+        .await;
+    let a = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{dealer}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": "dealer-acme", "password": plaintext})),
+        )
+        .await;
     assert!(!a.text.contains(plaintext));
-    let a = svc.call(Method::PUT, &format!("/v1/connections/{users}/credentials/me"), &admin,
-        Some(json!({"username": "dealer-acme", "password": plaintext}))).await;
+    let a = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{users}/credentials/me"),
+            &admin,
+            Some(json!({"username": "dealer-acme", "password": plaintext})),
+        )
+        .await;
     assert!(!a.text.contains(plaintext));
     // The stored password works, so it is really stored.
-    let t = svc.call(Method::POST, &format!("/v1/connections/{dealer}:test"), &admin, None).await;
+    let t = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{dealer}:test"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(t.body["outcome"], "ok", "{}", t.text);
     assert!(!t.text.contains(plaintext));
-    for path in ["/v1/connections", &format!("/v1/connections/{dealer}"), &format!("/v1/connections/{users}/credentials/me")] {
-        assert!(!svc.call(Method::GET, path, &admin, None).await.text.contains(plaintext));
+    for path in [
+        "/v1/connections",
+        &format!("/v1/connections/{dealer}"),
+        &format!("/v1/connections/{users}/credentials/me"),
+    ] {
+        assert!(!svc
+            .call(Method::GET, path, &admin, None)
+            .await
+            .text
+            .contains(plaintext));
     }
 
     let db = svc.dir.join("crosslink.db");
     assert!(db.exists());
     for file in [db.clone(), svc.dir.join("crosslink.db-wal")] {
-        assert!(!file_contains(&file, plaintext), "{} holds the plaintext", file.display());
+        assert!(
+            !file_contains(&file, plaintext),
+            "{} holds the plaintext",
+            file.display()
+        );
     }
-    assert!(file_contains(&db, "dealer-acme") || file_contains(&svc.dir.join("crosslink.db-wal"), "dealer-acme"),
-        "the grep itself works: the username is stored in clear");
-    assert!(!svc.logs().contains(plaintext), "a log line holds the plaintext");
+    assert!(
+        file_contains(&db, "dealer-acme")
+            || file_contains(&svc.dir.join("crosslink.db-wal"), "dealer-acme"),
+        "the grep itself works: the username is stored in clear"
+    );
+    assert!(
+        !svc.logs().contains(plaintext),
+        "a log line holds the plaintext"
+    );
     assert!(svc.logs().contains("answered"), "the log was written");
 }
 
@@ -240,12 +485,31 @@ async fn passwords_are_unreadable_in_postgresql_rows() {
     .await;
     let admin = Who::admin("acme");
     let plaintext = "Pg-Pl41ntext-Never-Stored-77";
-    let cid = svc.create_connection(&admin, "Users", "http://127.0.0.1:9", "user").await;
-    svc.call(Method::PUT, &format!("/v1/connections/{cid}/credentials/dealer"), &admin,
-        Some(json!({"username": "dealer-u", "password": plaintext}))).await;
-    svc.call(Method::PUT, &format!("/v1/connections/{cid}/credentials/me"), &admin,
-        Some(json!({"username": "me-u", "password": plaintext}))).await;
-    let rotated = svc.call(Method::POST, &format!("/v1/connections/{cid}/inbound-credentials:rotate"), &admin, None).await;
+    let cid = svc
+        .create_connection(&admin, "Users", "http://127.0.0.1:9", "user")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": "dealer-u", "password": plaintext})),
+    )
+    .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/me"),
+        &admin,
+        Some(json!({"username": "me-u", "password": plaintext})),
+    )
+    .await;
+    let rotated = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}/inbound-credentials:rotate"),
+            &admin,
+            None,
+        )
+        .await;
     let inbound_secret = rotated.body["secret"].as_str().unwrap().to_owned();
 
     let rows = schema.query("SELECT row_to_json(c)::text FROM credentials c");
@@ -273,17 +537,27 @@ async fn three_replicas_start_together_on_one_empty_postgresql() {
         r.wait_ready().await;
     }
     let versions = schema.query("SELECT version, count(*) FROM __diesel_schema_migrations GROUP BY version ORDER BY version");
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/postgres"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().is_dir())
-        .count();
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/postgres"
+    ))
+    .unwrap()
+    .filter(|e| e.as_ref().unwrap().path().is_dir())
+    .count();
     assert_eq!(versions.lines().count(), migrations, "{versions}");
-    assert!(versions.lines().all(|l| l.ends_with("|1")), "each migration recorded once: {versions}");
+    assert!(
+        versions.lines().all(|l| l.ends_with("|1")),
+        "each migration recorded once: {versions}"
+    );
     // All three serve the same data.
     let admin = Who::admin("acme");
-    let cid = replicas[0].create_connection(&admin, "Shared", "http://127.0.0.1:9", "dealer").await;
+    let cid = replicas[0]
+        .create_connection(&admin, "Shared", "http://127.0.0.1:9", "dealer")
+        .await;
     for r in &replicas {
-        let a = r.call(Method::GET, &format!("/v1/connections/{cid}"), &admin, None).await;
+        let a = r
+            .call(Method::GET, &format!("/v1/connections/{cid}"), &admin, None)
+            .await;
         assert_eq!(a.status, 200);
     }
 }

@@ -78,7 +78,12 @@ impl PgSchema {
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args([&self.base, "-qtAX", "-c", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)])
+            .args([
+                &self.base,
+                "-qtAX",
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+            ])
             .output();
     }
 }
@@ -93,18 +98,10 @@ pub struct Service {
     pub http: reqwest::Client,
 }
 
+#[derive(Default)]
 pub struct ServiceOptions {
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
-}
-
-impl Default for ServiceOptions {
-    fn default() -> Self {
-        Self {
-            database_url: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 impl Service {
@@ -211,7 +208,13 @@ impl Service {
             .bearer_auth(who.token())
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, who: &Who, body: Option<Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        who: &Who,
+        body: Option<Value>,
+    ) -> Answer {
         let mut rb = self.req(method, path, who);
         if let Some(b) = body {
             rb = rb.json(&b);
@@ -220,7 +223,13 @@ impl Service {
     }
 
     /// Creates a Stages connection to `endpoint` as an admin of `who`'s dealer.
-    pub async fn create_connection(&self, who: &Who, name: &str, endpoint: &str, auth_mode: &str) -> String {
+    pub async fn create_connection(
+        &self,
+        who: &Who,
+        name: &str,
+        endpoint: &str,
+        auth_mode: &str,
+    ) -> String {
         let a = self
             .call(
                 reqwest::Method::POST,
@@ -272,9 +281,18 @@ impl Answer {
     /// Asserts a problem+json answer with this status; returns its `code`.
     pub fn assert_problem(&self, status: u16) -> String {
         assert_eq!(self.status, status, "body: {}", self.text);
-        assert_eq!(self.content_type(), "application/problem+json", "body: {}", self.text);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "body: {}",
+            self.text
+        );
         assert_eq!(self.body["status"], status, "body: {}", self.text);
-        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string()
+        );
         self.body["code"].as_str().unwrap_or_default().to_owned()
     }
 }
@@ -301,10 +319,13 @@ impl Who {
     }
 
     pub fn token(&self) -> String {
-        sign(json!({
-            "sub": self.sub, "dealer": self.dealer, "roles": self.roles,
-            "exp": now() + 3600, "iat": now(), "iss": ISSUER, "aud": AUDIENCE,
-        }), JWT_SECRET)
+        sign(
+            json!({
+                "sub": self.sub, "dealer": self.dealer, "roles": self.roles,
+                "exp": now() + 3600, "iat": now(), "iss": ISSUER, "aud": AUDIENCE,
+            }),
+            JWT_SECRET,
+        )
     }
 }
 

@@ -25,7 +25,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     };
     let store = tokio::task::spawn_blocking(move || link_store::Store::open(&url, key, options))
         .await?
-        .with_context(|| format!("cannot open the database at {}", redact_url(&settings.database.url)))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                redact_url(&settings.database.url)
+            )
+        })?;
     if settings.database.migrate_on_start {
         let report = store.migrate().await.context("database migration failed")?;
         if !report.applied.is_empty() {
@@ -43,6 +48,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     Ok(AppState {
         connections: Arc::new(store.clone()),
         idempotency: Arc::new(store.clone()),
+        billing: Arc::new(store.clone()),
+        links: Arc::new(store.clone()),
+        audit: Arc::new(store.clone()),
+        jobs: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
         verifier,
@@ -76,7 +85,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::authenticate))
                 .service(routes::providers::list_providers)
-                .configure(routes::connections::routes),
+                .route("/audit", web::get().to(routes::audit::list_audit))
+                .configure(routes::links::routes)
+                .configure(routes::connections::routes)
+                .configure(routes::stages::routes)
+                .configure(routes::billing::routes)
+                .configure(routes::jobs::routes),
         );
 }
 
@@ -91,6 +105,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let limit = state.settings.server.max_body_bytes;
     let purge_state = state.clone();
     tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
+    if state.settings.jobs.workers > 0 {
+        for n in 0..state.settings.jobs.workers {
+            let worker_state = state.clone();
+            let worker_id = format!("{}-{}-{n}", hostname(), std::process::id());
+            tokio::spawn(async move { crate::worker::run(worker_state, worker_id).await });
+        }
+    }
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -121,10 +142,21 @@ async fn purge_idempotency_keys(state: web::Data<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match state.idempotency.purge_idempotency_keys(chrono::Utc::now() - ttl).await {
+        match state
+            .idempotency
+            .purge_idempotency_keys(chrono::Utc::now() - ttl)
+            .await
+        {
             Ok(n) if n > 0 => tracing::info!(purged = n, "old idempotency keys removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
         }
     }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "crosslink".to_owned())
 }

@@ -70,24 +70,29 @@ impl TokenVerifier {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header is not a bearer token"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let why = match e.kind() {
-                ErrorKind::ExpiredSignature => "the token has expired",
-                ErrorKind::InvalidAudience => "the token is for another audience",
-                ErrorKind::InvalidIssuer => "the token is from another issuer",
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    "the token's signature is not valid"
-                }
-                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
-                _ => "the token is not valid",
-            };
-            ApiError::unauthorized(why)
-        })?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header is not a bearer token")
+            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::InvalidAudience => "the token is for another audience",
+                    ErrorKind::InvalidIssuer => "the token is from another issuer",
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                        "the token's signature is not valid"
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    _ => "the token is not valid",
+                };
+                ApiError::unauthorized(why)
+            })?;
         let claims = data.claims;
         if claims.dealer.trim().is_empty() || claims.sub.trim().is_empty() {
-            return Err(ApiError::unauthorized("the token's dealer and sub must not be empty"));
+            return Err(ApiError::unauthorized(
+                "the token's dealer and sub must not be empty",
+            ));
         }
         Ok(Caller {
             dealer: DealerId(claims.dealer),
@@ -176,7 +181,7 @@ mod tests {
     fn settings() -> Settings {
         let mut s = Settings::load(Some(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/empty.toml"
+            "/../../tests/fixtures/empty.toml"
         ))))
         .unwrap();
         s.auth.hs256_secret = "unit-test-secret-0123456789abcdef".into();
@@ -187,12 +192,23 @@ mod tests {
     fn minted_tokens_verify_and_carry_the_claims() {
         let s = settings();
         let v = TokenVerifier::from_settings(&s).unwrap();
-        let t = mint_token(&s, "acme", "alice", &[Role::Operator], std::time::Duration::from_secs(60)).unwrap();
+        let t = mint_token(
+            &s,
+            "acme",
+            "alice",
+            &[Role::Operator],
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
         let caller = v.verify(Some(&format!("Bearer {t}"))).unwrap();
         assert_eq!(caller.dealer.0, "acme");
         assert_eq!(caller.user.0, "alice");
         assert_eq!(caller.roles, vec![Role::Operator]);
-        assert_eq!(v.verify(Some(&t)).unwrap_err().status.as_u16(), 401, "no Bearer prefix");
+        assert_eq!(
+            v.verify(Some(&t)).unwrap_err().status.as_u16(),
+            401,
+            "no Bearer prefix"
+        );
         assert_eq!(v.verify(None).unwrap_err().status.as_u16(), 401);
     }
 
@@ -201,10 +217,14 @@ mod tests {
         let mut s = settings();
         s.auth.algorithm = "ES256".into();
         s.auth.public_key_file = Some(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/es256-test-public.pem").into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/fixtures/es256-test-public.pem"
+            )
+            .into(),
         );
         let v = TokenVerifier::from_settings(&s).unwrap();
-        let private = include_bytes!("../tests/fixtures/es256-test-private.pem");
+        let private = include_bytes!("../../../tests/fixtures/es256-test-private.pem");
         let now = chrono::Utc::now().timestamp() as u64;
         let claims = Claims {
             sub: "bob".into(),
@@ -224,7 +244,14 @@ mod tests {
         let caller = v.verify(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(caller.user.0, "bob");
         // An HS256 token is refused by an ES256 service.
-        let hs = mint_token(&settings(), "acme", "bob", &[Role::Admin], std::time::Duration::from_secs(60)).unwrap();
+        let hs = mint_token(
+            &settings(),
+            "acme",
+            "bob",
+            &[Role::Admin],
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(v.verify(Some(&format!("Bearer {hs}"))).is_err());
     }
 }

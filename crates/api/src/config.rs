@@ -26,6 +26,13 @@ pub struct Settings {
     pub stages: StagesSettings,
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
+    pub jobs: JobSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobSettings {
+    /// Job runners in this process (0 = this replica runs no background jobs).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +137,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.format", "text"),
     ("log.level", "info"),
     ("idempotency.ttl_hours", "24"),
+    ("jobs.workers", "2"),
 ];
 
 impl Settings {
@@ -209,7 +217,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cl-conf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "mode = \"production\"\n[auth]\nhs256_secret = \"s3cret-s3cret\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "mode = \"production\"\n[auth]\nhs256_secret = \"s3cret-s3cret\"\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&file)).unwrap();
         assert_eq!(s.mode, Mode::Production);
         assert!(s.check().unwrap().is_empty());

@@ -26,15 +26,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<BodyLimit>()
-            .map_or(256 * 1024, |l| l.0);
+        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -68,7 +71,10 @@ fn payload_error(e: actix_web::Error, limit: usize) -> ApiError {
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large(limit);
     }
-    ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
+    ApiError::bad_request(
+        "bad_body",
+        format!("the request body could not be read: {e}"),
+    )
 }
 
 /// Parses JSON, naming the offending field on failure. Syntax is checked
@@ -240,7 +246,10 @@ mod tests {
             page_size: Some(501),
             page_token: None,
         };
-        assert_eq!(p.to_request().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            p.to_request().unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         let p = PageParams {
             page_size: None,
             page_token: Some("!!".into()),

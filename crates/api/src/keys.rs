@@ -18,9 +18,8 @@ pub fn load_or_create(settings: &Settings) -> anyhow::Result<SecretKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read secrets.key_file {}", path.display()))?;
-        return SecretKey::from_base64(text.trim()).map_err(|e| {
-            anyhow::anyhow!("secrets.key_file {} is not valid: {e}", path.display())
-        });
+        return SecretKey::from_base64(text.trim())
+            .map_err(|e| anyhow::anyhow!("secrets.key_file {} is not valid: {e}", path.display()));
     }
     if settings.mode == Mode::Production {
         bail!(
@@ -29,8 +28,7 @@ pub fn load_or_create(settings: &Settings) -> anyhow::Result<SecretKey> {
     }
     let key = SecretKey::generate();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

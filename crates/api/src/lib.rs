@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod worker;
 
 /// 32 random bytes, base64url: inbound callback secrets and the like.
 pub fn random_secret() -> String {
@@ -27,8 +28,8 @@ pub fn random_secret() -> String {
 /// Starts tracing: `RUST_LOG` when set, else `log.level`; JSON lines when `log.format = json`.
 pub fn init_tracing(settings: &config::Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

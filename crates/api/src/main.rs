@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use domain::tenancy::Role;
 
 #[derive(Parser)]
-#[command(name = "crosslink", version, about = "Links billing records to Stages and interactive services providers")]
+#[command(
+    name = "crosslink",
+    version,
+    about = "Links billing records to Stages and interactive services providers"
+)]
 struct Cli {
     /// Settings file (default: ./crosslink.toml when present).
     #[arg(long, global = true)]
@@ -57,11 +61,17 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             let roles = roles
                 .iter()
-                .map(|r| Role::parse(r).with_context(|| format!("unknown role {r}: use admin, operator or viewer")))
+                .map(|r| {
+                    Role::parse(r)
+                        .with_context(|| format!("unknown role {r}: use admin, operator or viewer"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let ttl: Duration = humantime::parse_duration(&ttl)
                 .with_context(|| format!("--ttl {ttl} is not a duration like 30m or 1h"))?;
-            println!("{}", api::auth::mint_token(&settings, &dealer, &sub, &roles, ttl)?);
+            println!(
+                "{}",
+                api::auth::mint_token(&settings, &dealer, &sub, &roles, ttl)?
+            );
             Ok(())
         }
         Command::Serve => {

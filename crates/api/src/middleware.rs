@@ -37,8 +37,12 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
@@ -47,10 +51,15 @@ pub async fn observe(
         m.observe(&method, &route, status, seconds);
     }
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = (seconds * 1000.0).round() as u64, "answered");
+        tracing::info!(
+            status,
+            latency_ms = (seconds * 1000.0).round() as u64,
+            "answered"
+        );
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID), v);
+        res.headers_mut()
+            .insert(header::HeaderName::from_static(REQUEST_ID), v);
     }
     Ok(res)
 }
@@ -159,7 +168,9 @@ pub async fn idempotency(
         .cloned()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        return Ok(req.into_response(ApiError::unauthorized("send a bearer token").error_response()));
+        return Ok(
+            req.into_response(ApiError::unauthorized("send a bearer token").error_response())
+        );
     };
     let body = match req.extract::<web::Bytes>().await {
         Ok(b) => b,
@@ -187,9 +198,8 @@ pub async fn idempotency(
     match begun {
         Err(e) => return Ok(req.into_response(ApiError::from(e).error_response())),
         Ok(IdempotencyBegin::Replay(stored)) => {
-            let mut res = HttpResponse::build(
-                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-            );
+            let mut res =
+                HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
             for (name, value) in &stored.headers {
                 res.append_header((name.as_str(), value.as_str()));
             }
@@ -233,9 +243,7 @@ pub async fn idempotency(
     let headers = head
         .headers()
         .iter()
-        .filter(|(name, _)| {
-            [header::CONTENT_TYPE, header::LOCATION, header::ETAG].contains(name)
-        })
+        .filter(|(name, _)| [header::CONTENT_TYPE, header::LOCATION, header::ETAG].contains(name))
         .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     let stored = StoredResponse {

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{connections, health, providers};
+use crate::routes::{audit, billing, connections, health, jobs, links, providers, stages};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,11 +30,43 @@ use crate::routes::{connections, health, providers};
         connections::delete_my_credentials,
         connections::get_inbound_credentials,
         connections::rotate_inbound_credentials,
+        stages::lookup,
+        stages::list_sites,
+        stages::get_site,
+        stages::get_device,
+        billing::search_customers,
+        billing::put_customer,
+        billing::get_customer,
+        billing::delete_customer,
+        billing::put_site,
+        billing::get_site,
+        billing::delete_site,
+        billing::push_targets,
+        billing::put_system,
+        billing::get_system,
+        billing::delete_system,
+        billing::put_user,
+        billing::get_user,
+        billing::delete_user,
+        links::push,
+        links::create_link,
+        links::list_links,
+        links::get_link,
+        links::edit_link,
+        links::unlink,
+        links::reconcile,
+        jobs::get_job,
+        jobs::list_jobs,
+        audit::list_audit,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&BearerAuth),
     tags(
         (name = "connections", description = "Upstream connections and their credentials"),
+        (name = "billing", description = "The service's copy of the billing system's records"),
+        (name = "stages", description = "Stages records, read live through a connection"),
+        (name = "links", description = "Push, link, edit link, unlink, mappings, reconcile, audit"),
+        (name = "jobs", description = "Background work and its progress"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

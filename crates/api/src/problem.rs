@@ -74,8 +74,10 @@ impl ApiError {
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
-        e.headers
-            .push((header::WWW_AUTHENTICATE, "Bearer realm=\"crosslink\"".into()));
+        e.headers.push((
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"crosslink\"".into(),
+        ));
         e
     }
 
@@ -130,12 +132,11 @@ impl ApiError {
     /// The body for `instance` (the request path).
     pub fn problem(&self, instance: Option<String>) -> Problem {
         Problem {
-            problem_type: format!("https://crosslink.dev/problems/{}", self.code.replace('_', "-")),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            problem_type: format!(
+                "https://crosslink.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             instance,
@@ -229,9 +230,39 @@ impl From<OperationError> for ApiError {
     fn from(e: OperationError) -> Self {
         match e {
             OperationError::Store(s) => s.into(),
+            OperationError::NotFound(what) => Self::not_found(what),
+            OperationError::Invalid(v) => v.into(),
+            OperationError::Conflict { code, message } => Self::conflict(code, message),
             OperationError::MissingCredentials(why) => Self::conflict("credentials_required", why),
             OperationError::WrongProvider(why) => Self::conflict("wrong_provider", why),
-            OperationError::Stages(s) => stages_error("?", s),
+            OperationError::Upstream { connection, error } => stages_error(&connection, error),
+            OperationError::PartialPush {
+                done,
+                failed,
+                error,
+            } => {
+                let inner = Self::from(*error);
+                let finished: Vec<String> = done
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} -> {}",
+                            r.kind.as_str(),
+                            r.billing_id,
+                            r.external_id.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                Self::new(
+                    inner.status,
+                    inner.code,
+                    format!(
+                        "the push stopped at billing system '{failed}': {}. Done and linked: [{}]. Send the same push again to finish; nothing will be created twice.",
+                        inner.detail,
+                        finished.join(", ")
+                    ),
+                )
+            }
         }
     }
 }

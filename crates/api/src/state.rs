@@ -1,10 +1,13 @@
-//! What every handler shares: the store, the upstream connectors, the token
+//! What every handler shares: the stores, the upstream connectors, the token
 //! verifier, settings and metrics.
 
 use std::sync::Arc;
 
+use domain::linking::LinkingPorts;
 use domain::stages::StagesConnector;
-use domain::store::{ConnectionStore, IdempotencyStore};
+use domain::store::{
+    AuditStore, BillingStore, ConnectionStore, IdempotencyStore, JobStore, LinkStore,
+};
 
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
@@ -15,7 +18,22 @@ pub struct AppState {
     pub store: link_store::Store,
     pub connections: Arc<dyn ConnectionStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub billing: Arc<dyn BillingStore>,
+    pub links: Arc<dyn LinkStore>,
+    pub audit: Arc<dyn AuditStore>,
+    pub jobs: Arc<dyn JobStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn linking(&self) -> LinkingPorts<'_> {
+        LinkingPorts {
+            connections: self.connections.as_ref(),
+            billing: self.billing.as_ref(),
+            links: self.links.as_ref(),
+            stages: self.stages.as_ref(),
+        }
+    }
 }

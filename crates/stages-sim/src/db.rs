@@ -654,6 +654,44 @@ impl Db {
         })
     }
 
+    /// Sets a site's billing id without the uniqueness rule: the state an
+    /// older integration can leave behind (two sites claiming one billing id),
+    /// for reconcile tests. The billing-id index keeps the latest claimant.
+    pub fn force_site_billing_id(
+        &mut self,
+        site_no: &str,
+        billing_id: Option<String>,
+    ) -> Result<(), ApiError> {
+        let (key, _) = self.site_rec(site_no)?;
+        let billing_id = normalize_billing(billing_id);
+        let rec = self.site_mut(site_no)?;
+        rec.site.fields.billing_id = billing_id.clone();
+        if let Some(b) = billing_id {
+            self.site_billing.insert(b, key);
+        }
+        Ok(())
+    }
+
+    /// Removes a site with its devices, as if deleted in Stages.
+    pub fn remove_site(&mut self, site_no: &str) -> Result<(), ApiError> {
+        let (key, _) = self.site_rec(site_no)?;
+        let rec = self.sites.remove(&key).expect("found above");
+        if let Some(b) = &rec.site.fields.billing_id {
+            if self.site_billing.get(b) == Some(&key) {
+                self.site_billing.remove(b);
+            }
+        }
+        for d in rec.devices {
+            if let Some(dev) = self.devices.remove(&d) {
+                self.xmit_index.remove(&dev.device.fields.transmitter_code);
+                if let Some(b) = &dev.device.fields.billing_id {
+                    self.device_billing.remove(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn patch_site(
         &mut self,
         site_no: &str,

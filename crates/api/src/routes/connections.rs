@@ -24,36 +24,39 @@ use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Custom methods (`{id}:verb`) first: the plain `{id}` pattern would match them too.
-    cfg.route("/connections/{connection_id}:test", web::post().to(test_connection))
-        .route(
-            "/connections/{connection_id}/inbound-credentials:rotate",
-            web::post().to(rotate_inbound_credentials),
-        )
-        .service(
-            web::resource("/connections")
-                .route(web::get().to(list_connections))
-                .route(web::post().to(create_connection)),
-        )
-        .service(
-            web::resource("/connections/{connection_id}")
-                .route(web::get().to(get_connection))
-                .route(web::patch().to(update_connection))
-                .route(web::delete().to(delete_connection)),
-        )
-        .service(
-            web::resource("/connections/{connection_id}/credentials/me")
-                .route(web::put().to(put_my_credentials))
-                .route(web::get().to(get_my_credentials))
-                .route(web::delete().to(delete_my_credentials)),
-        )
-        .route(
-            "/connections/{connection_id}/credentials/dealer",
-            web::put().to(put_dealer_credentials),
-        )
-        .route(
-            "/connections/{connection_id}/inbound-credentials",
-            web::get().to(get_inbound_credentials),
-        );
+    cfg.route(
+        "/connections/{connection_id}:test",
+        web::post().to(test_connection),
+    )
+    .route(
+        "/connections/{connection_id}/inbound-credentials:rotate",
+        web::post().to(rotate_inbound_credentials),
+    )
+    .service(
+        web::resource("/connections")
+            .route(web::get().to(list_connections))
+            .route(web::post().to(create_connection)),
+    )
+    .service(
+        web::resource("/connections/{connection_id}")
+            .route(web::get().to(get_connection))
+            .route(web::patch().to(update_connection))
+            .route(web::delete().to(delete_connection)),
+    )
+    .service(
+        web::resource("/connections/{connection_id}/credentials/me")
+            .route(web::put().to(put_my_credentials))
+            .route(web::get().to(get_my_credentials))
+            .route(web::delete().to(delete_my_credentials)),
+    )
+    .route(
+        "/connections/{connection_id}/credentials/dealer",
+        web::put().to(put_dealer_credentials),
+    )
+    .route(
+        "/connections/{connection_id}/inbound-credentials",
+        web::get().to(get_inbound_credentials),
+    );
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -248,7 +251,13 @@ pub async fn create_connection(
     let endpoint = v.check("endpoint", Endpoint::parse(&body.endpoint));
     let auth_mode = body.auth_mode.map(Into::into).unwrap_or_default();
     if auth_mode == domain::connection::AuthMode::User && !provider.describe().supports_user_auth {
-        v.push("auth_mode", format!("{} connections take dealer credentials only", provider.as_str()));
+        v.push(
+            "auth_mode",
+            format!(
+                "{} connections take dealer credentials only",
+                provider.as_str()
+            ),
+        );
     }
     v.clone().into_result()?;
     let (Some(name), Some(endpoint)) = (name, endpoint) else {
@@ -339,7 +348,10 @@ pub async fn update_connection(
         if !current.provider.describe().supports_user_auth {
             return Err(ValidationError::field(
                 "auth_mode",
-                format!("{} connections take dealer credentials only", current.provider.as_str()),
+                format!(
+                    "{} connections take dealer credentials only",
+                    current.provider.as_str()
+                ),
             )
             .into());
         }
@@ -412,7 +424,13 @@ pub async fn put_dealer_credentials(
     let (username, password) = parse_credential(body.0)?;
     let stored = state
         .connections
-        .put_credential(&caller.dealer, id, &CredentialOwner::Dealer, &username, &password)
+        .put_credential(
+            &caller.dealer,
+            id,
+            &CredentialOwner::Dealer,
+            &username,
+            &password,
+        )
         .await
         .map_err(not_found_as_connection)?;
     Ok(HttpResponse::Ok().json(CredentialResponse {
@@ -496,7 +514,9 @@ pub async fn get_my_credentials(
         .credential(&caller.dealer, id, &owner)
         .await
         .map_err(not_found_as_connection)?
-        .ok_or_else(|| ApiError::not_found("you have not stored credentials for this connection"))?;
+        .ok_or_else(|| {
+            ApiError::not_found("you have not stored credentials for this connection")
+        })?;
     Ok(HttpResponse::Ok().json(CredentialResponse {
         username: stored.username,
         updated_at: stored.updated_at,
@@ -525,7 +545,9 @@ pub async fn delete_my_credentials(
         .await
         .map_err(not_found_as_connection)?;
     if !deleted {
-        return Err(ApiError::not_found("you have not stored credentials for this connection"));
+        return Err(ApiError::not_found(
+            "you have not stored credentials for this connection",
+        ));
     }
     Ok(HttpResponse::NoContent().finish())
 }

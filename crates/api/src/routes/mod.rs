@@ -1,6 +1,11 @@
 //! The HTTP routes, one module per resource, each handler beside its OpenAPI annotation.
 
+pub mod audit;
+pub mod billing;
 pub mod connections;
 pub mod docs;
 pub mod health;
+pub mod jobs;
+pub mod links;
 pub mod providers;
+pub mod stages;

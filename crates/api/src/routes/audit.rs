@@ -1,0 +1,94 @@
+//! The audit trail of link changes: who, when, which connection, before and after.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::audit::AuditFilter;
+use domain::connection::ConnectionId;
+use domain::tenancy::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::extract::{encode_page_token, PageParams};
+use crate::problem::ApiResult;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// A billing id or an external (Stages) id.
+    pub subject: Option<String>,
+    /// A user id.
+    pub actor: Option<String>,
+    pub connection_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryResponse {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    /// push, link, edit_link, unlink, reconcile_link
+    pub action: String,
+    pub connection_id: Option<Uuid>,
+    pub kind: String,
+    pub billing_id: Option<String>,
+    pub external_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditList {
+    pub items: Vec<AuditEntryResponse>,
+    pub next_page_token: Option<String>,
+}
+
+/// Changes to links, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = [])),
+    params(AuditQuery, PageParams),
+    responses((status = 200, body = AuditList),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn list_audit(
+    state: web::Data<AppState>,
+    auth: Auth,
+    query: web::Query<AuditQuery>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let q = query.into_inner();
+    let found = state
+        .audit
+        .list_audit(
+            &caller.dealer,
+            &AuditFilter {
+                subject: q.subject,
+                actor: q.actor,
+                connection_id: q.connection_id.map(ConnectionId),
+            },
+            page.to_request()?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(AuditList {
+        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
+        items: found
+            .items
+            .into_iter()
+            .map(|a| AuditEntryResponse {
+                id: a.id,
+                at: a.at,
+                actor: a.entry.actor,
+                action: a.entry.action,
+                connection_id: a.entry.connection_id.map(|c| c.0),
+                kind: a.entry.kind,
+                billing_id: a.entry.billing_id,
+                external_id: a.entry.external_id,
+                before: a.entry.before,
+                after: a.entry.after,
+            })
+            .collect(),
+    }))
+}

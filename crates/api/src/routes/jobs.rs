@@ -1,0 +1,161 @@
+//! Background jobs: their state, progress and outcome.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::jobs::{Job, JobId, JobState};
+use domain::tenancy::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::extract::{encode_page_token, PageParams};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/jobs", web::get().to(list_jobs))
+        .route("/jobs/{job_id}", web::get().to(get_job));
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStateDto {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Dead,
+}
+
+impl From<JobState> for JobStateDto {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Queued => Self::Queued,
+            JobState::Running => Self::Running,
+            JobState::Succeeded => Self::Succeeded,
+            JobState::Failed => Self::Failed,
+            JobState::Cancelled => Self::Cancelled,
+            JobState::Dead => Self::Dead,
+        }
+    }
+}
+
+impl From<JobStateDto> for JobState {
+    fn from(s: JobStateDto) -> Self {
+        match s {
+            JobStateDto::Queued => Self::Queued,
+            JobStateDto::Running => Self::Running,
+            JobStateDto::Succeeded => Self::Succeeded,
+            JobStateDto::Failed => Self::Failed,
+            JobStateDto::Cancelled => Self::Cancelled,
+            JobStateDto::Dead => Self::Dead,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobProgress {
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobResponse {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: JobStateDto,
+    pub progress: JobProgress,
+    pub attempts: u32,
+    /// What the job found or did, once finished.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Job> for JobResponse {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id.0,
+            kind: j.kind,
+            state: j.state.into(),
+            progress: JobProgress {
+                done: j.progress_done,
+                total: j.progress_total,
+            },
+            attempts: j.attempts,
+            summary: j.summary,
+            error: j.last_error,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobResponse>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobFilter {
+    pub state: Option<JobStateDto>,
+    pub kind: Option<String>,
+}
+
+/// One job: state, progress, summary.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = Uuid, Path)),
+    responses((status = 200, body = JobResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_job(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("no such job"))?;
+    let job = state
+        .jobs
+        .job(&caller.dealer, JobId(id))
+        .await
+        .map_err(|e| match e {
+            domain::store::StoreError::NotFound => ApiError::not_found("no such job"),
+            other => other.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(JobResponse::from(job)))
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    params(JobFilter, PageParams),
+    responses((status = 200, body = JobList),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    auth: Auth,
+    filter: web::Query<JobFilter>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let found = state
+        .jobs
+        .list_jobs(
+            &caller.dealer,
+            filter.state.map(Into::into),
+            filter.kind.as_deref(),
+            page.to_request()?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(JobList {
+        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
+        items: found.items.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,204 @@
+//! The job runner: claims due jobs from the durable queue, keeps their lease
+//! alive while working, and records how they ended. Every replica runs one;
+//! the queue makes sure each job runs in one place at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use async_trait::async_trait;
+use chrono::Utc;
+use domain::connection::ConnectionId;
+use domain::jobs::{backoff, kinds, Job, JobFailure, JobId, NewJob};
+use domain::operations::OperationError;
+use domain::reconcile::Progress;
+use domain::store::JobStore;
+use domain::tenancy::{Caller, Role, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::state::AppState;
+
+const LEASE: Duration = Duration::from_secs(30);
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReconcilePayload {
+    connection_id: ConnectionId,
+    dry_run: bool,
+}
+
+/// A reconcile of one connection; one at a time per connection.
+pub fn reconcile_job(caller: &Caller, connection_id: ConnectionId, dry_run: bool) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        dealer: caller.dealer.clone(),
+        kind: kinds::RECONCILE.to_owned(),
+        payload: serde_json::to_value(ReconcilePayload {
+            connection_id,
+            dry_run,
+        })
+        .expect("plain data serialises"),
+        max_attempts: 5,
+        run_at: Utc::now(),
+        unique_key: Some(format!("reconcile:{connection_id}:{dry_run}")),
+        created_by: caller.user.0.clone(),
+    }
+}
+
+/// Runs jobs until the process ends.
+pub async fn run(state: web::Data<AppState>, worker_id: String) {
+    let kinds = vec![kinds::RECONCILE.to_owned()];
+    loop {
+        let claimed = state
+            .jobs
+            .claim_job(&kinds, &worker_id, chrono_lease(), Utc::now())
+            .await;
+        match claimed {
+            Ok(Some(job)) => run_one(&state, &worker_id, job).await,
+            Ok(None) => tokio::time::sleep(IDLE_POLL).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+fn chrono_lease() -> chrono::Duration {
+    chrono::Duration::from_std(LEASE).expect("small duration")
+}
+
+async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
+    let span =
+        tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+    let _entered = span.enter();
+    tracing::info!("job started");
+    // Keep the lease while the job works; a lost lease means another worker took it.
+    let renewer = {
+        let jobs = state.jobs.clone();
+        let worker = worker_id.to_owned();
+        let id = job.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                match jobs
+                    .renew_lease(id, &worker, chrono_lease(), Utc::now())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "renewing a lease failed"),
+                }
+            }
+        })
+    };
+    let outcome = match job.kind.as_str() {
+        kinds::RECONCILE => run_reconcile(state, worker_id, &job).await,
+        other => Err(JobError::Permanent(format!("unknown job kind '{other}'"))),
+    };
+    renewer.abort();
+    let result = match outcome {
+        Ok(summary) => state
+            .jobs
+            .complete_job(job.id, worker_id, summary)
+            .await
+            .map(|_| "succeeded".to_owned()),
+        Err(e) => {
+            let failure = match e {
+                JobError::Permanent(error) => JobFailure::Permanent { error },
+                JobError::Transient(error) => JobFailure::Retry {
+                    error,
+                    at: Utc::now()
+                        + backoff(
+                            job.attempts,
+                            chrono::Duration::seconds(1),
+                            chrono::Duration::minutes(5),
+                            rand::random::<f64>(),
+                        ),
+                },
+            };
+            state
+                .jobs
+                .fail_job(job.id, worker_id, failure)
+                .await
+                .map(|s| s.as_str().to_owned())
+        }
+    };
+    match result {
+        Ok(state) => tracing::info!(%state, "job ended"),
+        Err(e) => tracing::warn!(error = %e, "recording the end of a job failed"),
+    }
+}
+
+enum JobError {
+    Transient(String),
+    Permanent(String),
+}
+
+impl From<OperationError> for JobError {
+    fn from(e: OperationError) -> Self {
+        let transient = match &e {
+            OperationError::Upstream { error, .. } => error.is_transient(),
+            OperationError::Store(domain::store::StoreError::Unavailable(_)) => true,
+            _ => false,
+        };
+        if transient {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Permanent(e.to_string())
+        }
+    }
+}
+
+/// Job progress goes to the queue; a cancelled job stops at the next report.
+struct QueueProgress {
+    jobs: Arc<dyn JobStore>,
+    id: JobId,
+    worker: String,
+}
+
+#[async_trait]
+impl Progress for QueueProgress {
+    async fn report(&self, done: u64, total: Option<u64>) -> bool {
+        match self
+            .jobs
+            .job_progress(self.id, &self.worker, done, total)
+            .await
+        {
+            Ok(go_on) => go_on,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording progress failed");
+                true
+            }
+        }
+    }
+}
+
+async fn run_reconcile(
+    state: &web::Data<AppState>,
+    worker_id: &str,
+    job: &Job,
+) -> Result<serde_json::Value, JobError> {
+    let payload: ReconcilePayload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::Permanent(format!("bad reconcile payload: {e}")))?;
+    // The job acts with the credentials of whoever asked for it.
+    let caller = Caller {
+        dealer: job.dealer.clone(),
+        user: UserId(job.created_by.clone()),
+        roles: vec![Role::Operator],
+    };
+    let progress = QueueProgress {
+        jobs: state.jobs.clone(),
+        id: job.id,
+        worker: worker_id.to_owned(),
+    };
+    let report = domain::reconcile::reconcile(
+        state.linking(),
+        &caller,
+        payload.connection_id,
+        payload.dry_run,
+        &progress,
+    )
+    .await?;
+    serde_json::to_value(report).map_err(|e| JobError::Permanent(e.to_string()))
+}
