@@ -17,6 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::callbacks::CallbackTarget;
 use crate::db::{DeviceQuery, SiteQuery};
 use crate::error::ApiError;
 use crate::faults::{FaultKind, FaultRule};
@@ -157,6 +158,14 @@ fn admin_scope() -> actix_web::Scope<
         .service(res("/devices/{device_id}/signals").route(web::post().to(add_signal)))
         .service(res("/stats").route(web::get().to(stats)))
         .service(res("/reset").route(web::post().to(reset)))
+        .service(
+            res("/callbacks")
+                .route(web::get().to(get_callbacks))
+                .route(web::put().to(put_callbacks))
+                .route(web::delete().to(delete_callbacks)),
+        )
+        .service(res("/callbacks/send").route(web::post().to(send_callback)))
+        .service(res("/callbacks/log").route(web::get().to(callback_log)))
         .default_service(web::to(route_not_found))
 }
 
@@ -360,7 +369,7 @@ async fn get_site(s: Data, site_no: web::Path<String>) -> ApiResult {
 }
 
 async fn patch_site(s: Data, site_no: web::Path<String>, body: web::Json<SitePatch>) -> ApiResult {
-    ok(s.with_db(|db| db.patch_site(&site_no, body.into_inner(), now()))?)
+    ok(s.patch_site(&site_no, body.into_inner())?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -422,11 +431,11 @@ async fn get_device(s: Data, id: web::Path<String>) -> ApiResult {
 }
 
 async fn patch_device(s: Data, id: web::Path<String>, body: web::Json<DevicePatch>) -> ApiResult {
-    ok(s.with_db(|db| db.patch_device(&id, body.into_inner(), now()))?)
+    ok(s.patch_device(&id, body.into_inner())?)
 }
 
 async fn change_xmit(s: Data, id: web::Path<String>, body: web::Json<ChangeXmit>) -> ApiResult {
-    ok(s.with_db(|db| db.change_xmit(&id, &body.new_transmitter_code, now()))?)
+    ok(s.change_xmit(&id, &body.new_transmitter_code)?)
 }
 
 async fn list_configurations(s: Data, id: web::Path<String>) -> ApiResult {
@@ -572,4 +581,27 @@ async fn stats(s: Data) -> ApiResult {
 async fn reset(s: Data) -> ApiResult {
     s.reset();
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn get_callbacks(s: Data) -> ApiResult {
+    ok(s.callback_status())
+}
+
+async fn put_callbacks(s: Data, body: web::Json<CallbackTarget>) -> ApiResult {
+    s.set_callback_target(body.into_inner())
+        .map_err(ApiError::validation)?;
+    ok(s.callback_status())
+}
+
+async fn delete_callbacks(s: Data) -> ApiResult {
+    s.clear_callback_target();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn send_callback(s: Data, body: web::Json<serde_json::Value>) -> ApiResult {
+    ok(s.send_callback(body.into_inner()).await?)
+}
+
+async fn callback_log(s: Data) -> ApiResult {
+    ok(Items::all(s.callback_log()))
 }

@@ -7,6 +7,9 @@
 //! It enforces the rules the service must cope with (unique transmitter
 //! codes, no test on a device in alarm, ...) and can misbehave on request
 //! (latency, 5xx, 429, dropped connections, hangs, garbled bodies).
+//! Like Stages, it calls the billing integration back when linked records
+//! change ([`callbacks`]; target set with `PUT /admin/callbacks` or
+//! [`SimState::set_callback_target`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -25,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod callbacks;
 pub mod db;
 pub mod error;
 pub mod faults;
@@ -38,6 +42,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
+pub use callbacks::{
+    Callback, CallbackAttempt, CallbackEvent, CallbackReply, CallbackStatus, CallbackTarget,
+    SendToBillingTarget,
+};
 pub use db::{Db, SiteQuery};
 pub use error::ApiError;
 pub use faults::{FaultKind, FaultRule};
@@ -98,6 +106,8 @@ impl Sim {
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
         let state = SimState::new(&config);
+        // Callback delivery runs on the caller's runtime, not on a server worker's.
+        state.start_callback_delivery();
         let server = http::server(state.clone(), listener, 2)?;
         let handle = server.handle();
         let task = tokio::spawn(server);

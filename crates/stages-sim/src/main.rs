@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use stages_sim::{FaultRule, Sim, SimConfig};
+use stages_sim::{CallbackTarget, FaultRule, Sim, SimConfig};
 
 const FAULT_HELP: &str = "\
 Fault rule, repeatable: ROUTE=KIND[:ARG][,times=N][,probability=P]
@@ -46,6 +46,26 @@ struct Args {
     seed_sites: usize,
     #[arg(long = "fault", value_name = "SPEC", help = "Fault rule, repeatable (see --help)", long_help = FAULT_HELP)]
     faults: Vec<FaultRule>,
+    /// Where to send callbacks (e.g. http://127.0.0.1:PORT/v1/webhooks/stages/CONNECTION_ID);
+    /// none are sent without it (see also PUT /admin/callbacks).
+    #[arg(long, env = "STAGES_SIM_CALLBACK_URL", value_name = "URL")]
+    callback_url: Option<String>,
+    /// HTTP Basic username for callbacks.
+    #[arg(
+        long,
+        env = "STAGES_SIM_CALLBACK_USERNAME",
+        default_value = "",
+        requires = "callback_url"
+    )]
+    callback_username: String,
+    /// HTTP Basic password for callbacks.
+    #[arg(
+        long,
+        env = "STAGES_SIM_CALLBACK_PASSWORD",
+        default_value = "",
+        requires = "callback_url"
+    )]
+    callback_password: String,
 }
 
 #[tokio::main]
@@ -59,6 +79,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let args = Args::parse();
+    let callback = args
+        .callback_url
+        .map(|url| CallbackTarget::new(url, args.callback_username, args.callback_password));
+    if let Some(target) = &callback {
+        target
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--callback-{e}"))?;
+    }
     let sim = Sim::start(SimConfig {
         bind: args.bind,
         username: args.username,
@@ -67,6 +95,11 @@ async fn main() -> anyhow::Result<()> {
         faults: args.faults,
     })
     .await?;
+    if let Some(target) = callback {
+        sim.state()
+            .set_callback_target(target)
+            .map_err(|e| anyhow::anyhow!("--callback-{e}"))?;
+    }
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "stages-sim listening on {}", sim.base_url())?;

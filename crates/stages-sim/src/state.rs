@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::callbacks::{CallbackAttempt, CallbackReply, CallbackStatus, CallbackTarget, Hub};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::faults::{self, FaultRule, Plan};
@@ -39,6 +40,7 @@ struct Inner {
     users: Mutex<HashMap<String, String>>,
     faults: Mutex<Vec<FaultRule>>,
     requests: Mutex<BTreeMap<String, u64>>,
+    callbacks: Hub,
     initial: SimConfig,
 }
 
@@ -66,6 +68,7 @@ impl SimState {
                 users: Mutex::new(HashMap::new()),
                 faults: Mutex::new(Vec::new()),
                 requests: Mutex::new(BTreeMap::new()),
+                callbacks: Hub::new(),
                 initial: config.clone(),
             }),
         };
@@ -74,7 +77,8 @@ impl SimState {
     }
 
     /// Back to the state at start: the seeded sites, the first user, the
-    /// start-up faults, no counted requests.
+    /// start-up faults, no counted requests, no queued callbacks and zero
+    /// callback counters. The callback target is kept.
     pub fn reset(&self) {
         let cfg = &self.inner.initial;
         let mut db = Db::new();
@@ -86,6 +90,7 @@ impl SimState {
         drop(users);
         *lock(&self.inner.faults) = cfg.faults.clone();
         lock(&self.inner.requests).clear();
+        self.inner.callbacks.reset();
     }
 
     /// Runs `f` on the records under the lock (keep it short).
@@ -227,14 +232,46 @@ impl SimState {
         self.with_db(|db| db.create_site(site, now()))
     }
 
-    /// Changes a site as a Stages operator would.
+    /// Changes a site as a Stages operator would (what `PATCH
+    /// /api/v1/sites/{site_no}` does). A change of address1, address2, city,
+    /// state, zip, phone or info of a linked site queues a `site.updated`
+    /// callback. (`with_db(|db| db.patch_site(..))` changes the record
+    /// without any callback.)
     pub fn patch_site(&self, site_no: &str, patch: SitePatch) -> Result<Site, ApiError> {
-        self.with_db(|db| db.patch_site(site_no, patch, now()))
+        let now = now();
+        self.with_db(|db| {
+            let before = db.get_site(site_no)?;
+            let after = db.patch_site(site_no, patch, now)?;
+            // Queued under the records' lock: callbacks keep the order of changes.
+            self.inner.callbacks.site_changed(&before, &after, now);
+            Ok(after)
+        })
     }
 
-    /// Changes a device as a Stages operator would.
+    /// Changes a device as a Stages operator would (`PATCH
+    /// /api/v1/devices/{device_id}`). A change of location or info of a linked
+    /// device queues a `device.updated` callback.
     pub fn patch_device(&self, device_id: &str, patch: DevicePatch) -> Result<Device, ApiError> {
-        self.with_db(|db| db.patch_device(device_id, patch, now()))
+        let now = now();
+        self.with_db(|db| {
+            let before = db.get_device(device_id, now)?;
+            let after = db.patch_device(device_id, patch, now)?;
+            self.inner.callbacks.device_changed(&before, &after, now);
+            Ok(after)
+        })
+    }
+
+    /// Changes a device's transmitter code (`POST
+    /// /api/v1/devices/{device_id}/change-xmit`). A change on a linked device
+    /// queues a `device.updated` callback with `transmitter_code`.
+    pub fn change_xmit(&self, device_id: &str, new_code: &str) -> Result<Device, ApiError> {
+        let now = now();
+        self.with_db(|db| {
+            let before = db.get_device(device_id, now)?;
+            let after = db.change_xmit(device_id, new_code, now)?;
+            self.inner.callbacks.device_changed(&before, &after, now);
+            Ok(after)
+        })
     }
 
     /// Sets what the panel reports: normal, alarm or out of service.
@@ -255,5 +292,68 @@ impl SimState {
         point: Option<u32>,
     ) -> Result<HistoryEntry, ApiError> {
         self.with_db(|db| db.add_signal(device_id, now(), event_code, description, point))
+    }
+
+    // ---- callbacks ------------------------------------------------------
+
+    /// Sets (replaces) where callbacks go. Queued callbacks keep the target
+    /// they were queued for.
+    pub fn set_callback_target(&self, target: CallbackTarget) -> Result<(), String> {
+        self.inner.callbacks.set_target(target)
+    }
+
+    /// Stops callbacks: no target, queued ones dropped.
+    pub fn clear_callback_target(&self) {
+        self.inner.callbacks.clear_target();
+    }
+
+    /// The target (password included), if any.
+    pub fn callback_target(&self) -> Option<CallbackTarget> {
+        self.inner.callbacks.target().map(|t| (*t).clone())
+    }
+
+    /// The target without password, and the counters.
+    pub fn callback_status(&self) -> CallbackStatus {
+        self.inner.callbacks.status()
+    }
+
+    /// Every HTTP request made to the target, oldest first (the last 1000).
+    pub fn callback_log(&self) -> Vec<CallbackAttempt> {
+        self.inner.callbacks.log()
+    }
+
+    /// Callbacks queued or in flight.
+    pub fn callbacks_pending(&self) -> u64 {
+        self.inner.callbacks.pending()
+    }
+
+    /// Waits until no callback is queued or in flight; false on timeout.
+    pub async fn callbacks_idle(&self, timeout: std::time::Duration) -> bool {
+        self.inner.callbacks.ensure_worker();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.inner.callbacks.pending() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends one callback (any JSON object) to the target now, once, and
+    /// returns its answer. A missing `event_id` or `occurred_at` is filled
+    /// in; a given `event_id` is kept. 409 `no_callback_target` without a
+    /// target, 502 `callback_failed` when the target does not answer.
+    pub async fn send_callback(&self, body: serde_json::Value) -> Result<CallbackReply, ApiError> {
+        self.inner.callbacks.send_now(body).await
+    }
+
+    /// Starts the callback delivery task on the current runtime if it is
+    /// not running yet (it starts by itself when the state is made inside a
+    /// tokio runtime).
+    pub fn start_callback_delivery(&self) {
+        self.inner.callbacks.ensure_worker();
     }
 }

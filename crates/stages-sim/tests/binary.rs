@@ -98,6 +98,70 @@ async fn binary_prints_its_address_and_serves() {
     assert_eq!(second.status(), 200);
 }
 
+#[tokio::test]
+async fn binary_takes_a_callback_target() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stages-sim"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--callback-url",
+            "http://127.0.0.1:9/v1/webhooks/stages/conn-1",
+            "--callback-username",
+            "cb-user",
+            "--callback-password",
+            "cb-secret",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a line on stdout");
+    let base = line
+        .trim()
+        .strip_prefix("stages-sim listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    let status: Value = reqwest::get(format!("{base}/admin/callbacks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["target"]["url"],
+        "http://127.0.0.1:9/v1/webhooks/stages/conn-1"
+    );
+    assert_eq!(status["target"]["username"], "cb-user");
+    assert!(!status.to_string().contains("cb-secret"));
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_stages-sim"))
+        .args([
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--callback-url",
+            "not a url",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
 #[test]
 fn help_documents_the_fault_syntax() {
     let out = Command::new(env!("CARGO_BIN_EXE_stages-sim"))
