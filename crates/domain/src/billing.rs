@@ -134,6 +134,37 @@ pub type BillingSite = BillingRecord<SiteFields>;
 pub type BillingSystem = BillingRecord<SystemFields>;
 pub type BillingUser = BillingRecord<UserFields>;
 
+/// A change the service itself makes to a billing record (a sync taking the
+/// Stages value, a Stages callback, a push setting the system number, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillingWrite {
+    Customer {
+        id: BillingId,
+        fields: CustomerFields,
+    },
+    Site {
+        id: BillingId,
+        fields: SiteFields,
+    },
+    System {
+        id: BillingId,
+        fields: SystemFields,
+    },
+    User {
+        id: BillingId,
+        fields: UserFields,
+    },
+}
+
+/// What a `BillingWrite` did, with the record as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillingWritten {
+    Customer(Upserted<BillingCustomer>),
+    Site(Upserted<BillingSite>),
+    System(Upserted<BillingSystem>),
+    User(Upserted<BillingUser>),
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upserted<T> {

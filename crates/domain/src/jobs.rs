@@ -79,6 +79,12 @@ impl JobState {
 /// Job kinds, as stored.
 pub mod kinds {
     pub const RECONCILE: &str = "reconcile";
+    /// Push a linked billing record's changed fields to Stages (Auto Sync outbox).
+    pub const AUTO_SYNC_PUSH: &str = "auto_sync_push";
+    /// Apply a stored Stages callback to the billing records.
+    pub const STAGES_CALLBACK: &str = "stages_callback";
+    /// Deliver one event to one webhook subscription.
+    pub const WEBHOOK_DELIVERY: &str = "webhook_delivery";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +103,7 @@ pub struct Job {
     pub progress_total: Option<u64>,
     pub summary: Option<serde_json::Value>,
     pub last_error: Option<String>,
-    /// At most one unfinished job per key (e.g. one reconcile per connection).
+    /// At most one queued job per key, and one running at a time (edits coalesce).
     pub unique_key: Option<String>,
     /// Whoever asked for it (a user id or `system`).
     pub created_by: String,

@@ -6,6 +6,7 @@ pub mod adc;
 pub mod audit;
 pub mod billing;
 pub mod connection;
+pub mod events;
 pub mod jobs;
 pub mod link;
 pub mod linking;
@@ -15,6 +16,7 @@ pub mod secret;
 pub mod stages;
 pub mod store;
 pub mod sync;
+pub mod syncing;
 pub mod tenancy;
 pub mod validation;
 

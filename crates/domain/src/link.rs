@@ -68,6 +68,10 @@ pub struct Link {
     pub external_id: String,
     /// A system link's site link.
     pub parent_id: Option<LinkId>,
+    /// The mapped field values both sides agreed on at the last sync or push
+    /// (a `sync::Snapshot`): the base of the three-way merge, and how a
+    /// callback echoing our own push is recognised.
+    pub last_synced: Option<serde_json::Value>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -267,6 +267,12 @@ fn new_device_for(system: &BillingSystem, spec: &PushSystem) -> NewStagesDevice 
     let mut fields = spec.device.clone();
     fields.transmitter_code = fields.transmitter_code.trim().to_owned();
     fields.billing_id = Some(system.id.as_str().to_owned());
+    if fields.location.is_empty() {
+        fields.location = system.fields.location.clone();
+    }
+    if fields.info.is_empty() {
+        fields.info = system.fields.info.clone();
+    }
     NewStagesDevice {
         fields,
         configurations: spec.configurations.clone(),
@@ -508,6 +514,18 @@ pub async fn push(
                 .insert_links(&caller.dealer, vec![new], vec![entry])
                 .await?
                 .remove(0);
+            // Both sides now hold the billing values: the base of later syncs.
+            ports
+                .links
+                .set_link_snapshot(
+                    &caller.dealer,
+                    link.id,
+                    crate::syncing::pushed_snapshot(
+                        LinkKind::Site,
+                        &crate::sync::billing_site_values(&site.fields),
+                    ),
+                )
+                .await?;
             records.push(PushedRecord {
                 kind: LinkKind::Site,
                 billing_id: site.id.to_string(),
@@ -575,16 +593,55 @@ pub async fn push(
             .insert_links(&caller.dealer, vec![new], vec![entry])
             .await?
             .remove(0);
-        // The transmitter code entered for Stages becomes the billing system number.
+        // The transmitter code entered for Stages becomes the billing system
+        // number: a change the service makes, so it is published.
+        // Location and info typed for the device are the system's too, so both
+        // sides agree after the push.
         let code = spec.device.transmitter_code.trim();
-        if system.fields.system_number != code {
-            let mut fields = system.fields.clone();
-            fields.system_number = code.to_owned();
+        let mut fields = system.fields.clone();
+        fields.system_number = code.to_owned();
+        if !spec.device.location.is_empty() {
+            fields.location = spec.device.location.clone();
+        }
+        if !spec.device.info.is_empty() {
+            fields.info = spec.device.info.clone();
+        }
+        if fields != system.fields {
+            let event = crate::events::NewEvent {
+                event_type: crate::events::types::BILLING_SYSTEM_UPDATED.into(),
+                subject_kind: "system".into(),
+                subject_id: system.id.to_string(),
+                connection_id: Some(connection_id),
+                data: serde_json::json!({
+                    "changed": {"system_number": code, "location": fields.location, "info": fields.info},
+                    "record": fields,
+                    "source": "push",
+                }),
+            };
             ports
                 .billing
-                .upsert_system(&caller.dealer, &system.id, fields, None)
+                .write_billing(
+                    &caller.dealer,
+                    crate::billing::BillingWrite::System {
+                        id: system.id.clone(),
+                        fields: fields.clone(),
+                    },
+                    vec![event],
+                    Some(connection_id),
+                )
                 .await?;
         }
+        ports
+            .links
+            .set_link_snapshot(
+                &caller.dealer,
+                link.id,
+                crate::syncing::pushed_snapshot(
+                    LinkKind::System,
+                    &crate::sync::billing_system_values(&fields),
+                ),
+            )
+            .await?;
         records.push(PushedRecord {
             kind: LinkKind::System,
             billing_id: system.id.to_string(),

@@ -703,3 +703,68 @@ impl std::fmt::Debug for StagesTarget {
 pub trait StagesConnector: Send + Sync {
     fn connect(&self, target: StagesTarget) -> std::sync::Arc<dyn StagesApi>;
 }
+
+/// A callback Stages sends to the service (outbound from Stages): HTTP Basic
+/// with the connection's inbound credential, JSON body, an id unique per event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagesCallback {
+    pub event_id: String,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: StagesCallbackEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum StagesCallbackEvent {
+    /// Site fields changed in Stages; `changes` holds the new values by
+    /// Stages field name (address1, address2, city, state, zip, phone, info, ...).
+    #[serde(rename = "site.updated")]
+    SiteUpdated {
+        site_no: String,
+        #[serde(default)]
+        billing_id: Option<String>,
+        changes: std::collections::BTreeMap<String, String>,
+    },
+    /// Device fields changed in Stages (`transmitter_code`, ...).
+    #[serde(rename = "device.updated")]
+    DeviceUpdated {
+        device_id: String,
+        site_no: String,
+        #[serde(default)]
+        billing_id: Option<String>,
+        changes: std::collections::BTreeMap<String, String>,
+    },
+    /// Stages sends a whole site to billing: as a new customer or to an existing one.
+    #[serde(rename = "site.send_to_billing")]
+    SendToBilling {
+        site_no: String,
+        target: SendToBillingTarget,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SendToBillingTarget {
+    NewCustomer {
+        #[serde(default)]
+        business: bool,
+        #[serde(default)]
+        first_name: String,
+        #[serde(default)]
+        last_name: String,
+        #[serde(default)]
+        address1: String,
+        #[serde(default)]
+        address2: String,
+        #[serde(default)]
+        city: String,
+        #[serde(default)]
+        state: String,
+        #[serde(default)]
+        zip: String,
+    },
+    ExistingCustomer {
+        customer_id: String,
+    },
+}

@@ -151,8 +151,12 @@ pub trait IdempotencyStore: Send + Sync {
 
 use crate::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use crate::billing::{
-    BillingCustomer, BillingId, BillingSite, BillingSystem, BillingUser, CustomerFields,
-    SiteFields, SystemFields, Upserted, UserFields,
+    BillingCustomer, BillingId, BillingSite, BillingSystem, BillingUser, BillingWrite,
+    BillingWritten, CustomerFields, SiteFields, SystemFields, Upserted, UserFields,
+};
+use crate::events::{
+    Event, NewEvent, NewWebhookSubscription, SubscriptionChanges, SubscriptionId,
+    WebhookSubscription,
 };
 use crate::jobs::{Job, JobFailure, JobId, JobState, NewJob};
 use crate::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
@@ -160,6 +164,13 @@ use crate::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink,
 /// The billing records. Upserts check `expected_version` (If-Match) when given
 /// and bump the version; references (a site's customer, a system's site) must
 /// exist (`Conflict` naming the missing record otherwise).
+///
+/// Auto Sync outbox (S19): when an upsert of a site or system changes its
+/// fields, the same transaction enqueues, for each of its links on a
+/// connection that is active with `auto_sync` on, a job of kind
+/// `auto_sync_push` with payload `{"link_id": ...}`, `unique_key`
+/// `auto_sync:<link id>` (so quick edits coalesce into one queued push that
+/// reads the latest values when it runs) and 8 attempts.
 #[async_trait]
 pub trait BillingStore: Send + Sync {
     async fn upsert_customer(
@@ -239,6 +250,20 @@ pub trait BillingStore: Send + Sync {
         expected_version: Option<i64>,
     ) -> StoreResult<()>;
 
+    /// A change the service itself makes, written with its events in one
+    /// transaction (each event also enqueues a `webhook_delivery` job
+    /// `{"subscription_id", "event_id"}` per active subscription that wants
+    /// it). Auto Sync jobs are enqueued as for an upsert, except for links on
+    /// `origin`: the connection the change came from must not get it back.
+    /// A write that changes nothing records nothing (no version, events or pushes).
+    async fn write_billing(
+        &self,
+        dealer: &DealerId,
+        write: BillingWrite,
+        events: Vec<NewEvent>,
+        origin: Option<crate::connection::ConnectionId>,
+    ) -> StoreResult<BillingWritten>;
+
     /// Which of these billing ids exist as records of `kind` (site or system).
     async fn existing_billing_ids(
         &self,
@@ -304,6 +329,14 @@ pub trait LinkStore: Send + Sync {
     /// Removes links without remembering them: undoes links whose Stages
     /// write failed. Children go with their site link.
     async fn discard_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()>;
+    /// Keeps the values both sides agreed on (see `Link::last_synced`); the
+    /// link's version does not change.
+    async fn set_link_snapshot(
+        &self,
+        dealer: &DealerId,
+        id: LinkId,
+        snapshot: serde_json::Value,
+    ) -> StoreResult<()>;
     async fn deliberate_unlinks(
         &self,
         dealer: &DealerId,
@@ -329,7 +362,9 @@ pub trait AuditStore: Send + Sync {
 /// claimed again, so handlers must be idempotent.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// With a `unique_key`, an unfinished job of that key is returned instead of a new one.
+    /// With a `unique_key`, a *queued* job of that key is returned instead of a
+    /// new one (edits coalesce); a queued job is not claimed while another job
+    /// of its key runs, so one key never runs twice at once.
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job>;
     /// Takes the oldest due job of these kinds (queued and due, or running with
     /// an expired lease), counts the attempt, and leases it to `worker`.
@@ -362,7 +397,8 @@ pub trait JobStore: Send + Sync {
         worker: &str,
         summary: serde_json::Value,
     ) -> StoreResult<()>;
-    /// Returns the state the job ends in (queued for a retry, dead, failed).
+    /// Returns the state the job ends in (queued for a retry, dead, failed, or
+    /// cancelled when a newer job of its key is already queued: it supersedes the retry).
     async fn fail_job(&self, id: JobId, worker: &str, failure: JobFailure)
         -> StoreResult<JobState>;
     async fn job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
@@ -379,4 +415,107 @@ pub trait JobStore: Send + Sync {
     async fn cancel_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
     /// A dead or failed job goes back to the queue with fresh attempts.
     async fn retry_job(&self, dealer: &DealerId, id: JobId) -> StoreResult<Job>;
+}
+
+/// The change feed.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Events after `after` (a `seq`), oldest first, of the given types (all
+    /// when empty), at most `limit`.
+    async fn list_events(
+        &self,
+        dealer: &DealerId,
+        after: Option<i64>,
+        types: &[String],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+    async fn event(&self, dealer: &DealerId, id: uuid::Uuid) -> StoreResult<Event>;
+    /// Records events that are not billing writes (e.g. an unmatched callback),
+    /// with their webhook deliveries, in one transaction.
+    async fn record_events(
+        &self,
+        dealer: &DealerId,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<Event>>;
+}
+
+/// Outbound webhook subscriptions; secrets encrypted at rest.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_subscription(
+        &self,
+        dealer: &DealerId,
+        new: NewWebhookSubscription,
+    ) -> StoreResult<WebhookSubscription>;
+    async fn subscription(
+        &self,
+        dealer: &DealerId,
+        id: SubscriptionId,
+    ) -> StoreResult<WebhookSubscription>;
+    async fn list_subscriptions(
+        &self,
+        dealer: &DealerId,
+        page: PageRequest,
+    ) -> StoreResult<Page<WebhookSubscription>>;
+    async fn update_subscription(
+        &self,
+        dealer: &DealerId,
+        id: SubscriptionId,
+        changes: SubscriptionChanges,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WebhookSubscription>;
+    async fn delete_subscription(&self, dealer: &DealerId, id: SubscriptionId) -> StoreResult<()>;
+    /// The signing secret (decrypted) for a delivery.
+    async fn subscription_secret(
+        &self,
+        dealer: &DealerId,
+        id: SubscriptionId,
+    ) -> StoreResult<Secret>;
+    /// Marks it disabled with the reason (e.g. the receiver answered 410).
+    async fn disable_subscription(
+        &self,
+        dealer: &DealerId,
+        id: SubscriptionId,
+        reason: &str,
+    ) -> StoreResult<()>;
+}
+
+/// Inbound callbacks (from Stages), stored before they are answered.
+#[async_trait]
+pub trait InboxStore: Send + Sync {
+    /// Stores a callback once per (connection, event id) and enqueues `job` in
+    /// the same transaction. `Ok(false)`: already received, nothing enqueued.
+    async fn receive_callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+        event_id: &str,
+        payload: serde_json::Value,
+        job: NewJob,
+    ) -> StoreResult<bool>;
+    /// Records how processing ended (applied, echo, unmatched: ...).
+    async fn mark_callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+        event_id: &str,
+        outcome: &str,
+    ) -> StoreResult<()>;
+    /// The stored callback, for the job that processes it.
+    async fn callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+        event_id: &str,
+    ) -> StoreResult<serde_json::Value>;
+}
+
+/// Finds a connection by its id alone, for unauthenticated inbound callbacks
+/// whose Basic credentials are checked against the connection's inbound credential.
+#[async_trait]
+pub trait InboundLookup: Send + Sync {
+    async fn connection_for_callback(
+        &self,
+        id: crate::connection::ConnectionId,
+    ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>>;
 }

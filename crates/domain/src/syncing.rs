@@ -1,0 +1,620 @@
+//! Sync use cases (S10, S11, S18, S19, B5): the diff of a link, record sync
+//! and account sync on request, the Auto Sync push a billing change causes,
+//! and the Stages callbacks that bring Stages' changes to billing. All of them
+//! go through the same three-way merge, with the link's last synced values as
+//! the base, which is also how a callback echoing our own push is recognised.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::billing::{BillingSite, BillingSystem, BillingWrite};
+use crate::connection::{Connection, ConnectionId, ConnectionStatus, CredentialOwner};
+use crate::events::{types, NewEvent};
+use crate::link::{Link, LinkFilter, LinkId, LinkKind};
+use crate::linking::LinkingPorts;
+use crate::operations::{stages_as_caller, OperationError};
+use crate::stages::{StagesApi, StagesCallbackEvent, StagesError, StagesTarget};
+use crate::store::{EventStore, PageRequest, StoreError};
+use crate::sync::{self, FieldChoice, FieldDiff, FieldStatus, MergePlan, Side, Snapshot, Values};
+use crate::tenancy::{Caller, DealerId};
+
+/// The records of one link, both sides, as they are now.
+struct Sides {
+    link: Link,
+    connection: Connection,
+    api: Arc<dyn StagesApi>,
+    billing: Record,
+    billing_values: Values,
+    external_values: Values,
+}
+
+enum Record {
+    Site(BillingSite),
+    System(BillingSystem),
+}
+
+fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
+    move |error| OperationError::Upstream {
+        connection: connection.name.as_str().to_owned(),
+        error,
+    }
+}
+
+fn snapshot_of(link: &Link) -> Option<Snapshot> {
+    link.last_synced
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The Stages API with the dealer credential, for work nobody is waiting on
+/// (Auto Sync pushes, callbacks): it has no user to act as.
+pub async fn stages_as_dealer(
+    ports: LinkingPorts<'_>,
+    connection: &Connection,
+) -> Result<Arc<dyn StagesApi>, OperationError> {
+    let credential = ports
+        .connections
+        .credential(&connection.dealer, connection.id, &CredentialOwner::Dealer)
+        .await?
+        .ok_or_else(|| {
+            OperationError::MissingCredentials(format!(
+                "connection '{}' has no dealer credentials; background sync acts with them",
+                connection.name.as_str()
+            ))
+        })?;
+    Ok(ports.stages.connect(StagesTarget {
+        key: connection.id.to_string(),
+        endpoint: connection.endpoint.url().clone(),
+        username: credential.username,
+        password: credential.password.expose().to_owned(),
+    }))
+}
+
+async fn link_and_connection(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    link_id: LinkId,
+) -> Result<(Link, Connection), OperationError> {
+    let link = ports
+        .links
+        .link(dealer, link_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => OperationError::NotFound("no such link".into()),
+            other => other.into(),
+        })?;
+    let connection = ports
+        .connections
+        .connection(dealer, link.connection_id)
+        .await?;
+    Ok((link, connection))
+}
+
+async fn load_sides(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    link: Link,
+    connection: Connection,
+    api: Arc<dyn StagesApi>,
+) -> Result<Sides, OperationError> {
+    let (billing, billing_values, external_values) = match link.kind {
+        LinkKind::Site => {
+            let site = ports.billing.site(dealer, &link.billing_id).await?;
+            let external = api
+                .get_site(&link.external_id)
+                .await
+                .map_err(upstream(&connection))?;
+            let values = sync::billing_site_values(&site.fields);
+            (
+                Record::Site(site),
+                values,
+                sync::stages_site_values(&external),
+            )
+        }
+        LinkKind::System => {
+            let system = ports.billing.system(dealer, &link.billing_id).await?;
+            let external = api
+                .get_device(&link.external_id)
+                .await
+                .map_err(upstream(&connection))?;
+            let values = sync::billing_system_values(&system.fields);
+            (
+                Record::System(system),
+                values,
+                sync::stages_device_values(&external.fields),
+            )
+        }
+    };
+    Ok(Sides {
+        link,
+        connection,
+        api,
+        billing,
+        billing_values,
+        external_values,
+    })
+}
+
+async fn sides_as_caller(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+) -> Result<Sides, OperationError> {
+    let (link, connection) = link_and_connection(ports, &caller.dealer, link_id).await?;
+    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    load_sides(ports, &caller.dealer, link, connection, api).await
+}
+
+/// The diff of a link, field by field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkDiff {
+    pub link_id: LinkId,
+    pub kind: LinkKind,
+    pub fields: Vec<FieldDiff>,
+}
+
+pub async fn link_diff(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+) -> Result<LinkDiff, OperationError> {
+    let sides = sides_as_caller(ports, caller, link_id).await?;
+    let fields = sync::diff(
+        sync::fields_for(sides.link.kind),
+        &sides.billing_values,
+        &sides.external_values,
+        snapshot_of(&sides.link).as_ref(),
+    );
+    Ok(LinkDiff {
+        link_id,
+        kind: sides.link.kind,
+        fields,
+    })
+}
+
+/// What a sync did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncOutcome {
+    pub link_id: LinkId,
+    pub dry_run: bool,
+    pub fields: Vec<FieldDiff>,
+    pub plan: MergePlan,
+}
+
+/// Writes values from Stages into a billing record and publishes the change
+/// on the feed, in one transaction. Auto Sync skips `connection_id`, where the
+/// values came from.
+async fn write_to_billing(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    record: &Record,
+    connection_id: ConnectionId,
+    values: &Values,
+    source: &str,
+) -> Result<(), OperationError> {
+    let unknown = |e: sync::UnknownField| OperationError::Conflict {
+        code: "unknown_field",
+        message: e.to_string(),
+    };
+    let (write, event_type, kind, id, after) = match record {
+        Record::Site(site) => {
+            let fields = sync::apply_to_billing_site(&site.fields, values).map_err(unknown)?;
+            let after = serde_json::to_value(&fields).unwrap_or_default();
+            (
+                BillingWrite::Site {
+                    id: site.id.clone(),
+                    fields,
+                },
+                types::BILLING_SITE_UPDATED,
+                "site",
+                site.id.to_string(),
+                after,
+            )
+        }
+        Record::System(system) => {
+            let fields = sync::apply_to_billing_system(&system.fields, values).map_err(unknown)?;
+            let after = serde_json::to_value(&fields).unwrap_or_default();
+            (
+                BillingWrite::System {
+                    id: system.id.clone(),
+                    fields,
+                },
+                types::BILLING_SYSTEM_UPDATED,
+                "system",
+                system.id.to_string(),
+                after,
+            )
+        }
+    };
+    let event = NewEvent {
+        event_type: event_type.into(),
+        subject_kind: kind.into(),
+        subject_id: id,
+        connection_id: Some(connection_id),
+        data: serde_json::json!({"changed": values, "record": after, "source": source}),
+    };
+    ports
+        .billing
+        .write_billing(dealer, write, vec![event], Some(connection_id))
+        .await?;
+    Ok(())
+}
+
+/// Writes values to the Stages record of a link.
+async fn write_to_stages(sides: &Sides, values: &Values) -> Result<(), OperationError> {
+    let invalid = |e: sync::UnknownField| OperationError::Conflict {
+        code: "unknown_field",
+        message: e.to_string(),
+    };
+    match sides.link.kind {
+        LinkKind::Site => {
+            let patch = sync::stages_site_patch(values).map_err(invalid)?;
+            sides
+                .api
+                .update_site(&sides.link.external_id, &patch)
+                .await
+                .map_err(upstream(&sides.connection))?;
+        }
+        LinkKind::System => {
+            let update = sync::stages_device_update(values).map_err(invalid)?;
+            if let Some(code) = &update.new_transmitter_code {
+                sides
+                    .api
+                    .change_transmitter_code(&sides.link.external_id, code)
+                    .await
+                    .map_err(upstream(&sides.connection))?;
+            }
+            if update.patch != Default::default() {
+                sides
+                    .api
+                    .update_device(&sides.link.external_id, &update.patch)
+                    .await
+                    .map_err(upstream(&sides.connection))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply_plan(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    sides: &Sides,
+    plan: &MergePlan,
+) -> Result<(), OperationError> {
+    if !plan.to_external.is_empty() {
+        write_to_stages(sides, &plan.to_external).await?;
+    }
+    if !plan.to_billing.is_empty() {
+        write_to_billing(
+            ports,
+            dealer,
+            &sides.billing,
+            sides.connection.id,
+            &plan.to_billing,
+            "sync",
+        )
+        .await?;
+    }
+    ports
+        .links
+        .set_link_snapshot(
+            dealer,
+            sides.link.id,
+            serde_json::to_value(&plan.new_snapshot).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Record sync (S11, B5): a choice per field; a field left out takes the
+/// merge's proposal (one-sided changes merge by themselves). Only this record,
+/// not its children. `dry_run` shows the result and writes nothing.
+pub async fn sync_link(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+    choices: &BTreeMap<String, FieldChoice>,
+    dry_run: bool,
+) -> Result<SyncOutcome, OperationError> {
+    let sides = sides_as_caller(ports, caller, link_id).await?;
+    let fields = sync::diff(
+        sync::fields_for(sides.link.kind),
+        &sides.billing_values,
+        &sides.external_values,
+        snapshot_of(&sides.link).as_ref(),
+    );
+    let plan = sync::merge(&fields, choices).map_err(|e| OperationError::Invalid(e.into()))?;
+    if !dry_run {
+        apply_plan(ports, &caller.dealer, &sides, &plan).await?;
+    }
+    Ok(SyncOutcome {
+        link_id,
+        dry_run,
+        fields,
+        plan,
+    })
+}
+
+/// Account sync (S10): every field from one side. A system's sync also syncs
+/// its site; a site's sync syncs the site only.
+pub async fn account_sync(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+    side: Side,
+) -> Result<Vec<SyncOutcome>, OperationError> {
+    let link = ports
+        .links
+        .link(&caller.dealer, link_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => OperationError::NotFound("no such link".into()),
+            other => other.into(),
+        })?;
+    let mut order = vec![link.id];
+    if let (LinkKind::System, Some(parent)) = (link.kind, link.parent_id) {
+        order.push(parent);
+    }
+    let mut outcomes = Vec::new();
+    for id in order {
+        let kind = ports.links.link(&caller.dealer, id).await?.kind;
+        let choices = sync::account_sync(sync::fields_for(kind), side);
+        outcomes.push(sync_link(ports, caller, id, &choices, false).await?);
+    }
+    Ok(outcomes)
+}
+
+/// What an Auto Sync push did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoSyncOutcome {
+    pub link_id: LinkId,
+    /// Fields written to Stages.
+    pub pushed: Values,
+    /// Why nothing was pushed, when nothing was.
+    pub skipped: Option<String>,
+}
+
+/// The Auto Sync push (S19) of one link, run by a job the billing change
+/// enqueued: the fields billing changed since the last sync go to Stages.
+/// Fields only Stages changed are left for its callbacks. Safe to repeat.
+pub async fn auto_sync_push(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    link_id: LinkId,
+) -> Result<AutoSyncOutcome, OperationError> {
+    let skipped = |why: &str| AutoSyncOutcome {
+        link_id,
+        pushed: Values::new(),
+        skipped: Some(why.to_owned()),
+    };
+    let link = match ports.links.link(dealer, link_id).await {
+        Ok(l) => l,
+        Err(StoreError::NotFound) => return Ok(skipped("the link no longer exists")),
+        Err(e) => return Err(e.into()),
+    };
+    let connection = ports
+        .connections
+        .connection(dealer, link.connection_id)
+        .await?;
+    if !connection.auto_sync || connection.status != ConnectionStatus::Active {
+        return Ok(skipped("auto sync is off for this connection"));
+    }
+    let api = stages_as_dealer(ports, &connection).await?;
+    let sides = load_sides(ports, dealer, link.clone(), connection, api).await?;
+    let fields = sync::diff(
+        sync::fields_for(link.kind),
+        &sides.billing_values,
+        &sides.external_values,
+        snapshot_of(&link).as_ref(),
+    );
+    let mut pushed = Values::new();
+    let mut snapshot = snapshot_of(&link)
+        .map(Snapshot::into_values)
+        .unwrap_or_default();
+    for d in &fields {
+        match d.status {
+            FieldStatus::BillingChanged | FieldStatus::Conflict | FieldStatus::Unknown => {
+                pushed.insert(d.field.clone(), d.billing.clone());
+                snapshot.insert(d.field.clone(), d.billing.clone());
+            }
+            FieldStatus::Equal => {
+                snapshot.insert(d.field.clone(), d.billing.clone());
+            }
+            // Stages moved on its own: its callback brings it to billing.
+            FieldStatus::ExternalChanged => {}
+        }
+    }
+    // Push first, then record the new base: a failed push leaves the old one,
+    // so the retry still sees billing's change. A callback echoing the push
+    // may arrive in between; it carries billing's own value, which writes nothing.
+    if !pushed.is_empty() {
+        write_to_stages(&sides, &pushed).await?;
+    }
+    ports
+        .links
+        .set_link_snapshot(
+            dealer,
+            link_id,
+            serde_json::to_value(&snapshot).unwrap_or_default(),
+        )
+        .await?;
+    Ok(AutoSyncOutcome {
+        link_id,
+        pushed,
+        skipped: None,
+    })
+}
+
+/// How a Stages callback ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallbackOutcome {
+    /// applied, echo, unchanged, unmatched
+    pub outcome: &'static str,
+    pub applied: Values,
+    pub detail: String,
+}
+
+async fn link_of_external(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    connection_id: ConnectionId,
+    kind: LinkKind,
+    external_id: &str,
+) -> Result<Option<Link>, OperationError> {
+    Ok(ports
+        .links
+        .list_links(
+            dealer,
+            &LinkFilter {
+                connection_id: Some(connection_id),
+                kind: Some(kind),
+                external_id: Some(external_id.to_owned()),
+                ..Default::default()
+            },
+            PageRequest {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .next())
+}
+
+/// Updates from Stages (S18): `site.updated` (address, info, phone) and
+/// `device.updated` (transmitter code) reach the linked billing records. A
+/// value equal to the last synced one is our own push coming back (an echo)
+/// and changes nothing; unknown or unlinked records are reported as events.
+pub async fn apply_stages_callback(
+    ports: LinkingPorts<'_>,
+    events: &dyn EventStore,
+    connection: &Connection,
+    event: &StagesCallbackEvent,
+) -> Result<CallbackOutcome, OperationError> {
+    let dealer = &connection.dealer;
+    let (kind, external_id, changes) = match event {
+        StagesCallbackEvent::SiteUpdated {
+            site_no, changes, ..
+        } => (LinkKind::Site, site_no, changes),
+        StagesCallbackEvent::DeviceUpdated {
+            device_id, changes, ..
+        } => (LinkKind::System, device_id, changes),
+        StagesCallbackEvent::SendToBilling { .. } => {
+            return Ok(CallbackOutcome {
+                outcome: "unsupported",
+                applied: Values::new(),
+                detail: "site.send_to_billing is answered when it is received".into(),
+            })
+        }
+    };
+    let Some(link) = link_of_external(ports, dealer, connection.id, kind, external_id).await?
+    else {
+        events
+            .record_events(
+                dealer,
+                vec![NewEvent {
+                    event_type: types::STAGES_CALLBACK_UNMATCHED.into(),
+                    subject_kind: kind.as_str().into(),
+                    subject_id: external_id.clone(),
+                    connection_id: Some(connection.id),
+                    data: serde_json::json!({"reason": "not linked on this connection", "changes": changes}),
+                }],
+            )
+            .await?;
+        return Ok(CallbackOutcome {
+            outcome: "unmatched",
+            applied: Values::new(),
+            detail: format!(
+                "Stages {} '{external_id}' is not linked on this connection",
+                kind.as_str()
+            ),
+        });
+    };
+    let fields = sync::fields_for(kind);
+    let (record, billing_values) = match kind {
+        LinkKind::Site => {
+            let site = ports.billing.site(dealer, &link.billing_id).await?;
+            let values = sync::billing_site_values(&site.fields);
+            (Record::Site(site), values)
+        }
+        LinkKind::System => {
+            let system = ports.billing.system(dealer, &link.billing_id).await?;
+            let values = sync::billing_system_values(&system.fields);
+            (Record::System(system), values)
+        }
+    };
+    let mut snapshot = snapshot_of(&link)
+        .map(Snapshot::into_values)
+        .unwrap_or_default();
+    let mut to_billing = Values::new();
+    let mut echoed = 0;
+    for f in fields.iter().filter(|f| f.from_stages_callback) {
+        let Some(value) = changes.get(f.stages_name) else {
+            continue;
+        };
+        let synced = snapshot.get(f.name).cloned();
+        if synced
+            .as_deref()
+            .is_some_and(|s| f.normalizer.equal(s, value))
+        {
+            echoed += 1;
+            continue;
+        }
+        if !billing_values
+            .get(f.name)
+            .is_some_and(|b| f.normalizer.equal(b, value))
+        {
+            to_billing.insert(f.name.to_owned(), value.clone());
+        }
+        snapshot.insert(f.name.to_owned(), value.clone());
+    }
+    if to_billing.is_empty() {
+        ports
+            .links
+            .set_link_snapshot(
+                dealer,
+                link.id,
+                serde_json::to_value(&snapshot).unwrap_or_default(),
+            )
+            .await?;
+        let outcome = if echoed > 0 { "echo" } else { "unchanged" };
+        return Ok(CallbackOutcome {
+            outcome,
+            applied: to_billing,
+            detail: format!(
+                "nothing new for billing {} '{}'",
+                kind.as_str(),
+                link.billing_id
+            ),
+        });
+    }
+    // Billing first, then the snapshot: a crash between the two makes the
+    // retry find billing already equal to the value, which writes nothing.
+    write_to_billing(ports, dealer, &record, connection.id, &to_billing, "stages").await?;
+    ports
+        .links
+        .set_link_snapshot(
+            dealer,
+            link.id,
+            serde_json::to_value(&snapshot).unwrap_or_default(),
+        )
+        .await?;
+    Ok(CallbackOutcome {
+        outcome: "applied",
+        detail: format!(
+            "billing {} '{}' updated from Stages",
+            kind.as_str(),
+            link.billing_id
+        ),
+        applied: to_billing,
+    })
+}
+
+/// Pushes want the link's snapshot to start equal to what was sent.
+pub fn pushed_snapshot(kind: LinkKind, billing_values: &Values) -> serde_json::Value {
+    serde_json::to_value(Snapshot::of(sync::fields_for(kind), billing_values)).unwrap_or_default()
+}
