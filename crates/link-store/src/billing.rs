@@ -1,25 +1,37 @@
 //! `BillingStore` on diesel: the billing system's customers, sites, systems and
 //! users, one row per (dealer, id). The four kinds share one upsert and one
 //! delete, written once over `BillingRow`; only their columns and checks differ.
+//! A change of a linked site or system enqueues its Auto Sync pushes in the
+//! same transaction (outbox), and a change the service makes itself
+//! (`write_billing`) writes its events there too.
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use domain::billing::{
     BillingCustomer, BillingId, BillingRecord, BillingSite, BillingSystem, BillingUser,
-    CustomerFields, CustomerKind, SiteFields, SystemFields, Upserted, UserFields,
+    BillingWrite, BillingWritten, CustomerFields, CustomerKind, SiteFields, SystemFields, Upserted,
+    UserFields,
 };
+use domain::connection::{ConnectionId, ConnectionStatus};
+use domain::events::NewEvent;
+use domain::jobs::{kinds, JobId, NewJob};
 use domain::link::LinkKind;
 use domain::store::{BillingStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
+use crate::audit::uuid_text;
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_foreign_key, in_given_order, into_page, page_limit, per_backend, write_transaction,
     DbConnection, Fail, IN_CHUNK,
 };
-use crate::schema::{billing_customers, billing_sites, billing_systems, billing_users, links};
+use crate::events::insert_events;
+use crate::jobs::enqueue_within;
+use crate::schema::{
+    billing_customers, billing_sites, billing_systems, billing_users, connections, links,
+};
 use crate::Store;
 
 /// How often a write goes round when another writer changed the row between
@@ -28,6 +40,10 @@ const WRITE_ATTEMPTS: usize = 4;
 
 /// A refusal names at most this many dependants.
 const NAMED_DEPENDANTS: i64 = 5;
+
+/// The Auto Sync push of one link (S19).
+const AUTO_SYNC_ATTEMPTS: u32 = 8;
+const AUTO_SYNC_CREATED_BY: &str = "system:auto_sync";
 
 /// What the shared upsert and delete need of a billing table's row.
 trait BillingRow: Sized {
@@ -521,6 +537,13 @@ fn does_not_exist(what: &str, id: &str) -> String {
     format!("{what} '{id}' does not exist")
 }
 
+/// What an upsert did, and whether it wrote anything (a creation or a change
+/// of fields): only then do Auto Sync pushes and events follow.
+struct Saved<F> {
+    upserted: Upserted<BillingRecord<F>>,
+    changed: bool,
+}
+
 /// Creates or replaces the record. A replacement with the very same fields
 /// writes nothing and keeps the version, so a billing system that PUTs its
 /// records again and again does not churn ETags. `missing_reference` is the
@@ -532,7 +555,7 @@ fn upsert_row<R: BillingRow>(
     fields: &R::Fields,
     expected_version: Option<i64>,
     missing_reference: impl Fn() -> String,
-) -> Result<Upserted<BillingRecord<R::Fields>>, Fail> {
+) -> Result<Saved<R::Fields>, Fail> {
     let now = to_db_time(Utc::now());
     for _ in 0..WRITE_ATTEMPTS {
         let written = match R::find(conn, dealer, id)? {
@@ -552,9 +575,12 @@ fn upsert_row<R: BillingRow>(
                 }
                 let current = current.into_record()?;
                 if current.fields == *fields {
-                    return Ok(Upserted {
-                        record: current,
-                        created: false,
+                    return Ok(Saved {
+                        upserted: Upserted {
+                            record: current,
+                            created: false,
+                        },
+                        changed: false,
                     });
                 }
                 let row = R::build(dealer, id, fields, version + 1, created_at, now);
@@ -564,9 +590,12 @@ fn upsert_row<R: BillingRow>(
             }
         };
         if let Some((row, created)) = written {
-            return Ok(Upserted {
-                record: row.into_record()?,
-                created,
+            return Ok(Saved {
+                upserted: Upserted {
+                    record: row.into_record()?,
+                    created,
+                },
+                changed: true,
             });
         }
         // Created or changed by another writer in between: look again.
@@ -576,6 +605,154 @@ fn upsert_row<R: BillingRow>(
         R::WHAT
     ))
     .into())
+}
+
+fn save_customer(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    fields: &CustomerFields,
+    expected_version: Option<i64>,
+) -> Result<Saved<CustomerFields>, Fail> {
+    upsert_row::<CustomerRow>(conn, dealer, id, fields, expected_version, || {
+        "a billing customer has no references".to_owned()
+    })
+}
+
+/// A site's customer, when it names one, must exist.
+fn save_site(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    fields: &SiteFields,
+    expected_version: Option<i64>,
+) -> Result<Saved<SiteFields>, Fail> {
+    let customer = fields.customer_id.as_ref().map(BillingId::as_str);
+    let missing = || does_not_exist(CustomerRow::WHAT, customer.unwrap_or("(none)"));
+    if let Some(customer) = customer {
+        if !customer_exists(conn, dealer, customer)? {
+            return Err(StoreError::Conflict(missing()).into());
+        }
+    }
+    upsert_row::<SiteRow>(conn, dealer, id, fields, expected_version, missing)
+}
+
+/// A system's site must exist.
+fn save_system(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    fields: &SystemFields,
+    expected_version: Option<i64>,
+) -> Result<Saved<SystemFields>, Fail> {
+    let site = fields.site_id.as_str();
+    let missing = || does_not_exist(SiteRow::WHAT, site);
+    if !site_exists(conn, dealer, site)? {
+        return Err(StoreError::Conflict(missing()).into());
+    }
+    upsert_row::<SystemRow>(conn, dealer, id, fields, expected_version, missing)
+}
+
+fn save_user(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    fields: &UserFields,
+    expected_version: Option<i64>,
+) -> Result<Saved<UserFields>, Fail> {
+    upsert_row::<UserRow>(conn, dealer, id, fields, expected_version, || {
+        "a billing user has no references".to_owned()
+    })
+}
+
+/// The Auto Sync outbox (S19): one `auto_sync_push` job for each link of the
+/// record on a connection that is active with Auto Sync on, but `origin`
+/// (the connection a change came from does not get it back). The key
+/// `auto_sync:<link id>` coalesces quick edits into one queued push, which
+/// reads the latest values when it runs.
+fn enqueue_auto_sync(
+    conn: &mut DbConnection,
+    dealer: &str,
+    kind: LinkKind,
+    billing_id: &str,
+    origin: Option<&str>,
+) -> Result<(), Fail> {
+    let mut query = links::table
+        .inner_join(connections::table)
+        .filter(links::dealer.eq(dealer))
+        .filter(links::kind.eq(kind.as_str()))
+        .filter(links::billing_id.eq(billing_id))
+        .filter(connections::status.eq(ConnectionStatus::Active.as_str()))
+        .filter(connections::auto_sync.eq(true))
+        .select(links::id)
+        .order(links::id.asc())
+        .into_boxed();
+    if let Some(origin) = origin {
+        query = query.filter(links::connection_id.ne(origin));
+    }
+    let link_ids: Vec<String> = query.load(conn)?;
+    let now = Utc::now();
+    for link_id in link_ids {
+        enqueue_within(
+            conn,
+            NewJob {
+                id: JobId::new(),
+                dealer: DealerId(dealer.to_owned()),
+                kind: kinds::AUTO_SYNC_PUSH.to_owned(),
+                payload: serde_json::json!({ "link_id": link_id }),
+                max_attempts: AUTO_SYNC_ATTEMPTS,
+                run_at: now,
+                unique_key: Some(format!("auto_sync:{link_id}")),
+                created_by: AUTO_SYNC_CREATED_BY.to_owned(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn write_billing_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    write: BillingWrite,
+    events: Vec<NewEvent>,
+    origin: Option<&str>,
+) -> Result<BillingWritten, Fail> {
+    let (written, changed, linked) = match &write {
+        BillingWrite::Customer { id, fields } => {
+            let saved = save_customer(conn, dealer, id.as_str(), fields, None)?;
+            (
+                BillingWritten::Customer(saved.upserted),
+                saved.changed,
+                None,
+            )
+        }
+        BillingWrite::Site { id, fields } => {
+            let saved = save_site(conn, dealer, id.as_str(), fields, None)?;
+            let linked = Some((LinkKind::Site, id));
+            (BillingWritten::Site(saved.upserted), saved.changed, linked)
+        }
+        BillingWrite::System { id, fields } => {
+            let saved = save_system(conn, dealer, id.as_str(), fields, None)?;
+            let linked = Some((LinkKind::System, id));
+            (
+                BillingWritten::System(saved.upserted),
+                saved.changed,
+                linked,
+            )
+        }
+        BillingWrite::User { id, fields } => {
+            let saved = save_user(conn, dealer, id.as_str(), fields, None)?;
+            (BillingWritten::User(saved.upserted), saved.changed, None)
+        }
+    };
+    if changed {
+        if let Some((kind, id)) = linked {
+            enqueue_auto_sync(conn, dealer, kind, id.as_str(), origin)?;
+        }
+        // Last: the feed's lock (PostgreSQL) is held for the shortest time.
+        insert_events(conn, dealer, events)?;
+    }
+    Ok(written)
 }
 
 /// Deletes the record unless `dependants` names something that still needs it.
@@ -697,10 +874,9 @@ impl BillingStore for Store {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                upsert_row::<CustomerRow>(conn, &dealer, &id, &fields, expected_version, || {
-                    "a billing customer has no references".to_owned()
-                })
+                save_customer(conn, &dealer, &id, &fields, expected_version)
             })
+            .map(|saved| saved.upserted)
         })
         .await
     }
@@ -805,16 +981,12 @@ impl BillingStore for Store {
     ) -> StoreResult<Upserted<BillingSite>> {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
-            let customer = fields.customer_id.as_ref().map(|c| c.as_str().to_owned());
-            let missing =
-                || does_not_exist(CustomerRow::WHAT, customer.as_deref().unwrap_or("(none)"));
             write_transaction(conn, |conn| {
-                if let Some(customer) = &customer {
-                    if !customer_exists(conn, &dealer, customer)? {
-                        return Err(StoreError::Conflict(missing()).into());
-                    }
+                let saved = save_site(conn, &dealer, &id, &fields, expected_version)?;
+                if saved.changed {
+                    enqueue_auto_sync(conn, &dealer, LinkKind::Site, &id, None)?;
                 }
-                upsert_row::<SiteRow>(conn, &dealer, &id, &fields, expected_version, missing)
+                Ok(saved.upserted)
             })
         })
         .await
@@ -876,13 +1048,12 @@ impl BillingStore for Store {
     ) -> StoreResult<Upserted<BillingSystem>> {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
-            let site = fields.site_id.as_str().to_owned();
-            let missing = || does_not_exist(SiteRow::WHAT, &site);
             write_transaction(conn, |conn| {
-                if !site_exists(conn, &dealer, &site)? {
-                    return Err(StoreError::Conflict(missing()).into());
+                let saved = save_system(conn, &dealer, &id, &fields, expected_version)?;
+                if saved.changed {
+                    enqueue_auto_sync(conn, &dealer, LinkKind::System, &id, None)?;
                 }
-                upsert_row::<SystemRow>(conn, &dealer, &id, &fields, expected_version, missing)
+                Ok(saved.upserted)
             })
         })
         .await
@@ -947,10 +1118,9 @@ impl BillingStore for Store {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                upsert_row::<UserRow>(conn, &dealer, &id, &fields, expected_version, || {
-                    "a billing user has no references".to_owned()
-                })
+                save_user(conn, &dealer, &id, &fields, expected_version)
             })
+            .map(|saved| saved.upserted)
         })
         .await
     }
@@ -975,6 +1145,26 @@ impl BillingStore for Store {
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
                 delete_row::<UserRow>(conn, &dealer, &id, expected_version, |_| Ok(None))
+            })
+        })
+        .await
+    }
+
+    /// No version check. When the fields are those already stored, nothing
+    /// is written: no version bump, no Auto Sync job, and none of `events` is
+    /// recorded (`created` is false and the record is the stored one).
+    async fn write_billing(
+        &self,
+        dealer: &DealerId,
+        write: BillingWrite,
+        events: Vec<NewEvent>,
+        origin: Option<ConnectionId>,
+    ) -> StoreResult<BillingWritten> {
+        let dealer = dealer.0.clone();
+        let origin = origin.map(|c| uuid_text(c.0));
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                write_billing_blocking(conn, &dealer, write, events, origin.as_deref())
             })
         })
         .await

@@ -9,7 +9,7 @@ use domain::connection::{
     AuthMode, Connection, ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus,
     Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection, ProviderKind,
 };
-use domain::store::{ConnectionStore, PageRequest, StoreError, StoreResult};
+use domain::store::{ConnectionStore, InboundLookup, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::{Page, Secret};
 
@@ -120,10 +120,20 @@ fn undecryptable() -> Fail {
     ))
 }
 
-fn open_secret(cipher: &Cipher, aad: &str, blob: &[u8]) -> Result<Secret, Fail> {
+pub(crate) fn open_secret(cipher: &Cipher, aad: &str, blob: &[u8]) -> Result<Secret, Fail> {
     let plain = cipher.open(aad, blob).map_err(|_| undecryptable())?;
     let text = String::from_utf8(plain).map_err(|_| undecryptable())?;
     Ok(Secret::new(text))
+}
+
+impl InboundCredentialRow {
+    fn into_domain(self, cipher: &Cipher) -> Result<InboundCredential, Fail> {
+        Ok(InboundCredential {
+            secret: open_secret(cipher, &inbound_aad(&self.connection_id), &self.secret)?,
+            username: self.username,
+            rotated_at: from_db_time(self.rotated_at),
+        })
+    }
 }
 
 impl ConnectionRow {
@@ -460,11 +470,7 @@ impl ConnectionStore for Store {
                 require_connection(conn, &dealer, &id)?;
                 return Ok(None);
             };
-            Ok(Some(InboundCredential {
-                secret: open_secret(cipher, &inbound_aad(&id), &row.secret)?,
-                username: row.username,
-                rotated_at: from_db_time(row.rotated_at),
-            }))
+            row.into_domain(cipher).map(Some)
         })
         .await
     }
@@ -504,6 +510,38 @@ impl ConnectionStore for Store {
                 })?;
                 Ok(())
             })
+        })
+        .await
+    }
+}
+
+/// Inbound callbacks carry no bearer token, so no dealer: the connection is
+/// found by its id alone, and the caller checks the Basic credentials against
+/// the inbound credential returned with it.
+#[async_trait]
+impl InboundLookup for Store {
+    async fn connection_for_callback(
+        &self,
+        id: ConnectionId,
+    ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
+        let id = id_text(id);
+        self.run(move |conn, cipher| {
+            let row = connections::table
+                .filter(connections::id.eq(&id))
+                .select(ConnectionRow::as_select())
+                .first(conn)
+                .optional()?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let inbound = inbound_credentials::table
+                .filter(inbound_credentials::connection_id.eq(&id))
+                .select(InboundCredentialRow::as_select())
+                .first(conn)
+                .optional()?
+                .map(|credential| credential.into_domain(cipher))
+                .transpose()?;
+            Ok(Some((row.into_domain()?, inbound)))
         })
         .await
     }

@@ -2,10 +2,18 @@
 //! Workers claim due jobs with a lease: on PostgreSQL `FOR UPDATE SKIP LOCKED`
 //! lets many claim at once without meeting; on SQLite `BEGIN IMMEDIATE` makes
 //! claims take turns. Every later write checks the lease is still the worker's.
+//!
+//! A `unique_key` coalesces *queued* jobs: one queued job per key reads the
+//! latest state when it runs. A job already running read its inputs when it
+//! started, so a change made meanwhile queues a job of its own, which is not
+//! claimed until the running one ends: the jobs of one key never run at once.
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Bool;
 use domain::jobs::{Job, JobFailure, JobId, JobState, NewJob};
 use domain::store::{JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -148,8 +156,19 @@ macro_rules! leased {
     };
 }
 
-/// The due jobs of these kinds, oldest first: queued and due, or running with
-/// an expired lease and attempts left. A job asked to stop is never taken.
+/// No job of the row's key is running (always true for a job without a key).
+/// Raw SQL: diesel cannot say a correlated subquery on the same table.
+fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
+    sql::<Bool>(
+        "NOT EXISTS (SELECT 1 FROM jobs AS twin \
+         WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
+         AND twin.state = 'running')",
+    )
+}
+
+/// The due jobs of these kinds, oldest first: queued and due (and no job of
+/// its key running), or running with an expired lease and attempts left. A
+/// job asked to stop is never taken.
 macro_rules! due_jobs {
     ($kinds:expr, $now:expr) => {
         jobs::table
@@ -159,6 +178,7 @@ macro_rules! due_jobs {
                 jobs::state
                     .eq(QUEUED)
                     .and(jobs::run_at.le($now))
+                    .and(no_running_twin())
                     .or(jobs::state
                         .eq(RUNNING)
                         .and(jobs::lease_expires_at.lt($now))
@@ -288,10 +308,32 @@ fn claim_blocking(
     })
 }
 
+/// The queued job of `key`, if any.
+fn queued_with_key(
+    conn: &mut DbConnection,
+    dealer: &str,
+    key: &str,
+) -> QueryResult<Option<JobRow>> {
+    jobs::table
+        .filter(jobs::dealer.eq(dealer))
+        .filter(jobs::unique_key.eq(key))
+        .filter(jobs::state.eq(QUEUED))
+        .select(JobRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Enqueues on `conn`, inside whatever transaction the caller holds: the
+/// outbox of a change (Auto Sync pushes, webhook deliveries, callbacks).
+pub(crate) fn enqueue_within(conn: &mut DbConnection, job: NewJob) -> Result<Job, Fail> {
+    let row = JobRow::new(job, to_db_time(Utc::now()));
+    enqueue_blocking(conn, row)?.into_domain()
+}
+
 fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail> {
     for _ in 0..WRITE_ATTEMPTS {
-        // The partial unique index on unfinished jobs' keys makes this insert
-        // do nothing while one of the key is queued or running.
+        // The partial unique index on queued jobs' keys makes this insert do
+        // nothing while a job of the key is queued.
         let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(jobs::table)
             .values(&row)
             .on_conflict_do_nothing()
@@ -300,15 +342,8 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
             return Ok(row);
         }
         if let Some(key) = &row.unique_key {
-            let unfinished = jobs::table
-                .filter(jobs::dealer.eq(&row.dealer))
-                .filter(jobs::unique_key.eq(key))
-                .filter(jobs::state.eq_any([QUEUED, RUNNING]))
-                .select(JobRow::as_select())
-                .first(conn)
-                .optional()?;
-            if let Some(unfinished) = unfinished {
-                return Ok(unfinished);
+            if let Some(queued) = queued_with_key(conn, &row.dealer, key)? {
+                return Ok(queued);
             }
         }
         // An enqueue repeated with the same id gets the job it made.
@@ -322,12 +357,12 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
             Some(_) => {
                 return Err(StoreError::Conflict(format!("job {} already exists", row.id)).into())
             }
-            // The unfinished job of the key finished in between: insert again.
+            // The queued job of the key was claimed in between: insert again.
             None => {}
         }
     }
     Err(StoreError::Conflict(format!(
-        "the unfinished job with key '{}' kept changing; try again",
+        "the queued job with key '{}' kept changing; try again",
         row.unique_key.unwrap_or_default()
     ))
     .into())
@@ -339,40 +374,70 @@ fn fail_blocking(
     worker: &str,
     failure: JobFailure,
 ) -> Result<JobState, Fail> {
-    let now = to_db_time(Utc::now());
-    write_transaction(conn, |conn| {
-        let job = leased!(id, worker)
-            .select(JobRow::as_select())
-            .first(conn)
-            .optional()?;
-        let Some(job) = job else {
-            return Err(lease_lost(conn, id, worker));
-        };
-        let (state, error, run_at) = match failure {
-            // It was asked to stop, and it stopped.
-            _ if job.cancel_requested => (JobState::Cancelled, failure_error(failure), job.run_at),
-            JobFailure::Retry { error, at } if job.attempts < job.max_attempts => {
-                (JobState::Queued, error, to_db_time(at))
-            }
-            JobFailure::Retry { error, .. } => (JobState::Dead, error, job.run_at),
-            JobFailure::Permanent { error } => (JobState::Failed, error, job.run_at),
-        };
-        let finished_at = state.is_finished().then_some(now);
-        let updated = diesel::update(leased!(id, worker).filter(jobs::attempts.eq(job.attempts)))
-            .set((
-                jobs::state.eq(state.as_str()),
-                jobs::last_error.eq(error),
-                jobs::run_at.eq(run_at),
-                jobs::finished_at.eq(finished_at),
-                jobs::lease_owner.eq(None::<String>),
-                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)?;
-        if updated == 0 {
-            return Err(lease_lost(conn, id, worker));
+    for _ in 0..WRITE_ATTEMPTS {
+        match write_transaction(conn, |conn| fail_once(conn, id, worker, failure.clone())) {
+            // A job of its key was queued between the check and the write
+            // (PostgreSQL): the next round finds it and gives way to it.
+            Err(Fail::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {}
+            other => return other,
         }
-        Ok(state)
-    })
+    }
+    Err(StoreError::Conflict(format!("job {id} kept changing; try again")).into())
+}
+
+fn fail_once(
+    conn: &mut DbConnection,
+    id: &str,
+    worker: &str,
+    failure: JobFailure,
+) -> Result<JobState, Fail> {
+    let now = to_db_time(Utc::now());
+    let job = leased!(id, worker)
+        .select(JobRow::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(job) = job else {
+        return Err(lease_lost(conn, id, worker));
+    };
+    // A retry would make a second queued job of its key: the one already
+    // queued does the same work, with later inputs, so this one gives way.
+    let queued_twin = match (&failure, &job.unique_key) {
+        (JobFailure::Retry { .. }, Some(key)) if !job.cancel_requested => {
+            queued_with_key(conn, &job.dealer, key)?.map(|twin| twin.id)
+        }
+        _ => None,
+    };
+    let (state, error, run_at) = match (failure, queued_twin) {
+        // It was asked to stop, and it stopped.
+        (failure, _) if job.cancel_requested => {
+            (JobState::Cancelled, failure_error(failure), job.run_at)
+        }
+        (JobFailure::Retry { error, .. }, Some(twin)) => (
+            JobState::Cancelled,
+            format!("{error} (superseded by job {twin}, queued with the same key)"),
+            job.run_at,
+        ),
+        (JobFailure::Retry { error, at }, None) if job.attempts < job.max_attempts => {
+            (JobState::Queued, error, to_db_time(at))
+        }
+        (JobFailure::Retry { error, .. }, None) => (JobState::Dead, error, job.run_at),
+        (JobFailure::Permanent { error }, _) => (JobState::Failed, error, job.run_at),
+    };
+    let finished_at = state.is_finished().then_some(now);
+    let updated = diesel::update(leased!(id, worker).filter(jobs::attempts.eq(job.attempts)))
+        .set((
+            jobs::state.eq(state.as_str()),
+            jobs::last_error.eq(error),
+            jobs::run_at.eq(run_at),
+            jobs::finished_at.eq(finished_at),
+            jobs::lease_owner.eq(None::<String>),
+            jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        return Err(lease_lost(conn, id, worker));
+    }
+    Ok(state)
 }
 
 fn failure_error(failure: JobFailure) -> String {
@@ -452,7 +517,7 @@ fn retry_blocking(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<Job
     // The last error stays: it says why the job needed a hand.
     let updated = conflict_on_unique(updated, || {
         format!(
-            "another unfinished job with the key '{}' exists",
+            "another job with the key '{}' is queued",
             job.unique_key.as_deref().unwrap_or_default()
         )
     })?;
@@ -464,6 +529,10 @@ fn retry_blocking(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<Job
 
 #[async_trait]
 impl JobStore for Store {
+    /// With a `unique_key`, the job of that key that is still queued is
+    /// returned instead of a new one; a running job of the key does not count
+    /// (its inputs were read when it started), so a new job is queued beside
+    /// it and claimed once it ends.
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
         let row = JobRow::new(job, to_db_time(Utc::now()));
         self.run(move |conn, _| enqueue_blocking(conn, row)?.into_domain())
@@ -573,6 +642,9 @@ impl JobStore for Store {
         .await
     }
 
+    /// A retry of a keyed job while another job of its key is queued ends
+    /// `Cancelled` instead (superseded, said in its last error): the queued
+    /// job does the same work with later inputs.
     async fn fail_job(
         &self,
         id: JobId,

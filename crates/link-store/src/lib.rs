@@ -8,11 +8,14 @@ mod billing;
 mod connections;
 mod crypto;
 mod db;
+mod events;
 mod idempotency;
+mod inbox;
 mod jobs;
 mod links;
 mod migrate;
 mod schema;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,6 +39,7 @@ struct LinkRow {
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    last_synced: Option<String>,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -74,11 +75,18 @@ impl LinkRow {
             version: 1,
             created_at: now,
             updated_at: now,
+            last_synced: None,
         }
     }
 
     fn into_domain(self) -> Result<Link, Fail> {
         let what = format!("link {}", self.id);
+        let last_synced = self
+            .last_synced
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| corrupt(format!("{what} has a bad snapshot")))?;
         Ok(Link {
             id: LinkId(parse_uuid(&self.id, "link")?),
             dealer: DealerId(self.dealer),
@@ -91,6 +99,7 @@ impl LinkRow {
                 .as_deref()
                 .map(|p| parse_uuid(p, "link").map(LinkId))
                 .transpose()?,
+            last_synced,
             version: self.version,
             created_at: from_db_time(self.created_at),
             updated_at: from_db_time(self.updated_at),
@@ -316,12 +325,16 @@ fn relink_blocking(
         row.external_id = targets[i].1.clone();
         row.version += 1;
         row.updated_at = now;
+        // The snapshot was agreed with the record the link leaves: it is no
+        // base for a merge with the new one.
+        row.last_synced = None;
         refuse_taken(conn, row)?;
         let updated = diesel::update(links::table.filter(links::id.eq(&row.id)))
             .set((
                 links::external_id.eq(&row.external_id),
                 links::version.eq(row.version),
                 links::updated_at.eq(now),
+                links::last_synced.eq(None::<String>),
             ))
             .execute(conn);
         link_write(updated, row)?;
@@ -644,6 +657,32 @@ impl LinkStore for Store {
         let ids = ids.to_vec();
         self.run(move |conn, _| {
             write_transaction(conn, |conn| discard_blocking(conn, &dealer, &ids))
+        })
+        .await
+    }
+
+    /// Bookkeeping of the sync, not a change of the link: the version (the
+    /// link's ETag) and `updated_at` stay.
+    async fn set_link_snapshot(
+        &self,
+        dealer: &DealerId,
+        id: LinkId,
+        snapshot: serde_json::Value,
+    ) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let snapshot = snapshot.to_string();
+        self.run(move |conn, _| {
+            let updated = diesel::update(
+                links::table
+                    .filter(links::dealer.eq(&dealer))
+                    .filter(links::id.eq(uuid_text(id.0))),
+            )
+            .set(links::last_synced.eq(snapshot))
+            .execute(conn)?;
+            if updated == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            Ok(())
         })
         .await
     }

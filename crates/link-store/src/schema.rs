@@ -200,10 +200,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        dealer -> Text,
+        event_type -> Text,
+        subject_kind -> Text,
+        subject_id -> Text,
+        connection_id -> Nullable<Text>,
+        data -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_subscriptions (id) {
+        id -> Text,
+        dealer -> Text,
+        url -> Text,
+        types -> Text,
+        secret -> Binary,
+        status -> Text,
+        disabled_reason -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_inbox (connection_id, event_id) {
+        connection_id -> Text,
+        dealer -> Text,
+        event_id -> Text,
+        payload -> Text,
+        received_at -> Timestamp,
+        outcome -> Nullable<Text>,
+        processed_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(credentials -> connections (connection_id));
 diesel::joinable!(inbound_credentials -> connections (connection_id));
 diesel::joinable!(links -> connections (connection_id));
 diesel::joinable!(deliberate_unlinks -> connections (connection_id));
+diesel::joinable!(webhook_inbox -> connections (connection_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     connections,
@@ -218,4 +260,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliberate_unlinks,
     audit_log,
     jobs,
+    events,
+    webhook_subscriptions,
+    webhook_inbox,
 );

@@ -1,5 +1,6 @@
 //! The billing records suite, on SQLite and on PostgreSQL: upserts with
-//! versions, references between records, refused deletes, customer search.
+//! versions, references between records, refused deletes, customer search,
+//! the Auto Sync outbox, and the service's own writes with their events.
 
 #[macro_use]
 mod common;
@@ -7,11 +8,18 @@ mod common;
 use common::*;
 use domain::audit::NewAuditEntry;
 use domain::billing::{
-    BillingId, CustomerFields, CustomerKind, SiteFields, SystemFields, UserFields,
+    BillingId, BillingWrite, BillingWritten, CustomerFields, CustomerKind, SiteFields,
+    SystemFields, UserFields,
 };
-use domain::connection::ProviderKind;
+use domain::connection::{ConnectionChanges, ConnectionId, ConnectionStatus, ProviderKind};
+use domain::events::{NewEvent, NewWebhookSubscription, SubscriptionId};
+use domain::jobs::{kinds, Job, JobState};
 use domain::link::{LinkId, LinkKind, NewLink};
-use domain::store::{BillingStore, ConnectionStore, LinkStore, PageRequest, StoreError};
+use domain::store::{
+    BillingStore, ConnectionStore, EventStore, JobStore, LinkStore, PageRequest, StoreError,
+    WebhookStore,
+};
+use domain::Secret;
 use link_store::Store;
 
 fn bid(id: &str) -> BillingId {
@@ -569,5 +577,455 @@ store_test!(
             }
         }
         assert_eq!(seen, expected);
+    }
+);
+
+// --- the Auto Sync outbox ---------------------------------------------------------------
+
+/// A Stages connection with Auto Sync as given, active unless `active` is false.
+async fn connection_with(store: &Store, name: &str, auto_sync: bool, active: bool) -> ConnectionId {
+    let c = store
+        .insert_connection(new_connection("d1", name, ProviderKind::Stages))
+        .await
+        .unwrap();
+    store
+        .update_connection(
+            &dealer("d1"),
+            c.id,
+            ConnectionChanges {
+                auto_sync: Some(auto_sync),
+                status: (!active).then_some(ConnectionStatus::Inactive),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    c.id
+}
+
+async fn link(store: &Store, connection: ConnectionId, kind: LinkKind, billing: &str) -> LinkId {
+    let parent = match kind {
+        LinkKind::Site => None,
+        // A system link hangs under its site's link on the same connection.
+        LinkKind::System => Some(
+            store
+                .links_of_billing(&dealer("d1"), LinkKind::Site, &bid("S1"))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.connection_id == connection)
+                .unwrap()
+                .id,
+        ),
+    };
+    let new = NewLink {
+        id: LinkId::new(),
+        connection_id: connection,
+        kind,
+        billing_id: bid(billing),
+        external_id: format!("X-{billing}-{}", connection.0.simple()),
+        parent_id: parent,
+    };
+    store
+        .insert_links(&dealer("d1"), vec![new.clone()], vec![])
+        .await
+        .unwrap();
+    new.id
+}
+
+async fn pushes(store: &Store) -> Vec<Job> {
+    let mut jobs = store
+        .list_jobs(
+            &dealer("d1"),
+            None,
+            Some(kinds::AUTO_SYNC_PUSH),
+            first_page(100),
+        )
+        .await
+        .unwrap()
+        .items;
+    jobs.reverse();
+    jobs
+}
+
+fn pushed_links(jobs: &[Job]) -> Vec<String> {
+    let mut links: Vec<String> = jobs
+        .iter()
+        .map(|j| j.payload["link_id"].as_str().unwrap().to_owned())
+        .collect();
+    links.sort();
+    links
+}
+
+fn ids(links: &[LinkId]) -> Vec<String> {
+    let mut ids: Vec<String> = links.iter().map(|l| l.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+store_test!(
+    changes_of_linked_records_enqueue_auto_sync_pushes,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        customer_site_system(&store).await;
+        let auto = connection_with(&store, "Auto", true, true).await;
+        let manual = connection_with(&store, "Manual", false, true).await;
+        let inactive = connection_with(&store, "Inactive", true, false).await;
+        let site_link = link(&store, auto, LinkKind::Site, "S1").await;
+        link(&store, manual, LinkKind::Site, "S1").await;
+        link(&store, inactive, LinkKind::Site, "S1").await;
+        let system_link = link(&store, auto, LinkKind::System, "Y1").await;
+
+        // The same fields again: nothing changed, nothing to push.
+        store
+            .upsert_site(&d, &bid("S1"), site_of(Some("C1"), "Home"), None)
+            .await
+            .unwrap();
+        assert!(pushes(&store).await.is_empty());
+
+        // A change: one push, for the link on the active Auto Sync connection only.
+        let before = chrono::Utc::now();
+        store
+            .upsert_site(&d, &bid("S1"), site_of(Some("C1"), "Home 2"), None)
+            .await
+            .unwrap();
+        let jobs = pushes(&store).await;
+        assert_eq!(jobs.len(), 1);
+        let push = &jobs[0];
+        assert_eq!(push.dealer, d);
+        assert_eq!(push.kind, "auto_sync_push");
+        assert_eq!(
+            push.payload,
+            serde_json::json!({"link_id": site_link.to_string()})
+        );
+        assert_eq!(
+            push.unique_key.as_deref(),
+            Some(format!("auto_sync:{site_link}").as_str())
+        );
+        assert_eq!((push.max_attempts, push.attempts), (8, 0));
+        assert_eq!(push.state, JobState::Queued);
+        assert_eq!(push.created_by, "system:auto_sync");
+        assert!(push.run_at >= before - chrono::TimeDelta::seconds(1));
+        assert!(push.run_at <= chrono::Utc::now());
+
+        // Quick edits coalesce into the queued push.
+        store
+            .upsert_site(&d, &bid("S1"), site_of(Some("C1"), "Home 3"), None)
+            .await
+            .unwrap();
+        assert_eq!(pushes(&store).await, jobs);
+
+        // A system's change pushes its own link.
+        let mut system = system_of("S1", "1001");
+        system.location = "garage".into();
+        store
+            .upsert_system(&d, &bid("Y1"), system.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            pushed_links(&pushes(&store).await),
+            ids(&[site_link, system_link])
+        );
+
+        // An edit while the push runs gets a push of its own, queued beside it:
+        // the running one read the older values.
+        let running = store
+            .claim_job(
+                &[kinds::AUTO_SYNC_PUSH.to_owned()],
+                "w1",
+                chrono::TimeDelta::seconds(30),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(running.id, push.id);
+        store
+            .upsert_site(&d, &bid("S1"), site_of(Some("C1"), "Home 4"), None)
+            .await
+            .unwrap();
+        let jobs = pushes(&store).await;
+        let of_site: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.payload["link_id"] == site_link.to_string())
+            .collect();
+        assert_eq!(of_site.len(), 2);
+        assert_eq!(of_site[0].id, push.id);
+        assert_eq!(of_site[0].state, JobState::Running);
+        assert_eq!(of_site[1].state, JobState::Queued);
+
+        // With no push queued (so a new one would show), none is made for: a
+        // refused upsert, a customer, an unlinked record.
+        for job in pushes(&store).await {
+            if job.state == JobState::Queued {
+                store.cancel_job(&d, job.id).await.unwrap();
+            }
+        }
+        let count = pushes(&store).await.len();
+        assert_eq!(
+            store
+                .upsert_site(&d, &bid("S1"), site_of(Some("C1"), "x"), Some(1))
+                .await,
+            Err(StoreError::VersionMismatch)
+        );
+        store
+            .upsert_customer(&d, &bid("C1"), person("Ada", "King"), None)
+            .await
+            .unwrap();
+        store
+            .upsert_site(&d, &bid("S2"), site_of(None, "Unlinked"), None)
+            .await
+            .unwrap();
+        store
+            .upsert_site(&d, &bid("S2"), site_of(None, "Unlinked 2"), None)
+            .await
+            .unwrap();
+        assert_eq!(pushes(&store).await.len(), count);
+
+        // Auto Sync turned off: changes stay here.
+        store
+            .update_connection(
+                &d,
+                auto,
+                ConnectionChanges {
+                    auto_sync: Some(false),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .upsert_system(&d, &bid("Y1"), system_of("S1", "2002"), None)
+            .await
+            .unwrap();
+        assert_eq!(pushes(&store).await.len(), count);
+    }
+);
+
+fn site_event(id: &str, connection: Option<ConnectionId>) -> NewEvent {
+    NewEvent {
+        event_type: "billing.site.updated".into(),
+        subject_kind: "site".into(),
+        subject_id: id.into(),
+        connection_id: connection,
+        data: serde_json::json!({"id": id, "changed": ["name"]}),
+    }
+}
+
+store_test!(
+    the_services_own_writes_carry_events_and_skip_their_origin,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        customer_site_system(&store).await;
+        let a = connection_with(&store, "A", true, true).await;
+        let b = connection_with(&store, "B", true, true).await;
+        let on_a = link(&store, a, LinkKind::Site, "S1").await;
+        let on_b = link(&store, b, LinkKind::Site, "S1").await;
+        let sub = store
+            .create_subscription(
+                &d,
+                NewWebhookSubscription {
+                    id: SubscriptionId(uuid::Uuid::now_v7()),
+                    url: "https://hooks.example.com/in".parse().unwrap(),
+                    types: vec![],
+                    secret: Secret::new("whsec_c2VjcmV0"),
+                },
+            )
+            .await
+            .unwrap();
+        let deliveries = |store: Store| async move {
+            store
+                .list_jobs(
+                    &dealer("d1"),
+                    None,
+                    Some(kinds::WEBHOOK_DELIVERY),
+                    first_page(100),
+                )
+                .await
+                .unwrap()
+                .items
+        };
+
+        // A change that came from A: pushed to B only, with its event.
+        let write = |name: &str| BillingWrite::Site {
+            id: bid("S1"),
+            fields: site_of(Some("C1"), name),
+        };
+        let written = store
+            .write_billing(
+                &d,
+                write("From A"),
+                vec![site_event("S1", Some(a))],
+                Some(a),
+            )
+            .await
+            .unwrap();
+        let BillingWritten::Site(site) = written else {
+            panic!("a site write answers with the site: {written:?}");
+        };
+        assert!(!site.created);
+        assert_eq!(site.record.version, 2);
+        assert_eq!(site.record.fields.name, "From A");
+        assert_eq!(store.site(&d, &bid("S1")).await.unwrap(), site.record);
+        assert_eq!(pushed_links(&pushes(&store).await), ids(&[on_b]));
+        let events = store.list_events(&d, None, &[], 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "billing.site.updated");
+        assert_eq!(events[0].connection_id, Some(a));
+        assert_eq!(events[0].data["changed"], serde_json::json!(["name"]));
+        let sent = deliveries(store.clone()).await;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0].payload,
+            serde_json::json!({"subscription_id": sub.id, "event_id": events[0].id})
+        );
+
+        // The same values again: nothing written, no event, no push.
+        store
+            .claim_job(
+                &[kinds::AUTO_SYNC_PUSH.to_owned()],
+                "w1",
+                chrono::TimeDelta::seconds(30),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let again = store
+            .write_billing(
+                &d,
+                write("From A"),
+                vec![site_event("S1", Some(a))],
+                Some(a),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, BillingWritten::Site(site.clone()));
+        assert_eq!(store.list_events(&d, None, &[], 10).await.unwrap().len(), 1);
+        assert_eq!(pushes(&store).await.len(), 1);
+        assert_eq!(deliveries(store.clone()).await.len(), 1);
+
+        // No origin: every Auto Sync link gets it (B's running push gets a queued one beside it).
+        store
+            .write_billing(
+                &d,
+                write("From nowhere"),
+                vec![site_event("S1", None)],
+                None,
+            )
+            .await
+            .unwrap();
+        let queued: Vec<Job> = pushes(&store)
+            .await
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect();
+        assert_eq!(pushed_links(&queued), ids(&[on_a, on_b]));
+        assert_eq!(store.list_events(&d, None, &[], 10).await.unwrap().len(), 2);
+
+        // Records of every kind are created and updated, with no version check.
+        let created = store
+            .write_billing(
+                &d,
+                BillingWrite::Customer {
+                    id: bid("C2"),
+                    fields: person("Grace", "Hopper"),
+                },
+                vec![],
+                None,
+            )
+            .await
+            .unwrap();
+        match created {
+            BillingWritten::Customer(c) => {
+                assert!(c.created);
+                assert_eq!(
+                    (c.record.version, c.record.fields.first_name.as_str()),
+                    (1, "Grace")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let user = UserFields {
+            first_name: "Ada".into(),
+            login_name: "ada".into(),
+            ..Default::default()
+        };
+        match store
+            .write_billing(
+                &d,
+                BillingWrite::User {
+                    id: bid("U1"),
+                    fields: user,
+                },
+                vec![],
+                None,
+            )
+            .await
+            .unwrap()
+        {
+            BillingWritten::User(u) => assert!(u.created),
+            other => panic!("{other:?}"),
+        }
+        match store
+            .write_billing(
+                &d,
+                BillingWrite::System {
+                    id: bid("Y1"),
+                    fields: system_of("S1", "7777"),
+                },
+                vec![],
+                Some(b),
+            )
+            .await
+            .unwrap()
+        {
+            BillingWritten::System(y) => {
+                assert!(!y.created);
+                assert_eq!(
+                    (y.record.version, y.record.fields.system_number.as_str()),
+                    (2, "7777")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // References are enforced, and a refused write records nothing.
+        let events_before = db.count("events");
+        let jobs_before = db.count("jobs");
+        let msg = conflict_text(
+            store
+                .write_billing(
+                    &d,
+                    BillingWrite::System {
+                        id: bid("Y9"),
+                        fields: system_of("S404", "1"),
+                    },
+                    vec![site_event("S404", None)],
+                    None,
+                )
+                .await,
+        );
+        assert!(msg.contains("'S404'"), "{msg}");
+        let msg = conflict_text(
+            store
+                .write_billing(
+                    &d,
+                    BillingWrite::Site {
+                        id: bid("S9"),
+                        fields: site_of(Some("C404"), "x"),
+                    },
+                    vec![site_event("S9", None)],
+                    None,
+                )
+                .await,
+        );
+        assert!(msg.contains("'C404'"), "{msg}");
+        assert_eq!(db.count("events"), events_before);
+        assert_eq!(db.count("jobs"), jobs_before);
     }
 );

@@ -90,20 +90,20 @@ store_test!(enqueue_coalesces_on_the_unique_key, |db| async move {
     let made = store.enqueue(again.clone()).await.unwrap();
     assert_eq!(store.enqueue(again).await.unwrap(), made);
 
-    // Running still counts as unfinished.
+    // A running job read its inputs when it started: the key queues a new
+    // job beside it, and further enqueues coalesce into that one.
     let running = claim(&store, "reconcile", "w1", now).await.unwrap();
     assert_eq!(running.id, first.id);
-    let while_running = store.enqueue(keyed("d1")).await.unwrap();
-    assert_eq!(while_running.id, first.id);
-    assert_eq!(while_running.state, JobState::Running);
-    // Once finished, the key is free.
+    let beside = store.enqueue(keyed("d1")).await.unwrap();
+    assert_ne!(beside.id, first.id);
+    assert_eq!(beside.state, JobState::Queued);
+    assert_eq!(store.enqueue(keyed("d1")).await.unwrap(), beside);
+    // Once the running one finished, the queued one still coalesces.
     store
         .complete_job(first.id, "w1", serde_json::json!({}))
         .await
         .unwrap();
-    let next = store.enqueue(keyed("d1")).await.unwrap();
-    assert_ne!(next.id, first.id);
-    assert_eq!(next.state, JobState::Queued);
+    assert_eq!(store.enqueue(keyed("d1")).await.unwrap(), beside);
 
     // Many enqueues of one key at once make one job.
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
@@ -126,6 +126,107 @@ store_test!(enqueue_coalesces_on_the_unique_key, |db| async move {
         ids.insert(task.await.unwrap());
     }
     assert_eq!(ids.len(), 1);
+});
+
+store_test!(the_jobs_of_one_key_never_run_at_once, |db| async move {
+    let store = db.store().await;
+    let now = t0();
+    let d = dealer("d1");
+    let keyed = || NewJob {
+        unique_key: Some("auto_sync:l1".into()),
+        ..new_job("d1", "push", now)
+    };
+    let first = store.enqueue(keyed()).await.unwrap();
+    assert_eq!(claim(&store, "push", "w1", now).await.unwrap().id, first.id);
+
+    // Queued beside the running one, and held back until it ends.
+    let second = store.enqueue(keyed()).await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(claim(&store, "push", "w2", now).await, None);
+    // Jobs without a key, and the same key of another dealer, are not held.
+    let unkeyed = store.enqueue(new_job("d1", "push", now)).await.unwrap();
+    let theirs = store
+        .enqueue(NewJob {
+            unique_key: Some("auto_sync:l1".into()),
+            ..new_job("d2", "push", now)
+        })
+        .await
+        .unwrap();
+    let mut free = vec![
+        claim(&store, "push", "w2", now).await.unwrap().id,
+        claim(&store, "push", "w2", now).await.unwrap().id,
+    ];
+    free.sort();
+    let mut expected = vec![unkeyed.id, theirs.id];
+    expected.sort();
+    assert_eq!(free, expected);
+    assert_eq!(claim(&store, "push", "w2", now).await, None);
+    for id in free {
+        store
+            .complete_job(id, "w2", serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+
+    // A retry of the running one gives way to the queued one, which does the
+    // same work with later inputs.
+    let state = store
+        .fail_job(
+            first.id,
+            "w1",
+            JobFailure::Retry {
+                error: "timeout".into(),
+                at: now,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, JobState::Cancelled);
+    let superseded = store.job(&d, first.id).await.unwrap();
+    assert_eq!(superseded.state, JobState::Cancelled);
+    let error = superseded.last_error.unwrap();
+    assert!(error.starts_with("timeout"), "{error}");
+    assert!(error.contains(&second.id.to_string()), "{error}");
+    assert!(superseded.finished_at.is_some());
+
+    // Now the queued one runs.
+    assert_eq!(
+        claim(&store, "push", "w2", now).await.unwrap().id,
+        second.id
+    );
+    // Its lease runs out while a third waits: the lost one is taken over
+    // first, and the third still waits.
+    let third = store.enqueue(keyed()).await.unwrap();
+    let later = now + LEASE + TimeDelta::seconds(1);
+    let again = claim(&store, "push", "w3", later).await.unwrap();
+    assert_eq!((again.id, again.attempts), (second.id, 2));
+    assert_eq!(claim(&store, "push", "w3", later).await, None);
+    // With no job of its key queued, a retry goes back to the queue as always.
+    store
+        .complete_job(second.id, "w3", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&store, "push", "w3", later).await.unwrap().id,
+        third.id
+    );
+    assert_eq!(
+        store
+            .fail_job(
+                third.id,
+                "w3",
+                JobFailure::Retry {
+                    error: "timeout".into(),
+                    at: later,
+                },
+            )
+            .await,
+        Ok(JobState::Queued)
+    );
+    assert_eq!(
+        claim(&store, "push", "w3", later).await.unwrap().id,
+        third.id
+    );
 });
 
 store_test!(claims_take_due_jobs_oldest_first, |db| async move {

@@ -542,6 +542,76 @@ store_test!(
     }
 );
 
+store_test!(
+    link_snapshots_are_kept_apart_from_versions,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = stages_connection(&store, "d1", "Stages").await;
+        let s1 = site_link(c, "S1", "10001");
+        let s2 = site_link(c, "S2", "10002");
+        let made = store
+            .insert_links(&d, vec![s1.clone(), s2.clone()], vec![])
+            .await
+            .unwrap();
+        assert_eq!(made[0].last_synced, None);
+
+        let snapshot = serde_json::json!({"name": "Home", "address1": "1 Main St", "zip": null});
+        store
+            .set_link_snapshot(&d, s1.id, snapshot.clone())
+            .await
+            .unwrap();
+        let got = store.link(&d, s1.id).await.unwrap();
+        assert_eq!(got.last_synced, Some(snapshot.clone()));
+        // Bookkeeping, not a change: the version (ETag) and updated_at stay.
+        assert_eq!(
+            (got.version, got.updated_at),
+            (made[0].version, made[0].updated_at)
+        );
+        let listed = all_links(&store, "d1", LinkFilter::default()).await;
+        assert_eq!(listed[0].last_synced, Some(snapshot.clone()));
+        assert_eq!(listed[1].last_synced, None);
+        let replaced = serde_json::json!({"name": "Home 2"});
+        store
+            .set_link_snapshot(&d, s1.id, replaced.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.link(&d, s1.id).await.unwrap().last_synced,
+            Some(replaced)
+        );
+
+        assert_eq!(
+            store
+                .set_link_snapshot(&dealer("d2"), s1.id, snapshot.clone())
+                .await,
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(
+            store
+                .set_link_snapshot(&d, LinkId::new(), snapshot.clone())
+                .await,
+            Err(StoreError::NotFound)
+        );
+
+        // Pointed at another Stages record, the link has agreed on nothing yet.
+        let moved = store
+            .relink(
+                &d,
+                vec![Relink {
+                    link_id: s1.id,
+                    new_external_id: "10009".into(),
+                }],
+                None,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved[0].last_synced, None);
+        assert_eq!(store.link(&d, s1.id).await.unwrap().last_synced, None);
+    }
+);
+
 store_test!(discarded_links_are_not_remembered, |db| async move {
     let store = db.store().await;
     let d = dealer("d1");

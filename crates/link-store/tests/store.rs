@@ -16,9 +16,10 @@ use domain::connection::{
     ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner,
     InboundCredential, ProviderKind,
 };
+use domain::jobs::{JobId, NewJob};
 use domain::store::{
-    ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore, PageRequest, StoreError,
-    StoredResponse,
+    ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore, InboundLookup,
+    InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
 };
 use domain::tenancy::UserId;
 use domain::Secret;
@@ -608,6 +609,200 @@ store_test!(inbound_credentials_set_and_rotate, |db| async move {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.inbound_credential(&d, b.id).await, Ok(None));
+});
+
+store_test!(
+    connections_are_found_for_callbacks_by_id_alone,
+    |db| async move {
+        let store = db.store().await;
+        let c = store
+            .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.connection_for_callback(ConnectionId::new()).await,
+            Ok(None)
+        );
+        // No dealer asked, none needed: the connection comes with its dealer.
+        let (found, inbound) = store.connection_for_callback(c.id).await.unwrap().unwrap();
+        assert_eq!(found, c);
+        assert_eq!(found.dealer, dealer("d1"));
+        assert!(inbound.is_none());
+
+        let credential = InboundCredential {
+            username: "cb-stages".into(),
+            secret: Secret::new("cb-secret"),
+            rotated_at: Utc::now(),
+        };
+        store
+            .set_inbound_credential(&dealer("d1"), c.id, &credential)
+            .await
+            .unwrap();
+        let (_, inbound) = store.connection_for_callback(c.id).await.unwrap().unwrap();
+        let inbound = inbound.unwrap();
+        assert_eq!(inbound.username, "cb-stages");
+        assert_eq!(inbound.secret.expose(), "cb-secret");
+        assert!((inbound.rotated_at - credential.rotated_at).abs() < TimeDelta::microseconds(1));
+
+        // A wrong key cannot open the inbound secret: unavailable, not "no credential".
+        let wrong = db.open_with(SecretKey::generate()).await;
+        assert!(matches!(
+            wrong.connection_for_callback(c.id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        store
+            .delete_connection(&dealer("d1"), c.id, None)
+            .await
+            .unwrap();
+        assert_eq!(store.connection_for_callback(c.id).await, Ok(None));
+    }
+);
+
+// --- the inbox of callbacks -------------------------------------------------------------
+
+fn callback_job(dealer_id: &str) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        dealer: dealer(dealer_id),
+        kind: "stages_callback".into(),
+        payload: serde_json::json!({"event_id": "e1"}),
+        max_attempts: 5,
+        run_at: Utc::now(),
+        unique_key: None,
+        created_by: "system:callbacks".into(),
+    }
+}
+
+store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let other = store
+        .insert_connection(new_connection("d1", "Other", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let payload = serde_json::json!({"event_id": "e1", "type": "site.updated", "site_no": "10001"});
+
+    let job = callback_job("d1");
+    assert_eq!(
+        store
+            .receive_callback(&d, c.id, "e1", payload.clone(), job.clone())
+            .await,
+        Ok(true)
+    );
+    let queued = store.job(&d, job.id).await.unwrap();
+    assert_eq!(queued.kind, "stages_callback");
+    assert_eq!(store.callback(&d, c.id, "e1").await, Ok(payload.clone()));
+
+    // A repeat is acknowledged and ignored: nothing stored, nothing enqueued.
+    let repeat = callback_job("d1");
+    assert_eq!(
+        store
+            .receive_callback(
+                &d,
+                c.id,
+                "e1",
+                serde_json::json!({"other": true}),
+                repeat.clone()
+            )
+            .await,
+        Ok(false)
+    );
+    assert_eq!(store.job(&d, repeat.id).await, Err(StoreError::NotFound));
+    assert_eq!(store.callback(&d, c.id, "e1").await, Ok(payload.clone()));
+    // Event ids are per connection.
+    assert_eq!(
+        store
+            .receive_callback(&d, other.id, "e1", payload.clone(), callback_job("d1"))
+            .await,
+        Ok(true)
+    );
+
+    // Two deliveries of one event at once: exactly one is stored with its job.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let job = callback_job("d1");
+                barrier.wait().await;
+                let stored = store
+                    .receive_callback(&d, c.id, "race", serde_json::json!({"n": i}), job.clone())
+                    .await
+                    .unwrap();
+                (stored, job.id)
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    let mut enqueued = 0;
+    for task in tasks {
+        let (was_stored, job) = task.await.unwrap();
+        if was_stored {
+            stored.push(job);
+        }
+        if store.job(&d, job).await.is_ok() {
+            enqueued += 1;
+        }
+    }
+    assert_eq!(stored.len(), 1, "exactly one receive stores the event");
+    assert_eq!(enqueued, 1, "exactly one job is enqueued");
+    assert_eq!(db.count("webhook_inbox WHERE event_id = 'race'"), 1);
+
+    // Processing ends with an outcome.
+    assert_eq!(db.count("webhook_inbox WHERE processed_at IS NULL"), 3);
+    store
+        .mark_callback(&d, c.id, "e1", "applied")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("webhook_inbox WHERE outcome = 'applied' AND processed_at IS NOT NULL"),
+        1
+    );
+    store.mark_callback(&d, c.id, "e1", "echo").await.unwrap();
+    assert_eq!(db.count("webhook_inbox WHERE outcome = 'echo'"), 1);
+    assert_eq!(
+        store.mark_callback(&d, c.id, "nope", "applied").await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.callback(&d, c.id, "nope").await,
+        Err(StoreError::NotFound)
+    );
+
+    // Another dealer reaches none of it.
+    let d2 = dealer("d2");
+    assert_eq!(
+        store
+            .receive_callback(&d2, c.id, "e2", payload.clone(), callback_job("d2"))
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.callback(&d2, c.id, "e1").await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store.mark_callback(&d2, c.id, "e1", "x").await,
+        Err(StoreError::NotFound)
+    );
+    // A job of another dealer is refused.
+    assert!(matches!(
+        store
+            .receive_callback(&d, c.id, "e3", payload.clone(), callback_job("d2"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(db.count("webhook_inbox"), 3);
+
+    // The inbox goes with its connection.
+    store.delete_connection(&d, c.id, None).await.unwrap();
+    assert_eq!(db.count("webhook_inbox"), 1);
 });
 
 // --- secrets at rest --------------------------------------------------------------------

@@ -158,7 +158,12 @@ impl TestDb {
                 }
                 let mut conn = PgConnection::establish(&self.url).unwrap();
                 let mut bytes = Vec::new();
-                for table in ["connections", "credentials", "inbound_credentials"] {
+                for table in [
+                    "connections",
+                    "credentials",
+                    "inbound_credentials",
+                    "webhook_subscriptions",
+                ] {
                     let rows: Vec<RowText> =
                         diesel::sql_query(format!("SELECT t::text AS row FROM {table} t"))
                             .load(&mut conn)
@@ -167,7 +172,11 @@ impl TestDb {
                         bytes.extend(r.row.into_bytes());
                     }
                 }
-                for table in ["credentials", "inbound_credentials"] {
+                for table in [
+                    "credentials",
+                    "inbound_credentials",
+                    "webhook_subscriptions",
+                ] {
                     let rows: Vec<SecretBytes> =
                         diesel::sql_query(format!("SELECT secret FROM {table}"))
                             .load(&mut conn)

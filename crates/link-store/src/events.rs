@@ -1,0 +1,214 @@
+//! `EventStore` on diesel: the change feed. Events are written by
+//! `insert_events` inside the transaction of the change they describe, with
+//! one `webhook_delivery` job per subscription that wants each (outbox).
+//! Readers page by `seq`, so seqs must become visible in order: SQLite has one
+//! writer at a time; on PostgreSQL event writers take a per-dealer advisory
+//! lock held until commit, so no seq commits after a larger one of its dealer.
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Text};
+use domain::connection::ConnectionId;
+use domain::events::{Event, NewEvent};
+use domain::jobs::{kinds, JobId, NewJob};
+use domain::store::{EventStore, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+
+use crate::audit::{parse_uuid, uuid_text};
+use crate::connections::{corrupt, from_db_time, to_db_time};
+use crate::db::{write_transaction, DbConnection, Fail};
+use crate::jobs::enqueue_within;
+use crate::schema::events;
+use crate::webhooks::active_subscriptions;
+use crate::{Store, MAX_PAGE_SIZE};
+
+/// The first key of the feed's advisory locks ("evnt"); the second is a hash
+/// of the dealer. Two-key locks never meet the one-key migration lock.
+const FEED_LOCK_CLASS: i32 = 0x6576_6e74;
+
+/// How often a delivery is tried before it is dead.
+const DELIVERY_ATTEMPTS: u32 = 10;
+const DELIVERY_CREATED_BY: &str = "system:webhooks";
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = events)]
+struct EventRow {
+    seq: i64,
+    id: String,
+    dealer: String,
+    event_type: String,
+    subject_kind: String,
+    subject_id: String,
+    connection_id: Option<String>,
+    data: String,
+    created_at: NaiveDateTime,
+}
+
+/// The seq is the database's to give.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = events)]
+struct NewEventRow {
+    id: String,
+    dealer: String,
+    event_type: String,
+    subject_kind: String,
+    subject_id: String,
+    connection_id: Option<String>,
+    data: String,
+    created_at: NaiveDateTime,
+}
+
+impl EventRow {
+    fn into_domain(self) -> Result<Event, Fail> {
+        let data = serde_json::from_str(&self.data)
+            .map_err(|_| corrupt(format!("event {} has bad JSON", self.id)))?;
+        Ok(Event {
+            seq: self.seq,
+            id: parse_uuid(&self.id, "event")?,
+            connection_id: self
+                .connection_id
+                .as_deref()
+                .map(|c| parse_uuid(c, "connection").map(ConnectionId))
+                .transpose()?,
+            dealer: DealerId(self.dealer),
+            event_type: self.event_type,
+            subject_kind: self.subject_kind,
+            subject_id: self.subject_id,
+            data,
+            created_at: from_db_time(self.created_at),
+        })
+    }
+}
+
+/// Holds the dealer's feed until the transaction ends (PostgreSQL): the seqs
+/// taken after this commit after those of every earlier holder.
+fn lock_feed(conn: &mut DbConnection, dealer: &str) -> QueryResult<()> {
+    if let DbConnection::Postgresql(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind::<Integer, _>(FEED_LOCK_CLASS)
+            .bind::<Text, _>(dealer)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
+/// Writes `events` and their webhook deliveries on `conn`, inside the
+/// transaction the caller holds (the change the events describe).
+pub(crate) fn insert_events(
+    conn: &mut DbConnection,
+    dealer: &str,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Event>, Fail> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    lock_feed(conn, dealer)?;
+    let subscriptions = active_subscriptions(conn, dealer)?;
+    let now = Utc::now();
+    let mut written = Vec::with_capacity(events.len());
+    for event in events {
+        let row = NewEventRow {
+            // v7: ids made one after another keep their order.
+            id: uuid_text(uuid::Uuid::now_v7()),
+            dealer: dealer.to_owned(),
+            event_type: event.event_type,
+            subject_kind: event.subject_kind,
+            subject_id: event.subject_id,
+            connection_id: event.connection_id.map(|c| uuid_text(c.0)),
+            data: event.data.to_string(),
+            created_at: to_db_time(now),
+        };
+        diesel::insert_into(events::table)
+            .values(&row)
+            .execute(conn)?;
+        let stored = events::table
+            .filter(events::id.eq(&row.id))
+            .select(EventRow::as_select())
+            .first(conn)?
+            .into_domain()?;
+        for subscription in subscriptions.iter().filter(|s| s.wants(&stored.event_type)) {
+            enqueue_within(
+                conn,
+                NewJob {
+                    id: JobId::new(),
+                    dealer: DealerId(dealer.to_owned()),
+                    kind: kinds::WEBHOOK_DELIVERY.to_owned(),
+                    payload: serde_json::json!({
+                        "subscription_id": subscription.id,
+                        "event_id": stored.id,
+                    }),
+                    max_attempts: DELIVERY_ATTEMPTS,
+                    run_at: now,
+                    unique_key: None,
+                    created_by: DELIVERY_CREATED_BY.to_owned(),
+                },
+            )?;
+        }
+        written.push(stored);
+    }
+    Ok(written)
+}
+
+#[async_trait]
+impl EventStore for Store {
+    /// At most `limit` events (none for 0), and never more than `MAX_PAGE_SIZE`.
+    async fn list_events(
+        &self,
+        dealer: &DealerId,
+        after: Option<i64>,
+        types: &[String],
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let dealer = dealer.0.clone();
+        let types = types.to_vec();
+        let limit = i64::from(limit.min(MAX_PAGE_SIZE));
+        self.run(move |conn, _| {
+            let mut query = events::table
+                .filter(events::dealer.eq(dealer))
+                .select(EventRow::as_select())
+                .order(events::seq.asc())
+                .limit(limit)
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(events::seq.gt(after));
+            }
+            if !types.is_empty() {
+                query = query.filter(events::event_type.eq_any(types));
+            }
+            let rows: Vec<EventRow> = query.load(conn)?;
+            rows.into_iter().map(EventRow::into_domain).collect()
+        })
+        .await
+    }
+
+    async fn event(&self, dealer: &DealerId, id: uuid::Uuid) -> StoreResult<Event> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            events::table
+                .filter(events::dealer.eq(dealer))
+                .filter(events::id.eq(uuid_text(id)))
+                .select(EventRow::as_select())
+                .first(conn)
+                .optional()?
+                .ok_or(StoreError::NotFound)?
+                .into_domain()
+        })
+        .await
+    }
+
+    async fn record_events(
+        &self,
+        dealer: &DealerId,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<Event>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| insert_events(conn, &dealer, events))
+        })
+        .await
+    }
+}

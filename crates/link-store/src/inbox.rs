@@ -1,0 +1,133 @@
+//! `InboxStore` on diesel: callbacks Stages sends in, stored before they are
+//! answered, once per (connection, event id), with the job that processes them
+//! in the same transaction. A repeat is decided by the primary key (an insert
+//! that does nothing on conflict), so two deliveries at once store one.
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use domain::connection::ConnectionId;
+use domain::jobs::NewJob;
+use domain::store::{InboxStore, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+
+use crate::audit::uuid_text;
+use crate::connections::{corrupt, require_connection, to_db_time};
+use crate::db::{per_backend, write_transaction, Fail};
+use crate::jobs::enqueue_within;
+use crate::schema::webhook_inbox as inbox;
+use crate::Store;
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = inbox)]
+struct NewCallbackRow {
+    connection_id: String,
+    dealer: String,
+    event_id: String,
+    payload: String,
+    received_at: NaiveDateTime,
+}
+
+/// One stored callback, as a filter.
+macro_rules! stored_callback {
+    ($dealer:expr, $connection:expr, $event:expr) => {
+        inbox::table
+            .filter(inbox::dealer.eq($dealer))
+            .filter(inbox::connection_id.eq($connection))
+            .filter(inbox::event_id.eq($event))
+    };
+}
+
+#[async_trait]
+impl InboxStore for Store {
+    /// `NotFound` when the dealer has no such connection; `Conflict` when the
+    /// job belongs to another dealer.
+    async fn receive_callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        event_id: &str,
+        payload: serde_json::Value,
+        job: NewJob,
+    ) -> StoreResult<bool> {
+        if job.dealer != *dealer {
+            return Err(StoreError::Conflict(
+                "the job of a callback must belong to the callback's dealer".into(),
+            ));
+        }
+        let row = NewCallbackRow {
+            connection_id: uuid_text(connection_id.0),
+            dealer: dealer.0.clone(),
+            event_id: event_id.to_owned(),
+            payload: payload.to_string(),
+            received_at: to_db_time(Utc::now()),
+        };
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                require_connection(conn, &row.dealer, &row.connection_id)?;
+                // A concurrent receive of the same event waits here for the
+                // first to commit, then inserts nothing.
+                let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(inbox::table)
+                    .values(&row)
+                    .on_conflict_do_nothing()
+                    .execute(c))?;
+                if inserted == 0 {
+                    return Ok(false);
+                }
+                enqueue_within(conn, job)?;
+                Ok::<_, Fail>(true)
+            })
+        })
+        .await
+    }
+
+    /// Marks it processed now; marking again replaces the outcome.
+    async fn mark_callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        event_id: &str,
+        outcome: &str,
+    ) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let connection = uuid_text(connection_id.0);
+        let event_id = event_id.to_owned();
+        let outcome = outcome.to_owned();
+        let now = to_db_time(Utc::now());
+        self.run(move |conn, _| {
+            let updated = diesel::update(stored_callback!(&dealer, &connection, &event_id))
+                .set((
+                    inbox::outcome.eq(Some(outcome)),
+                    inbox::processed_at.eq(Some(now)),
+                ))
+                .execute(conn)?;
+            if updated == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn callback(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        event_id: &str,
+    ) -> StoreResult<serde_json::Value> {
+        let dealer = dealer.0.clone();
+        let connection = uuid_text(connection_id.0);
+        let event_id = event_id.to_owned();
+        self.run(move |conn, _| {
+            let payload: String = stored_callback!(&dealer, &connection, &event_id)
+                .select(inbox::payload)
+                .first(conn)?;
+            serde_json::from_str(&payload).map_err(|_| {
+                corrupt(format!(
+                    "callback {event_id} of connection {connection} has bad JSON"
+                ))
+            })
+        })
+        .await
+    }
+}

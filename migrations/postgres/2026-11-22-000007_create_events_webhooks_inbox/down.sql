@@ -1,0 +1,3 @@
+DROP TABLE webhook_inbox;
+DROP TABLE webhook_subscriptions;
+DROP TABLE events;
