@@ -52,6 +52,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         links: Arc::new(store.clone()),
         audit: Arc::new(store.clone()),
         jobs: Arc::new(store.clone()),
+        events: Arc::new(store.clone()),
+        webhooks: Arc::new(store.clone()),
+        inbox: Arc::new(store.clone()),
+        inbound: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
         verifier,
@@ -79,6 +83,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(routes::docs::openapi_json)
         .service(routes::docs::docs_index)
         .service(routes::docs::docs_asset)
+        // Callbacks carry their own (Basic) credentials, not a bearer token.
+        .service(web::scope("/v1/webhooks").configure(routes::webhooks::routes))
         .service(
             web::scope("/v1")
                 // Runs inner to outer: authenticate first, then idempotency.
@@ -86,7 +92,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(middleware::authenticate))
                 .service(routes::providers::list_providers)
                 .route("/audit", web::get().to(routes::audit::list_audit))
+                .configure(routes::sync::routes)
                 .configure(routes::links::routes)
+                .configure(routes::events::routes)
                 .configure(routes::connections::routes)
                 .configure(routes::stages::routes)
                 .configure(routes::billing::routes)

@@ -33,6 +33,10 @@ pub struct Settings {
 pub struct JobSettings {
     /// Job runners in this process (0 = this replica runs no background jobs).
     pub workers: usize,
+    /// First retry delay of a failed job; doubles per attempt, with full jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_cap_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +142,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.level", "info"),
     ("idempotency.ttl_hours", "24"),
     ("jobs.workers", "2"),
+    ("jobs.retry_base_ms", "1000"),
+    ("jobs.retry_cap_ms", "300000"),
 ];
 
 impl Settings {

@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, billing, connections, health, jobs, links, providers, stages};
+use crate::routes::{
+    audit, billing, connections, events, health, jobs, links, providers, stages, sync, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,7 +59,19 @@ use crate::routes::{audit, billing, connections, health, jobs, links, providers,
         links::reconcile,
         jobs::get_job,
         jobs::list_jobs,
+        jobs::retry_job,
+        jobs::cancel_job,
         audit::list_audit,
+        sync::diff,
+        sync::sync_link,
+        sync::account_sync,
+        events::list_events,
+        events::create_subscription,
+        events::list_subscriptions,
+        events::get_subscription,
+        events::update_subscription,
+        events::delete_subscription,
+        webhooks::stages_callback,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&BearerAuth),
@@ -67,6 +81,9 @@ use crate::routes::{audit, billing, connections, health, jobs, links, providers,
         (name = "stages", description = "Stages records, read live through a connection"),
         (name = "links", description = "Push, link, edit link, unlink, mappings, reconcile, audit"),
         (name = "jobs", description = "Background work and its progress"),
+        (name = "sync", description = "Diff, record sync and account sync of a link"),
+        (name = "events", description = "The change feed and signed outbound webhooks"),
+        (name = "webhooks", description = "Callbacks the service receives"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -77,6 +94,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "stages_basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

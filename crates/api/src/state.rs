@@ -6,7 +6,8 @@ use std::sync::Arc;
 use domain::linking::LinkingPorts;
 use domain::stages::StagesConnector;
 use domain::store::{
-    AuditStore, BillingStore, ConnectionStore, IdempotencyStore, JobStore, LinkStore,
+    AuditStore, BillingStore, ConnectionStore, EventStore, IdempotencyStore, InboundLookup,
+    InboxStore, JobStore, LinkStore, WebhookStore,
 };
 
 use crate::auth::TokenVerifier;
@@ -22,6 +23,10 @@ pub struct AppState {
     pub links: Arc<dyn LinkStore>,
     pub audit: Arc<dyn AuditStore>,
     pub jobs: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub inbox: Arc<dyn InboxStore>,
+    pub inbound: Arc<dyn InboundLookup>,
     pub stages: Arc<dyn StagesConnector>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,

@@ -47,7 +47,12 @@ pub fn reconcile_job(caller: &Caller, connection_id: ConnectionId, dry_run: bool
 
 /// Runs jobs until the process ends.
 pub async fn run(state: web::Data<AppState>, worker_id: String) {
-    let kinds = vec![kinds::RECONCILE.to_owned()];
+    let kinds = vec![
+        kinds::RECONCILE.to_owned(),
+        kinds::AUTO_SYNC_PUSH.to_owned(),
+        kinds::STAGES_CALLBACK.to_owned(),
+        kinds::WEBHOOK_DELIVERY.to_owned(),
+    ];
     loop {
         let claimed = state
             .jobs
@@ -94,6 +99,9 @@ async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
     };
     let outcome = match job.kind.as_str() {
         kinds::RECONCILE => run_reconcile(state, worker_id, &job).await,
+        kinds::AUTO_SYNC_PUSH => run_auto_sync(state, &job).await,
+        kinds::STAGES_CALLBACK => run_stages_callback(state, &job).await,
+        kinds::WEBHOOK_DELIVERY => crate::delivery::deliver(state, &job).await,
         other => Err(JobError::Permanent(format!("unknown job kind '{other}'"))),
     };
     renewer.abort();
@@ -111,8 +119,10 @@ async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
                     at: Utc::now()
                         + backoff(
                             job.attempts,
-                            chrono::Duration::seconds(1),
-                            chrono::Duration::minutes(5),
+                            chrono::Duration::milliseconds(
+                                state.settings.jobs.retry_base_ms as i64,
+                            ),
+                            chrono::Duration::milliseconds(state.settings.jobs.retry_cap_ms as i64),
                             rand::random::<f64>(),
                         ),
                 },
@@ -130,7 +140,7 @@ async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
     }
 }
 
-enum JobError {
+pub enum JobError {
     Transient(String),
     Permanent(String),
 }
@@ -201,4 +211,64 @@ async fn run_reconcile(
     )
     .await?;
     serde_json::to_value(report).map_err(|e| JobError::Permanent(e.to_string()))
+}
+
+fn payload<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobError> {
+    serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::Permanent(format!("bad {} payload: {e}", job.kind)))
+}
+
+#[derive(Deserialize)]
+struct LinkPayload {
+    link_id: domain::link::LinkId,
+}
+
+/// Auto Sync: the fields billing changed go to Stages.
+async fn run_auto_sync(
+    state: &web::Data<AppState>,
+    job: &Job,
+) -> Result<serde_json::Value, JobError> {
+    let p: LinkPayload = payload(job)?;
+    let outcome = domain::syncing::auto_sync_push(state.linking(), &job.dealer, p.link_id).await?;
+    serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct CallbackPayload {
+    connection_id: ConnectionId,
+    event_id: String,
+}
+
+/// A stored Stages callback, applied to the billing records.
+async fn run_stages_callback(
+    state: &web::Data<AppState>,
+    job: &Job,
+) -> Result<serde_json::Value, JobError> {
+    let p: CallbackPayload = payload(job)?;
+    let stored = state
+        .inbox
+        .callback(&job.dealer, p.connection_id, &p.event_id)
+        .await
+        .map_err(OperationError::from)?;
+    let callback: domain::stages::StagesCallback = serde_json::from_value(stored)
+        .map_err(|e| JobError::Permanent(format!("stored callback does not parse: {e}")))?;
+    let connection = state
+        .connections
+        .connection(&job.dealer, p.connection_id)
+        .await
+        .map_err(OperationError::from)?;
+    let outcome = domain::syncing::apply_stages_callback(
+        state.linking(),
+        state.events.as_ref(),
+        &connection,
+        &callback.event,
+    )
+    .await?;
+    let note = format!("{}: {}", outcome.outcome, outcome.detail);
+    state
+        .inbox
+        .mark_callback(&job.dealer, p.connection_id, &p.event_id, &note)
+        .await
+        .map_err(OperationError::from)?;
+    serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))
 }

@@ -14,7 +14,9 @@ use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/jobs", web::get().to(list_jobs))
+    cfg.route("/jobs/{job_id}:retry", web::post().to(retry_job))
+        .route("/jobs/{job_id}:cancel", web::post().to(cancel_job))
+        .route("/jobs", web::get().to(list_jobs))
         .route("/jobs/{job_id}", web::get().to(get_job));
 }
 
@@ -108,6 +110,59 @@ pub struct JobList {
 pub struct JobFilter {
     pub state: Option<JobStateDto>,
     pub kind: Option<String>,
+}
+
+fn job_id(raw: &str) -> ApiResult<JobId> {
+    Uuid::parse_str(raw)
+        .map(JobId)
+        .map_err(|_| ApiError::not_found("no such job"))
+}
+
+fn job_not_found(e: domain::store::StoreError) -> ApiError {
+    match e {
+        domain::store::StoreError::NotFound => ApiError::not_found("no such job"),
+        other => other.into(),
+    }
+}
+
+/// Put a dead or failed job back on the queue with fresh attempts.
+#[utoipa::path(post, path = "/v1/jobs/{job_id}:retry", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = Uuid, Path)),
+    responses((status = 200, body = JobResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not dead or failed", body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn retry_job(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let job = state
+        .jobs
+        .retry_job(&caller.dealer, job_id(&path)?)
+        .await
+        .map_err(job_not_found)?;
+    Ok(HttpResponse::Ok().json(JobResponse::from(job)))
+}
+
+/// Cancel a queued job, or ask a running one to stop.
+#[utoipa::path(post, path = "/v1/jobs/{job_id}:cancel", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = Uuid, Path)),
+    responses((status = 200, body = JobResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn cancel_job(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let job = state
+        .jobs
+        .cancel_job(&caller.dealer, job_id(&path)?)
+        .await
+        .map_err(job_not_found)?;
+    Ok(HttpResponse::Ok().json(JobResponse::from(job)))
 }
 
 /// One job: state, progress, summary.

@@ -1,0 +1,744 @@
+//! End to end: diff and record sync, account sync, Auto Sync through the
+//! outbox, Stages callbacks (with echo suppression), the change feed and
+//! signed outbound webhooks.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+struct World {
+    sim: stages_sim::Sim,
+    svc: Service,
+    op: Who,
+    admin: Who,
+    cid: String,
+}
+
+async fn world_with(env: Vec<(String, String)>) -> World {
+    let sim = start_sim(0).await;
+    let mut env = env;
+    env.push(("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()));
+    env.push(("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()));
+    let svc = Service::start_with(ServiceOptions {
+        database_url: None,
+        env,
+    })
+    .await;
+    let admin = Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
+    World {
+        sim,
+        svc,
+        op: Who::new("acme", "olivia", "operator"),
+        admin,
+        cid,
+    }
+}
+
+async fn world() -> World {
+    world_with(Vec::new()).await
+}
+
+impl World {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.svc.call(method, path, &self.op, body).await
+    }
+
+    /// A billing site S with system SYS pushed to Stages; returns (site_no, device_id, site link, system link).
+    async fn pushed(&self, site: &str, code: &str) -> (String, String, String, String) {
+        self.call(Method::PUT, &format!("/v1/billing/sites/{site}"), Some(json!({
+            "name": "Lovelace home", "address1": "12 Elm St", "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"}))).await;
+        self.call(
+            Method::PUT,
+            &format!("/v1/billing/systems/SYS-{site}"),
+            Some(json!({"site_id": site})),
+        )
+        .await;
+        let p = self.call(Method::POST, &format!("/v1/connections/{}/push", self.cid), Some(json!({
+            "billing_site_id": site, "systems": [{"billing_system_id": format!("SYS-{site}"), "device": {"transmitter_code": code}}]}))).await;
+        assert_eq!(p.status, 201, "{}", p.text);
+        let r = &p.body["records"];
+        (
+            r[0]["external_id"].as_str().unwrap().to_owned(),
+            r[1]["external_id"].as_str().unwrap().to_owned(),
+            r[0]["link_id"].as_str().unwrap().to_owned(),
+            r[1]["link_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn stages_site(&self, site_no: &str) -> Value {
+        serde_json::to_value(self.sim.state().site(site_no).unwrap()).unwrap()
+    }
+
+    /// Waits until no job of this dealer is queued or running and Stages has
+    /// no callback left to send, three looks in a row (a retried job moves
+    /// between queued and running, so one look can miss it).
+    async fn quiesce(&self) {
+        let mut quiet = 0;
+        for _ in 0..600 {
+            let q = self.call(Method::GET, "/v1/jobs?state=queued", None).await;
+            let r = self.call(Method::GET, "/v1/jobs?state=running", None).await;
+            let pending = self.sim.state().callbacks_pending();
+            let idle = q.body["items"].as_array().unwrap().is_empty()
+                && r.body["items"].as_array().unwrap().is_empty()
+                && pending == 0;
+            quiet = if idle { quiet + 1 } else { 0 };
+            if quiet == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("jobs did not settle");
+    }
+
+    async fn connect_callbacks(&self) -> String {
+        let rotated = self
+            .svc
+            .call(
+                Method::POST,
+                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
+                &self.admin,
+                None,
+            )
+            .await;
+        let username = rotated.body["username"].as_str().unwrap().to_owned();
+        let secret = rotated.body["secret"].as_str().unwrap().to_owned();
+        self.sim
+            .state()
+            .set_callback_target(stages_sim::CallbackTarget::new(
+                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
+                username,
+                secret.clone(),
+            ))
+            .unwrap();
+        secret
+    }
+}
+
+#[tokio::test]
+async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices() {
+    let w = world().await;
+    let (site_no, _, site_link, _) = w.pushed("S1", "8100001").await;
+    // Stages spells the state its own way: equal after normalisation.
+    w.sim
+        .state()
+        .patch_site(
+            &site_no,
+            serde_json::from_value(
+                json!({"state": "OH", "phone": "614-555-0199", "city": "Worthington"}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    // Billing changes the city too, differently: a conflict.
+    let s = w.call(Method::GET, "/v1/billing/sites/S1", None).await;
+    let mut body = s.body.clone();
+    body["city"] = json!("Dublin");
+    let b: Value = json!({"name": body["name"], "address1": body["address1"], "city": "Dublin", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"});
+    w.svc
+        .req(Method::PUT, "/v1/billing/sites/S1", &w.op)
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+
+    let d = w
+        .call(Method::GET, &format!("/v1/links/{site_link}/diff"), None)
+        .await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    let field = |name: &str| {
+        d.body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(field("state")["status"], "equal", "OH == Ohio");
+    assert_eq!(field("phone")["status"], "external_changed");
+    assert_eq!(field("phone")["proposed"], "take_external");
+    assert_eq!(field("city")["status"], "conflict");
+    assert_eq!(field("city")["proposed"], Value::Null);
+    assert_eq!(field("name")["status"], "equal");
+
+    // A dry run shows the plan and writes nothing.
+    let dry = w
+        .call(
+            Method::POST,
+            &format!("/v1/links/{site_link}:sync?dry_run=true"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(dry.status, 200, "{}", dry.text);
+    assert_eq!(dry.body["to_billing"]["phone"], "614-555-0199");
+    assert_eq!(dry.body["unresolved"], json!(["city"]));
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/sites/S1", None).await.body["phone"],
+        "(614) 555-0101"
+    );
+
+    // No free text: only take_billing / take_external, and only known fields.
+    w.call(
+        Method::POST,
+        &format!("/v1/links/{site_link}:sync"),
+        Some(json!({"fields": {"city": "Columbus"}})),
+    )
+    .await
+    .assert_problem(422);
+    w.call(
+        Method::POST,
+        &format!("/v1/links/{site_link}:sync"),
+        Some(json!({"fields": {"colour": "take_billing"}})),
+    )
+    .await
+    .assert_problem(422);
+
+    let synced = w
+        .call(
+            Method::POST,
+            &format!("/v1/links/{site_link}:sync"),
+            Some(json!({"fields": {"city": "take_billing"}})),
+        )
+        .await;
+    assert_eq!(synced.status, 200, "{}", synced.text);
+    assert_eq!(w.stages_site(&site_no)["city"], "Dublin");
+    assert_eq!(
+        w.stages_site(&site_no)["state"],
+        "OH",
+        "equal values are not rewritten"
+    );
+    let billing = w.call(Method::GET, "/v1/billing/sites/S1", None).await;
+    assert_eq!(billing.body["phone"], "614-555-0199");
+    let after = w
+        .call(Method::GET, &format!("/v1/links/{site_link}/diff"), None)
+        .await;
+    assert!(
+        after.body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["status"] == "equal"),
+        "{}",
+        after.text
+    );
+
+    // The change the service made to billing is on the feed.
+    let feed = w
+        .call(Method::GET, "/v1/events?types=billing.site.updated", None)
+        .await;
+    let items = feed.body["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|e| e["subject_id"] == "S1" && e["data"]["changed"]["phone"] == "614-555-0199"),
+        "{}",
+        feed.text
+    );
+}
+
+#[tokio::test]
+async fn account_sync_of_a_system_also_syncs_its_site() {
+    let w = world().await;
+    let (site_no, device_id, site_link, system_link) = w.pushed("S2", "8200002").await;
+    w.sim
+        .state()
+        .patch_site(
+            &site_no,
+            serde_json::from_value(json!({"info": "Gate code 1234"})).unwrap(),
+        )
+        .unwrap();
+    w.sim
+        .state()
+        .patch_device(
+            &device_id,
+            serde_json::from_value(json!({"location": "Garage"})).unwrap(),
+        )
+        .unwrap();
+    let a = w
+        .call(
+            Method::POST,
+            &format!("/v1/links/{system_link}:account-sync"),
+            Some(json!({"use": "external"})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.body["items"].as_array().unwrap().len(),
+        2,
+        "the system, then its site"
+    );
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/systems/SYS-S2", None)
+            .await
+            .body["location"],
+        "Garage"
+    );
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/sites/S2", None).await.body["info"],
+        "Gate code 1234"
+    );
+    // A site's account sync is the site only.
+    let a = w
+        .call(
+            Method::POST,
+            &format!("/v1/links/{site_link}:account-sync"),
+            Some(json!({"use": "billing"})),
+        )
+        .await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off() {
+    let w = world().await;
+    let (site_no, _, _, _) = w.pushed("S3", "8300003").await;
+    let patches_before = w.sim.state().request_count("PATCH /api/v1/sites/{site_no}");
+    for i in 0..5 {
+        let a = w
+            .call(
+                Method::PUT,
+                "/v1/billing/sites/S3",
+                Some(
+                    json!({"name": "Lovelace home", "address1": format!("{i} Elm St"),
+            "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"}),
+                ),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    w.quiesce().await;
+    assert_eq!(
+        w.stages_site(&site_no)["address1"],
+        "4 Elm St",
+        "the latest value arrived"
+    );
+    let patches = w.sim.state().request_count("PATCH /api/v1/sites/{site_no}") - patches_before;
+    assert!(
+        (1..5).contains(&patches),
+        "five quick edits coalesce: {patches} pushes"
+    );
+
+    // Auto Sync off: nothing is pushed until someone syncs.
+    let c = w
+        .svc
+        .call(
+            Method::PATCH,
+            &format!("/v1/connections/{}", w.cid),
+            &w.admin,
+            Some(json!({"auto_sync": false})),
+        )
+        .await;
+    assert_eq!(c.status, 200);
+    let before = w.sim.state().request_count("PATCH /api/v1/sites/{site_no}");
+    w.call(
+        Method::PUT,
+        "/v1/billing/sites/S3",
+        Some(json!({"name": "Lovelace home", "address1": "99 Oak Ave",
+        "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"})),
+    )
+    .await;
+    w.quiesce().await;
+    assert_eq!(
+        w.sim.state().request_count("PATCH /api/v1/sites/{site_no}"),
+        before
+    );
+    assert_eq!(w.stages_site(&site_no)["address1"], "4 Elm St");
+}
+
+#[tokio::test]
+async fn a_push_that_keeps_failing_goes_dead_and_can_be_retried() {
+    let w = world().await;
+    let (site_no, _, _, _) = w.pushed("S4", "8400004").await;
+    w.sim
+        .state()
+        .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
+        .unwrap();
+    w.call(
+        Method::PUT,
+        "/v1/billing/sites/S4",
+        Some(json!({"name": "Renamed", "address1": "12 Elm St",
+        "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"})),
+    )
+    .await;
+    w.quiesce().await;
+    let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
+    let items = dead.body["items"].as_array().unwrap();
+    let all = w.call(Method::GET, "/v1/jobs", None).await;
+    assert_eq!(items.len(), 1, "{}", all.text);
+    assert_eq!(items[0]["kind"], "auto_sync_push");
+    assert_eq!(items[0]["attempts"], 8);
+    assert!(
+        items[0]["error"].as_str().unwrap().contains("503"),
+        "{}",
+        dead.text
+    );
+    w.sim.state().clear_faults();
+    let id = items[0]["id"].as_str().unwrap();
+    let retried = w
+        .call(Method::POST, &format!("/v1/jobs/{id}:retry"), None)
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.text);
+    w.quiesce().await;
+    assert_eq!(w.stages_site(&site_no)["name"], "Renamed");
+}
+
+#[tokio::test]
+async fn stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo() {
+    let w = world().await;
+    let (site_no, device_id, _, _) = w.pushed("S5", "8500005").await;
+    w.connect_callbacks().await;
+
+    // A change made in Stages reaches billing.
+    w.sim
+        .state()
+        .patch_site(
+            &site_no,
+            serde_json::from_value(json!({"address1": "1 New Rd", "phone": "614-555-0123"}))
+                .unwrap(),
+        )
+        .unwrap();
+    w.sim.state().change_xmit(&device_id, "8500099").unwrap();
+    w.quiesce().await;
+    let site = w.call(Method::GET, "/v1/billing/sites/S5", None).await;
+    assert_eq!(site.body["address1"], "1 New Rd");
+    assert_eq!(site.body["phone"], "614-555-0123");
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/systems/SYS-S5", None)
+            .await
+            .body["system_number"],
+        "8500099"
+    );
+    let version = site.body["version"].as_i64().unwrap();
+
+    // A billing edit is pushed; Stages calls back with it; that echo changes nothing.
+    let patches = w.sim.state().request_count("PATCH /api/v1/sites/{site_no}");
+    w.call(Method::PUT, "/v1/billing/sites/S5", Some(json!({"name": "Lovelace home", "address1": "1 New Rd",
+        "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "614-555-0123", "info": "Dog in yard"}))).await;
+    w.quiesce().await;
+    assert_eq!(w.stages_site(&site_no)["info"], "Dog in yard");
+    assert_eq!(
+        w.sim.state().request_count("PATCH /api/v1/sites/{site_no}") - patches,
+        1,
+        "pushed once, never echoed back"
+    );
+    let site = w.call(Method::GET, "/v1/billing/sites/S5", None).await;
+    assert_eq!(
+        site.body["version"].as_i64().unwrap(),
+        version + 1,
+        "only the billing edit itself"
+    );
+    assert!(
+        w.sim.state().callback_status().acknowledged >= 3,
+        "Stages did call back"
+    );
+}
+
+#[tokio::test]
+async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported() {
+    let w = world().await;
+    let (site_no, _, _, _) = w.pushed("S6", "8600006").await;
+    let secret = w.connect_callbacks().await;
+    let url = w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid));
+    let event = json!({"event_id": "evt-1", "occurred_at": "2026-11-22T06:00:00Z", "type": "site.updated",
+        "site_no": site_no, "billing_id": "S6", "changes": {"info": "Beware of the dog"}});
+    // Wrong password: refused before anything is read.
+    let bad = w
+        .svc
+        .http
+        .post(&url)
+        .basic_auth("anyone", Some("wrong"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    Answer::from(bad).await.assert_problem(401);
+    let user = w
+        .svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{}/inbound-credentials", w.cid),
+            &w.admin,
+            None,
+        )
+        .await
+        .body["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = || {
+        w.svc
+            .http
+            .post(&url)
+            .basic_auth(&user, Some(&secret))
+            .json(&event)
+            .send()
+    };
+    let first = Answer::from(send().await.unwrap()).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    let again = Answer::from(send().await.unwrap()).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["status"], "duplicate");
+    w.quiesce().await;
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/sites/S6", None).await.body["info"],
+        "Beware of the dog"
+    );
+    let feed = w
+        .call(Method::GET, "/v1/events?types=billing.site.updated", None)
+        .await;
+    let hits = feed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject_id"] == "S6" && e["data"]["source"] == "stages")
+        .count();
+    assert_eq!(hits, 1, "applied once: {}", feed.text);
+
+    // A record nobody linked: acknowledged, reported on the feed.
+    let unknown = json!({"event_id": "evt-2", "occurred_at": "2026-11-22T06:00:00Z", "type": "site.updated",
+        "site_no": "99999", "changes": {"info": "?"}});
+    let a = Answer::from(
+        w.svc
+            .http
+            .post(&url)
+            .basic_auth(&user, Some(&secret))
+            .json(&unknown)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 202);
+    w.quiesce().await;
+    let feed = w
+        .call(
+            Method::GET,
+            "/v1/events?types=stages.callback.unmatched",
+            None,
+        )
+        .await;
+    assert_eq!(
+        feed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        feed.text
+    );
+    // Malformed bodies are refused with a problem.
+    let a = Answer::from(
+        w.svc
+            .http
+            .post(&url)
+            .basic_auth(&user, Some(&secret))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    a.assert_problem(400);
+}
+
+/// A receiver of signed webhooks on a free port: records requests, answers with `status`.
+async fn receiver(
+    status: u16,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(reqwest::header::HeaderMap, Vec<u8>)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                break;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            let mut headers = reqwest::header::HeaderMap::new();
+                            for l in text[..end].lines().skip(1) {
+                                if let Some((k, v)) = l.split_once(':') {
+                                    headers.insert(
+                                        reqwest::header::HeaderName::from_bytes(
+                                            k.trim().as_bytes(),
+                                        )
+                                        .unwrap(),
+                                        v.trim().parse().unwrap(),
+                                    );
+                                }
+                            }
+                            log.lock()
+                                .unwrap()
+                                .push((headers, buf[end + 4..end + 4 + len].to_vec()));
+                            break;
+                        }
+                    }
+                }
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+#[tokio::test]
+async fn webhook_subscribers_get_signed_events_and_a_410_disables_them() {
+    let w = world().await;
+    let (url, seen) = receiver(200).await;
+    let sub = w
+        .svc
+        .call(
+            Method::POST,
+            "/v1/webhook-subscriptions",
+            &w.admin,
+            Some(json!({"url": url, "types": ["billing.system.updated"]})),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{}", sub.text);
+    let secret = sub.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert!(!w
+        .svc
+        .call(Method::GET, "/v1/webhook-subscriptions", &w.admin, None)
+        .await
+        .text
+        .contains(&secret));
+    // The push sets the system number: a change the service makes.
+    w.pushed("S7", "8700007").await;
+    w.quiesce().await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one event of the subscribed type");
+    let (headers, body) = &got[0];
+    let id = headers["webhook-id"].to_str().unwrap();
+    let ts: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = api::delivery::sign(&secret, id, ts, body).unwrap();
+    assert_eq!(headers["webhook-signature"].to_str().unwrap(), expected);
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["type"], "billing.system.updated");
+    assert_eq!(
+        payload["data"]["data"]["changed"]["system_number"],
+        "8700007"
+    );
+
+    let (gone_url, _) = receiver(410).await;
+    let gone = w
+        .svc
+        .call(
+            Method::POST,
+            "/v1/webhook-subscriptions",
+            &w.admin,
+            Some(json!({"url": gone_url})),
+        )
+        .await;
+    let gone_id = gone.body["id"].as_str().unwrap().to_owned();
+    w.pushed("S8", "8800008").await;
+    w.quiesce().await;
+    let after = w
+        .svc
+        .call(
+            Method::GET,
+            &format!("/v1/webhook-subscriptions/{gone_id}"),
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(after.body["status"], "disabled", "{}", after.text);
+}
+
+#[tokio::test]
+async fn a_thousand_auto_sync_pushes_through_faults_each_arrive_once() {
+    let w = world().await;
+    let mut sites = Vec::new();
+    for i in 0..20 {
+        let (site_no, _, _, _) = w.pushed(&format!("F{i}"), &format!("89{i:05}")).await;
+        sites.push(site_no);
+    }
+    for rule in [
+        "PATCH /api/v1/sites/*=error:503,probability=0.3",
+        "PATCH /api/v1/sites/*=timeout,probability=0.05",
+        "PATCH /api/v1/sites/*=drop,probability=0.05",
+    ] {
+        w.sim
+            .state()
+            .add_fault(stages_sim::FaultRule::parse(rule).unwrap())
+            .unwrap();
+    }
+    // 1,000 edits: 50 rounds over 20 sites, each round waiting for the pushes.
+    for round in 0..50 {
+        for i in 0..20 {
+            let a = w.call(Method::PUT, &format!("/v1/billing/sites/F{i}"), Some(json!({"name": "Lovelace home",
+                "address1": format!("{round} Elm St"), "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"}))).await;
+            assert_eq!(a.status, 200);
+        }
+    }
+    w.quiesce().await;
+    let all = w.call(Method::GET, "/v1/jobs?page_size=500", None).await;
+    let summary: Vec<String> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(60)
+        .map(|j| {
+            format!(
+                "{} {} {} {}",
+                j["state"], j["attempts"], j["error"], j["summary"]
+            )
+        })
+        .collect();
+    for site_no in &sites {
+        assert_eq!(
+            w.stages_site(site_no)["address1"],
+            "49 Elm St",
+            "the latest edit arrived at {site_no}: {summary:#?}"
+        );
+    }
+    let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
+    assert_eq!(dead.body["items"], json!([]), "nothing dead: {}", dead.text);
+}
