@@ -14,9 +14,9 @@ struct World {
     cid: String,
 }
 
-async fn world(seed_sites: usize) -> World {
+async fn world(backend: Backend, seed_sites: usize) -> World {
     let sim = start_sim(seed_sites).await;
-    let svc = Service::start().await;
+    let svc = Service::start_on(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let cid = svc
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
@@ -97,9 +97,8 @@ fn device(code: &str) -> Value {
            "exit_period": "01:00", "location": "Basement", "timer_test_type": "DAILY", "timer_test_days": 1, "silent": false})
 }
 
-#[tokio::test]
-async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked() {
-    let w = world(0).await;
+async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked(backend: Backend) {
+    let w = world(backend, 0).await;
     w.billing_site("S1", &["SYS1", "SYS2"]).await;
     let targets = w
         .svc
@@ -230,9 +229,8 @@ async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked() {
     assert_eq!(audit.body["items"][0]["actor"], "olivia");
 }
 
-#[tokio::test]
-async fn a_system_is_pushed_only_when_its_site_is_linked() {
-    let w = world(0).await;
+async fn a_system_is_pushed_only_when_its_site_is_linked(backend: Backend) {
+    let w = world(backend, 0).await;
     w.billing_site("S1", &["SYS1", "SYS2"]).await;
     let early = w
         .post(
@@ -292,9 +290,8 @@ async fn a_system_is_pushed_only_when_its_site_is_linked() {
     assert_eq!(w.sim.state().site_count(), 1);
 }
 
-#[tokio::test]
-async fn an_existing_stages_site_is_linked_with_the_child_rule() {
-    let w = world(3).await;
+async fn an_existing_stages_site_is_linked_with_the_child_rule(backend: Backend) {
+    let w = world(backend, 3).await;
     let unlinked = w
         .svc
         .call(
@@ -399,9 +396,8 @@ async fn an_existing_stages_site_is_linked_with_the_child_rule() {
     assert_eq!(unlinked.body["items"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn fifty_concurrent_links_of_one_stages_site_let_exactly_one_win() {
-    let w = world(1).await;
+async fn fifty_concurrent_links_of_one_stages_site_let_exactly_one_win(backend: Backend) {
+    let w = world(backend, 1).await;
     let site_no = w.sim.state().sites()[0].site_no.clone();
     let device_id = serde_json::to_value(&w.sim.state().devices(&site_no)[0]).unwrap()["device_id"]
         .as_str()
@@ -457,9 +453,8 @@ async fn fifty_concurrent_links_of_one_stages_site_let_exactly_one_win() {
     );
 }
 
-#[tokio::test]
-async fn edit_link_moves_billing_ids_and_unlink_then_link_again_works() {
-    let w = world(2).await;
+async fn edit_link_moves_billing_ids_and_unlink_then_link_again_works(backend: Backend) {
+    let w = world(backend, 2).await;
     let sites = w.sim.state().sites();
     let site_no = sites[0].site_no.clone();
     let devices: Vec<String> = w
@@ -631,9 +626,10 @@ async fn edit_link_moves_billing_ids_and_unlink_then_link_again_works() {
     );
 }
 
-#[tokio::test]
-async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_each() {
-    let w = world(0).await;
+async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_each(
+    backend: Backend,
+) {
+    let w = world(backend, 0).await;
     w.billing_site("S7", &["SYS7"]).await;
     let body = json!({"billing_site_id": "S7", "site": {"time_zone": "America/Denver"},
         "systems": [{"billing_system_id": "SYS7", "device": device("7900007")}]});
@@ -688,9 +684,8 @@ async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_e
     );
 }
 
-#[tokio::test]
-async fn an_idempotency_key_makes_a_push_happen_once() {
-    let w = world(0).await;
+async fn an_idempotency_key_makes_a_push_happen_once(backend: Backend) {
+    let w = world(backend, 0).await;
     w.billing_site("S8", &["SYS8"]).await;
     let body = json!({"billing_site_id": "S8", "systems": [{"billing_system_id": "SYS8", "device": device("7900008")}]});
     let send = || {
@@ -708,9 +703,10 @@ async fn an_idempotency_key_makes_a_push_happen_once() {
     assert_eq!(w.sim.state().request_count("POST /api/v1/sites"), 1);
 }
 
-#[tokio::test]
-async fn reconcile_takes_over_a_thousand_billing_ids_and_reports_every_kind_of_drift() {
-    let w = world(1000).await;
+async fn reconcile_takes_over_a_thousand_billing_ids_and_reports_every_kind_of_drift(
+    backend: Backend,
+) {
+    let w = world(backend, 1000).await;
     let sites = w.sim.state().sites();
     // An older integration stored billing ids in Stages for the first 1,000 sites and their first devices.
     let mut expected_systems = 0;
@@ -814,3 +810,14 @@ async fn reconcile_takes_over_a_thousand_billing_ids_and_reports_every_kind_of_d
         .await;
     assert_eq!(audit.body["items"][0]["action"], "reconcile_link");
 }
+
+on_both_backends!(
+    a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked,
+    a_system_is_pushed_only_when_its_site_is_linked,
+    an_existing_stages_site_is_linked_with_the_child_rule,
+    fifty_concurrent_links_of_one_stages_site_let_exactly_one_win,
+    edit_link_moves_billing_ids_and_unlink_then_link_again_works,
+    a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_each,
+    an_idempotency_key_makes_a_push_happen_once,
+    reconcile_takes_over_a_thousand_billing_ids_and_reports_every_kind_of_drift,
+);

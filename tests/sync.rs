@@ -18,16 +18,13 @@ struct World {
     cid: String,
 }
 
-async fn world_with(env: Vec<(String, String)>) -> World {
+async fn world(backend: Backend) -> World {
     let sim = start_sim(0).await;
-    let mut env = env;
-    env.push(("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()));
-    env.push(("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()));
-    let svc = Service::start_with(ServiceOptions {
-        database_url: None,
-        env,
-    })
-    .await;
+    let env = vec![
+        ("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()),
+        ("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()),
+    ];
+    let svc = Service::start_on(backend, env).await;
     let admin = Who::admin("acme");
     let cid = svc
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
@@ -46,10 +43,6 @@ async fn world_with(env: Vec<(String, String)>) -> World {
         admin,
         cid,
     }
-}
-
-async fn world() -> World {
-    world_with(Vec::new()).await
 }
 
 impl World {
@@ -128,9 +121,8 @@ impl World {
     }
 }
 
-#[tokio::test]
-async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices() {
-    let w = world().await;
+async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, _, site_link, _) = w.pushed("S1", "8100001").await;
     // Stages spells the state its own way: equal after normalisation.
     w.sim
@@ -250,9 +242,8 @@ async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices() {
     );
 }
 
-#[tokio::test]
-async fn account_sync_of_a_system_also_syncs_its_site() {
-    let w = world().await;
+async fn account_sync_of_a_system_also_syncs_its_site(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, device_id, site_link, system_link) = w.pushed("S2", "8200002").await;
     w.sim
         .state()
@@ -302,9 +293,8 @@ async fn account_sync_of_a_system_also_syncs_its_site() {
     assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off() {
-    let w = world().await;
+async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, _, _, _) = w.pushed("S3", "8300003").await;
     let patches_before = w.sim.state().request_count("PATCH /api/v1/sites/{site_no}");
     for i in 0..5 {
@@ -359,9 +349,8 @@ async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off() {
     assert_eq!(w.stages_site(&site_no)["address1"], "4 Elm St");
 }
 
-#[tokio::test]
-async fn a_push_that_keeps_failing_goes_dead_and_can_be_retried() {
-    let w = world().await;
+async fn a_push_that_keeps_failing_goes_dead_and_can_be_retried(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, _, _, _) = w.pushed("S4", "8400004").await;
     w.sim
         .state()
@@ -396,9 +385,8 @@ async fn a_push_that_keeps_failing_goes_dead_and_can_be_retried() {
     assert_eq!(w.stages_site(&site_no)["name"], "Renamed");
 }
 
-#[tokio::test]
-async fn stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo() {
-    let w = world().await;
+async fn stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, device_id, _, _) = w.pushed("S5", "8500005").await;
     w.connect_callbacks().await;
 
@@ -447,9 +435,8 @@ async fn stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo() {
     );
 }
 
-#[tokio::test]
-async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported() {
-    let w = world().await;
+async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported(backend: Backend) {
+    let w = world(backend).await;
     let (site_no, _, _, _) = w.pushed("S6", "8600006").await;
     let secret = w.connect_callbacks().await;
     let url = w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid));
@@ -624,9 +611,8 @@ async fn receiver(
     (format!("http://{addr}/hook"), seen)
 }
 
-#[tokio::test]
-async fn webhook_subscribers_get_signed_events_and_a_410_disables_them() {
-    let w = world().await;
+async fn webhook_subscribers_get_signed_events_and_a_410_disables_them(backend: Backend) {
+    let w = world(backend).await;
     let (url, seen) = receiver(200).await;
     let sub = w
         .svc
@@ -692,9 +678,8 @@ async fn webhook_subscribers_get_signed_events_and_a_410_disables_them() {
     assert_eq!(after.body["status"], "disabled", "{}", after.text);
 }
 
-#[tokio::test]
-async fn a_thousand_auto_sync_pushes_through_faults_each_arrive_once() {
-    let w = world().await;
+async fn a_thousand_auto_sync_pushes_through_faults_each_arrive_once(backend: Backend) {
+    let w = world(backend).await;
     let mut sites = Vec::new();
     for i in 0..20 {
         let (site_no, _, _, _) = w.pushed(&format!("F{i}"), &format!("89{i:05}")).await;
@@ -742,3 +727,117 @@ async fn a_thousand_auto_sync_pushes_through_faults_each_arrive_once() {
     let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
     assert_eq!(dead.body["items"], json!([]), "nothing dead: {}", dead.text);
 }
+
+async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backend: Backend) {
+    let sim = start_sim(0).await;
+    let env = || {
+        vec![
+            ("CROSSLINK__JOBS__LEASE_SECS".to_owned(), "2".to_owned()),
+            ("CROSSLINK__JOBS__RETRY_BASE_MS".to_owned(), "20".to_owned()),
+        ]
+    };
+    let mut first = Service::start_on(backend, env()).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = first
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    first
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+        )
+        .await;
+    first
+        .call(
+            Method::PUT,
+            "/v1/billing/sites/K1",
+            &op,
+            Some(json!({"name": "Kill me"})),
+        )
+        .await;
+    let pushed = first
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{cid}/push"),
+            &op,
+            Some(json!({"billing_site_id": "K1"})),
+        )
+        .await;
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let site_no = pushed.body["records"][0]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The push hangs in Stages long enough to kill the worker running it.
+    sim.state()
+        .add_fault(
+            stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=latency:1500,times=1").unwrap(),
+        )
+        .unwrap();
+    first
+        .call(
+            Method::PUT,
+            "/v1/billing/sites/K1",
+            &op,
+            Some(json!({"name": "Killed mid-push"})),
+        )
+        .await;
+    for _ in 0..100 {
+        let running = first
+            .call(Method::GET, "/v1/jobs?state=running", &op, None)
+            .await;
+        if !running.body["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+
+    // Another replica on the same database takes the job once its lease runs out.
+    let second = Service::start_with(ServiceOptions {
+        database_url: Some(first.database_url.clone()),
+        env: env(),
+    })
+    .await;
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        let jobs = second
+            .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &op, None)
+            .await;
+        let items = jobs.body["items"].as_array().unwrap().clone();
+        if items
+            .iter()
+            .all(|j| !["queued", "running"].contains(&j["state"].as_str().unwrap()))
+        {
+            done = jobs.body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let items = done["items"].as_array().expect("the job finished");
+    assert_eq!(items.len(), 1, "{done}");
+    assert_eq!(items[0]["state"], "succeeded", "{done}");
+    assert_eq!(
+        items[0]["attempts"], 2,
+        "taken again after the crash: {done}"
+    );
+    assert_eq!(
+        serde_json::to_value(sim.state().site(&site_no).unwrap()).unwrap()["name"],
+        "Killed mid-push"
+    );
+}
+
+on_both_backends!(
+    a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once,
+    a_diff_shows_each_field_and_a_record_sync_applies_the_choices,
+    account_sync_of_a_system_also_syncs_its_site,
+    auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off,
+    a_push_that_keeps_failing_goes_dead_and_can_be_retried,
+    stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo,
+    callbacks_are_verified_deduplicated_and_unmatched_ones_reported,
+    webhook_subscribers_get_signed_events_and_a_410_disables_them,
+    a_thousand_auto_sync_pushes_through_faults_each_arrive_once,
+);

@@ -88,9 +88,37 @@ impl Drop for PgSchema {
     }
 }
 
+/// Which database a test's service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
 /// A running `crosslink serve`.
 pub struct Service {
     child: Child,
+    /// Keeps a PostgreSQL schema alive as long as the service.
+    _schema: Option<PgSchema>,
     pub base: String,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -107,6 +135,18 @@ pub struct ServiceOptions {
 impl Service {
     pub async fn start() -> Self {
         Self::start_with(ServiceOptions::default()).await
+    }
+
+    /// A service on a fresh SQLite file or a fresh PostgreSQL schema.
+    pub async fn start_on(backend: Backend, env: Vec<(String, String)>) -> Self {
+        let schema = (backend == Backend::Postgres).then(PgSchema::new);
+        let mut service = Self::start_with(ServiceOptions {
+            database_url: schema.as_ref().map(PgSchema::url),
+            env,
+        })
+        .await;
+        service._schema = schema;
+        service
     }
 
     pub async fn start_with(options: ServiceOptions) -> Self {
@@ -164,6 +204,7 @@ impl Service {
         };
         Self {
             child,
+            _schema: None,
             base,
             dir,
             log,

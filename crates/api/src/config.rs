@@ -37,6 +37,9 @@ pub struct JobSettings {
     pub retry_base_ms: u64,
     /// Longest retry delay.
     pub retry_cap_ms: u64,
+    /// How long a claimed job stays leased without renewal; a crashed
+    /// worker's jobs are taken again after it.
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +147,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.workers", "2"),
     ("jobs.retry_base_ms", "1000"),
     ("jobs.retry_cap_ms", "300000"),
+    ("jobs.lease_secs", "30"),
 ];
 
 impl Settings {

@@ -15,10 +15,10 @@ use domain::reconcile::Progress;
 use domain::store::JobStore;
 use domain::tenancy::{Caller, Role, UserId};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::state::AppState;
 
-const LEASE: Duration = Duration::from_secs(30);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String) {
     loop {
         let claimed = state
             .jobs
-            .claim_job(&kinds, &worker_id, chrono_lease(), Utc::now())
+            .claim_job(&kinds, &worker_id, lease(&state), Utc::now())
             .await;
         match claimed {
             Ok(Some(job)) => run_one(&state, &worker_id, job).await,
@@ -69,8 +69,8 @@ pub async fn run(state: web::Data<AppState>, worker_id: String) {
     }
 }
 
-fn chrono_lease() -> chrono::Duration {
-    chrono::Duration::from_std(LEASE).expect("small duration")
+fn lease(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(state.settings.jobs.lease_secs.max(1) as i64)
 }
 
 async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
@@ -83,13 +83,12 @@ async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
         let jobs = state.jobs.clone();
         let worker = worker_id.to_owned();
         let id = job.id;
+        let lease = lease(state);
+        let every = lease.to_std().unwrap_or(Duration::from_secs(1)) / 3;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
-                match jobs
-                    .renew_lease(id, &worker, chrono_lease(), Utc::now())
-                    .await
-                {
+                tokio::time::sleep(every).await;
+                match jobs.renew_lease(id, &worker, lease, Utc::now()).await {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => tracing::warn!(error = %e, "renewing a lease failed"),
