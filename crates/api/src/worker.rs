@@ -76,7 +76,10 @@ fn lease(state: &AppState) -> chrono::Duration {
 async fn run_one(state: &web::Data<AppState>, worker_id: &str, job: Job) {
     let span =
         tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
-    let _entered = span.enter();
+    run_one_inner(state, worker_id, job).instrument(span).await
+}
+
+async fn run_one_inner(state: &web::Data<AppState>, worker_id: &str, job: Job) {
     tracing::info!("job started");
     // Keep the lease while the job works; a lost lease means another worker took it.
     let renewer = {
