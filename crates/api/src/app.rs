@@ -97,6 +97,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::events::routes)
                 .configure(routes::connections::routes)
                 .configure(routes::stages::routes)
+                .configure(routes::stages_tab::routes)
                 .configure(routes::billing::routes)
                 .configure(routes::jobs::routes),
         );

@@ -101,6 +101,8 @@ impl std::fmt::Debug for SecretSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct StagesSettings {
+    /// The longest test (device on test) the service lets anyone ask for.
+    pub max_test_hours: u32,
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub max_retries: u32,
@@ -137,6 +139,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("auth.leeway_secs", "30"),
     ("secrets.encryption_key", ""),
     ("secrets.key_file", "data/secret.key"),
+    ("stages.max_test_hours", "72"),
     ("stages.timeout_ms", "10000"),
     ("stages.connect_timeout_ms", "3000"),
     ("stages.max_retries", "2"),

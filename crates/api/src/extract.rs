@@ -205,6 +205,41 @@ fn decode_page_token(token: &str) -> Result<String, ApiError> {
         })
 }
 
+/// One page of a list that an upstream returns whole; the token is the offset.
+pub fn page_slice<T>(
+    items: Vec<T>,
+    params: &PageParams,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let limit = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::from(domain::validation::ValidationError::field(
+            "page_size",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        )));
+    }
+    let offset = match params.page_token.as_deref() {
+        None | Some("") => 0,
+        Some(token) => decode_page_token(token)?
+            .strip_prefix("offset:")
+            .and_then(|o| o.parse::<usize>().ok())
+            .ok_or_else(|| {
+                ApiError::from(domain::validation::ValidationError::field(
+                    "page_token",
+                    "is not a token this service gave out",
+                ))
+            })?,
+    };
+    let total = items.len();
+    let end = (offset + limit as usize).min(total);
+    let page: Vec<T> = items
+        .into_iter()
+        .skip(offset)
+        .take(limit as usize)
+        .collect();
+    let next = (end < total).then(|| encode_page_token(&format!("offset:{end}")));
+    Ok((page, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, billing, connections, events, health, jobs, links, providers, stages, sync, webhooks,
+    audit, billing, connections, events, health, jobs, links, providers, stages, stages_tab, sync,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +37,20 @@ use crate::routes::{
         stages::list_sites,
         stages::get_site,
         stages::get_device,
+        stages_tab::site_devices,
+        stages_tab::site_notes,
+        stages_tab::site_contacts,
+        stages_tab::site_history,
+        stages_tab::create_contact,
+        stages_tab::update_contact,
+        stages_tab::edit_device,
+        stages_tab::device_configurations,
+        stages_tab::create_configuration,
+        stages_tab::device_history,
+        stages_tab::device_tests,
+        stages_tab::start_test,
+        stages_tab::end_test,
+        stages_tab::site_tests,
         billing::search_customers,
         billing::put_customer,
         billing::get_customer,

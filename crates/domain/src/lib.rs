@@ -13,11 +13,14 @@ pub mod linking;
 pub mod operations;
 pub mod reconcile;
 pub mod secret;
+pub mod send_to_billing;
 pub mod stages;
+pub mod stages_views;
 pub mod store;
 pub mod sync;
 pub mod syncing;
 pub mod tenancy;
+pub mod test_mode;
 pub mod validation;
 
 pub use secret::Secret;

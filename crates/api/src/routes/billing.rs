@@ -372,6 +372,46 @@ pub struct SiteResponse {
     pub info: String,
     /// Its links on every connection.
     pub links: Vec<LinkResponse>,
+    /// On a read: what Stages says now about the linked devices (on test, in alarm).
+    pub stages_status: Vec<LiveStatusResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveStatusResponse {
+    pub connection_id: uuid::Uuid,
+    pub device_id: String,
+    /// normal, alarm, out_of_service or on_test; absent when it could not be read.
+    pub status: Option<String>,
+    /// A test is running on the device.
+    pub on_test: bool,
+    pub in_alarm: bool,
+    /// Why the status could not be read.
+    pub error: Option<String>,
+}
+
+async fn live(
+    state: &AppState,
+    caller: &domain::tenancy::Caller,
+    kind: LinkKind,
+    id: &BillingId,
+) -> ApiResult<Vec<LiveStatusResponse>> {
+    Ok(
+        domain::stages_views::live_status(state.linking(), caller, kind, id)
+            .await?
+            .into_iter()
+            .map(|l| LiveStatusResponse {
+                connection_id: l.connection_id.0,
+                device_id: l.device_id,
+                status: l
+                    .status
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                on_test: l.on_test,
+                in_alarm: l.in_alarm,
+                error: l.error,
+            })
+            .collect(),
+    )
 }
 
 fn site_response(r: BillingRecord<SiteFields>, links: Vec<LinkResponse>) -> SiteResponse {
@@ -389,6 +429,7 @@ fn site_response(r: BillingRecord<SiteFields>, links: Vec<LinkResponse>) -> Site
         phone: f.phone,
         info: f.info,
         links,
+        stages_status: Vec::new(),
     }
 }
 
@@ -475,9 +516,11 @@ pub async fn get_site(
         .await
         .map_err(not_found_as("site", &id))?;
     let links = links_of(&state, &caller.dealer, LinkKind::Site, &id).await?;
+    let mut body = site_response(s.clone(), links);
+    body.stages_status = live(&state, caller, LinkKind::Site, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(s.version)))
-        .json(site_response(s, links)))
+        .json(body))
 }
 
 /// Delete a billing site (refused while it has systems or links).
@@ -544,6 +587,8 @@ pub struct SystemResponse {
     pub location: String,
     pub info: String,
     pub links: Vec<LinkResponse>,
+    /// On a read: what Stages says now about the linked device (on test, in alarm).
+    pub stages_status: Vec<LiveStatusResponse>,
 }
 
 fn system_response(r: BillingRecord<SystemFields>, links: Vec<LinkResponse>) -> SystemResponse {
@@ -557,6 +602,7 @@ fn system_response(r: BillingRecord<SystemFields>, links: Vec<LinkResponse>) -> 
         location: f.location,
         info: f.info,
         links,
+        stages_status: Vec::new(),
     }
 }
 
@@ -621,9 +667,11 @@ pub async fn get_system(
         .await
         .map_err(not_found_as("system", &id))?;
     let links = links_of(&state, &caller.dealer, LinkKind::System, &id).await?;
+    let mut body = system_response(s.clone(), links);
+    body.stages_status = live(&state, caller, LinkKind::System, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(s.version)))
-        .json(system_response(s, links)))
+        .json(body))
 }
 
 /// Delete a billing system (refused while it is linked).

@@ -10,5 +10,6 @@ pub mod jobs;
 pub mod links;
 pub mod providers;
 pub mod stages;
+pub mod stages_tab;
 pub mod sync;
 pub mod webhooks;

@@ -40,6 +40,115 @@ fn unauthorized() -> ApiError {
     )
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentSystemResponse {
+    pub device_id: String,
+    pub system_id: String,
+}
+
+/// The answer to `site.send_to_billing`: the billing ids Stages stores.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentToBillingResponse {
+    pub event_id: String,
+    pub status: &'static str,
+    pub customer_id: String,
+    pub customer_created: bool,
+    pub site_id: String,
+    pub systems: Vec<SentSystemResponse>,
+}
+
+/// Stages waits for this answer, so it is worked out now, not by a job. The
+/// event id is an idempotency key: the same event again gets the same answer.
+async fn send_to_billing(
+    state: &AppState,
+    connection: &domain::connection::Connection,
+    event_id: &str,
+    body: &[u8],
+    site_no: &str,
+    target: &domain::stages::SendToBillingTarget,
+) -> ApiResult<HttpResponse> {
+    use domain::store::{IdempotencyBegin, IdempotencyScope, StoredResponse};
+    use sha2::{Digest, Sha256};
+    let scope = IdempotencyScope {
+        dealer: connection.dealer.clone(),
+        user: format!("stages-callback:{}", connection.id),
+        key: event_id.to_owned(),
+    };
+    let fingerprint = hex::encode(Sha256::digest(body));
+    match state
+        .idempotency
+        .begin(
+            &scope,
+            &fingerprint,
+            chrono::Utc::now(),
+            chrono::Duration::minutes(5),
+        )
+        .await?
+    {
+        IdempotencyBegin::Replay(stored) => {
+            return Ok(HttpResponse::build(
+                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+            )
+            .content_type("application/json")
+            .insert_header(("idempotent-replayed", "true"))
+            .body(stored.body))
+        }
+        IdempotencyBegin::InFlight => {
+            return Err(ApiError::conflict(
+                "in_flight",
+                "this event is being processed; retry shortly",
+            ))
+        }
+        IdempotencyBegin::Mismatch => {
+            return Err(ApiError::unprocessable(
+                "event_id_reused",
+                "this event id was sent before with another body",
+            ))
+        }
+        IdempotencyBegin::Started => {}
+    }
+    let outcome =
+        domain::send_to_billing::send_to_billing(state.linking(), connection, site_no, target)
+            .await;
+    let (status, body) = match outcome {
+        Ok(sent) => (
+            StatusCode::CREATED,
+            serde_json::to_vec(&SentToBillingResponse {
+                event_id: event_id.to_owned(),
+                status: "created",
+                customer_id: sent.customer_id,
+                customer_created: sent.customer_created,
+                site_id: sent.site_id,
+                systems: sent
+                    .systems
+                    .into_iter()
+                    .map(|s| SentSystemResponse {
+                        device_id: s.device_id,
+                        system_id: s.system_id,
+                    })
+                    .collect(),
+            })
+            .map_err(ApiError::internal)?,
+        ),
+        Err(e) => {
+            // Nothing was made, so Stages may send the same event again.
+            let _ = state.idempotency.release(&scope).await;
+            return Err(e.into());
+        }
+    };
+    let stored = StoredResponse {
+        status: status.as_u16(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.clone(),
+    };
+    if let Err(e) = state.idempotency.finish(&scope, &stored).await {
+        tracing::warn!(error = %e, "could not keep the send_to_billing answer");
+    }
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body))
+}
+
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
@@ -53,12 +162,18 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// A Stages callback: `site.updated` and `device.updated` update the linked billing records.
+/// A Stages callback: `site.updated` and `device.updated` update the linked billing
+/// records (stored, answered 202, applied shortly); `site.send_to_billing` is
+/// answered at once with the billing ids made for the site (201).
 #[utoipa::path(post, path = "/v1/webhooks/stages/{connection_id}", tag = "webhooks",
     security(("stages_basic" = [])),
     params(("connection_id" = Uuid, Path)),
     request_body(content = Object, description = "A Stages callback: {event_id, occurred_at, type, ...}; see docs/stages-protocol.md"),
-    responses((status = 202, description = "Stored; applied shortly", body = CallbackReceipt),
+    responses((status = 201, description = "site.send_to_billing: the billing records made", body = SentToBillingResponse),
+        (status = 202, description = "Stored; applied shortly", body = CallbackReceipt),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The site is already linked", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 200, description = "A repeat of an event already received; ignored", body = CallbackReceipt),
         (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -97,11 +212,18 @@ pub async fn stages_callback(
         )
         .into());
     }
-    if matches!(callback.event, StagesCallbackEvent::SendToBilling { .. }) {
-        return Err(ApiError::unprocessable(
-            "unsupported_event",
-            "site.send_to_billing is not handled by this version of the service",
-        ));
+    if let StagesCallbackEvent::SendToBilling { site_no, target } = &callback.event {
+        // A resend may carry another delivery time; the event itself must match.
+        let what = serde_json::to_vec(&callback.event).map_err(ApiError::internal)?;
+        return send_to_billing(
+            &state,
+            &connection,
+            &callback.event_id,
+            &what,
+            site_no,
+            target,
+        )
+        .await;
     }
     let payload = serde_json::to_value(&callback).map_err(ApiError::internal)?;
     let job = NewJob {

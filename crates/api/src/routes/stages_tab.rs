@@ -1,0 +1,668 @@
+//! The Stages tab of a site or device: live views (paged), edits made in
+//! Stages, and test mode with windows given in the site's own time zone.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use domain::connection::ConnectionId;
+use domain::stages::{ContactPhone, StagesContactPatch, StagesDevicePatch};
+use domain::stages_views::{self, SiteView, SiteViewItems, TestRequest};
+use domain::tenancy::Role;
+use domain::test_mode::{LocalReading, TestWindow, WindowEnd};
+use domain::validation::ValidationError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::extract::{page_slice, JsonBody, PageParams};
+use crate::problem::{ApiError, ApiResult};
+use crate::routes::stages::{ConfigurationBody, ContactBody, PhoneBody, StagesDeviceResponse};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let base = "/connections/{connection_id}/stages";
+    cfg.route(
+        &format!("{base}/sites/{{site_no}}/devices"),
+        web::get().to(site_devices),
+    )
+    .route(
+        &format!("{base}/sites/{{site_no}}/notes"),
+        web::get().to(site_notes),
+    )
+    .route(
+        &format!("{base}/sites/{{site_no}}/history"),
+        web::get().to(site_history),
+    )
+    .route(
+        &format!("{base}/sites/{{site_no}}/tests"),
+        web::post().to(site_tests),
+    )
+    .service(
+        web::resource(format!("{base}/sites/{{site_no}}/contacts"))
+            .route(web::get().to(site_contacts))
+            .route(web::post().to(create_contact)),
+    )
+    .route(
+        &format!("{base}/sites/{{site_no}}/contacts/{{contact_id}}"),
+        web::patch().to(update_contact),
+    )
+    .route(
+        &format!("{base}/devices/{{device_id}}"),
+        web::patch().to(edit_device),
+    )
+    .service(
+        web::resource(format!("{base}/devices/{{device_id}}/configurations"))
+            .route(web::get().to(device_configurations))
+            .route(web::post().to(create_configuration)),
+    )
+    .route(
+        &format!("{base}/devices/{{device_id}}/history"),
+        web::get().to(device_history),
+    )
+    .service(
+        web::resource(format!("{base}/devices/{{device_id}}/tests"))
+            .route(web::get().to(device_tests))
+            .route(web::post().to(start_test)),
+    )
+    .route(
+        &format!("{base}/devices/{{device_id}}/tests/{{test_id}}"),
+        web::delete().to(end_test),
+    );
+}
+
+/// A page of Stages records as Stages gives them (see docs/stages-protocol.md for each shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StagesItems {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+    pub next_page_token: Option<String>,
+}
+
+fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
+    Uuid::parse_str(raw)
+        .map(ConnectionId)
+        .map_err(|_| ApiError::not_found("no such connection"))
+}
+
+fn paged<T: Serialize>(items: Vec<T>, page: &PageParams) -> ApiResult<HttpResponse> {
+    let (items, next) = page_slice(items, page)?;
+    Ok(HttpResponse::Ok().json(StagesItems {
+        items: items
+            .into_iter()
+            .filter_map(|i| serde_json::to_value(i).ok())
+            .collect(),
+        next_page_token: next,
+    }))
+}
+
+async fn site_view(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+    view: SiteView,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let (cid, site_no) = path.into_inner();
+    let items = stages_views::site_view(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &site_no,
+        view,
+    )
+    .await?;
+    match items {
+        SiteViewItems::Devices(d) => paged(d, &page),
+        SiteViewItems::Notes(n) => paged(n, &page),
+        SiteViewItems::Contacts(c) => paged(c, &page),
+        SiteViewItems::History(h) => paged(h, &page),
+    }
+}
+
+/// The devices of a Stages site, live.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/devices", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn site_devices(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    site_view(state, auth, path, page, SiteView::Devices).await
+}
+
+/// The notes of a Stages site, live.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/notes", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn site_notes(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    site_view(state, auth, path, page, SiteView::Notes).await
+}
+
+/// The contacts of a Stages site (Stages-only records; PINs are never shown).
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn site_contacts(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    site_view(state, auth, path, page, SiteView::Contacts).await
+}
+
+/// The history (signals and events) of a Stages site, live.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/history", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn site_history(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    site_view(state, auth, path, page, SiteView::History).await
+}
+
+/// The configurations (zones) of a device, live.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn device_configurations(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let (cid, device_id) = path.into_inner();
+    paged(
+        stages_views::device_configurations(
+            state.linking(),
+            caller,
+            connection_id(&cid)?,
+            &device_id,
+        )
+        .await?,
+        &page,
+    )
+}
+
+/// The history of one device (only that device's signals and events).
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/history", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn device_history(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let (cid, device_id) = path.into_inner();
+    paged(
+        stages_views::device_history(state.linking(), caller, connection_id(&cid)?, &device_id)
+            .await?,
+        &page,
+    )
+}
+
+/// Add a contact to a Stages site (a Stages-only record).
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
+    request_body = ContactBody,
+    responses((status = 201, description = "The contact as Stages stored it", body = Object),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn create_contact(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: JsonBody<ContactBody>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, site_no) = path.into_inner();
+    if body.0.name.trim().is_empty() {
+        return Err(ValidationError::field("name", "must not be empty").into());
+    }
+    let contact = stages_views::create_contact(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &site_no,
+        &body.0.into(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(contact))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPatchBody {
+    pub name: Option<String>,
+    pub relation: Option<String>,
+    pub authority: Option<String>,
+    pub phones: Option<Vec<PhoneBody>>,
+    pub email: Option<String>,
+    pub has_keys: Option<bool>,
+    pub ecv: Option<bool>,
+    pub effective_date: Option<NaiveDate>,
+    pub expire_date: Option<NaiveDate>,
+    /// Write-only.
+    #[schema(format = Password)]
+    pub pin: Option<String>,
+}
+
+/// Edit a contact of a Stages site.
+#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts/{contact_id}", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), ("contact_id" = String, Path)),
+    request_body = ContactPatchBody,
+    responses((status = 200, description = "The contact as Stages stored it", body = Object),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn update_contact(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String, String)>,
+    body: JsonBody<ContactPatchBody>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, site_no, contact_id) = path.into_inner();
+    let b = body.0;
+    if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ValidationError::field("name", "must not be empty").into());
+    }
+    let patch = StagesContactPatch {
+        name: b.name,
+        relation: b.relation,
+        authority: b.authority,
+        phones: b.phones.map(|p| {
+            p.into_iter()
+                .map(|p| ContactPhone {
+                    kind: p.kind,
+                    number: p.number,
+                })
+                .collect()
+        }),
+        email: b.email,
+        has_keys: b.has_keys,
+        ecv: b.ecv,
+        effective_date: b.effective_date,
+        expire_date: b.expire_date,
+        pin: b.pin,
+    };
+    let contact = stages_views::update_contact(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &site_no,
+        &contact_id,
+        &patch,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(contact))
+}
+
+/// Add a configuration (zone) to a device.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
+    request_body = ConfigurationBody,
+    responses((status = 201, description = "The zone as Stages stored it", body = Object),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn create_configuration(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: JsonBody<ConfigurationBody>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, device_id) = path.into_inner();
+    let config = stages_views::create_configuration(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &device_id,
+        &body.0.into(),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(config))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEditBody {
+    /// A new transmitter code (changed with its own Stages call).
+    pub transmitter_code: Option<String>,
+    pub alt_device_id: Option<String>,
+    pub oos_category: Option<String>,
+    pub device_type: Option<String>,
+    pub timer_test_type: Option<String>,
+    pub timer_test_days: Option<u32>,
+    pub timer_test_hours: Option<u32>,
+    pub timer_test_minutes: Option<u32>,
+    pub fail_event: Option<String>,
+    pub ivr_number: Option<String>,
+    pub primary_xmit: Option<String>,
+    pub comm_type: Option<String>,
+    pub line_security: Option<String>,
+    pub lid_type: Option<String>,
+    pub url_text: Option<String>,
+    pub url_target: Option<String>,
+    pub signal_format: Option<String>,
+    pub entry_period: Option<String>,
+    pub exit_period: Option<String>,
+    pub location: Option<String>,
+    pub info: Option<String>,
+    pub silent: Option<bool>,
+    pub config_only: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceEditResponse {
+    pub device: StagesDeviceResponse,
+    /// The linked billing system, when the device is linked.
+    pub billing_system_id: Option<String>,
+    /// Its fields that took the new values (published on the change feed).
+    pub billing_updated: std::collections::BTreeMap<String, String>,
+}
+
+/// Edit a device in Stages; a linked device's mapped fields flow to its billing system.
+#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
+    request_body = DeviceEditBody,
+    responses((status = 200, body = DeviceEditResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn edit_device(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: JsonBody<DeviceEditBody>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, device_id) = path.into_inner();
+    let b = body.0;
+    let patch = StagesDevicePatch {
+        alt_device_id: b.alt_device_id,
+        oos_category: b.oos_category,
+        device_type: b.device_type,
+        timer_test_type: b.timer_test_type,
+        timer_test_days: b.timer_test_days,
+        timer_test_hours: b.timer_test_hours,
+        timer_test_minutes: b.timer_test_minutes,
+        fail_event: b.fail_event,
+        ivr_number: b.ivr_number,
+        primary_xmit: b.primary_xmit,
+        comm_type: b.comm_type,
+        line_security: b.line_security,
+        lid_type: b.lid_type,
+        url_text: b.url_text,
+        url_target: b.url_target,
+        signal_format: b.signal_format,
+        entry_period: b.entry_period,
+        exit_period: b.exit_period,
+        location: b.location,
+        info: b.info,
+        silent: b.silent,
+        config_only: b.config_only,
+        billing_id: None,
+    };
+    let edited = stages_views::edit_device(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &device_id,
+        &patch,
+        b.transmitter_code.as_deref(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(DeviceEditResponse {
+        device: domain::linking::Browsed {
+            record: edited.device,
+            link: None,
+        }
+        .into(),
+        billing_system_id: edited.billing_system_id,
+        billing_updated: edited.billing_updated,
+    }))
+}
+
+/// The current and scheduled tests of a device.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
+    responses((status = 200, body = StagesItems),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn device_tests(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let (cid, device_id) = path.into_inner();
+    paged(
+        stages_views::list_tests(state.linking(), caller, connection_id(&cid)?, &device_id).await?,
+        &page,
+    )
+}
+
+/// A test window in the site's local time, e.g. `2027-03-14T01:30` (no offset).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTestRequest {
+    #[schema(value_type = String, example = "2027-03-14T01:30:00")]
+    pub start: NaiveDateTime,
+    #[schema(value_type = String, example = "2027-03-14T04:00:00")]
+    pub end: NaiveDateTime,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalReadingDto {
+    Exact,
+    ShiftedOutOfGap,
+    EarlierOfTwo,
+    LaterOfTwo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowEndResponse {
+    #[schema(value_type = String)]
+    pub local: NaiveDateTime,
+    pub utc: DateTime<Utc>,
+    pub utc_offset: String,
+    /// How the local time was read: exact, moved out of a daylight-saving gap, or one of two.
+    pub reading: LocalReadingDto,
+}
+
+impl From<WindowEnd> for WindowEndResponse {
+    fn from(w: WindowEnd) -> Self {
+        Self {
+            local: w.local,
+            utc: w.utc,
+            utc_offset: w.utc_offset,
+            reading: match w.reading {
+                LocalReading::Exact => LocalReadingDto::Exact,
+                LocalReading::ShiftedOutOfGap => LocalReadingDto::ShiftedOutOfGap,
+                LocalReading::EarlierOfTwo => LocalReadingDto::EarlierOfTwo,
+                LocalReading::LaterOfTwo => LocalReadingDto::LaterOfTwo,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestWindowResponse {
+    /// The site's IANA zone.
+    pub time_zone: String,
+    pub start: WindowEndResponse,
+    pub end: WindowEndResponse,
+}
+
+impl From<TestWindow> for TestWindowResponse {
+    fn from(w: TestWindow) -> Self {
+        Self {
+            time_zone: w.time_zone,
+            start: w.start.into(),
+            end: w.end.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedTestResponse {
+    /// The test as Stages holds it.
+    #[schema(value_type = Object)]
+    pub test: serde_json::Value,
+    pub window: TestWindowResponse,
+}
+
+fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<TestRequest> {
+    if b.reason.chars().count() > 500 {
+        return Err(ValidationError::field("reason", "must be at most 500 characters").into());
+    }
+    Ok(TestRequest {
+        start: b.start,
+        end: b.end,
+        reason: b.reason,
+        max_hours: state.settings.stages.max_test_hours,
+    })
+}
+
+/// Put a device on test (all points) from `start` to `end` in its site's time zone.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
+    request_body = StartTestRequest,
+    responses((status = 201, body = StartedTestResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device is in alarm or out of service", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn start_test(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: JsonBody<StartTestRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, device_id) = path.into_inner();
+    let request = test_request(&state, body.0)?;
+    let started = stages_views::start_test(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &device_id,
+        &request,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(StartedTestResponse {
+        test: serde_json::to_value(started.test).unwrap_or_default(),
+        window: started.window.into(),
+    }))
+}
+
+/// End one test of a device.
+#[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests/{test_id}", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), ("test_id" = String, Path)),
+    responses((status = 204, description = "Ended"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn end_test(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String, String)>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, device_id, test_id) = path.into_inner();
+    stages_views::end_test(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &device_id,
+        &test_id,
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceTestResultResponse {
+    pub device_id: String,
+    #[schema(value_type = Option<Object>)]
+    pub test: Option<serde_json::Value>,
+    /// Why this device is not on test.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteTestsResponse {
+    pub window: TestWindowResponse,
+    pub devices: Vec<DeviceTestResultResponse>,
+}
+
+/// Put every device of a site on test; each device answers for itself.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/tests", tag = "stages", security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
+    request_body = StartTestRequest,
+    responses((status = 200, body = SiteTestsResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn site_tests(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    body: JsonBody<StartTestRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let (cid, site_no) = path.into_inner();
+    let request = test_request(&state, body.0)?;
+    let (window, results) = stages_views::start_site_tests(
+        state.linking(),
+        caller,
+        connection_id(&cid)?,
+        &site_no,
+        &request,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(SiteTestsResponse {
+        window: window.into(),
+        devices: results
+            .into_iter()
+            .map(|r| DeviceTestResultResponse {
+                device_id: r.device_id,
+                test: r.test.and_then(|t| serde_json::to_value(t).ok()),
+                error: r.error,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,619 @@
+//! End to end: the Stages tab (live views, edits, test mode in the site's
+//! time zone) and sites that Stages sends to billing.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+struct World {
+    sim: stages_sim::Sim,
+    svc: Service,
+    op: Who,
+    admin: Who,
+    cid: String,
+}
+
+async fn world(backend: Backend, seed_sites: usize) -> World {
+    let sim = start_sim(seed_sites).await;
+    let svc = Service::start_on(backend, Vec::new()).await;
+    let admin = Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
+    World {
+        sim,
+        svc,
+        op: Who::new("acme", "olivia", "operator"),
+        admin,
+        cid,
+    }
+}
+
+impl World {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.svc.call(method, path, &self.op, body).await
+    }
+
+    fn stages(&self, rest: &str) -> String {
+        format!("/v1/connections/{}/stages{rest}", self.cid)
+    }
+
+    /// A site of three devices in `tz`; returns (site_no, device ids).
+    fn site_in(&self, tz: &str, devices: usize) -> (String, Vec<String>) {
+        let created = self
+            .sim
+            .state()
+            .create_site(serde_json::from_value(json!({
+                "name": "Babbage Works", "address1": "5 Engine Row", "city": "Phoenix", "state": "AZ", "zip": "85001",
+                "phone": "602-555-0100", "time_zone": tz,
+                "devices": (0..devices).map(|i| json!({"transmitter_code": format!("77{}{i:03}", rand_suffix())})).collect::<Vec<_>>(),
+            })).unwrap())
+            .unwrap();
+        let v = serde_json::to_value(created).unwrap();
+        let site_no = v["site"]["site_no"].as_str().unwrap().to_owned();
+        let ids = v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device_id"].as_str().unwrap().to_owned())
+            .collect();
+        (site_no, ids)
+    }
+}
+
+fn rand_suffix() -> u32 {
+    (uuid::Uuid::now_v7().as_u128() % 100_000) as u32
+}
+
+async fn live_views_are_paged_and_upstream_failures_name_the_connection(backend: Backend) {
+    let w = world(backend, 2).await;
+    let site_no = w.sim.state().sites()[0].site_no.clone();
+    for view in ["devices", "notes", "contacts", "history"] {
+        let a = w
+            .call(
+                Method::GET,
+                &w.stages(&format!("/sites/{site_no}/{view}")),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{view}: {}", a.text);
+        assert!(a.body["items"].is_array());
+    }
+    let contacts = w
+        .call(
+            Method::GET,
+            &w.stages(&format!("/sites/{site_no}/contacts?page_size=1")),
+            None,
+        )
+        .await;
+    let total = w.sim.state().contacts(&site_no).len();
+    assert_eq!(contacts.body["items"].as_array().unwrap().len(), 1);
+    if total > 1 {
+        let token = contacts.body["next_page_token"].as_str().unwrap();
+        let next = w
+            .call(
+                Method::GET,
+                &w.stages(&format!(
+                    "/sites/{site_no}/contacts?page_size=1&page_token={token}"
+                )),
+                None,
+            )
+            .await;
+        assert_ne!(
+            next.body["items"][0]["contact_id"],
+            contacts.body["items"][0]["contact_id"]
+        );
+    }
+    let device_id = serde_json::to_value(&w.sim.state().devices(&site_no)[0]).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let zones = w
+        .call(
+            Method::GET,
+            &w.stages(&format!("/devices/{device_id}/configurations")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        zones.body["items"].as_array().unwrap().len(),
+        w.sim.state().configurations(&device_id).len()
+    );
+    let history = w
+        .call(
+            Method::GET,
+            &w.stages(&format!("/devices/{device_id}/history")),
+            None,
+        )
+        .await;
+    assert!(history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["device_id"] == device_id.as_str()));
+
+    w.sim
+        .state()
+        .add_fault(stages_sim::FaultRule::parse("GET /api/v1/sites/*=error:500,times=2").unwrap())
+        .unwrap();
+    let bad = w
+        .call(
+            Method::GET,
+            &w.stages(&format!("/sites/{site_no}/notes")),
+            None,
+        )
+        .await;
+    assert_eq!(bad.assert_problem(502), "upstream_bad_answer");
+    assert!(
+        bad.body["detail"].as_str().unwrap().contains("'Stages'"),
+        "{}",
+        bad.text
+    );
+    w.sim
+        .state()
+        .add_fault(
+            stages_sim::FaultRule::parse("GET /api/v1/sites/*=latency:4000,times=2").unwrap(),
+        )
+        .unwrap();
+    w.call(
+        Method::GET,
+        &w.stages(&format!("/sites/{site_no}/notes")),
+        None,
+    )
+    .await
+    .assert_problem(504);
+}
+
+async fn edits_in_stages_reach_the_linked_billing_system(backend: Backend) {
+    let w = world(backend, 0).await;
+    let (site_no, devices) = w.site_in("America/Phoenix", 2);
+    w.call(
+        Method::PUT,
+        "/v1/billing/sites/B1",
+        Some(json!({"name": "Babbage Works"})),
+    )
+    .await;
+    w.call(
+        Method::PUT,
+        "/v1/billing/systems/BS1",
+        Some(json!({"site_id": "B1"})),
+    )
+    .await;
+    w.call(
+        Method::PUT,
+        "/v1/billing/systems/BS2",
+        Some(json!({"site_id": "B1"})),
+    )
+    .await;
+    let l = w
+        .call(
+            Method::POST,
+            "/v1/links",
+            Some(
+                json!({"connection_id": w.cid, "billing_site_id": "B1", "stages_site_no": site_no,
+        "systems": [{"billing_system_id": "BS1", "stages_device_id": devices[0]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(l.status, 201, "{}", l.text);
+    // Link the other, unlinked device to a billing system of the linked site.
+    let l2 = w
+        .call(
+            Method::POST,
+            "/v1/links",
+            Some(
+                json!({"connection_id": w.cid, "billing_site_id": "B1", "stages_site_no": site_no,
+        "systems": [{"billing_system_id": "BS2", "stages_device_id": devices[1]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(l2.status, 201, "{}", l2.text);
+    assert_eq!(
+        l2.body["items"].as_array().unwrap().len(),
+        1,
+        "only the system link is new"
+    );
+
+    let edited = w
+        .call(
+            Method::PATCH,
+            &w.stages(&format!("/devices/{}", devices[0])),
+            Some(json!({"location": "Boiler room", "transmitter_code": "7712345"})),
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    assert_eq!(edited.body["billing_system_id"], "BS1");
+    let system = w.call(Method::GET, "/v1/billing/systems/BS1", None).await;
+    assert_eq!(system.body["location"], "Boiler room");
+    assert_eq!(system.body["system_number"], "7712345");
+    let feed = w
+        .call(Method::GET, "/v1/events?types=billing.system.updated", None)
+        .await;
+    assert!(
+        feed.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["subject_id"] == "BS1" && e["data"]["source"] == "stages_edit"),
+        "{}",
+        feed.text
+    );
+
+    let contact = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/sites/{site_no}/contacts")),
+            Some(json!({"name": "Ada", "relation": "Owner", "pin": "4321",
+        "phones": [{"kind": "mobile", "number": "602-555-0199"}]})),
+        )
+        .await;
+    assert_eq!(contact.status, 201, "{}", contact.text);
+    assert!(!contact.text.contains("4321"), "PINs are write-only");
+    assert_eq!(contact.body["has_pin"], true);
+    let contact_id = contact.body["contact_id"].as_str().unwrap();
+    let patched = w
+        .call(
+            Method::PATCH,
+            &w.stages(&format!("/sites/{site_no}/contacts/{contact_id}")),
+            Some(json!({"relation": "Neighbour"})),
+        )
+        .await;
+    assert_eq!(patched.body["relation"], "Neighbour");
+    let zone = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/devices/{}/configurations", devices[0])),
+            Some(json!({"point": 7, "description": "Back door"})),
+        )
+        .await;
+    assert_eq!(zone.status, 201, "{}", zone.text);
+    assert_eq!(w.sim.state().configurations(&devices[0]).len(), 1);
+}
+
+async fn tests_are_given_in_the_sites_time_zone_across_daylight_saving(backend: Backend) {
+    let w = world(backend, 0).await;
+    let (_, devices) = w.site_in("America/New_York", 1);
+    let d = &devices[0];
+    // 01:30 on the spring-forward day: 02:00-03:00 does not exist in New York.
+    let t = w.call(Method::POST, &w.stages(&format!("/devices/{d}/tests")), Some(json!({"start": "2027-03-14T01:30:00", "end": "2027-03-14T04:00:00", "reason": "panel swap"}))).await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    assert_eq!(t.body["window"]["start"]["utc"], "2027-03-14T06:30:00Z");
+    assert_eq!(t.body["window"]["start"]["utc_offset"], "-05:00");
+    assert_eq!(t.body["window"]["end"]["utc"], "2027-03-14T08:00:00Z");
+    assert_eq!(t.body["window"]["end"]["utc_offset"], "-04:00");
+    // 01:30 on the fall-back day happens twice: a start takes the first.
+    let t2 = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/devices/{d}/tests")),
+            Some(json!({"start": "2027-11-07T01:30:00", "end": "2027-11-07T03:00:00"})),
+        )
+        .await;
+    assert_eq!(t2.status, 201, "{}", t2.text);
+    assert_eq!(t2.body["window"]["start"]["reading"], "earlier_of_two");
+    assert_eq!(t2.body["window"]["start"]["utc"], "2027-11-07T05:30:00Z");
+    let listed = w
+        .call(Method::GET, &w.stages(&format!("/devices/{d}/tests")), None)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(w.sim.state().tests(d).len(), 2);
+
+    // End one of the two.
+    let first = t.body["test"]["test_id"].as_str().unwrap();
+    assert_eq!(
+        w.call(
+            Method::DELETE,
+            &w.stages(&format!("/devices/{d}/tests/{first}")),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    let listed = w
+        .call(Method::GET, &w.stages(&format!("/devices/{d}/tests")), None)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        listed.body["items"][0]["test_id"],
+        t2.body["test"]["test_id"]
+    );
+
+    // Bad windows.
+    w.call(
+        Method::POST,
+        &w.stages(&format!("/devices/{d}/tests")),
+        Some(json!({"start": "2027-01-10T10:00:00", "end": "2027-01-10T09:00:00"})),
+    )
+    .await
+    .assert_problem(422);
+    w.call(
+        Method::POST,
+        &w.stages(&format!("/devices/{d}/tests")),
+        Some(json!({"start": "2027-01-10T10:00:00", "end": "2027-01-20T10:00:00"})),
+    )
+    .await
+    .assert_problem(422);
+}
+
+async fn a_device_in_alarm_is_refused_and_reads_say_what_runs(backend: Backend) {
+    let w = world(backend, 0).await;
+    let (site_no, devices) = w.site_in("America/Phoenix", 3);
+    w.sim
+        .state()
+        .set_device_status(&devices[1], serde_json::from_value(json!("alarm")).unwrap())
+        .unwrap();
+    let refused = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/devices/{}/tests", devices[1])),
+            Some(json!({"start": "2027-01-10T09:00:00", "end": "2027-01-10T10:00:00"})),
+        )
+        .await;
+    assert_eq!(refused.assert_problem(409), "device_state");
+    assert!(refused.body["detail"].as_str().unwrap().contains("alarm"));
+
+    // Every device of the site: each answers for itself; one runs now.
+    let now_local = (chrono::Utc::now() - chrono::Duration::hours(7)).naive_utc(); // Phoenix: UTC-7, no DST
+    let start = (now_local - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let end = (now_local + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let all = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/sites/{site_no}/tests")),
+            Some(json!({"start": start, "end": end})),
+        )
+        .await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    let results = all.body["devices"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results.iter().filter(|r| r["test"].is_object()).count(), 2);
+    assert!(results
+        .iter()
+        .find(|r| r["device_id"] == devices[1].as_str())
+        .unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("alarm"));
+
+    w.call(
+        Method::PUT,
+        "/v1/billing/sites/P1",
+        Some(json!({"name": "Phoenix"})),
+    )
+    .await;
+    w.call(
+        Method::PUT,
+        "/v1/billing/systems/PS0",
+        Some(json!({"site_id": "P1"})),
+    )
+    .await;
+    w.call(
+        Method::PUT,
+        "/v1/billing/systems/PS1",
+        Some(json!({"site_id": "P1"})),
+    )
+    .await;
+    let l = w.call(Method::POST, "/v1/links", Some(json!({"connection_id": w.cid, "billing_site_id": "P1", "stages_site_no": site_no,
+        "systems": [{"billing_system_id": "PS0", "stages_device_id": devices[0]}, {"billing_system_id": "PS1", "stages_device_id": devices[1]}]}))).await;
+    assert_eq!(l.status, 201, "{}", l.text);
+    let s0 = w.call(Method::GET, "/v1/billing/systems/PS0", None).await;
+    assert_eq!(s0.body["stages_status"][0]["on_test"], true, "{}", s0.text);
+    let s1 = w.call(Method::GET, "/v1/billing/systems/PS1", None).await;
+    assert_eq!(s1.body["stages_status"][0]["in_alarm"], true, "{}", s1.text);
+    let site = w.call(Method::GET, "/v1/billing/sites/P1", None).await;
+    assert_eq!(site.body["stages_status"].as_array().unwrap().len(), 2);
+}
+
+async fn send(w: &World, event: Value) -> Value {
+    let reply = w
+        .sim
+        .state()
+        .send_callback(event)
+        .await
+        .expect("the callback was delivered");
+    serde_json::to_value(reply).unwrap()
+}
+
+async fn stages_sends_sites_to_billing_as_new_and_existing_customers(backend: Backend) {
+    let w = world(backend, 0).await;
+    let rotated = w
+        .svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/inbound-credentials:rotate", w.cid),
+            &w.admin,
+            None,
+        )
+        .await;
+    w.sim
+        .state()
+        .set_callback_target(stages_sim::CallbackTarget::new(
+            w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid)),
+            rotated.body["username"].as_str().unwrap(),
+            rotated.body["secret"].as_str().unwrap(),
+        ))
+        .unwrap();
+    let (site_no, devices) = w.site_in("America/Phoenix", 3);
+    let event = json!({"event_id": "send-1", "type": "site.send_to_billing", "site_no": site_no,
+        "target": {"kind": "new_customer", "business": true, "first_name": "ignored", "last_name": "Babbage Engines LLC"}});
+    let reply = send(&w, event.clone()).await;
+    assert_eq!(reply["status"], 201, "{reply}");
+    let body = &reply["body"];
+    let customer_id = body["customer_id"].as_str().unwrap();
+    let site_id = body["site_id"].as_str().unwrap();
+    assert_eq!(body["systems"].as_array().unwrap().len(), 3);
+    let customer = w
+        .call(
+            Method::GET,
+            &format!("/v1/billing/customers/{customer_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(customer.body["kind"], "business");
+    assert_eq!(customer.body["business_name"], "Babbage Engines LLC");
+    assert_eq!(
+        customer.body["address1"], "5 Engine Row",
+        "the site's address when none is given"
+    );
+    let site = w
+        .call(Method::GET, &format!("/v1/billing/sites/{site_id}"), None)
+        .await;
+    assert_eq!(site.body["customer_id"], customer_id);
+    assert_eq!(site.body["links"].as_array().unwrap().len(), 1);
+    // Each device carries its own system's id in Stages.
+    assert_eq!(
+        serde_json::to_value(w.sim.state().site(&site_no).unwrap()).unwrap()["billing_id"],
+        site_id
+    );
+    for s in body["systems"].as_array().unwrap() {
+        let d = serde_json::to_value(
+            w.sim
+                .state()
+                .device(s["device_id"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(d["billing_id"], s["system_id"]);
+    }
+    assert!(devices.iter().all(|d| body["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["device_id"] == d.as_str())));
+    let created = w
+        .call(
+            Method::GET,
+            "/v1/events?types=billing.customer.created,billing.site.created,billing.system.created",
+            None,
+        )
+        .await;
+    assert_eq!(
+        created.body["items"].as_array().unwrap().len(),
+        5,
+        "published: {}",
+        created.text
+    );
+
+    // The same event again: the same answer, nothing made twice.
+    let again = send(&w, event).await;
+    assert_eq!(again["body"], *body);
+    let created = w
+        .call(
+            Method::GET,
+            "/v1/events?types=billing.customer.created,billing.site.created,billing.system.created",
+            None,
+        )
+        .await;
+    assert_eq!(created.body["items"].as_array().unwrap().len(), 5);
+    // Sending an already linked site under a new event is refused.
+    let refused = send(
+        &w,
+        json!({"event_id": "send-2", "type": "site.send_to_billing", "site_no": site_no,
+        "target": {"kind": "existing_customer", "customer_id": customer_id}}),
+    )
+    .await;
+    assert_eq!(refused["status"], 409, "{refused}");
+
+    // To an existing customer found by search.
+    let found = w
+        .call(Method::GET, "/v1/billing/customers?q=babbage", None)
+        .await;
+    assert_eq!(found.body["items"][0]["id"], customer_id);
+    let (second_site, _) = w.site_in("America/Phoenix", 1);
+    let to_existing = send(
+        &w,
+        json!({"event_id": "send-3", "type": "site.send_to_billing", "site_no": second_site,
+        "target": {"kind": "existing_customer", "customer_id": customer_id}}),
+    )
+    .await;
+    assert_eq!(to_existing["status"], 201, "{to_existing}");
+    assert_eq!(to_existing["body"]["customer_id"], customer_id);
+    assert_eq!(to_existing["body"]["customer_created"], false);
+}
+
+async fn a_send_that_fails_in_stages_leaves_nothing_and_can_be_sent_again(backend: Backend) {
+    let w = world(backend, 0).await;
+    let rotated = w
+        .svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/inbound-credentials:rotate", w.cid),
+            &w.admin,
+            None,
+        )
+        .await;
+    w.sim
+        .state()
+        .set_callback_target(stages_sim::CallbackTarget::new(
+            w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid)),
+            rotated.body["username"].as_str().unwrap(),
+            rotated.body["secret"].as_str().unwrap(),
+        ))
+        .unwrap();
+    let (site_no, _) = w.site_in("America/Phoenix", 3);
+    // Writing the billing id to the second device fails (twice, beyond the client's one retry).
+    w.sim
+        .state()
+        .add_fault(
+            stages_sim::FaultRule::parse("PATCH /api/v1/devices/*=error:503,times=3").unwrap(),
+        )
+        .unwrap();
+    let event = json!({"event_id": "send-9", "type": "site.send_to_billing", "site_no": site_no,
+        "target": {"kind": "new_customer", "first_name": "Ada", "last_name": "Lovelace"}});
+    let failed = send(&w, event.clone()).await;
+    assert_eq!(failed["status"], 502, "{failed}");
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/customers", None)
+            .await
+            .body["items"],
+        json!([]),
+        "nothing half made"
+    );
+    assert_eq!(
+        w.call(Method::GET, "/v1/links", None).await.body["items"],
+        json!([])
+    );
+    // Stages is fine again: the same event now succeeds.
+    w.sim.state().clear_faults();
+    let ok = send(&w, event).await;
+    assert_eq!(ok["status"], 201, "{ok}");
+    assert_eq!(
+        w.call(Method::GET, "/v1/billing/customers", None)
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        w.call(Method::GET, "/v1/links", None).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+on_both_backends!(
+    live_views_are_paged_and_upstream_failures_name_the_connection,
+    edits_in_stages_reach_the_linked_billing_system,
+    tests_are_given_in_the_sites_time_zone_across_daylight_saving,
+    a_device_in_alarm_is_refused_and_reads_say_what_runs,
+    stages_sends_sites_to_billing_as_new_and_existing_customers,
+    a_send_that_fails_in_stages_leaves_nothing_and_can_be_sent_again,
+);
