@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test lint fmt openapi build postgres deps
+.PHONY: run test bench lint fmt openapi build postgres deps
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -21,6 +21,11 @@ test: deps postgres
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc
+
+## The benchmarks, each figure beside a baseline measured in the same run
+## (release build; SQLite and PostgreSQL; target/bench/results.md and .json).
+bench: deps
+	CARGO="$(CARGO)" ./scripts/bench.sh
 
 ## fmt, clippy, and the dependency rule of the domain crate.
 lint:

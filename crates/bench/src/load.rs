@@ -1,0 +1,162 @@
+//! A closed-loop HTTP load driver: a fixed number of workers, each sending its
+//! next request as soon as the last one is answered, over keep-alive
+//! connections. A figure and its baseline go through the same driver so the
+//! client's own cost cancels out of the ratio.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+/// A small, fast, seedable generator (SplitMix64) for picking random ids.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `1..=n` (n > 0; the modulo bias is negligible here).
+    pub fn one_to(&mut self, n: u64) -> u64 {
+        self.next_u64() % n + 1
+    }
+}
+
+/// How to load: workers, warm-up (not counted) and measured time.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// What a measured run saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// Sorted, in microseconds.
+    latencies_us: Vec<u32>,
+}
+
+impl LoadResult {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The nearest-rank percentile `p` (0..=100), in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies_us.len() as f64).ceil() as usize;
+        let i = rank.clamp(1, self.latencies_us.len()) - 1;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Sends `GET url(rng)` with `headers` from `load.concurrency` workers;
+/// any answer but 200 (or a transport error) fails the run.
+pub async fn run_get(
+    http: &reqwest::Client,
+    headers: reqwest::header::HeaderMap,
+    url: Arc<dyn Fn(&mut Rng) -> String + Send + Sync>,
+    load: Load,
+) -> anyhow::Result<LoadResult> {
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let until = measure_from + load.duration;
+    let mut workers = Vec::with_capacity(load.concurrency);
+    for w in 0..load.concurrency {
+        let http = http.clone();
+        let headers = headers.clone();
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            // Deterministic per worker, so runs ask for the same ids.
+            let mut rng = Rng::new(0x5EED_0000_0000_0000 | w as u64);
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut last = start;
+            loop {
+                let u = url(&mut rng);
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                let r = http.get(&u).headers(headers.clone()).send().await;
+                let outcome = match r {
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.bytes().await {
+                            Ok(_) if status == 200 => Ok(()),
+                            Ok(body) => Err(format!(
+                                "GET {u} answered {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            )),
+                            Err(e) => Err(format!("GET {u}: {e}")),
+                        }
+                    }
+                    Err(e) => Err(format!("GET {u}: {e}")),
+                };
+                let done = Instant::now();
+                outcome?;
+                if sent >= measure_from {
+                    let us = done.duration_since(sent).as_micros();
+                    latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    last = done;
+                }
+            }
+            Ok::<_, String>((latencies, last))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut last = measure_from;
+    for w in workers {
+        match w.await? {
+            Ok((latencies, end)) => {
+                all.extend(latencies);
+                last = last.max(end);
+            }
+            Err(e) => bail!(e),
+        }
+    }
+    all.sort_unstable();
+    Ok(LoadResult {
+        requests: all.len() as u64,
+        elapsed: last.duration_since(measure_from),
+        latencies_us: all,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let r = LoadResult {
+            requests: 100,
+            elapsed: Duration::from_secs(2),
+            latencies_us: (1..=100).map(|i| i * 1000).collect(),
+        };
+        assert_eq!(r.per_second(), 50.0);
+        assert_eq!(r.percentile_ms(50.0), 50.0);
+        assert_eq!(r.percentile_ms(99.0), 99.0);
+        assert_eq!(r.percentile_ms(100.0), 100.0);
+    }
+
+    #[test]
+    fn random_ids_stay_in_range() {
+        let mut rng = Rng::new(7);
+        assert!((0..10_000)
+            .map(|_| rng.one_to(10))
+            .all(|n| (1..=10).contains(&n)));
+    }
+}

@@ -1,0 +1,187 @@
+//! `crosslink-bench`: every benchmark of the project in one run (`make bench`).
+//!
+//! It drives the release `crosslink` binary over HTTP against an in-process
+//! Stages simulator, and writes each figure beside a baseline measured in the
+//! same run (`results.md`, `results.json`), because absolute numbers from a
+//! shared 2-core machine say little while ratios travel. Figures are measured,
+//! never asserted: this is a harness, not a test.
+//!
+//! Adding a benchmark: write a function in `scenarios` that returns its
+//! [`report::Bench`] rows and call it from [`run`].
+
+mod load;
+mod report;
+mod scenarios;
+mod service;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use load::Load;
+use report::{Bench, Report};
+use service::{Api, Backend, Database, Env, Service};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "crosslink-bench",
+    about = "Runs the crosslink benchmarks and writes results.md / results.json"
+)]
+struct Cli {
+    /// Where results.md, results.json and the scratch files (work/) go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The service binary to measure.
+    #[arg(long, default_value = "target/release/crosslink")]
+    crosslink_bin: PathBuf,
+    /// Backends for the lookup and reconcile benchmarks (comma separated).
+    #[arg(long, value_delimiter = ',', default_values = ["sqlite", "postgres"])]
+    backends: Vec<Backend>,
+    /// Base PostgreSQL URL; each service gets a fresh schema in it.
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    database_url: String,
+    /// Stages sites (and billing sites, and links).
+    #[arg(long, default_value_t = 100_000)]
+    sites: u64,
+    /// Requests in flight for the load benchmarks and the upserts.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Measured seconds of each load run (after one second of warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Start-to-ready samples per backend (median reported).
+    #[arg(long, default_value_t = 5)]
+    cold_starts: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let started_at = chrono::Utc::now();
+    let t0 = Instant::now();
+    let benches = run(&cli).await?;
+    let report = Report {
+        started_at,
+        total_seconds: t0.elapsed().as_secs_f64(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        params: serde_json::json!({
+            "sites": cli.sites,
+            "concurrency": cli.concurrency,
+            "duration_secs": cli.duration,
+            "cold_starts": cli.cold_starts,
+            "backends": cli.backends.iter().map(|b| b.label()).collect::<Vec<_>>(),
+            "crosslink_bin": cli.crosslink_bin,
+        }),
+        benches,
+    };
+    report.write(&cli.out)?;
+    eprintln!(
+        "wrote {} and results.json in {:.0} s",
+        cli.out.join("results.md").display(),
+        report.total_seconds
+    );
+    Ok(())
+}
+
+/// Prints a step to stderr and times it.
+async fn step<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    eprintln!("bench: {what} ...");
+    let t = Instant::now();
+    let out = fut.await.with_context(|| what.to_owned())?;
+    eprintln!("bench: {what}: {:.1} s", t.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
+    std::fs::create_dir_all(&cli.out)?;
+    let out = std::fs::canonicalize(&cli.out)?;
+    let work = out.join("work");
+    service::fresh_dir(&work)?;
+    let bin = std::fs::canonicalize(&cli.crosslink_bin).with_context(|| {
+        format!(
+            "no service binary at {} (cargo build --release --bins -p api)",
+            cli.crosslink_bin.display()
+        )
+    })?;
+    let jwt_secret = service::random_secret();
+    let env = Env {
+        bin,
+        work,
+        postgres_url: cli.database_url.clone(),
+        jwt_secret: jwt_secret.clone(),
+        encryption_key: service::random_key(),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(cli.concurrency * 2)
+        .build()?;
+    let token = service::admin_token(&jwt_secret, "bench-dealer")?;
+    let load = Load {
+        concurrency: cli.concurrency,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(cli.duration),
+    };
+    // Rows in the order of the table: lookups, reconcile, start-up, informational.
+    let (mut lookups, mut reconciles, mut starts, mut info) = (vec![], vec![], vec![], vec![]);
+
+    // Start-up first, while nothing else runs on the machine.
+    for &backend in &cli.backends {
+        let what = format!("[{}] cold start x{}", backend.label(), cli.cold_starts);
+        starts.extend(
+            step(
+                &what,
+                scenarios::cold_start(&env, backend, cli.cold_starts, &http),
+            )
+            .await?,
+        );
+    }
+
+    let sim = step(
+        &format!("seeding the simulator with {} sites", cli.sites),
+        scenarios::seeded_sim(cli.sites as usize),
+    )
+    .await?;
+
+    for &backend in &cli.backends {
+        let label = backend.label();
+        let db = Database::fresh(&env, backend, "main")?;
+        let svc = Service::spawn(&env, &db, &format!("{label}-service")).await?;
+        svc.wait_ready(&http).await?;
+        let api = Api::new(http.clone(), &svc.base, &token);
+        let cid = scenarios::connect(&api, &sim).await?;
+        info.push(
+            step(
+                &format!("[{label}] {} billing site upserts", cli.sites),
+                scenarios::billing_upserts(&api, backend, cli.sites, cli.concurrency),
+            )
+            .await?,
+        );
+        reconciles.extend(
+            step(
+                &format!("[{label}] reconcile"),
+                scenarios::reconcile(&api, backend, &cid, &sim, cli.sites),
+            )
+            .await?,
+        );
+        lookups.extend(
+            step(
+                &format!("[{label}] lookups"),
+                scenarios::lookups(&api, backend, cli.sites, load),
+            )
+            .await?,
+        );
+        svc.stop().await?;
+        drop(db);
+    }
+    sim.stop().await;
+    Ok([lookups, reconciles, starts, info].concat())
+}
