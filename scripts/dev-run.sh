@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The local demo: a seeded Stages simulator, the service on the SQLite default,
-# and a demo dealer connection pointing at the simulator. Ctrl-C stops both.
+# The local demo: seeded Stages and Alarm.com simulators, the service on the
+# SQLite default, and demo connections to both. Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/debug}
 API=${CROSSLINK__SERVER__BIND:-127.0.0.1:8080}
 SIM=${STAGES_SIM_BIND:-127.0.0.1:8090}
+ADC=${ADC_SIM_BIND:-127.0.0.1:8091}
 SIM_USER=demo
 SIM_PASSWORD=demo-password
 DEALER=demo-dealer
@@ -19,11 +20,15 @@ trap cleanup EXIT INT TERM
 "$BIN/stages-sim" --bind "$SIM" --username "$SIM_USER" --password "$SIM_PASSWORD" --seed-sites 50 \
   > data/stages-sim.log 2>&1 &
 pids+=($!)
+"$BIN/adc-sim" --bind "$ADC" --username "$SIM_USER" --password "$SIM_PASSWORD" --seed-customers 200 \
+  > data/adc-sim.log 2>&1 &
+pids+=($!)
 CROSSLINK__SERVER__BIND="$API" "$BIN/crosslink" serve > data/crosslink.log 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  curl -fs "http://$API/readyz" >/dev/null 2>&1 && curl -fs "http://$SIM/healthz" >/dev/null 2>&1 && break
+  curl -fs "http://$API/readyz" >/dev/null 2>&1 && curl -fs "http://$SIM/healthz" >/dev/null 2>&1 \
+    && curl -fs "http://$ADC/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
 curl -fs "http://$API/readyz" >/dev/null || { echo "crosslink did not become ready; see data/crosslink.log" >&2; tail -20 data/crosslink.log >&2; exit 1; }
@@ -42,12 +47,24 @@ fi
 curl -fs "${auth[@]}" "${json[@]}" -X PUT "http://$API/v1/connections/$CID/credentials/dealer" \
   -d "{\"username\":\"$SIM_USER\",\"password\":\"$SIM_PASSWORD\"}" >/dev/null
 
+# The demo Alarm.com provider entry, its credentials checked against the simulator.
+AID=$(curl -fs "${auth[@]}" "http://$API/v1/connections?provider=alarm_com" |
+  python3 -c 'import sys, json; items = [c for c in json.load(sys.stdin)["items"] if c["name"] == "Alarm.com demo"]; print(items[0]["id"] if items else "")')
+if [ -z "$AID" ]; then
+  AID=$(curl -fs "${auth[@]}" "${json[@]}" -X POST "http://$API/v1/connections" \
+    -d "{\"provider\":\"alarm_com\",\"name\":\"Alarm.com demo\",\"endpoint\":\"http://$ADC\"}" |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["id"])')
+fi
+curl -fs "${auth[@]}" "${json[@]}" -X PUT "http://$API/v1/connections/$AID/credentials/dealer" \
+  -d "{\"username\":\"$SIM_USER\",\"password\":\"$SIM_PASSWORD\"}" >/dev/null
+
 cat <<MSG
 
-crosslink is running on http://$API (SQLite under ./data), Stages simulator on http://$SIM.
+crosslink is running on http://$API (SQLite under ./data), Stages simulator on http://$SIM,
+Alarm.com simulator on http://$ADC.
   docs:        http://$API/docs
-  connection:  Stages demo ($CID), dealer credentials set
-  logs:        data/crosslink.log, data/stages-sim.log
+  connections: Stages demo ($CID), Alarm.com demo ($AID), dealer credentials set
+  logs:        data/crosslink.log, data/stages-sim.log, data/adc-sim.log
 
 An admin token for dealer '$DEALER' (12 h):
 export TOKEN=$TOKEN
@@ -55,6 +72,6 @@ export TOKEN=$TOKEN
 Try it from another terminal:
   curl -s -X POST -H "Authorization: Bearer \$TOKEN" http://$API/v1/connections/$CID:test
 
-Ctrl-C stops both.
+Ctrl-C stops all three.
 MSG
 wait

@@ -46,6 +46,7 @@ fn fill_path(template: &str, connection_id: &str) -> String {
 /// A well-formed body for each operation that takes one, so what is tested is
 /// the token or the tenancy, not the body.
 fn body_for(method: &Method, path: &str) -> Option<Value> {
+    let window = json!({"start": "2030-01-01T09:00:00", "end": "2030-01-01T10:00:00"});
     match *method {
         Method::POST if path.ends_with("/v1/connections") => Some(
             json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}),
@@ -55,7 +56,18 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
             Some(json!({"connection_id": path_connection(path),
             "billing_site_id": "S1", "stages_site_no": "1", "systems": [{"billing_system_id": "Y", "stages_device_id": "D"}]}))
         }
+        Method::POST if path.ends_with("/contacts") => Some(json!({"name": "N"})),
+        Method::POST if path.ends_with("/configurations") => Some(json!({"point": 1})),
+        Method::POST if path.ends_with("/tests") => Some(window),
+        Method::POST if path.ends_with(":sync") => Some(json!({})),
+        Method::POST if path.ends_with(":account-sync") => Some(json!({"use": "billing"})),
+        Method::POST if path.ends_with("/v1/webhook-subscriptions") => {
+            Some(json!({"url": "http://127.0.0.1:9/hook"}))
+        }
         Method::PATCH if path.contains("/v1/links/") => Some(json!({"external_id": "D-1"})),
+        Method::PATCH if path.contains("/stages/devices/") => Some(json!({"location": "L"})),
+        Method::PATCH if path.contains("/contacts/") => Some(json!({"relation": "R"})),
+        Method::PATCH if path.contains("/webhook-subscriptions/") => Some(json!({"types": []})),
         Method::PATCH => Some(json!({"auto_sync": false})),
         Method::PUT if path.contains("/credentials/") => {
             Some(json!({"username": "u", "password": "p"}))

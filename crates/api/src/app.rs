@@ -44,6 +44,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         requests_per_second: settings.stages.requests_per_second,
         ..Default::default()
     })?;
+    let adc = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
+        timeout: Duration::from_millis(settings.adc.timeout_ms),
+        requests_per_second: settings.adc.requests_per_second,
+        ..Default::default()
+    })?;
     let verifier = TokenVerifier::from_settings(&settings)?;
     Ok(AppState {
         connections: Arc::new(store.clone()),
@@ -58,6 +63,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         inbound: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
+        adc: Arc::new(adc),
         verifier,
         metrics: Metrics::new(),
         settings,

@@ -24,6 +24,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub secrets: SecretSettings,
     pub stages: StagesSettings,
+    pub adc: AdcSettings,
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
     pub jobs: JobSettings,
@@ -109,6 +110,14 @@ pub struct StagesSettings {
     pub requests_per_second: u32,
 }
 
+/// Calls to Alarm.com (and the providers that speak its protocol).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdcSettings {
+    pub timeout_ms: u64,
+    /// Client-side throttle per connection (Alarm.com publishes no limit).
+    pub requests_per_second: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogSettings {
     /// `text` or `json`.
@@ -144,6 +153,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("stages.connect_timeout_ms", "3000"),
     ("stages.max_retries", "2"),
     ("stages.requests_per_second", "20"),
+    ("adc.timeout_ms", "30000"),
+    ("adc.requests_per_second", "10"),
     ("log.format", "text"),
     ("log.level", "info"),
     ("idempotency.ttl_hours", "24"),

@@ -33,6 +33,7 @@ use crate::routes::{
         connections::delete_my_credentials,
         connections::get_inbound_credentials,
         connections::rotate_inbound_credentials,
+        connections::service_plans,
         stages::lookup,
         stages::list_sites,
         stages::get_site,

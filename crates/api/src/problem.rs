@@ -236,6 +236,23 @@ impl From<OperationError> for ApiError {
             OperationError::MissingCredentials(why) => Self::conflict("credentials_required", why),
             OperationError::WrongProvider(why) => Self::conflict("wrong_provider", why),
             OperationError::Upstream { connection, error } => stages_error(&connection, error),
+            OperationError::Provider {
+                connection,
+                message,
+                timeout,
+            } => Self::new(
+                if timeout {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                },
+                if timeout {
+                    "upstream_timeout"
+                } else {
+                    "upstream_failed"
+                },
+                format!("the provider of connection '{connection}' failed: {message}"),
+            ),
             OperationError::PartialPush {
                 done,
                 failed,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use domain::adc::AdcConnector;
 use domain::linking::LinkingPorts;
 use domain::stages::StagesConnector;
 use domain::store::{
@@ -28,6 +29,7 @@ pub struct AppState {
     pub inbox: Arc<dyn InboxStore>,
     pub inbound: Arc<dyn InboundLookup>,
     pub stages: Arc<dyn StagesConnector>,
+    pub adc: Arc<dyn AdcConnector>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
 }

@@ -152,6 +152,7 @@ impl From<OperationError> for JobError {
         let transient = match &e {
             OperationError::Upstream { error, .. } => error.is_transient(),
             OperationError::Store(domain::store::StoreError::Unavailable(_)) => true,
+            OperationError::Provider { .. } => true,
             _ => false,
         };
         if transient {

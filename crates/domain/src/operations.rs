@@ -10,6 +10,7 @@ use crate::connection::{AuthMode, Connection, ConnectionId, ProviderKind};
 use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
+use crate::Secret;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OperationError {
@@ -35,6 +36,13 @@ pub enum OperationError {
     Upstream {
         connection: String,
         error: StagesError,
+    },
+    /// An interactive services provider (Alarm.com, ...) failed.
+    #[error("{connection}: {message}")]
+    Provider {
+        connection: String,
+        message: String,
+        timeout: bool,
     },
     /// A push stopped part way: `done` is what exists and is linked now; the
     /// same push again finishes the rest.
@@ -166,4 +174,93 @@ pub async fn test_connection(
         detail,
         latency_ms,
     })
+}
+
+/// An interactive services provider failed or refused; `connection` is the
+/// connection's name.
+fn adc_failure(connection: &Connection, e: crate::adc::AdcError) -> OperationError {
+    use crate::adc::AdcError;
+    match e {
+        AdcError::Unauthorized => {
+            OperationError::Invalid(crate::validation::ValidationError::field(
+                "password",
+                format!(
+                    "{} refused these credentials for connection '{}'",
+                    connection.provider.describe().name,
+                    connection.name.as_str()
+                ),
+            ))
+        }
+        AdcError::PermissionDenied { message } => OperationError::Conflict {
+            code: "provider_permission",
+            message: format!("{}: {message}", connection.provider.describe().name),
+        },
+        other => OperationError::Provider {
+            connection: connection.name.as_str().to_owned(),
+            timeout: matches!(other, AdcError::Timeout),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn adc_target(connection: &Connection, username: &str, password: &Secret) -> crate::adc::AdcTarget {
+    crate::adc::AdcTarget {
+        key: connection.id.to_string(),
+        endpoint: connection.endpoint.url().clone(),
+        username: username.to_owned(),
+        password: password.expose().to_owned(),
+    }
+}
+
+/// Checks credentials against the provider before they are saved (I1): a
+/// wrong password is refused with the provider's reason. Stages connections
+/// are checked with `:test` instead; providers without a client yet are stored as given.
+pub async fn check_provider_credentials(
+    adc: &dyn crate::adc::AdcConnector,
+    connection: &Connection,
+    username: &str,
+    password: &Secret,
+) -> Result<(), OperationError> {
+    match connection.provider {
+        ProviderKind::AlarmCom => adc
+            .connect(adc_target(connection, username, password))
+            .check_credentials()
+            .await
+            .map_err(|e| adc_failure(connection, e)),
+        ProviderKind::Stages | ProviderKind::TotalConnect | ProviderKind::BrinksHome => Ok(()),
+    }
+}
+
+/// The service plans a provider offers, read with the dealer credential.
+pub async fn service_plans(
+    store: &dyn ConnectionStore,
+    adc: &dyn crate::adc::AdcConnector,
+    caller: &Caller,
+    id: ConnectionId,
+) -> Result<Vec<crate::adc::ServicePlan>, OperationError> {
+    let connection = store.connection(&caller.dealer, id).await?;
+    if connection.provider != ProviderKind::AlarmCom {
+        return Err(OperationError::WrongProvider(format!(
+            "connection '{}' is a {} connection; service plans come from Alarm.com connections",
+            connection.name.as_str(),
+            connection.provider.as_str()
+        )));
+    }
+    let credential = store
+        .credential(&caller.dealer, id, &crate::connection::CredentialOwner::Dealer)
+        .await?
+        .ok_or_else(|| {
+            OperationError::MissingCredentials(format!(
+                "connection '{}' has no credentials yet; an admin sets them with PUT .../credentials/dealer",
+                connection.name.as_str()
+            ))
+        })?;
+    adc.connect(adc_target(
+        &connection,
+        &credential.username,
+        &credential.password,
+    ))
+    .service_plans()
+    .await
+    .map_err(|e| adc_failure(&connection, e))
 }

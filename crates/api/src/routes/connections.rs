@@ -56,6 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/connections/{connection_id}/inbound-credentials",
         web::get().to(get_inbound_credentials),
+    )
+    .route(
+        "/connections/{connection_id}/service-plans",
+        web::get().to(service_plans),
     );
 }
 
@@ -404,7 +408,9 @@ fn parse_credential(body: PutCredentialRequest) -> ApiResult<(String, Secret)> {
     Ok((username, Secret::new(body.password)))
 }
 
-/// Set the dealer-wide upstream credential (admin). The password is never returned.
+/// Set the dealer-wide upstream credential (admin). An Alarm.com credential is
+/// checked against Alarm.com first; a wrong one is refused with its reason. The
+/// password is never returned.
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/dealer", tag = "connections",
     security(("bearer" = [])),
     params(("connection_id" = Uuid, Path)),
@@ -422,6 +428,13 @@ pub async fn put_dealer_credentials(
     let caller = auth.require(Role::Admin)?;
     let id = connection_id(&path)?;
     let (username, password) = parse_credential(body.0)?;
+    let connection = state
+        .connections
+        .connection(&caller.dealer, id)
+        .await
+        .map_err(not_found_as_connection)?;
+    operations::check_provider_credentials(state.adc.as_ref(), &connection, &username, &password)
+        .await?;
     let stored = state
         .connections
         .put_credential(
@@ -667,5 +680,49 @@ pub async fn test_connection(
         outcome: report.outcome.into(),
         detail: report.detail,
         latency_ms: report.latency_ms,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServicePlanResponse {
+    pub package_id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServicePlanList {
+    pub items: Vec<ServicePlanResponse>,
+}
+
+/// The service plans of an interactive services provider (to choose a default from).
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/service-plans", tag = "connections",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = ServicePlanList),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a provider with service plans, or no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn service_plans(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = connection_id(&path)?;
+    let plans =
+        operations::service_plans(state.connections.as_ref(), state.adc.as_ref(), caller, id)
+            .await
+            .map_err(|e| match e {
+                operations::OperationError::Store(s) => not_found_as_connection(s),
+                other => other.into(),
+            })?;
+    Ok(HttpResponse::Ok().json(ServicePlanList {
+        items: plans
+            .into_iter()
+            .map(|p| ServicePlanResponse {
+                package_id: p.package_id.0,
+                name: p.name,
+            })
+            .collect(),
     }))
 }
