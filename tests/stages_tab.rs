@@ -39,6 +39,27 @@ async fn world(backend: Backend, seed_sites: usize) -> World {
 }
 
 impl World {
+    /// Points the simulator's callbacks at the service with a fresh inbound credential.
+    async fn connect_callbacks(&self) {
+        let rotated = self
+            .svc
+            .call(
+                Method::POST,
+                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
+                &self.admin,
+                None,
+            )
+            .await;
+        self.sim
+            .state()
+            .set_callback_target(stages_sim::CallbackTarget::new(
+                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
+                rotated.body["username"].as_str().unwrap(),
+                rotated.body["secret"].as_str().unwrap(),
+            ))
+            .unwrap();
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         self.svc.call(method, path, &self.op, body).await
     }
@@ -430,23 +451,7 @@ async fn send(w: &World, event: Value) -> Value {
 
 async fn stages_sends_sites_to_billing_as_new_and_existing_customers(backend: Backend) {
     let w = world(backend, 0).await;
-    let rotated = w
-        .svc
-        .call(
-            Method::POST,
-            &format!("/v1/connections/{}/inbound-credentials:rotate", w.cid),
-            &w.admin,
-            None,
-        )
-        .await;
-    w.sim
-        .state()
-        .set_callback_target(stages_sim::CallbackTarget::new(
-            w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid)),
-            rotated.body["username"].as_str().unwrap(),
-            rotated.body["secret"].as_str().unwrap(),
-        ))
-        .unwrap();
+    w.connect_callbacks().await;
     let (site_no, devices) = w.site_in("America/Phoenix", 3);
     let event = json!({"event_id": "send-1", "type": "site.send_to_billing", "site_no": site_no,
         "target": {"kind": "new_customer", "business": true, "first_name": "ignored", "last_name": "Babbage Engines LLC"}});
@@ -547,23 +552,7 @@ async fn stages_sends_sites_to_billing_as_new_and_existing_customers(backend: Ba
 
 async fn a_send_that_fails_in_stages_leaves_nothing_and_can_be_sent_again(backend: Backend) {
     let w = world(backend, 0).await;
-    let rotated = w
-        .svc
-        .call(
-            Method::POST,
-            &format!("/v1/connections/{}/inbound-credentials:rotate", w.cid),
-            &w.admin,
-            None,
-        )
-        .await;
-    w.sim
-        .state()
-        .set_callback_target(stages_sim::CallbackTarget::new(
-            w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid)),
-            rotated.body["username"].as_str().unwrap(),
-            rotated.body["secret"].as_str().unwrap(),
-        ))
-        .unwrap();
+    w.connect_callbacks().await;
     let (site_no, _) = w.site_in("America/Phoenix", 3);
     // Writing the billing id to the second device fails (twice, beyond the client's one retry).
     w.sim
