@@ -71,39 +71,62 @@ pub async fn run_get(
     url: Arc<dyn Fn(&mut Rng) -> String + Send + Sync>,
     load: Load,
 ) -> anyhow::Result<LoadResult> {
+    let http = http.clone();
+    run(
+        Arc::new(move |_: &Turn, rng: &mut Rng| http.get(url(rng)).headers(headers.clone())),
+        &[200],
+        load,
+    )
+    .await
+}
+
+/// Who is sending a request of [`run`]: the worker and its how-many-th request.
+pub struct Turn {
+    pub worker: usize,
+    pub seq: u64,
+}
+
+/// Builds the next request of a worker.
+pub type MakeRequest = Arc<dyn Fn(&Turn, &mut Rng) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// Sends `make(turn, rng)` from `load.concurrency` workers; any answer whose
+/// status is not in `ok` (or a transport error) fails the run.
+pub async fn run(make: MakeRequest, ok: &'static [u16], load: Load) -> anyhow::Result<LoadResult> {
     let start = Instant::now();
     let measure_from = start + load.warmup;
     let until = measure_from + load.duration;
     let mut workers = Vec::with_capacity(load.concurrency);
     for w in 0..load.concurrency {
-        let http = http.clone();
-        let headers = headers.clone();
-        let url = url.clone();
+        let make = make.clone();
         workers.push(tokio::spawn(async move {
             // Deterministic per worker, so runs ask for the same ids.
             let mut rng = Rng::new(0x5EED_0000_0000_0000 | w as u64);
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut last = start;
-            loop {
-                let u = url(&mut rng);
+            for seq in 0.. {
+                let rb = make(&Turn { worker: w, seq }, &mut rng);
                 let sent = Instant::now();
                 if sent >= until {
                     break;
                 }
-                let r = http.get(&u).headers(headers.clone()).send().await;
-                let outcome = match r {
+                let (client, req) = rb.build_split();
+                let req = req.map_err(|e| format!("building a request: {e}"))?;
+                let (method, url) = (req.method().clone(), req.url().clone());
+                let what = || format!("{method} {url}");
+                let outcome = match client.execute(req).await {
                     Ok(r) => {
                         let status = r.status();
                         match r.bytes().await {
-                            Ok(_) if status == 200 => Ok(()),
+                            Ok(_) if ok.contains(&status.as_u16()) => Ok(()),
                             Ok(body) => Err(format!(
-                                "GET {u} answered {status}: {}",
+                                "{} answered {status}: {}",
+                                what(),
                                 String::from_utf8_lossy(&body)
                             )),
-                            Err(e) => Err(format!("GET {u}: {e}")),
+                            Err(e) => Err(format!("{}: {e}", what())),
                         }
                     }
-                    Err(e) => Err(format!("GET {u}: {e}")),
+                    Err(e) => Err(format!("{}: {e}", what())),
                 };
                 let done = Instant::now();
                 outcome?;
@@ -135,6 +158,15 @@ pub async fn run_get(
     })
 }
 
+/// The nearest-rank percentile `p` (0..=100) of sorted `values`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +182,14 @@ mod tests {
         assert_eq!(r.percentile_ms(50.0), 50.0);
         assert_eq!(r.percentile_ms(99.0), 99.0);
         assert_eq!(r.percentile_ms(100.0), 100.0);
+    }
+
+    #[test]
+    fn percentiles_of_plain_values() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 5.0);
+        assert_eq!(percentile(&v, 99.0), 10.0);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod load;
 mod report;
 mod scenarios;
 mod service;
+mod sync;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,6 +59,21 @@ struct Cli {
     /// Start-to-ready samples per backend (median reported).
     #[arg(long, default_value_t = 5)]
     cold_starts: usize,
+    /// Linked sites the Auto Sync and callback benchmarks edit (B-1.., at most --sites).
+    #[arg(long, default_value_t = 2_000)]
+    sync_sites: u64,
+    /// Billing edits of the Auto Sync throughput run, spread evenly over --sync-sites
+    /// (--concurrency in flight); 0 skips the Auto Sync and callback benchmarks.
+    #[arg(long, default_value_t = 10_000)]
+    sync_edits: u64,
+    /// Single, spaced-out edits of the idle enqueue-to-start run.
+    #[arg(long, default_value_t = 30)]
+    idle_edits: usize,
+    /// The service's client-side Stages rate limit during the Auto Sync and callback
+    /// benchmarks (CROSSLINK__STAGES__REQUESTS_PER_SECOND); 0 turns it off. At the
+    /// service's default of 20 a push (a read and a PATCH) is held near 10/s.
+    #[arg(long, default_value_t = 0)]
+    sync_stages_rps: u32,
 }
 
 #[tokio::main]
@@ -75,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
             "concurrency": cli.concurrency,
             "duration_secs": cli.duration,
             "cold_starts": cli.cold_starts,
+            "sync_sites": cli.sync_sites.min(cli.sites),
+            "sync_edits": cli.sync_edits,
+            "idle_edits": cli.idle_edits,
+            "sync_stages_rps": cli.sync_stages_rps,
             "backends": cli.backends.iter().map(|b| b.label()).collect::<Vec<_>>(),
             "crosslink_bin": cli.crosslink_bin,
         }),
@@ -130,8 +150,10 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs_f64(cli.duration),
     };
-    // Rows in the order of the table: lookups, reconcile, start-up, informational.
-    let (mut lookups, mut reconciles, mut starts, mut info) = (vec![], vec![], vec![], vec![]);
+    // Rows in the order of the table: lookups, reconcile, Auto Sync and
+    // callbacks, start-up, informational.
+    let (mut lookups, mut reconciles, mut syncs, mut starts, mut info) =
+        (vec![], vec![], vec![], vec![], vec![]);
 
     // Start-up first, while nothing else runs on the machine.
     for &backend in &cli.backends {
@@ -180,8 +202,71 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
             .await?,
         );
         svc.stop().await?;
+        if cli.sync_edits > 0 {
+            syncs.extend(sync_benches(cli, &env, &db, backend, &http, &token, &cid, &sim).await?);
+        }
         drop(db);
     }
     sim.stop().await;
-    Ok([lookups, reconciles, starts, info].concat())
+    Ok([lookups, reconciles, syncs, starts, info].concat())
+}
+
+/// Auto Sync and callbacks, on the database the other benchmarks linked: the
+/// service again, with the Stages rate limit of `--sync-stages-rps`.
+#[allow(clippy::too_many_arguments)]
+async fn sync_benches(
+    cli: &Cli,
+    env: &Env,
+    db: &Database,
+    backend: Backend,
+    http: &reqwest::Client,
+    token: &str,
+    cid: &str,
+    sim: &stages_sim::Sim,
+) -> anyhow::Result<Vec<Bench>> {
+    let label = backend.label();
+    let svc = Service::spawn_with(
+        env,
+        db,
+        &format!("{label}-sync-service"),
+        &[(
+            "CROSSLINK__STAGES__REQUESTS_PER_SECOND",
+            cli.sync_stages_rps.to_string(),
+        )],
+    )
+    .await?;
+    svc.wait_ready(http).await?;
+    let api = Api::new(http.clone(), &svc.base, token);
+    let sites = sync::linked_sites(sim, cli.sync_sites.min(cli.sites))?;
+    let load = Load {
+        concurrency: cli.concurrency,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(cli.duration),
+    };
+    let sizes = sync::AutoSyncSizes {
+        edits: cli.sync_edits,
+        concurrency: cli.concurrency,
+        idle_edits: cli.idle_edits,
+        load,
+        stages_rps: cli.sync_stages_rps,
+    };
+    let mut rows = step(
+        &format!(
+            "[{label}] Auto Sync: {} edits over {} sites, then {} idle edits",
+            cli.sync_edits,
+            sites.len(),
+            cli.idle_edits
+        ),
+        sync::auto_sync(&api, backend, sim, &sites, sizes),
+    )
+    .await?;
+    rows.extend(
+        step(
+            &format!("[{label}] Stages callbacks"),
+            sync::callbacks(&api, backend, cid, &sites, load),
+        )
+        .await?,
+    );
+    svc.stop().await?;
+    Ok(rows)
 }

@@ -108,6 +108,16 @@ pub struct Service {
 impl Service {
     /// Spawns the binary and waits until it prints its address (not until ready).
     pub async fn spawn(env: &Env, db: &Database, name: &str) -> anyhow::Result<Service> {
+        Self::spawn_with(env, db, name, &[]).await
+    }
+
+    /// [`Service::spawn`] with settings of its own (`CROSSLINK__...` variables).
+    pub async fn spawn_with(
+        env: &Env,
+        db: &Database,
+        name: &str,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let log = env.work.join(format!("{name}.log"));
         let stderr =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -121,6 +131,7 @@ impl Service {
             .env("CROSSLINK__DATABASE__URL", &db.url)
             .env("CROSSLINK__AUTH__HS256_SECRET", &env.jwt_secret)
             .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", &env.encryption_key)
+            .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
