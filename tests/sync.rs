@@ -124,6 +124,17 @@ impl World {
 async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices(backend: Backend) {
     let w = world(backend).await;
     let (site_no, _, site_link, _) = w.pushed("S1", "8100001").await;
+    // Without Auto Sync, billing's edit stays on its side until a sync.
+    let off = w
+        .svc
+        .call(
+            Method::PATCH,
+            &format!("/v1/connections/{}", w.cid),
+            &w.admin,
+            Some(json!({"auto_sync": false})),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text);
     // Stages spells the state its own way: equal after normalisation.
     w.sim
         .state()

@@ -66,6 +66,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         adc: Arc::new(adc),
         verifier,
         metrics: Metrics::new(),
+        jobs_wake: Arc::new(tokio::sync::Notify::new()),
         settings,
     })
 }

@@ -40,15 +40,18 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(m) = metrics {
-        m.observe(&method, &route, status, seconds);
+    if let Some(state) = &state {
+        state.metrics.observe(&method, &route, status, seconds);
+        // A change may have enqueued work: wake this process's idle workers.
+        if changes && status < 400 {
+            state.jobs_wake.notify_waiters();
+        }
     }
     span.in_scope(|| {
         tracing::info!(

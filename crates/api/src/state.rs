@@ -32,6 +32,9 @@ pub struct AppState {
     pub adc: Arc<dyn AdcConnector>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
+    /// Wakes this process's idle job workers after a change that may have
+    /// enqueued work, so it starts without waiting for the next poll.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

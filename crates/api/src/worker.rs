@@ -60,7 +60,13 @@ pub async fn run(state: web::Data<AppState>, worker_id: String) {
             .await;
         match claimed {
             Ok(Some(job)) => run_one(&state, &worker_id, job).await,
-            Ok(None) => tokio::time::sleep(IDLE_POLL).await,
+            Ok(None) => {
+                // Other replicas' work is found by polling; our own wakes us at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = state.jobs_wake.notified() => {}
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming a job failed");
                 tokio::time::sleep(Duration::from_secs(2)).await;
