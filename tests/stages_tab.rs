@@ -348,6 +348,45 @@ async fn tests_are_given_in_the_sites_time_zone_across_daylight_saving(backend: 
         listed.body["items"][0]["test_id"],
         t2.body["test"]["test_id"]
     );
+    // Stages' own history shows what the service did, and so does the device's history view.
+    let codes: Vec<String> = w
+        .sim
+        .state()
+        .history(d)
+        .iter()
+        .map(|h| {
+            serde_json::to_value(h).unwrap()["event_code"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| *c == "TEST_START").count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "TEST_END").count(),
+        1,
+        "{codes:?}"
+    );
+    let history = w
+        .call(
+            Method::GET,
+            &w.stages(&format!("/devices/{d}/history")),
+            None,
+        )
+        .await;
+    assert!(
+        history.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["event_code"] == "TEST_END"),
+        "{}",
+        history.text
+    );
 
     // Bad windows.
     w.call(
