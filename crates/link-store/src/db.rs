@@ -133,6 +133,39 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
     }
 }
 
+/// Settings every PostgreSQL connection gets when the pool opens it.
+///
+/// diesel prepares its statements once per connection, and after five runs
+/// PostgreSQL may switch a prepared statement to a generic plan, made without
+/// the parameters' values and kept for as long as the connection lives, however
+/// much the tables grow. Made while a table was small, such a plan read all of
+/// a dealer's billing sites for each primary-key lookup. A custom plan per run
+/// costs a little planning and always sees the tables as they are now.
+/// `plan_cache_mode` is a plain session setting (any role may set it) of
+/// PostgreSQL 12 and later; an older server keeps its default, with a warning.
+#[derive(Debug)]
+pub(crate) struct PostgresSetup;
+
+pub(crate) const POSTGRES_SETUP: &str = "SET plan_cache_mode = force_custom_plan";
+
+impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for PostgresSetup {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+        match conn.batch_execute(POSTGRES_SETUP) {
+            // PostgreSQL 11 or older: 'unrecognized configuration parameter'.
+            Err(DieselError::DatabaseError(_, info))
+                if info.message().contains("plan_cache_mode") =>
+            {
+                tracing::warn!(
+                    error = info.message(),
+                    "this PostgreSQL cannot plan each run of a prepared statement (version 12 or later can)"
+                );
+                Ok(())
+            }
+            other => other.map_err(diesel::r2d2::Error::QueryError),
+        }
+    }
+}
+
 /// Creates the directory a SQLite file goes in, so a newcomer's `./data/x.db` just works.
 pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreOpenError> {
     match path.parent() {

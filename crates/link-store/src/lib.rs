@@ -28,7 +28,7 @@ pub use crypto::{SecretKey, SecretKeyError};
 pub use migrate::{MigrateError, MigrationReport, Readiness};
 
 use crypto::Cipher;
-use db::{DbConnection, Fail, Manager, SqliteSetup, Target};
+use db::{DbConnection, Fail, Manager, PostgresSetup, SqliteSetup, Target};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,7 +113,9 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(options.connect_timeout);
         match &target {
-            Target::Postgres(_) => {}
+            Target::Postgres(_) => {
+                builder = builder.connection_customizer(Box::new(PostgresSetup));
+            }
             Target::SqliteFile(path) => {
                 db::create_parent_dir(path)?;
                 builder = builder.connection_customizer(Box::new(SqliteSetup));

@@ -3,7 +3,7 @@
 //! concurrent links to one Stages site, one wins); every change writes its
 //! audit entries and deliberate unlinks in the same transaction.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
@@ -181,55 +181,155 @@ fn find_link(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<Opt
         .optional()
 }
 
-/// Refuses a link whose billing or external record is linked already on its
-/// connection, naming both sides. The unique constraints stay the guard against
-/// a race; this only makes the common refusal say more.
-fn refuse_taken(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
-    let kind = row.kind()?;
-    let taken: Option<LinkRow> = links::table
+/// Lists of records looked up with `IN (...)` go in slices of at most this
+/// many. Without statistics PostgreSQL takes each listed value to match 0.5%
+/// of the rows: a few hundred of them look like the whole table, and it reads
+/// the whole table rather than the index.
+const LOOKUP_CHUNK: usize = 100;
+
+/// One side of a link.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Billing,
+    External,
+}
+
+/// Another link on `row`'s connection and kind that holds `row`'s record of
+/// `side`: one lookup on that side's unique constraint.
+fn holder(conn: &mut DbConnection, row: &LinkRow, side: Side) -> QueryResult<Option<LinkRow>> {
+    let query = links::table
         .filter(links::connection_id.eq(&row.connection_id))
         .filter(links::kind.eq(&row.kind))
-        .filter(
-            links::billing_id
-                .eq(&row.billing_id)
-                .or(links::external_id.eq(&row.external_id)),
-        )
         .filter(links::id.ne(&row.id))
         .select(LinkRow::as_select())
-        .first(conn)
-        .optional()?;
-    let Some(taken) = taken else {
-        return Ok(());
+        .into_boxed();
+    let query = match side {
+        Side::Billing => query.filter(links::billing_id.eq(&row.billing_id)),
+        Side::External => query.filter(links::external_id.eq(&row.external_id)),
     };
-    let message = if taken.billing_id == row.billing_id {
+    query.first(conn).optional()
+}
+
+/// Refuses a link whose billing or external record is linked already on its
+/// connection, naming both sides: the billing side is looked up first, then the
+/// external one, each on its own unique constraint (a single query asking for
+/// either record would read every link of the connection on PostgreSQL).
+fn refuse_taken(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
+    let kind = row.kind()?;
+    let message = if let Some(taken) = holder(conn, row, Side::Billing)? {
         format!(
             "{} is already linked on this connection (to {})",
             billing_side(kind, &row.billing_id),
             external_side(kind, &taken.external_id)
         )
-    } else {
+    } else if let Some(taken) = holder(conn, row, Side::External)? {
         format!(
             "{} is already linked on this connection (to {})",
             external_side(kind, &row.external_id),
             billing_side(kind, &taken.billing_id)
         )
+    } else {
+        return Ok(());
     };
     Err(StoreError::Conflict(message).into())
 }
 
-/// A new link of either record forgets that it was deliberately unlinked.
-fn forget_unlinks(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
-    diesel::delete(
-        deliberate_unlinks::table
-            .filter(deliberate_unlinks::connection_id.eq(&row.connection_id))
-            .filter(deliberate_unlinks::kind.eq(&row.kind))
-            .filter(
-                deliberate_unlinks::billing_id
-                    .eq(&row.billing_id)
-                    .or(deliberate_unlinks::external_id.eq(&row.external_id)),
-            ),
-    )
-    .execute(conn)?;
+/// How often an insert that found its records taken, and then no link holding
+/// them, is tried again.
+const INSERT_ATTEMPTS: usize = 3;
+
+/// Inserts a link, relying on the unique constraints: only when they refuse it
+/// is the link in the way looked up, to name it, so a batch of free records
+/// looks nothing up. The constraints also decide races (PostgreSQL waits for
+/// the other writer, then answers here with the link it committed).
+fn insert_link(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
+    for _ in 0..INSERT_ATTEMPTS {
+        let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(links::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c));
+        if link_write(inserted, row)? == 1 {
+            return Ok(());
+        }
+        refuse_taken(conn, row)?;
+        let same_id: Option<String> = links::table
+            .filter(links::id.eq(&row.id))
+            .select(links::id)
+            .first(conn)
+            .optional()?;
+        if same_id.is_some() {
+            return Err(StoreError::Conflict(format!("link {} already exists", row.id)).into());
+        }
+        // The link in the way was removed meanwhile: try again.
+    }
+    Err(StoreError::Conflict(format!(
+        "{} kept changing while it was linked; try again",
+        billing_side(row.kind()?, &row.billing_id)
+    ))
+    .into())
+}
+
+/// The site links of the dealer among `ids`, each with its connection. The
+/// query names the ids alone, so it can only go to the primary key; the rest is
+/// checked here (PostgreSQL without statistics would rather read all of the
+/// dealer's links than look up a few hundred ids).
+fn site_links(
+    conn: &mut DbConnection,
+    dealer: &str,
+    ids: &BTreeSet<&str>,
+) -> QueryResult<HashMap<String, String>> {
+    let ids: Vec<&str> = ids.iter().copied().collect();
+    let mut sites = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let found: Vec<(String, String, String, String)> = links::table
+            .filter(links::id.eq_any(chunk))
+            .select((links::id, links::dealer, links::kind, links::connection_id))
+            .load(conn)?;
+        sites.extend(
+            found
+                .into_iter()
+                .filter(|(_, d, kind, _)| d == dealer && kind == LinkKind::Site.as_str())
+                .map(|(id, _, _, connection)| (id, connection)),
+        );
+    }
+    Ok(sites)
+}
+
+/// New links of records forget that they were deliberately unlinked: per
+/// connection and kind, one delete per side for a slice of records, each on
+/// that side's index.
+fn forget_unlinks(conn: &mut DbConnection, rows: &[&LinkRow]) -> Result<(), Fail> {
+    type Records<'a> = (BTreeSet<&'a str>, BTreeSet<&'a str>);
+    let mut groups: BTreeMap<(&str, &str), Records> = BTreeMap::new();
+    for row in rows {
+        let (billing, external) = groups
+            .entry((row.connection_id.as_str(), row.kind.as_str()))
+            .or_default();
+        billing.insert(row.billing_id.as_str());
+        external.insert(row.external_id.as_str());
+    }
+    for ((connection, kind), (billing, external)) in groups {
+        let billing: Vec<&str> = billing.into_iter().collect();
+        for chunk in billing.chunks(LOOKUP_CHUNK) {
+            diesel::delete(
+                deliberate_unlinks::table
+                    .filter(deliberate_unlinks::connection_id.eq(connection))
+                    .filter(deliberate_unlinks::kind.eq(kind))
+                    .filter(deliberate_unlinks::billing_id.eq_any(chunk)),
+            )
+            .execute(conn)?;
+        }
+        let external: Vec<&str> = external.into_iter().collect();
+        for chunk in external.chunks(LOOKUP_CHUNK) {
+            diesel::delete(
+                deliberate_unlinks::table
+                    .filter(deliberate_unlinks::connection_id.eq(connection))
+                    .filter(deliberate_unlinks::kind.eq(kind))
+                    .filter(deliberate_unlinks::external_id.eq_any(chunk)),
+            )
+            .execute(conn)?;
+        }
+    }
     Ok(())
 }
 
@@ -245,26 +345,28 @@ fn insert_links_blocking(
     for connection in connections {
         require_connection(conn, dealer, connection)?;
     }
+    // The parents named, looked up at once: site links already there, and
+    // (below) those of this batch as they are inserted.
+    let parents: BTreeSet<&str> = rows.iter().filter_map(|r| r.parent_id.as_deref()).collect();
+    let mut sites = site_links(conn, dealer, &parents)?;
     // Parents before children, so a site and its systems can be linked at once.
     let mut order: Vec<&LinkRow> = rows.iter().collect();
     order.sort_by_key(|r| r.parent_id.is_some());
-    for row in order {
+    for row in &order {
         if let Some(parent) = &row.parent_id {
-            let is_site_here = find_link(conn, dealer, parent)?.is_some_and(|p| {
-                p.connection_id == row.connection_id && p.kind == LinkKind::Site.as_str()
-            });
-            if !is_site_here {
+            if sites.get(parent) != Some(&row.connection_id) {
                 return Err(StoreError::Conflict(format!(
                     "the parent site link '{parent}' does not exist on this connection"
                 ))
                 .into());
             }
         }
-        refuse_taken(conn, row)?;
-        let inserted = diesel::insert_into(links::table).values(row).execute(conn);
-        link_write(inserted, row)?;
-        forget_unlinks(conn, row)?;
+        insert_link(conn, row)?;
+        if row.kind == LinkKind::Site.as_str() {
+            sites.insert(row.id.clone(), row.connection_id.clone());
+        }
     }
+    forget_unlinks(conn, &order)?;
     insert_audit(conn, dealer, audit)?;
     rows.into_iter().map(LinkRow::into_domain).collect()
 }
@@ -338,8 +440,9 @@ fn relink_blocking(
             ))
             .execute(conn);
         link_write(updated, row)?;
-        forget_unlinks(conn, row)?;
     }
+    let moved: Vec<&LinkRow> = moving.iter().map(|&i| &rows[i]).collect();
+    forget_unlinks(conn, &moved)?;
     insert_audit(conn, dealer, audit)?;
     rows.into_iter().map(LinkRow::into_domain).collect()
 }
@@ -603,7 +706,7 @@ impl LinkStore for Store {
         self.run(move |conn, _| {
             let connection = uuid_text(connection_id.0);
             let mut found = HashSet::new();
-            for chunk in external_ids.chunks(IN_CHUNK) {
+            for chunk in external_ids.chunks(LOOKUP_CHUNK) {
                 let rows: Vec<String> = links::table
                     .filter(links::dealer.eq(&dealer))
                     .filter(links::connection_id.eq(&connection))

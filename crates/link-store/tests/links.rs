@@ -509,6 +509,69 @@ store_test!(unlink_is_remembered_and_audited, |db| async move {
 });
 
 store_test!(
+    large_batches_forget_unlinks_and_name_conflicts,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = stages_connection(&store, "d1", "Stages").await;
+        // More records than one lookup takes at once, sites with their systems.
+        let sites: Vec<NewLink> = (0..150)
+            .map(|i| site_link(c, &format!("S{i}"), &format!("{}", 10000 + i)))
+            .collect();
+        let systems: Vec<NewLink> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| system_link(s, &format!("Y{i}"), &format!("D{i}")))
+            .collect();
+        let batch: Vec<NewLink> = systems.iter().chain(&sites).cloned().collect();
+        store.insert_links(&d, batch, vec![]).await.unwrap();
+        let ids: Vec<LinkId> = sites.iter().map(|s| s.id).collect();
+        store.unlink(&d, &ids, "alice", vec![]).await.unwrap();
+        assert_eq!(db.count("deliberate_unlinks"), 300);
+
+        // Linked again in one batch, each record with a new partner: the sites
+        // keep their billing records, the systems their Stages devices, and every
+        // unlink of either side is forgotten.
+        let sites: Vec<NewLink> = (0..150)
+            .map(|i| site_link(c, &format!("S{i}"), &format!("{}", 20000 + i)))
+            .collect();
+        let systems: Vec<NewLink> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| system_link(s, &format!("Z{i}"), &format!("D{i}")))
+            .collect();
+        let batch: Vec<NewLink> = sites.iter().chain(&systems).cloned().collect();
+        store.insert_links(&d, batch, vec![]).await.unwrap();
+        assert_eq!(db.count("deliberate_unlinks"), 0);
+        assert_eq!(db.count("links"), 300);
+
+        // A link of the batch in the way of a later one is named.
+        let msg = conflict_text(
+            store
+                .insert_links(
+                    &d,
+                    vec![site_link(c, "S900", "90001"), site_link(c, "S900", "90002")],
+                    vec![],
+                )
+                .await,
+        );
+        assert_eq!(
+            msg,
+            "billing site 'S900' is already linked on this connection (to Stages site '90001')"
+        );
+        // A link inserted again by its id.
+        let again = NewLink {
+            billing_id: bid("S901"),
+            external_id: "90003".into(),
+            ..sites[0].clone()
+        };
+        let msg = conflict_text(store.insert_links(&d, vec![again], vec![]).await);
+        assert_eq!(msg, format!("link {} already exists", sites[0].id.0));
+        assert_eq!(db.count("links"), 300);
+    }
+);
+
+store_test!(
     unlink_takes_children_listed_with_their_parent,
     |db| async move {
         let store = db.store().await;

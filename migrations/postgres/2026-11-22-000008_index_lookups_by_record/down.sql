@@ -1,0 +1,22 @@
+DROP INDEX billing_systems_site;
+CREATE INDEX billing_systems_site ON billing_systems (dealer, site_id, id);
+
+DROP INDEX billing_sites_customer;
+CREATE INDEX billing_sites_customer ON billing_sites (dealer, customer_id);
+
+DROP INDEX deliberate_unlinks_dealer;
+DROP INDEX deliberate_unlinks_external;
+CREATE INDEX deliberate_unlinks_external ON deliberate_unlinks (connection_id, kind, external_id);
+ALTER TABLE deliberate_unlinks
+    DROP CONSTRAINT deliberate_unlinks_pkey,
+    ADD PRIMARY KEY (connection_id, kind, billing_id, external_id);
+
+CREATE INDEX links_dealer_billing ON links (dealer, kind, billing_id);
+DROP INDEX links_external;
+DROP INDEX links_billing;
+
+ALTER TABLE links
+    DROP CONSTRAINT links_billing_key,
+    DROP CONSTRAINT links_external_key,
+    ADD CONSTRAINT links_billing_key UNIQUE (connection_id, kind, billing_id),
+    ADD CONSTRAINT links_external_key UNIQUE (connection_id, kind, external_id);
