@@ -451,6 +451,17 @@ async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported(backend
     let (site_no, _, _, _) = w.pushed("S6", "8600006").await;
     let secret = w.connect_callbacks().await;
     let url = w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid));
+    // The change in Stages this callback tells of (made without the simulator's own callback).
+    w.sim
+        .state()
+        .with_db(|db| {
+            db.patch_site(
+                &site_no,
+                serde_json::from_value(json!({"info": "Beware of the dog"})).unwrap(),
+                chrono::Utc::now(),
+            )
+        })
+        .unwrap();
     let event = json!({"event_id": "evt-1", "occurred_at": "2026-11-22T06:00:00Z", "type": "site.updated",
         "site_no": site_no, "billing_id": "S6", "changes": {"info": "Beware of the dog"}});
     // Wrong password: refused before anything is read.

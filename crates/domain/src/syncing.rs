@@ -486,9 +486,11 @@ async fn link_of_external(
 }
 
 /// Updates from Stages (S18): `site.updated` (address, info, phone) and
-/// `device.updated` (transmitter code) reach the linked billing records. A
-/// value equal to the last synced one is our own push coming back (an echo)
-/// and changes nothing; unknown or unlinked records are reported as events.
+/// `device.updated` (transmitter code) reach the linked billing records. The
+/// values are read from Stages when the callback is applied, so callbacks
+/// applied out of order still leave billing with Stages' latest. A value equal
+/// to the last synced one is our own push coming back (an echo) and changes
+/// nothing; unknown or unlinked records are reported as events.
 pub async fn apply_stages_callback(
     ports: LinkingPorts<'_>,
     events: &dyn EventStore,
@@ -534,6 +536,30 @@ pub async fn apply_stages_callback(
             ),
         });
     };
+    // Callbacks may be applied out of order: take the record's values as
+    // Stages holds them now, for the fields this callback says changed.
+    let api = stages_as_dealer(ports, connection).await?;
+    let current = match kind {
+        LinkKind::Site => api
+            .get_site(external_id)
+            .await
+            .map(|s| sync::stages_site_values(&s)),
+        LinkKind::System => api
+            .get_device(external_id)
+            .await
+            .map(|d| sync::stages_device_values(&d.fields)),
+    };
+    let current = match current {
+        Ok(values) => values,
+        Err(StagesError::NotFound(_)) => {
+            return Ok(CallbackOutcome {
+                outcome: "gone",
+                applied: Values::new(),
+                detail: format!("Stages {} '{external_id}' no longer exists", kind.as_str()),
+            })
+        }
+        Err(e) => return Err(upstream(connection)(e)),
+    };
     let fields = sync::fields_for(kind);
     let (record, billing_values) = match kind {
         LinkKind::Site => {
@@ -553,7 +579,10 @@ pub async fn apply_stages_callback(
     let mut to_billing = Values::new();
     let mut echoed = 0;
     for f in fields.iter().filter(|f| f.from_stages_callback) {
-        let Some(value) = changes.get(f.stages_name) else {
+        if !changes.contains_key(f.stages_name) {
+            continue;
+        }
+        let Some(value) = current.get(f.name) else {
             continue;
         };
         let synced = snapshot.get(f.name).cloned();
