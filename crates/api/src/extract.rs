@@ -131,6 +131,13 @@ pub fn path_config() -> web::PathConfig {
         .error_handler(|_err, _req| ApiError::not_found("no such resource").into())
 }
 
+/// A connection id from a path: one that is not a UUID names no connection.
+pub fn connection_id(raw: &str) -> Result<domain::connection::ConnectionId, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(domain::connection::ConnectionId)
+        .map_err(|_| ApiError::not_found("no such connection"))
+}
+
 /// The version an `If-Match` header asks for: `None` without the header.
 /// `*` matches any version; anything unparseable can never match.
 pub fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {

@@ -11,7 +11,7 @@ use crate::audit::NewAuditEntry;
 use crate::billing::{BillingId, BillingSite, BillingSystem};
 use crate::connection::{Connection, ConnectionId};
 use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{
     LookupList, NewStagesConfiguration, NewStagesContact, NewStagesDevice, NewStagesSite,
     StagesApi, StagesDevice, StagesDeviceFields, StagesDevicePatch, StagesError, StagesSite,
@@ -95,13 +95,6 @@ fn store_not_found(what: impl Into<String>) -> impl FnOnce(StoreError) -> Operat
     move |e| match e {
         StoreError::NotFound => OperationError::NotFound(what),
         other => other.into(),
-    }
-}
-
-fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
-    move |error| OperationError::Upstream {
-        connection: connection.name.as_str().to_owned(),
-        error,
     }
 }
 
@@ -1228,9 +1221,10 @@ pub struct Browsed<T> {
     pub link: Option<Link>,
 }
 
-async fn link_of_external(
+/// The link of a Stages record on one connection, if any.
+pub(crate) async fn link_of_external(
     ports: LinkingPorts<'_>,
-    caller: &Caller,
+    dealer: &crate::tenancy::DealerId,
     connection_id: ConnectionId,
     kind: LinkKind,
     external_id: &str,
@@ -1238,7 +1232,7 @@ async fn link_of_external(
     Ok(ports
         .links
         .list_links(
-            &caller.dealer,
+            dealer,
             &LinkFilter {
                 connection_id: Some(connection_id),
                 kind: Some(kind),
@@ -1295,7 +1289,14 @@ pub async fn browse_sites(
             continue;
         }
         let link = if is_linked {
-            link_of_external(ports, caller, connection_id, LinkKind::Site, &site.site_no).await?
+            link_of_external(
+                ports,
+                &caller.dealer,
+                connection_id,
+                LinkKind::Site,
+                &site.site_no,
+            )
+            .await?
         } else {
             None
         };
@@ -1320,11 +1321,24 @@ pub async fn stages_site(
         .list_devices(site_no)
         .await
         .map_err(upstream(&connection))?;
-    let site_link = link_of_external(ports, caller, connection_id, LinkKind::Site, site_no).await?;
+    let site_link = link_of_external(
+        ports,
+        &caller.dealer,
+        connection_id,
+        LinkKind::Site,
+        site_no,
+    )
+    .await?;
     let mut browsed = Vec::new();
     for d in devices {
-        let link =
-            link_of_external(ports, caller, connection_id, LinkKind::System, &d.device_id).await?;
+        let link = link_of_external(
+            ports,
+            &caller.dealer,
+            connection_id,
+            LinkKind::System,
+            &d.device_id,
+        )
+        .await?;
         browsed.push(Browsed { record: d, link });
     }
     Ok((
@@ -1348,7 +1362,14 @@ pub async fn stages_device(
         .get_device(device_id)
         .await
         .map_err(upstream(&connection))?;
-    let link = link_of_external(ports, caller, connection_id, LinkKind::System, device_id).await?;
+    let link = link_of_external(
+        ports,
+        &caller.dealer,
+        connection_id,
+        LinkKind::System,
+        device_id,
+    )
+    .await?;
     Ok(Browsed {
         record: device,
         link,

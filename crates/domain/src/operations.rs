@@ -54,6 +54,14 @@ pub enum OperationError {
     },
 }
 
+/// Turns a Stages failure into the operation's error, naming the connection.
+pub(crate) fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
+    move |error| OperationError::Upstream {
+        connection: connection.name.as_str().to_owned(),
+        error,
+    }
+}
+
 /// The `StagesApi` acting as the caller: the dealer's credential in dealer
 /// mode, the caller's own in user mode.
 pub async fn stages_as_caller(

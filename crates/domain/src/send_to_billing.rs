@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::events::{types, NewEvent};
 use crate::link::{LinkId, LinkKind, NewLink};
 use crate::linking::LinkingPorts;
-use crate::operations::OperationError;
+use crate::operations::{upstream, OperationError};
 use crate::stages::{SendToBillingTarget, StagesDevicePatch, StagesError, StagesSitePatch};
 use crate::store::StoreError;
 use crate::sync::{self, Snapshot};
@@ -37,13 +37,6 @@ pub struct SentToBilling {
 fn new_id(prefix: &str) -> BillingId {
     BillingId::parse(&format!("{prefix}-{}", uuid::Uuid::now_v7().simple()))
         .expect("a well-formed id")
-}
-
-fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
-    move |error| OperationError::Upstream {
-        connection: connection.name.as_str().to_owned(),
-        error,
-    }
 }
 
 /// Clears billing ids written to Stages by a send that then failed (best effort).

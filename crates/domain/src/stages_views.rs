@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::billing::{BillingId, BillingWrite};
 use crate::connection::{Connection, ConnectionId};
 use crate::events::{types, NewEvent};
-use crate::link::{Link, LinkFilter, LinkKind};
-use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, OperationError};
+use crate::link::{LinkFilter, LinkKind};
+use crate::linking::{link_of_external, LinkingPorts};
+use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{
     DeviceStatus, NewStagesConfiguration, NewStagesContact, NewStagesTest, StagesApi,
     StagesConfiguration, StagesContact, StagesContactPatch, StagesDevice, StagesDevicePatch,
@@ -21,13 +21,6 @@ use crate::sync::{self, Snapshot, Values};
 use crate::tenancy::Caller;
 use crate::test_mode::{self, TestWindow, TestWindowError};
 use crate::validation::ValidationError;
-
-fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
-    move |error| OperationError::Upstream {
-        connection: connection.name.as_str().to_owned(),
-        error,
-    }
-}
 
 /// The connection and the caller's Stages API on it.
 pub async fn open(
@@ -153,33 +146,6 @@ pub async fn create_configuration(
         .map_err(upstream(&connection))
 }
 
-async fn link_of_device(
-    ports: LinkingPorts<'_>,
-    caller: &Caller,
-    connection_id: ConnectionId,
-    device_id: &str,
-) -> Result<Option<Link>, OperationError> {
-    Ok(ports
-        .links
-        .list_links(
-            &caller.dealer,
-            &LinkFilter {
-                connection_id: Some(connection_id),
-                kind: Some(LinkKind::System),
-                external_id: Some(device_id.to_owned()),
-                ..Default::default()
-            },
-            PageRequest {
-                after: None,
-                limit: 1,
-            },
-        )
-        .await?
-        .items
-        .into_iter()
-        .next())
-}
-
 /// What editing a device did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceEdited {
@@ -219,7 +185,15 @@ pub async fn edit_device(
     if *patch != StagesDevicePatch::default() {
         device = api.update_device(device_id, patch).await.map_err(&up)?;
     }
-    let Some(link) = link_of_device(ports, caller, connection_id, device_id).await? else {
+    let Some(link) = link_of_external(
+        ports,
+        &caller.dealer,
+        connection_id,
+        LinkKind::System,
+        device_id,
+    )
+    .await?
+    else {
         return Ok(DeviceEdited {
             device,
             billing_updated: Values::new(),

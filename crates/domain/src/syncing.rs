@@ -12,11 +12,11 @@ use serde::Serialize;
 use crate::billing::{BillingSite, BillingSystem, BillingWrite};
 use crate::connection::{Connection, ConnectionId, ConnectionStatus, CredentialOwner};
 use crate::events::{types, NewEvent};
-use crate::link::{Link, LinkFilter, LinkId, LinkKind};
-use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, OperationError};
+use crate::link::{Link, LinkId, LinkKind};
+use crate::linking::{link_of_external, LinkingPorts};
+use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{StagesApi, StagesCallbackEvent, StagesError, StagesTarget};
-use crate::store::{EventStore, PageRequest, StoreError};
+use crate::store::{EventStore, StoreError};
 use crate::sync::{self, FieldChoice, FieldDiff, FieldStatus, MergePlan, Side, Snapshot, Values};
 use crate::tenancy::{Caller, DealerId};
 
@@ -33,13 +33,6 @@ struct Sides {
 enum Record {
     Site(BillingSite),
     System(BillingSystem),
-}
-
-fn upstream(connection: &Connection) -> impl Fn(StagesError) -> OperationError + '_ {
-    move |error| OperationError::Upstream {
-        connection: connection.name.as_str().to_owned(),
-        error,
-    }
 }
 
 fn snapshot_of(link: &Link) -> Option<Snapshot> {
@@ -455,34 +448,6 @@ pub struct CallbackOutcome {
     pub outcome: &'static str,
     pub applied: Values,
     pub detail: String,
-}
-
-async fn link_of_external(
-    ports: LinkingPorts<'_>,
-    dealer: &DealerId,
-    connection_id: ConnectionId,
-    kind: LinkKind,
-    external_id: &str,
-) -> Result<Option<Link>, OperationError> {
-    Ok(ports
-        .links
-        .list_links(
-            dealer,
-            &LinkFilter {
-                connection_id: Some(connection_id),
-                kind: Some(kind),
-                external_id: Some(external_id.to_owned()),
-                ..Default::default()
-            },
-            PageRequest {
-                after: None,
-                limit: 1,
-            },
-        )
-        .await?
-        .items
-        .into_iter()
-        .next())
 }
 
 /// Updates from Stages (S18): `site.updated` (address, info, phone) and

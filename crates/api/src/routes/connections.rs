@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::dto::{AuthModeDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto};
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -177,12 +177,6 @@ pub struct ConnectionTestResponse {
     pub outcome: TestOutcomeDto,
     pub detail: String,
     pub latency_ms: u64,
-}
-
-fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
-    Uuid::parse_str(raw)
-        .map(ConnectionId)
-        .map_err(|_| ApiError::not_found("no such connection"))
 }
 
 fn not_found_as_connection(e: domain::store::StoreError) -> ApiError {

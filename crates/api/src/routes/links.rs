@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobResponse;
 use crate::routes::stages::{ConfigurationBody, ContactBody, DeviceFieldsBody, SiteExtrasBody};
@@ -103,12 +103,6 @@ impl From<Link> for LinkResponse {
 pub struct LinkList {
     pub items: Vec<LinkResponse>,
     pub next_page_token: Option<String>,
-}
-
-fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
-    Uuid::parse_str(raw)
-        .map(ConnectionId)
-        .map_err(|_| ApiError::not_found("no such connection"))
 }
 
 fn link_id(raw: &str) -> ApiResult<LinkId> {

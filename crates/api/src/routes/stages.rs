@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::connection::ConnectionId;
 use domain::linking::{self, Browsed, StagesSiteExtras};
 use domain::stages::{
     ContactPhone, DeviceStatus, LookupList, NewStagesConfiguration, NewStagesContact,
@@ -13,9 +12,9 @@ use domain::tenancy::Role;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::auth::Auth;
+use crate::extract::connection_id;
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkResponse;
 use crate::state::AppState;
@@ -372,12 +371,6 @@ pub struct LookupItemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LookupList200 {
     pub items: Vec<LookupItemResponse>,
-}
-
-fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
-    Uuid::parse_str(raw)
-        .map(ConnectionId)
-        .map_err(|_| ApiError::not_found("no such connection"))
 }
 
 /// A choice list of the central station (regions, time-zones, site-types, ...).

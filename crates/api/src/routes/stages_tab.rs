@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use domain::connection::ConnectionId;
 use domain::stages::{ContactPhone, StagesContactPatch, StagesDevicePatch};
 use domain::stages_views::{self, SiteView, SiteViewItems, TestRequest};
 use domain::tenancy::Role;
@@ -11,11 +10,10 @@ use domain::test_mode::{LocalReading, TestWindow, WindowEnd};
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{page_slice, JsonBody, PageParams};
-use crate::problem::{ApiError, ApiResult};
+use crate::extract::{connection_id, page_slice, JsonBody, PageParams};
+use crate::problem::ApiResult;
 use crate::routes::stages::{ConfigurationBody, ContactBody, PhoneBody, StagesDeviceResponse};
 use crate::state::AppState;
 
@@ -76,12 +74,6 @@ pub struct StagesItems {
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<serde_json::Value>,
     pub next_page_token: Option<String>,
-}
-
-fn connection_id(raw: &str) -> ApiResult<ConnectionId> {
-    Uuid::parse_str(raw)
-        .map(ConnectionId)
-        .map_err(|_| ApiError::not_found("no such connection"))
 }
 
 fn paged<T: Serialize>(items: Vec<T>, page: &PageParams) -> ApiResult<HttpResponse> {
