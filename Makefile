@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test bench lint fmt openapi build postgres deps
+.PHONY: run test bench lint fmt openapi build postgres deps deploy-check
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -39,6 +39,11 @@ fmt:
 ## Regenerate the committed OpenAPI document.
 openapi:
 	$(CARGO) run -q --bin crosslink -- openapi > openapi/openapi.json
+
+## The files in deploy/ checked mechanically (they parse; probes, ports, settings
+## and commands match the configuration), with the checker's self-test.
+deploy-check:
+	./scripts/check-deploy.sh
 
 ## Make sure the local PostgreSQL answers (starts the cluster when it is stopped).
 postgres:
