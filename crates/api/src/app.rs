@@ -37,13 +37,15 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             tracing::info!(applied = ?report.applied, "database migrated");
         }
     }
+    let metrics = Metrics::new();
     let stages = stages_client::HttpStagesConnector::new(stages_client::ClientSettings {
         timeout: Duration::from_millis(settings.stages.timeout_ms),
         connect_timeout: Duration::from_millis(settings.stages.connect_timeout_ms),
         max_retries: settings.stages.max_retries,
         requests_per_second: settings.stages.requests_per_second,
         ..Default::default()
-    })?;
+    })?
+    .with_observer(Arc::new(metrics.clone()));
     let adc = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
         timeout: Duration::from_millis(settings.adc.timeout_ms),
         requests_per_second: settings.adc.requests_per_second,
@@ -65,7 +67,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         stages: Arc::new(stages),
         adc: Arc::new(adc),
         verifier,
-        metrics: Metrics::new(),
+        metrics,
         jobs_wake: Arc::new(tokio::sync::Notify::new()),
         settings,
     })

@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency by route template and status.
+//! Prometheus metrics: request counts and latency by route template and
+//! status, and upstream calls by provider, connection and outcome.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -9,6 +10,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    upstream_calls: IntCounterVec,
+    upstream_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -30,16 +33,41 @@ impl Metrics {
             &["method", "route", "status"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("registered once");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("registered once");
+        let upstream_calls = IntCounterVec::new(
+            Opts::new(
+                "crosslink_upstream_calls_total",
+                "Calls to upstream systems (after retries) by connection and outcome",
+            ),
+            &["provider", "connection", "outcome"],
+        )
+        .expect("static metric definition");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "crosslink_upstream_call_duration_seconds",
+                "Time an upstream call took, retries included",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["provider", "outcome"],
+        )
+        .expect("static metric definition");
+        for metric in [&requests, &upstream_calls] {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("registered once");
+        }
+        for metric in [&latency, &upstream_latency] {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("registered once");
+        }
         Self {
             registry,
             requests,
             latency,
+            upstream_calls,
+            upstream_latency,
         }
     }
 
@@ -56,6 +84,23 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl domain::upstream::CallObserver for Metrics {
+    fn observe(
+        &self,
+        provider: &'static str,
+        connection: &str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        self.upstream_calls
+            .with_label_values(&[provider, connection, outcome])
+            .inc();
+        self.upstream_latency
+            .with_label_values(&[provider, outcome])
+            .observe(seconds);
     }
 }
 

@@ -41,6 +41,7 @@ pub fn reconcile_job(caller: &Caller, connection_id: ConnectionId, dry_run: bool
         max_attempts: 5,
         run_at: Utc::now(),
         unique_key: Some(format!("reconcile:{connection_id}:{dry_run}")),
+        serial_key: None,
         created_by: caller.user.0.clone(),
     }
 }
@@ -158,6 +159,8 @@ impl From<OperationError> for JobError {
         let transient = match &e {
             OperationError::Upstream { error, .. } => error.is_transient(),
             OperationError::Store(domain::store::StoreError::Unavailable(_)) => true,
+            // The record changed between the job's read and its write: read again.
+            OperationError::Store(domain::store::StoreError::VersionMismatch) => true,
             OperationError::Provider { .. } => true,
             _ => false,
         };

@@ -105,6 +105,9 @@ pub struct Job {
     pub last_error: Option<String>,
     /// At most one queued job per key, and one running at a time (edits coalesce).
     pub unique_key: Option<String>,
+    /// Jobs of one serial key never run at the same time, whatever their kind
+    /// (an Auto Sync push and a callback of the same Stages record).
+    pub serial_key: Option<String>,
     /// Whoever asked for it (a user id or `system`).
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -121,7 +124,21 @@ pub struct NewJob {
     pub max_attempts: u32,
     pub run_at: DateTime<Utc>,
     pub unique_key: Option<String>,
+    /// See [`Job::serial_key`]; [`stages_record_key`] for work on a Stages record.
+    pub serial_key: Option<String>,
     pub created_by: String,
+}
+
+/// The serial key of work that reads and writes one Stages record: a push of
+/// a link and a callback about its Stages record must not interleave, or a
+/// callback that read Stages just before the push landed writes the older
+/// value into billing.
+pub fn stages_record_key(
+    connection: crate::connection::ConnectionId,
+    kind: crate::link::LinkKind,
+    external_id: &str,
+) -> String {
+    format!("stages:{connection}:{}:{external_id}", kind.as_str())
 }
 
 /// How a failed attempt ends.

@@ -21,6 +21,7 @@ pub mod sync;
 pub mod syncing;
 pub mod tenancy;
 pub mod test_mode;
+pub mod upstream;
 pub mod validation;
 
 pub use secret::Secret;

@@ -591,6 +591,19 @@ pub enum StagesError {
 }
 
 impl StagesError {
+    /// A short stable name of the kind of failure (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::Rejected { .. } => "rejected",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout => "timeout",
+            Self::BadAnswer(_) => "bad_answer",
+        }
+    }
+
     /// Worth trying again later (by a job; the client retries safe calls itself).
     pub fn is_transient(&self) -> bool {
         matches!(

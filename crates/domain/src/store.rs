@@ -264,6 +264,18 @@ pub trait BillingStore: Send + Sync {
         origin: Option<crate::connection::ConnectionId>,
     ) -> StoreResult<BillingWritten>;
 
+    /// `write_billing` of a record that must still be at `version`
+    /// (`VersionMismatch` otherwise): a write worked out from a read does
+    /// not undo a change someone made since.
+    async fn write_billing_at(
+        &self,
+        dealer: &DealerId,
+        write: BillingWrite,
+        version: i64,
+        events: Vec<NewEvent>,
+        origin: Option<crate::connection::ConnectionId>,
+    ) -> StoreResult<BillingWritten>;
+
     /// Which of these billing ids exist as records of `kind` (site or system).
     async fn existing_billing_ids(
         &self,

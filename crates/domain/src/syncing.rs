@@ -178,7 +178,8 @@ pub struct SyncOutcome {
 
 /// Writes values from Stages into a billing record and publishes the change
 /// on the feed, in one transaction. Auto Sync skips `connection_id`, where the
-/// values came from.
+/// values came from. The record must still be as read (`VersionMismatch`
+/// otherwise), so a billing edit made meanwhile is never overwritten.
 async fn write_to_billing(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
@@ -190,6 +191,10 @@ async fn write_to_billing(
     let unknown = |e: sync::UnknownField| OperationError::Conflict {
         code: "unknown_field",
         message: e.to_string(),
+    };
+    let version = match record {
+        Record::Site(site) => site.version,
+        Record::System(system) => system.version,
     };
     let (write, event_type, kind, id, after) = match record {
         Record::Site(site) => {
@@ -230,7 +235,7 @@ async fn write_to_billing(
     };
     ports
         .billing
-        .write_billing(dealer, write, vec![event], Some(connection_id))
+        .write_billing_at(dealer, write, version, vec![event], Some(connection_id))
         .await?;
     Ok(())
 }

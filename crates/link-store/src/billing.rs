@@ -15,13 +15,13 @@ use domain::billing::{
 };
 use domain::connection::{ConnectionId, ConnectionStatus};
 use domain::events::NewEvent;
-use domain::jobs::{kinds, JobId, NewJob};
+use domain::jobs::{kinds, stages_record_key, JobId, NewJob};
 use domain::link::LinkKind;
 use domain::store::{BillingStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
-use crate::audit::uuid_text;
+use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_foreign_key, in_given_order, into_page, page_limit, per_backend, write_transaction,
@@ -684,15 +684,16 @@ fn enqueue_auto_sync(
         .filter(links::billing_id.eq(billing_id))
         .filter(connections::status.eq(ConnectionStatus::Active.as_str()))
         .filter(connections::auto_sync.eq(true))
-        .select(links::id)
+        .select((links::id, links::connection_id, links::external_id))
         .order(links::id.asc())
         .into_boxed();
     if let Some(origin) = origin {
         query = query.filter(links::connection_id.ne(origin));
     }
-    let link_ids: Vec<String> = query.load(conn)?;
+    let linked: Vec<(String, String, String)> = query.load(conn)?;
     let now = Utc::now();
-    for link_id in link_ids {
+    for (link_id, connection_id, external_id) in linked {
+        let connection = ConnectionId(parse_uuid(&connection_id, "connection")?);
         enqueue_within(
             conn,
             NewJob {
@@ -703,6 +704,8 @@ fn enqueue_auto_sync(
                 max_attempts: AUTO_SYNC_ATTEMPTS,
                 run_at: now,
                 unique_key: Some(format!("auto_sync:{link_id}")),
+                // One at a time with the callbacks about that Stages record.
+                serial_key: Some(stages_record_key(connection, kind, &external_id)),
                 created_by: AUTO_SYNC_CREATED_BY.to_owned(),
             },
         )?;
@@ -714,12 +717,13 @@ fn write_billing_blocking(
     conn: &mut DbConnection,
     dealer: &str,
     write: BillingWrite,
+    expected_version: Option<i64>,
     events: Vec<NewEvent>,
     origin: Option<&str>,
 ) -> Result<BillingWritten, Fail> {
     let (written, changed, linked) = match &write {
         BillingWrite::Customer { id, fields } => {
-            let saved = save_customer(conn, dealer, id.as_str(), fields, None)?;
+            let saved = save_customer(conn, dealer, id.as_str(), fields, expected_version)?;
             (
                 BillingWritten::Customer(saved.upserted),
                 saved.changed,
@@ -727,12 +731,12 @@ fn write_billing_blocking(
             )
         }
         BillingWrite::Site { id, fields } => {
-            let saved = save_site(conn, dealer, id.as_str(), fields, None)?;
+            let saved = save_site(conn, dealer, id.as_str(), fields, expected_version)?;
             let linked = Some((LinkKind::Site, id));
             (BillingWritten::Site(saved.upserted), saved.changed, linked)
         }
         BillingWrite::System { id, fields } => {
-            let saved = save_system(conn, dealer, id.as_str(), fields, None)?;
+            let saved = save_system(conn, dealer, id.as_str(), fields, expected_version)?;
             let linked = Some((LinkKind::System, id));
             (
                 BillingWritten::System(saved.upserted),
@@ -741,7 +745,7 @@ fn write_billing_blocking(
             )
         }
         BillingWrite::User { id, fields } => {
-            let saved = save_user(conn, dealer, id.as_str(), fields, None)?;
+            let saved = save_user(conn, dealer, id.as_str(), fields, expected_version)?;
             (BillingWritten::User(saved.upserted), saved.changed, None)
         }
     };
@@ -1164,7 +1168,26 @@ impl BillingStore for Store {
         let origin = origin.map(|c| uuid_text(c.0));
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                write_billing_blocking(conn, &dealer, write, events, origin.as_deref())
+                write_billing_blocking(conn, &dealer, write, None, events, origin.as_deref())
+            })
+        })
+        .await
+    }
+
+    async fn write_billing_at(
+        &self,
+        dealer: &DealerId,
+        write: BillingWrite,
+        version: i64,
+        events: Vec<NewEvent>,
+        origin: Option<ConnectionId>,
+    ) -> StoreResult<BillingWritten> {
+        let dealer = dealer.0.clone();
+        let origin = origin.map(|c| uuid_text(c.0));
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                let origin = origin.as_deref();
+                write_billing_blocking(conn, &dealer, write, Some(version), events, origin)
             })
         })
         .await

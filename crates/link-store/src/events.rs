@@ -141,6 +141,7 @@ pub(crate) fn insert_events(
                     max_attempts: DELIVERY_ATTEMPTS,
                     run_at: now,
                     unique_key: None,
+                    serial_key: None,
                     created_by: DELIVERY_CREATED_BY.to_owned(),
                 },
             )?;

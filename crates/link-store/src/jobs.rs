@@ -7,6 +7,8 @@
 //! latest state when it runs. A job already running read its inputs when it
 //! started, so a change made meanwhile queues a job of its own, which is not
 //! claimed until the running one ends: the jobs of one key never run at once.
+//! A `serial_key` only keeps jobs apart, of any kind: one of a key runs at a
+//! time (a unique index on running jobs' serial keys holds it under races).
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -56,6 +58,7 @@ struct JobRow {
     summary: Option<String>,
     last_error: Option<String>,
     unique_key: Option<String>,
+    serial_key: Option<String>,
     cancel_requested: bool,
     created_by: String,
     created_at: NaiveDateTime,
@@ -92,6 +95,7 @@ impl JobRow {
             summary: None,
             last_error: None,
             unique_key: job.unique_key,
+            serial_key: job.serial_key,
             cancel_requested: false,
             created_by: job.created_by,
             created_at: now,
@@ -129,6 +133,7 @@ impl JobRow {
             lease_expires_at: self.lease_expires_at.map(from_db_time),
             last_error: self.last_error,
             unique_key: self.unique_key,
+            serial_key: self.serial_key,
             created_by: self.created_by,
             created_at: from_db_time(self.created_at),
             started_at: self.started_at.map(from_db_time),
@@ -156,14 +161,39 @@ macro_rules! leased {
     };
 }
 
-/// No job of the row's key is running (always true for a job without a key).
-/// Raw SQL: diesel cannot say a correlated subquery on the same table.
+/// No job of the row's unique key and no job of its serial key is running
+/// (always true for a job without keys). Raw SQL: diesel cannot say a
+/// correlated subquery on the same table.
 fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
     sql::<Bool>(
         "NOT EXISTS (SELECT 1 FROM jobs AS twin \
          WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
+         AND twin.state = 'running') \
+         AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
+         WHERE twin.dealer = jobs.dealer AND twin.serial_key = jobs.serial_key \
          AND twin.state = 'running')",
     )
+}
+
+/// Claims a due job. Two claims racing on PostgreSQL may both see no running
+/// job of a serial key; the unique index on running serial keys then refuses
+/// the second, whose next round skips that job.
+fn claim_due(
+    conn: &mut DbConnection,
+    kinds: &[String],
+    worker: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Option<JobRow>, Fail> {
+    for _ in 0..WRITE_ATTEMPTS {
+        match claim_blocking(conn, kinds, worker, now, lease_until) {
+            Err(Fail::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+                continue
+            }
+            other => return other,
+        }
+    }
+    Ok(None)
 }
 
 /// The due jobs of these kinds, oldest first: queued and due (and no job of
@@ -555,7 +585,7 @@ impl JobStore for Store {
         let lease_until = time_after(now, lease);
         let now = to_db_time(now);
         self.run(move |conn, _| {
-            claim_blocking(conn, &kinds, &worker, now, lease_until)?
+            claim_due(conn, &kinds, &worker, now, lease_until)?
                 .map(JobRow::into_domain)
                 .transpose()
         })

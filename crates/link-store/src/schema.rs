@@ -197,6 +197,7 @@ diesel::table! {
         created_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        serial_key -> Nullable<Text>,
     }
 }
 

@@ -29,6 +29,7 @@ fn new_job(dealer_id: &str, kind: &str, run_at: DateTime<Utc>) -> NewJob {
         max_attempts: 3,
         run_at,
         unique_key: None,
+        serial_key: None,
         created_by: "alice".into(),
     }
 }
@@ -58,6 +59,7 @@ store_test!(enqueue_coalesces_on_the_unique_key, |db| async move {
     let now = t0();
     let keyed = |dealer_id: &str| NewJob {
         unique_key: Some("reconcile:c1".into()),
+        serial_key: None,
         ..new_job(dealer_id, "reconcile", now)
     };
     let first = store.enqueue(keyed("d1")).await.unwrap();
@@ -114,6 +116,7 @@ store_test!(enqueue_coalesces_on_the_unique_key, |db| async move {
             tokio::spawn(async move {
                 let job = NewJob {
                     unique_key: Some("race".into()),
+                    serial_key: None,
                     ..new_job("d1", "reconcile", t0())
                 };
                 barrier.wait().await;
@@ -128,12 +131,100 @@ store_test!(enqueue_coalesces_on_the_unique_key, |db| async move {
     assert_eq!(ids.len(), 1);
 });
 
+store_test!(
+    jobs_of_one_serial_key_run_one_at_a_time_whatever_their_kind,
+    |db| async move {
+        let store = db.store().await;
+        let now = t0();
+        let serial = |kind: &str, dealer_id: &str, key: &str| NewJob {
+            serial_key: Some(key.into()),
+            ..new_job(dealer_id, kind, now)
+        };
+        let both = kinds(&["push", "callback"]);
+        let push = store
+            .enqueue(serial("push", "d1", "stages:c1:site:S1"))
+            .await
+            .unwrap();
+        let callback = store
+            .enqueue(serial("callback", "d1", "stages:c1:site:S1"))
+            .await
+            .unwrap();
+        let other_record = store
+            .enqueue(serial("callback", "d1", "stages:c1:site:S2"))
+            .await
+            .unwrap();
+        let other_dealer = store
+            .enqueue(serial("callback", "d2", "stages:c1:site:S1"))
+            .await
+            .unwrap();
+        // Serial keys do not coalesce: four jobs.
+        assert_eq!(
+            [push.id, callback.id, other_record.id, other_dealer.id]
+                .into_iter()
+                .collect::<HashSet<_>>()
+                .len(),
+            4
+        );
+        let claim_any = |worker: &'static str| {
+            let store = store.clone();
+            let both = both.clone();
+            async move { store.claim_job(&both, worker, LEASE, now).await.unwrap() }
+        };
+        assert_eq!(claim_any("w1").await.unwrap().id, push.id);
+        // The callback of the same record waits; the others do not.
+        let mut free = vec![
+            claim_any("w2").await.unwrap().id,
+            claim_any("w2").await.unwrap().id,
+        ];
+        free.sort();
+        let mut expected = vec![other_record.id, other_dealer.id];
+        expected.sort();
+        assert_eq!(free, expected);
+        assert_eq!(claim_any("w2").await, None);
+        store
+            .complete_job(push.id, "w1", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(claim_any("w2").await.unwrap().id, callback.id);
+
+        // Many workers claiming at once never run two jobs of one key together.
+        let key = "stages:c1:site:RACE";
+        for i in 0..6 {
+            let kind = if i % 2 == 0 { "push" } else { "callback" };
+            store.enqueue(serial(kind, "d3", key)).await.unwrap();
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(6));
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                let both = both.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let worker = format!("racer{i}");
+                    store.claim_job(&both, &worker, LEASE, now).await.unwrap()
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for task in tasks {
+            claimed.extend(task.await.unwrap());
+        }
+        let ours: Vec<_> = claimed
+            .iter()
+            .filter(|j| j.serial_key.as_deref() == Some(key))
+            .collect();
+        assert_eq!(ours.len(), 1, "one job of the key runs: {claimed:#?}");
+    }
+);
+
 store_test!(the_jobs_of_one_key_never_run_at_once, |db| async move {
     let store = db.store().await;
     let now = t0();
     let d = dealer("d1");
     let keyed = || NewJob {
         unique_key: Some("auto_sync:l1".into()),
+        serial_key: None,
         ..new_job("d1", "push", now)
     };
     let first = store.enqueue(keyed()).await.unwrap();
@@ -148,6 +239,7 @@ store_test!(the_jobs_of_one_key_never_run_at_once, |db| async move {
     let theirs = store
         .enqueue(NewJob {
             unique_key: Some("auto_sync:l1".into()),
+            serial_key: None,
             ..new_job("d2", "push", now)
         })
         .await
@@ -543,6 +635,7 @@ store_test!(failures_retry_until_dead, |db| async move {
     // A retry may not make a second unfinished job of one key.
     let keyed = |run_at| NewJob {
         unique_key: Some("k".into()),
+        serial_key: None,
         ..new_job("d1", "keyed", run_at)
     };
     let k1 = store.enqueue(keyed(now)).await.unwrap();

@@ -669,6 +669,7 @@ fn callback_job(dealer_id: &str) -> NewJob {
         max_attempts: 5,
         run_at: Utc::now(),
         unique_key: None,
+        serial_key: None,
         created_by: "system:callbacks".into(),
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::stages::*;
+use domain::upstream::CallObserver;
 use domain::Page;
 use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
@@ -66,9 +67,10 @@ impl HttpStagesClient {
         settings: ClientSettings,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         target: StagesTarget,
+        observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            transport: Transport::new(http, settings, limiter, target),
+            transport: Transport::new(http, settings, limiter, target, observer),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::stages::{StagesApi, StagesConnector, StagesTarget};
+use domain::upstream::CallObserver;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::client::HttpStagesClient;
@@ -61,6 +62,7 @@ pub struct HttpStagesConnector {
     http: reqwest::Client,
     settings: ClientSettings,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl HttpStagesConnector {
@@ -81,7 +83,14 @@ impl HttpStagesConnector {
             http,
             settings,
             limiters: Mutex::new(HashMap::new()),
+            observer: None,
         })
+    }
+
+    /// Reports every call's outcome to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn settings(&self) -> &ClientSettings {
@@ -91,7 +100,14 @@ impl HttpStagesConnector {
     /// A client for `target`, as its concrete type.
     pub fn client(&self, target: StagesTarget) -> HttpStagesClient {
         let limiter = self.limiter(&target.key);
-        HttpStagesClient::new(self.http.clone(), self.settings.clone(), limiter, target)
+        let observer = self.observer.clone();
+        HttpStagesClient::new(
+            self.http.clone(),
+            self.settings.clone(),
+            limiter,
+            target,
+            observer,
+        )
     }
 
     fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::stages::{StagesError, StagesResult, StagesTarget};
+use domain::upstream::CallObserver;
 use governor::DefaultDirectRateLimiter;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
@@ -58,6 +59,7 @@ pub(crate) struct Transport {
     settings: ClientSettings,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     target: StagesTarget,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 /// How one attempt failed, and what that says about trying again.
@@ -87,12 +89,14 @@ impl Transport {
         settings: ClientSettings,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         target: StagesTarget,
+        observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
             http,
             settings,
             limiter,
             target,
+            observer,
         }
     }
 
@@ -122,7 +126,14 @@ impl Transport {
             method = %req.method,
             route = req.route,
         );
-        self.call_with_retries(&req).instrument(span).await
+        let started = Instant::now();
+        let result = self.call_with_retries(&req).instrument(span).await;
+        if let Some(observer) = &self.observer {
+            let outcome = result.as_ref().map_or_else(StagesError::kind, |_| "ok");
+            let seconds = started.elapsed().as_secs_f64();
+            observer.observe("stages", &self.target.key, outcome, seconds);
+        }
+        result
     }
 
     async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
@@ -538,6 +549,7 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             },
+            None,
         );
         for retries in 0..40 {
             let cap = Duration::from_millis(100 * 2u64.pow(retries.min(20)))

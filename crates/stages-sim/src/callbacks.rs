@@ -150,6 +150,10 @@ pub struct CallbackTarget {
     /// Deliver every queued callback twice (same event id): for dedupe tests.
     #[serde(default)]
     pub duplicate: bool,
+    /// Deliver queued callbacks in random order rather than Stages' order of
+    /// the changes: for tests that callbacks applied out of order converge.
+    #[serde(default)]
+    pub shuffle: bool,
     /// Attempts per delivery (1..=20), the first included.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -168,6 +172,7 @@ impl std::fmt::Debug for CallbackTarget {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("duplicate", &self.duplicate)
+            .field("shuffle", &self.shuffle)
             .field("max_attempts", &self.max_attempts)
             .field("backoff_ms", &self.backoff_ms)
             .field("timeout_ms", &self.timeout_ms)
@@ -188,6 +193,7 @@ impl CallbackTarget {
             username: username.into(),
             password: password.into(),
             duplicate: false,
+            shuffle: false,
             max_attempts: default_max_attempts(),
             backoff_ms: default_backoff_ms(),
             timeout_ms: default_timeout_ms(),
@@ -225,6 +231,7 @@ impl CallbackTarget {
             url: self.url.clone(),
             username: self.username.clone(),
             duplicate: self.duplicate,
+            shuffle: self.shuffle,
             max_attempts: self.max_attempts,
             backoff_ms: self.backoff_ms,
             timeout_ms: self.timeout_ms,
@@ -238,6 +245,8 @@ pub struct CallbackTargetView {
     pub url: String,
     pub username: String,
     pub duplicate: bool,
+    #[serde(default)]
+    pub shuffle: bool,
     pub max_attempts: u32,
     pub backoff_ms: u64,
     pub timeout_ms: u64,
@@ -297,6 +306,8 @@ struct Job {
 struct Queue {
     jobs: VecDeque<Job>,
     in_flight: bool,
+    /// Held: nothing is delivered until released (queued callbacks pile up).
+    paused: bool,
 }
 
 #[derive(Debug)]
@@ -410,6 +421,12 @@ impl Hub {
             c.store(0, Ordering::SeqCst);
         }
         lock(&self.shared.log).clear();
+    }
+
+    /// Holds deliveries (`true`) or lets them go (`false`).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        lock(&self.shared.queue).paused = paused;
+        let _ = self.wake.send(());
     }
 
     pub(crate) fn pending(&self) -> u64 {
@@ -644,12 +661,22 @@ async fn post(
     Ok((status, text))
 }
 
-/// The delivery task: one job at a time, in queue order.
+/// The delivery task: one job at a time, in queue order (a random queued one
+/// when the target shuffles), none while paused.
 async fn run(shared: Arc<Shared>, mut wake: mpsc::UnboundedReceiver<()>) {
     loop {
         let job = {
             let mut q = lock(&shared.queue);
-            match q.jobs.pop_front() {
+            let shuffle = q.jobs.front().is_some_and(|j| j.target.shuffle);
+            let next = if q.paused {
+                None
+            } else if shuffle {
+                let at = rand::thread_rng().gen_range(0..q.jobs.len());
+                q.jobs.remove(at)
+            } else {
+                q.jobs.pop_front()
+            };
+            match next {
                 Some(job) => {
                     q.in_flight = true;
                     Some(job)

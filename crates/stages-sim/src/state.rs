@@ -322,6 +322,11 @@ impl SimState {
         self.inner.callbacks.log()
     }
 
+    /// Holds callback deliveries while `true`; they queue up and go when released.
+    pub fn set_callbacks_paused(&self, paused: bool) {
+        self.inner.callbacks.set_paused(paused);
+    }
+
     /// Callbacks queued or in flight.
     pub fn callbacks_pending(&self) -> u64 {
         self.inner.callbacks.pending()
