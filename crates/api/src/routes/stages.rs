@@ -11,6 +11,7 @@ use domain::stages::{
 use domain::tenancy::Role;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{schema::Schema, RefOr};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
@@ -252,6 +253,25 @@ impl From<ContactBody> for NewStagesContact {
     }
 }
 
+/// A request body's schema without its `additionalProperties: false`, for a
+/// response that flattens it: under the response's `allOf` a closed part would
+/// forbid the response's own fields (found by schemathesis).
+fn open_schema<T: utoipa::PartialSchema>() -> RefOr<Schema> {
+    let mut schema = T::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut schema {
+        object.additional_properties = None;
+    }
+    schema
+}
+
+fn site_extras_open() -> RefOr<Schema> {
+    open_schema::<SiteExtrasBody>()
+}
+
+fn device_fields_open() -> RefOr<Schema> {
+    open_schema::<DeviceFieldsBody>()
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StagesSiteResponse {
     pub site_no: String,
@@ -264,6 +284,7 @@ pub struct StagesSiteResponse {
     pub phone: String,
     pub info: String,
     #[serde(flatten)]
+    #[schema(schema_with = site_extras_open)]
     pub extras: SiteExtrasBody,
     /// The billing site id stored in Stages.
     pub billing_id: Option<String>,
@@ -327,6 +348,7 @@ pub struct StagesDeviceResponse {
     pub device_id: String,
     pub site_no: String,
     #[serde(flatten)]
+    #[schema(schema_with = device_fields_open)]
     pub fields: DeviceFieldsBody,
     pub status: DeviceStatusDto,
     /// The billing system id stored in Stages.
