@@ -63,6 +63,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         webhooks: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
         inbound: Arc::new(store.clone()),
+        imports: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
         adc: Arc::new(adc),
@@ -108,6 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::stages::routes)
                 .configure(routes::stages_tab::routes)
                 .configure(routes::billing::routes)
+                .configure(routes::imports::routes)
                 .configure(routes::jobs::routes),
         );
 }

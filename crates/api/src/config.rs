@@ -116,6 +116,8 @@ pub struct AdcSettings {
     pub timeout_ms: u64,
     /// Client-side throttle per connection (Alarm.com publishes no limit).
     pub requests_per_second: u32,
+    /// Customers an import reads from Alarm.com at once.
+    pub import_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +157,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("stages.requests_per_second", "20"),
     ("adc.timeout_ms", "30000"),
     ("adc.requests_per_second", "10"),
+    ("adc.import_concurrency", "4"),
     ("log.format", "text"),
     ("log.level", "info"),
     ("idempotency.ttl_hours", "24"),

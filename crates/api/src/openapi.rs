@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, billing, connections, events, health, jobs, links, providers, stages, stages_tab, sync,
-    webhooks,
+    audit, billing, connections, events, health, imports, jobs, links, providers, stages,
+    stages_tab, sync, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -88,6 +88,11 @@ use crate::routes::{
         events::update_subscription,
         events::delete_subscription,
         webhooks::stages_callback,
+        imports::start_import,
+        imports::list_imports,
+        imports::get_import,
+        imports::import_items,
+        imports::cancel_import,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&BearerAuth),
@@ -97,6 +102,7 @@ use crate::routes::{
         (name = "stages", description = "Stages records, read live through a connection"),
         (name = "links", description = "Push, link, edit link, unlink, mappings, reconcile, audit"),
         (name = "jobs", description = "Background work and its progress"),
+        (name = "imports", description = "Alarm.com customer and user imports"),
         (name = "sync", description = "Diff, record sync and account sync of a link"),
         (name = "events", description = "The change feed and signed outbound webhooks"),
         (name = "webhooks", description = "Callbacks the service receives"),

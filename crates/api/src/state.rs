@@ -28,6 +28,7 @@ pub struct AppState {
     pub webhooks: Arc<dyn WebhookStore>,
     pub inbox: Arc<dyn InboxStore>,
     pub inbound: Arc<dyn InboundLookup>,
+    pub imports: Arc<dyn domain::import::ImportStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub adc: Arc<dyn AdcConnector>,
     pub verifier: TokenVerifier,

@@ -53,6 +53,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String) {
         kinds::AUTO_SYNC_PUSH.to_owned(),
         kinds::STAGES_CALLBACK.to_owned(),
         kinds::WEBHOOK_DELIVERY.to_owned(),
+        kinds::ADC_IMPORT.to_owned(),
     ];
     loop {
         let claimed = state
@@ -111,6 +112,7 @@ async fn run_one_inner(state: &web::Data<AppState>, worker_id: &str, job: Job) {
         kinds::AUTO_SYNC_PUSH => run_auto_sync(state, &job).await,
         kinds::STAGES_CALLBACK => run_stages_callback(state, &job).await,
         kinds::WEBHOOK_DELIVERY => crate::delivery::deliver(state, &job).await,
+        kinds::ADC_IMPORT => run_adc_import(state, worker_id, &job).await,
         other => Err(JobError::Permanent(format!("unknown job kind '{other}'"))),
     };
     renewer.abort();
@@ -283,4 +285,70 @@ async fn run_stages_callback(
         .await
         .map_err(OperationError::from)?;
     serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))
+}
+
+/// An Alarm.com import: runs (or resumes from its checkpoint), then ends with
+/// its summary on the change feed, whether it succeeded, failed, was
+/// cancelled, or ran out of attempts.
+async fn run_adc_import(
+    state: &web::Data<AppState>,
+    worker_id: &str,
+    job: &Job,
+) -> Result<serde_json::Value, JobError> {
+    use domain::import::{
+        finish_import, run_import, ImportJobPayload, ImportRunError, RunSettings,
+    };
+    use domain::jobs::JobState;
+
+    let p: ImportJobPayload = payload(job)?;
+    let progress = QueueProgress {
+        jobs: state.jobs.clone(),
+        id: job.id,
+        worker: worker_id.to_owned(),
+    };
+    let settings = RunSettings {
+        read_concurrency: state.settings.adc.import_concurrency.max(1),
+        ..RunSettings::default()
+    };
+    let result = run_import(
+        state.import_ports(),
+        &job.dealer,
+        p.import_id,
+        &progress,
+        settings,
+    )
+    .await;
+    let (end, outcome) = match result {
+        Ok(counts) => (
+            Some((JobState::Succeeded, None)),
+            Ok(serde_json::json!({ "import_id": p.import_id, "counts": counts })),
+        ),
+        Err(ImportRunError::Cancelled) => (
+            Some((JobState::Cancelled, None)),
+            Err(JobError::Permanent(ImportRunError::Cancelled.to_string())),
+        ),
+        Err(ImportRunError::Permanent(e)) => (
+            Some((JobState::Failed, Some(e.clone()))),
+            Err(JobError::Permanent(e)),
+        ),
+        // The next attempt resumes; the last one ends the run.
+        Err(ImportRunError::Transient(e)) => (
+            (job.attempts >= job.max_attempts).then(|| (JobState::Dead, Some(e.clone()))),
+            Err(JobError::Transient(e)),
+        ),
+    };
+    if let Some((end, error)) = end {
+        if let Err(e) = finish_import(
+            state.imports.as_ref(),
+            &job.dealer,
+            p.import_id,
+            end,
+            error.as_deref(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "recording the end of an import failed");
+        }
+    }
+    outcome
 }

@@ -66,6 +66,25 @@ pub struct CustomerFields {
     pub city: String,
     pub state: String,
     pub zip: String,
+    /// The dealer's office the customer is served from.
+    #[serde(default)]
+    pub office_location: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The billing user who sold the account (the rep).
+    #[serde(default)]
+    pub rep_id: Option<BillingId>,
+    #[serde(default)]
+    pub sale_date: Option<chrono::NaiveDate>,
+    /// The two-way voice service is on.
+    #[serde(default)]
+    pub two_way_voice: bool,
+    /// The central station account number.
+    #[serde(default)]
+    pub account_number: String,
+    /// The central station receiver's phone number.
+    #[serde(default)]
+    pub receiver_number: String,
 }
 
 impl CustomerFields {
@@ -109,12 +128,26 @@ pub struct UserFields {
     pub first_name: String,
     pub last_name: String,
     pub email: String,
+    /// The user's (cell) phone.
     pub phone: String,
     pub login_name: String,
     pub active: bool,
     pub can_login: bool,
     pub permission_group: String,
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub address1: String,
+    #[serde(default)]
+    pub address2: String,
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub zip: String,
+    /// A free field the dealer uses as it likes.
+    #[serde(default)]
+    pub user_field: String,
 }
 
 /// A stored billing record of any kind: its id, owner, version and fields.

@@ -20,6 +20,11 @@ pub mod types {
     pub const BILLING_USER_UPDATED: &str = "billing.user.updated";
     /// A Stages callback named a record the service cannot apply it to.
     pub const STAGES_CALLBACK_UNMATCHED: &str = "stages.callback.unmatched";
+    /// An imported user may log in: the billing system sends them a username
+    /// and password.
+    pub const BILLING_USER_CREDENTIALS_REQUIRED: &str = "billing.user.credentials_required";
+    /// An Alarm.com import ended (succeeded, failed or cancelled), with its counts.
+    pub const IMPORT_FINISHED: &str = "import.finished";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -85,6 +85,8 @@ pub mod kinds {
     pub const STAGES_CALLBACK: &str = "stages_callback";
     /// Deliver one event to one webhook subscription.
     pub const WEBHOOK_DELIVERY: &str = "webhook_delivery";
+    /// Run (or resume) an Alarm.com import.
+    pub const ADC_IMPORT: &str = "adc_import";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod billing;
 pub mod connection;
 pub mod events;
+pub mod import;
 pub mod jobs;
 pub mod link;
 pub mod linking;

@@ -171,6 +171,7 @@ pub async fn send_to_billing(
                     } else {
                         zip.clone()
                     },
+                    ..Default::default()
                 };
                 if fields.display_name().trim().is_empty() {
                     return Err(OperationError::Invalid(crate::validation::ValidationError::field(

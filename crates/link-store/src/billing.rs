@@ -132,7 +132,7 @@ macro_rules! billing_row_queries {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = billing_customers, primary_key(dealer, id))]
+#[diesel(table_name = billing_customers, primary_key(dealer, id), treat_none_as_null = true)]
 struct CustomerRow {
     dealer: String,
     id: String,
@@ -152,6 +152,13 @@ struct CustomerRow {
     zip: String,
     phone_digits: String,
     search_text: String,
+    office_location: String,
+    tags: String,
+    rep_id: Option<String>,
+    sale_date: Option<String>,
+    two_way_voice: bool,
+    account_number: String,
+    receiver_number: String,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
@@ -205,6 +212,16 @@ struct UserRow {
     can_login: bool,
     permission_group: String,
     tags: String,
+    address1: String,
+    address2: String,
+    city: String,
+    state: String,
+    zip: String,
+    user_field: String,
+}
+
+fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).expect("a list of strings is JSON")
 }
 
 fn stored_id(raw: &str, what: &str) -> Result<BillingId, Fail> {
@@ -333,12 +350,32 @@ impl BillingRow for CustomerRow {
             zip: f.zip.clone(),
             phone_digits: digits(&f.phone),
             search_text: search_text(f),
+            office_location: f.office_location.clone(),
+            tags: tags_json(&f.tags),
+            rep_id: f.rep_id.as_ref().map(|r| r.as_str().to_owned()),
+            sale_date: f.sale_date.map(|d| d.format("%Y-%m-%d").to_string()),
+            two_way_voice: f.two_way_voice,
+            account_number: f.account_number.clone(),
+            receiver_number: f.receiver_number.clone(),
         }
     }
 
     fn into_record(self) -> Result<BillingCustomer, Fail> {
         let kind = parse_customer_kind(&self.kind)
             .ok_or_else(|| corrupt(format!("billing customer {} has a bad kind", self.id)))?;
+        let tags = serde_json::from_str(&self.tags)
+            .map_err(|_| corrupt(format!("billing customer {} has bad tags", self.id)))?;
+        let rep_id = self
+            .rep_id
+            .as_deref()
+            .map(|r| stored_id(r, "billing user"))
+            .transpose()?;
+        let sale_date = self
+            .sale_date
+            .as_deref()
+            .map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+            .transpose()
+            .map_err(|_| corrupt(format!("billing customer {} has a bad sale date", self.id)))?;
         let fields = CustomerFields {
             kind,
             first_name: self.first_name,
@@ -351,6 +388,13 @@ impl BillingRow for CustomerRow {
             city: self.city,
             state: self.state,
             zip: self.zip,
+            office_location: self.office_location,
+            tags,
+            rep_id,
+            sale_date,
+            two_way_voice: self.two_way_voice,
+            account_number: self.account_number,
+            receiver_number: self.receiver_number,
         };
         record(
             Self::WHAT,
@@ -501,7 +545,13 @@ impl BillingRow for UserRow {
             active: f.active,
             can_login: f.can_login,
             permission_group: f.permission_group.clone(),
-            tags: serde_json::to_string(&f.tags).expect("a list of strings is JSON"),
+            tags: tags_json(&f.tags),
+            address1: f.address1.clone(),
+            address2: f.address2.clone(),
+            city: f.city.clone(),
+            state: f.state.clone(),
+            zip: f.zip.clone(),
+            user_field: f.user_field.clone(),
         }
     }
 
@@ -518,6 +568,12 @@ impl BillingRow for UserRow {
             can_login: self.can_login,
             permission_group: self.permission_group,
             tags,
+            address1: self.address1,
+            address2: self.address2,
+            city: self.city,
+            state: self.state,
+            zip: self.zip,
+            user_field: self.user_field,
         };
         record(
             Self::WHAT,
@@ -539,9 +595,9 @@ fn does_not_exist(what: &str, id: &str) -> String {
 
 /// What an upsert did, and whether it wrote anything (a creation or a change
 /// of fields): only then do Auto Sync pushes and events follow.
-struct Saved<F> {
-    upserted: Upserted<BillingRecord<F>>,
-    changed: bool,
+pub(crate) struct Saved<F> {
+    pub(crate) upserted: Upserted<BillingRecord<F>>,
+    pub(crate) changed: bool,
 }
 
 /// Creates or replaces the record. A replacement with the very same fields
@@ -607,7 +663,7 @@ fn upsert_row<R: BillingRow>(
     .into())
 }
 
-fn save_customer(
+pub(crate) fn save_customer(
     conn: &mut DbConnection,
     dealer: &str,
     id: &str,
@@ -653,7 +709,7 @@ fn save_system(
     upsert_row::<SystemRow>(conn, dealer, id, fields, expected_version, missing)
 }
 
-fn save_user(
+pub(crate) fn save_user(
     conn: &mut DbConnection,
     dealer: &str,
     id: &str,
@@ -844,7 +900,11 @@ fn exists<T>(found: QueryResult<Option<T>>) -> Result<bool, Fail> {
     Ok(found?.is_some())
 }
 
-fn customer_exists(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<bool, Fail> {
+pub(crate) fn customer_exists(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+) -> Result<bool, Fail> {
     exists(
         billing_customers::table
             .filter(billing_customers::dealer.eq(dealer))

@@ -10,6 +10,7 @@ mod crypto;
 mod db;
 mod events;
 mod idempotency;
+mod imports;
 mod inbox;
 mod jobs;
 mod links;

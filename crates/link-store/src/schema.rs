@@ -75,6 +75,13 @@ diesel::table! {
         zip -> Text,
         phone_digits -> Text,
         search_text -> Text,
+        office_location -> Text,
+        tags -> Text,
+        rep_id -> Nullable<Text>,
+        sale_date -> Nullable<Text>,
+        two_way_voice -> Bool,
+        account_number -> Text,
+        receiver_number -> Text,
     }
 }
 
@@ -128,6 +135,57 @@ diesel::table! {
         can_login -> Bool,
         permission_group -> Text,
         tags -> Text,
+        address1 -> Text,
+        address2 -> Text,
+        city -> Text,
+        state -> Text,
+        zip -> Text,
+        user_field -> Text,
+    }
+}
+
+diesel::table! {
+    imports (id) {
+        id -> Text,
+        dealer -> Text,
+        connection_id -> Text,
+        kind -> Text,
+        filters -> Text,
+        options -> Text,
+        seen -> BigInt,
+        imported -> BigInt,
+        already_imported -> BigInt,
+        filtered_out -> BigInt,
+        failed -> BigInt,
+        finished_state -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    import_items (import_id, external_id) {
+        import_id -> Text,
+        seq -> BigInt,
+        external_id -> Text,
+        outcome -> Text,
+        billing_id -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    imported_records (connection_id, kind, external_id) {
+        connection_id -> Text,
+        kind -> Text,
+        external_id -> Text,
+        dealer -> Text,
+        billing_id -> Text,
+        import_id -> Text,
+        imported_at -> Timestamp,
     }
 }
 
@@ -264,4 +322,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     webhook_subscriptions,
     webhook_inbox,
+    imports,
+    import_items,
+    imported_records,
 );

@@ -4,7 +4,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::billing::{
     BillingId, BillingRecord, CustomerFields, CustomerKind, SiteFields, SystemFields, Upserted,
     UserFields,
@@ -156,6 +156,17 @@ pub struct PutCustomerRequest {
     pub city: String,
     pub state: String,
     pub zip: String,
+    /// The dealer's office the customer is served from.
+    pub office_location: String,
+    pub tags: Vec<String>,
+    /// The billing user who sold the account.
+    pub rep_id: Option<String>,
+    pub sale_date: Option<NaiveDate>,
+    pub two_way_voice: bool,
+    /// Central station account number.
+    pub account_number: String,
+    /// Central station receiver phone number.
+    pub receiver_number: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -174,6 +185,13 @@ pub struct CustomerResponse {
     pub city: String,
     pub state: String,
     pub zip: String,
+    pub office_location: String,
+    pub tags: Vec<String>,
+    pub rep_id: Option<String>,
+    pub sale_date: Option<NaiveDate>,
+    pub two_way_voice: bool,
+    pub account_number: String,
+    pub receiver_number: String,
 }
 
 impl From<BillingRecord<CustomerFields>> for CustomerResponse {
@@ -198,8 +216,26 @@ impl From<BillingRecord<CustomerFields>> for CustomerResponse {
             city: f.city,
             state: f.state,
             zip: f.zip,
+            office_location: f.office_location,
+            tags: f.tags,
+            rep_id: f.rep_id.map(|r| r.to_string()),
+            sale_date: f.sale_date,
+            two_way_voice: f.two_way_voice,
+            account_number: f.account_number,
+            receiver_number: f.receiver_number,
         }
     }
+}
+
+/// Checks a list of tags: at most 50, each a short line of text.
+fn tag_list(v: &mut ValidationError, tags: Vec<String>) -> Vec<String> {
+    if tags.len() > 50 {
+        v.push("tags", "at most 50 tags");
+    }
+    tags.into_iter()
+        .enumerate()
+        .map(|(i, t)| text(v, &format!("tags[{i}]"), t, 50, false))
+        .collect()
 }
 
 fn customer_fields(b: PutCustomerRequest) -> ApiResult<CustomerFields> {
@@ -220,6 +256,16 @@ fn customer_fields(b: PutCustomerRequest) -> ApiResult<CustomerFields> {
         city: text(&mut v, "city", b.city, 100, false),
         state: text(&mut v, "state", b.state, 50, false),
         zip: text(&mut v, "zip", b.zip, 20, false),
+        office_location: text(&mut v, "office_location", b.office_location, 100, false),
+        tags: tag_list(&mut v, b.tags),
+        rep_id: b
+            .rep_id
+            .as_deref()
+            .and_then(|r| reference(&mut v, "rep_id", r)),
+        sale_date: b.sale_date,
+        two_way_voice: b.two_way_voice,
+        account_number: text(&mut v, "account_number", b.account_number, 50, false),
+        receiver_number: text(&mut v, "receiver_number", b.receiver_number, 40, false),
     };
     if f.display_name().trim().is_empty() {
         v.push(
@@ -710,6 +756,13 @@ pub struct PutUserRequest {
     pub can_login: bool,
     pub permission_group: String,
     pub tags: Vec<String>,
+    pub address1: String,
+    pub address2: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+    /// A free field the dealer uses as it likes.
+    pub user_field: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -725,6 +778,12 @@ pub struct UserResponse {
     pub can_login: bool,
     pub permission_group: String,
     pub tags: Vec<String>,
+    pub address1: String,
+    pub address2: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+    pub user_field: String,
 }
 
 impl From<BillingRecord<UserFields>> for UserResponse {
@@ -742,19 +801,19 @@ impl From<BillingRecord<UserFields>> for UserResponse {
             can_login: f.can_login,
             permission_group: f.permission_group,
             tags: f.tags,
+            address1: f.address1,
+            address2: f.address2,
+            city: f.city,
+            state: f.state,
+            zip: f.zip,
+            user_field: f.user_field,
         }
     }
 }
 
 fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
     let mut v = ValidationError::default();
-    let mut tags = Vec::new();
-    if b.tags.len() > 50 {
-        v.push("tags", "at most 50 tags");
-    }
-    for (i, t) in b.tags.into_iter().enumerate() {
-        tags.push(text(&mut v, &format!("tags[{i}]"), t, 50, false));
-    }
+    let tags = tag_list(&mut v, b.tags);
     let f = UserFields {
         first_name: text(&mut v, "first_name", b.first_name, 100, false),
         last_name: text(&mut v, "last_name", b.last_name, 100, false),
@@ -765,6 +824,12 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
         can_login: b.can_login,
         permission_group: text(&mut v, "permission_group", b.permission_group, 100, false),
         tags,
+        address1: text(&mut v, "address1", b.address1, 200, false),
+        address2: text(&mut v, "address2", b.address2, 200, false),
+        city: text(&mut v, "city", b.city, 100, false),
+        state: text(&mut v, "state", b.state, 50, false),
+        zip: text(&mut v, "zip", b.zip, 20, false),
+        user_field: text(&mut v, "user_field", b.user_field, 200, false),
     };
     if f.first_name.trim().is_empty() && f.last_name.trim().is_empty() {
         v.push("last_name", "a user needs a first or last name");

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod imports;
 pub mod jobs;
 pub mod links;
 pub mod providers;

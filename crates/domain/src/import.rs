@@ -1,0 +1,1405 @@
+//! Alarm.com imports (A1-A5): customers and users (reps) brought over from an
+//! Alarm.com connection into the billing records, filtered on our side (ADC
+//! filters nothing), each record once per connection, in a background run that
+//! records every record's outcome with its effects, so a run killed at any
+//! point resumes where it stopped and a later run imports only what is new.
+//!
+//! The HTTP layer checks and starts a run ([`start_import`]); the job runner
+//! drives it ([`run_import`]) and ends it ([`finish_import`]). Storage is the
+//! [`ImportStore`] port.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::adc::{
+    AdcApi, AdcConnector, AdcCustomer, AdcCustomerId, AdcCustomerQuery, AdcError, AdcRep, AdcTarget,
+};
+use crate::billing::{BillingId, CustomerFields, CustomerKind, UserFields};
+use crate::connection::{
+    Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
+};
+use crate::events::{types, NewEvent};
+use crate::jobs::{kinds, Job, JobId, JobState, NewJob};
+use crate::operations::OperationError;
+use crate::reconcile::Progress;
+use crate::store::{BillingStore, ConnectionStore, PageRequest, StoreError, StoreResult};
+use crate::tenancy::{Caller, DealerId};
+use crate::validation::ValidationError;
+use crate::Page;
+
+/// A run's id: the id of the job that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImportId(pub Uuid);
+
+impl ImportId {
+    pub fn job_id(self) -> JobId {
+        JobId(self.0)
+    }
+}
+
+impl fmt::Display for ImportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a run brings over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportKind {
+    /// ADC customers into billing customers.
+    Customers,
+    /// ADC reps (dealer logins) into billing users.
+    Users,
+}
+
+impl ImportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customers => "customers",
+            Self::Users => "users",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customers" => Some(Self::Customers),
+            "users" => Some(Self::Users),
+            _ => None,
+        }
+    }
+}
+
+/// Which customers a run takes; every filter given must match, an empty one
+/// matches all.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CustomerFilters {
+    /// Exact ADC customer ids.
+    #[serde(default)]
+    pub customer_ids: Vec<AdcCustomerId>,
+    /// Customers of any of these sub-dealers.
+    #[serde(default)]
+    pub sub_dealer_ids: Vec<i64>,
+}
+
+impl CustomerFilters {
+    /// Whether the id filter lets the customer through (known before reading it).
+    pub fn check_id(&self, id: AdcCustomerId) -> Result<(), String> {
+        if self.customer_ids.is_empty() || self.customer_ids.contains(&id) {
+            Ok(())
+        } else {
+            Err("the customer id is not among the filter's customer ids".into())
+        }
+    }
+
+    /// Whether the customer, read, passes every filter; `Err` says why not.
+    pub fn check(&self, c: &AdcCustomer) -> Result<(), String> {
+        self.check_id(c.customer_id)?;
+        if self.sub_dealer_ids.is_empty() {
+            return Ok(());
+        }
+        match &c.sub_dealer {
+            Some(sd) if self.sub_dealer_ids.contains(&sd.id) => Ok(()),
+            Some(sd) => Err(format!(
+                "sub-dealer {} ({}) is not among the filter's sub-dealers",
+                sd.id, sd.name
+            )),
+            None => Err("the customer belongs to no sub-dealer".into()),
+        }
+    }
+}
+
+/// What imported customers get on the billing side.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CustomerOptions {
+    #[serde(default)]
+    pub office_location: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The billing user who becomes the rep of customers whose ADC rep is
+    /// not a billing user; none leaves their rep blank (A2).
+    #[serde(default)]
+    pub default_rep: Option<BillingId>,
+}
+
+/// Which reps a run takes; every filter given must match, an empty one matches all.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserFilters {
+    /// Exact ADC support ids.
+    #[serde(default)]
+    pub support_ids: Vec<i64>,
+    /// Reps holding any of these roles (by name, any case, or by role id).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Reps of any of these sub-dealers.
+    #[serde(default)]
+    pub sub_dealer_ids: Vec<i64>,
+}
+
+impl UserFilters {
+    pub fn check(&self, r: &AdcRep) -> Result<(), String> {
+        if !self.support_ids.is_empty()
+            && !r.support_id.is_some_and(|s| self.support_ids.contains(&s))
+        {
+            return Err("the support id is not among the filter's support ids".into());
+        }
+        if !self.roles.is_empty() {
+            let holds = r.roles.iter().any(|role| {
+                self.roles.iter().any(|wanted| {
+                    let wanted = wanted.trim();
+                    role.name.eq_ignore_ascii_case(wanted)
+                        || (role.id != 0 && wanted.parse::<i64>() == Ok(role.id))
+                })
+            });
+            if !holds {
+                return Err("the user holds none of the filter's roles".into());
+            }
+        }
+        if !self.sub_dealer_ids.is_empty() {
+            match &r.sub_dealer {
+                Some(sd) if self.sub_dealer_ids.contains(&sd.id) => {}
+                Some(sd) => {
+                    return Err(format!(
+                        "sub-dealer {} ({}) is not among the filter's sub-dealers",
+                        sd.id, sd.name
+                    ))
+                }
+                None => return Err("the user belongs to no sub-dealer".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What imported users get on the billing side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserOptions {
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// May log in to the billing system: each such user is announced on the
+    /// change feed so the credentials get sent.
+    #[serde(default)]
+    pub can_login: bool,
+    #[serde(default)]
+    pub permission_group: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UserOptions {
+    fn default() -> Self {
+        Self {
+            active: true,
+            can_login: false,
+            permission_group: String::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// What a run imports, how it filters, and what it sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImportSpec {
+    Customers {
+        filters: CustomerFilters,
+        options: CustomerOptions,
+    },
+    Users {
+        filters: UserFilters,
+        options: UserOptions,
+    },
+}
+
+impl ImportSpec {
+    pub fn kind(&self) -> ImportKind {
+        match self {
+            Self::Customers { .. } => ImportKind::Customers,
+            Self::Users { .. } => ImportKind::Users,
+        }
+    }
+
+    /// The filters and the options as JSON, as stored and shown.
+    pub fn parts(&self) -> (serde_json::Value, serde_json::Value) {
+        let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
+        match self {
+            Self::Customers { filters, options } => (
+                json(serde_json::to_value(filters)),
+                json(serde_json::to_value(options)),
+            ),
+            Self::Users { filters, options } => (
+                json(serde_json::to_value(filters)),
+                json(serde_json::to_value(options)),
+            ),
+        }
+    }
+
+    /// The spec back from its stored parts.
+    pub fn from_parts(
+        kind: ImportKind,
+        filters: serde_json::Value,
+        options: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            ImportKind::Customers => Self::Customers {
+                filters: serde_json::from_value(filters)?,
+                options: serde_json::from_value(options)?,
+            },
+            ImportKind::Users => Self::Users {
+                filters: serde_json::from_value(filters)?,
+                options: serde_json::from_value(options)?,
+            },
+        })
+    }
+}
+
+/// How many records a run has seen, and what became of them (A4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImportCounts {
+    pub seen: u64,
+    pub imported: u64,
+    pub already_imported: u64,
+    pub filtered_out: u64,
+    pub failed: u64,
+}
+
+/// A stored run. Its state and progress are those of its job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    pub id: ImportId,
+    pub dealer: DealerId,
+    pub connection_id: ConnectionId,
+    pub spec: ImportSpec,
+    pub counts: ImportCounts,
+    /// How the run ended, once its summary event is on the feed.
+    pub finished_state: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewImport {
+    pub id: ImportId,
+    pub dealer: DealerId,
+    pub connection_id: ConnectionId,
+    pub spec: ImportSpec,
+    pub created_by: String,
+}
+
+/// What became of one record of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemOutcome {
+    Imported,
+    AlreadyImported,
+    FilteredOut,
+    Failed,
+}
+
+impl ItemOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Imported => "imported",
+            Self::AlreadyImported => "already_imported",
+            Self::FilteredOut => "filtered_out",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Imported,
+            Self::AlreadyImported,
+            Self::FilteredOut,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// One record's outcome, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportItem {
+    /// Order of recording within the run.
+    pub seq: i64,
+    /// The ADC customer id or user support id.
+    pub external_id: String,
+    pub outcome: ItemOutcome,
+    /// The billing record it became or already was.
+    pub billing_id: Option<BillingId>,
+    /// Why it was filtered out or failed, or how it was matched.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The billing record an imported record becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportWrite {
+    Customer {
+        id: BillingId,
+        fields: CustomerFields,
+    },
+    User {
+        id: BillingId,
+        fields: UserFields,
+    },
+}
+
+impl ImportWrite {
+    pub fn billing_id(&self) -> &BillingId {
+        match self {
+            Self::Customer { id, .. } | Self::User { id, .. } => id,
+        }
+    }
+}
+
+/// One record's outcome, to be recorded with its effects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    /// Create the billing record, remember where it came from, publish `events`.
+    /// The store records `AlreadyImported` instead when the record was
+    /// imported meanwhile, and `Failed` when the billing id is taken.
+    Imported {
+        external_id: String,
+        write: Box<ImportWrite>,
+        events: Vec<NewEvent>,
+        note: Option<String>,
+    },
+    AlreadyImported {
+        external_id: String,
+        billing_id: BillingId,
+    },
+    FilteredOut {
+        external_id: String,
+        reason: String,
+    },
+    Failed {
+        external_id: String,
+        reason: String,
+    },
+}
+
+impl RecordOutcome {
+    pub fn external_id(&self) -> &str {
+        match self {
+            Self::Imported { external_id, .. }
+            | Self::AlreadyImported { external_id, .. }
+            | Self::FilteredOut { external_id, .. }
+            | Self::Failed { external_id, .. } => external_id,
+        }
+    }
+}
+
+/// Storage of runs, their items, and which ADC record became which billing
+/// record (unique per connection, kind and ADC id).
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    /// The run and the job that runs it, in one transaction.
+    async fn create_import(&self, new: NewImport, job: NewJob) -> StoreResult<(Import, Job)>;
+    async fn import(&self, dealer: &DealerId, id: ImportId) -> StoreResult<Import>;
+    /// Newest first.
+    async fn list_imports(&self, dealer: &DealerId, page: PageRequest)
+        -> StoreResult<Page<Import>>;
+    /// In recording order, of one outcome when given.
+    async fn import_items(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+        outcome: Option<ItemOutcome>,
+        page: PageRequest,
+    ) -> StoreResult<Page<ImportItem>>;
+    /// The ADC ids this run has recorded an outcome for (its checkpoint).
+    async fn recorded_external_ids(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+    ) -> StoreResult<Vec<String>>;
+    /// Of `external_ids`, those imported before on the connection, with their billing ids.
+    async fn imported_records(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: ImportKind,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(String, BillingId)>>;
+    /// Every record of `kind` imported on the connection.
+    async fn all_imported_records(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: ImportKind,
+    ) -> StoreResult<Vec<(String, BillingId)>>;
+    /// Login name and id of every billing user that has a login name.
+    async fn billing_user_logins(&self, dealer: &DealerId)
+        -> StoreResult<Vec<(String, BillingId)>>;
+    /// Records the outcomes with their effects in one transaction, skipping
+    /// records this run has recorded already; returns the run's counts.
+    async fn record_outcomes(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+        outcomes: Vec<RecordOutcome>,
+    ) -> StoreResult<ImportCounts>;
+    /// Marks the run ended and writes its summary event, once: `Ok(false)`
+    /// when it had ended already (nothing written).
+    async fn finish_import(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+        state: JobState,
+        summary: NewEvent,
+    ) -> StoreResult<bool>;
+}
+
+/// The ports a run uses.
+#[derive(Clone, Copy)]
+pub struct ImportPorts<'a> {
+    pub connections: &'a dyn ConnectionStore,
+    pub billing: &'a dyn BillingStore,
+    pub imports: &'a dyn ImportStore,
+    pub adc: &'a dyn AdcConnector,
+}
+
+/// Tuning of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSettings {
+    /// Customers read from ADC at once.
+    pub read_concurrency: usize,
+    /// Records written per transaction (and between progress reports).
+    pub chunk: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            read_concurrency: 4,
+            chunk: 100,
+        }
+    }
+}
+
+/// How often a run is tried when ADC keeps failing for a while.
+pub const IMPORT_ATTEMPTS: u32 = 10;
+
+/// The ADC client of an import-ready connection (A5): an Alarm.com
+/// connection that is active and holds the dealer credentials.
+pub async fn import_source(
+    store: &dyn ConnectionStore,
+    connector: &dyn AdcConnector,
+    dealer: &DealerId,
+    connection: &Connection,
+) -> Result<std::sync::Arc<dyn AdcApi>, OperationError> {
+    let name = connection.name.as_str();
+    if connection.provider != ProviderKind::AlarmCom {
+        return Err(OperationError::WrongProvider(format!(
+            "connection '{name}' is a {} connection; imports come from an Alarm.com connection",
+            connection.provider.as_str()
+        )));
+    }
+    if connection.status != ConnectionStatus::Active {
+        return Err(OperationError::Conflict {
+            code: "provider_inactive",
+            message: format!(
+                "the Alarm.com provider entry '{name}' is inactive; an admin makes it active (PATCH the connection with status active) before importing"
+            ),
+        });
+    }
+    let credential = store
+        .credential(dealer, connection.id, &CredentialOwner::Dealer)
+        .await?
+        .ok_or_else(|| {
+            OperationError::MissingCredentials(format!(
+                "the Alarm.com provider entry '{name}' is not linked: it has no API credentials; an admin sets them with PUT /v1/connections/{}/credentials/dealer",
+                connection.id
+            ))
+        })?;
+    Ok(connector.connect(AdcTarget {
+        key: connection.id.to_string(),
+        endpoint: connection.endpoint.url().clone(),
+        username: credential.username,
+        password: credential.password.expose().to_owned(),
+    }))
+}
+
+/// The job that runs an import.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportJobPayload {
+    pub import_id: ImportId,
+}
+
+/// Checks the precondition and the options, then stores the run with its
+/// queued job (A5: nothing starts unless the provider entry is active and linked).
+pub async fn start_import(
+    ports: ImportPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    spec: ImportSpec,
+) -> Result<(Import, Job), OperationError> {
+    let connection = match ports
+        .connections
+        .connection(&caller.dealer, connection_id)
+        .await
+    {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => {
+            return Err(ValidationError::field("connection_id", "no such connection").into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    if let ImportSpec::Customers { options, .. } = &spec {
+        if let Some(rep) = &options.default_rep {
+            match ports.billing.user(&caller.dealer, rep).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound) => {
+                    return Err(ValidationError::field(
+                        "options.default_rep",
+                        format!("no billing user '{rep}'"),
+                    )
+                    .into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let id = ImportId(Uuid::now_v7());
+    let job = NewJob {
+        id: id.job_id(),
+        dealer: caller.dealer.clone(),
+        kind: kinds::ADC_IMPORT.to_owned(),
+        payload: serde_json::to_value(ImportJobPayload { import_id: id }).unwrap_or_default(),
+        max_attempts: IMPORT_ATTEMPTS,
+        run_at: Utc::now(),
+        unique_key: None,
+        // Runs of one connection take turns.
+        serial_key: Some(format!("adc_import:{connection_id}")),
+        created_by: caller.user.0.clone(),
+    };
+    let new = NewImport {
+        id,
+        dealer: caller.dealer.clone(),
+        connection_id,
+        spec,
+        created_by: caller.user.0.clone(),
+    };
+    Ok(ports.imports.create_import(new, job).await?)
+}
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportRunError {
+    /// Someone cancelled it.
+    #[error("the import was cancelled")]
+    Cancelled,
+    /// Worth another attempt later; the next one resumes from the checkpoint.
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A store failure during a run (a plain function rather than `From`, so
+/// `?` elsewhere keeps one obvious target for a `StoreError`).
+fn store_failed(e: StoreError) -> ImportRunError {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Conflict(_) => {
+            ImportRunError::Transient(format!("the database failed: {e}"))
+        }
+        other => ImportRunError::Permanent(other.to_string()),
+    }
+}
+
+fn run_error(what: &str, e: AdcError) -> ImportRunError {
+    if e.is_transient() {
+        ImportRunError::Transient(format!("{what}: {e}"))
+    } else {
+        ImportRunError::Permanent(format!("{what}: {e}"))
+    }
+}
+
+/// Runs (or resumes) an import. Every chunk of records is recorded with its
+/// effects in one transaction, so a run killed at any point leaves a
+/// checkpoint: the records it recorded are skipped when it runs again, and a
+/// record imported on the connection before is never imported again.
+pub async fn run_import(
+    ports: ImportPorts<'_>,
+    dealer: &DealerId,
+    id: ImportId,
+    progress: &dyn Progress,
+    settings: RunSettings,
+) -> Result<ImportCounts, ImportRunError> {
+    let import = ports
+        .imports
+        .import(dealer, id)
+        .await
+        .map_err(store_failed)?;
+    let connection = ports
+        .connections
+        .connection(dealer, import.connection_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => {
+                ImportRunError::Permanent("the connection was deleted".to_owned())
+            }
+            other => store_failed(other),
+        })?;
+    let adc = import_source(ports.connections, ports.adc, dealer, &connection)
+        .await
+        .map_err(|e| match e {
+            OperationError::Store(s) => store_failed(s),
+            other => ImportRunError::Permanent(other.to_string()),
+        })?;
+    let done: HashSet<String> = ports
+        .imports
+        .recorded_external_ids(dealer, id)
+        .await
+        .map_err(store_failed)?
+        .into_iter()
+        .collect();
+    let run = Run {
+        ports,
+        dealer,
+        import: &import,
+        adc: adc.as_ref(),
+        progress,
+        settings: RunSettings {
+            read_concurrency: settings.read_concurrency.max(1),
+            chunk: settings.chunk.max(1),
+        },
+        done,
+    };
+    match &import.spec {
+        ImportSpec::Customers { filters, options } => run.customers(filters, options).await,
+        ImportSpec::Users { filters, options } => run.users(filters, options).await,
+    }
+}
+
+struct Run<'a> {
+    ports: ImportPorts<'a>,
+    dealer: &'a DealerId,
+    import: &'a Import,
+    adc: &'a dyn AdcApi,
+    progress: &'a dyn Progress,
+    settings: RunSettings,
+    /// What this run recorded before (a resumed run).
+    done: HashSet<String>,
+}
+
+/// Where a customer's rep comes from (A2).
+struct RepMatcher {
+    /// ADC support id → billing user imported from it.
+    by_support_id: HashMap<String, BillingId>,
+    /// Lowercased login name → billing user.
+    by_login: HashMap<String, BillingId>,
+    default_rep: Option<BillingId>,
+}
+
+impl RepMatcher {
+    /// The rep's billing user and how it was found.
+    fn rep_of(&self, c: &AdcCustomer) -> (Option<BillingId>, &'static str) {
+        let by_id = c
+            .sales_rep_support_id
+            .and_then(|s| self.by_support_id.get(&s.to_string()));
+        let by_login = || {
+            let login = c.sales_rep_login_name.trim().to_lowercase();
+            (!login.is_empty())
+                .then(|| self.by_login.get(&login))
+                .flatten()
+        };
+        match by_id.or_else(by_login) {
+            Some(user) => (Some(user.clone()), "rep matched a billing user"),
+            None => match &self.default_rep {
+                Some(rep) => (Some(rep.clone()), "rep set to the default rep"),
+                None => (None, "rep left blank"),
+            },
+        }
+    }
+}
+
+impl Run<'_> {
+    async fn report(&self, counts: ImportCounts, total: u64) -> Result<(), ImportRunError> {
+        if self.progress.report(counts.seen, Some(total)).await {
+            Ok(())
+        } else {
+            Err(ImportRunError::Cancelled)
+        }
+    }
+
+    async fn record(&self, outcomes: Vec<RecordOutcome>) -> Result<ImportCounts, ImportRunError> {
+        self.ports
+            .imports
+            .record_outcomes(self.dealer, self.import.id, outcomes)
+            .await
+            .map_err(store_failed)
+    }
+
+    async fn customers(
+        self,
+        filters: &CustomerFilters,
+        options: &CustomerOptions,
+    ) -> Result<ImportCounts, ImportRunError> {
+        let ids = self
+            .adc
+            .customer_ids(&AdcCustomerQuery::default())
+            .await
+            .map_err(|e| run_error("listing the Alarm.com customers", e))?;
+        let mut seen_ids = HashSet::with_capacity(ids.len());
+        let todo: Vec<AdcCustomerId> = ids
+            .into_iter()
+            .filter(|id| seen_ids.insert(*id) && !self.done.contains(&id.to_string()))
+            .collect();
+        let total = seen_ids.len() as u64;
+        let reps = RepMatcher {
+            by_support_id: self
+                .ports
+                .imports
+                .all_imported_records(self.dealer, self.import.connection_id, ImportKind::Users)
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .collect(),
+            by_login: self
+                .ports
+                .imports
+                .billing_user_logins(self.dealer)
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .map(|(login, id)| (login.trim().to_lowercase(), id))
+                .collect(),
+            default_rep: options.default_rep.clone(),
+        };
+        let mut counts = self.import.counts;
+        self.report(counts, total).await?;
+        for chunk in todo.chunks(self.settings.chunk) {
+            let mut outcomes = Vec::with_capacity(chunk.len());
+            let mut to_check = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                match filters.check_id(*id) {
+                    Ok(()) => to_check.push(id.to_string()),
+                    Err(reason) => outcomes.push(RecordOutcome::FilteredOut {
+                        external_id: id.to_string(),
+                        reason,
+                    }),
+                }
+            }
+            let before: HashMap<String, BillingId> = if to_check.is_empty() {
+                HashMap::new()
+            } else {
+                self.ports
+                    .imports
+                    .imported_records(
+                        self.dealer,
+                        self.import.connection_id,
+                        ImportKind::Customers,
+                        &to_check,
+                    )
+                    .await
+                    .map_err(store_failed)?
+                    .into_iter()
+                    .collect()
+            };
+            let mut to_read = Vec::new();
+            for external_id in to_check {
+                match before.get(&external_id) {
+                    Some(billing_id) => outcomes.push(RecordOutcome::AlreadyImported {
+                        external_id,
+                        billing_id: billing_id.clone(),
+                    }),
+                    None => to_read.push(external_id),
+                }
+            }
+            let read: Vec<(String, Result<AdcCustomer, AdcError>)> = stream::iter(to_read)
+                .map(|external_id| async move {
+                    let result = match external_id.parse::<AdcCustomerId>() {
+                        Ok(id) => self.adc.customer(id).await,
+                        Err(_) => Err(AdcError::BadAnswer(format!(
+                            "'{external_id}' is not a customer id"
+                        ))),
+                    };
+                    (external_id, result)
+                })
+                .buffered(self.settings.read_concurrency)
+                .collect()
+                .await;
+            let mut stop = None;
+            for (external_id, result) in read {
+                match result {
+                    Ok(customer) => outcomes.push(self.customer_outcome(
+                        external_id,
+                        &customer,
+                        filters,
+                        options,
+                        &reps,
+                    )),
+                    // The credentials stopped working: nothing else will.
+                    Err(e @ AdcError::Unauthorized) => {
+                        stop.get_or_insert(run_error("reading a customer", e));
+                    }
+                    // Left for the next attempt, which resumes here.
+                    Err(e) if e.is_transient() => {
+                        stop.get_or_insert(run_error(
+                            &format!("reading customer {external_id}"),
+                            e,
+                        ));
+                    }
+                    Err(e) => outcomes.push(RecordOutcome::Failed {
+                        external_id,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            if !outcomes.is_empty() {
+                counts = self.record(outcomes).await?;
+            }
+            if let Some(stop) = stop {
+                return Err(stop);
+            }
+            self.report(counts, total).await?;
+        }
+        Ok(counts)
+    }
+
+    fn customer_outcome(
+        &self,
+        external_id: String,
+        customer: &AdcCustomer,
+        filters: &CustomerFilters,
+        options: &CustomerOptions,
+        reps: &RepMatcher,
+    ) -> RecordOutcome {
+        if let Err(reason) = filters.check(customer) {
+            return RecordOutcome::FilteredOut {
+                external_id,
+                reason,
+            };
+        }
+        let (rep, how) = reps.rep_of(customer);
+        let fields = customer_fields(customer, options, rep);
+        if fields.display_name().trim().is_empty() {
+            return RecordOutcome::Failed {
+                external_id,
+                reason: "the Alarm.com customer has neither a name nor a commercial name"
+                    .to_owned(),
+            };
+        }
+        let id = match customer_billing_id(customer.customer_id) {
+            Ok(id) => id,
+            Err(reason) => {
+                return RecordOutcome::Failed {
+                    external_id,
+                    reason,
+                }
+            }
+        };
+        let event = NewEvent {
+            event_type: types::BILLING_CUSTOMER_CREATED.into(),
+            subject_kind: "customer".into(),
+            subject_id: id.to_string(),
+            connection_id: Some(self.import.connection_id),
+            data: serde_json::json!({
+                "record": fields,
+                "source": "adc_import",
+                "import_id": self.import.id,
+                "adc_customer_id": customer.customer_id,
+            }),
+        };
+        RecordOutcome::Imported {
+            external_id,
+            write: Box::new(ImportWrite::Customer { id, fields }),
+            events: vec![event],
+            note: Some(how.to_owned()),
+        }
+    }
+
+    async fn users(
+        self,
+        filters: &UserFilters,
+        options: &UserOptions,
+    ) -> Result<ImportCounts, ImportRunError> {
+        let reps = self
+            .adc
+            .reps()
+            .await
+            .map_err(|e| run_error("listing the Alarm.com users", e))?;
+        let mut seen_ids = HashSet::with_capacity(reps.len());
+        let reps: Vec<(String, AdcRep)> = reps
+            .into_iter()
+            .map(|r| (user_external_id(&r), r))
+            .filter(|(id, _)| seen_ids.insert(id.clone()))
+            .collect();
+        let total = reps.len() as u64;
+        let todo: Vec<&(String, AdcRep)> = reps
+            .iter()
+            .filter(|(id, _)| !self.done.contains(id))
+            .collect();
+        let logins: HashMap<String, BillingId> = self
+            .ports
+            .imports
+            .billing_user_logins(self.dealer)
+            .await
+            .map_err(store_failed)?
+            .into_iter()
+            .map(|(login, id)| (login.trim().to_lowercase(), id))
+            .collect();
+        let mut counts = self.import.counts;
+        self.report(counts, total).await?;
+        for chunk in todo.chunks(self.settings.chunk) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let before: HashMap<String, BillingId> = self
+                .ports
+                .imports
+                .imported_records(
+                    self.dealer,
+                    self.import.connection_id,
+                    ImportKind::Users,
+                    &ids,
+                )
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .collect();
+            let outcomes = chunk
+                .iter()
+                .map(|(external_id, rep)| {
+                    self.user_outcome(external_id.clone(), rep, filters, options, &before, &logins)
+                })
+                .collect();
+            counts = self.record(outcomes).await?;
+            self.report(counts, total).await?;
+        }
+        Ok(counts)
+    }
+
+    fn user_outcome(
+        &self,
+        external_id: String,
+        rep: &AdcRep,
+        filters: &UserFilters,
+        options: &UserOptions,
+        before: &HashMap<String, BillingId>,
+        logins: &HashMap<String, BillingId>,
+    ) -> RecordOutcome {
+        if let Err(reason) = filters.check(rep) {
+            return RecordOutcome::FilteredOut {
+                external_id,
+                reason,
+            };
+        }
+        if let Some(billing_id) = before.get(&external_id) {
+            return RecordOutcome::AlreadyImported {
+                external_id,
+                billing_id: billing_id.clone(),
+            };
+        }
+        // A billing user with the login name is that user already: no duplicate.
+        let login = rep.login_name.trim().to_lowercase();
+        if let Some(billing_id) = logins.get(&login).filter(|_| !login.is_empty()) {
+            return RecordOutcome::AlreadyImported {
+                external_id,
+                billing_id: billing_id.clone(),
+            };
+        }
+        let fields = user_fields(rep, options);
+        if fields.first_name.trim().is_empty() && fields.last_name.trim().is_empty() {
+            return RecordOutcome::Failed {
+                external_id,
+                reason: "the Alarm.com user has no name".to_owned(),
+            };
+        }
+        let id = match user_billing_id(rep) {
+            Ok(id) => id,
+            Err(reason) => {
+                return RecordOutcome::Failed {
+                    external_id,
+                    reason,
+                }
+            }
+        };
+        let mut events = vec![NewEvent {
+            event_type: types::BILLING_USER_CREATED.into(),
+            subject_kind: "user".into(),
+            subject_id: id.to_string(),
+            connection_id: Some(self.import.connection_id),
+            data: serde_json::json!({
+                "record": fields,
+                "source": "adc_import",
+                "import_id": self.import.id,
+                "adc_support_id": rep.support_id,
+            }),
+        }];
+        if fields.can_login {
+            events.push(NewEvent {
+                event_type: types::BILLING_USER_CREDENTIALS_REQUIRED.into(),
+                subject_kind: "user".into(),
+                subject_id: id.to_string(),
+                connection_id: Some(self.import.connection_id),
+                data: serde_json::json!({
+                    "user_id": id,
+                    "login_name": fields.login_name,
+                    "email": fields.email,
+                    "first_name": fields.first_name,
+                    "last_name": fields.last_name,
+                    "reason": "imported from Alarm.com with the right to log in: send the user a username and password",
+                    "import_id": self.import.id,
+                }),
+            });
+        }
+        RecordOutcome::Imported {
+            external_id,
+            write: Box::new(ImportWrite::User { id, fields }),
+            events,
+            note: None,
+        }
+    }
+}
+
+/// The billing id of an imported customer.
+pub fn customer_billing_id(id: AdcCustomerId) -> Result<BillingId, String> {
+    BillingId::parse(&format!("adc-{id}"))
+}
+
+/// The key a user is imported under: its support id, else its login name.
+pub fn user_external_id(rep: &AdcRep) -> String {
+    match rep.support_id {
+        Some(id) => id.to_string(),
+        None => format!("login:{}", rep.login_name.trim()),
+    }
+}
+
+/// The billing id of an imported user.
+pub fn user_billing_id(rep: &AdcRep) -> Result<BillingId, String> {
+    let raw = match rep.support_id {
+        Some(id) => format!("adc-user-{id}"),
+        None => format!("adc-user-{}", rep.login_name.trim()),
+    };
+    BillingId::parse(&raw).map_err(|why| format!("no billing id can be made of '{raw}': {why}"))
+}
+
+/// The customer mapping of the seed: names, commercial name, primary phone
+/// and email, install address, rep, join date as sale date, two-way voice,
+/// and the central station data points; plus the run's options.
+pub fn customer_fields(
+    c: &AdcCustomer,
+    options: &CustomerOptions,
+    rep: Option<BillingId>,
+) -> CustomerFields {
+    let business = !c.company_name.trim().is_empty();
+    CustomerFields {
+        kind: if business {
+            CustomerKind::Business
+        } else {
+            CustomerKind::Person
+        },
+        first_name: c.first_name.trim().to_owned(),
+        last_name: c.last_name.trim().to_owned(),
+        business_name: c.company_name.trim().to_owned(),
+        phone: c.phone.trim().to_owned(),
+        email: c.email.trim().to_owned(),
+        address1: c.install_address.street1.trim().to_owned(),
+        address2: c.install_address.street2.trim().to_owned(),
+        city: c.install_address.city.trim().to_owned(),
+        state: c.install_address.state.trim().to_owned(),
+        zip: c.install_address.zip.trim().to_owned(),
+        office_location: options.office_location.clone(),
+        tags: options.tags.clone(),
+        rep_id: rep,
+        sale_date: c.join_date.map(|d| d.date_naive()),
+        two_way_voice: c.two_way_voice,
+        account_number: c.central_station.account_number.trim().to_owned(),
+        receiver_number: c.central_station.receiver_number.trim().to_owned(),
+    }
+}
+
+/// The user mapping of the seed: user field, the rep address's names, login
+/// name as username, email, address and phone (the cell phone); plus the
+/// run's options.
+pub fn user_fields(r: &AdcRep, options: &UserOptions) -> UserFields {
+    UserFields {
+        first_name: r.first_name.trim().to_owned(),
+        last_name: r.last_name.trim().to_owned(),
+        email: r.email.trim().to_owned(),
+        phone: r.phone.trim().to_owned(),
+        login_name: r.login_name.trim().to_owned(),
+        active: options.active,
+        can_login: options.can_login,
+        permission_group: options.permission_group.clone(),
+        tags: options.tags.clone(),
+        address1: r.address.street1.trim().to_owned(),
+        address2: r.address.street2.trim().to_owned(),
+        city: r.address.city.trim().to_owned(),
+        state: r.address.state.trim().to_owned(),
+        zip: r.address.zip.trim().to_owned(),
+        user_field: r.user_field.trim().to_owned(),
+    }
+}
+
+/// Ends a run: records how it ended and puts its summary on the change feed,
+/// once (a run ended twice, after a crash, says so once).
+pub async fn finish_import(
+    imports: &dyn ImportStore,
+    dealer: &DealerId,
+    id: ImportId,
+    state: JobState,
+    error: Option<&str>,
+) -> StoreResult<bool> {
+    let import = imports.import(dealer, id).await?;
+    let c = import.counts;
+    let summary = NewEvent {
+        event_type: types::IMPORT_FINISHED.into(),
+        subject_kind: "import".into(),
+        subject_id: id.to_string(),
+        connection_id: Some(import.connection_id),
+        data: serde_json::json!({
+            "import_id": id,
+            "kind": import.spec.kind(),
+            "state": state.as_str(),
+            "counts": c,
+            "error": error,
+            "summary": format!(
+                "Alarm.com {} import {}: {} seen, {} imported, {} already imported, {} filtered out, {} failed",
+                import.spec.kind().as_str(),
+                state.as_str(),
+                c.seen, c.imported, c.already_imported, c.filtered_out, c.failed
+            ),
+        }),
+    };
+    imports.finish_import(dealer, id, state, summary).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adc::{AdcAddress, AdcCentralStationInfo, AdcRole, AdcSubDealer};
+
+    fn customer(id: i64, sub_dealer: Option<i64>) -> AdcCustomer {
+        AdcCustomer {
+            customer_id: AdcCustomerId(id),
+            dealer_customer_id: String::new(),
+            login_name: "jdoe".into(),
+            is_terminated: false,
+            terminated_date: None,
+            is_commitment: false,
+            commitment_id: None,
+            builder_program_id: None,
+            sub_dealer: sub_dealer.map(|id| AdcSubDealer {
+                id,
+                name: format!("Branch {id}"),
+            }),
+            first_name: " Jane ".into(),
+            last_name: "Doe".into(),
+            company_name: String::new(),
+            email: "jane@example.com".into(),
+            phone: "5550100".into(),
+            install_address: AdcAddress {
+                street1: "1 Main St".into(),
+                street2: "Apt 2".into(),
+                city: "Springfield".into(),
+                state: "IL".into(),
+                zip: "62701".into(),
+                country_id: "USA".into(),
+            },
+            time_zone: String::new(),
+            panel_type: "IQPanel2".into(),
+            modem_serial_number: String::new(),
+            service_plan: None,
+            add_on_features: vec!["TwoWayVoice".into()],
+            sales_rep_login_name: "Rep.One".into(),
+            sales_rep_support_id: Some(300_001),
+            installer_login_name: String::new(),
+            install_type: String::new(),
+            central_station: AdcCentralStationInfo {
+                account_number: "A123".into(),
+                receiver_number: "8005550100".into(),
+            },
+            two_way_voice: true,
+            join_date: Some("2024-03-05T15:00:00Z".parse().unwrap()),
+            created_date: None,
+            last_modified_date: None,
+        }
+    }
+
+    fn rep(support_id: i64, roles: &[&str], sub_dealer: Option<i64>) -> AdcRep {
+        AdcRep {
+            support_id: Some(support_id),
+            login_name: format!("rep{support_id}"),
+            first_name: "Rick".into(),
+            last_name: "Rep".into(),
+            email: "rick@example.com".into(),
+            phone: "5550199".into(),
+            address: AdcAddress {
+                street1: "9 Elm".into(),
+                city: "Dayton".into(),
+                state: "OH".into(),
+                zip: "45402".into(),
+                ..Default::default()
+            },
+            roles: roles
+                .iter()
+                .enumerate()
+                .map(|(i, n)| AdcRole {
+                    id: i as i64 + 1,
+                    name: (*n).into(),
+                })
+                .collect(),
+            sub_dealer: sub_dealer.map(|id| AdcSubDealer {
+                id,
+                name: "B".into(),
+            }),
+            active: true,
+            user_field: "badge 7".into(),
+        }
+    }
+
+    #[test]
+    fn customer_filters_must_all_match() {
+        let f = CustomerFilters {
+            customer_ids: vec![AdcCustomerId(1), AdcCustomerId(2)],
+            sub_dealer_ids: vec![201, 202],
+        };
+        assert!(f.check(&customer(1, Some(201))).is_ok());
+        assert!(f.check(&customer(2, Some(202))).is_ok());
+        assert!(f.check(&customer(3, Some(201))).is_err(), "id not listed");
+        assert!(
+            f.check(&customer(1, Some(203))).is_err(),
+            "other sub-dealer"
+        );
+        assert!(f.check(&customer(1, None)).is_err(), "no sub-dealer");
+        assert!(CustomerFilters::default().check(&customer(9, None)).is_ok());
+        assert!(f.check_id(AdcCustomerId(3)).is_err());
+    }
+
+    #[test]
+    fn user_filters_take_any_role_or_sub_dealer() {
+        let f = UserFilters {
+            support_ids: vec![],
+            roles: vec!["sales rep".into(), "5".into()],
+            sub_dealer_ids: vec![201],
+        };
+        assert!(f.check(&rep(1, &["Sales Rep"], Some(201))).is_ok());
+        assert!(f.check(&rep(1, &["Technician"], Some(201))).is_err());
+        assert!(f.check(&rep(1, &["Sales Rep"], Some(202))).is_err());
+        let by_id = rep(1, &["A", "B", "C", "D", "Office"], Some(201));
+        assert!(f.check(&by_id).is_ok(), "role id 5");
+        let f = UserFilters {
+            support_ids: vec![7],
+            ..Default::default()
+        };
+        assert!(f.check(&rep(7, &[], None)).is_ok());
+        assert!(f.check(&rep(8, &[], None)).is_err());
+    }
+
+    #[test]
+    fn the_customer_mapping_is_complete() {
+        let options = CustomerOptions {
+            office_location: "Dayton".into(),
+            tags: vec!["adc".into()],
+            default_rep: None,
+        };
+        let rep = BillingId::parse("U1").unwrap();
+        let f = customer_fields(&customer(5, None), &options, Some(rep.clone()));
+        assert_eq!(f.kind, CustomerKind::Person);
+        assert_eq!(
+            (f.first_name.as_str(), f.last_name.as_str()),
+            ("Jane", "Doe")
+        );
+        assert_eq!(f.phone, "5550100");
+        assert_eq!(f.email, "jane@example.com");
+        assert_eq!(
+            (
+                f.address1.as_str(),
+                f.city.as_str(),
+                f.state.as_str(),
+                f.zip.as_str()
+            ),
+            ("1 Main St", "Springfield", "IL", "62701")
+        );
+        assert_eq!(f.rep_id, Some(rep));
+        assert_eq!(f.sale_date, chrono::NaiveDate::from_ymd_opt(2024, 3, 5));
+        assert!(f.two_way_voice);
+        assert_eq!(f.account_number, "A123");
+        assert_eq!(f.receiver_number, "8005550100");
+        assert_eq!(f.office_location, "Dayton");
+        assert_eq!(f.tags, vec!["adc".to_owned()]);
+        let mut business = customer(6, None);
+        business.company_name = "Acme".into();
+        let f = customer_fields(&business, &options, None);
+        assert_eq!(f.kind, CustomerKind::Business);
+        assert_eq!(f.business_name, "Acme");
+    }
+
+    #[test]
+    fn the_user_mapping_is_complete() {
+        let options = UserOptions {
+            active: false,
+            can_login: true,
+            permission_group: "Sales".into(),
+            tags: vec!["adc".into()],
+        };
+        let f = user_fields(&rep(42, &["Sales Rep"], None), &options);
+        assert_eq!(f.login_name, "rep42");
+        assert_eq!(
+            (f.first_name.as_str(), f.last_name.as_str()),
+            ("Rick", "Rep")
+        );
+        assert_eq!(f.email, "rick@example.com");
+        assert_eq!(f.phone, "5550199");
+        assert_eq!((f.address1.as_str(), f.city.as_str()), ("9 Elm", "Dayton"));
+        assert_eq!(f.user_field, "badge 7");
+        assert!(!f.active && f.can_login);
+        assert_eq!(f.permission_group, "Sales");
+    }
+
+    #[test]
+    fn reps_match_imported_users_then_logins_then_the_default() {
+        let u = |s: &str| BillingId::parse(s).unwrap();
+        let mut m = RepMatcher {
+            by_support_id: [("300001".to_owned(), u("adc-user-300001"))].into(),
+            by_login: [("rep.one".to_owned(), u("U-LOGIN"))].into(),
+            default_rep: Some(u("DEFAULT")),
+        };
+        let c = customer(1, None);
+        assert_eq!(m.rep_of(&c).0, Some(u("adc-user-300001")));
+        m.by_support_id.clear();
+        assert_eq!(m.rep_of(&c).0, Some(u("U-LOGIN")));
+        m.by_login.clear();
+        assert_eq!(m.rep_of(&c).0, Some(u("DEFAULT")));
+        m.default_rep = None;
+        assert_eq!(m.rep_of(&c).0, None);
+    }
+
+    #[test]
+    fn specs_round_trip_through_their_parts() {
+        let spec = ImportSpec::Users {
+            filters: UserFilters {
+                support_ids: vec![1],
+                roles: vec!["Manager".into()],
+                sub_dealer_ids: vec![],
+            },
+            options: UserOptions::default(),
+        };
+        let (f, o) = spec.parts();
+        assert_eq!(
+            ImportSpec::from_parts(ImportKind::Users, f, o).unwrap(),
+            spec
+        );
+        assert_eq!(
+            ItemOutcome::parse("filtered_out"),
+            Some(ItemOutcome::FilteredOut)
+        );
+    }
+}

@@ -1,0 +1,16 @@
+DROP TABLE imported_records;
+DROP TABLE import_items;
+DROP TABLE imports;
+ALTER TABLE billing_users DROP COLUMN user_field;
+ALTER TABLE billing_users DROP COLUMN zip;
+ALTER TABLE billing_users DROP COLUMN state;
+ALTER TABLE billing_users DROP COLUMN city;
+ALTER TABLE billing_users DROP COLUMN address2;
+ALTER TABLE billing_users DROP COLUMN address1;
+ALTER TABLE billing_customers DROP COLUMN receiver_number;
+ALTER TABLE billing_customers DROP COLUMN account_number;
+ALTER TABLE billing_customers DROP COLUMN two_way_voice;
+ALTER TABLE billing_customers DROP COLUMN sale_date;
+ALTER TABLE billing_customers DROP COLUMN rep_id;
+ALTER TABLE billing_customers DROP COLUMN tags;
+ALTER TABLE billing_customers DROP COLUMN office_location;
