@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test bench lint fmt openapi build postgres deps deploy-check
+.PHONY: run test bench lint fmt openapi build postgres deps deploy-check client-scenario fuzz
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -44,6 +44,18 @@ openapi:
 ## and commands match the configuration), with the checker's self-test.
 deploy-check:
 	./scripts/check-deploy.sh
+
+## A Python client generated from openapi/openapi.json (openapi-python-client,
+## into target/client) drives a scenario against the service and stages-sim.
+client-scenario: deps
+	$(CARGO) build --bins
+	./scripts/client-scenario/run.sh
+
+## schemathesis against the running service's /openapi.json: every operation,
+## at least 2,000 cases, no 5xx, answers match their schemas, errors problem+json.
+fuzz: deps
+	$(CARGO) build --bins
+	./scripts/fuzz.sh
 
 ## Make sure the local PostgreSQL answers (starts the cluster when it is stopped).
 postgres:
