@@ -63,6 +63,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         webhooks: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
         inbound: Arc::new(store.clone()),
+        isp: Arc::new(store.clone()),
         imports: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
@@ -93,8 +94,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(routes::docs::openapi_json)
         .service(routes::docs::docs_index)
         .service(routes::docs::docs_asset)
-        // Callbacks carry their own (Basic) credentials, not a bearer token.
-        .service(web::scope("/v1/webhooks").configure(routes::webhooks::routes))
+        // Callbacks carry their own credentials (Basic or a signature), not a bearer token.
+        .service(
+            web::scope("/v1/webhooks")
+                .configure(routes::webhooks::routes)
+                .configure(routes::provider_webhooks::routes),
+        )
         .service(
             web::scope("/v1")
                 // Runs inner to outer: authenticate first, then idempotency.
@@ -106,6 +111,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::links::routes)
                 .configure(routes::events::routes)
                 .configure(routes::connections::routes)
+                .configure(routes::isp::routes)
                 .configure(routes::stages::routes)
                 .configure(routes::stages_tab::routes)
                 .configure(routes::billing::routes)

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod provider_payloads;
 pub mod routes;
 pub mod state;
 pub mod worker;

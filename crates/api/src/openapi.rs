@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, billing, connections, events, health, imports, jobs, links, providers, stages,
-    stages_tab, sync, webhooks,
+    audit, billing, connections, events, health, imports, isp, jobs, links, provider_webhooks,
+    providers, stages, stages_tab, sync, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -93,6 +93,13 @@ use crate::routes::{
         imports::get_import,
         imports::import_items,
         imports::cancel_import,
+        isp::create_isp_account,
+        isp::list_isp_accounts,
+        isp::get_isp_account,
+        isp::change_service_plan,
+        isp::callback_health,
+        provider_webhooks::alarm_com_billing,
+        provider_webhooks::alarmnet_callback,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&BearerAuth),
@@ -106,6 +113,7 @@ use crate::routes::{
         (name = "sync", description = "Diff, record sync and account sync of a link"),
         (name = "events", description = "The change feed and signed outbound webhooks"),
         (name = "webhooks", description = "Callbacks the service receives"),
+        (name = "isp", description = "Interactive services provider accounts and callback health"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -28,6 +28,7 @@ pub struct AppState {
     pub webhooks: Arc<dyn WebhookStore>,
     pub inbox: Arc<dyn InboxStore>,
     pub inbound: Arc<dyn InboundLookup>,
+    pub isp: Arc<dyn domain::isp::IspStore>,
     pub imports: Arc<dyn domain::import::ImportStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub adc: Arc<dyn AdcConnector>,
@@ -45,6 +46,15 @@ impl AppState {
             billing: self.billing.as_ref(),
             links: self.links.as_ref(),
             stages: self.stages.as_ref(),
+        }
+    }
+
+    pub fn isp_ports(&self) -> domain::isp::IspPorts<'_> {
+        domain::isp::IspPorts {
+            connections: self.connections.as_ref(),
+            billing: self.billing.as_ref(),
+            accounts: self.isp.as_ref(),
+            adc: self.adc.as_ref(),
         }
     }
 }

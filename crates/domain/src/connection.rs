@@ -274,6 +274,8 @@ pub struct Connection {
     pub auth_mode: AuthMode,
     pub auto_sync: bool,
     pub status: ConnectionStatus,
+    /// What an interactive services provider entry is set up to do (I1, I2, I4, I5).
+    pub settings: ProviderSettings,
     /// Bumped on every change; the ETag of the resource.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -299,6 +301,25 @@ pub struct ConnectionChanges {
     pub auth_mode: Option<AuthMode>,
     pub auto_sync: Option<bool>,
     pub status: Option<ConnectionStatus>,
+    /// The whole new settings (see `isp::settings_after`, which checks them).
+    pub settings: Option<ProviderSettings>,
+}
+
+/// The settings of an interactive services provider entry beyond its
+/// credentials. Stored as JSON on the connection; fields that do not apply to
+/// the provider stay at their defaults (the change rules in `isp` refuse them).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderSettings {
+    /// Pre-fills new ISP accounts; one of the provider's plans when it was set.
+    pub default_service_plan: Option<crate::adc::AdcPackageId>,
+    /// Builder Program customers and commitments may be created (I5).
+    pub builder_program: bool,
+    /// Payments and payment-method changes made at the provider are received (I4).
+    pub billing_notifications: bool,
+    /// Where the provider was told to send Alarm.net callbacks (I2): this
+    /// service's public address of `POST /v1/webhooks/alarmnet/{id}`.
+    pub alarmnet_callback_url: Option<Endpoint>,
 }
 
 impl ConnectionChanges {
@@ -390,6 +411,7 @@ mod tests {
             auth_mode: AuthMode::Dealer,
             auto_sync: true,
             status: ConnectionStatus::Active,
+            settings: ProviderSettings::default(),
             version: 1,
             created_at: now,
             updated_at: now,

@@ -20,6 +20,11 @@ pub mod types {
     pub const BILLING_USER_UPDATED: &str = "billing.user.updated";
     /// A Stages callback named a record the service cannot apply it to.
     pub const STAGES_CALLBACK_UNMATCHED: &str = "stages.callback.unmatched";
+    /// A customer paid at the interactive services provider (Alarm.com): the
+    /// billing system applies it to the customer's recurring invoices.
+    pub const ISP_PAYMENT_RECEIVED: &str = "isp.payment.received";
+    /// A customer changed the payment method of their recurring invoices at the provider.
+    pub const ISP_PAYMENT_METHOD_CHANGED: &str = "isp.payment_method.changed";
     /// An imported user may log in: the billing system sends them a username
     /// and password.
     pub const BILLING_USER_CREDENTIALS_REQUIRED: &str = "billing.user.credentials_required";

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod connection;
 pub mod events;
 pub mod import;
+pub mod isp;
 pub mod jobs;
 pub mod link;
 pub mod linking;

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use domain::connection::{
     AuthMode, Connection, ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus,
     Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection, ProviderKind,
+    ProviderSettings,
 };
 use domain::store::{ConnectionStore, InboundLookup, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -36,6 +37,8 @@ struct ConnectionRow {
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    /// JSON of `ProviderSettings`.
+    settings: String,
 }
 
 #[derive(Debug, AsChangeset)]
@@ -47,6 +50,7 @@ struct ConnectionChangeset {
     auth_mode: Option<String>,
     auto_sync: Option<bool>,
     status: Option<String>,
+    settings: Option<String>,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -148,6 +152,7 @@ impl ConnectionRow {
             endpoint: Endpoint::parse(&self.endpoint).map_err(|_| field("endpoint"))?,
             auth_mode: AuthMode::parse(&self.auth_mode).ok_or_else(|| field("auth mode"))?,
             status: ConnectionStatus::parse(&self.status).ok_or_else(|| field("status"))?,
+            settings: serde_json::from_str(&self.settings).map_err(|_| field("settings"))?,
             dealer: DealerId(self.dealer),
             auto_sync: self.auto_sync,
             version: self.version,
@@ -155,6 +160,10 @@ impl ConnectionRow {
             updated_at: from_db_time(self.updated_at),
         })
     }
+}
+
+fn settings_json(settings: &ProviderSettings) -> String {
+    serde_json::to_string(settings).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn duplicate_name(name: &ConnectionName) -> String {
@@ -209,6 +218,7 @@ impl ConnectionStore for Store {
             version: 1,
             created_at: now,
             updated_at: now,
+            settings: settings_json(&ProviderSettings::default()),
         };
         self.run(move |conn, _| {
             conflict_on_unique(
@@ -297,6 +307,7 @@ impl ConnectionStore for Store {
                         auth_mode: changes.auth_mode.map(|m| m.as_str().to_owned()),
                         auto_sync: changes.auto_sync,
                         status: changes.status.map(|s| s.as_str().to_owned()),
+                        settings: changes.settings.as_ref().map(settings_json),
                     },
                     connections::version.eq(connections::version + 1),
                     connections::updated_at.eq(now),

@@ -12,6 +12,7 @@ mod events;
 mod idempotency;
 mod imports;
 mod inbox;
+mod isp;
 mod jobs;
 mod links;
 mod migrate;

@@ -16,6 +16,7 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        settings -> Text,
     }
 }
 
@@ -300,7 +301,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    isp_accounts (id) {
+        id -> Text,
+        dealer -> Text,
+        connection_id -> Text,
+        billing_customer_id -> Text,
+        external_id -> Nullable<Text>,
+        state -> Text,
+        kind -> Text,
+        origin -> Text,
+        builder_program_id -> Nullable<BigInt>,
+        commitment_id -> Nullable<BigInt>,
+        package_id -> Nullable<BigInt>,
+        login_name -> Text,
+        created_by -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    callback_log (id) {
+        id -> Text,
+        dealer -> Text,
+        connection_id -> Text,
+        source -> Text,
+        outcome -> Text,
+        event_id -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        received_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(credentials -> connections (connection_id));
+diesel::joinable!(isp_accounts -> connections (connection_id));
+diesel::joinable!(callback_log -> connections (connection_id));
 diesel::joinable!(inbound_credentials -> connections (connection_id));
 diesel::joinable!(links -> connections (connection_id));
 diesel::joinable!(deliberate_unlinks -> connections (connection_id));
@@ -325,4 +362,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     imports,
     import_items,
     imported_records,
+    isp_accounts,
+    callback_log,
 );

@@ -88,6 +88,8 @@ pub struct UpdateConnectionRequest {
     pub auth_mode: Option<AuthModeDto>,
     pub auto_sync: Option<bool>,
     pub status: Option<ConnectionStatusDto>,
+    /// Provider settings; each change is checked against the provider.
+    pub settings: Option<crate::routes::isp::ProviderSettingsPatchRequest>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,6 +101,7 @@ pub struct ConnectionResponse {
     pub auth_mode: AuthModeDto,
     pub auto_sync: bool,
     pub status: ConnectionStatusDto,
+    pub settings: crate::routes::isp::ProviderSettingsResponse,
     /// Also the ETag.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -108,6 +111,7 @@ pub struct ConnectionResponse {
 impl From<Connection> for ConnectionResponse {
     fn from(c: Connection) -> Self {
         Self {
+            settings: (&c.settings).into(),
             id: c.id.0,
             name: c.name.as_str().to_owned(),
             provider: c.provider.into(),
@@ -323,7 +327,7 @@ pub async fn update_connection(
     let expected = if_match(&req)?;
     let body = body.0;
     let mut v = ValidationError::default();
-    let changes = ConnectionChanges {
+    let mut changes = ConnectionChanges {
         name: body
             .name
             .as_deref()
@@ -335,8 +339,38 @@ pub async fn update_connection(
         auth_mode: body.auth_mode.map(Into::into),
         auto_sync: body.auto_sync,
         status: body.status.map(Into::into),
+        settings: None,
+    };
+    let settings = match body.settings {
+        Some(patch) => match patch.into_domain() {
+            Ok(patch) => Some(patch),
+            Err(e) => {
+                v.errors.extend(e.errors);
+                None
+            }
+        },
+        None => None,
     };
     v.into_result()?;
+    if let Some(patch) = settings.filter(|p| !p.is_empty()) {
+        let current = state
+            .connections
+            .connection(&caller.dealer, id)
+            .await
+            .map_err(not_found_as_connection)?;
+        if expected.is_some_and(|v| v != current.version) {
+            return Err(ApiError::precondition_failed());
+        }
+        let next = domain::isp::settings_after(
+            state.connections.as_ref(),
+            state.adc.as_ref(),
+            &caller.dealer,
+            &current,
+            &patch,
+        )
+        .await?;
+        changes.settings = Some(next);
+    }
     if changes.auth_mode == Some(domain::connection::AuthMode::User) {
         let current = state
             .connections
@@ -563,8 +597,16 @@ fn inbound_username(id: ConnectionId) -> String {
     format!("cl-{}", id.0.simple())
 }
 
-fn callback_path(id: ConnectionId) -> String {
-    format!("/v1/webhooks/stages/{id}")
+/// Where the provider posts its callbacks, signed or authenticated with the inbound credential.
+fn callback_path(c: &Connection) -> String {
+    let id = c.id;
+    match c.provider {
+        ProviderKind::Stages => format!("/v1/webhooks/stages/{id}"),
+        ProviderKind::AlarmCom => format!("/v1/webhooks/alarm-com/{id}"),
+        ProviderKind::TotalConnect | ProviderKind::BrinksHome => {
+            format!("/v1/webhooks/alarmnet/{id}")
+        }
+    }
 }
 
 /// What Stages uses to call this service back (admin). The secret is never shown here.
@@ -581,7 +623,7 @@ pub async fn get_inbound_credentials(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Admin)?;
     let id = connection_id(&path)?;
-    state
+    let connection = state
         .connections
         .connection(&caller.dealer, id)
         .await
@@ -599,7 +641,7 @@ pub async fn get_inbound_credentials(
                 .map_or_else(|| inbound_username(id), |c| c.username.clone()),
             configured: current.is_some(),
             rotated_at: current.map(|c| c.rotated_at),
-            callback_path: callback_path(id),
+            callback_path: callback_path(&connection),
         }))
 }
 
@@ -617,7 +659,7 @@ pub async fn rotate_inbound_credentials(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Admin)?;
     let id = connection_id(&path)?;
-    state
+    let connection = state
         .connections
         .connection(&caller.dealer, id)
         .await
@@ -639,7 +681,7 @@ pub async fn rotate_inbound_credentials(
             username: credential.username,
             secret: credential.secret.expose().to_owned(),
             rotated_at: credential.rotated_at,
-            callback_path: callback_path(id),
+            callback_path: callback_path(&connection),
         }))
 }
 

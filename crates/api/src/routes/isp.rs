@@ -1,0 +1,562 @@
+//! Interactive services providers (I1-I5) over HTTP: the settings of a
+//! provider entry as the connection resource shows and changes them, the ISP
+//! accounts of billing customers, and the Alarm.net callback health.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::adc::{AdcCustomerId, AdcPackageId};
+use domain::billing::BillingId;
+use domain::connection::{Endpoint, ProviderSettings};
+use domain::isp::{
+    CallbackHealthStatus, IspAccount, IspAccountId, ProviderSettingsPatch, ProvisionAction,
+    ProvisionRequest,
+};
+use domain::tenancy::Role;
+use domain::validation::ValidationError;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    // The custom method first: the plain `{account_id}` pattern would match it too.
+    cfg.route(
+        "/connections/{connection_id}/isp-accounts/{account_id}:change-service-plan",
+        web::post().to(change_service_plan),
+    )
+    .service(
+        web::resource("/connections/{connection_id}/isp-accounts")
+            .route(web::get().to(list_isp_accounts))
+            .route(web::post().to(create_isp_account)),
+    )
+    .route(
+        "/connections/{connection_id}/isp-accounts/{account_id}",
+        web::get().to(get_isp_account),
+    )
+    .route(
+        "/connections/{connection_id}/callback-health",
+        web::get().to(callback_health),
+    );
+}
+
+// ---- provider settings, as part of the connection resource ----------------------
+
+/// What a provider entry is set up to do beyond its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderSettingsResponse {
+    /// The Alarm.com PackageId new ISP accounts get unless another is given.
+    pub default_service_plan: Option<i64>,
+    /// Builder Program customers and commitments may be created (alarm_com).
+    pub builder_program: bool,
+    /// Payments and payment-method changes made in Alarm.com are received (alarm_com).
+    pub billing_notifications: bool,
+    /// The URL Alarm.net was given for its callbacks (total_connect).
+    pub alarmnet_callback_url: Option<String>,
+}
+
+impl From<&ProviderSettings> for ProviderSettingsResponse {
+    fn from(s: &ProviderSettings) -> Self {
+        Self {
+            default_service_plan: s.default_service_plan.map(|p| p.0),
+            builder_program: s.builder_program,
+            billing_notifications: s.billing_notifications,
+            alarmnet_callback_url: s
+                .alarmnet_callback_url
+                .as_ref()
+                .map(|u| u.as_str().to_owned()),
+        }
+    }
+}
+
+/// Absent leaves a field as it is, `null` clears it.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A change of the provider settings (admin). Each change is checked against
+/// the provider with the connection's credentials, so set those first.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettingsPatchRequest {
+    /// One of `GET .../service-plans`; `null` clears it (alarm_com).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub default_service_plan: Option<Option<i64>>,
+    /// Turning it on needs the Builder Program permission of the Alarm.com login.
+    pub builder_program: Option<bool>,
+    /// Turning it on needs the billing integration permission of the Alarm.com account.
+    pub billing_notifications: Option<bool>,
+    /// This service's public URL of `POST /v1/webhooks/alarmnet/{connection_id}`
+    /// as given to Alarm.net; `null` clears it (total_connect).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub alarmnet_callback_url: Option<Option<String>>,
+}
+
+impl ProviderSettingsPatchRequest {
+    pub fn into_domain(self) -> Result<ProviderSettingsPatch, ValidationError> {
+        let mut v = ValidationError::default();
+        let default_service_plan = match self.default_service_plan {
+            Some(Some(p)) if p <= 0 => {
+                v.push(
+                    "settings.default_service_plan",
+                    "must be a positive PackageId",
+                );
+                None
+            }
+            other => other.map(|p| p.map(AdcPackageId)),
+        };
+        let alarmnet_callback_url = match self.alarmnet_callback_url {
+            Some(Some(raw)) => v
+                .check("settings.alarmnet_callback_url", Endpoint::parse(&raw))
+                .map(Some),
+            Some(None) => Some(None),
+            None => None,
+        };
+        v.into_result()?;
+        Ok(ProviderSettingsPatch {
+            default_service_plan,
+            builder_program: self.builder_program,
+            billing_notifications: self.billing_notifications,
+            alarmnet_callback_url,
+        })
+    }
+}
+
+// ---- ISP accounts -------------------------------------------------------------
+
+/// What to do at the provider for the billing customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IspActionDto {
+    /// A new Alarm.com customer; a Builder Program customer with `builder_program_id`.
+    CreateCustomer,
+    /// A Builder Program commitment (`builder_program_id` required).
+    CreateCommitment,
+    /// An Alarm.com customer that exists already (`customer_id` required).
+    Link,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIspAccountRequest {
+    #[schema(example = "C-1001")]
+    pub billing_customer_id: String,
+    pub action: IspActionDto,
+    /// The billing site whose address is the installation address (the customer's own otherwise).
+    pub site_id: Option<String>,
+    /// Alarm.com PackageId; defaults to the connection's default service plan.
+    pub package_id: Option<i64>,
+    /// The Builder Program to create the customer or commitment under.
+    pub builder_program_id: Option<i64>,
+    /// The customer's Alarm.com login (create_customer); defaults to the customer's email.
+    pub login_name: Option<String>,
+    /// The Alarm.com CustomerId to link (link).
+    pub customer_id: Option<i64>,
+    pub panel_type: Option<String>,
+    pub modem_serial_number: Option<String>,
+}
+
+impl CreateIspAccountRequest {
+    fn into_domain(self) -> Result<ProvisionRequest, ValidationError> {
+        let mut v = ValidationError::default();
+        let billing_customer_id = v.check(
+            "billing_customer_id",
+            BillingId::parse(&self.billing_customer_id),
+        );
+        let site_id = self
+            .site_id
+            .as_deref()
+            .and_then(|s| v.check("site_id", BillingId::parse(s)).map(Some))
+            .flatten();
+        if self.package_id.is_some_and(|p| p <= 0) {
+            v.push("package_id", "must be a positive PackageId");
+        }
+        if self.builder_program_id.is_some_and(|p| p <= 0) {
+            v.push("builder_program_id", "must be a positive BuilderProgramId");
+        }
+        for (field, value) in [
+            ("panel_type", &self.panel_type),
+            ("modem_serial_number", &self.modem_serial_number),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|s| s.chars().count() > 100 || s.chars().any(char::is_control))
+            {
+                v.push(
+                    field,
+                    "must be at most 100 characters without control characters",
+                );
+            }
+        }
+        let action = match self.action {
+            IspActionDto::CreateCustomer => {
+                if self.customer_id.is_some() {
+                    v.push("customer_id", "is only for action link");
+                }
+                Some(ProvisionAction::CreateCustomer {
+                    builder_program_id: self.builder_program_id,
+                    login_name: self.login_name,
+                })
+            }
+            IspActionDto::CreateCommitment => {
+                if self.customer_id.is_some() {
+                    v.push("customer_id", "is only for action link");
+                }
+                if self.login_name.is_some() {
+                    v.push("login_name", "a commitment has no login yet");
+                }
+                match self.builder_program_id {
+                    Some(id) => Some(ProvisionAction::CreateCommitment {
+                        builder_program_id: id,
+                    }),
+                    None => {
+                        v.push(
+                            "builder_program_id",
+                            "a commitment is made under a Builder Program",
+                        );
+                        None
+                    }
+                }
+            }
+            IspActionDto::Link => {
+                for (field, given) in [
+                    ("package_id", self.package_id.is_some()),
+                    ("builder_program_id", self.builder_program_id.is_some()),
+                    ("login_name", self.login_name.is_some()),
+                    ("site_id", self.site_id.is_some()),
+                ] {
+                    if given {
+                        v.push(field, "is not used when linking an existing account");
+                    }
+                }
+                match self.customer_id {
+                    Some(id) if id > 0 => Some(ProvisionAction::Link {
+                        customer_id: AdcCustomerId(id),
+                    }),
+                    _ => {
+                        v.push(
+                            "customer_id",
+                            "the Alarm.com CustomerId to link is required",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        v.clone().into_result()?;
+        let (Some(billing_customer_id), Some(action)) = (billing_customer_id, action) else {
+            return Err(v);
+        };
+        Ok(ProvisionRequest {
+            billing_customer_id,
+            site_id,
+            package_id: self.package_id.map(AdcPackageId),
+            panel_type: self.panel_type.unwrap_or_default(),
+            modem_serial_number: self.modem_serial_number.unwrap_or_default(),
+            action,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IspAccountResponse {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    pub billing_customer_id: String,
+    /// The Alarm.com CustomerId; absent while the account is being provisioned.
+    pub external_id: Option<String>,
+    /// `pending` while the provider is being called, then `active`.
+    pub state: String,
+    /// `customer` or `commitment`.
+    pub kind: String,
+    /// `created`, `linked`, or `recovered` (an earlier create whose answer was
+    /// lost had made it; found by the billing id and linked, not made twice).
+    pub origin: String,
+    pub builder_program_id: Option<i64>,
+    pub commitment_id: Option<i64>,
+    pub package_id: Option<i64>,
+    pub login_name: String,
+    pub created_by: String,
+    /// Also the ETag.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<IspAccount> for IspAccountResponse {
+    fn from(a: IspAccount) -> Self {
+        Self {
+            id: a.id.0,
+            connection_id: a.connection_id.0,
+            billing_customer_id: a.billing_customer_id.as_str().to_owned(),
+            external_id: a.external_id,
+            state: a.state.as_str().to_owned(),
+            kind: a.kind.as_str().to_owned(),
+            origin: a.origin.as_str().to_owned(),
+            builder_program_id: a.builder_program_id,
+            commitment_id: a.commitment_id,
+            package_id: a.package_id.map(|p| p.0),
+            login_name: a.login_name,
+            created_by: a.created_by,
+            version: a.version,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IspAccountList {
+    pub items: Vec<IspAccountResponse>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IspAccountFilter {
+    pub billing_customer_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeServicePlanRequest {
+    /// The Alarm.com PackageId to move the account to.
+    pub package_id: i64,
+}
+
+fn account_id(raw: &str) -> ApiResult<IspAccountId> {
+    Uuid::parse_str(raw)
+        .map(IspAccountId)
+        .map_err(|_| ApiError::not_found("no such ISP account"))
+}
+
+fn with_etag(mut res: actix_web::HttpResponseBuilder, a: IspAccount) -> HttpResponse {
+    res.insert_header((header::ETAG, etag(a.version)))
+        .json(IspAccountResponse::from(a))
+}
+
+/// Provision an ISP account for a billing customer: create the Alarm.com
+/// customer (mapped from the billing customer and the site given), create a
+/// Builder Program customer or commitment, or link an existing Alarm.com
+/// customer; the link between them is recorded. A billing customer has at most
+/// one account per connection: a second request is 409, and a create whose
+/// answer was lost is recovered by the billing id (`DealerCustomerId`) rather
+/// than made twice.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    request_body = CreateIspAccountRequest,
+    responses((status = 201, body = IspAccountResponse, headers(("ETag" = String), ("Location" = String))),
+        (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already has an account; the provider refused (`provider_rejected`); the Alarm.com login lacks the permission (`provider_permission`); Builder Program off; connection inactive or not alarm_com; no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn create_isp_account(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    body: JsonBody<CreateIspAccountRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let cid = connection_id(&path)?;
+    let request = body.0.into_domain()?;
+    let account = domain::isp::provision(&state.isp_ports(), caller, cid, request).await?;
+    let mut res = HttpResponse::Created();
+    res.insert_header((
+        header::LOCATION,
+        format!("/v1/connections/{cid}/isp-accounts/{}", account.id),
+    ));
+    Ok(with_etag(res, account))
+}
+
+/// The ISP accounts of a connection, oldest first.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), IspAccountFilter, PageParams),
+    responses((status = 200, body = IspAccountList),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn list_isp_accounts(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    filter: web::Query<IspAccountFilter>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = connection_id(&path)?;
+    let billing = filter
+        .billing_customer_id
+        .as_deref()
+        .map(BillingId::parse)
+        .transpose()
+        .map_err(|e| ValidationError::field("billing_customer_id", e))?;
+    let page = state
+        .isp
+        .list_isp_accounts(&caller.dealer, cid, billing.as_ref(), page.to_request()?)
+        .await
+        .map_err(|e| match e {
+            domain::store::StoreError::NotFound => ApiError::not_found("no such connection"),
+            other => other.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(IspAccountList {
+        next_page_token: page.next_page_token.as_deref().map(encode_page_token),
+        items: page.items.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One ISP account.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}", tag = "isp",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path)),
+    responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_isp_account(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = connection_id(&path.0)?;
+    let id = account_id(&path.1)?;
+    let account = state
+        .isp
+        .isp_account(&caller.dealer, cid, id)
+        .await
+        .map_err(|e| match e {
+            domain::store::StoreError::NotFound => ApiError::not_found("no such ISP account"),
+            other => other.into(),
+        })?;
+    Ok(with_etag(HttpResponse::Ok(), account))
+}
+
+/// Move an ISP account to another service plan at the provider (I3). The
+/// provider checks the plan; a refusal is 422 with its reason.
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}:change-service-plan", tag = "isp",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    request_body = ChangeServicePlanRequest,
+    responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn change_service_plan(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: JsonBody<ChangeServicePlanRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let cid = connection_id(&path.0)?;
+    let id = account_id(&path.1)?;
+    let expected = if_match(&req)?;
+    if body.0.package_id <= 0 {
+        return Err(ValidationError::field("package_id", "must be a positive PackageId").into());
+    }
+    let account = domain::isp::change_service_plan(
+        &state.isp_ports(),
+        caller,
+        cid,
+        id,
+        AdcPackageId(body.0.package_id),
+        expected,
+    )
+    .await?;
+    Ok(with_etag(HttpResponse::Ok(), account))
+}
+
+// ---- Alarm.net callback health ------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackCounts {
+    /// Verified and stored.
+    pub accepted: u64,
+    /// Verified repeats of an event already stored.
+    pub duplicates: u64,
+    /// Refused: bad or missing signature, stale timestamp, unreadable payload.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackHealthResponse {
+    pub connection_id: Uuid,
+    /// Where Alarm.net must post (the path on this service).
+    pub receiving_path: String,
+    /// The URL configured in the provider settings.
+    pub configured_url: Option<String>,
+    /// Whether a signing secret was issued (`inbound-credentials:rotate`).
+    pub secret_configured: bool,
+    /// `not_configured`, `silent` (nothing in 24 hours), `healthy`, or
+    /// `degraded` (some rejected in 24 hours).
+    pub status: String,
+    pub last_callback_at: Option<DateTime<Utc>>,
+    pub last_rejected_at: Option<DateTime<Utc>>,
+    pub last_rejection_reason: Option<String>,
+    /// Over the last 24 hours.
+    pub last_24h: CallbackCounts,
+}
+
+/// Alarm.net callback health (I2): the configured URL, the last callback, and
+/// how many were accepted and rejected in the last 24 hours.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/callback-health", tag = "isp",
+    security(("bearer" = [])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = CallbackHealthResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a provider with Alarm.net callbacks", body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn callback_health(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = connection_id(&path)?;
+    let health = domain::isp::callback_health(
+        state.connections.as_ref(),
+        state.isp.as_ref(),
+        caller,
+        cid,
+        Utc::now(),
+    )
+    .await?;
+    let status = match health.status {
+        CallbackHealthStatus::NotConfigured => "not_configured",
+        CallbackHealthStatus::Silent => "silent",
+        CallbackHealthStatus::Healthy => "healthy",
+        CallbackHealthStatus::Degraded => "degraded",
+    };
+    let stats = health.last_24h;
+    Ok(HttpResponse::Ok().json(CallbackHealthResponse {
+        connection_id: cid.0,
+        receiving_path: format!("/v1/webhooks/alarmnet/{cid}"),
+        configured_url: health.configured_url,
+        secret_configured: health.secret_configured,
+        status: status.to_owned(),
+        last_callback_at: stats.last_received_at,
+        last_rejected_at: stats.last_rejected_at,
+        last_rejection_reason: stats.last_rejection_reason,
+        last_24h: CallbackCounts {
+            accepted: stats.accepted,
+            duplicates: stats.duplicates,
+            rejected: stats.rejected,
+        },
+    }))
+}
