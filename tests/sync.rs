@@ -19,11 +19,16 @@ struct World {
 }
 
 async fn world(backend: Backend) -> World {
+    world_with(backend, Vec::new()).await
+}
+
+async fn world_with(backend: Backend, extra_env: Vec<(String, String)>) -> World {
     let sim = start_sim(0).await;
-    let env = vec![
+    let mut env = vec![
         ("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()),
         ("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()),
     ];
+    env.extend(extra_env);
     let svc = Service::start_on(backend, env).await;
     let admin = Who::admin("acme");
     let cid = svc
@@ -361,7 +366,9 @@ async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off(backend:
 }
 
 async fn a_push_that_keeps_failing_goes_dead_and_can_be_retried(backend: Backend) {
-    let w = world(backend).await;
+    // No patience with an outage: every failed attempt counts.
+    let impatient = ("CROSSLINK__JOBS__OUTAGE_PATIENCE_SECS".into(), "0".into());
+    let w = world_with(backend, vec![impatient]).await;
     let (site_no, _, _, _) = w.pushed("S4", "8400004").await;
     w.sim
         .state()
@@ -1025,7 +1032,93 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
     assert_eq!(pushes(&w.sim) - pushes_before, pushed, "{}", context());
 }
 
+/// Upstream outage: Stages answers nothing but 503s and dropped connections
+/// for a while. Auto Sync keeps the edits queued (no attempt is used up while
+/// Stages is down, so nothing dies), `/readyz` stays ready, `/metrics` names
+/// the failing connection, and once Stages is back the backlog drains with
+/// the latest value of every record.
+async fn a_stages_outage_leaves_a_backlog_that_drains_when_it_returns(backend: Backend) {
+    let w = world(backend).await;
+    let mut sites = Vec::new();
+    for i in 0..10 {
+        let (site_no, _, _, _) = w.pushed(&format!("O{i}"), &format!("86{i:05}")).await;
+        sites.push(site_no);
+    }
+    for rule in ["* /api/v1/*=error:503,probability=0.7", "* /api/v1/*=drop"] {
+        w.sim
+            .state()
+            .add_fault(stages_sim::FaultRule::parse(rule).unwrap())
+            .unwrap();
+    }
+    for round in 0..5 {
+        for i in 0..10 {
+            let a = w.call(Method::PUT, &format!("/v1/billing/sites/O{i}"), Some(json!({"name": "Lovelace home",
+                "address1": format!("{round} Outage Rd"), "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"}))).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+        }
+    }
+    // Long enough for every push to have failed many times over: eight
+    // counted attempts at these retry delays take well under a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = w.svc.http.get(w.svc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "the service itself is fine");
+    let metrics = w
+        .svc
+        .http
+        .get(w.svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failing: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("crosslink_upstream_calls_total{"))
+        .filter(|l| l.contains(&format!("connection=\"{}\"", w.cid)))
+        .filter(|l| !l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        failing >= 10,
+        "failed calls counted for the connection:\n{metrics}"
+    );
+    let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
+    assert_eq!(dead.body["items"], json!([]), "nothing died of the outage");
+    for site_no in &sites {
+        assert_ne!(w.stages_site(site_no)["address1"], "4 Outage Rd");
+    }
+
+    // Stages is back: the backlog drains.
+    w.sim.state().clear_faults();
+    w.quiesce().await;
+    for site_no in &sites {
+        assert_eq!(w.stages_site(site_no)["address1"], "4 Outage Rd");
+    }
+    let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
+    assert_eq!(dead.body["items"], json!([]), "{}", dead.text);
+    let metrics = w
+        .svc
+        .http
+        .get(w.svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("crosslink_upstream_calls_total{")
+                && l.contains(&format!("connection=\"{}\"", w.cid))
+                && l.contains("outcome=\"ok\"")),
+        "{metrics}"
+    );
+}
+
 on_both_backends!(
+    a_stages_outage_leaves_a_backlog_that_drains_when_it_returns,
     random_edits_on_both_sides_converge_and_nothing_is_pushed_twice,
     a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once,
     a_diff_shows_each_field_and_a_record_sync_applies_the_choices,

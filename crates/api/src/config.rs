@@ -41,6 +41,9 @@ pub struct JobSettings {
     /// How long a claimed job stays leased without renewal; a crashed
     /// worker's jobs are taken again after it.
     pub lease_secs: u64,
+    /// While an upstream is down, a job younger than this retries without
+    /// using up its attempts; an older one counts them again (and may die).
+    pub outage_patience_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +168,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.retry_base_ms", "1000"),
     ("jobs.retry_cap_ms", "300000"),
     ("jobs.lease_secs", "30"),
+    ("jobs.outage_patience_secs", "86400"),
 ];
 
 impl Settings {

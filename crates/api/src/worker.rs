@@ -9,9 +9,10 @@ use actix_web::web;
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::connection::ConnectionId;
-use domain::jobs::{backoff, kinds, Job, JobFailure, JobId, NewJob};
+use domain::jobs::{backoff, kinds, outage_delay, Job, JobFailure, JobId, NewJob};
 use domain::operations::OperationError;
 use domain::reconcile::Progress;
+use domain::stages::StagesError;
 use domain::store::JobStore;
 use domain::tenancy::{Caller, Role, UserId};
 use serde::{Deserialize, Serialize};
@@ -123,20 +124,31 @@ async fn run_one_inner(state: &web::Data<AppState>, worker_id: &str, job: Job) {
             .await
             .map(|_| "succeeded".to_owned()),
         Err(e) => {
+            let settings = &state.settings.jobs;
+            let at = Utc::now()
+                + backoff(
+                    job.attempts,
+                    chrono::Duration::milliseconds(settings.retry_base_ms as i64),
+                    chrono::Duration::milliseconds(settings.retry_cap_ms as i64),
+                    rand::random::<f64>(),
+                );
+            let age = Utc::now() - job.created_at;
+            let patient = age < chrono::Duration::seconds(settings.outage_patience_secs as i64);
             let failure = match e {
                 JobError::Permanent(error) => JobFailure::Permanent { error },
-                JobError::Transient(error) => JobFailure::Retry {
+                JobError::Unavailable(error) if patient => JobFailure::Wait {
                     error,
                     at: Utc::now()
-                        + backoff(
-                            job.attempts,
-                            chrono::Duration::milliseconds(
-                                state.settings.jobs.retry_base_ms as i64,
-                            ),
-                            chrono::Duration::milliseconds(state.settings.jobs.retry_cap_ms as i64),
+                        + outage_delay(
+                            age,
+                            chrono::Duration::milliseconds(settings.retry_base_ms as i64),
+                            chrono::Duration::milliseconds(settings.retry_cap_ms as i64),
                             rand::random::<f64>(),
                         ),
                 },
+                JobError::Transient(error) | JobError::Unavailable(error) => {
+                    JobFailure::Retry { error, at }
+                }
             };
             state
                 .jobs
@@ -153,11 +165,21 @@ async fn run_one_inner(state: &web::Data<AppState>, worker_id: &str, job: Job) {
 
 pub enum JobError {
     Transient(String),
+    /// The upstream is down: retried without using up attempts for a while.
+    Unavailable(String),
     Permanent(String),
 }
 
 impl From<OperationError> for JobError {
     fn from(e: OperationError) -> Self {
+        if let OperationError::Upstream { error, .. } = &e {
+            if matches!(
+                error,
+                StagesError::Unreachable(_) | StagesError::Timeout | StagesError::BadAnswer(_)
+            ) {
+                return Self::Unavailable(e.to_string());
+            }
+        }
         let transient = match &e {
             OperationError::Upstream { error, .. } => error.is_transient(),
             OperationError::Store(domain::store::StoreError::Unavailable(_)) => true,

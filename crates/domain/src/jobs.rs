@@ -148,6 +148,10 @@ pub fn stages_record_key(
 pub enum JobFailure {
     /// Try again at this time (the store turns it into `Dead` when attempts are used up).
     Retry { error: String, at: DateTime<Utc> },
+    /// The upstream is down (unreachable, timing out, 5xx): try again at this
+    /// time without using up an attempt, so an outage leaves a backlog that
+    /// drains when the upstream returns rather than dead jobs.
+    Wait { error: String, at: DateTime<Utc> },
     /// Do not try again.
     Permanent { error: String },
 }
@@ -160,9 +164,30 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Durati
     Duration::milliseconds((ceiling * unit.clamp(0.0, 1.0)) as i64)
 }
 
+/// The wait before trying a job again while its upstream is down. Attempts
+/// are not counted then, so the delay grows with the job's age instead: half
+/// its age, between `base` and `cap`, jittered over its upper half.
+pub fn outage_delay(age: Duration, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let ceiling = (age.num_milliseconds() / 2)
+        .max(base.num_milliseconds())
+        .min(cap.num_milliseconds().max(base.num_milliseconds()));
+    Duration::milliseconds((ceiling as f64 * (0.5 + unit.clamp(0.0, 1.0) / 2.0)) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outage_delay_grows_with_age_within_bounds() {
+        let (base, cap) = (Duration::seconds(1), Duration::seconds(300));
+        let at = |age_secs, unit| outage_delay(Duration::seconds(age_secs), base, cap, unit);
+        assert_eq!(at(0, 1.0), base, "never under the base");
+        assert_eq!(at(60, 1.0), Duration::seconds(30));
+        assert_eq!(at(60, 0.0), Duration::seconds(15), "jitter keeps half");
+        assert_eq!(at(86_400, 1.0), cap, "never over the cap");
+        assert!(at(100, 0.3) < at(400, 0.3));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -432,17 +432,24 @@ fn fail_once(
     // A retry would make a second queued job of its key: the one already
     // queued does the same work, with later inputs, so this one gives way.
     let queued_twin = match (&failure, &job.unique_key) {
-        (JobFailure::Retry { .. }, Some(key)) if !job.cancel_requested => {
+        (JobFailure::Retry { .. } | JobFailure::Wait { .. }, Some(key))
+            if !job.cancel_requested =>
+        {
             queued_with_key(conn, &job.dealer, key)?.map(|twin| twin.id)
         }
         _ => None,
+    };
+    // An attempt made while the upstream was down is given back.
+    let attempts = match &failure {
+        JobFailure::Wait { .. } if !job.cancel_requested => (job.attempts - 1).max(0),
+        _ => job.attempts,
     };
     let (state, error, run_at) = match (failure, queued_twin) {
         // It was asked to stop, and it stopped.
         (failure, _) if job.cancel_requested => {
             (JobState::Cancelled, failure_error(failure), job.run_at)
         }
-        (JobFailure::Retry { error, .. }, Some(twin)) => (
+        (JobFailure::Retry { error, .. } | JobFailure::Wait { error, .. }, Some(twin)) => (
             JobState::Cancelled,
             format!("{error} (superseded by job {twin}, queued with the same key)"),
             job.run_at,
@@ -451,12 +458,14 @@ fn fail_once(
             (JobState::Queued, error, to_db_time(at))
         }
         (JobFailure::Retry { error, .. }, None) => (JobState::Dead, error, job.run_at),
+        (JobFailure::Wait { error, at }, None) => (JobState::Queued, error, to_db_time(at)),
         (JobFailure::Permanent { error }, _) => (JobState::Failed, error, job.run_at),
     };
     let finished_at = state.is_finished().then_some(now);
     let updated = diesel::update(leased!(id, worker).filter(jobs::attempts.eq(job.attempts)))
         .set((
             jobs::state.eq(state.as_str()),
+            jobs::attempts.eq(attempts),
             jobs::last_error.eq(error),
             jobs::run_at.eq(run_at),
             jobs::finished_at.eq(finished_at),
@@ -472,7 +481,9 @@ fn fail_once(
 
 fn failure_error(failure: JobFailure) -> String {
     match failure {
-        JobFailure::Retry { error, .. } | JobFailure::Permanent { error } => error,
+        JobFailure::Retry { error, .. }
+        | JobFailure::Wait { error, .. }
+        | JobFailure::Permanent { error } => error,
     }
 }
 

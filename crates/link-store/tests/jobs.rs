@@ -541,6 +541,54 @@ store_test!(expired_leases_are_claimed_again, |db| async move {
     assert!(dead.last_error.unwrap().contains("lease"));
 });
 
+store_test!(waits_for_an_upstream_use_up_no_attempt, |db| async move {
+    let store = db.store().await;
+    let now = t0();
+    let d = dealer("d1");
+    // Three attempts allowed; ten failures while the upstream is down.
+    let job = store
+        .enqueue(new_job("d1", "reconcile", now))
+        .await
+        .unwrap();
+    let mut at = now;
+    for round in 1..=10 {
+        let claimed = claim(&store, "reconcile", "w1", at).await.unwrap();
+        assert_eq!((claimed.id, claimed.attempts), (job.id, 1));
+        at += TimeDelta::seconds(5);
+        let state = store
+            .fail_job(
+                job.id,
+                "w1",
+                JobFailure::Wait {
+                    error: format!("unreachable {round}"),
+                    at,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(state, JobState::Queued);
+        let seen = store.job(&d, job.id).await.unwrap();
+        assert_eq!((seen.attempts, seen.run_at), (0, at));
+        assert_eq!(seen.last_error, Some(format!("unreachable {round}")));
+    }
+    // Counted failures still end it.
+    for _ in 0..3 {
+        claim(&store, "reconcile", "w1", at).await.unwrap();
+        store
+            .fail_job(
+                job.id,
+                "w1",
+                JobFailure::Retry {
+                    error: "bad answer".into(),
+                    at,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.job(&d, job.id).await.unwrap().state, JobState::Dead);
+});
+
 store_test!(failures_retry_until_dead, |db| async move {
     let store = db.store().await;
     let now = t0();
