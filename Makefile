@@ -52,10 +52,12 @@ client-scenario: deps
 	./scripts/client-scenario/run.sh
 
 ## schemathesis against the running service's /openapi.json: every operation,
-## at least 2,000 cases, no 5xx, answers match their schemas, errors problem+json.
-fuzz: deps
+## at least 2,000 cases, no 5xx, answers match their schemas, errors problem+json;
+## on SQLite, then on PostgreSQL.
+fuzz: deps postgres
 	$(CARGO) build --bins
-	./scripts/fuzz.sh
+	./scripts/fuzz.sh sqlite
+	./scripts/fuzz.sh postgres
 
 ## Make sure the local PostgreSQL answers (starts the cluster when it is stopped).
 postgres:

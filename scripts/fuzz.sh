@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # `make fuzz`: schemathesis against the running service's /openapi.json.
+#   scripts/fuzz.sh [sqlite|postgres]
 #
-# Starts stages-sim and `crosslink serve` (SQLite under target/fuzz/, or
-# FUZZ_DATABASE_URL) on free loopback ports, seeds records the fuzzer can find
-# (scripts/fuzz/seed.py), and runs every operation of the served document with
-# a dealer admin token: examples, coverage, fuzzing and stateful phases, at
-# least FUZZ_MIN_CASES (2000) generated cases, within FUZZ_TIME_LIMIT seconds
-# (420). Checks: not_a_server_error (502/504 allowed only as upstream failures
-# naming the connection: scripts/fuzz/schemathesis.toml), response_schema_conformance,
+# Starts stages-sim and `crosslink serve` on free loopback ports, on a SQLite
+# file under target/fuzz/sqlite/ or on a fresh database `crosslink_fuzz` on
+# the PostgreSQL server of TEST_DATABASE_URL (FUZZ_DATABASE_URL overrides
+# both), seeds records the fuzzer can find (scripts/fuzz/seed.py), and runs
+# every operation of the served document with a dealer admin token: examples,
+# coverage, fuzzing and stateful phases, at least FUZZ_MIN_CASES (2000)
+# generated cases, within FUZZ_TIME_LIMIT seconds (300).
+# Checks: not_a_server_error (502/504 allowed only as upstream failures naming
+# the connection: scripts/fuzz/schemathesis.toml), response_schema_conformance,
 # content_type_conformance, error_is_problem_json and
 # upstream_failure_names_connection (scripts/fuzz/hooks.py).
-# Reports: target/fuzz/report/ (JUnit, NDJSON; a pytest file reproducing each
-# failure). Exits non-zero on any failure, or when too few cases ran.
+# Reports: target/fuzz/<backend>/report/ (JUnit, NDJSON, and a pytest file
+# reproducing each failure). Exits non-zero on any failure, or when too few
+# cases ran.
 #   FUZZ_SEED=N      another seed (default fixed, so CI runs are repeatable)
 #   FUZZ_EXAMPLES=N  cases per operation and phase (default 30)
 set -euo pipefail
@@ -25,17 +29,31 @@ venv=$(scripts/py-venv.sh fuzz)
 SEED=${FUZZ_SEED:-20261127}
 EXAMPLES=${FUZZ_EXAMPLES:-30}
 MIN_CASES=${FUZZ_MIN_CASES:-2000}
-TIME_LIMIT=${FUZZ_TIME_LIMIT:-420}
+TIME_LIMIT=${FUZZ_TIME_LIMIT:-300}
+BACKEND=${1:-sqlite}
 
-work=target/fuzz
+work=target/fuzz/$BACKEND
 rm -rf "$work" && mkdir -p "$work/report"
+case "$BACKEND" in
+  sqlite) db_url="sqlite://$work/crosslink.db" ;;
+  postgres)
+    server=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+    server=${server%/*}
+    db_url="$server/crosslink_fuzz"
+    if [ -z "${FUZZ_DATABASE_URL:-}" ]; then
+      psql "$server/postgres" -qc 'DROP DATABASE IF EXISTS crosslink_fuzz' 2>/dev/null
+      psql "$server/postgres" -qc 'CREATE DATABASE crosslink_fuzz'
+    fi
+    ;;
+  *) echo "usage: fuzz.sh [sqlite|postgres]" >&2; exit 2 ;;
+esac
 free_port() { "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 API=127.0.0.1:$(free_port)
 SIM=127.0.0.1:$(free_port)
 SIM_USER=fuzz
 SIM_PASSWORD=fuzz-password
 
-export CROSSLINK__DATABASE__URL="${FUZZ_DATABASE_URL:-sqlite://$work/crosslink.db}"
+export CROSSLINK__DATABASE__URL="${FUZZ_DATABASE_URL:-$db_url}"
 export CROSSLINK__SECRETS__KEY_FILE="$work/secret.key"
 export CROSSLINK__AUTH__HS256_SECRET="fuzz-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export CROSSLINK__SERVER__BIND="$API"
@@ -76,7 +94,7 @@ ops=$(curl -fs "http://$API/openapi.json" | "$venv/bin/python" -c '
 import json, sys
 d = json.load(sys.stdin)
 print(sum(1 for p in d["paths"].values() for m in p if m in ("get", "put", "post", "patch", "delete")))')
-echo "== schemathesis: $ops operations of http://$API/openapi.json, seed $SEED, $EXAMPLES examples each, limit ${TIME_LIMIT}s"
+echo "== schemathesis ($BACKEND): $ops operations of http://$API/openapi.json, seed $SEED, $EXAMPLES examples each, limit ${TIME_LIMIT}s"
 
 # One worker: schemathesis' threads meet a CPython 3.11.7 bug in ast.parse
 # ("AST constructor recursion depth mismatch") that fails a random operation.
@@ -113,7 +131,7 @@ for path in pathlib.Path(sys.argv[1]).glob("*.ndjson"):
 print(n)
 PY
 )
-echo "fuzz: $cases generated cases over $ops operations (seed $SEED); reports in $work/report"
+echo "fuzz ($BACKEND): $cases generated cases over $ops operations (seed $SEED); reports in $work/report"
 if [ "$status" -eq 0 ] && [ "$cases" -lt "$MIN_CASES" ]; then
   echo "fuzz: fewer than $MIN_CASES cases ran" >&2
   status=1
