@@ -52,6 +52,10 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
             json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}),
         ),
         Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S1"})),
+        Method::POST if path.ends_with("/isp-accounts") => {
+            Some(json!({"billing_customer_id": "C1", "action": "create_customer"}))
+        }
+        Method::POST if path.ends_with(":change-service-plan") => Some(json!({"package_id": 1})),
         Method::POST if path.ends_with("/v1/links") => {
             Some(json!({"connection_id": path_connection(path),
             "billing_site_id": "S1", "stages_site_no": "1", "systems": [{"billing_system_id": "Y", "stages_device_id": "D"}]}))
