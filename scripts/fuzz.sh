@@ -18,6 +18,7 @@
 # cases ran.
 #   FUZZ_SEED=N      another seed (default fixed, so CI runs are repeatable)
 #   FUZZ_EXAMPLES=N  cases per operation and phase (default 30)
+#   FUZZ_CHECKS=a,b  other schemathesis checks (e.g. add status_code_conformance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,7 @@ EXAMPLES=${FUZZ_EXAMPLES:-30}
 MIN_CASES=${FUZZ_MIN_CASES:-2000}
 TIME_LIMIT=${FUZZ_TIME_LIMIT:-300}
 BACKEND=${1:-sqlite}
+CHECKS=${FUZZ_CHECKS:-not_a_server_error,response_schema_conformance,content_type_conformance,error_is_problem_json,upstream_failure_names_connection}
 
 work=target/fuzz/$BACKEND
 rm -rf "$work" && mkdir -p "$work/report"
@@ -105,7 +107,7 @@ root=$PWD
 (cd "$work" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$root/scripts/fuzz" FUZZ_SEEDS="$root/$work/seeds.json" \
   timeout --signal=INT --kill-after=30 "$TIME_LIMIT" \
   "$root/$venv/bin/schemathesis" --config-file "$root/scripts/fuzz/schemathesis.toml" run "http://$API/openapi.json" \
-  --checks not_a_server_error,response_schema_conformance,content_type_conformance,error_is_problem_json,upstream_failure_names_connection \
+  --checks "$CHECKS" \
   --header "Authorization: Bearer $TOKEN" \
   --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 \
   --request-timeout 30 --generation-database none --no-color --output-truncate false \
