@@ -38,7 +38,7 @@ from crosslink_client.api.connections import (
 from crosslink_client.api.events import list_events
 from crosslink_client.api.links import get_link, push
 from crosslink_client.api.operations import readyz
-from crosslink_client.api.stages import get_site as get_stages_site
+from crosslink_client.api.stages import get_stages_site
 from crosslink_client.api.sync import diff, sync_link
 from crosslink_client.models import (
     ConnectionResponse,

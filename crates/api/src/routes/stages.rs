@@ -477,7 +477,7 @@ pub async fn list_sites(
 }
 
 /// One Stages site with its devices.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}", tag = "stages", operation_id = "get_stages_site", security(("bearer" = [])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     responses((status = 200, body = StagesSiteDetail),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
