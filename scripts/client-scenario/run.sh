@@ -14,6 +14,22 @@ done
 venv=$(scripts/py-venv.sh client)
 export PATH="$PWD/$venv/bin:$PATH" # ruff, for the generator's post hooks
 
+# Every operation needs its own operationId (OpenAPI requires it; generators
+# and schemathesis' links resolve operations by it).
+"$venv/bin/python" - <<'PY'
+import collections, json, sys
+doc = json.load(open("openapi/openapi.json"))
+ids = collections.defaultdict(list)
+for path, item in doc["paths"].items():
+    for method, op in item.items():
+        if isinstance(op, dict) and "operationId" in op:
+            ids[op["operationId"]].append(f"{method.upper()} {path}")
+dupes = {k: v for k, v in ids.items() if len(v) > 1}
+for k, v in dupes.items():
+    print(f"openapi.json: operationId {k} is used by {', '.join(v)}", file=sys.stderr)
+sys.exit(1 if dupes else 0)
+PY
+
 echo "== generating the client from openapi/openapi.json"
 rm -rf target/client
 "$venv/bin/openapi-python-client" generate --path openapi/openapi.json --output-path target/client \
