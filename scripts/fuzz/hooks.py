@@ -11,6 +11,8 @@
   (deleting, changing a connection or its credentials) never get them, even
   from schemathesis' own pool of ids seen in answers (before_call).
 - Request bodies never name an outside URL (before_call).
+- Stages callbacks to the seeded connection carry its inbound credential
+  (HTTP Basic), so the callback handler is fuzzed past its 401.
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ def before_call(ctx, case, kwargs):
     resource pool of schemathesis reuses ids from earlier answers too): no
     outside URLs, and the seeded records are not deleted or unconfigured."""
     _keep_local(case.body)
+    if (
+        case.operation.path == "/v1/webhooks/stages/{connection_id}"
+        and (case.path_parameters or {}).get("connection_id") == _SEEDS.get("connection_id")
+        and "inbound_secret" in _SEEDS
+    ):
+        # Stages' callbacks to the seeded connection carry its inbound credential
+        # (requests' auth replaces the bearer header given on the command line).
+        kwargs["auth"] = (_SEEDS["inbound_username"], _SEEDS["inbound_secret"])
     if _SEEDS and case.path_parameters and not _seedable_op(case.operation):
         seeded = set(_SEEDS.values())
         for name, value in list(case.path_parameters.items()):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Records for the fuzzer to find (scripts/fuzz.sh): a Stages connection with
 working credentials, a billing customer, site, system and user, the site pushed
-to Stages (links, site number, device, contact), and a webhook subscription.
+to Stages (links, site number, device, contact), a webhook subscription, and
+the connection's inbound (callback) credentials.
 Prints their ids as JSON, keyed by the path parameter names of the document."""
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ records = pushed["records"]
 site_no, site_link = records[0]["external_id"], records[0]["link_id"]
 device_id = records[1]["external_id"]
 contacts = call("GET", f"/v1/connections/{cid}/stages/sites/{site_no}/contacts")
+# What Stages uses to call the service back (HTTP Basic on /v1/webhooks/stages/{cid}).
+inbound = call("POST", f"/v1/connections/{cid}/inbound-credentials:rotate")
 sub = call("POST", "/v1/webhook-subscriptions", {"url": "http://127.0.0.1:9/fuzz-hook"}, want=(200, 201, 422))
 seeds = {
     "connection_id": cid,
@@ -62,6 +65,8 @@ seeds = {
 items = contacts.get("items") if isinstance(contacts, dict) else contacts
 if items:
     seeds["contact_id"] = str(items[0].get("contact_id") or items[0].get("id"))
+seeds["inbound_username"] = inbound["username"]
+seeds["inbound_secret"] = inbound["secret"]
 if isinstance(sub, dict) and "id" in sub:
     seeds["subscription_id"] = sub["id"]
 print(json.dumps(seeds))
