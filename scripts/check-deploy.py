@@ -35,9 +35,7 @@ Exit status: 0 when everything holds, 1 on any finding, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
 import re
 import shlex
 import shutil
@@ -460,7 +458,7 @@ def check_k8s(deploy: Path, settings: Settings, api_paths: set[str], image: dict
 
     configmaps = {o["metadata"]["name"]: (p, o) for p, o in by_kind.get("ConfigMap", [])}
     secrets: dict[str, set[str]] = {}
-    for p, o in by_kind.get("Secret", []):
+    for _, o in by_kind.get("Secret", []):
         secrets[o["metadata"]["name"]] = set((o.get("data") or {}) | (o.get("stringData") or {}))
     cm_configs: dict[tuple[str, str], dict | None] = {}
     for name, (p, o) in configmaps.items():
@@ -497,7 +495,7 @@ def check_k8s(deploy: Path, settings: Settings, api_paths: set[str], image: dict
                     cref = (e.get("valueFrom") or {}).get("configMapKeyRef")
                     if cref:
                         f.check(cref["name"] in configmaps, cw, f"{e['name']} refers to ConfigMap {cref['name']}, which is not defined")
-                for src in c.get("envFrom", []):
+                if c.get("envFrom"):
                     f.add(cw, "envFrom hides which settings are set; list the CROSSLINK__ variables one by one")
                 args = as_args(c.get("command")) or image.get("entrypoint", [])
                 args = args + (as_args(c.get("args")) if "args" in c else ([] if "command" in c else image.get("cmd", [])))

@@ -49,7 +49,6 @@ from crosslink_client.models import (
     EventList,
     LinkDiffResponse,
     LinkResponse,
-    Problem,
     ProviderDto,
     PushBody,
     PutCredentialRequest,
