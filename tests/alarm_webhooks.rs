@@ -296,6 +296,64 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
     assert_eq!(bad.assert_problem(422), "validation");
     assert_eq!(bad.body["errors"][0]["field"], "payment");
     assert_eq!(inbox_rows(&svc, &cid), 2);
+
+    // The report: on, the permission held, and what came in the last day.
+    let viewer = Who::new("acme", "v", "viewer");
+    let report = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/billing-notifications"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(report.body["enabled"], true);
+    assert_eq!(report.body["permission"], "granted");
+    assert_eq!(report.body["receiving_path"], path);
+    assert_eq!(
+        report.body["last_24h"],
+        json!({"accepted": 2, "duplicates": 1, "rejected": 5}),
+        "{}",
+        report.text
+    );
+    assert_eq!(report.body["last_rejection_reason"], "unreadable payload");
+    assert!(report.body["last_notification_at"].is_string());
+
+    // The account loses the permission: the report says so and what to do.
+    assert!(adc
+        .state()
+        .update_permissions(Some(ADC_USER), |p| p.billing = false));
+    let report = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/billing-notifications"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(report.body["permission"], "missing");
+    assert!(
+        report.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("setSecurityTraxSettings"),
+        "{}",
+        report.text
+    );
+    // Alarm.com unreachable: the report still answers, the permission unknown.
+    adc.stop().await;
+    let report = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/billing-notifications"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(report.body["permission"], "unknown");
 }
 
 async fn alarmnet_callbacks_are_verified_stored_and_counted(backend: Backend) {
@@ -404,6 +462,15 @@ async fn alarmnet_callbacks_are_verified_stored_and_counted(backend: Backend) {
         )
         .await;
     assert_eq!(adc_health.assert_problem(409), "wrong_provider");
+    let tc_billing = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/billing-notifications"),
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(tc_billing.assert_problem(409), "wrong_provider");
 }
 
 on_both_backends!(

@@ -89,6 +89,7 @@ use crate::routes::{
         events::delete_subscription,
         webhooks::stages_callback,
         imports::start_import,
+        imports::filter_choices,
         imports::list_imports,
         imports::get_import,
         imports::import_items,
@@ -98,6 +99,7 @@ use crate::routes::{
         isp::get_isp_account,
         isp::change_service_plan,
         isp::callback_health,
+        isp::billing_notifications,
         provider_webhooks::alarm_com_billing,
         provider_webhooks::alarmnet_callback,
     ),
@@ -134,6 +136,11 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT with `sub`, `dealer`, `roles`, `exp`, `iss` and `aud`. Each \
+                         operation's security requirement names the role it needs \
+                         (`viewer` < `operator` < `admin`; a higher role also passes).",
+                    ))
                     .build(),
             ),
         );

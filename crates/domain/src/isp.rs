@@ -1047,6 +1047,88 @@ pub async fn receive_billing_notice(
     })
 }
 
+/// Whether the provider login holds a permission, as far as could be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PermissionCheck {
+    Granted,
+    Missing,
+    /// Not checked: no credentials, or the provider could not be asked.
+    Unknown,
+}
+
+/// The state of Alarm.com billing notifications on a connection (I4): on or
+/// off, whether the Alarm.com account holds the billing permission now, and
+/// what arrived in the last 24 hours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BillingNotificationsReport {
+    pub enabled: bool,
+    pub permission: PermissionCheck,
+    /// What to do, in words an admin can act on.
+    pub detail: String,
+    pub last_24h: CallbackStats,
+}
+
+/// Reports on billing notifications, asking Alarm.com for the permission now;
+/// a provider that cannot be asked makes the permission `Unknown`, not an error.
+pub async fn billing_notifications_report(
+    connections: &dyn ConnectionStore,
+    adc: &dyn AdcConnector,
+    accounts: &dyn IspStore,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    now: DateTime<Utc>,
+) -> Result<BillingNotificationsReport, OperationError> {
+    let connection = connections
+        .connection(&caller.dealer, connection_id)
+        .await
+        .map_err(not_found_as("no such connection".into()))?;
+    if connection.provider != ProviderKind::AlarmCom {
+        return Err(not_alarm_com(&connection, "billing notifications"));
+    }
+    let asked = match adc_as_dealer(connections, adc, &caller.dealer, &connection).await {
+        Ok(api) => api
+            .permissions()
+            .await
+            .map_err(|e| provider_error(&connection, e).to_string()),
+        Err(OperationError::MissingCredentials(why)) => Err(why),
+        Err(other) => return Err(other),
+    };
+    let enabled = connection.settings.billing_notifications;
+    let (permission, detail) = match asked {
+        Ok(p) if p.billing => (
+            PermissionCheck::Granted,
+            if enabled {
+                "billing notifications are on and the Alarm.com account holds the billing permission".to_owned()
+            } else {
+                "the Alarm.com account holds the billing permission; an admin turns billing notifications on with settings.billing_notifications".to_owned()
+            },
+        ),
+        Ok(_) => (
+            PermissionCheck::Missing,
+            missing_billing_permission(&connection).to_string(),
+        ),
+        Err(why) => (
+            PermissionCheck::Unknown,
+            format!("the billing permission could not be checked: {why}"),
+        ),
+    };
+    let last_24h = accounts
+        .callback_stats(
+            &caller.dealer,
+            connection_id,
+            sources::ALARM_COM_BILLING,
+            now - chrono::Duration::hours(24),
+        )
+        .await?;
+    Ok(BillingNotificationsReport {
+        enabled,
+        permission,
+        detail,
+        last_24h,
+    })
+}
+
 /// An Alarm.net callback: an event of one panel account, as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmNetCallback {

@@ -27,6 +27,9 @@ use crate::schema::{callback_log, isp_accounts, webhook_inbox};
 use crate::Store;
 
 const PENDING: &str = "pending";
+/// The health report looks back a day; a week of log is kept, older rows go
+/// as new ones of the same connection and source arrive.
+const CALLBACK_LOG_DAYS: i64 = 7;
 const ACTIVE: &str = "active";
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -108,6 +111,22 @@ impl CallbackLogRow {
             received_at: to_db_time(Utc::now()),
         }
     }
+}
+
+/// Writes one log row and drops that connection's and source's rows past the retention.
+fn log_callback(conn: &mut crate::db::DbConnection, row: &CallbackLogRow) -> Result<(), Fail> {
+    let horizon = row.received_at - chrono::Duration::days(CALLBACK_LOG_DAYS);
+    diesel::delete(
+        callback_log::table
+            .filter(callback_log::connection_id.eq(&row.connection_id))
+            .filter(callback_log::source.eq(&row.source))
+            .filter(callback_log::received_at.lt(horizon)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(callback_log::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
 }
 
 #[derive(Debug, Insertable)]
@@ -445,16 +464,17 @@ impl IspStore for Store {
                 } else {
                     "duplicate"
                 };
-                diesel::insert_into(callback_log::table)
-                    .values(CallbackLogRow::new(
+                log_callback(
+                    conn,
+                    &CallbackLogRow::new(
                         &row.dealer,
                         &row.connection_id,
                         &source,
                         outcome,
                         Some(&row.event_id),
                         None,
-                    ))
-                    .execute(conn)?;
+                    ),
+                )?;
                 Ok::<_, Fail>(inserted > 0)
             })
         })
@@ -478,10 +498,7 @@ impl IspStore for Store {
         );
         self.run(move |conn, _| {
             require_connection(conn, &row.dealer, &row.connection_id)?;
-            diesel::insert_into(callback_log::table)
-                .values(&row)
-                .execute(conn)?;
-            Ok(())
+            log_callback(conn, &row)
         })
         .await
     }

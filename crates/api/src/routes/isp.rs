@@ -9,8 +9,8 @@ use domain::adc::{AdcCustomerId, AdcPackageId};
 use domain::billing::BillingId;
 use domain::connection::{Endpoint, ProviderSettings};
 use domain::isp::{
-    CallbackHealthStatus, IspAccount, IspAccountId, ProviderSettingsPatch, ProvisionAction,
-    ProvisionRequest,
+    CallbackHealthStatus, IspAccount, IspAccountId, PermissionCheck, ProviderSettingsPatch,
+    ProvisionAction, ProvisionRequest,
 };
 use domain::tenancy::Role;
 use domain::validation::ValidationError;
@@ -41,6 +41,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/connections/{connection_id}/callback-health",
         web::get().to(callback_health),
+    )
+    .route(
+        "/connections/{connection_id}/billing-notifications",
+        web::get().to(billing_notifications),
     );
 }
 
@@ -353,7 +357,7 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, a: IspAccount) -> HttpResp
 /// answer was lost is recovered by the billing id (`DealerCustomerId`) rather
 /// than made twice.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = CreateIspAccountRequest,
@@ -384,7 +388,7 @@ pub async fn create_isp_account(
 
 /// The ISP accounts of a connection, oldest first.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), IspAccountFilter, PageParams),
     responses((status = 200, body = IspAccountList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -420,7 +424,7 @@ pub async fn list_isp_accounts(
 
 /// One ISP account.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path)),
     responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -446,7 +450,7 @@ pub async fn get_isp_account(
 /// Move an ISP account to another service plan at the provider (I3). The
 /// provider checks the plan; a refusal is 422 with its reason.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}:change-service-plan", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path),
         ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
@@ -517,7 +521,7 @@ pub struct CallbackHealthResponse {
 /// Alarm.net callback health (I2): the configured URL, the last callback, and
 /// how many were accepted and rejected in the last 24 hours.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/callback-health", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = CallbackHealthResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -551,6 +555,75 @@ pub async fn callback_health(
         secret_configured: health.secret_configured,
         status: status.to_owned(),
         last_callback_at: stats.last_received_at,
+        last_rejected_at: stats.last_rejected_at,
+        last_rejection_reason: stats.last_rejection_reason,
+        last_24h: CallbackCounts {
+            accepted: stats.accepted,
+            duplicates: stats.duplicates,
+            rejected: stats.rejected,
+        },
+    }))
+}
+
+// ---- Alarm.com billing notifications --------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingNotificationsResponse {
+    pub connection_id: Uuid,
+    /// Whether `settings.billing_notifications` is on.
+    pub enabled: bool,
+    /// The Alarm.com account's billing permission, asked now: `granted`,
+    /// `missing`, or `unknown` (no credentials, or Alarm.com could not be asked).
+    pub permission: String,
+    /// What to do next.
+    pub detail: String,
+    /// Where Alarm.com must post (the path on this service).
+    pub receiving_path: String,
+    pub last_notification_at: Option<DateTime<Utc>>,
+    pub last_rejected_at: Option<DateTime<Utc>>,
+    pub last_rejection_reason: Option<String>,
+    /// Over the last 24 hours.
+    pub last_24h: CallbackCounts,
+}
+
+/// Alarm.com billing notifications (I4): on or off, whether the Alarm.com
+/// account holds the billing permission they need (asked now), and what
+/// arrived in the last 24 hours.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/billing-notifications", tag = "isp",
+    security(("bearer" = ["viewer"])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = BillingNotificationsResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not an alarm_com connection", body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn billing_notifications(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = connection_id(&path)?;
+    let report = domain::isp::billing_notifications_report(
+        state.connections.as_ref(),
+        state.adc.as_ref(),
+        state.isp.as_ref(),
+        caller,
+        cid,
+        Utc::now(),
+    )
+    .await?;
+    let stats = report.last_24h;
+    Ok(HttpResponse::Ok().json(BillingNotificationsResponse {
+        connection_id: cid.0,
+        enabled: report.enabled,
+        permission: match report.permission {
+            PermissionCheck::Granted => "granted",
+            PermissionCheck::Missing => "missing",
+            PermissionCheck::Unknown => "unknown",
+        }
+        .to_owned(),
+        detail: report.detail,
+        receiving_path: format!("/v1/webhooks/alarm-com/{cid}"),
+        last_notification_at: stats.last_received_at,
         last_rejected_at: stats.last_rejected_at,
         last_rejection_reason: stats.last_rejection_reason,
         last_24h: CallbackCounts {
