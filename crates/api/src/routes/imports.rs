@@ -515,7 +515,7 @@ async fn load(
 }
 
 /// Start an import of Alarm.com customers or users (a background job).
-#[utoipa::path(post, path = "/v1/imports", tag = "imports", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/imports", tag = "imports", security(("bearer" = ["operator"])),
     request_body = StartImportRequest,
     responses((status = 202, body = ImportResponse, headers(("Location" = String))),
         (status = 409, description = "The connection is not an Alarm.com one, is inactive, or has no credentials (not linked)", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -535,7 +535,7 @@ pub async fn start_import(
 }
 
 /// Imports, newest first.
-#[utoipa::path(get, path = "/v1/imports", tag = "imports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/imports", tag = "imports", security(("bearer" = ["viewer"])),
     params(PageParams),
     responses((status = 200, body = ImportList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -561,7 +561,7 @@ pub async fn list_imports(
 }
 
 /// One import: state, progress, filters, options and counts.
-#[utoipa::path(get, path = "/v1/imports/{import_id}", tag = "imports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/imports/{import_id}", tag = "imports", security(("bearer" = ["viewer"])),
     params(("import_id" = Uuid, Path)),
     responses((status = 200, body = ImportResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -576,7 +576,7 @@ pub async fn get_import(
 }
 
 /// What became of each record an import has seen, in the order it saw them.
-#[utoipa::path(get, path = "/v1/imports/{import_id}/items", tag = "imports", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/imports/{import_id}/items", tag = "imports", security(("bearer" = ["viewer"])),
     params(("import_id" = Uuid, Path), ItemFilter, PageParams),
     responses((status = 200, body = ImportItemList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -608,7 +608,7 @@ pub async fn import_items(
 
 /// Cancel a queued import, or ask a running one to stop after its current chunk.
 /// What it imported stays imported; a new run takes up the rest.
-#[utoipa::path(post, path = "/v1/imports/{import_id}:cancel", tag = "imports", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/imports/{import_id}:cancel", tag = "imports", security(("bearer" = ["operator"])),
     params(("import_id" = Uuid, Path)),
     responses((status = 200, body = ImportResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
