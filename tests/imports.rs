@@ -462,6 +462,23 @@ async fn users_then_customers_link_each_rep(backend: Backend) {
     let op = Who::new("acme", "olivia", "operator");
     let cid = alarm_com(&svc, &admin, &adc).await;
 
+    // The filters' choices come from Alarm.com.
+    let choices = svc
+        .call(
+            Method::GET,
+            &format!("/v1/imports/filter-choices?connection_id={cid}"),
+            &Who::new("acme", "vic", "viewer"),
+            None,
+        )
+        .await;
+    assert_eq!(choices.status, 200, "{}", choices.text);
+    assert_eq!(choices.body["sub_dealers"].as_array().unwrap().len(), 5);
+    assert!(choices.body["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "Sales Rep"));
+
     let reps = adc.state().reps();
     let sales: BTreeSet<String> = reps
         .iter()
@@ -596,6 +613,15 @@ async fn preconditions_are_clear_problems_before_anything_starts(backend: Backen
     let bare = bare.body["id"].as_str().unwrap().to_owned();
     let a = post(json!({"connection_id": bare, "kind": "customers"})).await;
     assert_eq!(a.assert_problem(409), "credentials_required");
+    let choices = svc
+        .call(
+            Method::GET,
+            &format!("/v1/imports/filter-choices?connection_id={bare}"),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(choices.assert_problem(409), "credentials_required");
     assert!(
         a.body["detail"].as_str().unwrap().contains("not linked"),
         "{}",

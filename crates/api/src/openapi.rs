@@ -89,6 +89,7 @@ use crate::routes::{
         events::delete_subscription,
         webhooks::stages_callback,
         imports::start_import,
+        imports::filter_choices,
         imports::list_imports,
         imports::get_import,
         imports::import_items,
@@ -135,11 +136,6 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some(
-                        "A JWT with `sub`, `dealer`, `roles`, `exp`, `iss` and `aud`. Each \
-                         operation's security requirement names the role it needs \
-                         (`viewer` < `operator` < `admin`; a higher role also passes).",
-                    ))
                     .build(),
             ),
         );

@@ -9,6 +9,7 @@
 //! Adding a benchmark: write a function in `scenarios` that returns its
 //! [`report::Bench`] rows and call it from [`run`].
 
+mod imports;
 mod load;
 mod report;
 mod scenarios;
@@ -74,6 +75,10 @@ struct Cli {
     /// service's default of 20 a push (a read and a PATCH) is held near 10/s.
     #[arg(long, default_value_t = 0)]
     sync_stages_rps: u32,
+    /// Alarm.com customers the import benchmark takes (the simulator is
+    /// seeded with them); 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    import_customers: usize,
 }
 
 #[tokio::main]
@@ -95,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             "sync_edits": cli.sync_edits,
             "idle_edits": cli.idle_edits,
             "sync_stages_rps": cli.sync_stages_rps,
+            "import_customers": cli.import_customers,
             "backends": cli.backends.iter().map(|b| b.label()).collect::<Vec<_>>(),
             "crosslink_bin": cli.crosslink_bin,
         }),
@@ -208,7 +214,50 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
         drop(db);
     }
     sim.stop().await;
-    Ok([lookups, reconciles, syncs, starts, info].concat())
+    let imports = if cli.import_customers > 0 {
+        import_benches(cli, &env, &http, &token).await?
+    } else {
+        Vec::new()
+    };
+    Ok([lookups, reconciles, syncs, imports, starts, info].concat())
+}
+
+/// Alarm.com imports on each backend, against the simulator's own rate.
+async fn import_benches(
+    cli: &Cli,
+    env: &Env,
+    http: &reqwest::Client,
+    token: &str,
+) -> anyhow::Result<Vec<Bench>> {
+    let adc = step(
+        &format!(
+            "seeding the Alarm.com simulator with {} customers",
+            cli.import_customers
+        ),
+        imports::seeded_adc(cli.import_customers),
+    )
+    .await?;
+    let baseline = step(
+        "reading every Alarm.com customer directly",
+        imports::direct_read(&adc),
+    )
+    .await?;
+    let mut rows = Vec::new();
+    for &backend in &cli.backends {
+        rows.extend(
+            step(
+                &format!(
+                    "[{}] Alarm.com import of {} customers, then again",
+                    backend.label(),
+                    baseline.customers
+                ),
+                imports::customer_import(env, backend, http, token, &adc, &baseline),
+            )
+            .await?,
+        );
+    }
+    adc.stop().await;
+    Ok(rows)
 }
 
 /// Auto Sync and callbacks, on the database the other benchmarks linked: the

@@ -535,6 +535,39 @@ pub async fn import_source(
     }))
 }
 
+/// What the filters can be chosen from: the dealer's sub-dealers and the
+/// roles its users hold, read from Alarm.com through an import-ready connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterChoices {
+    pub sub_dealers: Vec<crate::adc::AdcSubDealer>,
+    pub roles: Vec<crate::adc::AdcRole>,
+}
+
+pub async fn filter_choices(
+    ports: ImportPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+) -> Result<FilterChoices, OperationError> {
+    let connection = ports
+        .connections
+        .connection(&caller.dealer, connection_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => OperationError::NotFound("no such connection".into()),
+            other => other.into(),
+        })?;
+    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let failed = |e: AdcError| OperationError::Provider {
+        connection: connection.name.as_str().to_owned(),
+        timeout: matches!(e, AdcError::Timeout),
+        message: e.to_string(),
+    };
+    Ok(FilterChoices {
+        sub_dealers: adc.sub_dealers().await.map_err(failed)?,
+        roles: adc.roles().await.map_err(failed)?,
+    })
+}
+
 /// The job that runs an import.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportJobPayload {

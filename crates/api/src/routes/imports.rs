@@ -25,7 +25,8 @@ use crate::routes::jobs::{JobProgress, JobStateDto};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/imports/{import_id}:cancel", web::post().to(cancel_import))
+    cfg.route("/imports/filter-choices", web::get().to(filter_choices))
+        .route("/imports/{import_id}:cancel", web::post().to(cancel_import))
         .route("/imports/{import_id}/items", web::get().to(import_items))
         .route("/imports/{import_id}", web::get().to(get_import))
         .service(
@@ -501,14 +502,16 @@ async fn load(
     dealer: &domain::tenancy::DealerId,
     id: ImportId,
 ) -> ApiResult<(Import, Job)> {
-    let import = state
-        .imports
-        .import(dealer, id)
-        .await
-        .map_err(import_not_found)?;
+    // The job first: a run records its last counts before its job ends, so
+    // counts read after an ended job are final.
     let job = state
         .jobs
         .job(dealer, id.job_id())
+        .await
+        .map_err(import_not_found)?;
+    let import = state
+        .imports
+        .import(dealer, id)
         .await
         .map_err(import_not_found)?;
     Ok((import, job))
@@ -550,8 +553,9 @@ pub async fn list_imports(
         .list_imports(&caller.dealer, page.to_request()?)
         .await?;
     let mut items = Vec::with_capacity(found.items.len());
-    for import in found.items {
-        let job = state.jobs.job(&caller.dealer, import.id.job_id()).await?;
+    for listed in found.items {
+        // As `load`: the job, then the run's counts read after it.
+        let (import, job) = load(&state, &caller.dealer, listed.id).await?;
         items.push(respond(import, job));
     }
     Ok(HttpResponse::Ok().json(ImportList {
@@ -644,4 +648,61 @@ pub async fn cancel_import(
     }
     let (import, job) = load(&state, &caller.dealer, id).await?;
     Ok(HttpResponse::Ok().json(respond(import, job)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChoicesQuery {
+    /// An active Alarm.com connection with its API credentials.
+    pub connection_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NamedId {
+    pub id: i64,
+    pub name: String,
+}
+
+/// What the sub-dealer and role filters can be chosen from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilterChoicesResponse {
+    pub sub_dealers: Vec<NamedId>,
+    pub roles: Vec<NamedId>,
+}
+
+/// The sub-dealers and roles of the Alarm.com account, for the filters' choices.
+#[utoipa::path(get, path = "/v1/imports/filter-choices", tag = "imports", security(("bearer" = ["viewer"])),
+    params(ChoicesQuery),
+    responses((status = 200, body = FilterChoicesResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The connection is not an Alarm.com one, is inactive, or has no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn filter_choices(
+    state: web::Data<AppState>,
+    auth: Auth,
+    query: web::Query<ChoicesQuery>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = Uuid::parse_str(query.connection_id.trim())
+        .map(domain::connection::ConnectionId)
+        .map_err(|_| ApiError::not_found("no such connection"))?;
+    let choices = domain::import::filter_choices(state.import_ports(), caller, cid).await?;
+    Ok(HttpResponse::Ok().json(FilterChoicesResponse {
+        sub_dealers: choices
+            .sub_dealers
+            .into_iter()
+            .map(|s| NamedId {
+                id: s.id,
+                name: s.name,
+            })
+            .collect(),
+        roles: choices
+            .roles
+            .into_iter()
+            .map(|r| NamedId {
+                id: r.id,
+                name: r.name,
+            })
+            .collect(),
+    }))
 }
