@@ -147,84 +147,378 @@ async fn every_v1_route_rejects_bad_tokens() {
     }
 }
 
-#[tokio::test]
-async fn other_dealers_rows_are_not_found_and_roles_are_enforced() {
-    let svc = Service::start().await;
-    let acme = Who::admin("acme");
-    let cid = svc
-        .create_connection(&acme, "Stages", "http://127.0.0.1:9", "user")
-        .await;
-    svc.call(
-        Method::PUT,
-        &format!("/v1/connections/{cid}/credentials/dealer"),
-        &acme,
-        Some(json!({"username": "u", "password": "p"})),
-    )
-    .await;
-
-    // Another dealer's admin sees nothing of acme's, on every route.
-    let intruder = Who::admin("intruder");
-    for (method, path) in protected_operations(&cid) {
-        // Callbacks authenticate with the connection's Basic credential, not a token.
-        if !path.contains(&cid) || path.starts_with("/v1/webhooks/") {
+/// Every `/v1` operation of the document with the role its security
+/// requirement names (OpenAPI 3.1: a scheme's list may hold the role names
+/// an operation needs), its required query parameters in the template. An
+/// operation that names no role fails the sweep.
+fn operations_with_roles() -> Vec<(Method, String, &'static str)> {
+    let doc: Value = serde_json::from_str(&api::openapi::document()).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        // Callbacks carry the connection's own credentials, not a token.
+        if path.starts_with("/v1/webhooks/") {
             continue;
         }
-        let mut rb = svc.req(method.clone(), &path, &intruder);
-        if let Some(b) = body_for(&method, &path) {
-            rb = rb.json(&b);
+        for (method, op) in item.as_object().unwrap() {
+            let Some(security) = op.get("security") else {
+                assert!(!path.starts_with("/v1/"), "{method} {path} needs no token");
+                continue;
+            };
+            let role = match security[0]["bearer"][0].as_str() {
+                Some("viewer") => "viewer",
+                Some("operator") => "operator",
+                Some("admin") => "admin",
+                other => panic!("{method} {path} names no role ({other:?}): {security}"),
+            };
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let query: Vec<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| format!("{0}={{{0}}}", p["name"].as_str().unwrap()))
+                .collect();
+            let path = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{}", query.join("&"))
+            };
+            ops.push((method, path, role));
         }
-        let a = Answer::from(rb.send().await.unwrap()).await;
-        a.assert_problem(404);
     }
-    let list = svc
-        .call(Method::GET, "/v1/connections", &intruder, None)
-        .await;
-    assert_eq!(list.body["items"], json!([]));
-    // Still there for its owner.
-    assert_eq!(
-        svc.call(Method::GET, &format!("/v1/connections/{cid}"), &acme, None)
-            .await
-            .status,
-        200
+    assert!(
+        ops.len() >= 70,
+        "the sweep covers the /v1 routes: {}",
+        ops.len()
     );
+    ops
+}
 
-    // Viewers and operators read but cannot change connections or dealer credentials.
-    for role in ["viewer", "operator"] {
-        let who = Who::new("acme", role, role);
-        assert_eq!(
-            svc.call(Method::GET, &format!("/v1/connections/{cid}"), &who, None)
-                .await
-                .status,
-            200
-        );
-        let changes = [
-            (Method::POST, "/v1/connections".to_owned()),
-            (Method::PATCH, format!("/v1/connections/{cid}")),
-            (Method::DELETE, format!("/v1/connections/{cid}")),
-            (
-                Method::PUT,
-                format!("/v1/connections/{cid}/credentials/dealer"),
+const ROLES: [&str; 3] = ["viewer", "operator", "admin"];
+
+/// acme's records, one of each kind a path can name.
+struct Acme {
+    ids: std::collections::HashMap<&'static str, String>,
+    stages_cid: String,
+    adc_cid: String,
+}
+
+impl Acme {
+    /// The path with acme's ids in it.
+    fn fill(&self, template: &str) -> String {
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find('{') {
+            let end = rest[start..].find('}').unwrap() + start;
+            out.push_str(&rest[..start]);
+            let name = &rest[start + 1..end];
+            let alarm_com = [
+                "isp-accounts",
+                "service-plans",
+                "callback-health",
+                "billing-notifications",
+                "/v1/imports",
+            ];
+            let value = match name {
+                "connection_id" if alarm_com.iter().any(|p| template.contains(p)) => {
+                    self.adc_cid.clone()
+                }
+                "connection_id" => self.stages_cid.clone(),
+                "list" => "regions".to_owned(),
+                other => self
+                    .ids
+                    .get(other)
+                    .unwrap_or_else(|| panic!("no acme record for {{{other}}} in {template}"))
+                    .clone(),
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// A well-formed body for the operation, naming acme's records.
+    fn body(&self, method: &Method, path: &str) -> Option<Value> {
+        match *method {
+            Method::POST if path.ends_with("/isp-accounts") => Some(
+                json!({"billing_customer_id": "C-1", "action": "link", "customer_id": self.ids["adc_customer"].parse::<i64>().unwrap()}),
             ),
-            (
-                Method::GET,
-                format!("/v1/connections/{cid}/inbound-credentials"),
-            ),
-            (
-                Method::POST,
-                format!("/v1/connections/{cid}/inbound-credentials:rotate"),
-            ),
-        ];
-        for (method, path) in changes {
-            let body = body_for(&method, &path);
-            let a = svc.call(method.clone(), &path, &who, body).await;
-            assert_eq!(a.assert_problem(403), "forbidden", "{role} {method} {path}");
+            Method::POST if path.ends_with(":change-service-plan") => {
+                Some(json!({"package_id": 1}))
+            }
+            Method::POST if path.ends_with("/v1/imports") => {
+                Some(json!({"connection_id": self.adc_cid, "kind": "customers"}))
+            }
+            Method::POST if path.ends_with("/v1/links") => Some(json!({
+                "connection_id": self.stages_cid, "billing_site_id": "S-1",
+                "stages_site_no": self.ids["site_no"], "systems": []})),
+            Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S-1"})),
+            Method::PUT if path.contains("/billing/systems/") => Some(json!({"site_id": "S-1"})),
+            _ => body_for(method, path),
         }
     }
-    // A token with no known role reads nothing.
-    let nobody = Who::new("acme", "x", "guest");
-    svc.call(Method::GET, "/v1/connections", &nobody, None)
-        .await
-        .assert_problem(403);
+}
+
+/// acme's world: a Stages connection and an Alarm.com entry with their
+/// credentials, billing records, a pushed site with its device, a contact, a
+/// test, an ISP account, an import, a reconcile job and a subscription.
+async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim) -> Acme {
+    let admin = Who::admin("acme");
+    let ok = |a: &Answer, what: &str| assert!(a.status < 300, "{what}: {} {}", a.status, a.text);
+    let stages_cid = svc
+        .create_connection(&admin, "Stages", &stages.base_url(), "dealer")
+        .await;
+    let a = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{stages_cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+        )
+        .await;
+    ok(&a, "stages credentials");
+    let a = svc
+        .call(
+            Method::POST,
+            "/v1/connections",
+            &admin,
+            Some(json!({"provider": "alarm_com", "endpoint": adc.base_url()})),
+        )
+        .await;
+    ok(&a, "alarm.com entry");
+    let adc_cid = a.body["id"].as_str().unwrap().to_owned();
+    let a = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{adc_cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": "adc-dealer", "password": "adc-Passw0rd"})),
+        )
+        .await;
+    ok(&a, "alarm.com credentials");
+    for (path, body) in [
+        (
+            "/v1/billing/customers/C-1",
+            json!({"last_name": "Lovelace"}),
+        ),
+        (
+            "/v1/billing/sites/S-1",
+            json!({"customer_id": "C-1", "name": "Lovelace home"}),
+        ),
+        ("/v1/billing/systems/Y-1", json!({"site_id": "S-1"})),
+        ("/v1/billing/users/U-1", json!({"last_name": "Babbage"})),
+    ] {
+        ok(&svc.call(Method::PUT, path, &admin, Some(body)).await, path);
+    }
+    let pushed = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{stages_cid}/push"),
+            &admin,
+            Some(json!({"billing_site_id": "S-1", "systems": [
+                {"billing_system_id": "Y-1", "device": {"transmitter_code": "5550001"}}]})),
+        )
+        .await;
+    ok(&pushed, "push");
+    let records = &pushed.body["records"];
+    let site_no = records[0]["external_id"].as_str().unwrap().to_owned();
+    let device_id = records[1]["external_id"].as_str().unwrap().to_owned();
+    let stages_path = |p: &str| format!("/v1/connections/{stages_cid}/stages{p}");
+    let contact = svc
+        .call(
+            Method::POST,
+            &stages_path(&format!("/sites/{site_no}/contacts")),
+            &admin,
+            Some(json!({"name": "Ada", "relation": "Owner"})),
+        )
+        .await;
+    ok(&contact, "contact");
+    let test = svc
+        .call(
+            Method::POST,
+            &stages_path(&format!("/devices/{device_id}/tests")),
+            &admin,
+            Some(json!({"start": "2030-01-01T09:00:00", "end": "2030-01-01T10:00:00"})),
+        )
+        .await;
+    ok(&test, "test");
+    let adc_customer = adc.state().customers()[0].customer_id;
+    let account = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{adc_cid}/isp-accounts"),
+            &admin,
+            Some(json!({"billing_customer_id": "C-1", "action": "link", "customer_id": adc_customer})),
+        )
+        .await;
+    ok(&account, "isp account");
+    let import = svc
+        .call(
+            Method::POST,
+            "/v1/imports",
+            &admin,
+            Some(json!({"connection_id": adc_cid, "kind": "users"})),
+        )
+        .await;
+    ok(&import, "import");
+    let job = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{stages_cid}:reconcile"),
+            &admin,
+            None,
+        )
+        .await;
+    ok(&job, "reconcile");
+    let subscription = svc
+        .call(
+            Method::POST,
+            "/v1/webhook-subscriptions",
+            &admin,
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    ok(&subscription, "subscription");
+    let text = |v: &Value| {
+        v.as_str()
+            .unwrap_or_else(|| panic!("no id: {v}"))
+            .to_owned()
+    };
+    let ids = std::collections::HashMap::from([
+        ("customer_id", "C-1".to_owned()),
+        ("site_id", "S-1".to_owned()),
+        ("system_id", "Y-1".to_owned()),
+        ("user_id", "U-1".to_owned()),
+        ("site_no", site_no),
+        ("device_id", device_id),
+        ("link_id", text(&records[0]["link_id"])),
+        ("contact_id", text(&contact.body["contact_id"])),
+        ("test_id", text(&test.body["test"]["test_id"])),
+        ("account_id", text(&account.body["id"])),
+        ("import_id", text(&import.body["id"])),
+        ("job_id", text(&job.body["id"])),
+        ("subscription_id", text(&subscription.body["id"])),
+        ("adc_customer", adc_customer.to_string()),
+    ]);
+    Acme {
+        ids,
+        stages_cid,
+        adc_cid,
+    }
+}
+
+/// The tenancy and role sweep, built from the route table: every `/v1`
+/// operation is called with acme's real ids by another dealer's admin (a 404
+/// where the path names acme's records, and never a trace of acme in an
+/// answer), by each role below the one it names (403), and by that role (not
+/// refused).
+#[tokio::test]
+async fn every_operation_keeps_dealers_apart_and_checks_its_role() {
+    let stages = start_sim(0).await;
+    let adc = adc_sim::Sim::start(adc_sim::SimConfig {
+        username: "adc-dealer".into(),
+        password: "adc-Passw0rd".into(),
+        seed_customers: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let svc = Service::start().await;
+    let acme = acme_world(&svc, &stages, &adc).await;
+    let ops = operations_with_roles();
+    let send = |who: Who, method: Method, path: String| {
+        let body = acme.body(&method, &path);
+        let svc = &svc;
+        async move {
+            let mut rb = svc.req(method, &path, &who);
+            if let Some(b) = body {
+                rb = rb.json(&b);
+            }
+            Answer::from(rb.send().await.unwrap()).await
+        }
+    };
+    let secrets: Vec<&String> = acme
+        .ids
+        .values()
+        .filter(|v| v.len() > 8)
+        .chain([&acme.stages_cid, &acme.adc_cid])
+        .collect();
+
+    // Another dealer's admin, with acme's ids. Billing upserts last: they
+    // make records of the intruder's own under the same ids.
+    let mut order = ops.clone();
+    order.sort_by_key(|(m, p, _)| *m == Method::PUT && p.starts_with("/v1/billing/"));
+    let intruder = Who::admin("intruder");
+    for (method, template, _) in &order {
+        let path = acme.fill(template);
+        let a = send(intruder.clone(), method.clone(), path.clone()).await;
+        let what = format!("intruder {method} {path}: {} {}", a.status, a.text);
+        assert!(a.status < 500, "{what}");
+        if *method == Method::PUT && template.starts_with("/v1/billing/") {
+            assert_eq!(a.status, 201, "a record of the intruder's own: {what}");
+        } else if template.contains('{') {
+            assert_eq!(a.status, 404, "{what}");
+            a.assert_problem(404);
+        } else if *method == Method::GET {
+            assert_eq!(a.status, 200, "{what}");
+        } else if a.status < 300 {
+            assert!(
+                !path.ends_with("/v1/links") && !path.ends_with("/v1/imports"),
+                "acme's connection used by another dealer: {what}"
+            );
+        }
+        // The problem's `instance` is the path the intruder sent; anything
+        // else naming acme's records is a leak.
+        let mut body = a.body.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("instance");
+        }
+        let text = body.to_string();
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "acme leaked ({secret}): {what}"
+            );
+        }
+        assert!(!text.contains("Lovelace"), "acme leaked: {what}");
+    }
+
+    // Each role below the one an operation names is refused; a token with no
+    // known role reads nothing.
+    for (method, template, role) in &ops {
+        let path = acme.fill(template);
+        let rank = ROLES.iter().position(|r| r == role).unwrap();
+        for lower in ROLES[..rank].iter().chain(["guest"].iter()) {
+            let a = send(Who::new("acme", lower, lower), method.clone(), path.clone()).await;
+            assert_eq!(
+                a.status, 403,
+                "{lower} {method} {path} (needs {role}): {}",
+                a.text
+            );
+            assert_eq!(a.assert_problem(403), "forbidden");
+        }
+    }
+
+    // The role itself is let through (reads, then changes, deletes last).
+    // Some calls change what later ones meet (credentials, Stages records):
+    // an upstream refusal then is a 502, which is an answer, not a failure.
+    let mut order = ops.clone();
+    order.sort_by_key(|(m, _, _)| match *m {
+        Method::GET => 0,
+        Method::DELETE => 2,
+        _ => 1,
+    });
+    for (method, template, role) in &order {
+        let path = acme.fill(template);
+        let a = send(Who::new("acme", role, role), method.clone(), path.clone()).await;
+        assert!(
+            ![401, 403, 500, 503].contains(&a.status),
+            "{role} {method} {path}: {} {}",
+            a.status,
+            a.text
+        );
+    }
 }
 
 #[tokio::test]

@@ -136,6 +136,11 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT with `sub`, `dealer`, `roles`, `exp`, `iss` and `aud`. Each \
+                         operation's security requirement names the role it needs \
+                         (`viewer` < `operator` < `admin`; a higher role also passes).",
+                    ))
                     .build(),
             ),
         );

@@ -48,7 +48,7 @@ pub struct AuditList {
 }
 
 /// Changes to links, newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = ["viewer"])),
     params(AuditQuery, PageParams),
     responses((status = 200, body = AuditList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]

@@ -294,7 +294,7 @@ pub struct CustomerList {
 }
 
 /// Search billing customers.
-#[utoipa::path(get, path = "/v1/billing/customers", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/customers", tag = "billing", security(("bearer" = ["viewer"])),
     params(CustomerSearch, PageParams),
     responses((status = 200, body = CustomerList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -320,7 +320,7 @@ pub async fn search_customers(
 }
 
 /// Create or replace a billing customer.
-#[utoipa::path(put, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("customer_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutCustomerRequest,
     responses((status = 200, body = CustomerResponse), (status = 201, body = CustomerResponse),
@@ -344,7 +344,7 @@ pub async fn put_customer(
 }
 
 /// Read a billing customer.
-#[utoipa::path(get, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("customer_id" = String, Path)),
     responses((status = 200, body = CustomerResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -366,7 +366,7 @@ pub async fn get_customer(
 }
 
 /// Delete a billing customer (refused while sites belong to it).
-#[utoipa::path(delete, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("customer_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -519,7 +519,7 @@ async fn links_of(
 }
 
 /// Create or replace a billing site.
-#[utoipa::path(put, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("site_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutSiteRequest,
     responses((status = 200, body = SiteResponse), (status = 201, body = SiteResponse),
@@ -545,7 +545,7 @@ pub async fn put_site(
 }
 
 /// Read a billing site with its links.
-#[utoipa::path(get, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("site_id" = String, Path)),
     responses((status = 200, body = SiteResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -570,7 +570,7 @@ pub async fn get_site(
 }
 
 /// Delete a billing site (refused while it has systems or links).
-#[utoipa::path(delete, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("site_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -592,7 +592,7 @@ pub async fn delete_site(
 }
 
 /// The Stages connections this site is not linked on yet (where it can be pushed).
-#[utoipa::path(get, path = "/v1/billing/sites/{site_id}/push-targets", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/sites/{site_id}/push-targets", tag = "billing", security(("bearer" = ["viewer"])),
     params(("site_id" = String, Path)),
     responses((status = 200, body = ConnectionList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -670,7 +670,7 @@ fn system_fields(b: PutSystemRequest) -> ApiResult<SystemFields> {
 }
 
 /// Create or replace a billing system.
-#[utoipa::path(put, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutSystemRequest,
     responses((status = 200, body = SystemResponse), (status = 201, body = SystemResponse),
@@ -696,7 +696,7 @@ pub async fn put_system(
 }
 
 /// Read a billing system with its links.
-#[utoipa::path(get, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("system_id" = String, Path)),
     responses((status = 200, body = SystemResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -721,7 +721,7 @@ pub async fn get_system(
 }
 
 /// Delete a billing system (refused while it is linked).
-#[utoipa::path(delete, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -839,7 +839,7 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
 }
 
 /// Create or replace a billing user.
-#[utoipa::path(put, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutUserRequest,
     responses((status = 200, body = UserResponse), (status = 201, body = UserResponse),
@@ -863,7 +863,7 @@ pub async fn put_user(
 }
 
 /// Read a billing user.
-#[utoipa::path(get, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = UserResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -885,7 +885,7 @@ pub async fn get_user(
 }
 
 /// Delete a billing user.
-#[utoipa::path(delete, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]

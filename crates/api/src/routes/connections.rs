@@ -197,7 +197,7 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, c: Connection) -> HttpResp
 
 /// List the caller's dealer's connections.
 #[utoipa::path(get, path = "/v1/connections", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(ConnectionFilter, PageParams),
     responses((status = 200, body = ConnectionList),
         (status = 401, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -225,7 +225,7 @@ pub async fn list_connections(
 
 /// Create a connection (admin).
 #[utoipa::path(post, path = "/v1/connections", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = CreateConnectionRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     responses((status = 201, body = ConnectionResponse, headers(("ETag" = String), ("Location" = String))),
@@ -285,7 +285,7 @@ pub async fn create_connection(
 
 /// Read one connection.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -306,7 +306,7 @@ pub async fn get_connection(
 
 /// Change a connection (admin). `If-Match` with the ETag guards against lost updates.
 #[utoipa::path(patch, path = "/v1/connections/{connection_id}", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = UpdateConnectionRequest,
     responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
@@ -398,7 +398,7 @@ pub async fn update_connection(
 
 /// Delete a connection with its credentials (admin).
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -440,7 +440,7 @@ fn parse_credential(body: PutCredentialRequest) -> ApiResult<(String, Secret)> {
 /// checked against Alarm.com first; a wrong one is refused with its reason. The
 /// password is never returned.
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/dealer", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
     request_body = PutCredentialRequest,
     responses((status = 200, body = CredentialResponse),
@@ -505,7 +505,7 @@ async fn user_mode_connection(
 
 /// Store the caller's own credential (user-mode connections).
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     request_body = PutCredentialRequest,
     responses((status = 200, body = CredentialResponse),
@@ -536,7 +536,7 @@ pub async fn put_my_credentials(
 
 /// The caller's own username (never a password).
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = CredentialResponse),
         (status = 404, description = "No such connection, or no credential stored", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -566,7 +566,7 @@ pub async fn get_my_credentials(
 
 /// Forget the caller's own credential.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -611,7 +611,7 @@ fn callback_path(c: &Connection) -> String {
 
 /// What Stages uses to call this service back (admin). The secret is never shown here.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/inbound-credentials", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = InboundCredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -647,7 +647,7 @@ pub async fn get_inbound_credentials(
 
 /// Issue a new callback secret (admin); it is shown in this answer only.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/inbound-credentials:rotate", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = RotatedInboundCredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -687,7 +687,7 @@ pub async fn rotate_inbound_credentials(
 
 /// Check the caller's effective credentials against the endpoint; says why not and how long it took.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}:test", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, description = "The test ran; `ok` says whether it passed", body = ConnectionTestResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -732,7 +732,7 @@ pub struct ServicePlanList {
 
 /// The service plans of an interactive services provider (to choose a default from).
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/service-plans", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = ServicePlanList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),

@@ -84,7 +84,7 @@ pub struct FeedQuery {
 }
 
 /// The change feed: every change the service made to a billing record, oldest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = ["viewer"])),
     params(FeedQuery),
     responses((status = 200, body = EventList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -246,7 +246,7 @@ fn new_secret() -> String {
 }
 
 /// Subscribe a URL to events (admin); the signing secret is shown once.
-#[utoipa::path(post, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = ["admin"])),
     request_body = CreateSubscriptionRequest,
     responses((status = 201, body = CreatedSubscriptionResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -289,7 +289,7 @@ pub async fn create_subscription(
 }
 
 /// List webhook subscriptions.
-#[utoipa::path(get, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = ["viewer"])),
     params(PageParams),
     responses((status = 200, body = SubscriptionList)))]
 pub async fn list_subscriptions(
@@ -309,7 +309,7 @@ pub async fn list_subscriptions(
 }
 
 /// One webhook subscription.
-#[utoipa::path(get, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["viewer"])),
     params(("subscription_id" = Uuid, Path)),
     responses((status = 200, body = SubscriptionResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -330,7 +330,7 @@ pub async fn get_subscription(
 }
 
 /// Change a subscription (admin): URL, types, or re-activate a disabled one.
-#[utoipa::path(patch, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["admin"])),
     params(("subscription_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = UpdateSubscriptionRequest,
     responses((status = 200, body = SubscriptionResponse),
@@ -376,7 +376,7 @@ pub async fn update_subscription(
 }
 
 /// Delete a subscription (admin).
-#[utoipa::path(delete, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["admin"])),
     params(("subscription_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]

@@ -357,7 +357,7 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, a: IspAccount) -> HttpResp
 /// answer was lost is recovered by the billing id (`DealerCustomerId`) rather
 /// than made twice.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = CreateIspAccountRequest,
@@ -388,7 +388,7 @@ pub async fn create_isp_account(
 
 /// The ISP accounts of a connection, oldest first.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), IspAccountFilter, PageParams),
     responses((status = 200, body = IspAccountList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -424,7 +424,7 @@ pub async fn list_isp_accounts(
 
 /// One ISP account.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path)),
     responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -450,7 +450,7 @@ pub async fn get_isp_account(
 /// Move an ISP account to another service plan at the provider (I3). The
 /// provider checks the plan; a refusal is 422 with its reason.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}:change-service-plan", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path),
         ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
@@ -521,7 +521,7 @@ pub struct CallbackHealthResponse {
 /// Alarm.net callback health (I2): the configured URL, the last callback, and
 /// how many were accepted and rejected in the last 24 hours.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/callback-health", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = CallbackHealthResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -590,7 +590,7 @@ pub struct BillingNotificationsResponse {
 /// account holds the billing permission they need (asked now), and what
 /// arrived in the last 24 hours.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/billing-notifications", tag = "isp",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = BillingNotificationsResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),

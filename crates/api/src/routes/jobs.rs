@@ -126,7 +126,7 @@ fn job_not_found(e: domain::store::StoreError) -> ApiError {
 }
 
 /// Put a dead or failed job back on the queue with fresh attempts.
-#[utoipa::path(post, path = "/v1/jobs/{job_id}:retry", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/jobs/{job_id}:retry", tag = "jobs", security(("bearer" = ["operator"])),
     params(("job_id" = Uuid, Path)),
     responses((status = 200, body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -146,7 +146,7 @@ pub async fn retry_job(
 }
 
 /// Cancel a queued job, or ask a running one to stop.
-#[utoipa::path(post, path = "/v1/jobs/{job_id}:cancel", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/jobs/{job_id}:cancel", tag = "jobs", security(("bearer" = ["operator"])),
     params(("job_id" = Uuid, Path)),
     responses((status = 200, body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -166,7 +166,7 @@ pub async fn cancel_job(
 }
 
 /// One job: state, progress, summary.
-#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", security(("bearer" = ["viewer"])),
     params(("job_id" = Uuid, Path)),
     responses((status = 200, body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -189,7 +189,7 @@ pub async fn get_job(
 }
 
 /// Jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = ["viewer"])),
     params(JobFilter, PageParams),
     responses((status = 200, body = JobList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]

@@ -245,7 +245,7 @@ fn push_request(b: PushBody) -> ApiResult<PushRequest> {
 
 /// Push a billing site (a new Stages site with its Stages fields, contacts,
 /// devices and zones) or a billing system (needs its site linked on this connection).
-#[utoipa::path(post, path = "/v1/connections/{connection_id}/push", tag = "links", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/push", tag = "links", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), DryRun,
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = PushBody,
@@ -339,7 +339,7 @@ pub struct LinkSet {
 }
 
 /// Link an existing billing site to an existing Stages site, with at least one system-to-device pair.
-#[utoipa::path(post, path = "/v1/links", tag = "links", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/links", tag = "links", security(("bearer" = ["operator"])),
     params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateLinkRequest,
     responses((status = 201, body = LinkSet),
@@ -387,7 +387,7 @@ pub struct LinkQuery {
 }
 
 /// The mappings: linked records with both sides' ids.
-#[utoipa::path(get, path = "/v1/links", tag = "links", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/links", tag = "links", security(("bearer" = ["viewer"])),
     params(LinkQuery, PageParams),
     responses((status = 200, body = LinkList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -417,7 +417,7 @@ pub async fn list_links(
 }
 
 /// Read one link.
-#[utoipa::path(get, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["viewer"])),
     params(("link_id" = Uuid, Path)),
     responses((status = 200, body = LinkResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -452,7 +452,7 @@ pub struct EditLinkRequest {
 }
 
 /// Edit a link: point it at another Stages record that is not linked yet; billing ids move with it.
-#[utoipa::path(patch, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = EditLinkRequest,
     responses((status = 200, body = LinkSet),
@@ -494,7 +494,7 @@ pub async fn edit_link(
 }
 
 /// Unlink: the link (and a site link's system links) goes; both records stay as they are.
-#[utoipa::path(delete, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path)),
     responses((status = 200, description = "The links removed", body = LinkSet),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -512,7 +512,7 @@ pub async fn unlink(
 }
 
 /// Rebuild and verify the links from the billing ids stored in Stages (a background job).
-#[utoipa::path(post, path = "/v1/connections/{connection_id}:reconcile", tag = "links", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}:reconcile", tag = "links", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), DryRun),
     responses((status = 202, body = JobResponse, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]

@@ -36,7 +36,7 @@ pub struct ProviderList {
 
 /// Supported providers and the credential fields each needs.
 #[utoipa::path(get, path = "/v1/providers", tag = "connections",
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     responses((status = 200, body = ProviderList),
         (status = 401, body = crate::problem::Problem, content_type = "application/problem+json")))]
 #[get("/providers")]

@@ -396,7 +396,7 @@ pub struct LookupList200 {
 }
 
 /// A choice list of the central station (regions, time-zones, site-types, ...).
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/lookups/{list}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/lookups/{list}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path),
         ("list" = String, Path, description = "regions, time-zones, site-types, dispatch-types, ul-codes, authorities, oos-categories, device-types, timer-test-types, comm-types, lid-types")),
     responses((status = 200, body = LookupList200),
@@ -437,7 +437,7 @@ pub struct SiteBrowse {
 }
 
 /// Stages sites, e.g. the unlinked ones to link or to pre-fill a billing site from.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), SiteBrowse),
     responses((status = 200, body = StagesSiteList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -477,7 +477,7 @@ pub async fn list_sites(
 }
 
 /// One Stages site with its devices.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}", tag = "stages", operation_id = "get_stages_site", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}", tag = "stages", operation_id = "get_stages_site", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     responses((status = 200, body = StagesSiteDetail),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -498,7 +498,7 @@ pub async fn get_site(
 }
 
 /// One Stages device.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     responses((status = 200, body = StagesDeviceResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),

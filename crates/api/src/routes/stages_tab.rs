@@ -113,7 +113,7 @@ async fn site_view(
 }
 
 /// The devices of a Stages site, live.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/devices", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/devices", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -129,7 +129,7 @@ pub async fn site_devices(
 }
 
 /// The notes of a Stages site, live.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/notes", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/notes", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -144,7 +144,7 @@ pub async fn site_notes(
 }
 
 /// The contacts of a Stages site (Stages-only records; PINs are never shown).
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -159,7 +159,7 @@ pub async fn site_contacts(
 }
 
 /// The history (signals and events) of a Stages site, live.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/history", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/history", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -174,7 +174,7 @@ pub async fn site_history(
 }
 
 /// The configurations (zones) of a device, live.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -200,7 +200,7 @@ pub async fn device_configurations(
 }
 
 /// The history of one device (only that device's signals and events).
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/history", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/history", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -221,7 +221,7 @@ pub async fn device_history(
 }
 
 /// Add a contact to a Stages site (a Stages-only record).
-#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     request_body = ContactBody,
     responses((status = 201, description = "The contact as Stages stored it", body = Object),
@@ -268,7 +268,7 @@ pub struct ContactPatchBody {
 }
 
 /// Edit a contact of a Stages site.
-#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts/{contact_id}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts/{contact_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), ("contact_id" = String, Path)),
     request_body = ContactPatchBody,
     responses((status = 200, description = "The contact as Stages stored it", body = Object),
@@ -319,7 +319,7 @@ pub async fn update_contact(
 }
 
 /// Add a configuration (zone) to a device.
-#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = ConfigurationBody,
     responses((status = 201, description = "The zone as Stages stored it", body = Object),
@@ -384,7 +384,7 @@ pub struct DeviceEditResponse {
 }
 
 /// Edit a device in Stages; a linked device's mapped fields flow to its billing system.
-#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = DeviceEditBody,
     responses((status = 200, body = DeviceEditResponse),
@@ -446,7 +446,7 @@ pub async fn edit_device(
 }
 
 /// The current and scheduled tests of a device.
-#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
     responses((status = 200, body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -551,7 +551,7 @@ fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<TestRequest>
 }
 
 /// Put a device on test (all points) from `start` to `end` in its site's time zone.
-#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = StartTestRequest,
     responses((status = 201, body = StartedTestResponse),
@@ -583,7 +583,7 @@ pub async fn start_test(
 }
 
 /// End one test of a device.
-#[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests/{test_id}", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests/{test_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), ("test_id" = String, Path)),
     responses((status = 204, description = "Ended"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -622,7 +622,7 @@ pub struct SiteTestsResponse {
 }
 
 /// Put every device of a site on test; each device answers for itself.
-#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/tests", tag = "stages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     request_body = StartTestRequest,
     responses((status = 200, body = SiteTestsResponse),

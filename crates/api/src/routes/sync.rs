@@ -123,7 +123,7 @@ fn link_id(raw: &str) -> ApiResult<LinkId> {
 }
 
 /// Field by field: the billing value, the Stages value, the value at the last sync, and the proposed merge.
-#[utoipa::path(get, path = "/v1/links/{link_id}/diff", tag = "sync", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/links/{link_id}/diff", tag = "sync", security(("bearer" = ["viewer"])),
     params(("link_id" = Uuid, Path)),
     responses((status = 200, body = LinkDiffResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -180,7 +180,7 @@ impl From<SyncOutcome> for SyncResponse {
 }
 
 /// Record sync: take billing or take Stages per field; only this record, not its children.
-#[utoipa::path(post, path = "/v1/links/{link_id}:sync", tag = "sync", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/links/{link_id}:sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path), DryRun),
     request_body = SyncRequest,
     responses((status = 200, body = SyncResponse),
@@ -234,7 +234,7 @@ pub struct AccountSyncResponse {
 }
 
 /// Account sync: a system's sync also syncs its site; a site's sync syncs the site only.
-#[utoipa::path(post, path = "/v1/links/{link_id}:account-sync", tag = "sync", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/links/{link_id}:account-sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path)),
     request_body = AccountSyncRequest,
     responses((status = 200, body = AccountSyncResponse),
