@@ -104,7 +104,7 @@ use crate::routes::{
         provider_webhooks::alarmnet_callback,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonProblems),
     tags(
         (name = "connections", description = "Upstream connections and their credentials"),
         (name = "billing", description = "The service's copy of the billing system's records"),
@@ -144,6 +144,63 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers any operation may give besides its own, written once: a
+/// token's (401, 403) on every bearer operation, and a body's (400 malformed
+/// JSON, 413 too large, 415 not JSON, 422 invalid) on every operation that
+/// takes one. An operation's own description of a status is kept.
+struct CommonProblems;
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let bearer = operation
+                    .security
+                    .iter()
+                    .flatten()
+                    .any(|s| serde_json::to_value(s).is_ok_and(|v| v.get("bearer").is_some()));
+                let mut common = Vec::new();
+                if bearer {
+                    common.push(("401", "No valid bearer token"));
+                    common.push(("403", "The token's role may not do this"));
+                }
+                if operation.request_body.is_some() {
+                    common.push(("400", "The body is not well-formed JSON"));
+                    common.push(("413", "The body is larger than the service accepts"));
+                    common.push(("415", "The body is not application/json"));
+                    common.push(("422", "The body does not describe a valid request"));
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description).into());
+                }
+            }
+        }
     }
 }
 
