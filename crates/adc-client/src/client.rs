@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use domain::adc::*;
+use domain::upstream::CallObserver;
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::OnceCell;
 
@@ -46,9 +47,10 @@ impl HttpAdcClient {
         settings: AdcClientSettings,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         target: AdcTarget,
+        observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            transport: Transport::new(http, settings, limiter, target),
+            transport: Transport::new(http, settings, limiter, target, observer),
             caller_version: OnceCell::new(),
             dealer_id: OnceCell::new(),
         }

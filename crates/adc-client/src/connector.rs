@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::adc::{AdcApi, AdcConnector, AdcTarget};
+use domain::upstream::CallObserver;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::client::HttpAdcClient;
@@ -68,6 +69,7 @@ pub struct HttpAdcConnector {
     http: reqwest::Client,
     settings: AdcClientSettings,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl HttpAdcConnector {
@@ -85,7 +87,14 @@ impl HttpAdcConnector {
             http,
             settings,
             limiters: Mutex::new(HashMap::new()),
+            observer: None,
         })
+    }
+
+    /// Reports every call's outcome to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn settings(&self) -> &AdcClientSettings {
@@ -95,7 +104,14 @@ impl HttpAdcConnector {
     /// A client for `target`, as its concrete type.
     pub fn client(&self, target: AdcTarget) -> HttpAdcClient {
         let limiter = self.limiter(&target.key);
-        HttpAdcClient::new(self.http.clone(), self.settings.clone(), limiter, target)
+        let observer = self.observer.clone();
+        HttpAdcClient::new(
+            self.http.clone(),
+            self.settings.clone(),
+            limiter,
+            target,
+            observer,
+        )
     }
 
     fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {

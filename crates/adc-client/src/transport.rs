@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::adc::{AdcError, AdcResult, AdcTarget};
+use domain::upstream::CallObserver;
 use governor::DefaultDirectRateLimiter;
 use rand::Rng;
 use tracing::Instrument;
@@ -22,6 +23,7 @@ pub(crate) struct Transport {
     settings: AdcClientSettings,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     target: AdcTarget,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Transport {
@@ -30,12 +32,14 @@ impl Transport {
         settings: AdcClientSettings,
         limiter: Option<Arc<DefaultDirectRateLimiter>>,
         target: AdcTarget,
+        observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
             http,
             settings,
             limiter,
             target,
+            observer,
         }
     }
 
@@ -51,13 +55,20 @@ impl Transport {
             connection = %self.target.key,
             operation = op.name,
         );
-        async {
+        let started = Instant::now();
+        let result = async {
             let result = self.call_with_retries(op, &body).await?;
             soap::check_success(op, result.as_ref())?;
             Ok(result)
         }
         .instrument(span)
-        .await
+        .await;
+        if let Some(observer) = &self.observer {
+            let outcome = result.as_ref().map_or_else(AdcError::kind, |_| "ok");
+            let seconds = started.elapsed().as_secs_f64();
+            observer.observe("alarm_com", &self.target.key, outcome, seconds);
+        }
+        result
     }
 
     async fn call_with_retries(&self, op: &Operation, body: &[Node]) -> AdcResult<Option<Element>> {
@@ -257,6 +268,7 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             },
+            None,
         );
         for retries in 0..40 {
             let cap = Duration::from_millis(100 * 2u64.pow(retries.min(20)))

@@ -50,7 +50,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         timeout: Duration::from_millis(settings.adc.timeout_ms),
         requests_per_second: settings.adc.requests_per_second,
         ..Default::default()
-    })?;
+    })?
+    .with_observer(Arc::new(metrics.clone()));
     let verifier = TokenVerifier::from_settings(&settings)?;
     Ok(AppState {
         connections: Arc::new(store.clone()),
@@ -63,8 +64,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         webhooks: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
         inbound: Arc::new(store.clone()),
-        isp: Arc::new(store.clone()),
         imports: Arc::new(store.clone()),
+        isp: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
         adc: Arc::new(adc),

@@ -355,6 +355,21 @@ pub enum AdcError {
 }
 
 impl AdcError {
+    /// A short stable name of the kind of failure (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::Rejected { .. } => "rejected",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::Fault { .. } => "fault",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout => "timeout",
+            Self::BadAnswer(_) => "bad_answer",
+        }
+    }
+
     /// Worth trying again later (by a job; the client retries reads itself).
     /// A fault is ADC's deliberate answer, so it is not.
     pub fn is_transient(&self) -> bool {
