@@ -28,15 +28,7 @@ async fn probes_metrics_and_request_ids() {
     let fresh = svc.http.get(svc.url("/healthz")).send().await.unwrap();
     assert!(!fresh.headers()["x-request-id"].is_empty());
 
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.metrics().await;
     assert!(
         metrics.contains(
             r#"crosslink_http_requests_total{method="GET",route="/v1/connections",status="200"} 1"#

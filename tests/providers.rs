@@ -86,15 +86,7 @@ async fn alarm_com_credentials_are_checked_when_saved(backend: Backend) {
     assert!(!plans.body["items"].as_array().unwrap().is_empty());
     assert!(plans.body["items"][0]["package_id"].is_i64());
     // Calls to Alarm.com are counted per connection and outcome.
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.metrics().await;
     for outcome in ["unauthorized", "ok"] {
         let series = format!(
             r#"crosslink_upstream_calls_total{{connection="{cid}",outcome="{outcome}",provider="alarm_com"}}"#

@@ -1062,16 +1062,7 @@ async fn a_stages_outage_leaves_a_backlog_that_drains_when_it_returns(backend: B
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = w.svc.http.get(w.svc.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "the service itself is fine");
-    let metrics = w
-        .svc
-        .http
-        .get(w.svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.svc.metrics().await;
     let failing: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("crosslink_upstream_calls_total{"))
@@ -1097,16 +1088,7 @@ async fn a_stages_outage_leaves_a_backlog_that_drains_when_it_returns(backend: B
     }
     let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
     assert_eq!(dead.body["items"], json!([]), "{}", dead.text);
-    let metrics = w
-        .svc
-        .http
-        .get(w.svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.svc.metrics().await;
     assert!(
         metrics
             .lines()
