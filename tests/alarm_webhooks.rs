@@ -236,6 +236,18 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
         )
         .await,
         deliver(&svc, &path, &secret, "evt-3", &payment, now() - 3600).await,
+        // A timestamp at the edge of i64 is refused, not an overflow.
+        send(
+            &svc,
+            &path,
+            &raw,
+            &[
+                ("webhook-id", "evt-7".into()),
+                ("webhook-timestamp", i64::MIN.to_string()),
+                ("webhook-signature", forged.clone()),
+            ],
+        )
+        .await,
         send(&svc, &path, &raw, &[]).await,
         deliver(&svc, &path, "not-the-secret", "evt-4", &payment, now()).await,
         deliver(
@@ -313,7 +325,7 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
     assert_eq!(report.body["receiving_path"], path);
     assert_eq!(
         report.body["last_24h"],
-        json!({"accepted": 2, "duplicates": 1, "rejected": 5}),
+        json!({"accepted": 2, "duplicates": 1, "rejected": 6}),
         "{}",
         report.text
     );

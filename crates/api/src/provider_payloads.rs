@@ -98,7 +98,8 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| Unverified::BadTimestamp)?;
-    if (now.timestamp() - timestamp).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // abs_diff: the header is not trusted yet, and i64::MIN must not overflow.
+    if now.timestamp().abs_diff(timestamp) > TIMESTAMP_TOLERANCE_SECS.unsigned_abs() {
         return Err(Unverified::StaleTimestamp);
     }
     let secret = secret.ok_or(Unverified::NoSecret)?;

@@ -196,6 +196,15 @@ impl From<OperationError> for JobError {
     }
 }
 
+/// Whether `job` still runs under this worker's lease.
+async fn still_ours(state: &web::Data<AppState>, job: &Job, worker_id: &str) -> bool {
+    match state.jobs.job(&job.dealer, job.id).await {
+        Ok(now) => now.lease_owner.as_deref() == Some(worker_id),
+        // Unknown: take the cancel at its word.
+        Err(_) => true,
+    }
+}
+
 /// Job progress goes to the queue; a cancelled job stops at the next report.
 struct QueueProgress {
     jobs: Arc<dyn JobStore>,
@@ -344,6 +353,13 @@ async fn run_adc_import(
         Ok(counts) => (
             Some((JobState::Succeeded, None)),
             Ok(serde_json::json!({ "import_id": p.import_id, "counts": counts })),
+        ),
+        // Progress answers "stop" when the job was cancelled, and also when
+        // this worker lost its lease (another one now runs the import, and
+        // records its end): only the first is the run's end.
+        Err(ImportRunError::Cancelled) if !still_ours(state, job, worker_id).await => (
+            None,
+            Err(JobError::Transient("the lease was lost; another worker goes on".into())),
         ),
         Err(ImportRunError::Cancelled) => (
             Some((JobState::Cancelled, None)),

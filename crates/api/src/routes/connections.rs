@@ -161,8 +161,9 @@ pub struct InboundCredentialResponse {
     /// Whether a secret has been issued (rotate to issue or replace it).
     pub configured: bool,
     pub rotated_at: Option<DateTime<Utc>>,
-    /// Where Stages posts its callbacks.
-    pub callback_path: String,
+    /// Where the provider posts its callbacks; none for a provider that has
+    /// no callback this service receives (Brinks Home).
+    pub callback_path: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -171,7 +172,7 @@ pub struct RotatedInboundCredentialResponse {
     /// Shown this once; give it to Stages as the password of the callback credential.
     pub secret: String,
     pub rotated_at: DateTime<Utc>,
-    pub callback_path: String,
+    pub callback_path: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -598,14 +599,14 @@ fn inbound_username(id: ConnectionId) -> String {
 }
 
 /// Where the provider posts its callbacks, signed or authenticated with the inbound credential.
-fn callback_path(c: &Connection) -> String {
+/// Alarm.net callbacks come from the Honeywell-based provider (Total Connect) only.
+fn callback_path(c: &Connection) -> Option<String> {
     let id = c.id;
     match c.provider {
-        ProviderKind::Stages => format!("/v1/webhooks/stages/{id}"),
-        ProviderKind::AlarmCom => format!("/v1/webhooks/alarm-com/{id}"),
-        ProviderKind::TotalConnect | ProviderKind::BrinksHome => {
-            format!("/v1/webhooks/alarmnet/{id}")
-        }
+        ProviderKind::Stages => Some(format!("/v1/webhooks/stages/{id}")),
+        ProviderKind::AlarmCom => Some(format!("/v1/webhooks/alarm-com/{id}")),
+        ProviderKind::TotalConnect => Some(format!("/v1/webhooks/alarmnet/{id}")),
+        ProviderKind::BrinksHome => None,
     }
 }
 
