@@ -94,7 +94,7 @@ pub async fn direct_read(sim: &adc_sim::Sim) -> anyhow::Result<Baseline> {
 }
 
 /// Peak and current resident memory of a process, in MiB (Linux `/proc`).
-fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| -> Option<f64> {
         status

@@ -184,6 +184,12 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
         let db = Database::fresh(&env, backend, "main")?;
         let svc = Service::spawn(&env, &db, &format!("{label}-service")).await?;
         svc.wait_ready(&http).await?;
+        let rss = || {
+            svc.pid()
+                .and_then(imports::memory_mib)
+                .map_or(0.0, |(_, rss)| rss)
+        };
+        let idle_at_start = rss();
         let api = Api::new(http.clone(), &svc.base, &token);
         let cid = scenarios::connect(&api, &sim).await?;
         info.push(
@@ -206,6 +212,19 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
                 scenarios::lookups(&api, backend, cli.sites, load),
             )
             .await?,
+        );
+        // Idle memory: what the service holds once the load is over, against
+        // what it held idle before it (nothing kept per request).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        starts.push(
+            Bench::new(
+                "resident memory when idle, after the upserts, reconcile and lookups",
+                Some(label),
+                rss(),
+                "MiB",
+            )
+            .against("idle right after start", idle_at_start)
+            .note(format!("{} sites linked; /proc VmRSS", cli.sites)),
         );
         svc.stop().await?;
         if cli.sync_edits > 0 {
