@@ -359,7 +359,9 @@ async fn run_adc_import(
         // records its end): only the first is the run's end.
         Err(ImportRunError::Cancelled) if !still_ours(state, job, worker_id).await => (
             None,
-            Err(JobError::Transient("the lease was lost; another worker goes on".into())),
+            Err(JobError::Transient(
+                "the lease was lost; another worker goes on".into(),
+            )),
         ),
         Err(ImportRunError::Cancelled) => (
             Some((JobState::Cancelled, None)),
