@@ -805,7 +805,7 @@ async fn tests_on_devices() {
 }
 
 #[tokio::test]
-async fn seeding_is_deterministic_unlinked_and_fast() {
+async fn seeding_is_deterministic_and_unlinked() {
     let a = start(3).await;
     let b = start(3).await;
     let sa = a.state().sites();
@@ -848,8 +848,9 @@ async fn seeding_is_deterministic_unlinked_and_fast() {
         .map(|d| d.fields.transmitter_code)
         .collect();
     assert!(codes.len() > 200);
+    // How long it took is for reading, not a pass mark: speed is measured by
+    // `make bench`, and a loaded CI machine must not fail this.
     eprintln!("seeding 10,000 sites took {took:?} (debug build)");
-    assert!(took < Duration::from_secs(10), "seeding took {took:?}");
 
     let c = Client::new(&big);
     let a = c.get("/api/v1/sites?unlinked=true&page_size=500").await;
