@@ -878,6 +878,18 @@ fn pick<'a>(rng: &mut impl rand::Rng, values: &[&'a str]) -> &'a str {
     values[rng.gen_range(0..values.len())]
 }
 
+/// A random callback field of a site and a value for it.
+fn site_change(rng: &mut impl rand::Rng) -> (&'static str, &'static str) {
+    match rng.gen_range(0..6) {
+        0 => ("address1", pick(rng, ADDRESSES)),
+        1 => ("city", pick(rng, CITIES)),
+        2 => ("state", pick(rng, STATES)),
+        3 => ("zip", pick(rng, ZIPS)),
+        4 => ("phone", pick(rng, PHONES)),
+        _ => ("info", pick(rng, INFOS)),
+    }
+}
+
 /// Convergence (S18, S19, B5): random edits of three linked sites and their
 /// systems on both sides, Stages' callbacks held back in bursts and delivered
 /// in random order. Once all is quiet every synced field agrees on both sides
@@ -932,14 +944,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                         body[f] = now.body[f].clone();
                     }
                     for _ in 0..rng.gen_range(1..4) {
-                        let (f, v) = match rng.gen_range(0..6) {
-                            0 => ("address1", pick(&mut rng, ADDRESSES)),
-                            1 => ("city", pick(&mut rng, CITIES)),
-                            2 => ("state", pick(&mut rng, STATES)),
-                            3 => ("zip", pick(&mut rng, ZIPS)),
-                            4 => ("phone", pick(&mut rng, PHONES)),
-                            _ => ("info", pick(&mut rng, INFOS)),
-                        };
+                        let (f, v) = site_change(&mut rng);
                         body[f] = json!(v);
                     }
                     let a = w
@@ -958,14 +963,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                 1 => {
                     let mut patch = json!({});
                     for _ in 0..rng.gen_range(1..4) {
-                        let (f, v) = match rng.gen_range(0..6) {
-                            0 => ("address1", pick(&mut rng, ADDRESSES)),
-                            1 => ("city", pick(&mut rng, CITIES)),
-                            2 => ("state", pick(&mut rng, STATES)),
-                            3 => ("zip", pick(&mut rng, ZIPS)),
-                            4 => ("phone", pick(&mut rng, PHONES)),
-                            _ => ("info", pick(&mut rng, INFOS)),
-                        };
+                        let (f, v) = site_change(&mut rng);
                         patch[f] = json!(v);
                     }
                     w.sim

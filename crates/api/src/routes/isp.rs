@@ -499,6 +499,16 @@ pub struct CallbackCounts {
     pub rejected: u64,
 }
 
+impl From<&domain::isp::CallbackStats> for CallbackCounts {
+    fn from(s: &domain::isp::CallbackStats) -> Self {
+        Self {
+            accepted: s.accepted,
+            duplicates: s.duplicates,
+            rejected: s.rejected,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallbackHealthResponse {
     pub connection_id: Uuid,
@@ -548,6 +558,7 @@ pub async fn callback_health(
         CallbackHealthStatus::Degraded => "degraded",
     };
     let stats = health.last_24h;
+    let counts = CallbackCounts::from(&stats);
     Ok(HttpResponse::Ok().json(CallbackHealthResponse {
         connection_id: cid.0,
         receiving_path: format!("/v1/webhooks/alarmnet/{cid}"),
@@ -557,11 +568,7 @@ pub async fn callback_health(
         last_callback_at: stats.last_received_at,
         last_rejected_at: stats.last_rejected_at,
         last_rejection_reason: stats.last_rejection_reason,
-        last_24h: CallbackCounts {
-            accepted: stats.accepted,
-            duplicates: stats.duplicates,
-            rejected: stats.rejected,
-        },
+        last_24h: counts,
     }))
 }
 
@@ -612,6 +619,7 @@ pub async fn billing_notifications(
     )
     .await?;
     let stats = report.last_24h;
+    let counts = CallbackCounts::from(&stats);
     Ok(HttpResponse::Ok().json(BillingNotificationsResponse {
         connection_id: cid.0,
         enabled: report.enabled,
@@ -626,10 +634,6 @@ pub async fn billing_notifications(
         last_notification_at: stats.last_received_at,
         last_rejected_at: stats.last_rejected_at,
         last_rejection_reason: stats.last_rejection_reason,
-        last_24h: CallbackCounts {
-            accepted: stats.accepted,
-            duplicates: stats.duplicates,
-            rejected: stats.rejected,
-        },
+        last_24h: counts,
     }))
 }
