@@ -46,7 +46,8 @@ fn fill_path(template: &str, connection_id: &str) -> String {
 /// A well-formed body for each operation that takes one, so what is tested is
 /// the token or the tenancy, not the body.
 fn body_for(method: &Method, path: &str) -> Option<Value> {
-    let window = json!({"start": "2030-01-01T09:00:00", "end": "2030-01-01T10:00:00"});
+    // Tomorrow in any zone a site may have: the end is never past.
+    let window = clock::window("UTC", chrono::Duration::days(2), chrono::Duration::hours(1));
     match *method {
         Method::POST if path.ends_with("/v1/connections") => Some(
             json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}),
@@ -339,7 +340,11 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
             Method::POST,
             &stages_path(&format!("/devices/{device_id}/tests")),
             &admin,
-            Some(json!({"start": "2030-01-01T09:00:00", "end": "2030-01-01T10:00:00"})),
+            Some(clock::window(
+                "UTC",
+                chrono::Duration::days(2),
+                chrono::Duration::hours(1),
+            )),
         )
         .await;
     ok(&test, "test");

@@ -304,24 +304,45 @@ async fn tests_are_given_in_the_sites_time_zone_across_daylight_saving(backend: 
     let w = world(backend, 0).await;
     let (_, devices) = w.site_in("America/New_York", 1);
     let d = &devices[0];
+    // The next daylight-saving days in New York, whatever today is.
+    let (spring, fall) = clock::next_dst_days("America/New_York");
     // 01:30 on the spring-forward day: 02:00-03:00 does not exist in New York.
-    let t = w.call(Method::POST, &w.stages(&format!("/devices/{d}/tests")), Some(json!({"start": "2027-03-14T01:30:00", "end": "2027-03-14T04:00:00", "reason": "panel swap"}))).await;
+    let t = w
+        .call(
+            Method::POST,
+            &w.stages(&format!("/devices/{d}/tests")),
+            Some(json!({"start": clock::local_text(clock::at(spring, 1, 30)),
+                "end": clock::local_text(clock::at(spring, 4, 0)), "reason": "panel swap"})),
+        )
+        .await;
     assert_eq!(t.status, 201, "{}", t.text);
-    assert_eq!(t.body["window"]["start"]["utc"], "2027-03-14T06:30:00Z");
+    // 01:30 EST (-05:00) is 06:30Z; 04:00 EDT (-04:00) is 08:00Z: 1.5 real hours.
+    assert_eq!(
+        t.body["window"]["start"]["utc"],
+        clock::utc_text(clock::at(spring, 6, 30))
+    );
     assert_eq!(t.body["window"]["start"]["utc_offset"], "-05:00");
-    assert_eq!(t.body["window"]["end"]["utc"], "2027-03-14T08:00:00Z");
+    assert_eq!(
+        t.body["window"]["end"]["utc"],
+        clock::utc_text(clock::at(spring, 8, 0))
+    );
     assert_eq!(t.body["window"]["end"]["utc_offset"], "-04:00");
-    // 01:30 on the fall-back day happens twice: a start takes the first.
+    // 01:30 on the fall-back day happens twice: a start takes the first
+    // (01:30 EDT, 05:30Z).
     let t2 = w
         .call(
             Method::POST,
             &w.stages(&format!("/devices/{d}/tests")),
-            Some(json!({"start": "2027-11-07T01:30:00", "end": "2027-11-07T03:00:00"})),
+            Some(json!({"start": clock::local_text(clock::at(fall, 1, 30)),
+                "end": clock::local_text(clock::at(fall, 3, 0))})),
         )
         .await;
     assert_eq!(t2.status, 201, "{}", t2.text);
     assert_eq!(t2.body["window"]["start"]["reading"], "earlier_of_two");
-    assert_eq!(t2.body["window"]["start"]["utc"], "2027-11-07T05:30:00Z");
+    assert_eq!(
+        t2.body["window"]["start"]["utc"],
+        clock::utc_text(clock::at(fall, 5, 30))
+    );
     let listed = w
         .call(Method::GET, &w.stages(&format!("/devices/{d}/tests")), None)
         .await;
@@ -388,21 +409,38 @@ async fn tests_are_given_in_the_sites_time_zone_across_daylight_saving(backend: 
         history.text
     );
 
-    // Bad windows.
-    w.call(
-        Method::POST,
-        &w.stages(&format!("/devices/{d}/tests")),
-        Some(json!({"start": "2027-01-10T10:00:00", "end": "2027-01-10T09:00:00"})),
-    )
-    .await
-    .assert_problem(422);
-    w.call(
-        Method::POST,
-        &w.stages(&format!("/devices/{d}/tests")),
-        Some(json!({"start": "2027-01-10T10:00:00", "end": "2027-01-20T10:00:00"})),
-    )
-    .await
-    .assert_problem(422);
+    // Bad windows, tomorrow: each refused for its own reason.
+    let tz = "America/New_York";
+    let tests_before = w.sim.state().tests(d).len();
+    for (window, reason) in [
+        (
+            clock::window(tz, chrono::Duration::days(1), -chrono::Duration::hours(1)),
+            "after the start",
+        ),
+        (
+            clock::window(tz, chrono::Duration::days(1), chrono::Duration::days(10)),
+            "at most 72 hours",
+        ),
+        (
+            clock::window(tz, -chrono::Duration::days(2), chrono::Duration::hours(1)),
+            "already past",
+        ),
+    ] {
+        let refused = w
+            .call(
+                Method::POST,
+                &w.stages(&format!("/devices/{d}/tests")),
+                Some(window.clone()),
+            )
+            .await;
+        refused.assert_problem(422);
+        assert!(refused.text.contains(reason), "{window}: {}", refused.text);
+    }
+    assert_eq!(
+        w.sim.state().tests(d).len(),
+        tests_before,
+        "no refused window reached Stages"
+    );
 }
 
 async fn a_device_in_alarm_is_refused_and_reads_say_what_runs(backend: Backend) {
@@ -416,7 +454,11 @@ async fn a_device_in_alarm_is_refused_and_reads_say_what_runs(backend: Backend) 
         .call(
             Method::POST,
             &w.stages(&format!("/devices/{}/tests", devices[1])),
-            Some(json!({"start": "2027-01-10T09:00:00", "end": "2027-01-10T10:00:00"})),
+            Some(clock::window(
+                "America/Phoenix",
+                chrono::Duration::days(1),
+                chrono::Duration::hours(1),
+            )),
         )
         .await;
     assert_eq!(refused.assert_problem(409), "device_state");

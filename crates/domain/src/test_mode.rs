@@ -155,38 +155,41 @@ mod tests {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").unwrap()
     }
 
+    /// A fixed "now" in the past, so the windows below are in its future
+    /// whatever today is (2025's daylight-saving days in New York: March 9
+    /// and November 2).
     fn now() -> DateTime<Utc> {
-        "2026-11-22T00:00:00Z".parse().unwrap()
+        "2025-01-02T00:00:00Z".parse().unwrap()
     }
 
     #[test]
     fn an_ordinary_window_converts_with_the_zone_offset() {
         let w = test_window(
             "America/Chicago",
-            t("2027-01-10T09:00"),
-            t("2027-01-10T17:00"),
+            t("2025-01-10T09:00"),
+            t("2025-01-10T17:00"),
             72,
             now(),
         )
         .unwrap();
-        assert_eq!(w.start.utc.to_rfc3339(), "2027-01-10T15:00:00+00:00");
+        assert_eq!(w.start.utc.to_rfc3339(), "2025-01-10T15:00:00+00:00");
         assert_eq!(w.start.utc_offset, "-06:00");
         assert_eq!(w.start.reading, LocalReading::Exact);
     }
 
     #[test]
     fn a_window_across_spring_forward_is_an_hour_shorter_in_real_time() {
-        // 2027-03-14 02:00 America/New_York jumps to 03:00.
+        // 2025-03-09 02:00 America/New_York jumps to 03:00.
         let w = test_window(
             "America/New_York",
-            t("2027-03-14T01:30"),
-            t("2027-03-14T04:00"),
+            t("2025-03-09T01:30"),
+            t("2025-03-09T04:00"),
             72,
             now(),
         )
         .unwrap();
-        assert_eq!(w.start.utc.to_rfc3339(), "2027-03-14T06:30:00+00:00");
-        assert_eq!(w.end.utc.to_rfc3339(), "2027-03-14T08:00:00+00:00");
+        assert_eq!(w.start.utc.to_rfc3339(), "2025-03-09T06:30:00+00:00");
+        assert_eq!(w.end.utc.to_rfc3339(), "2025-03-09T08:00:00+00:00");
         assert_eq!(w.end.utc_offset, "-04:00");
     }
 
@@ -194,32 +197,32 @@ mod tests {
     fn a_start_in_the_gap_moves_forward_by_the_gap() {
         let w = test_window(
             "America/New_York",
-            t("2027-03-14T02:30"),
-            t("2027-03-14T05:00"),
+            t("2025-03-09T02:30"),
+            t("2025-03-09T05:00"),
             72,
             now(),
         )
         .unwrap();
         assert_eq!(w.start.reading, LocalReading::ShiftedOutOfGap);
-        assert_eq!(w.start.local, t("2027-03-14T03:30"));
-        assert_eq!(w.start.utc.to_rfc3339(), "2027-03-14T07:30:00+00:00");
+        assert_eq!(w.start.local, t("2025-03-09T03:30"));
+        assert_eq!(w.start.utc.to_rfc3339(), "2025-03-09T07:30:00+00:00");
     }
 
     #[test]
     fn an_ambiguous_start_takes_the_first_and_an_ambiguous_end_the_second() {
-        // 2027-11-07 01:00-02:00 happens twice in America/New_York.
+        // 2025-11-02 01:00-02:00 happens twice in America/New_York.
         let w = test_window(
             "America/New_York",
-            t("2027-11-07T01:30"),
-            t("2027-11-07T01:45"),
+            t("2025-11-02T01:30"),
+            t("2025-11-02T01:45"),
             72,
             now(),
         )
         .unwrap();
         assert_eq!(w.start.reading, LocalReading::EarlierOfTwo);
-        assert_eq!(w.start.utc.to_rfc3339(), "2027-11-07T05:30:00+00:00");
+        assert_eq!(w.start.utc.to_rfc3339(), "2025-11-02T05:30:00+00:00");
         assert_eq!(w.end.reading, LocalReading::LaterOfTwo);
-        assert_eq!(w.end.utc.to_rfc3339(), "2027-11-07T06:45:00+00:00");
+        assert_eq!(w.end.utc.to_rfc3339(), "2025-11-02T06:45:00+00:00");
         assert_eq!(w.end.utc_offset, "-05:00");
     }
 
@@ -228,8 +231,8 @@ mod tests {
         assert!(matches!(
             test_window(
                 "America/New_York",
-                t("2027-01-10T09:00"),
-                t("2027-01-10T08:00"),
+                t("2025-01-10T09:00"),
+                t("2025-01-10T08:00"),
                 72,
                 now()
             ),
@@ -238,8 +241,8 @@ mod tests {
         assert!(matches!(
             test_window(
                 "America/New_York",
-                t("2027-01-10T09:00"),
-                t("2027-01-14T09:00"),
+                t("2025-01-10T09:00"),
+                t("2025-01-14T09:00"),
                 72,
                 now()
             ),
@@ -248,8 +251,8 @@ mod tests {
         assert!(matches!(
             test_window(
                 "Mars/Olympus",
-                t("2027-01-10T09:00"),
-                t("2027-01-10T10:00"),
+                t("2025-01-10T09:00"),
+                t("2025-01-10T10:00"),
                 72,
                 now()
             ),
@@ -258,8 +261,8 @@ mod tests {
         assert!(matches!(
             test_window(
                 "UTC",
-                t("2026-01-10T09:00"),
-                t("2026-01-10T10:00"),
+                t("2024-01-10T09:00"),
+                t("2024-01-10T10:00"),
                 72,
                 now()
             ),

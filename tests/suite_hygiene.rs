@@ -1,0 +1,199 @@
+//! The suite checks its own wiring, so a green run cannot quietly mean less:
+//! every end-to-end file under `tests/` is registered and therefore runs
+//! (`crates/api` sets `autotests = false`), and no test holds a literal
+//! calendar date later than today, which would turn CI red by itself on the
+//! day it passes.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{Datelike, NaiveDate, Utc};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root")
+}
+
+/// Files under `dir` (recursively) whose names end with one of `exts`.
+fn files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.map(|e| e.expect("a readable directory entry")) {
+        let path = entry.path();
+        if path.is_dir() {
+            files(&path, exts, out);
+        } else if exts
+            .iter()
+            .any(|e| path.extension().is_some_and(|x| x == *e))
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// The `path`s of the `[[test]]` targets in a Cargo manifest.
+fn registered_tests(manifest: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut in_test = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_test = line == "[[test]]";
+        } else if in_test {
+            if let Some(value) = line.strip_prefix("path") {
+                let value = value.trim_start().trim_start_matches('=').trim();
+                paths.push(value.trim_matches('"').to_owned());
+            }
+        }
+    }
+    paths
+}
+
+#[test]
+fn every_end_to_end_file_is_registered_and_every_registration_exists() {
+    let root = workspace();
+    let manifest_path = root.join("crates/api/Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let registered: Vec<PathBuf> = registered_tests(&manifest)
+        .iter()
+        .map(|p| root.join("crates/api").join(p))
+        .collect();
+    for path in &registered {
+        assert!(
+            path.is_file(),
+            "{manifest_path:?} registers {path:?}, which does not exist"
+        );
+    }
+    let registered: Vec<PathBuf> = registered
+        .iter()
+        .map(|p| p.canonicalize().unwrap())
+        .collect();
+    let mut on_disk = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "rs") {
+            on_disk.push(path.canonicalize().unwrap());
+        }
+    }
+    assert!(
+        on_disk.len() >= 10,
+        "the end-to-end files were found: {on_disk:?}"
+    );
+    let unregistered: Vec<_> = on_disk.iter().filter(|p| !registered.contains(p)).collect();
+    assert!(
+        unregistered.is_empty(),
+        "these end-to-end files never run: add a [[test]] for each to {manifest_path:?}: {unregistered:?}"
+    );
+    // The other crates discover their tests themselves; none may turn that off.
+    let mut manifests = Vec::new();
+    files(&root.join("crates"), &["toml"], &mut manifests);
+    for m in manifests.iter().filter(|m| m.ends_with("Cargo.toml")) {
+        if m == &manifest_path {
+            continue;
+        }
+        let text = std::fs::read_to_string(m).unwrap();
+        assert!(
+            !text.contains("autotests = false"),
+            "{m:?} turns off test discovery; register its tests here instead"
+        );
+    }
+}
+
+/// Every `YYYY-MM-DD` in `text` that is a real date later than `today`, with
+/// its line number.
+fn future_dates(text: &str, today: NaiveDate) -> Vec<(usize, NaiveDate)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        for start in 0..bytes.len().saturating_sub(9) {
+            let candidate = &bytes[start..start + 10];
+            let shaped = candidate.iter().enumerate().all(|(i, b)| match i {
+                4 | 7 => *b == b'-',
+                _ => b.is_ascii_digit(),
+            });
+            // Not the tail of a longer number (a version, a port, an id).
+            let free = start == 0 || !bytes[start - 1].is_ascii_digit();
+            if !shaped || !free {
+                continue;
+            }
+            let text = std::str::from_utf8(candidate).unwrap();
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                if date > today {
+                    found.push((n + 1, date));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The part of a source file that is test code: a crate's `src` files from
+/// their first `#[cfg(test)]` on, every other file whole.
+fn test_part(path: &Path, text: &str) -> String {
+    let in_src = path.components().any(|c| c.as_os_str() == "src");
+    if !in_src {
+        return text.to_owned();
+    }
+    match text.find("#[cfg(test)]") {
+        Some(at) => {
+            // Keep line numbers true: blank out what comes before.
+            "\n".repeat(text[..at].matches('\n').count()) + &text[at..]
+        }
+        None => String::new(),
+    }
+}
+
+#[test]
+fn no_test_holds_a_literal_date_later_than_today() {
+    let root = workspace();
+    let mut paths = Vec::new();
+    files(&root.join("tests"), &["rs"], &mut paths);
+    files(&root.join("crates"), &["rs"], &mut paths);
+    files(&root.join("scripts/client-scenario"), &["py"], &mut paths);
+    files(&root.join("scripts/fuzz"), &["py"], &mut paths);
+    assert!(paths.len() > 50, "the sources were found: {}", paths.len());
+    let today = Utc::now().date_naive();
+    let mut offenders = Vec::new();
+    for path in &paths {
+        if path.components().any(|c| c.as_os_str() == "target") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        for (line, date) in future_dates(&test_part(path, &text), today) {
+            offenders.push(format!("{}:{line}: {date}", path.display()));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "tests must compute future dates from today (see tests/support/clock.rs), not write them:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_date_scan_finds_a_future_date_and_nothing_else() {
+    let today = NaiveDate::from_ymd_opt(2026, 6, 15).unwrap();
+    let next_year = today.year() + 1;
+    let text = format!(
+        "let a = \"{next_year}-01-10T09:00\";\nlet b = \"2025-03-09\"; // past\nv1.{next_year}-01-10 12{next_year}-02-03 {next_year}-13-40\n"
+    );
+    let found = future_dates(&text, today);
+    assert_eq!(
+        found,
+        vec![
+            (1, NaiveDate::from_ymd_opt(next_year, 1, 10).unwrap()),
+            (3, NaiveDate::from_ymd_opt(next_year, 1, 10).unwrap())
+        ]
+    );
+    // Source files count from their tests module on.
+    let src = Path::new("crates/x/src/lib.rs");
+    let code = format!(
+        "// until {next_year}-05-01\n#[cfg(test)]\nmod tests {{ // {next_year}-05-02\n}}\n"
+    );
+    let part = test_part(src, &code);
+    assert_eq!(
+        future_dates(&part, today),
+        vec![(3, NaiveDate::from_ymd_opt(next_year, 5, 2).unwrap())]
+    );
+}
