@@ -97,9 +97,44 @@ fn device(code: &str) -> Value {
            "exit_period": "01:00", "location": "Basement", "timer_test_type": "DAILY", "timer_test_days": 1, "silent": false})
 }
 
+/// Every device field of S5 (the seed's list), none at its default, so that a
+/// field the push drops or misspells cannot round-trip by accident.
+fn every_device_field(code: &str) -> Value {
+    json!({"transmitter_code": code, "alt_device_id": "ALT-77", "oos_category": "SEASON",
+           "device_type": "DSC-NEO", "timer_test_type": "INTERVAL", "timer_test_days": 2,
+           "timer_test_hours": 3, "timer_test_minutes": 45, "fail_event": "E350",
+           "ivr_number": "4455", "primary_xmit": "7700009", "comm_type": "CELL-IP",
+           "line_security": "Encrypted", "lid_type": "2WAY", "url_text": "Camera",
+           "url_target": "https://cam.example/77", "signal_format": "CID",
+           "entry_period": "00:45", "exit_period": "01:30", "location": "Basement",
+           "info": "Behind the water heater", "first_signal_at": "2024-03-01T12:34:56Z",
+           "silent": true, "config_only": true})
+}
+
+/// S5: every site field (billing and Stages-only) and every device field
+/// arrives in Stages as sent; records are compared whole, not field by field.
 async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked(backend: Backend) {
     let w = world(backend, 0).await;
-    w.billing_site("S1", &["SYS1", "SYS2"]).await;
+    w.put(
+        "/v1/billing/customers/C-S1",
+        json!({"first_name": "Ada", "last_name": "Lovelace", "phone": "(614) 555-0101"}),
+    )
+    .await;
+    let billing_site = json!({"name": "Lovelace home S1", "address1": "12 Elm St", "address2": "Unit 4",
+        "city": "Columbus", "state": "OH", "zip": "43004", "phone": "614-555-0101", "info": "Dog in the yard"});
+    let mut put_site = billing_site.clone();
+    put_site["customer_id"] = json!("C-S1");
+    w.put("/v1/billing/sites/S1", put_site).await;
+    for (sys, location, info) in [
+        ("SYS1", "Hall closet", "Old panel"),
+        ("SYS2", "Garage", "Smoke only"),
+    ] {
+        w.put(
+            &format!("/v1/billing/systems/{sys}"),
+            json!({"site_id": "S1", "panel_type": "VISTA-20P", "location": location, "info": info}),
+        )
+        .await;
+    }
     let targets = w
         .svc
         .call(
@@ -116,17 +151,25 @@ async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked(bac
         targets.text
     );
 
+    let extras = json!({"region": "MW", "time_zone": "America/Chicago", "site_type": "COM",
+        "dispatch_type": "PRI", "permit": "P-77", "subdivision": "Elm Park", "pets": "dog",
+        "keys": true, "ul_code": "AA", "authority": "MGR"});
+    let ada = json!({"name": "Ada Lovelace", "relation": "Owner", "authority": "OWNER",
+        "phones": [{"kind": "mobile", "number": "614-555-0101"}], "email": "ada@example.com",
+        "has_keys": true, "ecv": true, "effective_date": "2024-01-01", "expire_date": "2030-12-31"});
+    let mut ada_with_pin = ada.clone();
+    ada_with_pin["pin"] = json!("1234");
+    let sys1_zones = json!([{"point": 1, "area": "1", "event_code": "BA", "description": "Front door"},
+                            {"point": 2, "area": "", "event_code": "", "description": "Back door"}]);
     let body = json!({
         "billing_site_id": "S1",
-        "site": {"time_zone": "America/New_York", "site_type": "RES", "keys": true, "permit": "P-77", "pets": "dog"},
-        "contacts": [
-            {"name": "Ada Lovelace", "relation": "Owner", "phones": [{"kind": "mobile", "number": "614-555-0101"}], "pin": "1234"},
-            {"name": "Charles Babbage", "relation": "Neighbour"}
-        ],
+        "site": extras,
+        "contacts": [ada_with_pin, {"name": "Charles Babbage", "relation": "Neighbour"}],
         "systems": [
-            {"billing_system_id": "SYS1", "device": device("7700001"),
-             "configurations": [{"point": 1, "event_code": "BA", "description": "Front door"}, {"point": 2, "description": "Back door"}]},
-            {"billing_system_id": "SYS2", "device": device("7700002"), "configurations": [{"point": 9, "description": "Smoke"}]}
+            {"billing_system_id": "SYS1", "device": every_device_field("7700001"), "configurations": sys1_zones},
+            // Only the code: location and info come from the billing system.
+            {"billing_system_id": "SYS2", "device": {"transmitter_code": "7700002"},
+             "configurations": [{"point": 9, "description": "Smoke"}]}
         ]
     });
     // A dry run shows what would be sent and creates nothing.
@@ -148,40 +191,103 @@ async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked(bac
     assert!(records.iter().all(|r| r["action"] == "created"));
     let site_no = records[0]["external_id"].as_str().unwrap().to_owned();
 
-    // Stages side: the site, its devices, zones and contacts, all carrying billing ids.
-    let site = w.sim.state().site(&site_no).unwrap();
-    let site_json = serde_json::to_value(&site).unwrap();
-    assert_eq!(site_json["billing_id"], "S1");
-    assert_eq!(site_json["name"], "Lovelace home S1");
-    assert_eq!(site_json["site_type"], "RES");
-    let devices = w.sim.state().devices(&site_no);
-    assert_eq!(devices.len(), 2);
-    let mut billing: Vec<_> = devices
+    // Stages side, whole records: the billing site's fields, every Stages-only
+    // field and the billing id; nothing dropped, renamed or defaulted.
+    let mut want_site = billing_site.clone();
+    want_site
+        .as_object_mut()
+        .unwrap()
+        .extend(extras.as_object().unwrap().clone());
+    want_site["site_no"] = json!(site_no);
+    want_site["billing_id"] = json!("S1");
+    let site = serde_json::to_value(w.sim.state().site(&site_no).unwrap()).unwrap();
+    assert_eq!(site, want_site);
+
+    let devices: Vec<Value> = w
+        .sim
+        .state()
+        .devices(&site_no)
         .iter()
-        .map(|d| {
-            serde_json::to_value(d).unwrap()["billing_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+        .map(|d| serde_json::to_value(d).unwrap())
+        .collect();
+    assert_eq!(devices.len(), 2);
+    let of = |billing: &str| {
+        devices
+            .iter()
+            .find(|d| d["billing_id"] == billing)
+            .unwrap_or_else(|| panic!("no device of {billing}: {devices:?}"))
+            .clone()
+    };
+    let (sys1, sys2) = (of("SYS1"), of("SYS2"));
+    let mut want_sys1 = every_device_field("7700001");
+    for (k, v) in [
+        ("device_id", sys1["device_id"].clone()),
+        ("site_no", json!(site_no)),
+        ("status", json!("normal")),
+        ("billing_id", json!("SYS1")),
+    ] {
+        want_sys1[k] = v;
+    }
+    assert_eq!(sys1, want_sys1);
+    let want_sys2 = json!({"device_id": sys2["device_id"], "site_no": site_no, "status": "normal",
+        "transmitter_code": "7700002", "alt_device_id": "", "oos_category": "", "device_type": "",
+        "timer_test_type": "", "timer_test_days": null, "timer_test_hours": null,
+        "timer_test_minutes": null, "fail_event": "", "ivr_number": "", "primary_xmit": "",
+        "comm_type": "", "line_security": "", "lid_type": "", "url_text": "", "url_target": "",
+        "signal_format": "", "entry_period": "", "exit_period": "", "location": "Garage",
+        "info": "Smoke only", "first_signal_at": null, "silent": false, "config_only": false,
+        "billing_id": "SYS2"});
+    assert_eq!(sys2, want_sys2);
+
+    // Zones and contacts, also whole (less their Stages ids).
+    let zones = |d: &Value| -> Value {
+        let id = d["device_id"].as_str().unwrap();
+        let mut zs: Vec<Value> = w
+            .sim
+            .state()
+            .configurations(id)
+            .iter()
+            .map(|z| serde_json::to_value(z).unwrap())
+            .collect();
+        for z in &mut zs {
+            assert_eq!(z["device_id"], id);
+            let z = z.as_object_mut().unwrap();
+            z.remove("config_id");
+            z.remove("device_id");
+        }
+        Value::Array(zs)
+    };
+    assert_eq!(zones(&sys1), sys1_zones);
+    assert_eq!(
+        zones(&sys2),
+        json!([{"point": 9, "area": "", "event_code": "", "description": "Smoke"}])
+    );
+    let contacts: Vec<Value> = w
+        .sim
+        .state()
+        .contacts(&site_no)
+        .iter()
+        .map(|c| {
+            let mut c = serde_json::to_value(c).unwrap();
+            assert_eq!(c["site_no"], site_no.as_str());
+            let o = c.as_object_mut().unwrap();
+            o.remove("contact_id");
+            o.remove("site_no");
+            c
         })
         .collect();
-    billing.sort();
-    assert_eq!(billing, ["SYS1", "SYS2"]);
-    let zones: usize = devices
-        .iter()
-        .map(|d| {
-            w.sim
-                .state()
-                .configurations(
-                    serde_json::to_value(d).unwrap()["device_id"]
-                        .as_str()
-                        .unwrap(),
-                )
-                .len()
-        })
-        .sum();
-    assert_eq!(zones, 3);
-    assert_eq!(w.sim.state().contacts(&site_no).len(), 2);
+    let mut want_ada = ada.clone();
+    want_ada["has_pin"] = json!(true);
+    let charles = json!({"name": "Charles Babbage", "relation": "Neighbour", "authority": "",
+        "phones": [], "email": "", "has_keys": false, "ecv": false, "effective_date": null,
+        "expire_date": null, "has_pin": false});
+    assert_eq!(contacts, [want_ada, charles]);
+    let ada_id = w.sim.state().contacts(&site_no)[0].contact_id.clone();
+    let pin = w
+        .sim
+        .state()
+        .with_db(|db| db.contact_pin(&site_no, &ada_id));
+    assert_eq!(pin.as_deref(), Some("1234"), "the PIN reaches Stages");
 
     // Service side: links, the system number from the transmitter code, push targets.
     let sys1 = w

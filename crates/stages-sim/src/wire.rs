@@ -4,6 +4,13 @@
 //! purpose: the simulator is an independent party, so a change on the client
 //! side that breaks the wire format shows up as a failing test instead of
 //! being silently mirrored here.
+//!
+//! Request bodies are strict, as Stages' schema is: an unknown (or misspelled)
+//! field is a 422, never silently dropped, so a client that loses an S5 site or
+//! device field on the wire fails here. Response types stay lenient: the
+//! simulator only writes them. Optional fields may be left out; required ones
+//! (site `name`, device `transmitter_code`, zone `point`, contact `name`, note
+//! `text`, test times) have no default.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -73,7 +80,10 @@ pub struct Site {
     pub fields: SiteFields,
 }
 
+/// `POST /sites` (S5). `deny_unknown_fields` sits here, not on the flattened
+/// `SiteFields`: serde refuses what the flattened struct leaves unclaimed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct NewSite {
     #[serde(flatten)]
     pub fields: SiteFields,
@@ -91,6 +101,7 @@ pub struct CreatedSite {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct SitePatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -206,7 +217,9 @@ pub struct Device {
     pub status: DeviceStatus,
 }
 
+/// A new device (S5), alone or in a `NewSite`; strict like `NewSite`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct NewDevice {
     #[serde(flatten)]
     pub fields: DeviceFields,
@@ -215,6 +228,7 @@ pub struct NewDevice {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     /// Never accepted here (its change is `change-xmit`); kept only to refuse it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,11 +282,13 @@ pub struct DevicePatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangeXmit {
     pub new_transmitter_code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct NewConfiguration {
     pub point: u32,
     #[serde(default)]
@@ -292,6 +308,7 @@ pub struct Configuration {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContactPhone {
     pub kind: String,
     pub number: String,
@@ -319,6 +336,7 @@ pub struct ContactFields {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct NewContact {
     #[serde(flatten)]
     pub fields: ContactFields,
@@ -338,6 +356,7 @@ pub struct Contact {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ContactPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -363,6 +382,7 @@ pub struct ContactPatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewNote {
     pub text: String,
     #[serde(default)]
@@ -427,6 +447,7 @@ pub enum TestState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewTest {
     #[serde(rename = "type", default)]
     pub test_type: TestType,

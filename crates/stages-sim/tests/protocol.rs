@@ -486,6 +486,299 @@ async fn validation_errors_name_the_field() {
     assert_eq!(sim.state().site_count(), 0);
 }
 
+/// Every site field of S5, with values that are not the defaults.
+fn every_site_field() -> Value {
+    json!({
+        "name": "Every Field", "address1": "1 Main St", "address2": "Unit 2", "city": "Austin",
+        "state": "TX", "zip": "78701", "phone": "512-555-0100", "info": "Side gate",
+        "region": "SW", "time_zone": "America/Chicago", "site_type": "COM", "dispatch_type": "PRI",
+        "permit": "P-1", "subdivision": "Elm Park", "pets": "dog", "keys": true, "ul_code": "AA",
+        "authority": "MGR", "billing_id": "S-EVERY"
+    })
+}
+
+/// Every device field of S5 (the seed's list plus billing id), none a default.
+fn every_device_field(xmit: &str) -> Value {
+    json!({
+        "transmitter_code": xmit, "alt_device_id": "ALT-1", "oos_category": "SEASON",
+        "device_type": "DSC-NEO", "timer_test_type": "INTERVAL", "timer_test_days": 2,
+        "timer_test_hours": 3, "timer_test_minutes": 45, "fail_event": "E350",
+        "ivr_number": "4455", "primary_xmit": "999001", "comm_type": "CELL-IP",
+        "line_security": "Encrypted", "lid_type": "2WAY", "url_text": "Camera",
+        "url_target": "https://cam.example/1", "signal_format": "CID", "entry_period": "00:45",
+        "exit_period": "01:30", "location": "Basement", "info": "Behind the heater",
+        "first_signal_at": "2024-03-01T12:34:56Z", "silent": true, "config_only": true,
+        "billing_id": format!("SYS-{xmit}")
+    })
+}
+
+fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
+}
+
+#[tokio::test]
+async fn every_site_and_device_field_is_stored_and_served() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    let body = with(
+        every_site_field(),
+        "devices",
+        json!([every_device_field("910001")]),
+    );
+    let a = c.post("/api/v1/sites", body).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    // Whole-object equality: a field the simulator dropped or renamed fails here.
+    let want_site = with(every_site_field(), "site_no", json!("10001"));
+    assert_eq!(a.body["site"], want_site);
+    assert_eq!(c.get("/api/v1/sites/10001").await.body, want_site);
+    let mut want_device = every_device_field("910001");
+    want_device["device_id"] = json!("D-1");
+    want_device["site_no"] = json!("10001");
+    want_device["status"] = json!("normal");
+    assert_eq!(a.body["devices"][0], want_device);
+    assert_eq!(c.get("/api/v1/devices/D-1").await.body, want_device);
+}
+
+/// Stages' schema is fixed: a field it does not know is refused, not dropped,
+/// so a client that misspells one learns it at once.
+#[tokio::test]
+async fn unknown_fields_are_refused_and_nothing_changes() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "Known", &["920001"]).await;
+    let contact = c.get("/api/v1/sites/10001/contacts").await.body["items"][0]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = (
+        c.get("/api/v1/sites/10001").await.body,
+        c.get("/api/v1/devices/D-1").await.body,
+        c.get("/api/v1/sites/10001/contacts").await.body,
+    );
+    let device = |extra: Value| {
+        let mut d = json!({"transmitter_code": "920002"});
+        d.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        d
+    };
+    let now = Utc::now();
+    let test = json!({"type": "all_points", "effective": now.to_rfc3339(),
+                      "expire": (now + chrono::Duration::hours(1)).to_rfc3339(), "reason": "r"});
+    let cases: Vec<(reqwest::Method, String, Value, &str)> = vec![
+        // A misspelled S5 site field, and a record id a client may not set.
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "ul_cod": "AA"}),
+            "ul_cod",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "site_no": "1"}),
+            "site_no",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "devices": [device(json!({"line_securty": "Encrypted"}))]}),
+            "line_securty",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "devices": [device(json!({"status": "alarm"}))]}),
+            "status",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "devices": [device(json!({"configurations": [{"point": 1, "zone": "1"}]}))]}),
+            "zone",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "contacts": [{"name": "A", "phone": "1"}]}),
+            "phone",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites".into(),
+            json!({"name": "x", "contacts": [{"name": "A", "phones": [{"kind": "home", "number": "1", "ext": "2"}]}]}),
+            "ext",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/sites/10001".into(),
+            json!({"subdivison": "x"}),
+            "subdivison",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/sites/10001".into(),
+            json!({"site_no": "10002"}),
+            "site_no",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites/10001/devices".into(),
+            device(json!({"alt_id": "A"})),
+            "alt_id",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/devices/D-1".into(),
+            json!({"lid": "2WAY"}),
+            "lid",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/devices/D-1".into(),
+            json!({"status": "alarm"}),
+            "status",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/devices/D-1".into(),
+            json!({"first_signal_at": "2024-01-01T00:00:00Z"}),
+            "first_signal_at",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/devices/D-1/change-xmit".into(),
+            json!({"new_transmitter_code": "920003", "force": true}),
+            "force",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/devices/D-1/configurations".into(),
+            json!({"point": 7, "zone_type": "fire"}),
+            "zone_type",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites/10001/contacts".into(),
+            json!({"name": "B", "mail": "b@example.com"}),
+            "mail",
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/api/v1/sites/10001/contacts/{contact}"),
+            json!({"has_key": true}),
+            "has_key",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/sites/10001/notes".into(),
+            json!({"text": "t", "author": "me"}),
+            "author",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/devices/D-1/tests".into(),
+            with(test.clone(), "points", json!([1])),
+            "points",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let a = c.send(method.clone(), &path, Some(body.clone())).await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (422, "validation"),
+            "{method} {path} {body}: {}",
+            a.body
+        );
+        assert!(
+            a.error_message()
+                .contains(&format!("unknown field `{field}`")),
+            "{method} {path} {body}: {}",
+            a.error_message()
+        );
+    }
+    let after = (
+        c.get("/api/v1/sites/10001").await.body,
+        c.get("/api/v1/devices/D-1").await.body,
+        c.get("/api/v1/sites/10001/contacts").await.body,
+    );
+    assert_eq!(before, after);
+    let stats = sim.state().stats();
+    assert_eq!(
+        (
+            stats.sites,
+            stats.devices,
+            stats.contacts,
+            stats.configurations,
+            stats.notes,
+            stats.tests
+        ),
+        (1, 1, 2, 2, 0, 0),
+        "refused requests store nothing"
+    );
+    // The same bodies without the stray field are accepted.
+    let a = c.post("/api/v1/devices/D-1/tests", test).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+}
+
+/// Fields Stages requires have no default: leaving one out is a 422 naming it.
+#[tokio::test]
+async fn required_fields_are_refused_when_missing() {
+    let sim = start(0).await;
+    let c = Client::new(&sim);
+    create_site(&c, "Known", &["930001"]).await;
+    let cases = [
+        ("/api/v1/sites", json!({"address1": "x"}), "name"),
+        (
+            "/api/v1/sites",
+            json!({"name": "x", "devices": [{"device_type": "DSC-NEO"}]}),
+            "transmitter_code",
+        ),
+        (
+            "/api/v1/sites/10001/devices",
+            json!({"location": "x"}),
+            "transmitter_code",
+        ),
+        (
+            "/api/v1/devices/D-1/configurations",
+            json!({"description": "x"}),
+            "point",
+        ),
+        (
+            "/api/v1/sites/10001/contacts",
+            json!({"relation": "x"}),
+            "name",
+        ),
+        ("/api/v1/sites/10001/notes", json!({}), "text"),
+        (
+            "/api/v1/devices/D-1/tests",
+            json!({"expire": "2099-01-01T00:00:00Z"}),
+            "effective",
+        ),
+        (
+            "/api/v1/devices/D-1/change-xmit",
+            json!({}),
+            "new_transmitter_code",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let a = c.post(path, body.clone()).await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (422, "validation"),
+            "{path} {body}"
+        );
+        assert!(
+            a.error_message()
+                .contains(&format!("missing field `{field}`")),
+            "{path} {body}: {}",
+            a.error_message()
+        );
+    }
+    assert_eq!(sim.state().site_count(), 1);
+}
+
 #[tokio::test]
 async fn billing_ids_filter_link_and_clear() {
     let sim = start(0).await;
