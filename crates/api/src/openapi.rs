@@ -148,10 +148,29 @@ impl Modify for BearerAuth {
 }
 
 /// The answers any operation may give besides its own, written once: a
-/// token's (401, 403) on every bearer operation, and a body's (400 malformed
+/// token's (401, 403) on every bearer operation, a body's (400 malformed
 /// JSON, 413 too large, 415 not JSON, 422 invalid) on every operation that
-/// takes one. An operation's own description of a status is kept.
+/// takes one, and the caller's missing Stages credentials (409) on every
+/// operation that calls Stages as the caller. An operation's own description
+/// of a status is kept.
 struct CommonProblems;
+
+/// Whether the operation calls Stages with the caller's credentials, so that
+/// on a `user` mode connection a caller who stored none is answered 409
+/// `credentials_required` (S2).
+fn calls_stages_as_caller(method: &str, path: &str) -> bool {
+    path.starts_with("/v1/connections/{connection_id}/stages/")
+        || matches!(
+            (method, path),
+            ("post", "/v1/connections/{connection_id}/push")
+                | ("post", "/v1/connections/{connection_id}:reconcile")
+                | ("post", "/v1/links")
+                | ("patch", "/v1/links/{link_id}")
+                | ("get", "/v1/links/{link_id}/diff")
+                | ("post", "/v1/links/{link_id}:sync")
+                | ("post", "/v1/links/{link_id}:account-sync")
+        )
+}
 
 impl Modify for CommonProblems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -167,15 +186,18 @@ impl Modify for CommonProblems {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
             ];
-            for operation in operations.into_iter().flatten() {
+            for (method, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
                 let bearer = operation
                     .security
                     .iter()
@@ -191,6 +213,12 @@ impl Modify for CommonProblems {
                     common.push(("413", "The body is larger than the service accepts"));
                     common.push(("415", "The body is not application/json"));
                     common.push(("422", "The body does not describe a valid request"));
+                }
+                if calls_stages_as_caller(method, path) {
+                    common.push((
+                        "409",
+                        "`credentials_required`: the connection uses per-user credentials and the caller has stored none",
+                    ));
                 }
                 for (status, description) in common {
                     operation

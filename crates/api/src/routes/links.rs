@@ -524,7 +524,7 @@ pub async fn reconcile(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let cid = connection_id(&path)?;
-    state
+    let connection = state
         .connections
         .connection(&caller.dealer, cid)
         .await
@@ -532,6 +532,15 @@ pub async fn reconcile(
             domain::store::StoreError::NotFound => ApiError::not_found("no such connection"),
             other => other.into(),
         })?;
+    // The job acts with the caller's credentials (S2): without them it is
+    // refused now, like every other Stages operation, not accepted to fail later.
+    domain::operations::stages_as_caller(
+        state.connections.as_ref(),
+        state.stages.as_ref(),
+        caller,
+        &connection,
+    )
+    .await?;
     let job = state
         .jobs
         .enqueue(crate::worker::reconcile_job(caller, cid, query.dry_run))
