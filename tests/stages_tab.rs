@@ -98,16 +98,67 @@ fn rand_suffix() -> u32 {
 async fn live_views_are_paged_and_upstream_failures_name_the_connection(backend: Backend) {
     let w = world(backend, 2).await;
     let site_no = w.sim.state().sites()[0].site_no.clone();
-    for view in ["devices", "notes", "contacts", "history"] {
+    // Each view lists what Stages holds for the site: the same records, by id.
+    let state = w.sim.state();
+    let ids = |records: Vec<Value>, key: &str| {
+        let mut ids: Vec<String> = records
+            .iter()
+            .map(|r| {
+                r[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key} in {r}"))
+                    .to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let as_values = |v: Value| v.as_array().unwrap().clone();
+    let expected = [
+        (
+            "devices",
+            "device_id",
+            as_values(serde_json::to_value(state.devices(&site_no)).unwrap()),
+        ),
+        (
+            "notes",
+            "note_id",
+            as_values(serde_json::to_value(state.notes(&site_no)).unwrap()),
+        ),
+        (
+            "contacts",
+            "contact_id",
+            as_values(serde_json::to_value(state.contacts(&site_no)).unwrap()),
+        ),
+        (
+            "history",
+            "history_id",
+            as_values(
+                serde_json::to_value(
+                    state
+                        .with_db(|db| db.site_history(&site_no, None, None, chrono::Utc::now()))
+                        .unwrap(),
+                )
+                .unwrap(),
+            ),
+        ),
+    ];
+    for (view, key, held) in expected {
         let a = w
             .call(
                 Method::GET,
-                &w.stages(&format!("/sites/{site_no}/{view}")),
+                &w.stages(&format!("/sites/{site_no}/{view}?page_size=500")),
                 None,
             )
             .await;
         assert_eq!(a.status, 200, "{view}: {}", a.text);
-        assert!(a.body["items"].is_array());
+        assert!(!held.is_empty(), "the seeded site has {view}");
+        assert_eq!(
+            ids(as_values(a.body["items"].clone()), key),
+            ids(held, key),
+            "{view}: {}",
+            a.text
+        );
     }
     let contacts = w
         .call(

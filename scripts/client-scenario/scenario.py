@@ -125,7 +125,7 @@ def main() -> int:
         check(again.id == cid and again.auto_sync is False, "the connection reads back, Auto Sync off")
 
         step("set the dealer credentials")
-        ok(
+        stored = ok(
             put_dealer_credentials.sync_detailed(
                 cid,
                 client=client,
@@ -134,7 +134,11 @@ def main() -> int:
             (200, 201),
             CredentialResponse,
         )
-        check(True, "the dealer credentials are stored")
+        check(
+            stored.username == stages_auth[0]
+            and stages_auth[1] not in repr(stored.to_dict()),
+            "the dealer credentials are stored under their username, the password never echoed",
+        )
 
         step("test the connection")
         tested = ok(test_connection.sync_detailed(cid, client=client), 200, ConnectionTestResponse)

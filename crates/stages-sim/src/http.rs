@@ -369,7 +369,7 @@ async fn get_site(s: Data, site_no: web::Path<String>) -> ApiResult {
 }
 
 async fn patch_site(s: Data, site_no: web::Path<String>, body: web::Json<SitePatch>) -> ApiResult {
-    ok(s.patch_site(&site_no, body.into_inner())?)
+    ok(s.patch_site_by(&site_no, body.into_inner(), true)?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,11 +431,11 @@ async fn get_device(s: Data, id: web::Path<String>) -> ApiResult {
 }
 
 async fn patch_device(s: Data, id: web::Path<String>, body: web::Json<DevicePatch>) -> ApiResult {
-    ok(s.patch_device(&id, body.into_inner())?)
+    ok(s.patch_device_by(&id, body.into_inner(), true)?)
 }
 
 async fn change_xmit(s: Data, id: web::Path<String>, body: web::Json<ChangeXmit>) -> ApiResult {
-    ok(s.change_xmit(&id, &body.new_transmitter_code)?)
+    ok(s.change_xmit_by(&id, &body.new_transmitter_code, true)?)
 }
 
 async fn list_configurations(s: Data, id: web::Path<String>) -> ApiResult {

@@ -49,7 +49,7 @@ pub use callbacks::{
 pub use db::{Db, SiteQuery};
 pub use error::ApiError;
 pub use faults::{FaultKind, FaultRule};
-pub use state::{SimState, Stats};
+pub use state::{AppliedWrite, SimState, Stats};
 
 /// How to start a simulator.
 #[derive(Debug, Clone, PartialEq)]

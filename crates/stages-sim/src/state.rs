@@ -34,12 +34,25 @@ pub struct Stats {
     pub tests: usize,
 }
 
+/// One change Stages applied to a site or a device, in the order applied:
+/// tests read it to tell a push sent twice from an edit made in between.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppliedWrite {
+    /// Made through the API (by an integration), not by Stages' own staff
+    /// (a test calling `patch_site`, `patch_device` or `change_xmit`).
+    pub by_api: bool,
+    /// The patch as applied (`{"new_transmitter_code": ..}` for change-xmit).
+    pub body: serde_json::Value,
+}
+
 #[derive(Debug)]
 struct Inner {
     db: Mutex<Db>,
     users: Mutex<HashMap<String, String>>,
     faults: Mutex<Vec<FaultRule>>,
     requests: Mutex<BTreeMap<String, u64>>,
+    /// Applied writes by site number or device id.
+    writes: Mutex<HashMap<String, Vec<AppliedWrite>>>,
     callbacks: Hub,
     initial: SimConfig,
 }
@@ -68,6 +81,7 @@ impl SimState {
                 users: Mutex::new(HashMap::new()),
                 faults: Mutex::new(Vec::new()),
                 requests: Mutex::new(BTreeMap::new()),
+                writes: Mutex::new(HashMap::new()),
                 callbacks: Hub::new(),
                 initial: config.clone(),
             }),
@@ -90,6 +104,7 @@ impl SimState {
         drop(users);
         *lock(&self.inner.faults) = cfg.faults.clone();
         lock(&self.inner.requests).clear();
+        lock(&self.inner.writes).clear();
         self.inner.callbacks.reset();
     }
 
@@ -238,25 +253,62 @@ impl SimState {
     /// callback. (`with_db(|db| db.patch_site(..))` changes the record
     /// without any callback.)
     pub fn patch_site(&self, site_no: &str, patch: SitePatch) -> Result<Site, ApiError> {
+        self.patch_site_by(site_no, patch, false)
+    }
+
+    pub(crate) fn patch_site_by(
+        &self,
+        site_no: &str,
+        patch: SitePatch,
+        by_api: bool,
+    ) -> Result<Site, ApiError> {
         let now = now();
+        let body = serde_json::to_value(&patch).unwrap_or_default();
         self.with_db(|db| {
             let before = db.get_site(site_no)?;
             let after = db.patch_site(site_no, patch, now)?;
             // Queued under the records' lock: callbacks keep the order of changes.
             self.inner.callbacks.site_changed(&before, &after, now);
+            self.record_write(site_no, by_api, body);
             Ok(after)
         })
+    }
+
+    fn record_write(&self, record: &str, by_api: bool, body: serde_json::Value) {
+        lock(&self.inner.writes)
+            .entry(record.to_owned())
+            .or_default()
+            .push(AppliedWrite { by_api, body });
+    }
+
+    /// The changes applied to a site (by number) or a device (by id), oldest first.
+    pub fn applied_writes(&self, record: &str) -> Vec<AppliedWrite> {
+        lock(&self.inner.writes)
+            .get(record)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Changes a device as a Stages operator would (`PATCH
     /// /api/v1/devices/{device_id}`). A change of location or info of a linked
     /// device queues a `device.updated` callback.
     pub fn patch_device(&self, device_id: &str, patch: DevicePatch) -> Result<Device, ApiError> {
+        self.patch_device_by(device_id, patch, false)
+    }
+
+    pub(crate) fn patch_device_by(
+        &self,
+        device_id: &str,
+        patch: DevicePatch,
+        by_api: bool,
+    ) -> Result<Device, ApiError> {
         let now = now();
+        let body = serde_json::to_value(&patch).unwrap_or_default();
         self.with_db(|db| {
             let before = db.get_device(device_id, now)?;
             let after = db.patch_device(device_id, patch, now)?;
             self.inner.callbacks.device_changed(&before, &after, now);
+            self.record_write(device_id, by_api, body);
             Ok(after)
         })
     }
@@ -265,11 +317,22 @@ impl SimState {
     /// /api/v1/devices/{device_id}/change-xmit`). A change on a linked device
     /// queues a `device.updated` callback with `transmitter_code`.
     pub fn change_xmit(&self, device_id: &str, new_code: &str) -> Result<Device, ApiError> {
+        self.change_xmit_by(device_id, new_code, false)
+    }
+
+    pub(crate) fn change_xmit_by(
+        &self,
+        device_id: &str,
+        new_code: &str,
+        by_api: bool,
+    ) -> Result<Device, ApiError> {
         let now = now();
         self.with_db(|db| {
             let before = db.get_device(device_id, now)?;
             let after = db.change_xmit(device_id, new_code, now)?;
             self.inner.callbacks.device_changed(&before, &after, now);
+            let body = serde_json::json!({ "new_transmitter_code": new_code });
+            self.record_write(device_id, by_api, body);
             Ok(after)
         })
     }
