@@ -156,7 +156,8 @@ async fn a_new_site_with_two_devices_contacts_and_zones_is_pushed_and_linked(bac
         "keys": true, "ul_code": "AA", "authority": "MGR"});
     let ada = json!({"name": "Ada Lovelace", "relation": "Owner", "authority": "OWNER",
         "phones": [{"kind": "mobile", "number": "614-555-0101"}], "email": "ada@example.com",
-        "has_keys": true, "ecv": true, "effective_date": "2024-01-01", "expire_date": "2030-12-31"});
+        "has_keys": true, "ecv": true, "effective_date": "2024-01-01",
+        "expire_date": (chrono::Utc::now() + chrono::Duration::days(5 * 365)).format("%Y-%m-%d").to_string()});
     let mut ada_with_pin = ada.clone();
     ada_with_pin["pin"] = json!("1234");
     let sys1_zones = json!([{"point": 1, "area": "1", "event_code": "BA", "description": "Front door"},

@@ -753,7 +753,7 @@ async fn required_fields_are_refused_when_missing() {
         ("/api/v1/sites/10001/notes", json!({}), "text"),
         (
             "/api/v1/devices/D-1/tests",
-            json!({"expire": "2099-01-01T00:00:00Z"}),
+            json!({"expire": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339()}),
             "effective",
         ),
         (
