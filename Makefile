@@ -51,9 +51,12 @@ client-scenario: deps
 	$(CARGO) build --bins
 	./scripts/client-scenario/run.sh
 
-## schemathesis against the running service's /openapi.json: every operation,
-## at least 2,000 cases, no 5xx, answers match their schemas, errors problem+json;
-## on SQLite, then on PostgreSQL.
+## schemathesis against the running service's /openapi.json, with stages-sim and
+## adc-sim seeded (scripts/fuzz/seed.py; a seed step other than 2xx stops it):
+## every operation, at least 2,000 cases, no 5xx but an upstream's 502/504 from an
+## operation that calls one, answers match their schemas, errors problem+json; the
+## cases and their 2xx/4xx/5xx per operation, failing when an Alarm.com operation
+## never answered 2xx. On SQLite, then on PostgreSQL.
 fuzz: deps postgres
 	$(CARGO) build --bins
 	./scripts/fuzz.sh sqlite
@@ -63,11 +66,18 @@ fuzz: deps postgres
 postgres:
 	./scripts/ensure-postgres.sh
 
-## Tools the build needs: a C compiler for the bundled SQLite and libpq, curl for the demo.
+## Tools the build and the tests need (tool:Debian package): a C compiler for the
+## bundled SQLite and libpq, curl for the demo and make fuzz, python3 and perl for
+## the scripts and the build, and the sqlite3 and psql command lines the tests call
+## (tests/alarm_webhooks.rs, tests/support). apt-get installs the missing ones.
 deps:
 	@missing=""; \
-	for tool in cc make curl python3 perl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	for pair in cc:build-essential make:build-essential curl:curl python3:python3 perl:perl \
+		sqlite3:sqlite3 psql:postgresql-client; do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && apt-get install -y -qq build-essential curl python3 perl; \
+		missing=$$(printf '%s\n' $$missing | sort -u | tr '\n' ' '); \
+		echo "installing: $$missing"; \
+		apt-get update -qq && apt-get install -y -qq $$missing; \
 	fi

@@ -22,6 +22,8 @@ async fn latency_delays_only_the_named_operation() {
         json!([{"operation": "GetDealerId", "kind": "latency", "ms": 400}]),
     )
     .await;
+    // A lower bound only: the named operation is at least its latency late,
+    // however loaded the machine.
     let t = Instant::now();
     let r = c.call(DM, "GetDealerId", "").await;
     assert_eq!(r.status, 200);
@@ -30,9 +32,19 @@ async fn latency_delays_only_the_named_operation() {
         "{:?}",
         t.elapsed()
     );
-    let t = Instant::now();
+
+    // Another operation is not delayed: with an hour of latency on
+    // GetDealerId, one that waited for it would still be waiting, so the
+    // other operation answering at all (within the client's 30 s) is the
+    // proof, with no speed figure in it (speed is for `make bench`).
+    set_faults(
+        &c,
+        json!([{"operation": "GetDealerId", "kind": "latency", "ms": 3_600_000}]),
+    )
+    .await;
     assert_eq!(c.call(DM, "GetCSPhoneNumber", "").await.status, 200);
-    assert!(t.elapsed() < Duration::from_millis(400));
+    let stats = c.stats().await;
+    assert_eq!(stats["succeeded"]["GetCSPhoneNumber"], 1);
 }
 
 #[tokio::test]
@@ -134,12 +146,14 @@ async fn drop_closes_the_connection() {
         json!([{"operation": "GetDealerId", "kind": "drop", "times": 1}]),
     )
     .await;
-    let t = Instant::now();
+    // A closed connection is an error of its own, not a timeout: with a
+    // client timeout of a minute, a request left hanging would end as one.
     let res = c
         .http
         .post(format!("{}{DM}", c.base))
         .header("Content-Type", "text/xml; charset=utf-8")
         .body(envelope("GetDealerId", ""))
+        .timeout(Duration::from_secs(60))
         .send()
         .await;
     let outcome = match res {
@@ -148,7 +162,6 @@ async fn drop_closes_the_connection() {
     };
     let err = outcome.expect_err("no answer");
     assert!(!err.is_timeout(), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(c.call(DM, "GetDealerId", "").await.status, 200);
 }
 

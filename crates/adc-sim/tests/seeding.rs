@@ -1,8 +1,8 @@
-//! Seeded data: the same size gives the same records, and large sizes are fast.
+//! Seeded data: the same size gives the same records, at any size.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -51,13 +51,16 @@ async fn the_same_seed_gives_the_same_records() {
 }
 
 #[tokio::test]
-async fn a_hundred_thousand_customers_seed_quickly() {
+async fn a_hundred_thousand_customers_are_all_seeded_and_listed() {
     let t = Instant::now();
     let sim = start(100_000).await;
-    let took = t.elapsed();
-    eprintln!("seeding 100000 customers took {took:?}");
-    // Release builds take a fraction of a second; debug builds a few seconds.
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    // How long it took is for reading, not a pass mark: a loaded CI machine
+    // must not fail this. `make bench` measures the seeding speed (release
+    // build): its row "Alarm.com simulator seeded".
+    eprintln!(
+        "seeding 100000 customers took {:?} (debug build)",
+        t.elapsed()
+    );
     assert_eq!(sim.state().customer_count(), 100_000);
     assert_eq!(sim.state().reps().len(), 5_005);
     let c = Client::new(&sim);

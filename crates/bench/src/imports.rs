@@ -26,13 +26,18 @@ const ADC_PASSWORD: &str = "bench-adc-Passw0rd";
 pub const READ_CONCURRENCY: usize = 4;
 
 pub async fn seeded_adc(customers: usize) -> anyhow::Result<adc_sim::Sim> {
-    adc_sim::Sim::start(adc_sim::SimConfig {
+    let sim = adc_sim::Sim::start(adc_sim::SimConfig {
         username: ADC_USER.into(),
         password: ADC_PASSWORD.into(),
         seed_customers: customers,
         ..Default::default()
     })
-    .await
+    .await?;
+    let seeded = sim.state().customer_count();
+    if seeded != customers {
+        bail!("the Alarm.com simulator seeded {seeded} customers, not {customers}");
+    }
+    Ok(sim)
 }
 
 /// What the simulator serves when asked directly: list, then read each

@@ -248,6 +248,7 @@ async fn import_benches(
     http: &reqwest::Client,
     token: &str,
 ) -> anyhow::Result<Vec<Bench>> {
+    let seeding = Instant::now();
     let adc = step(
         &format!(
             "seeding the Alarm.com simulator with {} customers",
@@ -256,12 +257,28 @@ async fn import_benches(
         imports::seeded_adc(cli.import_customers),
     )
     .await?;
+    let seeded_secs = seeding.elapsed().as_secs_f64();
     let baseline = step(
         "reading every Alarm.com customer directly",
         imports::direct_read(&adc),
     )
     .await?;
-    let mut rows = Vec::new();
+    // The speed of seeding adc-sim is measured here, not asserted in its
+    // tests (a loaded CI machine must not fail them).
+    let mut rows = vec![Bench::new(
+        format!(
+            "Alarm.com simulator seeded ({} customers)",
+            cli.import_customers
+        ),
+        None,
+        seeded_secs,
+        "s",
+    )
+    .note(format!(
+        "adc-sim started in this process with its deterministic customers, reps and \
+         sub-dealers ({:.0} customers/s); informational",
+        cli.import_customers as f64 / seeded_secs
+    ))];
     for &backend in &cli.backends {
         rows.extend(
             step(
