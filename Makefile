@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test bench lint fmt openapi build postgres deps deploy-check client-scenario fuzz
+.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check client-scenario fuzz
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -26,6 +26,17 @@ test: deps postgres
 ## (release build; SQLite and PostgreSQL; target/bench/results.md and .json).
 bench: deps
 	CARGO="$(CARGO)" ./scripts/bench.sh
+
+## Long randomized runs of the convergence test on both backends: random
+## seeds (each printed; CONVERGENCE_SEED=N replays one), SOAK_RUNS runs of
+## SOAK_ROUNDS rounds. `make test` runs it once with a fixed seed.
+soak: deps postgres
+	$(CARGO) build --bins
+	@for run in $$(seq 1 $${SOAK_RUNS:-5}); do \
+		echo "soak run $$run"; \
+		CONVERGENCE_SEED=random CONVERGENCE_ROUNDS=$${SOAK_ROUNDS:-500} \
+			$(CARGO) nextest run -p api --test sync --no-capture -E 'test(random_edits_on_both_sides)' || exit 1; \
+	done
 
 ## fmt, clippy, and the dependency rule of the domain crate.
 lint:

@@ -1091,28 +1091,42 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
             let code = format!("77{i}000{}", rng.gen_range(0..3));
             match rng.gen_range(0..4) {
                 0 => {
-                    let now = w
-                        .call(Method::GET, &format!("/v1/billing/sites/{site}"), None)
-                        .await;
-                    let mut body = json!({});
-                    for f in [
-                        "name", "address1", "address2", "city", "state", "zip", "phone", "info",
-                    ] {
-                        body[f] = now.body[f].clone();
-                    }
-                    for _ in 0..rng.gen_range(1..4) {
-                        let (f, v) = site_change(&mut rng);
-                        body[f] = json!(v);
+                    // A careful front end: read, change some fields, write
+                    // back only if nothing changed in between (If-Match), so
+                    // the fields it did not touch are not written back stale.
+                    let changes: Vec<(&str, &str)> = (0..rng.gen_range(1..4))
+                        .map(|_| site_change(&mut rng))
+                        .collect();
+                    let path = format!("/v1/billing/sites/{site}");
+                    let body = loop {
+                        let now = w.call(Method::GET, &path, None).await;
+                        let mut body = json!({});
+                        for f in [
+                            "name", "address1", "address2", "city", "state", "zip", "phone", "info",
+                        ] {
+                            body[f] = now.body[f].clone();
+                        }
+                        for (f, v) in &changes {
+                            body[*f] = json!(v);
+                        }
+                        let put = w
+                            .svc
+                            .req(Method::PUT, &path, &w.op)
+                            .header("if-match", now.headers["etag"].to_str().unwrap())
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let a = Answer::from(put).await;
+                        if a.status == 412 {
+                            continue;
+                        }
+                        assert_eq!(a.status, 200, "{}: {}", context(&log), a.text);
+                        break body;
+                    };
+                    for (f, v) in changes {
                         billing_wrote.insert((i, f), v.to_owned());
                     }
-                    let a = w
-                        .call(
-                            Method::PUT,
-                            &format!("/v1/billing/sites/{site}"),
-                            Some(body.clone()),
-                        )
-                        .await;
-                    assert_eq!(a.status, 200, "{}: {}", context(&log), a.text);
                     log.push(format!("{round}: billing site {site} {body}"));
                 }
                 1 => {

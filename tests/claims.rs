@@ -1,0 +1,3 @@
+//! End to end: claims before acting upstream (placeholder, being written).
+
+mod support;

@@ -1,0 +1,3 @@
+//! End to end: where two writers meet on a field (placeholder, being written).
+
+mod support;
