@@ -197,3 +197,111 @@ fn the_date_scan_finds_a_future_date_and_nothing_else() {
         vec![(3, NaiveDate::from_ymd_opt(next_year, 5, 2).unwrap())]
     );
 }
+
+/// Where `text` (non-test source) builds a job by hand: a `NewJob {` literal
+/// or a `json!` payload (one written within two lines of `payload`,
+/// `enqueue` or `new_job`). Jobs are built by `domain::jobs::new_job` from
+/// their kind's typed payload.
+fn hand_built_jobs(text: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        let literal = code.match_indices("NewJob {").any(|(at, _)| {
+            // `-> crate::jobs::NewJob {` is a signature, not a literal.
+            let before = code[..at]
+                .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                .trim_end();
+            !["->", "struct", "impl", "for"]
+                .iter()
+                .any(|w| before.ends_with(w))
+        });
+        if literal {
+            found.push((i + 1, line.trim().to_owned()));
+            continue;
+        }
+        if code.contains("json!") {
+            let context = lines[i.saturating_sub(2)..=i].join("\n");
+            if ["payload", "enqueue", "new_job"]
+                .iter()
+                .any(|w| context.contains(w))
+            {
+                found.push((i + 1, line.trim().to_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// The part of a `src` file before its tests module.
+fn code_part(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+#[test]
+fn jobs_are_built_only_from_their_definitions() {
+    let root = workspace();
+    let mut paths = Vec::new();
+    files(&root.join("crates"), &["rs"], &mut paths);
+    // The one place a queue row is built (`new_job`).
+    let builder = root.join("crates/domain/src/jobs.rs");
+    let mut offenders = Vec::new();
+    let mut definitions = Vec::new();
+    let mut checked = 0;
+    for path in &paths {
+        let in_src = path.components().any(|c| c.as_os_str() == "src");
+        if !in_src || path.components().any(|c| c.as_os_str() == "target") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        let code = code_part(&text);
+        for rest in code.split("JobKind for ").skip(1) {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            definitions.push(name);
+        }
+        if *path == builder {
+            continue;
+        }
+        checked += 1;
+        for (line, what) in hand_built_jobs(code) {
+            offenders.push(format!("{}:{line}: {what}", path.display()));
+        }
+    }
+    assert!(checked > 50, "the sources were found: {checked}");
+    assert!(
+        offenders.is_empty(),
+        "build jobs with their kind's definition (domain::jobs::new_job), not by hand:\n{}",
+        offenders.join("\n")
+    );
+    // Every kind declared is one the worker runs.
+    let worker = std::fs::read_to_string(root.join("crates/api/src/worker.rs")).unwrap();
+    assert!(definitions.len() >= 5, "job kinds found: {definitions:?}");
+    let unregistered: Vec<_> = definitions
+        .iter()
+        .filter(|d| !worker.contains(&format!("register::<{d}>()")))
+        .collect();
+    assert!(
+        unregistered.is_empty(),
+        "job kinds the worker's registry does not run: {unregistered:?}"
+    );
+}
+
+#[test]
+fn the_job_scan_finds_hand_built_jobs_and_nothing_else() {
+    let text = "let job = NewJob {\n    id: JobId::new(),\n    kind: \"x\".into(),\n    payload: serde_json::json!({\"a\": 1}),\n};\n\
+        pub struct NewJob {\n\
+        fn new_job(&self) -> crate::jobs::NewJob {\n\
+        }\n\
+        }\n\
+        let body = serde_json::to_vec(&serde_json::json!({\"type\": t}));\n\
+        store.enqueue(\n    json!({\"link_id\": 1}),\n);\n";
+    let lines: Vec<usize> = hand_built_jobs(text).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(lines, vec![1, 4, 12]);
+    assert_eq!(
+        code_part("a\n#[cfg(test)]\nmod tests { NewJob { } }"),
+        "a\n"
+    );
+}

@@ -6,25 +6,16 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actix_web::web;
+use async_trait::async_trait;
 use base64::Engine;
-use domain::events::{SubscriptionId, SubscriptionStatus};
-use domain::jobs::Job;
+use domain::events::{SubscriptionStatus, WebhookDelivery};
+use domain::jobs::{Attempt, Job, JobError, RunJob};
 use domain::store::StoreError;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
-use uuid::Uuid;
 
 use crate::routes::events::EventResponse;
 use crate::state::AppState;
-use crate::worker::JobError;
-
-#[derive(Deserialize)]
-struct DeliveryPayload {
-    subscription_id: SubscriptionId,
-    event_id: Uuid,
-}
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
@@ -61,12 +52,24 @@ fn transient(e: StoreError) -> JobError {
     JobError::Transient(e.to_string())
 }
 
-pub async fn deliver(
-    state: &web::Data<AppState>,
+/// The run side of [`WebhookDelivery`] (declared in `domain::events`): it
+/// needs the HTTP client, so it lives here.
+#[async_trait]
+impl RunJob<AppState> for WebhookDelivery {
+    async fn run(
+        self,
+        state: &AppState,
+        attempt: Attempt<'_>,
+    ) -> Result<serde_json::Value, JobError> {
+        deliver(state, attempt.job, self).await
+    }
+}
+
+async fn deliver(
+    state: &AppState,
     job: &Job,
+    p: WebhookDelivery,
 ) -> Result<serde_json::Value, JobError> {
-    let p: DeliveryPayload = serde_json::from_value(job.payload.clone())
-        .map_err(|e| JobError::Permanent(format!("bad delivery payload: {e}")))?;
     let subscription = match state
         .webhooks
         .subscription(&job.dealer, p.subscription_id)

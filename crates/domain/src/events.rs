@@ -20,6 +20,10 @@ pub mod types {
     pub const BILLING_USER_UPDATED: &str = "billing.user.updated";
     /// A Stages callback named a record the service cannot apply it to.
     pub const STAGES_CALLBACK_UNMATCHED: &str = "stages.callback.unmatched";
+    /// A field changed on both sides since the last sync is held (S18, S19).
+    pub const LINK_CONFLICT: &str = "link.conflict";
+    /// Stages refused a field's value; the record's other fields still synced.
+    pub const LINK_SYNC_FAILED: &str = "link.sync_failed";
     /// A customer paid at the interactive services provider (Alarm.com): the
     /// billing system applies it to the customer's recurring invoices.
     pub const ISP_PAYMENT_RECEIVED: &str = "isp.payment.received";
@@ -112,4 +116,27 @@ pub struct SubscriptionChanges {
     pub url: Option<url::Url>,
     pub types: Option<Vec<String>>,
     pub status: Option<SubscriptionStatus>,
+}
+
+/// Who enqueues webhook deliveries.
+pub const DELIVERY_CREATED_BY: &str = "system:webhooks";
+
+/// Deliver one event to one webhook subscription; enqueued with the event,
+/// in the transaction of the change it describes. Runs where the HTTP client
+/// is (the api's delivery module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub subscription_id: SubscriptionId,
+    pub event_id: Uuid,
+}
+
+impl crate::jobs::JobKind for WebhookDelivery {
+    const KIND: &'static str = "webhook_delivery";
+    const MAX_ATTEMPTS: u32 = 10;
+}
+
+impl WebhookDelivery {
+    pub fn new_job(&self, dealer: &DealerId, run_at: DateTime<Utc>) -> crate::jobs::NewJob {
+        crate::jobs::new_job(dealer, self, DELIVERY_CREATED_BY, run_at)
+    }
 }

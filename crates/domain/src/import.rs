@@ -25,7 +25,9 @@ use crate::connection::{
     Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
 };
 use crate::events::{types, NewEvent};
-use crate::jobs::{kinds, Job, JobId, JobState, NewJob};
+use crate::jobs::{
+    new_job, summary, Attempt, HasJobPorts, Job, JobError, JobId, JobKind, JobState, NewJob, RunJob,
+};
 use crate::operations::OperationError;
 use crate::reconcile::Progress;
 use crate::store::{BillingStore, ConnectionStore, PageRequest, StoreError, StoreResult};
@@ -568,10 +570,108 @@ pub async fn filter_choices(
     })
 }
 
-/// The job that runs an import.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImportJobPayload {
+/// The job that runs (or resumes) an import; its id is the import's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdcImportJob {
     pub import_id: ImportId,
+    /// Runs of one connection take turns (the serial key); kept in the job
+    /// row, not in the payload.
+    #[serde(skip)]
+    pub connection_id: Option<ConnectionId>,
+}
+
+impl JobKind for AdcImportJob {
+    const KIND: &'static str = "adc_import";
+    const MAX_ATTEMPTS: u32 = IMPORT_ATTEMPTS;
+
+    fn serial_key(&self) -> Option<String> {
+        self.connection_id.map(|c| format!("adc_import:{c}"))
+    }
+}
+
+impl AdcImportJob {
+    /// The queue row of the run `import_id`, asked for by `caller`.
+    pub fn new_job(import_id: ImportId, connection_id: ConnectionId, caller: &Caller) -> NewJob {
+        let job = Self {
+            import_id,
+            connection_id: Some(connection_id),
+        };
+        let mut row = new_job(&caller.dealer, &job, &caller.user.0, Utc::now());
+        row.id = import_id.job_id();
+        row
+    }
+}
+
+/// Runs (or resumes from its checkpoint), then ends the import with its
+/// summary on the change feed, whether it succeeded, failed, was cancelled,
+/// or ran out of attempts.
+#[async_trait]
+impl<C: HasJobPorts + ?Sized> RunJob<C> for AdcImportJob {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+        let ports = ctx.job_ports();
+        let job = attempt.job;
+        let progress = attempt.progress(ports.jobs);
+        let result = run_import(
+            ports.imports,
+            &job.dealer,
+            self.import_id,
+            &progress,
+            ports.import_settings,
+        )
+        .await;
+        let (end, outcome) = match result {
+            Ok(counts) => (
+                Some((JobState::Succeeded, None)),
+                summary(&ImportRunSummary {
+                    import_id: self.import_id,
+                    counts,
+                }),
+            ),
+            // Progress answers "stop" when the job was cancelled, and also when
+            // this worker lost its lease (another one now runs the import, and
+            // records its end): only the first is the run's end.
+            Err(ImportRunError::Cancelled) if !attempt.still_ours(ports.jobs).await => (
+                None,
+                Err(JobError::Transient(
+                    "the lease was lost; another worker goes on".into(),
+                )),
+            ),
+            Err(ImportRunError::Cancelled) => (
+                Some((JobState::Cancelled, None)),
+                Err(JobError::Permanent(ImportRunError::Cancelled.to_string())),
+            ),
+            Err(ImportRunError::Permanent(e)) => (
+                Some((JobState::Failed, Some(e.clone()))),
+                Err(JobError::Permanent(e)),
+            ),
+            // The next attempt resumes; the last one ends the run.
+            Err(ImportRunError::Transient(e)) => (
+                (job.attempts >= job.max_attempts).then(|| (JobState::Dead, Some(e.clone()))),
+                Err(JobError::Transient(e)),
+            ),
+        };
+        if let Some((end, error)) = end {
+            if let Err(e) = finish_import(
+                ports.imports.imports,
+                &job.dealer,
+                self.import_id,
+                end,
+                error.as_deref(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "recording the end of an import failed");
+            }
+        }
+        outcome
+    }
+}
+
+/// What a finished run's job records.
+#[derive(Serialize)]
+struct ImportRunSummary {
+    import_id: ImportId,
+    counts: ImportCounts,
 }
 
 /// Checks the precondition and the options, then stores the run with its
@@ -610,18 +710,7 @@ pub async fn start_import(
         }
     }
     let id = ImportId(Uuid::now_v7());
-    let job = NewJob {
-        id: id.job_id(),
-        dealer: caller.dealer.clone(),
-        kind: kinds::ADC_IMPORT.to_owned(),
-        payload: serde_json::to_value(ImportJobPayload { import_id: id }).unwrap_or_default(),
-        max_attempts: IMPORT_ATTEMPTS,
-        run_at: Utc::now(),
-        unique_key: None,
-        // Runs of one connection take turns.
-        serial_key: Some(format!("adc_import:{connection_id}")),
-        created_by: caller.user.0.clone(),
-    };
+    let job = AdcImportJob::new_job(id, connection_id, caller);
     let new = NewImport {
         id,
         dealer: caller.dealer.clone(),

@@ -21,6 +21,7 @@ pub mod stages_views;
 pub mod store;
 pub mod sync;
 pub mod syncing;
+pub mod syncing_jobs;
 pub mod tenancy;
 pub mod test_mode;
 pub mod upstream;

@@ -5,17 +5,66 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::NewAuditEntry;
 use crate::billing::BillingId;
 use crate::connection::ConnectionId;
+use crate::jobs::{new_job, summary, Attempt, HasJobPorts, JobError, JobKind, NewJob, RunJob};
 use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink};
 use crate::linking::LinkingPorts;
 use crate::operations::{stages_as_caller, OperationError};
 use crate::stages::{StagesDeviceQuery, StagesSiteQuery};
 use crate::store::{PageRequest, StoreError};
-use crate::tenancy::Caller;
+use crate::tenancy::{Caller, Role, UserId};
+
+/// A reconcile of one connection, as a job; one queued at a time per
+/// connection and mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileJob {
+    pub connection_id: ConnectionId,
+    pub dry_run: bool,
+}
+
+impl JobKind for ReconcileJob {
+    const KIND: &'static str = "reconcile";
+    const MAX_ATTEMPTS: u32 = 5;
+
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("reconcile:{}:{}", self.connection_id, self.dry_run))
+    }
+}
+
+impl ReconcileJob {
+    /// Runs with the credentials of `caller`, who asked for it.
+    pub fn new_job(&self, caller: &Caller) -> NewJob {
+        new_job(&caller.dealer, self, &caller.user.0, Utc::now())
+    }
+}
+
+#[async_trait]
+impl<C: HasJobPorts + ?Sized> RunJob<C> for ReconcileJob {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+        let ports = ctx.job_ports();
+        // The job acts with the credentials of whoever asked for it.
+        let caller = Caller {
+            dealer: attempt.job.dealer.clone(),
+            user: UserId(attempt.job.created_by.clone()),
+            roles: vec![Role::Operator],
+        };
+        let progress = attempt.progress(ports.jobs);
+        let report = reconcile(
+            ports.linking,
+            &caller,
+            self.connection_id,
+            self.dry_run,
+            &progress,
+        )
+        .await?;
+        summary(&report)
+    }
+}
 
 /// Where a long run reports how far it got. `false` means stop (cancelled).
 #[async_trait]

@@ -15,9 +15,9 @@ use domain::billing::{
 };
 use domain::connection::{ConnectionId, ConnectionStatus};
 use domain::events::NewEvent;
-use domain::jobs::{kinds, stages_record_key, JobId, NewJob};
-use domain::link::LinkKind;
+use domain::link::{LinkId, LinkKind};
 use domain::store::{BillingStore, PageRequest, StoreError, StoreResult};
+use domain::syncing_jobs::{AutoSyncPush, StagesRecord};
 use domain::tenancy::DealerId;
 use domain::Page;
 
@@ -42,8 +42,6 @@ const WRITE_ATTEMPTS: usize = 4;
 const NAMED_DEPENDANTS: i64 = 5;
 
 /// The Auto Sync push of one link (S19).
-const AUTO_SYNC_ATTEMPTS: u32 = 8;
-const AUTO_SYNC_CREATED_BY: &str = "system:auto_sync";
 
 /// What the shared upsert and delete need of a billing table's row.
 trait BillingRow: Sized {
@@ -721,11 +719,11 @@ pub(crate) fn save_user(
     })
 }
 
-/// The Auto Sync outbox (S19): one `auto_sync_push` job for each link of the
-/// record on a connection that is active with Auto Sync on, but `origin`
-/// (the connection a change came from does not get it back). The key
-/// `auto_sync:<link id>` coalesces quick edits into one queued push, which
-/// reads the latest values when it runs.
+/// The Auto Sync outbox (S19): an [`AutoSyncPush`] for each link of the
+/// record on a connection where Auto Sync is on (the rule is the domain's),
+/// but `origin` (the connection a change came from does not get it back).
+/// The push's definition builds the job: it coalesces quick edits and takes
+/// turns with the callbacks of its Stages record.
 fn enqueue_auto_sync(
     conn: &mut DbConnection,
     dealer: &str,
@@ -738,33 +736,33 @@ fn enqueue_auto_sync(
         .filter(links::dealer.eq(dealer))
         .filter(links::kind.eq(kind.as_str()))
         .filter(links::billing_id.eq(billing_id))
-        .filter(connections::status.eq(ConnectionStatus::Active.as_str()))
-        .filter(connections::auto_sync.eq(true))
-        .select((links::id, links::connection_id, links::external_id))
+        .select((
+            links::id,
+            links::connection_id,
+            links::external_id,
+            connections::status,
+            connections::auto_sync,
+        ))
         .order(links::id.asc())
         .into_boxed();
     if let Some(origin) = origin {
         query = query.filter(links::connection_id.ne(origin));
     }
-    let linked: Vec<(String, String, String)> = query.load(conn)?;
+    let linked: Vec<(String, String, String, String, bool)> = query.load(conn)?;
     let now = Utc::now();
-    for (link_id, connection_id, external_id) in linked {
-        let connection = ConnectionId(parse_uuid(&connection_id, "connection")?);
-        enqueue_within(
-            conn,
-            NewJob {
-                id: JobId::new(),
-                dealer: DealerId(dealer.to_owned()),
-                kind: kinds::AUTO_SYNC_PUSH.to_owned(),
-                payload: serde_json::json!({ "link_id": link_id }),
-                max_attempts: AUTO_SYNC_ATTEMPTS,
-                run_at: now,
-                unique_key: Some(format!("auto_sync:{link_id}")),
-                // One at a time with the callbacks about that Stages record.
-                serial_key: Some(stages_record_key(connection, kind, &external_id)),
-                created_by: AUTO_SYNC_CREATED_BY.to_owned(),
-            },
-        )?;
+    let dealer_id = DealerId(dealer.to_owned());
+    for (link_id, connection_id, external_id, status, auto_sync) in linked {
+        let status = ConnectionStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("connection status '{status}'")))?;
+        let record = StagesRecord {
+            connection_id: ConnectionId(parse_uuid(&connection_id, "connection")?),
+            kind,
+            external_id,
+        };
+        let link_id = LinkId(parse_uuid(&link_id, "link")?);
+        if let Some(push) = AutoSyncPush::for_link(link_id, record, status, auto_sync) {
+            enqueue_within(conn, push.new_job(&dealer_id, now))?;
+        }
     }
     Ok(())
 }

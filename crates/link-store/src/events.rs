@@ -10,8 +10,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use domain::connection::ConnectionId;
-use domain::events::{Event, NewEvent};
-use domain::jobs::{kinds, JobId, NewJob};
+use domain::events::{Event, NewEvent, WebhookDelivery};
 use domain::store::{EventStore, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 
@@ -26,10 +25,6 @@ use crate::{Store, MAX_PAGE_SIZE};
 /// The first key of the feed's advisory locks ("evnt"); the second is a hash
 /// of the dealer. Two-key locks never meet the one-key migration lock.
 const FEED_LOCK_CLASS: i32 = 0x6576_6e74;
-
-/// How often a delivery is tried before it is dead.
-const DELIVERY_ATTEMPTS: u32 = 10;
-const DELIVERY_CREATED_BY: &str = "system:webhooks";
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = events)]
@@ -106,6 +101,7 @@ pub(crate) fn insert_events(
     lock_feed(conn, dealer)?;
     let subscriptions = active_subscriptions(conn, dealer)?;
     let now = Utc::now();
+    let dealer_id = DealerId(dealer.to_owned());
     let mut written = Vec::with_capacity(events.len());
     for event in events {
         let row = NewEventRow {
@@ -128,23 +124,11 @@ pub(crate) fn insert_events(
             .first(conn)?
             .into_domain()?;
         for subscription in subscriptions.iter().filter(|s| s.wants(&stored.event_type)) {
-            enqueue_within(
-                conn,
-                NewJob {
-                    id: JobId::new(),
-                    dealer: DealerId(dealer.to_owned()),
-                    kind: kinds::WEBHOOK_DELIVERY.to_owned(),
-                    payload: serde_json::json!({
-                        "subscription_id": subscription.id,
-                        "event_id": stored.id,
-                    }),
-                    max_attempts: DELIVERY_ATTEMPTS,
-                    run_at: now,
-                    unique_key: None,
-                    serial_key: None,
-                    created_by: DELIVERY_CREATED_BY.to_owned(),
-                },
-            )?;
+            let delivery = WebhookDelivery {
+                subscription_id: subscription.id,
+                event_id: stored.id,
+            };
+            enqueue_within(conn, delivery.new_job(&dealer_id, now))?;
         }
         written.push(stored);
     }

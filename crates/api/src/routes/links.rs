@@ -543,7 +543,13 @@ pub async fn reconcile(
     .await?;
     let job = state
         .jobs
-        .enqueue(crate::worker::reconcile_job(caller, cid, query.dry_run))
+        .enqueue(
+            domain::reconcile::ReconcileJob {
+                connection_id: cid,
+                dry_run: query.dry_run,
+            }
+            .new_job(caller),
+        )
         .await?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/jobs/{}", job.id)))

@@ -6,9 +6,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use domain::connection::{ConnectionId, ProviderKind};
-use domain::jobs::{kinds, stages_record_key, JobId, NewJob};
-use domain::link::LinkKind;
 use domain::stages::{StagesCallback, StagesCallbackEvent};
+use domain::syncing_jobs::ApplyStagesCallback;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
@@ -227,27 +226,8 @@ pub async fn stages_callback(
         .await;
     }
     let payload = serde_json::to_value(&callback).map_err(ApiError::internal)?;
-    // One at a time with the Auto Sync pushes of the same Stages record.
-    let serial_key = match &callback.event {
-        StagesCallbackEvent::SiteUpdated { site_no, .. } => {
-            Some(stages_record_key(cid, LinkKind::Site, site_no))
-        }
-        StagesCallbackEvent::DeviceUpdated { device_id, .. } => {
-            Some(stages_record_key(cid, LinkKind::System, device_id))
-        }
-        StagesCallbackEvent::SendToBilling { .. } => None,
-    };
-    let job = NewJob {
-        id: JobId::new(),
-        dealer: connection.dealer.clone(),
-        kind: kinds::STAGES_CALLBACK.to_owned(),
-        payload: serde_json::json!({"connection_id": cid, "event_id": callback.event_id}),
-        max_attempts: 8,
-        run_at: chrono::Utc::now(),
-        unique_key: None,
-        serial_key,
-        created_by: "system:stages".into(),
-    };
+    let job =
+        ApplyStagesCallback::new(cid, &callback).new_job(&connection.dealer, chrono::Utc::now());
     let new = state
         .inbox
         .receive_callback(&connection.dealer, cid, &callback.event_id, payload, job)
