@@ -754,32 +754,12 @@ async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_e
         "the site was created in Stages"
     );
 
-    // Then the device create fails once.
-    w.sim
-        .state()
-        .add_fault(stages_sim::FaultRule::parse("POST /api/v1/sites/*=error:500,times=1").unwrap())
-        .unwrap();
-    let partial = w.post(&w.push_path(), body.clone()).await;
-    partial.assert_problem(502);
-    assert!(
-        partial.body["detail"].as_str().unwrap().contains("SYS7"),
-        "{}",
-        partial.text
-    );
-    let site_links = w
-        .svc
-        .call(Method::GET, "/v1/links?kind=site", &w.op, None)
-        .await;
-    assert_eq!(
-        site_links.body["items"].as_array().unwrap().len(),
-        1,
-        "the site found by its billing id is linked"
-    );
-
+    // The device went with the site in the same request (Stages stores a new
+    // site whole), so sending the push again finds both by their billing ids.
     let finished = w.post(&w.push_path(), body).await;
     assert_eq!(finished.status, 201, "{}", finished.text);
-    assert_eq!(finished.body["records"][0]["action"], "already_linked");
-    assert_eq!(finished.body["records"][1]["action"], "created");
+    assert_eq!(finished.body["records"][0]["action"], "reused");
+    assert_eq!(finished.body["records"][1]["action"], "reused");
     assert_eq!(w.sim.state().site_count(), 1);
     assert_eq!(w.sim.state().device_count(), 1);
     assert_eq!(
@@ -789,6 +769,26 @@ async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_e
             .len(),
         2
     );
+
+    // A device of the linked site whose create fails for a while: the answer
+    // advises sending again (the failure may pass), and that finishes it.
+    w.put(
+        "/v1/billing/systems/SYS7B",
+        json!({"site_id": "S7", "panel_type": "VISTA-20P"}),
+    )
+    .await;
+    w.sim
+        .state()
+        .add_fault(stages_sim::FaultRule::parse("POST /api/v1/sites/*=error:500,times=1").unwrap())
+        .unwrap();
+    let system = json!({"billing_system_id": "SYS7B", "device": device("7900017")});
+    let path = w.push_path();
+    let failed = w.post(&path, system.clone()).await;
+    failed.assert_problem(502);
+    assert_eq!(w.sim.state().device_count(), 1);
+    let again = w.post(&path, system).await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(w.sim.state().device_count(), 2);
 }
 
 async fn an_idempotency_key_makes_a_push_happen_once(backend: Backend) {

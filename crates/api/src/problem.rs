@@ -253,11 +253,31 @@ impl From<OperationError> for ApiError {
                 },
                 format!("the provider of connection '{connection}' failed: {message}"),
             ),
+            OperationError::PartialEdit { made, error } => {
+                let inner = Self::from(*error);
+                let mut e = Self::new(
+                    inner.status,
+                    inner.code,
+                    format!(
+                        "only part of the edit was made: {}; the other changes were not made: {}",
+                        made.join(", "),
+                        inner.detail
+                    ),
+                );
+                e.errors = inner.errors;
+                e
+            }
             OperationError::PartialPush {
                 done,
                 failed,
                 error,
             } => {
+                // Sending again helps only after a failure that may pass.
+                let advice = if is_transient(&error) {
+                    "Send the same push again to finish; nothing will be created twice."
+                } else {
+                    "Stages refused it for good: correct that system and push it again; what is done stays linked."
+                };
                 let inner = Self::from(*error);
                 let finished: Vec<String> = done
                     .iter()
@@ -274,13 +294,21 @@ impl From<OperationError> for ApiError {
                     inner.status,
                     inner.code,
                     format!(
-                        "the push stopped at billing system '{failed}': {}. Done and linked: [{}]. Send the same push again to finish; nothing will be created twice.",
+                        "the push stopped at billing system '{failed}': {}. Done and linked: [{}]. {advice}",
                         inner.detail,
                         finished.join(", ")
                     ),
                 )
             }
         }
+    }
+}
+
+fn is_transient(e: &OperationError) -> bool {
+    match e {
+        OperationError::Upstream { error, .. } => error.is_transient(),
+        OperationError::Provider { .. } | OperationError::Store(StoreError::Unavailable(_)) => true,
+        _ => false,
     }
 }
 

@@ -115,3 +115,25 @@ pub struct Relink {
     pub link_id: LinkId,
     pub new_external_id: String,
 }
+
+/// Turns a claim into a link (see `LinkStore::claim_links`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmLink {
+    pub link_id: LinkId,
+    /// The external record, when the claim could not name it yet (a push
+    /// claims before Stages has numbered the new record).
+    pub external_id: Option<String>,
+}
+
+/// A lease of claims: longer than any request that acts on Stages runs (a
+/// push makes a handful of calls, each bounded by the client's timeout), so a
+/// live claim is never taken over; short enough that the claim of a process
+/// that died frees its records by itself. A lease is chosen over tracking
+/// owners: a replica cannot tell whether another replica's request finished.
+pub const CLAIM_LEASE_SECS: i64 = 300;
+
+/// An external id that stands for a record Stages has not numbered yet. A
+/// control character never occurs in a real one.
+pub fn claim_placeholder(link_id: LinkId) -> String {
+    format!("\u{1}claim {link_id}")
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::NewAuditEntry;
 use crate::billing::{BillingId, BillingSite, BillingSystem};
 use crate::connection::{Connection, ConnectionId};
-use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+use crate::link::{ConfirmLink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
 use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{
     LookupList, NewStagesConfiguration, NewStagesContact, NewStagesDevice, NewStagesSite,
@@ -128,7 +128,7 @@ pub async fn link_on(
 }
 
 /// Checks the fields backed by a central-station choice list.
-async fn check_lookups(
+pub(crate) async fn check_lookups(
     api: &dyn StagesApi,
     connection: &Connection,
     checks: Vec<(String, LookupList, String)>,
@@ -192,7 +192,7 @@ fn device_lookup_checks(prefix: &str, d: &StagesDeviceFields) -> Vec<(String, Lo
 }
 
 /// `mm:ss` with seconds below 60.
-fn is_period(s: &str) -> bool {
+pub(crate) fn is_period(s: &str) -> bool {
     let Some((m, sec)) = s.split_once(':') else {
         return false;
     };
@@ -458,96 +458,236 @@ pub async fn push(
         });
     }
 
-    // The site: linked already, found by its billing id (an earlier attempt
-    // created it but its answer was lost), or created now.
-    let site_link = match site_link {
-        Some(link) => {
-            records.push(PushedRecord {
-                kind: LinkKind::Site,
-                billing_id: site.id.to_string(),
-                external_id: Some(link.external_id.clone()),
-                action: "already_linked",
-                link_id: Some(link.id),
-            });
-            link
-        }
-        None => {
-            let extras = extras.as_ref().expect("a system push needs a linked site");
-            let found = api
-                .list_sites(&StagesSiteQuery {
-                    billing_id: Some(site.id.to_string()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(upstream(&connection))?
-                .items
-                .into_iter()
-                .next();
-            let (site_no, action) = match found {
-                Some(existing) => (existing.site_no, "reused"),
-                None => {
-                    let created = api
-                        .create_site(&new_site_for(&site, extras, &contacts))
-                        .await
-                        .map_err(upstream(&connection))?;
-                    (created.site.site_no, "created")
-                }
-            };
-            let new = NewLink {
-                id: LinkId::new(),
-                connection_id,
-                kind: LinkKind::Site,
-                billing_id: site.id.clone(),
-                external_id: site_no.clone(),
-                parent_id: None,
-            };
-            let entry = audit(caller, "push", &new, None);
-            let link = ports
-                .links
-                .insert_links(&caller.dealer, vec![new], vec![entry])
-                .await?
-                .remove(0);
-            // Both sides now hold the billing values: the base of later syncs.
-            ports
-                .links
-                .set_link_snapshot(
-                    &caller.dealer,
-                    link.id,
-                    crate::syncing::pushed_snapshot(
-                        LinkKind::Site,
-                        &crate::sync::billing_site_values(&site.fields),
-                    ),
-                )
-                .await?;
-            records.push(PushedRecord {
-                kind: LinkKind::Site,
-                billing_id: site.id.to_string(),
-                external_id: Some(site_no),
-                action,
-                link_id: Some(link.id),
-            });
-            link
-        }
-    };
-
-    // The devices, one at a time, so a failure leaves every finished one linked.
-    let mut existing_devices: Option<Vec<StagesDevice>> = None;
+    // Claim first: of pushes racing for one record, the unique constraints let
+    // one through and the others leave before touching Stages.
+    let site_link_id = site_link.as_ref().map_or_else(LinkId::new, |l| l.id);
+    let mut claims = Vec::new();
+    if site_link.is_none() {
+        claims.push(NewLink {
+            id: site_link_id,
+            connection_id,
+            kind: LinkKind::Site,
+            billing_id: site.id.clone(),
+            external_id: crate::link::claim_placeholder(site_link_id),
+            parent_id: None,
+        });
+    }
+    let mut todo = Vec::new();
     for (system, spec, existing, _) in systems {
-        if let Some(link) = existing {
-            records.push(PushedRecord {
+        match existing {
+            Some(link) => records.push(PushedRecord {
                 kind: LinkKind::System,
                 billing_id: system.id.to_string(),
                 external_id: Some(link.external_id.clone()),
                 action: "already_linked",
                 link_id: Some(link.id),
-            });
-            continue;
-        }
-        let result: Result<(String, &'static str), StagesError> = async {
-            if existing_devices.is_none() {
-                existing_devices = Some(api.list_devices(&site_link.external_id).await?);
+            }),
+            None => {
+                let id = LinkId::new();
+                claims.push(NewLink {
+                    id,
+                    connection_id,
+                    kind: LinkKind::System,
+                    billing_id: system.id.clone(),
+                    external_id: crate::link::claim_placeholder(id),
+                    parent_id: Some(site_link_id),
+                });
+                todo.push((system, spec, id));
             }
-            let found = existing_devices.as_ref().and_then(|ds| {
+        }
+    }
+    let claim_ids: Vec<LinkId> = claims.iter().map(|c| c.id).collect();
+    claim(ports.links, caller, claims).await?;
+    let pushed = push_claimed(
+        &connection,
+        api.as_ref(),
+        &site,
+        site_link.as_ref(),
+        site_link_id,
+        extras.as_ref().map(|e| (e, contacts.as_slice())),
+        &todo,
+    )
+    .await;
+    // Whatever was not confirmed goes: nothing half linked stays behind.
+    let release = |confirmed: &[LinkId]| {
+        claim_ids
+            .iter()
+            .copied()
+            .filter(|id| !confirmed.contains(id))
+            .collect::<Vec<_>>()
+    };
+    let (done, failure) = match pushed {
+        Ok(done) => (done, None),
+        Err((done, failure)) => (done, Some(failure)),
+    };
+    let confirmed = match confirm_pushed(ports, caller, connection_id, &site, &done).await {
+        Ok(confirmed) => confirmed,
+        Err(e) => {
+            release_claims(ports.links, caller, &claim_ids).await;
+            return Err(e);
+        }
+    };
+    release_claims(ports.links, caller, &release(&confirmed)).await;
+    let mut done_records: Vec<PushedRecord> = done
+        .iter()
+        .map(|d| PushedRecord {
+            kind: d.kind,
+            billing_id: d.billing_id.to_string(),
+            external_id: Some(d.external_id.clone()),
+            action: d.action,
+            link_id: Some(d.link_id),
+        })
+        .collect();
+    if let Some(link) = &site_link {
+        done_records.insert(
+            0,
+            PushedRecord {
+                kind: LinkKind::Site,
+                billing_id: site.id.to_string(),
+                external_id: Some(link.external_id.clone()),
+                action: "already_linked",
+                link_id: Some(link.id),
+            },
+        );
+    }
+    let mut all = done_records;
+    all.extend(records);
+    if let Some((failed, error)) = failure {
+        return Err(
+            match (failed, all.iter().any(|r| r.action != "already_linked")) {
+                // Nothing was made: the plain failure (a refusal is a 422 and not
+                // worth sending again; a transient one is).
+                (_, false) | (None, _) => error,
+                (Some(failed), true) => OperationError::PartialPush {
+                    done: all,
+                    failed: failed.to_string(),
+                    error: Box::new(error),
+                },
+            },
+        );
+    }
+    Ok(PushOutcome {
+        dry_run,
+        records: all,
+        would_send: None,
+    })
+}
+
+/// A record a push made or found in Stages, to be confirmed as a link.
+struct Pushed<'a> {
+    kind: LinkKind,
+    billing_id: BillingId,
+    external_id: String,
+    action: &'static str,
+    link_id: LinkId,
+    parent_id: Option<LinkId>,
+    /// A system's device as it was asked for.
+    system: Option<(&'a BillingSystem, &'a PushSystem)>,
+}
+
+/// Stages failed: what was done before (confirmed anyway, so a resend finds it
+/// linked), the billing system it stopped at, and the error.
+type PushFailure<'a> = (Vec<Pushed<'a>>, (Option<BillingId>, OperationError));
+
+/// The Stages half of a push, on claimed records. A new site goes in one
+/// request with its devices and contacts: Stages checks it whole and stores
+/// all or nothing. Devices of a site that exists already must be created one
+/// by one; a refusal stops there (Stages cannot delete what was made, so what
+/// is done stays, complete and linked, and the answer says so).
+#[allow(clippy::too_many_arguments)]
+async fn push_claimed<'a>(
+    connection: &Connection,
+    api: &dyn StagesApi,
+    site: &BillingSite,
+    site_link: Option<&Link>,
+    site_link_id: LinkId,
+    new_site: Option<(&StagesSiteExtras, &[NewStagesContact])>,
+    todo: &'a [(BillingSystem, &'a PushSystem, LinkId)],
+) -> Result<Vec<Pushed<'a>>, PushFailure<'a>> {
+    let up = upstream(connection);
+    let mut done = Vec::new();
+    let site_no =
+        match site_link {
+            Some(link) => link.external_id.clone(),
+            None => {
+                let (extras, contacts) = new_site.expect("a system push needs a linked site");
+                let found = api
+                    .list_sites(&StagesSiteQuery {
+                        billing_id: Some(site.id.to_string()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| (Vec::new(), (None, up(e))))?
+                    .items
+                    .into_iter()
+                    .next();
+                match found {
+                    // An earlier attempt created it but its answer was lost.
+                    Some(existing) => {
+                        done.push(Pushed {
+                            kind: LinkKind::Site,
+                            billing_id: site.id.clone(),
+                            external_id: existing.site_no.clone(),
+                            action: "reused",
+                            link_id: site_link_id,
+                            parent_id: None,
+                            system: None,
+                        });
+                        existing.site_no
+                    }
+                    None => {
+                        let mut new = new_site_for(site, extras, contacts);
+                        new.devices = todo
+                            .iter()
+                            .map(|(system, spec, _)| new_device_for(system, spec))
+                            .collect();
+                        let created = api
+                            .create_site(&new)
+                            .await
+                            .map_err(|e| (Vec::new(), (None, up(e))))?;
+                        done.push(Pushed {
+                            kind: LinkKind::Site,
+                            billing_id: site.id.clone(),
+                            external_id: created.site.site_no.clone(),
+                            action: "created",
+                            link_id: site_link_id,
+                            parent_id: None,
+                            system: None,
+                        });
+                        for (system, spec, id) in todo {
+                            let Some(device) = created.devices.iter().find(|d| {
+                                d.fields.billing_id.as_deref() == Some(system.id.as_str())
+                            }) else {
+                                let e = StagesError::BadAnswer(format!(
+                                    "the new site has no device for billing system '{}'",
+                                    system.id
+                                ));
+                                return Err((done, (Some(system.id.clone()), up(e))));
+                            };
+                            done.push(Pushed {
+                                kind: LinkKind::System,
+                                billing_id: system.id.clone(),
+                                external_id: device.device_id.clone(),
+                                action: "created",
+                                link_id: *id,
+                                parent_id: Some(site_link_id),
+                                system: Some((system, spec)),
+                            });
+                        }
+                        return Ok(done);
+                    }
+                }
+            }
+        };
+    // Devices of an existing site, one at a time; each is looked up by its
+    // billing id first, so a resend after a lost answer creates nothing twice.
+    let mut existing: Option<Vec<StagesDevice>> = None;
+    for (system, spec, id) in todo {
+        let step: Result<(String, &'static str), StagesError> = async {
+            if existing.is_none() {
+                existing = Some(api.list_devices(&site_no).await?);
+            }
+            let found = existing.as_ref().and_then(|ds| {
                 ds.iter()
                     .find(|d| d.fields.billing_id.as_deref() == Some(system.id.as_str()))
             });
@@ -555,99 +695,202 @@ pub async fn push(
                 Some(d) => Ok((d.device_id.clone(), "reused")),
                 None => {
                     let d = api
-                        .create_device(&site_link.external_id, &new_device_for(&system, spec))
+                        .create_device(&site_no, &new_device_for(system, spec))
                         .await?;
                     Ok((d.device_id, "created"))
                 }
             }
         }
         .await;
-        let (device_id, action) = match result {
-            Ok(r) => r,
-            Err(error) => {
-                return Err(OperationError::PartialPush {
-                    done: records,
-                    failed: system.id.to_string(),
-                    error: Box::new(upstream(&connection)(error)),
-                })
-            }
-        };
+        match step {
+            Ok((device_id, action)) => done.push(Pushed {
+                kind: LinkKind::System,
+                billing_id: system.id.clone(),
+                external_id: device_id,
+                action,
+                link_id: *id,
+                parent_id: Some(site_link_id),
+                system: Some((system, spec)),
+            }),
+            Err(e) => return Err((done, (Some(system.id.clone()), up(e)))),
+        }
+    }
+    Ok(done)
+}
+
+/// Confirms the claims of what a push made, with their audit entries, then
+/// brings the billing systems in line and keeps the snapshots. Returns the
+/// confirmed link ids.
+async fn confirm_pushed(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    site: &BillingSite,
+    done: &[Pushed<'_>],
+) -> Result<Vec<LinkId>, OperationError> {
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut confirms = Vec::new();
+    let mut entries = Vec::new();
+    for d in done {
+        confirms.push(ConfirmLink {
+            link_id: d.link_id,
+            external_id: Some(d.external_id.clone()),
+        });
         let new = NewLink {
-            id: LinkId::new(),
+            id: d.link_id,
             connection_id,
-            kind: LinkKind::System,
-            billing_id: system.id.clone(),
-            external_id: device_id.clone(),
-            parent_id: Some(site_link.id),
+            kind: d.kind,
+            billing_id: d.billing_id.clone(),
+            external_id: d.external_id.clone(),
+            parent_id: d.parent_id,
         };
-        let entry = audit(caller, "push", &new, None);
-        let link = ports
-            .links
-            .insert_links(&caller.dealer, vec![new], vec![entry])
-            .await?
-            .remove(0);
-        // The transmitter code entered for Stages becomes the billing system
-        // number: a change the service makes, so it is published.
-        // Location and info typed for the device are the system's too, so both
-        // sides agree after the push.
-        let code = spec.device.transmitter_code.trim();
-        let mut fields = system.fields.clone();
-        fields.system_number = code.to_owned();
-        if !spec.device.location.is_empty() {
-            fields.location = spec.device.location.clone();
+        entries.push(audit(caller, "push", &new, None));
+    }
+    ports
+        .links
+        .confirm_links(&caller.dealer, confirms, entries)
+        .await
+        .map_err(claim_lost)?;
+    for d in done {
+        match d.system {
+            // Both sides now hold the billing values: the base of later syncs.
+            None => {
+                ports
+                    .links
+                    .set_link_snapshot(
+                        &caller.dealer,
+                        d.link_id,
+                        crate::syncing::pushed_snapshot(
+                            LinkKind::Site,
+                            &crate::sync::billing_site_values(&site.fields),
+                        ),
+                    )
+                    .await?
+            }
+            Some((system, spec)) => {
+                adopt_pushed_device(ports, caller, connection_id, system, spec, d.link_id).await?
+            }
         }
-        if !spec.device.info.is_empty() {
-            fields.info = spec.device.info.clone();
-        }
-        if fields != system.fields {
-            let event = crate::events::NewEvent {
-                event_type: crate::events::types::BILLING_SYSTEM_UPDATED.into(),
-                subject_kind: "system".into(),
-                subject_id: system.id.to_string(),
-                connection_id: Some(connection_id),
-                data: serde_json::json!({
-                    "changed": {"system_number": code, "location": fields.location, "info": fields.info},
-                    "record": fields,
-                    "source": "push",
-                }),
-            };
-            ports
-                .billing
-                .write_billing(
-                    &caller.dealer,
-                    crate::billing::BillingWrite::System {
-                        id: system.id.clone(),
-                        fields: fields.clone(),
-                    },
-                    vec![event],
-                    Some(connection_id),
-                )
-                .await?;
-        }
+    }
+    Ok(done.iter().map(|d| d.link_id).collect())
+}
+
+/// The transmitter code entered for Stages becomes the billing system number:
+/// a change the service makes, so it is published. Location and info typed
+/// for the device are the system's too, so both sides agree after the push.
+async fn adopt_pushed_device(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    system: &BillingSystem,
+    spec: &PushSystem,
+    link_id: LinkId,
+) -> Result<(), OperationError> {
+    let code = spec.device.transmitter_code.trim();
+    let mut fields = system.fields.clone();
+    fields.system_number = code.to_owned();
+    if !spec.device.location.is_empty() {
+        fields.location = spec.device.location.clone();
+    }
+    if !spec.device.info.is_empty() {
+        fields.info = spec.device.info.clone();
+    }
+    if fields != system.fields {
+        let event = crate::events::NewEvent {
+            event_type: crate::events::types::BILLING_SYSTEM_UPDATED.into(),
+            subject_kind: "system".into(),
+            subject_id: system.id.to_string(),
+            connection_id: Some(connection_id),
+            data: serde_json::json!({
+                "changed": {"system_number": code, "location": fields.location, "info": fields.info},
+                "record": fields,
+                "source": "push",
+            }),
+        };
         ports
-            .links
-            .set_link_snapshot(
+            .billing
+            .write_billing(
                 &caller.dealer,
-                link.id,
-                crate::syncing::pushed_snapshot(
-                    LinkKind::System,
-                    &crate::sync::billing_system_values(&fields),
-                ),
+                crate::billing::BillingWrite::System {
+                    id: system.id.clone(),
+                    fields: fields.clone(),
+                },
+                vec![event],
+                Some(connection_id),
             )
             .await?;
-        records.push(PushedRecord {
-            kind: LinkKind::System,
-            billing_id: system.id.to_string(),
-            external_id: Some(device_id),
-            action,
-            link_id: Some(link.id),
-        });
     }
-    Ok(PushOutcome {
-        dry_run,
-        records,
-        would_send: None,
-    })
+    ports
+        .links
+        .set_link_snapshot(
+            &caller.dealer,
+            link_id,
+            crate::syncing::pushed_snapshot(
+                LinkKind::System,
+                &crate::sync::billing_system_values(&fields),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Claims records in the link table before anything is written to Stages. A
+/// record held by another link or claim is a 409 naming that link.
+pub(crate) async fn claim(
+    links: &dyn LinkStore,
+    caller: &Caller,
+    claims: Vec<NewLink>,
+) -> Result<Vec<Link>, OperationError> {
+    claim_for(links, &caller.dealer, claims).await
+}
+
+pub(crate) async fn claim_for(
+    links: &dyn LinkStore,
+    dealer: &crate::tenancy::DealerId,
+    claims: Vec<NewLink>,
+) -> Result<Vec<Link>, OperationError> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    links
+        .claim_links(
+            dealer,
+            claims,
+            chrono::Duration::seconds(crate::link::CLAIM_LEASE_SECS),
+        )
+        .await
+        .map_err(claim_lost)
+}
+
+/// A claim refused (or lost after its lease): the existing `already_linked` conflict.
+pub(crate) fn claim_lost(e: StoreError) -> OperationError {
+    match e {
+        StoreError::Conflict(message) => OperationError::Conflict {
+            code: "already_linked",
+            message,
+        },
+        other => other.into(),
+    }
+}
+
+/// Drops own claims; a failure is logged (the lease frees them anyway).
+pub(crate) async fn release_claims(links: &dyn LinkStore, caller: &Caller, ids: &[LinkId]) {
+    release_claims_for(links, &caller.dealer, ids).await
+}
+
+pub(crate) async fn release_claims_for(
+    links: &dyn LinkStore,
+    dealer: &crate::tenancy::DealerId,
+    ids: &[LinkId],
+) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = links.release_links(dealer, ids).await {
+        tracing::warn!(error = %e, "could not release claims; their lease will");
+    }
 }
 
 /// The connections a billing site can still be pushed to (S9).
@@ -901,18 +1144,21 @@ pub async fn link(
             parent_id: Some(site_link_id),
         });
     }
-    let entries = new_links
+    let entries: Vec<NewAuditEntry> = new_links
         .iter()
         .map(|l| audit(caller, "link", l, None))
         .collect();
-    let created = ports
-        .links
-        .insert_links(&caller.dealer, new_links, entries)
-        .await?;
+    let claim_ids: Vec<LinkId> = new_links.iter().map(|l| l.id).collect();
+    claim(ports.links, caller, new_links).await?;
 
-    // Write the billing ids to Stages; undo the links if that fails.
+    // Write the billing ids to Stages under the claim; on a failure put back
+    // what this request changed (no one else may write these records while
+    // it holds them) and release the claim.
+    let mut changed_site = false;
+    let mut changed_devices: Vec<&StagesDevice> = Vec::new();
     let written: Result<(), StagesError> = async {
         if stages_site.billing_id.as_deref() != Some(site.id.as_str()) {
+            changed_site = true;
             api.update_site(
                 &stages_site.site_no,
                 &StagesSitePatch {
@@ -924,6 +1170,7 @@ pub async fn link(
         }
         for (pair, device) in request.systems.iter().zip(&devices) {
             if device.fields.billing_id.as_deref() != Some(pair.billing_system_id.as_str()) {
+                changed_devices.push(device);
                 api.update_device(
                     &device.device_id,
                     &StagesDevicePatch {
@@ -938,13 +1185,54 @@ pub async fn link(
     }
     .await;
     if let Err(error) = written {
-        let ids: Vec<LinkId> = created.iter().map(|l| l.id).collect();
-        if let Err(e) = ports.links.discard_links(&caller.dealer, &ids).await {
-            tracing::warn!(error = %e, "could not undo links after a failed Stages write");
+        if changed_site {
+            restore_site_billing_id(api.as_ref(), &stages_site).await;
         }
+        for device in changed_devices {
+            restore_device_billing_id(api.as_ref(), device).await;
+        }
+        release_claims(ports.links, caller, &claim_ids).await;
         return Err(upstream(&connection)(error));
     }
-    Ok(created)
+    let confirms = claim_ids
+        .iter()
+        .map(|id| ConfirmLink {
+            link_id: *id,
+            external_id: None,
+        })
+        .collect();
+    match ports
+        .links
+        .confirm_links(&caller.dealer, confirms, entries)
+        .await
+    {
+        Ok(created) => Ok(created),
+        Err(e) => {
+            release_claims(ports.links, caller, &claim_ids).await;
+            Err(claim_lost(e))
+        }
+    }
+}
+
+/// Puts back the billing id a site had before this request wrote its own (best effort).
+async fn restore_site_billing_id(api: &dyn StagesApi, before: &StagesSite) {
+    let patch = StagesSitePatch {
+        billing_id: Some(before.billing_id.clone().unwrap_or_default()),
+        ..Default::default()
+    };
+    if let Err(e) = api.update_site(&before.site_no, &patch).await {
+        tracing::warn!(error = %e, site_no = %before.site_no, "could not put back a billing id");
+    }
+}
+
+async fn restore_device_billing_id(api: &dyn StagesApi, before: &StagesDevice) {
+    let patch = StagesDevicePatch {
+        billing_id: Some(before.fields.billing_id.clone().unwrap_or_default()),
+        ..Default::default()
+    };
+    if let Err(e) = api.update_device(&before.device_id, &patch).await {
+        tracing::warn!(error = %e, device = %before.device_id, "could not put back a billing id");
+    }
 }
 
 /// The new target of a link (S12).

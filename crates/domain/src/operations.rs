@@ -52,6 +52,13 @@ pub enum OperationError {
         failed: String,
         error: Box<OperationError>,
     },
+    /// An edit in Stages stopped part way: `made` lists the changes Stages
+    /// kept (and the billing side followed); the rest were not made.
+    #[error("only part of the edit was made ({}): {error}", made.join(", "))]
+    PartialEdit {
+        made: Vec<String>,
+        error: Box<OperationError>,
+    },
 }
 
 /// Turns a Stages failure into the operation's error, naming the connection.

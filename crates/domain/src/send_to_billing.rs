@@ -11,7 +11,7 @@ use crate::billing::{
 };
 use crate::connection::Connection;
 use crate::events::{types, NewEvent};
-use crate::link::{LinkId, LinkKind, NewLink};
+use crate::link::{ConfirmLink, LinkId, LinkKind, NewLink};
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
 use crate::stages::{SendToBillingTarget, StagesDevicePatch, StagesError, StagesSitePatch};
@@ -59,7 +59,9 @@ async fn clear_stages_ids(api: &dyn crate::stages::StagesApi, site_no: &str, dev
     }
 }
 
-/// Applies `site.send_to_billing`. Billing ids go to Stages first and billing
+/// Applies `site.send_to_billing`. The Stages site and devices are claimed in
+/// the link table first (of two sends of one site, one wins and the other
+/// leaves before writing anything), then billing ids go to Stages and billing
 /// records are made last, so a failure on the Stages side leaves billing
 /// untouched and the same event can simply be sent again.
 pub async fn send_to_billing(
@@ -74,24 +76,17 @@ pub async fn send_to_billing(
     let site = api.get_site(site_no).await.map_err(&up)?;
     let devices = api.list_devices(site_no).await.map_err(&up)?;
 
-    // A site already linked is refused; a billing id in Stages that names no
-    // billing record (left by an earlier failed send) does not count.
-    let linked = ports
-        .links
-        .linked_external_ids(dealer, connection.id, LinkKind::Site, &[site_no.to_owned()])
-        .await?;
-    let claimed = match site.billing_id.as_deref().filter(|b| !b.is_empty()) {
-        Some(b) => !ports
-            .billing
-            .existing_billing_ids(dealer, LinkKind::Site, &[b.to_owned()])
+    // A site already linked is refused, naming its link.
+    if let Some(link) =
+        crate::linking::link_of_external(ports, dealer, connection.id, LinkKind::Site, site_no)
             .await?
-            .is_empty(),
-        None => false,
-    };
-    if !linked.is_empty() || claimed {
+    {
         return Err(OperationError::Conflict {
             code: "already_linked",
-            message: format!("Stages site '{site_no}' is already linked to a billing site"),
+            message: format!(
+                "Stages site '{site_no}' is already linked to billing site '{}' (link {})",
+                link.billing_id, link.id
+            ),
         });
     }
 
@@ -200,7 +195,58 @@ pub async fn send_to_billing(
         })
         .collect();
 
-    // 1. Billing ids to Stages, each device its own.
+    // 1. The claim: the unique constraints decide between concurrent sends.
+    let site_link = LinkId::new();
+    let mut claims = vec![NewLink {
+        id: site_link,
+        connection_id: connection.id,
+        kind: LinkKind::Site,
+        billing_id: site_id.clone(),
+        external_id: site_no.to_owned(),
+        parent_id: None,
+    }];
+    for (device_id, system_id, _) in &systems {
+        claims.push(NewLink {
+            id: LinkId::new(),
+            connection_id: connection.id,
+            kind: LinkKind::System,
+            billing_id: system_id.clone(),
+            external_id: device_id.clone(),
+            parent_id: Some(site_link),
+        });
+    }
+    let claim_ids: Vec<LinkId> = claims.iter().map(|c| c.id).collect();
+    crate::linking::claim_for(ports.links, dealer, claims.clone()).await?;
+    // Holding the claim: a billing id in Stages that names a billing site is
+    // one no link holds (unlinked on purpose); it is refused. One that names
+    // no billing record (left by an earlier failed send) does not count.
+    let claimed = match site.billing_id.as_deref().filter(|b| !b.is_empty()) {
+        Some(b) => match ports
+            .billing
+            .existing_billing_ids(dealer, LinkKind::Site, &[b.to_owned()])
+            .await
+        {
+            Ok(found) => !found.is_empty(),
+            Err(e) => {
+                crate::linking::release_claims_for(ports.links, dealer, &claim_ids).await;
+                return Err(e.into());
+            }
+        },
+        None => false,
+    };
+    if claimed {
+        crate::linking::release_claims_for(ports.links, dealer, &claim_ids).await;
+        return Err(OperationError::Conflict {
+            code: "already_linked",
+            message: format!(
+                "Stages site '{site_no}' carries billing id '{}' of an existing billing site; unlink or reconcile first",
+                site.billing_id.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+
+    // 2. Billing ids to Stages, each device its own. Only the claim holder
+    // writes (and on a failure clears) them.
     let written: Result<(), StagesError> = async {
         api.update_site(
             site_no,
@@ -226,10 +272,11 @@ pub async fn send_to_billing(
     let device_ids: Vec<String> = systems.iter().map(|(d, _, _)| d.clone()).collect();
     if let Err(e) = written {
         clear_stages_ids(api.as_ref(), site_no, &device_ids).await;
+        crate::linking::release_claims_for(ports.links, dealer, &claim_ids).await;
         return Err(up(e));
     }
 
-    // 2. The billing records and links, published as they are made.
+    // 3. The billing records, published as they are made, and the links.
     let site_fields = SiteFields {
         customer_id: Some(customer_id.clone()),
         name: site.name.clone(),
@@ -241,6 +288,7 @@ pub async fn send_to_billing(
         phone: site.phone.clone(),
         info: site.info.clone(),
     };
+    let customer_made = customer.is_some();
     let made = make_records(
         ports,
         connection,
@@ -249,11 +297,23 @@ pub async fn send_to_billing(
         &site_id,
         site_fields.clone(),
         &systems,
-        site_no,
+        &claims,
     )
     .await;
     if let Err(e) = made {
+        // Stages first, while the claim keeps others away; then the claim,
+        // which would keep the billing records from being deleted.
         clear_stages_ids(api.as_ref(), site_no, &device_ids).await;
+        crate::linking::release_claims_for(ports.links, dealer, &claim_ids).await;
+        undo_records(
+            ports,
+            connection,
+            &customer_id,
+            customer_made,
+            &site_id,
+            &systems,
+        )
+        .await;
         return Err(e);
     }
     Ok(SentToBilling {
@@ -286,7 +346,30 @@ fn created(
     }
 }
 
-/// Makes the customer, site, systems and links; on a failure part way, removes what it made.
+/// Removes what `make_records` made (best effort; records never made are no error).
+async fn undo_records(
+    ports: LinkingPorts<'_>,
+    connection: &Connection,
+    customer_id: &BillingId,
+    customer_made: bool,
+    site_id: &BillingId,
+    systems: &[(String, BillingId, SystemFields)],
+) {
+    let dealer = &connection.dealer;
+    for (_, id, _) in systems.iter().rev() {
+        let _ = ports.billing.delete_system(dealer, id, None).await;
+    }
+    let _ = ports.billing.delete_site(dealer, site_id, None).await;
+    if customer_made {
+        let _ = ports
+            .billing
+            .delete_customer(dealer, customer_id, None)
+            .await;
+    }
+}
+
+/// Makes the customer, site and systems, then confirms the claimed links
+/// (last, so that a failure leaves only claims, which the caller releases).
 #[allow(clippy::too_many_arguments)]
 async fn make_records(
     ports: LinkingPorts<'_>,
@@ -296,11 +379,10 @@ async fn make_records(
     site_id: &BillingId,
     site_fields: SiteFields,
     systems: &[(String, BillingId, SystemFields)],
-    site_no: &str,
+    claims: &[NewLink],
 ) -> Result<(), OperationError> {
     let dealer = &connection.dealer;
-    let mut made_systems = Vec::new();
-    let result: Result<(), OperationError> = async {
+    async {
         if let Some(fields) = customer.clone() {
             let record = serde_json::to_value(&fields).unwrap_or_default();
             ports
@@ -361,28 +443,8 @@ async fn make_records(
                     Some(connection.id),
                 )
                 .await?;
-            made_systems.push(system_id.clone());
         }
-        let site_link = LinkId::new();
-        let mut links = vec![NewLink {
-            id: site_link,
-            connection_id: connection.id,
-            kind: LinkKind::Site,
-            billing_id: site_id.clone(),
-            external_id: site_no.to_owned(),
-            parent_id: None,
-        }];
-        for (device_id, system_id, _) in systems {
-            links.push(NewLink {
-                id: LinkId::new(),
-                connection_id: connection.id,
-                kind: LinkKind::System,
-                billing_id: system_id.clone(),
-                external_id: device_id.clone(),
-                parent_id: Some(site_link),
-            });
-        }
-        let audit = links
+        let audit = claims
             .iter()
             .map(|l| NewAuditEntry {
                 actor: "system:stages".into(),
@@ -395,9 +457,8 @@ async fn make_records(
                 after: Some(serde_json::json!({"link_id": l.id})),
             })
             .collect();
-        let inserted = ports.links.insert_links(dealer, links, audit).await?;
         // Both sides hold the same values now: the base of later syncs.
-        for l in inserted {
+        for l in claims {
             let values = match l.kind {
                 LinkKind::Site => sync::billing_site_values(&site_fields),
                 LinkKind::System => systems
@@ -416,21 +477,19 @@ async fn make_records(
                 )
                 .await?;
         }
+        let confirms = claims
+            .iter()
+            .map(|l| ConfirmLink {
+                link_id: l.id,
+                external_id: None,
+            })
+            .collect();
+        ports
+            .links
+            .confirm_links(dealer, confirms, audit)
+            .await
+            .map_err(crate::linking::claim_lost)?;
         Ok(())
     }
-    .await;
-    if result.is_err() {
-        // Undo in reverse order; links go with nothing else to hold them.
-        for id in made_systems.iter().rev() {
-            let _ = ports.billing.delete_system(dealer, id, None).await;
-        }
-        let _ = ports.billing.delete_site(dealer, site_id, None).await;
-        if customer.is_some() {
-            let _ = ports
-                .billing
-                .delete_customer(dealer, customer_id, None)
-                .await;
-        }
-    }
-    result
+    .await
 }

@@ -12,7 +12,7 @@ use crate::link::{LinkFilter, LinkKind};
 use crate::linking::{link_of_external, LinkingPorts};
 use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{
-    DeviceStatus, NewStagesConfiguration, NewStagesContact, NewStagesTest, StagesApi,
+    DeviceStatus, LookupList, NewStagesConfiguration, NewStagesContact, NewStagesTest, StagesApi,
     StagesConfiguration, StagesContact, StagesContactPatch, StagesDevice, StagesDevicePatch,
     StagesError, StagesHistoryEntry, StagesNote, StagesTest, TestType,
 };
@@ -169,22 +169,101 @@ pub async fn edit_device(
     let (connection, api) = open(ports, caller, connection_id).await?;
     let up = upstream(&connection);
     let current = api.get_device(device_id).await.map_err(&up)?;
-    let mut device = current.clone();
-    if let Some(code) = new_transmitter_code
+    let new_code = new_transmitter_code
         .map(str::trim)
-        .filter(|c| *c != current.fields.transmitter_code)
-    {
-        if code.is_empty() {
-            return Err(ValidationError::field("transmitter_code", "must not be empty").into());
-        }
+        .filter(|c| *c != current.fields.transmitter_code);
+    // Every field is checked before any is changed (S14): the code and the
+    // other fields go to Stages in two requests, so a field refused after
+    // the first would leave the edit half made.
+    check_device_edit(api.as_ref(), &connection, patch, new_code).await?;
+    let mut device = current.clone();
+    let mut made = Vec::new();
+    if let Some(code) = new_code {
         device = api
             .change_transmitter_code(device_id, code)
             .await
             .map_err(&up)?;
+        made.push(format!("transmitter_code changed to '{code}'"));
     }
+    // Past the checks Stages may still refuse (or fail): the billing side
+    // follows what was made, and the answer says exactly what that is.
+    let mut failure = None;
     if *patch != StagesDevicePatch::default() {
-        device = api.update_device(device_id, patch).await.map_err(&up)?;
+        match api.update_device(device_id, patch).await {
+            Ok(d) => device = d,
+            Err(e) if made.is_empty() => return Err(up(e)),
+            Err(e) => failure = Some(up(e)),
+        }
     }
+    let edited = follow_in_billing(ports, caller, connection_id, device_id, device).await?;
+    match failure {
+        None => Ok(edited),
+        Some(error) => Err(OperationError::PartialEdit {
+            made,
+            error: Box::new(error),
+        }),
+    }
+}
+
+/// The checks of a device edit that Stages would otherwise make one request
+/// at a time: the new code, the periods, the choice-list fields.
+async fn check_device_edit(
+    api: &dyn StagesApi,
+    connection: &Connection,
+    patch: &StagesDevicePatch,
+    new_code: Option<&str>,
+) -> Result<(), OperationError> {
+    let mut v = ValidationError::default();
+    if let Some(code) = new_code {
+        if code.is_empty() {
+            v.push("transmitter_code", "must not be empty");
+        } else if code.chars().count() > 32 || code.chars().any(char::is_control) {
+            v.push(
+                "transmitter_code",
+                "must be at most 32 printable characters",
+            );
+        }
+    }
+    for (field, value) in [
+        ("entry_period", &patch.entry_period),
+        ("exit_period", &patch.exit_period),
+    ] {
+        if let Some(value) = value {
+            if !value.is_empty() && !crate::linking::is_period(value) {
+                v.push(field, "must be mm:ss");
+            }
+        }
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+    let checks = [
+        ("device_type", LookupList::DeviceTypes, &patch.device_type),
+        (
+            "oos_category",
+            LookupList::OosCategories,
+            &patch.oos_category,
+        ),
+        (
+            "timer_test_type",
+            LookupList::TimerTestTypes,
+            &patch.timer_test_type,
+        ),
+        ("comm_type", LookupList::CommTypes, &patch.comm_type),
+        ("lid_type", LookupList::LidTypes, &patch.lid_type),
+    ]
+    .into_iter()
+    .filter_map(|(f, l, v)| v.clone().map(|v| (f.to_owned(), l, v)))
+    .collect();
+    crate::linking::check_lookups(api, connection, checks).await
+}
+
+/// A linked device's mapped fields flow to its billing system.
+async fn follow_in_billing(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    device_id: &str,
+    device: StagesDevice,
+) -> Result<DeviceEdited, OperationError> {
     let Some(link) = link_of_external(
         ports,
         &caller.dealer,

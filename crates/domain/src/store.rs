@@ -159,7 +159,9 @@ use crate::events::{
     WebhookSubscription,
 };
 use crate::jobs::{Job, JobFailure, JobId, JobState, NewJob};
-use crate::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+use crate::link::{
+    ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
+};
 
 /// The billing records. Upserts check `expected_version` (If-Match) when given
 /// and bump the version; references (a site's customer, a system's site) must
@@ -341,6 +343,26 @@ pub trait LinkStore: Send + Sync {
     /// Removes links without remembering them: undoes links whose Stages
     /// write failed. Children go with their site link.
     async fn discard_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()>;
+    /// Claims records before acting upstream: inserts the links all or none
+    /// as claims held until `lease` from now. The unique constraints count a
+    /// claim, reads do not list it; a claim past its lease is taken over.
+    /// `Conflict` names the link (or claim) holding a record.
+    async fn claim_links(
+        &self,
+        dealer: &DealerId,
+        links: Vec<NewLink>,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<Link>>;
+    /// Turns own claims into links, all or none, each with its external id
+    /// when it was not known at claim time. `Conflict` when a claim was taken over.
+    async fn confirm_links(
+        &self,
+        dealer: &DealerId,
+        confirms: Vec<ConfirmLink>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>>;
+    /// Drops own claims that are still claims (confirmed links stay).
+    async fn release_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()>;
     /// Keeps the values both sides agreed on (see `Link::last_synced`); the
     /// link's version does not change.
     async fn set_link_snapshot(

@@ -12,7 +12,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use domain::audit::NewAuditEntry;
 use domain::billing::BillingId;
 use domain::connection::ConnectionId;
-use domain::link::{DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
+use domain::link::{
+    ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
+};
 use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
@@ -40,6 +42,8 @@ struct LinkRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     last_synced: Option<String>,
+    /// A claim until then; a confirmed link when none.
+    claim_expires_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -76,6 +80,7 @@ impl LinkRow {
             created_at: now,
             updated_at: now,
             last_synced: None,
+            claim_expires_at: None,
         }
     }
 
@@ -210,6 +215,21 @@ fn holder(conn: &mut DbConnection, row: &LinkRow, side: Side) -> QueryResult<Opt
     query.first(conn).optional()
 }
 
+/// How a holder is named: its link id, and whether it is still a claim (an
+/// operation acting on Stages right now) or a link.
+fn holder_text(taken: &LinkRow, other_side: String) -> String {
+    match taken.claim_expires_at {
+        Some(_) => format!(
+            "is being linked on this connection by another request (link {})",
+            taken.id
+        ),
+        None => format!(
+            "is already linked on this connection (to {other_side}, link {})",
+            taken.id
+        ),
+    }
+}
+
 /// Refuses a link whose billing or external record is linked already on its
 /// connection, naming both sides: the billing side is looked up first, then the
 /// external one, each on its own unique constraint (a single query asking for
@@ -218,20 +238,41 @@ fn refuse_taken(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
     let kind = row.kind()?;
     let message = if let Some(taken) = holder(conn, row, Side::Billing)? {
         format!(
-            "{} is already linked on this connection (to {})",
+            "{} {}",
             billing_side(kind, &row.billing_id),
-            external_side(kind, &taken.external_id)
+            holder_text(&taken, external_side(kind, &taken.external_id))
         )
     } else if let Some(taken) = holder(conn, row, Side::External)? {
         format!(
-            "{} is already linked on this connection (to {})",
+            "{} {}",
             external_side(kind, &row.external_id),
-            billing_side(kind, &taken.billing_id)
+            holder_text(&taken, billing_side(kind, &taken.billing_id))
         )
     } else {
         return Ok(());
     };
     Err(StoreError::Conflict(message).into())
+}
+
+/// Removes claims past their lease that hold `row`'s records (their request
+/// died or outlived its lease; see `domain::link::CLAIM_LEASE_SECS`), with
+/// their children. True when one was removed.
+fn take_over_expired(conn: &mut DbConnection, row: &LinkRow) -> Result<bool, Fail> {
+    let now = to_db_time(Utc::now());
+    let mut expired = Vec::new();
+    for side in [Side::Billing, Side::External] {
+        if let Some(taken) = holder(conn, row, side)? {
+            if taken.claim_expires_at.is_some_and(|until| until < now) {
+                expired.push(taken.id);
+            }
+        }
+    }
+    if expired.is_empty() {
+        return Ok(false);
+    }
+    diesel::delete(links::table.filter(links::parent_id.eq_any(&expired))).execute(conn)?;
+    diesel::delete(links::table.filter(links::id.eq_any(&expired))).execute(conn)?;
+    Ok(true)
 }
 
 /// How often an insert that found its records taken, and then no link holding
@@ -250,6 +291,9 @@ fn insert_link(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
             .execute(c));
         if link_write(inserted, row)? == 1 {
             return Ok(());
+        }
+        if take_over_expired(conn, row)? {
+            continue;
         }
         refuse_taken(conn, row)?;
         let same_id: Option<String> = links::table
@@ -333,14 +377,23 @@ fn forget_unlinks(conn: &mut DbConnection, rows: &[&LinkRow]) -> Result<(), Fail
     Ok(())
 }
 
+/// Inserts links, or with `claim_until` claims (no audit, no forgotten
+/// unlinks yet: both come with the confirmation).
 fn insert_links_blocking(
     conn: &mut DbConnection,
     dealer: &str,
     links: &[NewLink],
     audit: Vec<NewAuditEntry>,
+    claim_until: Option<NaiveDateTime>,
 ) -> Result<Vec<Link>, Fail> {
     let now = to_db_time(Utc::now());
-    let rows: Vec<LinkRow> = links.iter().map(|l| LinkRow::new(dealer, l, now)).collect();
+    let rows: Vec<LinkRow> = links
+        .iter()
+        .map(|l| LinkRow {
+            claim_expires_at: claim_until,
+            ..LinkRow::new(dealer, l, now)
+        })
+        .collect();
     let connections: BTreeSet<&str> = rows.iter().map(|r| r.connection_id.as_str()).collect();
     for connection in connections {
         require_connection(conn, dealer, connection)?;
@@ -366,9 +419,65 @@ fn insert_links_blocking(
             sites.insert(row.id.clone(), row.connection_id.clone());
         }
     }
-    forget_unlinks(conn, &order)?;
+    if claim_until.is_none() {
+        forget_unlinks(conn, &order)?;
+        insert_audit(conn, dealer, audit)?;
+    }
+    rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
+fn confirm_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    confirms: &[ConfirmLink],
+    audit: Vec<NewAuditEntry>,
+) -> Result<Vec<Link>, Fail> {
+    let now = to_db_time(Utc::now());
+    let mut rows = Vec::new();
+    for confirm in confirms {
+        let id = uuid_text(confirm.link_id.0);
+        let mut row = match find_link(conn, dealer, &id)? {
+            Some(row) if row.claim_expires_at.is_some() => row,
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "the claim of link {id} was taken over after its lease ran out; try again"
+                ))
+                .into())
+            }
+        };
+        if let Some(external) = &confirm.external_id {
+            row.external_id = external.clone();
+        }
+        row.claim_expires_at = None;
+        row.updated_at = now;
+        let updated = diesel::update(links::table.filter(links::id.eq(&id)))
+            .set((
+                links::external_id.eq(&row.external_id),
+                links::claim_expires_at.eq(None::<NaiveDateTime>),
+                links::updated_at.eq(now),
+            ))
+            .execute(conn);
+        if link_write(updated, &row).is_err() {
+            refuse_taken(conn, &row)?;
+            return Err(already_linked(external_side(row.kind()?, &row.external_id)));
+        }
+        rows.push(row);
+    }
+    let refs: Vec<&LinkRow> = rows.iter().collect();
+    forget_unlinks(conn, &refs)?;
     insert_audit(conn, dealer, audit)?;
     rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
+fn release_blocking(conn: &mut DbConnection, dealer: &str, ids: &[LinkId]) -> Result<(), Fail> {
+    let ids: Vec<String> = ids.iter().map(|id| uuid_text(id.0)).collect();
+    let claims = links::table
+        .filter(links::dealer.eq(dealer))
+        .filter(links::claim_expires_at.is_not_null());
+    // Children first: SQLite may run without foreign key cascades.
+    diesel::delete(claims.filter(links::parent_id.eq_any(&ids))).execute(conn)?;
+    diesel::delete(claims.filter(links::id.eq_any(&ids))).execute(conn)?;
+    Ok(())
 }
 
 /// Stands in for an external id while a batch of relinks is applied, so links
@@ -617,8 +726,48 @@ impl LinkStore for Store {
         let dealer = dealer.0.clone();
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                insert_links_blocking(conn, &dealer, &links, audit)
+                insert_links_blocking(conn, &dealer, &links, audit, None)
             })
+        })
+        .await
+    }
+
+    async fn claim_links(
+        &self,
+        dealer: &DealerId,
+        links: Vec<NewLink>,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        let until = to_db_time(Utc::now() + lease);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                insert_links_blocking(conn, &dealer, &links, Vec::new(), Some(until))
+            })
+        })
+        .await
+    }
+
+    async fn confirm_links(
+        &self,
+        dealer: &DealerId,
+        confirms: Vec<ConfirmLink>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                confirm_blocking(conn, &dealer, &confirms, audit)
+            })
+        })
+        .await
+    }
+
+    async fn release_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()> {
+        let dealer = dealer.0.clone();
+        let ids = ids.to_vec();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| release_blocking(conn, &dealer, &ids))
         })
         .await
     }
@@ -627,6 +776,7 @@ impl LinkStore for Store {
         let dealer = dealer.0.clone();
         self.run(move |conn, _| {
             find_link(conn, &dealer, &uuid_text(id.0))?
+                .filter(|row| row.claim_expires_at.is_none())
                 .ok_or(StoreError::NotFound)?
                 .into_domain()
         })
@@ -645,6 +795,7 @@ impl LinkStore for Store {
         self.run(move |conn, _| {
             let mut query = links::table
                 .filter(links::dealer.eq(dealer))
+                .filter(links::claim_expires_at.is_null())
                 .select(LinkRow::as_select())
                 .order(links::id.asc())
                 .limit(limit as i64 + 1)
@@ -686,6 +837,7 @@ impl LinkStore for Store {
                 .filter(links::dealer.eq(dealer))
                 .filter(links::kind.eq(kind.as_str()))
                 .filter(links::billing_id.eq(billing_id))
+                .filter(links::claim_expires_at.is_null())
                 .select(LinkRow::as_select())
                 .order(links::id.asc())
                 .load(conn)?;
@@ -712,6 +864,7 @@ impl LinkStore for Store {
                     .filter(links::connection_id.eq(&connection))
                     .filter(links::kind.eq(kind.as_str()))
                     .filter(links::external_id.eq_any(chunk))
+                    .filter(links::claim_expires_at.is_null())
                     .select(links::external_id)
                     .load(conn)?;
                 found.extend(rows);

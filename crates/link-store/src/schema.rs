@@ -203,6 +203,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         last_synced -> Nullable<Text>,
+        claim_expires_at -> Nullable<Timestamp>,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE links DROP COLUMN claim_expires_at;
