@@ -1,3 +1,535 @@
-//! End to end: where two writers meet on a field (placeholder, being written).
+//! End to end: where two writers meet on a field (S11, S18, S19). One sync
+//! decision settles both directions: a late Stages callback does not
+//! overwrite a newer billing edit (the field is held as a conflict, listed
+//! in the inbox, announced on the feed, resolved from there or settled by
+//! the connection's `conflict_policy`); a field Stages refuses does not stop
+//! the record's other fields and is reported; a device field Stages'
+//! callbacks do not carry waits for a sync instead of being dropped.
 
 mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+struct World {
+    sim: stages_sim::Sim,
+    svc: Service,
+    op: Who,
+    admin: Who,
+    cid: String,
+}
+
+async fn world(backend: Backend) -> World {
+    let sim = start_sim(0).await;
+    let svc = Service::start_on(
+        backend,
+        vec![
+            ("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()),
+            ("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()),
+        ],
+    )
+    .await;
+    let admin = Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    let creds = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+        )
+        .await;
+    assert!(creds.status < 300, "{}", creds.text);
+    let w = World {
+        sim,
+        svc,
+        op: Who::new("acme", "olivia", "operator"),
+        admin,
+        cid,
+    };
+    w.connect_callbacks().await;
+    w
+}
+
+const SITE: &str = r#"{"name": "Lovelace home", "address1": "12 Elm St", "city": "Columbus", "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"}"#;
+
+impl World {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.svc.call(method, path, &self.op, body).await
+    }
+
+    /// Billing site `site` with system `SYS-site` pushed to Stages; returns
+    /// (site_no, device_id, site link, system link).
+    async fn pushed(&self, site: &str, code: &str) -> (String, String, String, String) {
+        let s = self
+            .call(
+                Method::PUT,
+                &format!("/v1/billing/sites/{site}"),
+                Some(serde_json::from_str(SITE).unwrap()),
+            )
+            .await;
+        assert!(s.status < 300, "{}", s.text);
+        let y = self
+            .call(
+                Method::PUT,
+                &format!("/v1/billing/systems/SYS-{site}"),
+                Some(json!({"site_id": site, "system_number": code, "location": "Basement"})),
+            )
+            .await;
+        assert!(y.status < 300, "{}", y.text);
+        let p = self.call(Method::POST, &format!("/v1/connections/{}/push", self.cid), Some(json!({
+            "billing_site_id": site, "systems": [{"billing_system_id": format!("SYS-{site}"), "device": {"transmitter_code": code}}]}))).await;
+        assert_eq!(p.status, 201, "{}", p.text);
+        let r = &p.body["records"];
+        let text = |v: &Value| v.as_str().unwrap().to_owned();
+        (
+            text(&r[0]["external_id"]),
+            text(&r[1]["external_id"]),
+            text(&r[0]["link_id"]),
+            text(&r[1]["link_id"]),
+        )
+    }
+
+    /// Billing's edit of one site field (the rest as they are).
+    async fn edit_site(&self, site: &str, field: &str, value: &str) {
+        let path = format!("/v1/billing/sites/{site}");
+        let now = self.call(Method::GET, &path, None).await;
+        let mut body = json!({});
+        for f in [
+            "name", "address1", "address2", "city", "state", "zip", "phone", "info",
+        ] {
+            body[f] = now.body[f].clone();
+        }
+        body[field] = json!(value);
+        let a = self.call(Method::PUT, &path, Some(body)).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.body[field], value);
+    }
+
+    fn stages_site(&self, site_no: &str) -> Value {
+        serde_json::to_value(self.sim.state().site(site_no).unwrap()).unwrap()
+    }
+
+    fn stages_device(&self, device_id: &str) -> Value {
+        serde_json::to_value(self.sim.state().device(device_id).unwrap()).unwrap()
+    }
+
+    async fn billing(&self, path: &str) -> Value {
+        self.call(Method::GET, path, None).await.body
+    }
+
+    /// No job queued or running and no callback left in Stages, three looks in a row.
+    async fn quiesce(&self) {
+        let mut quiet = 0;
+        for _ in 0..600 {
+            let q = self.call(Method::GET, "/v1/jobs?state=queued", None).await;
+            let r = self.call(Method::GET, "/v1/jobs?state=running", None).await;
+            let idle = q.body["items"].as_array().unwrap().is_empty()
+                && r.body["items"].as_array().unwrap().is_empty()
+                && self.sim.state().callbacks_pending() == 0;
+            quiet = if idle { quiet + 1 } else { 0 };
+            if quiet == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("jobs did not settle");
+    }
+
+    async fn connect_callbacks(&self) {
+        let rotated = self
+            .svc
+            .call(
+                Method::POST,
+                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
+                &self.admin,
+                None,
+            )
+            .await;
+        self.sim
+            .state()
+            .set_callback_target(stages_sim::CallbackTarget::new(
+                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
+                rotated.body["username"].as_str().unwrap(),
+                rotated.body["secret"].as_str().unwrap(),
+            ))
+            .unwrap();
+    }
+
+    async fn set_policy(&self, policy: &str) {
+        let a = self
+            .svc
+            .call(
+                Method::PATCH,
+                &format!("/v1/connections/{}", self.cid),
+                &self.admin,
+                Some(json!({"conflict_policy": policy})),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.body["conflict_policy"], policy);
+    }
+
+    /// Stages changes a site field; its callback is held back until billing
+    /// has changed the same field while Stages refused pushes (503); then
+    /// Stages recovers and the old callback arrives.
+    async fn both_change(
+        &self,
+        site: &str,
+        site_no: &str,
+        field: &str,
+        stages: &str,
+        billing: &str,
+    ) {
+        self.sim.state().set_callbacks_paused(true);
+        self.sim
+            .state()
+            .patch_site(
+                site_no,
+                serde_json::from_value(json!({field: stages})).unwrap(),
+            )
+            .unwrap();
+        self.sim
+            .state()
+            .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
+            .unwrap();
+        self.edit_site(site, field, billing).await;
+        // The push has met the outage at least once before Stages recovers.
+        for _ in 0..200 {
+            let failed = self
+                .call(
+                    Method::GET,
+                    "/v1/jobs?kind=auto_sync_push&state=queued",
+                    None,
+                )
+                .await;
+            if failed.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["error"].as_str().is_some_and(|e| e.contains("503")))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.sim.state().set_callbacks_paused(false);
+        self.sim.state().clear_faults();
+        self.quiesce().await;
+    }
+
+    async fn inbox(&self, query: &str) -> Vec<Value> {
+        let a = self
+            .call(Method::GET, &format!("/v1/conflicts{query}"), None)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.body["items"].as_array().unwrap().clone()
+    }
+}
+
+/// Situation 1 of "where two writers meet": Stages changed the address, its
+/// callback came late, billing changed the address meanwhile. Neither side's
+/// edit is lost: the field is held (each side keeps its value), the other
+/// fields still sync, the inbox and the feed say so, and a resolution from
+/// the inbox settles it through the same path as a record sync.
+async fn a_late_callback_does_not_overwrite_a_newer_billing_edit(backend: Backend) {
+    let w = world(backend).await;
+    let (site_no, _, site_link, _) = w.pushed("L1", "7100001").await;
+    w.both_change("L1", &site_no, "address1", "9 Stages Way", "7 Billing Blvd")
+        .await;
+
+    let billing = w.billing("/v1/billing/sites/L1").await;
+    assert_eq!(billing["address1"], "7 Billing Blvd", "billing's edit kept");
+    assert_eq!(
+        w.stages_site(&site_no)["address1"],
+        "9 Stages Way",
+        "Stages' edit kept"
+    );
+    let held = w.inbox("").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    let c = &held[0];
+    assert_eq!(c["issue"], "conflict");
+    assert_eq!(c["link_id"], site_link.as_str());
+    assert_eq!(c["connection_id"], w.cid.as_str());
+    assert_eq!(c["record_kind"], "site");
+    assert_eq!(c["billing_id"], "L1");
+    assert_eq!(c["external_id"], site_no.as_str());
+    assert_eq!(c["field"], "address1");
+    assert_eq!(c["billing_value"], "7 Billing Blvd");
+    assert_eq!(c["stages_value"], "9 Stages Way");
+    assert_eq!(c["last_synced"], "12 Elm St");
+    // The filters narrow the inbox.
+    assert_eq!(w.inbox("?field=address1&record_kind=site").await.len(), 1);
+    assert_eq!(w.inbox("?field=city").await.len(), 0);
+    assert_eq!(w.inbox("?record_kind=system").await.len(), 0);
+    assert_eq!(w.inbox("?older_than_secs=3600").await.len(), 0);
+    assert_eq!(w.inbox(&format!("?connection_id={}", w.cid)).await.len(), 1);
+    // Said once on the feed, however many times the jobs decided it again.
+    let feed = w
+        .call(Method::GET, "/v1/events?types=link.conflict", None)
+        .await;
+    let events = feed.body["items"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{}", feed.text);
+    assert_eq!(events[0]["subject_id"], "L1");
+    assert_eq!(events[0]["data"]["field"], "address1");
+    // The diff shows it too.
+    let diff = w
+        .call(Method::GET, &format!("/v1/links/{site_link}/diff"), None)
+        .await;
+    let address = diff.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "address1")
+        .unwrap()
+        .clone();
+    assert_eq!(address["status"], "conflict", "{}", diff.text);
+
+    // A later billing edit of another field still syncs; the held one stays.
+    w.edit_site("L1", "city", "Dayton").await;
+    w.quiesce().await;
+    assert_eq!(w.stages_site(&site_no)["city"], "Dayton");
+    assert_eq!(w.stages_site(&site_no)["address1"], "9 Stages Way");
+    assert_eq!(w.inbox("").await.len(), 1);
+
+    // Resolved from the inbox: Stages' value, to both sides.
+    let r = w
+        .call(
+            Method::POST,
+            "/v1/conflicts:resolve",
+            Some(json!({"resolutions": [{"link_id": site_link, "use": "stages"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["items"][0]["resolved"],
+        json!(["address1"]),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["items"][0]["error"], Value::Null);
+    w.quiesce().await;
+    assert_eq!(
+        w.billing("/v1/billing/sites/L1").await["address1"],
+        "9 Stages Way"
+    );
+    assert_eq!(w.stages_site(&site_no)["address1"], "9 Stages Way");
+    assert_eq!(w.inbox("").await, Vec::<Value>::new());
+    // Refused resolutions answer for themselves.
+    let bad = w
+        .call(
+            Method::POST,
+            "/v1/conflicts:resolve",
+            Some(json!({"resolutions": [{"link_id": site_link, "field": "colour", "use": "billing"}]})),
+        )
+        .await;
+    assert_eq!(bad.status, 200, "{}", bad.text);
+    assert_eq!(bad.body["items"][0]["error"]["status"], 422, "{}", bad.text);
+    w.call(
+        Method::POST,
+        "/v1/conflicts:resolve",
+        Some(json!({"resolutions": []})),
+    )
+    .await
+    .assert_problem(422);
+}
+
+/// `conflict_policy` settles a field both sides changed without anyone:
+/// `billing_wins` sends billing's value, `stages_wins` takes Stages', and
+/// nothing is held.
+async fn the_conflict_policy_settles_a_field_both_sides_changed(backend: Backend) {
+    let w = world(backend).await;
+    let created = w
+        .svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{}", w.cid),
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(created.body["conflict_policy"], "hold", "the default");
+
+    w.set_policy("billing_wins").await;
+    let (site_no, _, _, _) = w.pushed("P1", "7200001").await;
+    w.both_change("P1", &site_no, "address1", "9 Stages Way", "7 Billing Blvd")
+        .await;
+    assert_eq!(w.stages_site(&site_no)["address1"], "7 Billing Blvd");
+    assert_eq!(
+        w.billing("/v1/billing/sites/P1").await["address1"],
+        "7 Billing Blvd"
+    );
+
+    w.set_policy("stages_wins").await;
+    let (site_no, _, _, _) = w.pushed("P2", "7200002").await;
+    w.both_change("P2", &site_no, "address1", "9 Stages Way", "7 Billing Blvd")
+        .await;
+    assert_eq!(w.stages_site(&site_no)["address1"], "9 Stages Way");
+    assert_eq!(
+        w.billing("/v1/billing/sites/P2").await["address1"],
+        "9 Stages Way"
+    );
+
+    assert_eq!(w.inbox("").await, Vec::<Value>::new());
+    let feed = w
+        .call(Method::GET, "/v1/events?types=link.conflict", None)
+        .await;
+    assert_eq!(feed.body["items"], json!([]), "{}", feed.text);
+    w.svc
+        .call(
+            Method::PATCH,
+            &format!("/v1/connections/{}", w.cid),
+            &w.admin,
+            Some(json!({"conflict_policy": "coin_toss"})),
+        )
+        .await
+        .assert_problem(422);
+}
+
+/// Situation 5: Stages refuses one field (a transmitter code another device
+/// holds). The record's other fields still arrive; the refusal is kept on
+/// the link (the inbox with `issue=refused`) and said on the feed; a later
+/// change of another field arrives too; correcting the code clears it.
+async fn a_field_stages_refuses_does_not_block_the_others(backend: Backend) {
+    let w = world(backend).await;
+    let (_, device_a, _, system_link) = w.pushed("R1", "7300001").await;
+    let (_, device_b, _, _) = w.pushed("R2", "7300002").await;
+    let edit_system = |number: &'static str, location: &'static str| {
+        let w = &w;
+        async move {
+            let a = w
+                .call(
+                    Method::PUT,
+                    "/v1/billing/systems/SYS-R1",
+                    Some(json!({"site_id": "R1", "system_number": number, "location": location})),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            w.quiesce().await;
+        }
+    };
+    // 7300002 is R2's device's code.
+    edit_system("7300002", "Garage").await;
+    let a = w.stages_device(&device_a);
+    assert_eq!(a["transmitter_code"], "7300001", "refused");
+    assert_eq!(a["location"], "Garage", "the other field arrived");
+    assert_eq!(w.stages_device(&device_b)["transmitter_code"], "7300002");
+    let refused = w.inbox("?issue=refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["link_id"], system_link.as_str());
+    assert_eq!(refused[0]["field"], "system_number");
+    assert_eq!(refused[0]["billing_value"], "7300002");
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("7300002"),
+        "Stages' reason: {:?}",
+        refused[0]
+    );
+    assert_eq!(w.inbox("").await, Vec::<Value>::new(), "not a conflict");
+    let feed = w
+        .call(Method::GET, "/v1/events?types=link.sync_failed", None)
+        .await;
+    assert_eq!(
+        feed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        feed.text
+    );
+    assert_eq!(feed.body["items"][0]["subject_id"], "SYS-R1");
+    let dead = w.call(Method::GET, "/v1/jobs?state=dead", None).await;
+    assert_eq!(
+        dead.body["items"],
+        json!([]),
+        "the job did not fail: {}",
+        dead.text
+    );
+
+    // Another change of the record still arrives; the refusal stays, said once.
+    edit_system("7300002", "Attic").await;
+    assert_eq!(w.stages_device(&device_a)["location"], "Attic");
+    assert_eq!(w.inbox("?issue=refused").await.len(), 1);
+    let feed = w
+        .call(Method::GET, "/v1/events?types=link.sync_failed", None)
+        .await;
+    assert_eq!(
+        feed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        feed.text
+    );
+
+    // Billing corrects the code: it goes out and the refusal is gone.
+    edit_system("7300009", "Attic").await;
+    assert_eq!(w.stages_device(&device_a)["transmitter_code"], "7300009");
+    assert_eq!(w.inbox("?issue=refused").await, Vec::<Value>::new());
+}
+
+/// Situation 6: a device's location is a synced field (the diff compares it,
+/// pushes send it) that Stages' callbacks do not carry to billing (S18 lists
+/// address, info, phone and the transmitter code). A Stages change of it is
+/// not dropped as "unchanged": the callback says it waits for a sync, the
+/// diff proposes Stages' value, and a sync takes it.
+async fn a_device_location_changed_in_stages_waits_for_a_sync(backend: Backend) {
+    let w = world(backend).await;
+    let (_, device_id, _, system_link) = w.pushed("D1", "7400001").await;
+    w.sim
+        .state()
+        .patch_device(
+            &device_id,
+            serde_json::from_value(json!({"location": "Garage"})).unwrap(),
+        )
+        .unwrap();
+    w.quiesce().await;
+    assert_eq!(
+        w.billing("/v1/billing/systems/SYS-D1").await["location"],
+        "Basement",
+        "not taken without a sync (S18)"
+    );
+    let jobs = w
+        .call(Method::GET, "/v1/jobs?kind=stages_callback", None)
+        .await;
+    let outcomes: Vec<&Value> = jobs.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["summary"]["outcome"])
+        .collect();
+    assert_eq!(outcomes, vec!["awaiting_sync"], "{}", jobs.text);
+    let diff = w
+        .call(Method::GET, &format!("/v1/links/{system_link}/diff"), None)
+        .await;
+    let location = diff.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "location")
+        .unwrap()
+        .clone();
+    assert_eq!(location["status"], "external_changed", "{}", diff.text);
+    assert_eq!(location["proposed"], "take_external");
+    // Auto Sync does not push the old value back over it either.
+    assert_eq!(w.stages_device(&device_id)["location"], "Garage");
+    let synced = w
+        .call(
+            Method::POST,
+            &format!("/v1/links/{system_link}:sync"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(synced.status, 200, "{}", synced.text);
+    assert_eq!(
+        w.billing("/v1/billing/systems/SYS-D1").await["location"],
+        "Garage"
+    );
+}
+
+on_both_backends!(
+    a_late_callback_does_not_overwrite_a_newer_billing_edit,
+    the_conflict_policy_settles_a_field_both_sides_changed,
+    a_field_stages_refuses_does_not_block_the_others,
+    a_device_location_changed_in_stages_waits_for_a_sync,
+);

@@ -266,6 +266,10 @@ impl Acme {
             Method::PUT if path.ends_with("/credentials/dealer") => {
                 Some(json!({"username": SIM_USER, "password": SIM_PASSWORD}))
             }
+            Method::POST if path.ends_with("/v1/conflicts:resolve") => {
+                Some(json!({"resolutions": [
+                {"link_id": self.ids["link_id"], "field": "city", "use": "billing"}]}))
+            }
             // The site link, pointed at the site it already names.
             Method::PATCH if path.contains("/v1/links/") => Some(json!({
                 "external_id": self.ids["other_site_no"],

@@ -1070,6 +1070,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
     };
 
     let mut log = Vec::new();
+    let mut conflicts_resolved = 0;
     let context = |log: &[String]| {
         format!(
             "seed {seed} (CONVERGENCE_SEED={seed} replays it):\n{}",
@@ -1164,32 +1165,86 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
         w.sim.state().set_callbacks_paused(false);
         w.quiesce().await;
 
+        // The conflicts held now, by (Stages record, field).
+        let inbox = w
+            .call(Method::GET, "/v1/conflicts?page_size=500", None)
+            .await;
+        assert_eq!(inbox.status, 200, "{}", inbox.text);
+        let held: BTreeMap<(String, String), String> = inbox.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    (
+                        c["external_id"].as_str().unwrap().to_owned(),
+                        c["field"].as_str().unwrap().to_owned(),
+                    ),
+                    c["link_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut resolutions = Vec::new();
         for i in 0..records.len() {
             let (site, site_no, device_id) = &records[i];
             let now = sides(i).await;
             for (f, (billing, stages)) in &now {
                 let n = normalizer(f);
                 let key = (i, *f);
-                let want: Vec<&String> = match (billing_wrote.get(&key), stages_wrote.get(&key)) {
-                    (None, None) => vec![&agreed[i][f]],
-                    (Some(b), None) => vec![b],
-                    (None, Some(s)) => vec![s],
-                    // Both sides changed it since the last sync: one of the two wins.
-                    (Some(b), Some(s)) => vec![b, s],
+                let record = if *f == "system_number" {
+                    device_id
+                } else {
+                    site_no
                 };
+                let link = held.get(&(record.clone(), f.to_string()));
                 let what = format!(
-                    "round {round}, {site} ({site_no}, {device_id}) {f}: billing {billing:?}, Stages {stages:?}, expected one of {want:?}"
+                    "round {round}, {site} ({site_no}, {device_id}) {f}: billing {billing:?}, Stages {stages:?}, held {link:?}, wrote: billing {:?}, Stages {:?}",
+                    billing_wrote.get(&key),
+                    stages_wrote.get(&key)
                 );
-                assert!(
-                    n.equal(billing, stages),
-                    "the sides differ: {what}\n{}",
-                    context(&log)
-                );
-                assert!(
-                    want.iter().any(|v| n.equal(billing, v)),
-                    "an edit was lost: {what}\n{}",
-                    context(&log)
-                );
+                match (billing_wrote.get(&key), stages_wrote.get(&key)) {
+                    // Both sides changed it since the last sync: either one
+                    // side's change reached the other first (and the other
+                    // side's then went on top), or it is held as a conflict
+                    // with each side keeping its own value.
+                    (Some(b), Some(s)) if link.is_some() => {
+                        assert!(
+                            n.equal(billing, b) && n.equal(stages, s),
+                            "a held conflict changed a side: {what}\n{}",
+                            context(&log)
+                        );
+                        let (side, value) = if rng.gen_bool(0.5) {
+                            ("billing", b)
+                        } else {
+                            ("stages", s)
+                        };
+                        resolutions.push((i, *f, link.unwrap().clone(), side, value.clone()));
+                        continue;
+                    }
+                    (b, s) => {
+                        assert!(
+                            link.is_none(),
+                            "held though only one side changed it: {what}\n{}",
+                            context(&log)
+                        );
+                        let want: Vec<&String> = match (b, s) {
+                            (None, None) => vec![&agreed[i][f]],
+                            (Some(b), None) => vec![b],
+                            (None, Some(s)) => vec![s],
+                            (Some(b), Some(s)) => vec![b, s],
+                        };
+                        assert!(
+                            n.equal(billing, stages),
+                            "the sides differ: {what}\n{}",
+                            context(&log)
+                        );
+                        assert!(
+                            want.iter().any(|v| n.equal(billing, v)),
+                            "an edit was lost: {what}\n{}",
+                            context(&log)
+                        );
+                    }
+                }
             }
             agreed[i] = now.into_iter().map(|(f, (b, _))| (f, b)).collect();
 
@@ -1213,8 +1268,45 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                 );
             }
         }
+
+        // Held conflicts are resolved from the inbox, a side each; both sides
+        // then hold the chosen value and the inbox is empty.
+        if !resolutions.is_empty() {
+            let body: Vec<Value> = resolutions
+                .iter()
+                .map(|(_, f, link, side, _)| json!({"link_id": link, "field": f, "use": side}))
+                .collect();
+            let r = w
+                .call(
+                    Method::POST,
+                    "/v1/conflicts:resolve",
+                    Some(json!({"resolutions": body})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            for item in r.body["items"].as_array().unwrap() {
+                assert_eq!(item["error"], Value::Null, "{}\n{}", r.text, context(&log));
+            }
+            log.push(format!("{round}: resolved {body:?}"));
+            conflicts_resolved += resolutions.len();
+            w.quiesce().await;
+            for (i, f, _, _, value) in &resolutions {
+                let now = sides(*i).await;
+                let (billing, stages) = &now[f];
+                assert!(
+                    normalizer(f).equal(billing, value) && normalizer(f).equal(stages, value),
+                    "round {round}: resolving {f} of {:?} to {value:?} left billing {billing:?}, Stages {stages:?}\n{}",
+                    records[*i],
+                    context(&log)
+                );
+                agreed[*i].insert(f, billing.clone());
+            }
+            let inbox = w.call(Method::GET, "/v1/conflicts", None).await;
+            assert_eq!(inbox.body["items"], json!([]), "{}", inbox.text);
+        }
     }
 
+    println!("convergence: {conflicts_resolved} conflicts held and resolved from the inbox");
     // Nothing pushed twice: no write of the service repeats the one before it
     // with no other change to that record in between.
     for (_, site_no, device_id) in &records {

@@ -65,6 +65,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         inbox: Arc::new(store.clone()),
         inbound: Arc::new(store.clone()),
         imports: Arc::new(store.clone()),
+        issues: Arc::new(store.clone()),
         isp: Arc::new(store.clone()),
         store,
         stages: Arc::new(stages),
@@ -109,6 +110,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(routes::providers::list_providers)
                 .route("/audit", web::get().to(routes::audit::list_audit))
                 .configure(routes::sync::routes)
+                .configure(routes::conflicts::routes)
                 .configure(routes::links::routes)
                 .configure(routes::events::routes)
                 .configure(routes::connections::routes)

@@ -1,7 +1,9 @@
 //! API-side mirrors of domain enums, so the OpenAPI document lists their
 //! values while `domain` stays free of the documentation crate.
 
-use domain::connection::{AuthMode, ConnectionStatus, ProviderCategory, ProviderKind};
+use domain::connection::{
+    AuthMode, ConflictPolicy, ConnectionStatus, ProviderCategory, ProviderKind,
+};
 use domain::operations::TestOutcome;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -37,6 +39,13 @@ mirror_enum!(
     AuthModeDto <=> AuthMode { Dealer, User }
 );
 mirror_enum!(ConnectionStatusDto <=> ConnectionStatus { Active, Inactive });
+mirror_enum!(
+    /// How a field changed on both sides since the last sync is settled:
+    /// `hold` (the default: neither side changes, the conflict waits in
+    /// `GET /v1/conflicts`), `billing_wins`, `stages_wins`, or `newest_wins`
+    /// (the side whose record changed last; held when Stages' time is not known).
+    ConflictPolicyDto <=> ConflictPolicy { Hold, BillingWins, StagesWins, NewestWins }
+);
 mirror_enum!(
     /// The result of a connection test.
     TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer }

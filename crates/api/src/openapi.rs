@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, billing, connections, events, health, imports, isp, jobs, links, provider_webhooks,
-    providers, stages, stages_tab, sync, webhooks,
+    audit, billing, conflicts, connections, events, health, imports, isp, jobs, links,
+    provider_webhooks, providers, stages, stages_tab, sync, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -81,6 +81,8 @@ use crate::routes::{
         sync::diff,
         sync::sync_link,
         sync::account_sync,
+        conflicts::list_conflicts,
+        conflicts::resolve_conflicts,
         events::list_events,
         events::create_subscription,
         events::list_subscriptions,

@@ -32,6 +32,7 @@ pub struct AppState {
     pub imports: Arc<dyn domain::import::ImportStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub adc: Arc<dyn AdcConnector>,
+    pub issues: Arc<dyn domain::field_issues::FieldIssueStore>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
     /// Wakes this process's idle job workers after a change that may have
@@ -46,6 +47,7 @@ impl AppState {
             billing: self.billing.as_ref(),
             links: self.links.as_ref(),
             stages: self.stages.as_ref(),
+            issues: self.issues.as_ref(),
         }
     }
 

@@ -169,6 +169,44 @@ impl AuthMode {
     }
 }
 
+/// How a connection settles a field that both sides changed since the last
+/// sync (S18, S19). Whatever the policy, the decision is `sync::decide`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// Neither side changes for that field; the conflict waits in the inbox.
+    #[default]
+    Hold,
+    /// Billing's value goes to Stages.
+    BillingWins,
+    /// Stages' value comes to billing.
+    StagesWins,
+    /// The side whose record changed last wins; held when that is unknown.
+    NewestWins,
+}
+
+impl ConflictPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::BillingWins => "billing_wins",
+            Self::StagesWins => "stages_wins",
+            Self::NewestWins => "newest_wins",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Hold,
+            Self::BillingWins,
+            Self::StagesWins,
+            Self::NewestWins,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStatus {
@@ -273,6 +311,8 @@ pub struct Connection {
     pub endpoint: Endpoint,
     pub auth_mode: AuthMode,
     pub auto_sync: bool,
+    /// How a field changed on both sides is settled.
+    pub conflict_policy: ConflictPolicy,
     pub status: ConnectionStatus,
     /// What an interactive services provider entry is set up to do (I1, I2, I4, I5).
     pub settings: ProviderSettings,
@@ -290,6 +330,7 @@ pub struct NewConnection {
     pub endpoint: Endpoint,
     pub auth_mode: AuthMode,
     pub auto_sync: bool,
+    pub conflict_policy: ConflictPolicy,
     pub status: ConnectionStatus,
 }
 
@@ -300,6 +341,7 @@ pub struct ConnectionChanges {
     pub endpoint: Option<Endpoint>,
     pub auth_mode: Option<AuthMode>,
     pub auto_sync: Option<bool>,
+    pub conflict_policy: Option<ConflictPolicy>,
     pub status: Option<ConnectionStatus>,
     /// The whole new settings (see `isp::settings_after`, which checks them).
     pub settings: Option<ProviderSettings>,
@@ -410,6 +452,7 @@ mod tests {
             endpoint: Endpoint::parse("http://h").unwrap(),
             auth_mode: AuthMode::Dealer,
             auto_sync: true,
+            conflict_policy: ConflictPolicy::Hold,
             status: ConnectionStatus::Active,
             settings: ProviderSettings::default(),
             version: 1,

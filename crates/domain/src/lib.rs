@@ -7,6 +7,7 @@ pub mod audit;
 pub mod billing;
 pub mod connection;
 pub mod events;
+pub mod field_issues;
 pub mod import;
 pub mod isp;
 pub mod jobs;

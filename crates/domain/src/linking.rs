@@ -28,6 +28,8 @@ pub struct LinkingPorts<'a> {
     pub billing: &'a dyn BillingStore,
     pub links: &'a dyn LinkStore,
     pub stages: &'a dyn crate::stages::StagesConnector,
+    /// Fields of links that did not sync (conflicts held, refusals).
+    pub issues: &'a dyn crate::field_issues::FieldIssueStore,
 }
 
 /// The Stages-only fields of a pushed site; the rest come from the billing site.

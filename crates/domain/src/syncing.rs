@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::billing::{BillingSite, BillingSystem, BillingWrite};
 use crate::connection::{Connection, ConnectionId, ConnectionStatus, CredentialOwner};
 use crate::events::{types, NewEvent};
+use crate::field_issues::{IssueKind, NewFieldIssue};
 use crate::link::{Link, LinkId, LinkKind};
 use crate::linking::{link_of_external, LinkingPorts};
 use crate::operations::{stages_as_caller, upstream, OperationError};
@@ -304,6 +305,14 @@ async fn apply_plan(
             serde_json::to_value(&plan.new_snapshot).unwrap_or_default(),
         )
         .await?;
+    // A field the sync settled is no longer a conflict nor a refusal.
+    let resolved: Vec<String> = plan.merged.keys().cloned().collect();
+    for kind in [IssueKind::Conflict, IssueKind::Refused] {
+        ports
+            .issues
+            .record_field_issues(dealer, sides.link.id, kind, Vec::new(), resolved.clone())
+            .await?;
+    }
     Ok(())
 }
 
@@ -365,19 +374,228 @@ pub async fn account_sync(
     Ok(outcomes)
 }
 
+/// What an automatic sync (an Auto Sync push, an applied callback) did to
+/// one link: every field went through `sync::decide`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Settled {
+    /// Fields written to Stages.
+    pub pushed: Values,
+    /// Fields written to billing.
+    pub pulled: Values,
+    /// Fields both sides changed, held as conflicts.
+    pub held: Vec<String>,
+    /// Fields whose value Stages refused; the others still synced.
+    pub refused: Vec<String>,
+}
+
+/// Writes `values` to Stages, and when Stages refuses them together, each on
+/// its own: a refused field (a duplicate transmitter code, a value Stages'
+/// rules do not take) does not stop the record's other fields. Anything but
+/// a refusal (Stages down, slow, refusing the credentials) stops the whole,
+/// so the job tries again later.
+async fn write_fields_to_stages(
+    sides: &Sides,
+    values: &Values,
+) -> Result<(Values, Vec<(String, String)>), OperationError> {
+    fn refusal(e: &OperationError) -> Option<String> {
+        match e {
+            OperationError::Upstream {
+                error: StagesError::Rejected { message, .. },
+                ..
+            } => Some(message.clone()),
+            _ => None,
+        }
+    }
+    let whole = match write_to_stages(sides, values).await {
+        Ok(()) => return Ok((values.clone(), Vec::new())),
+        Err(e) => e,
+    };
+    let Some(reason) = refusal(&whole) else {
+        return Err(whole);
+    };
+    if values.len() == 1 {
+        let (field, _) = values.iter().next().expect("one value");
+        return Ok((Values::new(), vec![(field.clone(), reason)]));
+    }
+    let (mut accepted, mut refused) = (Values::new(), Vec::new());
+    for (field, value) in values {
+        let one = Values::from([(field.clone(), value.clone())]);
+        match write_to_stages(sides, &one).await {
+            Ok(()) => {
+                accepted.insert(field.clone(), value.clone());
+            }
+            Err(e) => match refusal(&e) {
+                Some(reason) => refused.push((field.clone(), reason)),
+                None => return Err(e),
+            },
+        }
+    }
+    Ok((accepted, refused))
+}
+
+/// Brings one link's two sides together as `sync::decide` says, field by
+/// field: one-sided changes merge (a push only when `may_push`, i.e. Auto
+/// Sync is on), changes on both sides are settled by the connection's
+/// conflict policy or held, refusals are recorded. The new base is stored
+/// after both writes, so a failure part way leaves the old one and a retry
+/// decides again from it. `stages_changed_at` is when Stages says its record
+/// changed, when known (a callback's time), for `newest_wins`.
+async fn settle(
+    ports: LinkingPorts<'_>,
+    dealer: &DealerId,
+    sides: &Sides,
+    may_push: bool,
+    stages_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+    source: &str,
+) -> Result<Settled, OperationError> {
+    let fields = sync::fields_for(sides.link.kind);
+    let base = snapshot_of(&sides.link);
+    let diffs = sync::diff(
+        fields,
+        &sides.billing_values,
+        &sides.external_values,
+        base.as_ref(),
+    );
+    let times = sync::ChangeTimes {
+        billing: Some(match &sides.billing {
+            Record::Site(site) => site.updated_at,
+            Record::System(system) => system.updated_at,
+        }),
+        stages: stages_changed_at,
+    };
+    let mut snapshot = base.map(Snapshot::into_values).unwrap_or_default();
+    let mut settled = Settled::default();
+    let mut push = Values::new();
+    let mut conflicts = Vec::new();
+    for (f, d) in fields.iter().zip(&diffs) {
+        match sync::decide(f, d, sides.connection.conflict_policy, times) {
+            sync::Decision::Leave if d.status == FieldStatus::Equal => {
+                snapshot.insert(d.field.clone(), d.billing.clone());
+            }
+            sync::Decision::Leave => {}
+            sync::Decision::Push if may_push => {
+                push.insert(d.field.clone(), d.billing.clone());
+            }
+            sync::Decision::Push => {}
+            sync::Decision::Pull => {
+                settled.pulled.insert(d.field.clone(), d.external.clone());
+            }
+            sync::Decision::Hold => {
+                settled.held.push(d.field.clone());
+                conflicts.push(NewFieldIssue {
+                    field: d.field.clone(),
+                    kind: IssueKind::Conflict,
+                    billing_value: d.billing.clone(),
+                    stages_value: d.external.clone(),
+                    last_synced: d.last_synced.clone(),
+                    reason: None,
+                });
+            }
+        }
+    }
+    // Toward Stages first: a push that fails part way leaves the old base,
+    // so the retry still sees billing's change. A callback echoing the push
+    // may arrive in between; it finds both sides equal and writes nothing.
+    let (accepted, refused) = if push.is_empty() {
+        (Values::new(), Vec::new())
+    } else {
+        write_fields_to_stages(sides, &push).await?
+    };
+    if !settled.pulled.is_empty() {
+        write_to_billing(
+            ports,
+            dealer,
+            &sides.billing,
+            sides.connection.id,
+            &settled.pulled,
+            source,
+        )
+        .await?;
+    }
+    snapshot.extend(accepted.clone());
+    snapshot.extend(settled.pulled.clone());
+    ports
+        .links
+        .set_link_snapshot(
+            dealer,
+            sides.link.id,
+            serde_json::to_value(&snapshot).unwrap_or_default(),
+        )
+        .await?;
+
+    // What did not sync, kept on the link: a conflict lasts while the field
+    // decides `Hold`; a refusal until the field syncs or the sides agree.
+    let names = |ds: &[FieldDiff]| ds.iter().map(|d| d.field.clone()).collect::<Vec<_>>();
+    let not_held: Vec<String> = names(&diffs)
+        .into_iter()
+        .filter(|f| !settled.held.contains(f))
+        .collect();
+    ports
+        .issues
+        .record_field_issues(
+            dealer,
+            sides.link.id,
+            IssueKind::Conflict,
+            conflicts,
+            not_held,
+        )
+        .await?;
+    let refusals: Vec<NewFieldIssue> = refused
+        .iter()
+        .map(|(field, reason)| {
+            let d = diffs
+                .iter()
+                .find(|d| &d.field == field)
+                .expect("a diffed field");
+            NewFieldIssue {
+                field: field.clone(),
+                kind: IssueKind::Refused,
+                billing_value: d.billing.clone(),
+                stages_value: d.external.clone(),
+                last_synced: d.last_synced.clone(),
+                reason: Some(reason.clone()),
+            }
+        })
+        .collect();
+    let synced: Vec<String> = diffs
+        .iter()
+        .filter(|d| {
+            d.status == FieldStatus::Equal
+                || accepted.contains_key(&d.field)
+                || settled.pulled.contains_key(&d.field)
+        })
+        .map(|d| d.field.clone())
+        .collect();
+    ports
+        .issues
+        .record_field_issues(dealer, sides.link.id, IssueKind::Refused, refusals, synced)
+        .await?;
+    settled.pushed = accepted;
+    settled.refused = refused.into_iter().map(|(f, _)| f).collect();
+    Ok(settled)
+}
+
 /// What an Auto Sync push did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AutoSyncOutcome {
     pub link_id: LinkId,
     /// Fields written to Stages.
     pub pushed: Values,
+    /// Fields Stages changed on its own, written to billing.
+    pub pulled: Values,
+    /// Fields changed on both sides, held as conflicts.
+    pub held: Vec<String>,
+    /// Fields Stages refused.
+    pub refused: Vec<String>,
     /// Why nothing was pushed, when nothing was.
     pub skipped: Option<String>,
 }
 
 /// The Auto Sync push (S19) of one link, run by a job the billing change
-/// enqueued: the fields billing changed since the last sync go to Stages.
-/// Fields only Stages changed are left for its callbacks. Safe to repeat.
+/// enqueued: the link's two sides are settled by `sync::decide`, so billing's
+/// changes go to Stages, Stages' own changes that its callbacks carry come to
+/// billing, and a field both changed is held (or settled by the connection's
+/// policy). Safe to repeat.
 pub async fn auto_sync_push(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
@@ -386,6 +604,9 @@ pub async fn auto_sync_push(
     let skipped = |why: &str| AutoSyncOutcome {
         link_id,
         pushed: Values::new(),
+        pulled: Values::new(),
+        held: Vec::new(),
+        refused: Vec::new(),
         skipped: Some(why.to_owned()),
     };
     let link = match ports.links.link(dealer, link_id).await {
@@ -401,47 +622,14 @@ pub async fn auto_sync_push(
         return Ok(skipped("auto sync is off for this connection"));
     }
     let api = stages_as_dealer(ports, &connection).await?;
-    let sides = load_sides(ports, dealer, link.clone(), connection, api).await?;
-    let fields = sync::diff(
-        sync::fields_for(link.kind),
-        &sides.billing_values,
-        &sides.external_values,
-        snapshot_of(&link).as_ref(),
-    );
-    let mut pushed = Values::new();
-    let mut snapshot = snapshot_of(&link)
-        .map(Snapshot::into_values)
-        .unwrap_or_default();
-    for d in &fields {
-        match d.status {
-            FieldStatus::BillingChanged | FieldStatus::Conflict | FieldStatus::Unknown => {
-                pushed.insert(d.field.clone(), d.billing.clone());
-                snapshot.insert(d.field.clone(), d.billing.clone());
-            }
-            FieldStatus::Equal => {
-                snapshot.insert(d.field.clone(), d.billing.clone());
-            }
-            // Stages moved on its own: its callback brings it to billing.
-            FieldStatus::ExternalChanged => {}
-        }
-    }
-    // Push first, then record the new base: a failed push leaves the old one,
-    // so the retry still sees billing's change. A callback echoing the push
-    // may arrive in between; it carries billing's own value, which writes nothing.
-    if !pushed.is_empty() {
-        write_to_stages(&sides, &pushed).await?;
-    }
-    ports
-        .links
-        .set_link_snapshot(
-            dealer,
-            link_id,
-            serde_json::to_value(&snapshot).unwrap_or_default(),
-        )
-        .await?;
+    let sides = load_sides(ports, dealer, link, connection, api).await?;
+    let settled = settle(ports, dealer, &sides, true, None, "auto_sync").await?;
     Ok(AutoSyncOutcome {
         link_id,
-        pushed,
+        pushed: settled.pushed,
+        pulled: settled.pulled,
+        held: settled.held,
+        refused: settled.refused,
         skipped: None,
     })
 }
@@ -449,18 +637,22 @@ pub async fn auto_sync_push(
 /// How a Stages callback ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallbackOutcome {
-    /// applied, echo, unchanged, unmatched
+    /// applied, held, echo, awaiting_sync, unchanged, unmatched, gone
     pub outcome: &'static str,
     pub applied: Values,
     pub detail: String,
 }
 
-/// Updates from Stages (S18): `site.updated` (address, info, phone) and
-/// `device.updated` (transmitter code) reach the linked billing records. The
-/// values are read from Stages when the callback is applied, so callbacks
-/// applied out of order still leave billing with Stages' latest. A value equal
-/// to the last synced one is our own push coming back (an echo) and changes
-/// nothing; unknown or unlinked records are reported as events.
+/// Updates from Stages (S18): a callback about a linked record settles the
+/// link as an Auto Sync push does (`sync::decide`, one rule for both
+/// directions): Stages' changes that its callbacks carry (`site.updated`:
+/// address, info, phone; `device.updated`: transmitter code) reach billing,
+/// a field billing changed too is held as a conflict rather than
+/// overwritten, and billing's own pending changes go to Stages when Auto Sync
+/// is on. The values are read from Stages when the callback is applied, so
+/// callbacks applied out of order still leave billing with Stages' latest;
+/// our own push coming back (an echo) finds both sides equal. Unknown or
+/// unlinked records are reported as events.
 pub async fn apply_stages_callback(
     ports: LinkingPorts<'_>,
     events: &dyn EventStore,
@@ -506,110 +698,81 @@ pub async fn apply_stages_callback(
             ),
         });
     };
-    // Callbacks may be applied out of order: take the record's values as
-    // Stages holds them now, for the fields this callback says changed.
     let api = stages_as_dealer(ports, connection).await?;
-    let current = match kind {
-        LinkKind::Site => api
-            .get_site(external_id)
-            .await
-            .map(|s| sync::stages_site_values(&s)),
-        LinkKind::System => api
-            .get_device(external_id)
-            .await
-            .map(|d| sync::stages_device_values(&d.fields)),
-    };
-    let current = match current {
-        Ok(values) => values,
-        Err(StagesError::NotFound(_)) => {
+    let sides = match load_sides(ports, dealer, link.clone(), connection.clone(), api).await {
+        Ok(sides) => sides,
+        Err(OperationError::Upstream {
+            error: StagesError::NotFound(_),
+            ..
+        }) => {
             return Ok(CallbackOutcome {
                 outcome: "gone",
                 applied: Values::new(),
                 detail: format!("Stages {} '{external_id}' no longer exists", kind.as_str()),
             })
         }
-        Err(e) => return Err(upstream(connection)(e)),
+        Err(e) => return Err(e),
     };
+    let base = snapshot_of(&link);
+    let settled = settle(
+        ports,
+        dealer,
+        &sides,
+        connection.auto_sync && connection.status == ConnectionStatus::Active,
+        None,
+        "stages",
+    )
+    .await?;
+    let what = format!("billing {} '{}'", kind.as_str(), link.billing_id);
     let fields = sync::fields_for(kind);
-    let (record, billing_values) = match kind {
-        LinkKind::Site => {
-            let site = ports.billing.site(dealer, &link.billing_id).await?;
-            let values = sync::billing_site_values(&site.fields);
-            (Record::Site(site), values)
-        }
-        LinkKind::System => {
-            let system = ports.billing.system(dealer, &link.billing_id).await?;
-            let values = sync::billing_system_values(&system.fields);
-            (Record::System(system), values)
-        }
-    };
-    let mut snapshot = snapshot_of(&link)
-        .map(Snapshot::into_values)
-        .unwrap_or_default();
-    let mut to_billing = Values::new();
-    let mut echoed = 0;
-    for f in fields.iter().filter(|f| f.from_stages_callback) {
-        if !changes.contains_key(f.stages_name) {
-            continue;
-        }
-        let Some(value) = current.get(f.name) else {
-            continue;
-        };
-        let synced = snapshot.get(f.name).cloned();
-        if synced
-            .as_deref()
-            .is_some_and(|s| f.normalizer.equal(s, value))
-        {
-            echoed += 1;
-            continue;
-        }
-        if !billing_values
-            .get(f.name)
-            .is_some_and(|b| f.normalizer.equal(b, value))
-        {
-            to_billing.insert(f.name.to_owned(), value.clone());
-        }
-        snapshot.insert(f.name.to_owned(), value.clone());
-    }
-    if to_billing.is_empty() {
-        ports
-            .links
-            .set_link_snapshot(
-                dealer,
-                link.id,
-                serde_json::to_value(&snapshot).unwrap_or_default(),
-            )
-            .await?;
-        let outcome = if echoed > 0 { "echo" } else { "unchanged" };
-        return Ok(CallbackOutcome {
-            outcome,
-            applied: to_billing,
-            detail: format!(
-                "nothing new for billing {} '{}'",
-                kind.as_str(),
-                link.billing_id
+    // The fields this callback names, by their billing names.
+    let named: Vec<&sync::MappedField> = fields
+        .iter()
+        .filter(|f| changes.contains_key(f.stages_name))
+        .collect();
+    let (outcome, detail) = if !settled.pulled.is_empty() {
+        ("applied", format!("{what} updated from Stages"))
+    } else if named
+        .iter()
+        .any(|f| settled.held.iter().any(|h| h == f.name))
+    {
+        (
+            "held",
+            format!(
+                "{what}: both sides changed {} since the last sync; held as a conflict",
+                settled.held.join(", ")
             ),
-        });
-    }
-    // Billing first, then the snapshot: a crash between the two makes the
-    // retry find billing already equal to the value, which writes nothing.
-    write_to_billing(ports, dealer, &record, connection.id, &to_billing, "stages").await?;
-    ports
-        .links
-        .set_link_snapshot(
-            dealer,
-            link.id,
-            serde_json::to_value(&snapshot).unwrap_or_default(),
         )
-        .await?;
+    } else if named.iter().any(|f| {
+        !f.from_stages_callback
+            && sides.external_values.get(f.name) != sides.billing_values.get(f.name)
+    }) {
+        (
+            "awaiting_sync",
+            format!(
+                "{what}: Stages' callbacks do not carry {}; a sync of the link takes it",
+                named
+                    .iter()
+                    .filter(|f| !f.from_stages_callback)
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if named.iter().any(|f| {
+        base.as_ref()
+            .and_then(|b| b.get(f.name))
+            .zip(sides.external_values.get(f.name))
+            .is_some_and(|(synced, now)| f.normalizer.equal(synced, now))
+    }) {
+        ("echo", format!("nothing new for {what}"))
+    } else {
+        ("unchanged", format!("nothing new for {what}"))
+    };
     Ok(CallbackOutcome {
-        outcome: "applied",
-        detail: format!(
-            "billing {} '{}' updated from Stages",
-            kind.as_str(),
-            link.billing_id
-        ),
-        applied: to_billing,
+        outcome,
+        applied: settled.pulled,
+        detail,
     })
 }
 

@@ -41,8 +41,6 @@ const WRITE_ATTEMPTS: usize = 4;
 /// A refusal names at most this many dependants.
 const NAMED_DEPENDANTS: i64 = 5;
 
-/// The Auto Sync push of one link (S19).
-
 /// What the shared upsert and delete need of a billing table's row.
 trait BillingRow: Sized {
     type Fields: PartialEq;

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use domain::connection::{
-    AuthMode, Connection, ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus,
-    Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection, ProviderKind,
-    ProviderSettings,
+    AuthMode, ConflictPolicy, Connection, ConnectionChanges, ConnectionId, ConnectionName,
+    ConnectionStatus, Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection,
+    ProviderKind, ProviderSettings,
 };
 use domain::store::{ConnectionStore, InboundLookup, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -39,6 +39,7 @@ struct ConnectionRow {
     updated_at: NaiveDateTime,
     /// JSON of `ProviderSettings`.
     settings: String,
+    conflict_policy: String,
 }
 
 #[derive(Debug, AsChangeset)]
@@ -51,6 +52,7 @@ struct ConnectionChangeset {
     auto_sync: Option<bool>,
     status: Option<String>,
     settings: Option<String>,
+    conflict_policy: Option<String>,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -155,6 +157,8 @@ impl ConnectionRow {
             settings: serde_json::from_str(&self.settings).map_err(|_| field("settings"))?,
             dealer: DealerId(self.dealer),
             auto_sync: self.auto_sync,
+            conflict_policy: ConflictPolicy::parse(&self.conflict_policy)
+                .ok_or_else(|| field("conflict policy"))?,
             version: self.version,
             created_at: from_db_time(self.created_at),
             updated_at: from_db_time(self.updated_at),
@@ -219,6 +223,7 @@ impl ConnectionStore for Store {
             created_at: now,
             updated_at: now,
             settings: settings_json(&ProviderSettings::default()),
+            conflict_policy: new.conflict_policy.as_str().to_owned(),
         };
         self.run(move |conn, _| {
             conflict_on_unique(
@@ -306,6 +311,7 @@ impl ConnectionStore for Store {
                         endpoint: changes.endpoint.as_ref().map(|e| e.as_str().to_owned()),
                         auth_mode: changes.auth_mode.map(|m| m.as_str().to_owned()),
                         auto_sync: changes.auto_sync,
+                        conflict_policy: changes.conflict_policy.map(|p| p.as_str().to_owned()),
                         status: changes.status.map(|s| s.as_str().to_owned()),
                         settings: changes.settings.as_ref().map(settings_json),
                     },

@@ -9,6 +9,7 @@ mod connections;
 mod crypto;
 mod db;
 mod events;
+mod field_issues;
 mod idempotency;
 mod imports;
 mod inbox;

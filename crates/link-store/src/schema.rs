@@ -17,6 +17,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         settings -> Text,
+        conflict_policy -> Text,
     }
 }
 
@@ -336,6 +337,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    link_field_issues (id) {
+        id -> Text,
+        dealer -> Text,
+        link_id -> Text,
+        connection_id -> Text,
+        record_kind -> Text,
+        billing_id -> Text,
+        external_id -> Text,
+        field -> Text,
+        issue -> Text,
+        billing_value -> Text,
+        stages_value -> Text,
+        last_synced -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        first_seen_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(credentials -> connections (connection_id));
 diesel::joinable!(isp_accounts -> connections (connection_id));
 diesel::joinable!(callback_log -> connections (connection_id));
@@ -365,4 +386,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     imported_records,
     isp_accounts,
     callback_log,
+    link_field_issues,
 );

@@ -17,7 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::dto::{AuthModeDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto};
+use crate::dto::{
+    AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto,
+};
 use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -76,6 +78,8 @@ pub struct CreateConnectionRequest {
     pub auth_mode: Option<AuthModeDto>,
     /// Push linked billing changes without being asked. Default true.
     pub auto_sync: Option<bool>,
+    /// Default `hold`.
+    pub conflict_policy: Option<ConflictPolicyDto>,
     pub status: Option<ConnectionStatusDto>,
 }
 
@@ -87,6 +91,7 @@ pub struct UpdateConnectionRequest {
     pub endpoint: Option<String>,
     pub auth_mode: Option<AuthModeDto>,
     pub auto_sync: Option<bool>,
+    pub conflict_policy: Option<ConflictPolicyDto>,
     pub status: Option<ConnectionStatusDto>,
     /// Provider settings; each change is checked against the provider.
     pub settings: Option<crate::routes::isp::ProviderSettingsPatchRequest>,
@@ -100,6 +105,7 @@ pub struct ConnectionResponse {
     pub endpoint: String,
     pub auth_mode: AuthModeDto,
     pub auto_sync: bool,
+    pub conflict_policy: ConflictPolicyDto,
     pub status: ConnectionStatusDto,
     pub settings: crate::routes::isp::ProviderSettingsResponse,
     /// Also the ETag.
@@ -118,6 +124,7 @@ impl From<Connection> for ConnectionResponse {
             endpoint: c.endpoint.as_str().to_owned(),
             auth_mode: c.auth_mode.into(),
             auto_sync: c.auto_sync,
+            conflict_policy: c.conflict_policy.into(),
             status: c.status.into(),
             version: c.version,
             created_at: c.created_at,
@@ -275,6 +282,7 @@ pub async fn create_connection(
             endpoint,
             auth_mode,
             auto_sync: body.auto_sync.unwrap_or(true),
+            conflict_policy: body.conflict_policy.map(Into::into).unwrap_or_default(),
             status: body.status.map(Into::into).unwrap_or_default(),
         })
         .await?;
@@ -339,6 +347,7 @@ pub async fn update_connection(
             .and_then(|e| v.check("endpoint", Endpoint::parse(e))),
         auth_mode: body.auth_mode.map(Into::into),
         auto_sync: body.auto_sync,
+        conflict_policy: body.conflict_policy.map(Into::into),
         status: body.status.map(Into::into),
         settings: None,
     };

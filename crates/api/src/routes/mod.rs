@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod billing;
+pub mod conflicts;
 pub mod connections;
 pub mod docs;
 pub mod events;

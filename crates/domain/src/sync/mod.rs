@@ -5,10 +5,12 @@
 //! what "changed" means. Reading records and calling Stages stay with the
 //! operations; nothing here does I/O.
 
+pub mod decide;
 pub mod fields;
 pub mod merge;
 pub mod normalize;
 
+pub use decide::{decide, ChangeTimes, Decision};
 pub use fields::{
     apply_to_billing_site, apply_to_billing_system, billing_site_value, billing_site_values,
     billing_system_value, billing_system_values, fields_for, find_field, stages_device_update,

@@ -264,6 +264,7 @@ pub fn new_connection(dealer_id: &str, name: &str, provider: ProviderKind) -> Ne
         endpoint: Endpoint::parse("https://stages.example.com/api").unwrap(),
         auth_mode: AuthMode::Dealer,
         auto_sync: true,
+        conflict_policy: Default::default(),
         status: ConnectionStatus::Active,
     }
 }

@@ -1,0 +1,254 @@
+//! `FieldIssueStore` on diesel: the fields of links that did not sync
+//! (conflicts held, values Stages refused). An issue that is new or whose
+//! values changed is published on the change feed in the same transaction,
+//! so the feed says each one once and never says one that was not stored.
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use domain::billing::BillingId;
+use domain::connection::ConnectionId;
+use domain::events::NewEvent;
+use domain::field_issues::{
+    FieldIssue, FieldIssueFilter, FieldIssueStore, IssueKind, NewFieldIssue,
+};
+use domain::link::{LinkId, LinkKind};
+use domain::store::{PageRequest, StoreError, StoreResult};
+use domain::tenancy::DealerId;
+use domain::Page;
+
+use crate::audit::{parse_uuid, uuid_text};
+use crate::connections::{corrupt, from_db_time, to_db_time};
+use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
+use crate::events::insert_events;
+use crate::schema::{link_field_issues, links};
+use crate::Store;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = link_field_issues)]
+struct IssueRow {
+    id: String,
+    dealer: String,
+    link_id: String,
+    connection_id: String,
+    record_kind: String,
+    billing_id: String,
+    external_id: String,
+    field: String,
+    issue: String,
+    billing_value: String,
+    stages_value: String,
+    last_synced: Option<String>,
+    reason: Option<String>,
+    first_seen_at: NaiveDateTime,
+    last_seen_at: NaiveDateTime,
+}
+
+impl IssueRow {
+    fn into_domain(self) -> Result<FieldIssue, Fail> {
+        let what = || format!("field issue {}", self.id);
+        Ok(FieldIssue {
+            id: parse_uuid(&self.id, "field issue")?,
+            link_id: LinkId(parse_uuid(&self.link_id, "link")?),
+            connection_id: ConnectionId(parse_uuid(&self.connection_id, "connection")?),
+            record_kind: LinkKind::parse(&self.record_kind)
+                .ok_or_else(|| corrupt(format!("{} has a bad record kind", what())))?,
+            billing_id: BillingId::parse(&self.billing_id)
+                .map_err(|_| corrupt(format!("{} has a bad billing id", what())))?,
+            external_id: self.external_id,
+            issue: NewFieldIssue {
+                kind: IssueKind::parse(&self.issue)
+                    .ok_or_else(|| corrupt(format!("{} has a bad kind", what())))?,
+                field: self.field,
+                billing_value: self.billing_value,
+                stages_value: self.stages_value,
+                last_synced: self.last_synced,
+                reason: self.reason,
+            },
+            first_seen_at: from_db_time(self.first_seen_at),
+            last_seen_at: from_db_time(self.last_seen_at),
+        })
+    }
+
+    /// Whether `found` says what this row already says.
+    fn says(&self, found: &NewFieldIssue) -> bool {
+        self.billing_value == found.billing_value
+            && self.stages_value == found.stages_value
+            && self.reason == found.reason
+    }
+}
+
+/// The event announcing an issue: the link's billing record is its subject.
+fn event_of(issue: &FieldIssue) -> NewEvent {
+    NewEvent {
+        event_type: issue.issue.kind.event_type().to_owned(),
+        subject_kind: issue.record_kind.as_str().to_owned(),
+        subject_id: issue.billing_id.as_str().to_owned(),
+        connection_id: Some(issue.connection_id),
+        data: serde_json::to_value(issue).unwrap_or_default(),
+    }
+}
+
+fn record(
+    conn: &mut DbConnection,
+    dealer: &str,
+    link_id: &str,
+    kind: IssueKind,
+    found: Vec<NewFieldIssue>,
+    settled: Vec<String>,
+) -> Result<Vec<FieldIssue>, Fail> {
+    let (connection_id, record_kind, billing_id, external_id): (String, String, String, String) =
+        links::table
+            .filter(links::id.eq(link_id))
+            .filter(links::dealer.eq(dealer))
+            .select((
+                links::connection_id,
+                links::kind,
+                links::billing_id,
+                links::external_id,
+            ))
+            .first(conn)
+            .optional()?
+            .ok_or(Fail::Store(StoreError::NotFound))?;
+    let existing: Vec<IssueRow> = link_field_issues::table
+        .filter(link_field_issues::link_id.eq(link_id))
+        .filter(link_field_issues::issue.eq(kind.as_str()))
+        .select(IssueRow::as_select())
+        .load(conn)?;
+    let now = to_db_time(Utc::now());
+    let mut changed = Vec::new();
+    for issue in &found {
+        match existing.iter().find(|r| r.field == issue.field) {
+            Some(row) if row.says(issue) => {
+                diesel::update(link_field_issues::table.find(&row.id))
+                    .set(link_field_issues::last_seen_at.eq(now))
+                    .execute(conn)?;
+            }
+            Some(row) => {
+                diesel::update(link_field_issues::table.find(&row.id))
+                    .set((
+                        link_field_issues::billing_value.eq(&issue.billing_value),
+                        link_field_issues::stages_value.eq(&issue.stages_value),
+                        link_field_issues::last_synced.eq(&issue.last_synced),
+                        link_field_issues::reason.eq(&issue.reason),
+                        link_field_issues::last_seen_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                let mut row = row.clone();
+                row.billing_value = issue.billing_value.clone();
+                row.stages_value = issue.stages_value.clone();
+                row.last_synced = issue.last_synced.clone();
+                row.reason = issue.reason.clone();
+                row.last_seen_at = now;
+                changed.push(row);
+            }
+            None => {
+                let row = IssueRow {
+                    id: uuid_text(uuid::Uuid::now_v7()),
+                    dealer: dealer.to_owned(),
+                    link_id: link_id.to_owned(),
+                    connection_id: connection_id.clone(),
+                    record_kind: record_kind.clone(),
+                    billing_id: billing_id.clone(),
+                    external_id: external_id.clone(),
+                    field: issue.field.clone(),
+                    issue: kind.as_str().to_owned(),
+                    billing_value: issue.billing_value.clone(),
+                    stages_value: issue.stages_value.clone(),
+                    last_synced: issue.last_synced.clone(),
+                    reason: issue.reason.clone(),
+                    first_seen_at: now,
+                    last_seen_at: now,
+                };
+                diesel::insert_into(link_field_issues::table)
+                    .values(&row)
+                    .execute(conn)?;
+                changed.push(row);
+            }
+        }
+    }
+    let gone: Vec<&String> = settled
+        .iter()
+        .filter(|f| !found.iter().any(|i| &i.field == *f))
+        .collect();
+    if !gone.is_empty() {
+        diesel::delete(
+            link_field_issues::table
+                .filter(link_field_issues::link_id.eq(link_id))
+                .filter(link_field_issues::issue.eq(kind.as_str()))
+                .filter(link_field_issues::field.eq_any(gone)),
+        )
+        .execute(conn)?;
+    }
+    let changed = changed
+        .into_iter()
+        .map(IssueRow::into_domain)
+        .collect::<Result<Vec<_>, _>>()?;
+    insert_events(conn, dealer, changed.iter().map(event_of).collect())?;
+    Ok(changed)
+}
+
+#[async_trait]
+impl FieldIssueStore for Store {
+    async fn record_field_issues(
+        &self,
+        dealer: &DealerId,
+        link_id: LinkId,
+        kind: IssueKind,
+        found: Vec<NewFieldIssue>,
+        settled: Vec<String>,
+    ) -> StoreResult<Vec<FieldIssue>> {
+        let dealer = dealer.0.clone();
+        let link_id = uuid_text(link_id.0);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                record(conn, &dealer, &link_id, kind, found, settled)
+            })
+        })
+        .await
+    }
+
+    async fn list_field_issues(
+        &self,
+        dealer: &DealerId,
+        filter: &FieldIssueFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<FieldIssue>> {
+        let dealer = dealer.0.clone();
+        let filter = filter.clone();
+        let limit = page_limit(&page);
+        self.run(move |conn, _| {
+            let mut query = link_field_issues::table
+                .filter(link_field_issues::dealer.eq(dealer))
+                .select(IssueRow::as_select())
+                // Newest first: v7 ids are time-ordered.
+                .order(link_field_issues::id.desc())
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(kind) = filter.kind {
+                query = query.filter(link_field_issues::issue.eq(kind.as_str()));
+            }
+            if let Some(connection) = filter.connection_id {
+                query = query.filter(link_field_issues::connection_id.eq(uuid_text(connection.0)));
+            }
+            if let Some(link) = filter.link_id {
+                query = query.filter(link_field_issues::link_id.eq(uuid_text(link.0)));
+            }
+            if let Some(kind) = filter.record_kind {
+                query = query.filter(link_field_issues::record_kind.eq(kind.as_str()));
+            }
+            if let Some(field) = filter.field {
+                query = query.filter(link_field_issues::field.eq(field));
+            }
+            if let Some(before) = filter.seen_before {
+                query = query.filter(link_field_issues::first_seen_at.lt(to_db_time(before)));
+            }
+            if let Some(after) = page.after {
+                query = query.filter(link_field_issues::id.lt(after));
+            }
+            let rows: Vec<IssueRow> = query.load(conn)?;
+            into_page(rows, limit, |r| r.id.clone(), IssueRow::into_domain)
+        })
+        .await
+    }
+}
