@@ -380,10 +380,253 @@ async fn a_device_edit_with_one_bad_field_changes_nothing(backend: Backend) {
     assert_eq!(system.body["system_number"], new_code.as_str());
 }
 
+impl World {
+    /// Links billing site `site` with one system `system` to a Stages site
+    /// and its device; returns the site link's id.
+    async fn linked(&self, site: &str, system: &str, site_no: &str, device: &str) -> String {
+        self.billing_site(site, &[system]).await;
+        let linked = self
+            .call(
+                Method::POST,
+                "/v1/links",
+                Some(json!({"connection_id": self.cid, "billing_site_id": site,
+                    "stages_site_no": site_no,
+                    "systems": [{"billing_system_id": system, "stages_device_id": device}]})),
+            )
+            .await;
+        assert_eq!(linked.status, 201, "{}", linked.text);
+        linked.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["kind"] == "site")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn site_billing_id(&self, site_no: &str) -> Value {
+        self.stages_json(self.sim.state().site(site_no).unwrap())["billing_id"].clone()
+    }
+
+    fn device_billing_id(&self, device_id: &str) -> Value {
+        self.stages_json(self.sim.state().device(device_id).unwrap())["billing_id"].clone()
+    }
+
+    /// The external ids of the links, by billing id.
+    async fn pointing(&self) -> std::collections::BTreeMap<String, String> {
+        self.links()
+            .await
+            .iter()
+            .map(|l| {
+                (
+                    l["billing_id"].as_str().unwrap().to_owned(),
+                    l["external_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// S12 under claims: two site links edited at once to the same new Stages
+/// site. One edit's read of Stages is slow, so the other overtakes it. The
+/// claim decides: one 200, one 409 naming the winner's link; Stages carries
+/// the winner's billing ids, the loser's link and records are as they were.
+async fn two_edits_to_one_new_site_name_the_winner(backend: Backend) {
+    let w = world(backend).await;
+    let (old_a, old_a_dev) = w.stages_site(1);
+    let (old_b, old_b_dev) = w.stages_site(1);
+    let (new_site, new_dev) = w.stages_site(2);
+    let link_a = w.linked("SA", "SYSA", &old_a, &old_a_dev[0]).await;
+    let link_b = w.linked("SB", "SYSB", &old_b, &old_b_dev[0]).await;
+    let before = w.pointing().await;
+    // The first read of the new site is slow; writes are slow enough that
+    // the winner still acts on Stages while the other edit arrives.
+    w.sim
+        .state()
+        .add_fault(slow(&format!(
+            "GET /api/v1/sites/{new_site}=latency:1000,times=1"
+        )))
+        .unwrap();
+    w.sim
+        .state()
+        .add_fault(slow("PATCH /api/v1/*=latency:100"))
+        .unwrap();
+    let edit = |link: &str, system: &str, device: &str| {
+        let rb = w
+            .svc
+            .req(Method::PATCH, &format!("/v1/links/{link}"), &w.op)
+            .json(&json!({"external_id": new_site,
+                "systems": [{"billing_system_id": system, "stages_device_id": device}]}));
+        tokio::spawn(async move { Answer::from(rb.send().await.unwrap()).await })
+    };
+    let a = edit(&link_a, "SYSA", &new_dev[0]);
+    let b = edit(&link_b, "SYSB", &new_dev[1]);
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    w.sim.state().clear_faults();
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "a: {}\nb: {}", a.text, b.text);
+    // (winner, loser): link id, billing site, system, old site, old device, new device.
+    let (won, lost) = if a.status == 200 {
+        (
+            (&link_a, "SA", "SYSA", &old_a, &old_a_dev[0], &new_dev[0]),
+            (
+                &link_b,
+                "SB",
+                "SYSB",
+                &old_b,
+                &old_b_dev[0],
+                &new_dev[1],
+                &b,
+            ),
+        )
+    } else {
+        (
+            (&link_b, "SB", "SYSB", &old_b, &old_b_dev[0], &new_dev[1]),
+            (
+                &link_a,
+                "SA",
+                "SYSA",
+                &old_a,
+                &old_a_dev[0],
+                &new_dev[0],
+                &a,
+            ),
+        )
+    };
+    let refused = lost.6;
+    assert_eq!(
+        refused.assert_problem(409),
+        "already_linked",
+        "{}",
+        refused.text
+    );
+    let winner_links: Vec<String> = w
+        .links()
+        .await
+        .iter()
+        .filter(|l| l["id"] == won.0.as_str() || l["parent_id"] == won.0.as_str())
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        winner_links
+            .iter()
+            .any(|id| refused.text.contains(id.as_str())),
+        "names the winner's link {}: {}",
+        won.0,
+        refused.text
+    );
+    // Stages: the new site and its device carry the winner's ids; the
+    // winner's old records let go; the loser's are untouched, and the device
+    // it asked for carries nothing.
+    assert_eq!(w.site_billing_id(&new_site), won.1);
+    assert_eq!(w.device_billing_id(won.5), won.2);
+    assert_eq!(w.device_billing_id(lost.5), Value::Null);
+    assert_eq!(w.site_billing_id(won.3), Value::Null);
+    assert_eq!(w.device_billing_id(won.4), Value::Null);
+    assert_eq!(w.site_billing_id(lost.3), lost.1);
+    assert_eq!(w.device_billing_id(lost.4), lost.2);
+    // The links: the winner's moved, the loser's stayed.
+    let mut expected = before.clone();
+    expected.insert(won.1.to_owned(), new_site.clone());
+    expected.insert(won.2.to_owned(), won.5.clone());
+    assert_eq!(w.pointing().await, expected);
+}
+
+/// S12, all or nothing: Stages refuses the new device's billing id for good
+/// (a Stages operator put that system's billing id on another device). The
+/// edit answers 422 without advising to send it again, and nothing is half
+/// done: the link still points at the old site, the old site keeps its
+/// billing id, the new site and device carry none. After a transient failure
+/// the answer advises sending it again, and nothing is half done either; sent
+/// again, it moves everything.
+async fn an_edit_stages_refuses_changes_nothing(backend: Backend) {
+    let w = world(backend).await;
+    let (old_site, old_dev) = w.stages_site(1);
+    let (new_site, new_dev) = w.stages_site(1);
+    let (_, elsewhere) = w.stages_site(1);
+    let link = w.linked("S1", "SYS1", &old_site, &old_dev[0]).await;
+    // Drift in Stages: SYS1's billing id moved to a device of another site.
+    for (device, billing_id) in [(&old_dev[0], ""), (&elsewhere[0], "SYS1")] {
+        w.sim
+            .state()
+            .patch_device(
+                device,
+                serde_json::from_value(json!({"billing_id": billing_id})).unwrap(),
+            )
+            .unwrap();
+    }
+    let before = w.pointing().await;
+    let body = json!({"external_id": new_site,
+        "systems": [{"billing_system_id": "SYS1", "stages_device_id": new_dev[0]}]});
+    let path = format!("/v1/links/{link}");
+    let unchanged = |w: &World| {
+        assert_eq!(w.site_billing_id(&old_site), "S1");
+        assert_eq!(w.site_billing_id(&new_site), Value::Null);
+        assert_eq!(w.device_billing_id(&new_dev[0]), Value::Null);
+        assert_eq!(w.device_billing_id(&old_dev[0]), Value::Null);
+    };
+
+    let refused = w.call(Method::PATCH, &path, Some(body.clone())).await;
+    assert_eq!(
+        refused.assert_problem(422),
+        "upstream_rejected",
+        "{}",
+        refused.text
+    );
+    assert!(
+        !refused.text.contains("again."),
+        "a refusal is not worth sending again: {}",
+        refused.text
+    );
+    unchanged(&w);
+    assert_eq!(w.device_billing_id(&elsewhere[0]), "SYS1");
+    assert_eq!(w.pointing().await, before);
+
+    // The drift corrected, Stages fails on the way (the first attempt and
+    // the harness's one retry): worth sending again.
+    w.sim
+        .state()
+        .patch_device(
+            &elsewhere[0],
+            serde_json::from_value(json!({"billing_id": ""})).unwrap(),
+        )
+        .unwrap();
+    w.sim
+        .state()
+        .add_fault(slow(&format!(
+            "PATCH /api/v1/devices/{}=error:503,times=2",
+            new_dev[0]
+        )))
+        .unwrap();
+    let failed = w.call(Method::PATCH, &path, Some(body.clone())).await;
+    assert_eq!(failed.status, 502, "{}", failed.text);
+    assert!(failed.text.contains("Send it again"), "{}", failed.text);
+    unchanged(&w);
+    assert_eq!(w.pointing().await, before);
+
+    let edited = w.call(Method::PATCH, &path, Some(body)).await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    assert_eq!(w.site_billing_id(&new_site), "S1");
+    assert_eq!(w.device_billing_id(&new_dev[0]), "SYS1");
+    assert_eq!(w.site_billing_id(&old_site), Value::Null);
+    assert_eq!(
+        w.pointing().await,
+        std::collections::BTreeMap::from([
+            ("S1".to_owned(), new_site.clone()),
+            ("SYS1".to_owned(), new_dev[0].clone()),
+        ])
+    );
+}
+
 on_both_backends!(
     two_sends_of_one_site_leave_the_winners_billing_ids,
     fifty_sends_of_one_site_make_one_customer_and_one_link,
     a_push_stages_refuses_leaves_nothing_in_stages,
     twenty_identical_pushes_make_one_site_and_name_the_winner,
     a_device_edit_with_one_bad_field_changes_nothing,
+    two_edits_to_one_new_site_name_the_winner,
+    an_edit_stages_refuses_changes_nothing,
 );

@@ -267,6 +267,31 @@ impl From<OperationError> for ApiError {
                 e.errors = inner.errors;
                 e
             }
+            OperationError::Undone { left, error } => {
+                // Sending again helps only after a failure that may pass.
+                let advice = if is_transient(&error) {
+                    "Send it again."
+                } else {
+                    "Stages refused it for good: sending the same again fails the same way."
+                };
+                let undone = if left.is_empty() {
+                    "Nothing was changed, in Stages or here".to_owned()
+                } else {
+                    format!(
+                        "Nothing was changed here, but Stages kept part of it: could not put back {}",
+                        left.join(", ")
+                    )
+                };
+                let inner = Self::from(*error);
+                let mut e = Self::new(
+                    inner.status,
+                    inner.code,
+                    format!("{}. {undone}. {advice}", inner.detail),
+                );
+                e.errors = inner.errors;
+                e.headers = inner.headers;
+                e
+            }
             OperationError::PartialPush {
                 done,
                 failed,

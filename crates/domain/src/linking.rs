@@ -2,7 +2,7 @@
 //! billing site or system to Stages, link existing records, point a link
 //! elsewhere, unlink. Every rule of the External tab is enforced here.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -1247,7 +1247,14 @@ pub struct EditLink {
 }
 
 /// Edit link (S12): point a link at another Stages record that is not linked
-/// yet; the billing ids move with it.
+/// yet; the billing ids move with it. Like a link, it claims first: the new
+/// records are claimed in the link table (the unique constraints decide
+/// between racing edits, links and pushes; a loser gets 409 naming the
+/// winner's link and touches nothing in Stages), then the billing ids move in
+/// Stages, then the claim is confirmed and the links move. Stages lets one
+/// site (one device) carry a billing id at a time, so the old records let go
+/// first, and only of ids that are still the link's own. A failure puts back
+/// what this edit wrote in Stages and releases its claim.
 pub async fn edit_link(
     ports: LinkingPorts<'_>,
     caller: &Caller,
@@ -1266,50 +1273,29 @@ pub async fn edit_link(
         }
     }
     let (connection, api) = load_connection(ports, caller, current.connection_id).await?;
-    // (link, old device, new device) per moved system link.
-    let mut moves: Vec<(Link, StagesDevice)> = Vec::new();
-    let new_site: Option<StagesSite>;
+    // What moves where, from the request alone: (link, new external id, the
+    // request field naming it, the Stages site a new device must belong to).
+    let mut plan: Vec<Planned> = Vec::new();
     match current.kind {
         LinkKind::System => {
             let parent = match current.parent_id {
                 Some(p) => Some(ports.links.link(&caller.dealer, p).await?),
                 None => None,
             };
-            let device =
-                named_device(api.as_ref(), &connection, "external_id", &edit.external_id).await?;
-            if let Some(parent) = &parent {
-                if device.site_no != parent.external_id {
-                    return Err(OperationError::Invalid(ValidationError::field(
-                        "external_id",
-                        format!(
-                            "device '{}' belongs to Stages site '{}', not the linked site '{}'",
-                            device.device_id, device.site_no, parent.external_id
-                        ),
-                    )));
-                }
-            }
-            if let Some(e) = claimed_elsewhere(
-                "Stages device",
-                &device.device_id,
-                &device.fields.billing_id,
-                &current.billing_id,
-            ) {
-                return Err(e);
-            }
-            moves.push((current.clone(), device));
-            new_site = None;
+            plan.push(Planned {
+                link: current.clone(),
+                new: edit.external_id.clone(),
+                field: "external_id".into(),
+                site: parent.map(|p| p.external_id),
+            });
         }
         LinkKind::Site => {
-            let site =
-                named_site(api.as_ref(), &connection, "external_id", &edit.external_id).await?;
-            if let Some(e) = claimed_elsewhere(
-                "Stages site",
-                &site.site_no,
-                &site.billing_id,
-                &current.billing_id,
-            ) {
-                return Err(e);
-            }
+            plan.push(Planned {
+                link: current.clone(),
+                new: edit.external_id.clone(),
+                field: "external_id".into(),
+                site: None,
+            });
             let children = ports
                 .links
                 .list_links(
@@ -1326,6 +1312,12 @@ pub async fn edit_link(
                 .await?
                 .items;
             let mut v = ValidationError::default();
+            let mut seen_devices = HashSet::new();
+            for (i, pair) in edit.systems.iter().enumerate() {
+                if !seen_devices.insert(pair.stages_device_id.as_str()) {
+                    v.push(format!("systems[{i}].stages_device_id"), "is listed twice");
+                }
+            }
             for child in &children {
                 match edit
                     .systems
@@ -1339,34 +1331,12 @@ pub async fn edit_link(
                             child.billing_id
                         ),
                     ),
-                    Some(i) => {
-                        let field = format!("systems[{i}].stages_device_id");
-                        let device = named_device(
-                            api.as_ref(),
-                            &connection,
-                            &field,
-                            &edit.systems[i].stages_device_id,
-                        )
-                        .await?;
-                        if device.site_no != site.site_no {
-                            v.push(
-                                field,
-                                format!(
-                                    "device '{}' is not a child of Stages site '{}'",
-                                    device.device_id, site.site_no
-                                ),
-                            );
-                        } else if let Some(e) = claimed_elsewhere(
-                            "Stages device",
-                            &device.device_id,
-                            &device.fields.billing_id,
-                            &child.billing_id,
-                        ) {
-                            return Err(e);
-                        } else {
-                            moves.push((child.clone(), device));
-                        }
-                    }
+                    Some(i) => plan.push(Planned {
+                        link: child.clone(),
+                        new: edit.systems[i].stages_device_id.clone(),
+                        field: format!("systems[{i}].stages_device_id"),
+                        site: Some(edit.external_id.clone()),
+                    }),
                 }
             }
             if edit.systems.len() > children.len() {
@@ -1376,87 +1346,284 @@ pub async fn edit_link(
                 );
             }
             v.into_result().map_err(OperationError::Invalid)?;
-            new_site = Some(site);
+        }
+    }
+
+    // Claim the new records. Those the moving links hold already (a site
+    // edit may cross its systems over between devices of one site) are ours.
+    let own: HashSet<(LinkKind, &str)> = plan
+        .iter()
+        .map(|p| (p.link.kind, p.link.external_id.as_str()))
+        .collect();
+    let to_claim: Vec<Relink> = plan
+        .iter()
+        .filter(|p| !own.contains(&(p.link.kind, p.new.as_str())))
+        .map(|p| Relink {
+            link_id: p.link.id,
+            new_external_id: p.new.clone(),
+        })
+        .collect();
+    let claims = if to_claim.is_empty() {
+        Vec::new()
+    } else {
+        ports
+            .links
+            .claim_relinks(
+                &caller.dealer,
+                to_claim,
+                chrono::Duration::seconds(crate::link::CLAIM_LEASE_SECS),
+            )
+            .await
+            .map_err(claim_lost)?
+    };
+    let moved = edit_claimed(
+        ports,
+        caller,
+        &connection,
+        api.as_ref(),
+        &current,
+        &plan,
+        &own,
+        &claims,
+    )
+    .await;
+    if moved.is_err() {
+        release_claims(ports.links, caller, &claims).await;
+    }
+    moved
+}
+
+/// One link an edit moves.
+struct Planned {
+    link: Link,
+    /// The Stages site number or device id it moves to.
+    new: String,
+    /// The request field naming `new`.
+    field: String,
+    /// For a device: the Stages site it must belong to, when there is one.
+    site: Option<String>,
+}
+
+/// The Stages half of an edit, under its claim: checks the new records, moves
+/// the billing ids, confirms. On a failure what it wrote is put back.
+#[allow(clippy::too_many_arguments)]
+async fn edit_claimed(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection: &Connection,
+    api: &dyn StagesApi,
+    current: &Link,
+    plan: &[Planned],
+    own: &HashSet<(LinkKind, &str)>,
+    claims: &[LinkId],
+) -> Result<Vec<Link>, OperationError> {
+    // The new records, read under the claim: each must exist, a device must
+    // be a child of its site, and none may carry another record's billing id
+    // (a record our own links hold carries a sibling's, which moves too).
+    let mut carried: HashMap<(LinkKind, String), Option<String>> = HashMap::new();
+    let mut v = ValidationError::default();
+    for p in plan {
+        let billing_id = match p.link.kind {
+            LinkKind::Site => {
+                let site = named_site(api, connection, &p.field, &p.new).await?;
+                if !own.contains(&(LinkKind::Site, p.new.as_str())) {
+                    if let Some(e) = claimed_elsewhere(
+                        "Stages site",
+                        &site.site_no,
+                        &site.billing_id,
+                        &p.link.billing_id,
+                    ) {
+                        return Err(e);
+                    }
+                }
+                site.billing_id
+            }
+            LinkKind::System => {
+                let device = named_device(api, connection, &p.field, &p.new).await?;
+                match &p.site {
+                    Some(site_no) if device.site_no != *site_no => {
+                        v.push(
+                            p.field.clone(),
+                            if current.kind == LinkKind::System {
+                                format!(
+                                    "device '{}' belongs to Stages site '{}', not the linked site '{}'",
+                                    device.device_id, device.site_no, site_no
+                                )
+                            } else {
+                                format!(
+                                    "device '{}' is not a child of Stages site '{}'",
+                                    device.device_id, site_no
+                                )
+                            },
+                        );
+                        continue;
+                    }
+                    _ => {}
+                }
+                if !own.contains(&(LinkKind::System, p.new.as_str())) {
+                    if let Some(e) = claimed_elsewhere(
+                        "Stages device",
+                        &device.device_id,
+                        &device.fields.billing_id,
+                        &p.link.billing_id,
+                    ) {
+                        return Err(e);
+                    }
+                }
+                device.fields.billing_id
+            }
+        };
+        carried.insert((p.link.kind, p.new.clone()), billing_id);
+    }
+    v.into_result().map_err(OperationError::Invalid)?;
+    // The records left behind: what they carry now.
+    for p in plan.iter().filter(|p| p.link.external_id != p.new) {
+        let billing_id = match p.link.kind {
+            LinkKind::Site => api
+                .get_site(&p.link.external_id)
+                .await
+                .map(|s| s.billing_id),
+            LinkKind::System => api
+                .get_device(&p.link.external_id)
+                .await
+                .map(|d| d.fields.billing_id),
+        };
+        let billing_id = match billing_id {
+            Ok(b) => b,
+            // Gone from Stages: nothing to clear.
+            Err(StagesError::NotFound(_)) => None,
+            Err(e) => return Err(upstream(connection)(e)),
+        };
+        carried.insert((p.link.kind, p.link.external_id.clone()), billing_id);
+    }
+
+    // Move the billing ids: the old records let go of the link's own ids,
+    // then the new records take them. `written` keeps what to put back.
+    let mut written: Vec<(LinkKind, String, String)> = Vec::new();
+    let mut steps: Vec<(LinkKind, String, String)> = Vec::new();
+    for p in plan.iter().filter(|p| p.link.external_id != p.new) {
+        let key = (p.link.kind, p.link.external_id.clone());
+        if carried.get(&key).cloned().flatten().as_deref() == Some(p.link.billing_id.as_str()) {
+            steps.push((p.link.kind, p.link.external_id.clone(), String::new()));
+        }
+    }
+    for p in plan {
+        steps.push((p.link.kind, p.new.clone(), p.link.billing_id.to_string()));
+    }
+    for (kind, external_id, billing_id) in steps {
+        let key = (kind, external_id);
+        let before = carried.get(&key).cloned().flatten().unwrap_or_default();
+        if before == billing_id {
+            continue;
+        }
+        let (kind, external_id) = key;
+        match set_billing_id(api, kind, &external_id, &billing_id).await {
+            Ok(()) => {
+                written.push((kind, external_id.clone(), before));
+                carried.insert((kind, external_id), Some(billing_id));
+            }
+            Err(error) => {
+                // A transient failure may have been applied all the same.
+                if error.is_transient() {
+                    written.push((kind, external_id, before));
+                }
+                let left = put_back(api, &written).await;
+                return Err(OperationError::Undone {
+                    left,
+                    error: Box::new(upstream(connection)(error)),
+                });
+            }
         }
     }
 
     let mut changes = Vec::new();
     let mut entries = Vec::new();
-    let mut record = |link: &Link, new_external: &str| {
+    for p in plan {
         changes.push(Relink {
-            link_id: link.id,
-            new_external_id: new_external.to_owned(),
+            link_id: p.link.id,
+            new_external_id: p.new.clone(),
         });
         entries.push(NewAuditEntry {
             actor: caller.user.0.clone(),
             action: "edit_link".into(),
-            connection_id: Some(link.connection_id),
-            kind: link.kind.as_str().into(),
-            billing_id: Some(link.billing_id.to_string()),
-            external_id: Some(new_external.to_owned()),
-            before: Some(serde_json::json!({"external_id": link.external_id})),
-            after: Some(serde_json::json!({"external_id": new_external})),
+            connection_id: Some(p.link.connection_id),
+            kind: p.link.kind.as_str().into(),
+            billing_id: Some(p.link.billing_id.to_string()),
+            external_id: Some(p.new.clone()),
+            before: Some(serde_json::json!({"external_id": p.link.external_id})),
+            after: Some(serde_json::json!({"external_id": p.new})),
         });
-    };
-    if let Some(site) = &new_site {
-        record(&current, &site.site_no);
     }
-    for (link, device) in &moves {
-        record(link, &device.device_id);
-    }
-    let updated = ports
+    match ports
         .links
-        .relink(
+        .confirm_relinks(
             &caller.dealer,
+            claims.to_vec(),
             changes,
             Some((current.id, current.version)),
             entries,
         )
-        .await?;
-
-    // Move the billing ids in Stages: clear the old records, mark the new ones.
-    let moved: Result<(), StagesError> = async {
-        if let Some(site) = &new_site {
-            api.update_site(
-                &current.external_id,
-                &StagesSitePatch {
-                    billing_id: Some(String::new()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            api.update_site(
-                &site.site_no,
-                &StagesSitePatch {
-                    billing_id: Some(current.billing_id.to_string()),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        .await
+    {
+        Ok(updated) => Ok(updated),
+        Err(e) => {
+            let left = put_back(api, &written).await;
+            if !left.is_empty() {
+                tracing::warn!(link = %current.id, left = ?left, "an edit that failed left billing ids in Stages");
+            }
+            Err(claim_lost(e))
         }
-        for (link, device) in &moves {
-            api.update_device(
-                &link.external_id,
-                &StagesDevicePatch {
-                    billing_id: Some(String::new()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            api.update_device(
-                &device.device_id,
-                &StagesDevicePatch {
-                    billing_id: Some(link.billing_id.to_string()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        }
-        Ok(())
     }
-    .await;
-    moved.map_err(upstream(&connection))?;
-    Ok(updated)
+}
+
+/// Writes one billing id to a Stages site or device (`""` clears it).
+async fn set_billing_id(
+    api: &dyn StagesApi,
+    kind: LinkKind,
+    external_id: &str,
+    billing_id: &str,
+) -> Result<(), StagesError> {
+    match kind {
+        LinkKind::Site => api
+            .update_site(
+                external_id,
+                &StagesSitePatch {
+                    billing_id: Some(billing_id.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+        LinkKind::System => api
+            .update_device(
+                external_id,
+                &StagesDevicePatch {
+                    billing_id: Some(billing_id.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+    }
+}
+
+/// Puts back, last first, the billing ids an operation changed in Stages
+/// (best effort); returns what could not be put back.
+async fn put_back(api: &dyn StagesApi, written: &[(LinkKind, String, String)]) -> Vec<String> {
+    let mut left = Vec::new();
+    for (kind, external_id, billing_id) in written.iter().rev() {
+        if let Err(e) = set_billing_id(api, *kind, external_id, billing_id).await {
+            tracing::warn!(error = %e, record = %external_id, "could not put back a billing id");
+            let what = match kind {
+                LinkKind::Site => "Stages site",
+                LinkKind::System => "Stages device",
+            };
+            left.push(format!(
+                "billing id '{billing_id}' of {what} '{external_id}'"
+            ));
+        }
+    }
+    left
 }
 
 /// Unlink (S8, S13): the link (and a site link's system links) goes; both

@@ -59,6 +59,14 @@ pub enum OperationError {
         made: Vec<String>,
         error: Box<OperationError>,
     },
+    /// A change toward Stages failed part way and was undone: what it had
+    /// written to Stages was put back and nothing changed in the service;
+    /// `left` names what could not be put back.
+    #[error("nothing was changed: {error}")]
+    Undone {
+        left: Vec<String>,
+        error: Box<OperationError>,
+    },
 }
 
 /// Turns a Stages failure into the operation's error, naming the connection.

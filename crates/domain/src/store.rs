@@ -332,6 +332,28 @@ pub trait LinkStore: Send + Sync {
         expected: Option<(LinkId, i64)>,
         audit: Vec<NewAuditEntry>,
     ) -> StoreResult<Vec<Link>>;
+    /// Claims, for an edit, the external records `changes` move links to,
+    /// before acting upstream: one claim per change, held until `lease` from
+    /// now, all or none. Each link keeps its current record until
+    /// `confirm_relinks`. The unique constraint on the external side decides
+    /// between writers; `Conflict` names the link (or the link being edited)
+    /// holding a record. Returns the claims' ids (for `release_links`).
+    async fn claim_relinks(
+        &self,
+        dealer: &DealerId,
+        changes: Vec<Relink>,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<LinkId>>;
+    /// Drops own `claims` and applies `relink`, in one transaction. `Conflict`
+    /// when a claim was taken over after its lease.
+    async fn confirm_relinks(
+        &self,
+        dealer: &DealerId,
+        claims: Vec<LinkId>,
+        changes: Vec<Relink>,
+        expected: Option<(LinkId, i64)>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>>;
     /// Removes links and remembers each as a deliberate unlink by `actor`.
     async fn unlink(
         &self,

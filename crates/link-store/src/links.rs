@@ -215,14 +215,33 @@ fn holder(conn: &mut DbConnection, row: &LinkRow, side: Side) -> QueryResult<Opt
     query.first(conn).optional()
 }
 
-/// How a holder is named: its link id, and whether it is still a claim (an
-/// operation acting on Stages right now) or a link.
+/// The billing id of a claim an edit holds on the external record it moves
+/// link `id` to: the link keeps its own billing id (and its record) until the
+/// edit is confirmed, so the claim stands apart on the billing side. A control
+/// character never occurs in a real billing id.
+fn edit_claim_billing_id(id: &str) -> String {
+    format!("\u{1}edit {id}")
+}
+
+/// The link an edit claim is for.
+fn edit_claim_of(row: &LinkRow) -> Option<&str> {
+    row.billing_id.strip_prefix("\u{1}edit ")
+}
+
+/// How a holder is named: its link id (an edit's claim: the link being
+/// edited), and whether it is still a claim (an operation acting on Stages
+/// right now) or a link.
 fn holder_text(taken: &LinkRow, other_side: String) -> String {
     match taken.claim_expires_at {
-        Some(_) => format!(
-            "is being linked on this connection by another request (link {})",
-            taken.id
-        ),
+        Some(_) => match edit_claim_of(taken) {
+            Some(edited) => format!(
+                "is being linked on this connection by another request (an edit of link {edited})"
+            ),
+            None => format!(
+                "is being linked on this connection by another request (link {})",
+                taken.id
+            ),
+        },
         None => format!(
             "is already linked on this connection (to {other_side}, link {})",
             taken.id
@@ -237,9 +256,13 @@ fn holder_text(taken: &LinkRow, other_side: String) -> String {
 fn refuse_taken(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
     let kind = row.kind()?;
     let message = if let Some(taken) = holder(conn, row, Side::Billing)? {
+        // Two edits of one link claim with the same stand-in billing id.
+        let subject = match edit_claim_of(row) {
+            Some(edited) => format!("link {edited}"),
+            None => billing_side(kind, &row.billing_id),
+        };
         format!(
-            "{} {}",
-            billing_side(kind, &row.billing_id),
+            "{subject} {}",
             holder_text(&taken, external_side(kind, &taken.external_id))
         )
     } else if let Some(taken) = holder(conn, row, Side::External)? {
@@ -554,6 +577,64 @@ fn relink_blocking(
     forget_unlinks(conn, &moved)?;
     insert_audit(conn, dealer, audit)?;
     rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
+/// Claims for an edit: each change's new external record, held apart from
+/// its link (see `edit_claim_billing_id`) until `confirm_relinks_blocking`.
+fn claim_relinks_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    changes: &[Relink],
+    until: NaiveDateTime,
+) -> Result<Vec<LinkId>, Fail> {
+    let now = to_db_time(Utc::now());
+    let mut ids = Vec::with_capacity(changes.len());
+    for change in changes {
+        let link = find_link(conn, dealer, &uuid_text(change.link_id.0))?
+            .filter(|row| row.claim_expires_at.is_none())
+            .ok_or(StoreError::NotFound)?;
+        let id = LinkId::new();
+        let claim = LinkRow {
+            id: uuid_text(id.0),
+            dealer: dealer.to_owned(),
+            connection_id: link.connection_id.clone(),
+            kind: link.kind.clone(),
+            billing_id: edit_claim_billing_id(&link.id),
+            external_id: change.new_external_id.clone(),
+            parent_id: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            last_synced: None,
+            claim_expires_at: Some(until),
+        };
+        insert_link(conn, &claim)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Drops an edit's claims and moves its links, in one transaction, so no
+/// other writer can take the records in between.
+fn confirm_relinks_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    claims: &[LinkId],
+    changes: Vec<Relink>,
+    expected: Option<(LinkId, i64)>,
+    audit: Vec<NewAuditEntry>,
+) -> Result<Vec<Link>, Fail> {
+    for claim in claims {
+        let id = uuid_text(claim.0);
+        if find_link(conn, dealer, &id)?.is_none_or(|row| row.claim_expires_at.is_none()) {
+            return Err(StoreError::Conflict(format!(
+                "the claim {id} of this edit was taken over after its lease ran out; try again"
+            ))
+            .into());
+        }
+    }
+    release_blocking(conn, dealer, claims)?;
+    relink_blocking(conn, dealer, changes, expected, audit)
 }
 
 /// The dealer's links of `ids` and all their descendants, parents first. A
@@ -885,6 +966,39 @@ impl LinkStore for Store {
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
                 relink_blocking(conn, &dealer, changes, expected, audit)
+            })
+        })
+        .await
+    }
+
+    async fn claim_relinks(
+        &self,
+        dealer: &DealerId,
+        changes: Vec<Relink>,
+        lease: chrono::Duration,
+    ) -> StoreResult<Vec<LinkId>> {
+        let dealer = dealer.0.clone();
+        let until = to_db_time(Utc::now() + lease);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                claim_relinks_blocking(conn, &dealer, &changes, until)
+            })
+        })
+        .await
+    }
+
+    async fn confirm_relinks(
+        &self,
+        dealer: &DealerId,
+        claims: Vec<LinkId>,
+        changes: Vec<Relink>,
+        expected: Option<(LinkId, i64)>,
+        audit: Vec<NewAuditEntry>,
+    ) -> StoreResult<Vec<Link>> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                confirm_relinks_blocking(conn, &dealer, &claims, changes, expected, audit)
             })
         })
         .await

@@ -945,3 +945,83 @@ store_test!(audit_lists_newest_first_with_filters, |db| async move {
     assert_eq!(rest.next_page_token, None);
     assert_eq!(billing_of(rest), vec!["S1"]);
 });
+
+store_test!(
+    an_edit_claims_its_new_record_until_it_confirms,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = stages_connection(&store, "d1", "Stages").await;
+        let s1 = site_link(c, "S1", "10001");
+        let s2 = site_link(c, "S2", "10002");
+        store
+            .insert_links(&d, vec![s1.clone(), s2.clone()], vec![])
+            .await
+            .unwrap();
+        let to = |link: &NewLink, external: &str| {
+            vec![Relink {
+                link_id: link.id,
+                new_external_id: external.into(),
+            }]
+        };
+        let lease = chrono::Duration::seconds(300);
+        let claims = store
+            .claim_relinks(&d, to(&s1, "10005"), lease)
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 1);
+        // Claimed, not moved: the link keeps its record, reads show no claim.
+        assert_eq!(store.link(&d, s1.id).await.unwrap().external_id, "10001");
+        assert_eq!(
+            all_links(&store, "d1", LinkFilter::default()).await.len(),
+            2
+        );
+        // Every other writer of the new record is refused, naming the link edited.
+        let again = conflict_text(store.claim_relinks(&d, to(&s2, "10005"), lease).await);
+        assert!(again.contains(&s1.id.to_string()), "{again}");
+        let relinked = conflict_text(store.relink(&d, to(&s2, "10005"), None, vec![]).await);
+        assert!(relinked.contains(&s1.id.to_string()), "{relinked}");
+        let linked = conflict_text(
+            store
+                .insert_links(&d, vec![site_link(c, "S3", "10005")], vec![])
+                .await,
+        );
+        assert!(linked.contains(&s1.id.to_string()), "{linked}");
+
+        // Confirmed: the claim goes and the link moves, in one transaction.
+        let moved = store
+            .confirm_relinks(
+                &d,
+                claims.clone(),
+                to(&s1, "10005"),
+                Some((s1.id, 1)),
+                vec![entry("alice", "edit_link", &s1)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved[0].external_id, "10005");
+        assert_eq!(moved[0].version, 2);
+        assert_eq!(db.count("links"), 2);
+        assert_eq!(db.count("audit_log"), 1);
+        // A claim no longer held cannot be confirmed.
+        let gone = conflict_text(
+            store
+                .confirm_relinks(&d, claims, to(&s1, "10006"), None, vec![])
+                .await,
+        );
+        assert!(gone.contains("taken over"), "{gone}");
+        assert_eq!(store.link(&d, s1.id).await.unwrap().external_id, "10005");
+
+        // Released: the record is free again.
+        let claims = store
+            .claim_relinks(&d, to(&s2, "10001"), lease)
+            .await
+            .unwrap();
+        store.release_links(&d, &claims).await.unwrap();
+        assert_eq!(db.count("links"), 2);
+        store
+            .relink(&d, to(&s2, "10001"), None, vec![])
+            .await
+            .unwrap();
+    }
+);
