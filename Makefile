@@ -29,12 +29,12 @@ bench: deps
 
 ## Long randomized runs of the convergence test on both backends: random
 ## seeds (each printed; CONVERGENCE_SEED=N replays one), SOAK_RUNS runs of
-## SOAK_ROUNDS rounds. `make test` runs it once with a fixed seed.
+## SOAK_STEPS steps (100,000). `make test` runs 1,000 with a fixed seed.
 soak: deps postgres
 	$(CARGO) build --bins
-	@for run in $$(seq 1 $${SOAK_RUNS:-5}); do \
+	@for run in $$(seq 1 $${SOAK_RUNS:-1}); do \
 		echo "soak run $$run"; \
-		CONVERGENCE_SEED=random CONVERGENCE_ROUNDS=$${SOAK_ROUNDS:-500} \
+		CONVERGENCE_SEED=random CONVERGENCE_STEPS=$${SOAK_STEPS:-100000} \
 			$(CARGO) nextest run -p api --test sync --no-capture -E 'test(random_edits_on_both_sides)' || exit 1; \
 	done
 

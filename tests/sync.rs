@@ -977,9 +977,13 @@ fn site_change(rng: &mut impl rand::Rng) -> (&'static str, &'static str) {
 /// Stages' log of applied writes shows no push for a record billing did not
 /// change in the round (no echo) and no push sent twice.
 ///
-/// The seed is fixed for `make test`; `CONVERGENCE_SEED=N` replays a run,
-/// `CONVERGENCE_SEED=random` draws one, `CONVERGENCE_ROUNDS` sets the length
-/// (`make soak` runs long random ones).
+/// Two replicas share the database: billing edits go to either, Stages'
+/// callbacks (delivered twice each, in random order) to one or the other,
+/// and Stages goes down for a random while in some rounds.
+///
+/// The seed is fixed for `make test` (1,000 steps); `CONVERGENCE_SEED=N`
+/// replays a run, `CONVERGENCE_SEED=random` draws one, `CONVERGENCE_STEPS`
+/// sets the length (`make soak` runs 100,000).
 async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend: Backend) {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
@@ -989,13 +993,22 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
         Some("random") => rand::random::<u64>(),
         Some(n) => n.parse().expect("CONVERGENCE_SEED is a number or `random`"),
     };
-    let rounds: usize = std::env::var("CONVERGENCE_ROUNDS")
+    let total_steps: usize = std::env::var("CONVERGENCE_STEPS")
         .ok()
-        .map(|n| n.parse().expect("CONVERGENCE_ROUNDS is a number"))
-        .unwrap_or(40);
-    println!("convergence: seed {seed}, {rounds} rounds (CONVERGENCE_SEED={seed} replays it)");
+        .map(|n| n.parse().expect("CONVERGENCE_STEPS is a number"))
+        .unwrap_or(1000);
+    println!("convergence: seed {seed}, {total_steps} steps (CONVERGENCE_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let w = world(backend).await;
+    let second = Service::start_with(ServiceOptions {
+        database_url: Some(w.svc.database_url.clone()),
+        env: vec![
+            ("CROSSLINK__JOBS__RETRY_BASE_MS".into(), "20".into()),
+            ("CROSSLINK__JOBS__RETRY_CAP_MS".into(), "200".into()),
+        ],
+    })
+    .await;
+    let replicas = [&w.svc, &second];
     let mut records = Vec::new();
     for i in 0..3 {
         let site = format!("C{i}");
@@ -1005,7 +1018,8 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
     w.connect_callbacks().await;
     let mut target = w.sim.state().callback_target().unwrap();
     target.shuffle = true;
-    w.sim.state().set_callback_target(target).unwrap();
+    target.duplicate = true;
+    w.sim.state().set_callback_target(target.clone()).unwrap();
 
     // Each field as both sides hold it now: (billing, Stages).
     const SITE: [&str; 6] = ["address1", "city", "state", "zip", "phone", "info"];
@@ -1077,7 +1091,13 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
             log.join("\n")
         )
     };
-    for round in 0..rounds {
+    let (mut round, mut steps, mut outages) = (0, 0, 0);
+    while steps < total_steps {
+        round += 1;
+        // This round's replica for billing's edits and for Stages' callbacks.
+        let svc = replicas[rng.gen_range(0..2)];
+        target.url = replicas[rng.gen_range(0..2)].url(&format!("/v1/webhooks/stages/{}", w.cid));
+        w.sim.state().set_callback_target(target.clone()).unwrap();
         // Who wrote which field of which record in this round, last value each.
         let mut billing_wrote: BTreeMap<(usize, &str), String> = BTreeMap::new();
         let mut stages_wrote: BTreeMap<(usize, &str), String> = BTreeMap::new();
@@ -1087,6 +1107,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
             .collect();
         w.sim.state().set_callbacks_paused(rng.gen_bool(0.6));
         for _ in 0..rng.gen_range(1..6) {
+            steps += 1;
             let i = rng.gen_range(0..records.len());
             let (site, site_no, device_id) = &records[i];
             let code = format!("77{i}000{}", rng.gen_range(0..3));
@@ -1100,7 +1121,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                         .collect();
                     let path = format!("/v1/billing/sites/{site}");
                     let body = loop {
-                        let now = w.call(Method::GET, &path, None).await;
+                        let now = svc.call(Method::GET, &path, &w.op, None).await;
                         let mut body = json!({});
                         for f in [
                             "name", "address1", "address2", "city", "state", "zip", "phone", "info",
@@ -1110,8 +1131,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                         for (f, v) in &changes {
                             body[*f] = json!(v);
                         }
-                        let put = w
-                            .svc
+                        let put = svc
                             .req(Method::PUT, &path, &w.op)
                             .header("if-match", now.headers["etag"].to_str().unwrap())
                             .json(&body)
@@ -1146,7 +1166,7 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                 2 => {
                     let path = format!("/v1/billing/systems/SYS-{site}");
                     let body = json!({"site_id": site, "system_number": code});
-                    let a = w.call(Method::PUT, &path, Some(body)).await;
+                    let a = svc.call(Method::PUT, &path, &w.op, Some(body)).await;
                     assert_eq!(a.status, 200, "{}: {}", context(&log), a.text);
                     billing_wrote.insert((i, "system_number"), code.clone());
                     log.push(format!("{round}: billing system SYS-{site} {code}"));
@@ -1162,6 +1182,17 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
+        if rng.gen_bool(0.2) {
+            // Stages is down for a while: pushes wait, nothing is lost.
+            outages += 1;
+            w.sim
+                .state()
+                .add_fault(stages_sim::FaultRule::parse("* /api/v1/*=error:503").unwrap())
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+            w.sim.state().clear_faults();
+            log.push(format!("{round}: Stages was down"));
+        }
         w.sim.state().set_callbacks_paused(false);
         w.quiesce().await;
 
@@ -1197,8 +1228,19 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
                     site_no
                 };
                 let link = held.get(&(record.clone(), f.to_string()));
+                // What Stages applied to the record lately, by whom: the
+                // first thing to read when this fails.
+                let applied: Vec<String> = w
+                    .sim
+                    .state()
+                    .applied_writes(record)
+                    .iter()
+                    .rev()
+                    .take(6)
+                    .map(|a| format!("{} {}", if a.by_api { "api" } else { "staff" }, a.body))
+                    .collect();
                 let what = format!(
-                    "round {round}, {site} ({site_no}, {device_id}) {f}: billing {billing:?}, Stages {stages:?}, held {link:?}, wrote: billing {:?}, Stages {:?}",
+                    "round {round}, {site} ({site_no}, {device_id}) {f}: billing {billing:?}, Stages {stages:?}, held {link:?}, wrote: billing {:?}, Stages {:?}; Stages applied, newest first: {applied:?}",
                     billing_wrote.get(&key),
                     stages_wrote.get(&key)
                 );
@@ -1306,7 +1348,9 @@ async fn random_edits_on_both_sides_converge_and_nothing_is_pushed_twice(backend
         }
     }
 
-    println!("convergence: {conflicts_resolved} conflicts held and resolved from the inbox");
+    println!(
+        "convergence: {steps} steps in {round} rounds, {outages} Stages outages, {conflicts_resolved} conflicts held and resolved from the inbox"
+    );
     // Nothing pushed twice: no write of the service repeats the one before it
     // with no other change to that record in between.
     for (_, site_no, device_id) in &records {
