@@ -527,7 +527,56 @@ async fn a_device_location_changed_in_stages_waits_for_a_sync(backend: Backend) 
     );
 }
 
+/// A push whose billing write then loses a race keeps what Stages took as
+/// its base: Auto Sync pushes billing's phone and takes Stages' new info in
+/// one go; billing changes the phone again while the push is on its way, so
+/// the info write finds billing changed and the job runs again. The second
+/// run must see Stages' phone as the service's own push, not as a change
+/// made in Stages: it pushes billing's newer phone, and nothing is held.
+async fn a_push_whose_billing_write_loses_a_race_keeps_its_base(backend: Backend) {
+    let w = world(backend).await;
+    let (site_no, _, _, _) = w.pushed("B1", "7500001").await;
+    w.sim.state().set_callbacks_paused(true);
+    w.sim
+        .state()
+        .patch_site(
+            &site_no,
+            serde_json::from_value(json!({"info": "Gate code 1234"})).unwrap(),
+        )
+        .unwrap();
+    w.sim
+        .state()
+        .add_fault(
+            stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=latency:1500,times=1").unwrap(),
+        )
+        .unwrap();
+    w.edit_site("B1", "phone", "412-555-0199").await;
+    // The push is on its way to Stages (held 1.5 s there): billing moves on.
+    for _ in 0..200 {
+        if w.sim.state().request_count("PATCH /api/v1/sites/{site_no}") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.edit_site("B1", "phone", "(330) 555-0123").await;
+    w.sim.state().set_callbacks_paused(false);
+    w.quiesce().await;
+
+    let billing = w.billing("/v1/billing/sites/B1").await;
+    let stages = w.stages_site(&site_no);
+    assert_eq!(
+        billing["phone"], "(330) 555-0123",
+        "billing's newer edit kept"
+    );
+    assert_eq!(stages["phone"], "(330) 555-0123", "and pushed");
+    assert_eq!(billing["info"], "Gate code 1234", "Stages' edit taken");
+    assert_eq!(stages["info"], "Gate code 1234");
+    assert_eq!(w.inbox("").await, Vec::<Value>::new(), "nothing held");
+}
+
 on_both_backends!(
+    a_push_whose_billing_write_loses_a_race_keeps_its_base,
     a_late_callback_does_not_overwrite_a_newer_billing_edit,
     the_conflict_policy_settles_a_field_both_sides_changed,
     a_field_stages_refuses_does_not_block_the_others,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::billing::{BillingSite, BillingSystem, BillingWrite};
-use crate::connection::{Connection, ConnectionId, ConnectionStatus, CredentialOwner};
+use crate::connection::{Connection, ConnectionId, CredentialOwner};
 use crate::events::{types, NewEvent};
 use crate::field_issues::{IssueKind, NewFieldIssue};
 use crate::link::{Link, LinkId, LinkKind};
@@ -501,6 +501,21 @@ async fn settle(
     } else {
         write_fields_to_stages(sides, &push).await?
     };
+    snapshot.extend(accepted.clone());
+    if !accepted.is_empty() && !settled.pulled.is_empty() {
+        // What Stages took is the base from now on, before billing is
+        // written: should that write fail (billing changed meanwhile), the
+        // retry must not take our own push for a change made in Stages and
+        // pull it back over billing's newer edit.
+        ports
+            .links
+            .set_link_snapshot(
+                dealer,
+                sides.link.id,
+                serde_json::to_value(&snapshot).unwrap_or_default(),
+            )
+            .await?;
+    }
     if !settled.pulled.is_empty() {
         write_to_billing(
             ports,
@@ -512,7 +527,6 @@ async fn settle(
         )
         .await?;
     }
-    snapshot.extend(accepted.clone());
     snapshot.extend(settled.pulled.clone());
     ports
         .links
@@ -618,7 +632,7 @@ pub async fn auto_sync_push(
         .connections
         .connection(dealer, link.connection_id)
         .await?;
-    if !connection.auto_sync || connection.status != ConnectionStatus::Active {
+    if !crate::syncing_jobs::auto_sync_on(connection.status, connection.auto_sync) {
         return Ok(skipped("auto sync is off for this connection"));
     }
     let api = stages_as_dealer(ports, &connection).await?;
@@ -718,7 +732,7 @@ pub async fn apply_stages_callback(
         ports,
         dealer,
         &sides,
-        connection.auto_sync && connection.status == ConnectionStatus::Active,
+        crate::syncing_jobs::auto_sync_on(connection.status, connection.auto_sync),
         None,
         "stages",
     )

@@ -323,7 +323,9 @@ pub async fn get_connection(
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn update_connection(
     state: web::Data<AppState>,
     auth: Auth,
@@ -453,10 +455,13 @@ fn parse_credential(body: PutCredentialRequest) -> ApiResult<(String, Secret)> {
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
     request_body = PutCredentialRequest,
+    // Alarm.com credentials are checked against Alarm.com when saved.
     responses((status = 200, body = CredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 504, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn put_dealer_credentials(
     state: web::Data<AppState>,
     auth: Auth,
