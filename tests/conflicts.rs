@@ -199,7 +199,14 @@ impl World {
             .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
             .unwrap();
         self.edit_site(site, field, billing).await;
-        // The push has met the outage at least once before Stages recovers.
+        self.wait_push_failed().await;
+        self.sim.state().set_callbacks_paused(false);
+        self.sim.state().clear_faults();
+        self.quiesce().await;
+    }
+
+    /// Until the Auto Sync push has met the outage at least once and waits.
+    async fn wait_push_failed(&self) {
         for _ in 0..200 {
             let failed = self
                 .call(
@@ -214,13 +221,11 @@ impl World {
                 .iter()
                 .any(|j| j["error"].as_str().is_some_and(|e| e.contains("503")))
             {
-                break;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.sim.state().set_callbacks_paused(false);
-        self.sim.state().clear_faults();
-        self.quiesce().await;
+        panic!("the Auto Sync push never met the outage");
     }
 
     async fn inbox(&self, query: &str) -> Vec<Value> {
@@ -340,8 +345,8 @@ async fn a_late_callback_does_not_overwrite_a_newer_billing_edit(backend: Backen
 }
 
 /// `conflict_policy` settles a field both sides changed without anyone:
-/// `billing_wins` sends billing's value, `stages_wins` takes Stages', and
-/// nothing is held.
+/// `billing_wins` sends billing's value, `stages_wins` takes Stages',
+/// `newest_wins` the later edit, and nothing stays held.
 async fn the_conflict_policy_settles_a_field_both_sides_changed(backend: Backend) {
     let w = world(backend).await;
     let created = w
@@ -380,6 +385,52 @@ async fn the_conflict_policy_settles_a_field_both_sides_changed(backend: Backend
         .call(Method::GET, "/v1/events?types=link.conflict", None)
         .await;
     assert_eq!(feed.body["items"], json!([]), "{}", feed.text);
+
+    // newest_wins: the later of the two edits, by billing's record time and
+    // the time Stages' callback gives its change.
+    w.set_policy("newest_wins").await;
+    let (site_no, _, _, _) = w.pushed("P3", "7200003").await;
+    w.both_change("P3", &site_no, "address1", "9 Stages Way", "7 Billing Blvd")
+        .await;
+    assert_eq!(
+        w.stages_site(&site_no)["address1"],
+        "7 Billing Blvd",
+        "billing's edit came last"
+    );
+    assert_eq!(
+        w.billing("/v1/billing/sites/P3").await["address1"],
+        "7 Billing Blvd"
+    );
+    let (site_no, _, _, _) = w.pushed("P4", "7200004").await;
+    w.sim.state().set_callbacks_paused(true);
+    w.sim
+        .state()
+        .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
+        .unwrap();
+    w.edit_site("P4", "address1", "7 Billing Blvd").await;
+    // The push has failed and waits (Stages has no conditional write: an
+    // edit made while our PATCH is on its way is overwritten by it).
+    w.wait_push_failed().await;
+    w.sim
+        .state()
+        .patch_site(
+            &site_no,
+            serde_json::from_value(json!({"address1": "9 Stages Way"})).unwrap(),
+        )
+        .unwrap();
+    w.sim.state().set_callbacks_paused(false);
+    w.sim.state().clear_faults();
+    w.quiesce().await;
+    assert_eq!(
+        w.stages_site(&site_no)["address1"],
+        "9 Stages Way",
+        "Stages' edit came last"
+    );
+    assert_eq!(
+        w.billing("/v1/billing/sites/P4").await["address1"],
+        "9 Stages Way"
+    );
+    assert_eq!(w.inbox("").await, Vec::<Value>::new());
     w.svc
         .call(
             Method::PATCH,

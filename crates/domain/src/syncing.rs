@@ -16,7 +16,7 @@ use crate::field_issues::{IssueKind, NewFieldIssue};
 use crate::link::{Link, LinkId, LinkKind};
 use crate::linking::{link_of_external, LinkingPorts};
 use crate::operations::{stages_as_caller, upstream, OperationError};
-use crate::stages::{StagesApi, StagesCallbackEvent, StagesError, StagesTarget};
+use crate::stages::{StagesApi, StagesCallback, StagesCallbackEvent, StagesError, StagesTarget};
 use crate::store::{EventStore, StoreError};
 use crate::sync::{self, FieldChoice, FieldDiff, FieldStatus, MergePlan, Side, Snapshot, Values};
 use crate::tenancy::{Caller, DealerId};
@@ -671,10 +671,10 @@ pub async fn apply_stages_callback(
     ports: LinkingPorts<'_>,
     events: &dyn EventStore,
     connection: &Connection,
-    event: &StagesCallbackEvent,
+    callback: &StagesCallback,
 ) -> Result<CallbackOutcome, OperationError> {
     let dealer = &connection.dealer;
-    let (kind, external_id, changes) = match event {
+    let (kind, external_id, changes) = match &callback.event {
         StagesCallbackEvent::SiteUpdated {
             site_no, changes, ..
         } => (LinkKind::Site, site_no, changes),
@@ -733,7 +733,8 @@ pub async fn apply_stages_callback(
         dealer,
         &sides,
         crate::syncing_jobs::auto_sync_on(connection.status, connection.auto_sync),
-        None,
+        // When Stages says its record changed, for `newest_wins`.
+        Some(callback.occurred_at),
         "stages",
     )
     .await?;

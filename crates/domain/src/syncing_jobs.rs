@@ -174,7 +174,7 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
             ports.linking,
             ports.events,
             &connection,
-            &callback.event,
+            &callback,
         )
         .await?;
         let note = format!("{}: {}", outcome.outcome, outcome.detail);
