@@ -201,6 +201,21 @@ impl FieldIssueStore for Store {
         let dealer = dealer.0.clone();
         let link_id = uuid_text(link_id.0);
         self.run(move |conn, _| {
+            if found.is_empty() {
+                // The common case of every sync: nothing new to keep, so one
+                // statement clears what settled (nothing is published).
+                if !settled.is_empty() {
+                    diesel::delete(
+                        link_field_issues::table
+                            .filter(link_field_issues::dealer.eq(&dealer))
+                            .filter(link_field_issues::link_id.eq(&link_id))
+                            .filter(link_field_issues::issue.eq(kind.as_str()))
+                            .filter(link_field_issues::field.eq_any(&settled)),
+                    )
+                    .execute(conn)?;
+                }
+                return Ok(Vec::new());
+            }
             write_transaction(conn, |conn| {
                 record(conn, &dealer, &link_id, kind, found, settled)
             })

@@ -199,11 +199,31 @@ store_test!(
                     &dealer("d2"),
                     link.id,
                     IssueKind::Conflict,
-                    Vec::new(),
+                    vec![conflict("zip", "1", "2")],
                     Vec::new()
                 )
                 .await,
             Err(StoreError::NotFound)
+        );
+        // Another dealer's settle clears nothing of d1's.
+        store
+            .record_field_issues(
+                &dealer("d2"),
+                link.id,
+                IssueKind::Conflict,
+                Vec::new(),
+                vec!["city".into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_field_issues(&d, &all(IssueKind::Conflict), first_page(10))
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
         );
 
         // Settled: gone; an unlinked record takes its issues with it.
