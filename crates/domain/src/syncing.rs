@@ -2,7 +2,10 @@
 //! and account sync on request, the Auto Sync push a billing change causes,
 //! and the Stages callbacks that bring Stages' changes to billing. All of them
 //! go through the same three-way merge, with the link's last synced values as
-//! the base, which is also how a callback echoing our own push is recognised.
+//! the base, which is also how a callback echoing our own push is recognised;
+//! the automatic ones (Auto Sync, callbacks) settle each field with one rule,
+//! `sync::decide`, so both directions agree on who wins (`settle`). Fields
+//! that did not sync (held conflicts, refusals) are kept on the link.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
