@@ -198,32 +198,58 @@ impl World {
             .state()
             .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
             .unwrap();
+        let tried = self.pushes_tried().await;
         self.edit_site(site, field, billing).await;
-        self.wait_push_failed().await;
+        // The Auto Sync push has decided before the old callback arrives
+        // (held, pushed into the outage, or pulled, as the policy says).
+        for _ in 0..1000 {
+            if self.pushes_tried().await > tried {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            self.pushes_tried().await > tried,
+            "the Auto Sync push never ran"
+        );
         self.sim.state().set_callbacks_paused(false);
         self.sim.state().clear_faults();
         self.quiesce().await;
     }
 
-    /// Until the Auto Sync push has met the outage at least once and waits.
-    async fn wait_push_failed(&self) {
-        for _ in 0..200 {
-            let failed = self
-                .call(
-                    Method::GET,
-                    "/v1/jobs?kind=auto_sync_push&state=queued",
-                    None,
-                )
-                .await;
-            if failed.body["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|j| j["error"].as_str().is_some_and(|e| e.contains("503")))
-            {
+    /// Auto Sync pushes that ran at least once.
+    async fn pushes_tried(&self) -> usize {
+        let jobs = self
+            .call(
+                Method::GET,
+                "/v1/jobs?kind=auto_sync_push&page_size=500",
+                None,
+            )
+            .await;
+        jobs.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["attempts"].as_u64().unwrap_or(0) >= 1)
+            .count()
+    }
+
+    /// PATCHes of sites Stages has received, refused ones included.
+    fn site_patches(&self) -> u64 {
+        self.sim
+            .state()
+            .request_count("PATCH /api/v1/sites/{site_no}")
+    }
+
+    /// Until the Auto Sync push has met the outage: Stages refused its PATCH
+    /// and the client's one retry of it (`CROSSLINK__STAGES__MAX_RETRIES=1`
+    /// in the harness), so no PATCH decided before now is still on its way.
+    async fn wait_push_failed(&self, patches_before: u64) {
+        for _ in 0..1000 {
+            if self.site_patches() >= patches_before + 2 {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the Auto Sync push never met the outage");
     }
@@ -407,10 +433,11 @@ async fn the_conflict_policy_settles_a_field_both_sides_changed(backend: Backend
         .state()
         .add_fault(stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=error:503").unwrap())
         .unwrap();
+    let patches = w.site_patches();
     w.edit_site("P4", "address1", "7 Billing Blvd").await;
     // The push has failed and waits (Stages has no conditional write: an
     // edit made while our PATCH is on its way is overwritten by it).
-    w.wait_push_failed().await;
+    w.wait_push_failed(patches).await;
     w.sim
         .state()
         .patch_site(
