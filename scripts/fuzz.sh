@@ -112,7 +112,8 @@ export CROSSLINK_URL="http://$API" CROSSLINK_TOKEN="$TOKEN" STAGES_URL="http://$
   echo "fuzz ($BACKEND): the seed step failed (above); nothing was fuzzed" >&2
   exit 1
 }
-echo "== seeded: $(cat "$work/seeds.json")"
+# The seeded ids, without the callbacks' inbound secrets: a secret never goes to a log.
+echo "== seeded: $(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d.pop("callbacks", None); print(json.dumps(d))' "$work/seeds.json")"
 curl -fs "http://$API/openapi.json" > "$work/openapi.json"
 ops=$("$venv/bin/python" -c '
 import json, sys
