@@ -56,25 +56,10 @@ impl World {
         assert!(a.status == 200 || a.status == 201, "PUT {path}: {}", a.text);
     }
 
-    /// Points the simulator's callbacks at the service.
     async fn connect_callbacks(&self) {
-        let rotated = self
-            .svc
-            .call(
-                Method::POST,
-                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
-                &self.admin,
-                None,
-            )
+        self.svc
+            .connect_callbacks(&self.admin, &self.cid, &self.sim)
             .await;
-        self.sim
-            .state()
-            .set_callback_target(stages_sim::CallbackTarget::new(
-                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
-                rotated.body["username"].as_str().unwrap(),
-                rotated.body["secret"].as_str().unwrap(),
-            ))
-            .unwrap();
     }
 
     /// A Stages site with `devices` devices; returns (site_no, device ids).

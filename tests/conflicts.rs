@@ -123,42 +123,14 @@ impl World {
         self.call(Method::GET, path, None).await.body
     }
 
-    /// No job queued or running and no callback left in Stages, three looks in a row.
     async fn quiesce(&self) {
-        let mut quiet = 0;
-        for _ in 0..600 {
-            let q = self.call(Method::GET, "/v1/jobs?state=queued", None).await;
-            let r = self.call(Method::GET, "/v1/jobs?state=running", None).await;
-            let idle = q.body["items"].as_array().unwrap().is_empty()
-                && r.body["items"].as_array().unwrap().is_empty()
-                && self.sim.state().callbacks_pending() == 0;
-            quiet = if idle { quiet + 1 } else { 0 };
-            if quiet == 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("jobs did not settle");
+        self.svc.quiesce(&self.op, &[&self.sim]).await
     }
 
     async fn connect_callbacks(&self) {
-        let rotated = self
-            .svc
-            .call(
-                Method::POST,
-                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
-                &self.admin,
-                None,
-            )
+        self.svc
+            .connect_callbacks(&self.admin, &self.cid, &self.sim)
             .await;
-        self.sim
-            .state()
-            .set_callback_target(stages_sim::CallbackTarget::new(
-                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
-                rotated.body["username"].as_str().unwrap(),
-                rotated.body["secret"].as_str().unwrap(),
-            ))
-            .unwrap();
     }
 
     async fn set_policy(&self, policy: &str) {

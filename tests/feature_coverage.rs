@@ -131,18 +131,7 @@ async fn jobs(svc: &Service, who: &Who, query: &str) -> Vec<Value> {
 /// Waits until no job is queued or running and no simulator has a callback
 /// to send, three looks in a row (a retried job moves between the states).
 async fn quiesce(svc: &Service, who: &Who, sims: &[&stages_sim::Sim]) {
-    let mut quiet = 0;
-    for _ in 0..600 {
-        let busy = !jobs(svc, who, "&state=queued").await.is_empty()
-            || !jobs(svc, who, "&state=running").await.is_empty()
-            || sims.iter().any(|s| s.state().callbacks_pending() > 0);
-        quiet = if busy { 0 } else { quiet + 1 };
-        if quiet == 3 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("jobs did not settle; log:\n{}", svc.logs());
+    svc.quiesce(who, sims).await
 }
 
 /// Polls `check` (bounded) until it holds.

@@ -41,23 +41,9 @@ async fn world(backend: Backend, seed_sites: usize) -> World {
 impl World {
     /// Points the simulator's callbacks at the service with a fresh inbound credential.
     async fn connect_callbacks(&self) {
-        let rotated = self
-            .svc
-            .call(
-                Method::POST,
-                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
-                &self.admin,
-                None,
-            )
+        self.svc
+            .connect_callbacks(&self.admin, &self.cid, &self.sim)
             .await;
-        self.sim
-            .state()
-            .set_callback_target(stages_sim::CallbackTarget::new(
-                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
-                rotated.body["username"].as_str().unwrap(),
-                rotated.body["secret"].as_str().unwrap(),
-            ))
-            .unwrap();
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {

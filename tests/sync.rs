@@ -81,48 +81,14 @@ impl World {
         serde_json::to_value(self.sim.state().site(site_no).unwrap()).unwrap()
     }
 
-    /// Waits until no job of this dealer is queued or running and Stages has
-    /// no callback left to send, three looks in a row (a retried job moves
-    /// between queued and running, so one look can miss it).
     async fn quiesce(&self) {
-        let mut quiet = 0;
-        for _ in 0..600 {
-            let q = self.call(Method::GET, "/v1/jobs?state=queued", None).await;
-            let r = self.call(Method::GET, "/v1/jobs?state=running", None).await;
-            let pending = self.sim.state().callbacks_pending();
-            let idle = q.body["items"].as_array().unwrap().is_empty()
-                && r.body["items"].as_array().unwrap().is_empty()
-                && pending == 0;
-            quiet = if idle { quiet + 1 } else { 0 };
-            if quiet == 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("jobs did not settle");
+        self.svc.quiesce(&self.op, &[&self.sim]).await
     }
 
     async fn connect_callbacks(&self) -> String {
-        let rotated = self
-            .svc
-            .call(
-                Method::POST,
-                &format!("/v1/connections/{}/inbound-credentials:rotate", self.cid),
-                &self.admin,
-                None,
-            )
-            .await;
-        let username = rotated.body["username"].as_str().unwrap().to_owned();
-        let secret = rotated.body["secret"].as_str().unwrap().to_owned();
-        self.sim
-            .state()
-            .set_callback_target(stages_sim::CallbackTarget::new(
-                self.svc.url(&format!("/v1/webhooks/stages/{}", self.cid)),
-                username,
-                secret.clone(),
-            ))
-            .unwrap();
-        secret
+        self.svc
+            .connect_callbacks(&self.admin, &self.cid, &self.sim)
+            .await
     }
 }
 

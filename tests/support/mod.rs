@@ -277,6 +277,57 @@ impl Service {
         Answer::from(rb.send().await.expect("the service answers")).await
     }
 
+    /// Waits until no job of `who`'s dealer is queued or running and none of
+    /// `sims` has a callback left to send, three looks in a row (a retried
+    /// job moves between queued and running, so one look can miss it).
+    pub async fn quiesce(&self, who: &Who, sims: &[&stages_sim::Sim]) {
+        let mut quiet = 0;
+        for _ in 0..600 {
+            let mut busy = sims.iter().any(|s| s.state().callbacks_pending() > 0);
+            for state in ["queued", "running"] {
+                let a = self
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/jobs?state={state}"),
+                        who,
+                        None,
+                    )
+                    .await;
+                assert_eq!(a.status, 200, "{}", a.text);
+                busy |= !a.body["items"].as_array().unwrap().is_empty();
+            }
+            quiet = if busy { 0 } else { quiet + 1 };
+            if quiet == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("jobs did not settle; log:\n{}", self.logs());
+    }
+
+    /// Points `sim`'s callbacks at this service's webhook of connection
+    /// `cid`, with a freshly rotated inbound credential; returns its secret.
+    pub async fn connect_callbacks(&self, admin: &Who, cid: &str, sim: &stages_sim::Sim) -> String {
+        let rotated = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/connections/{cid}/inbound-credentials:rotate"),
+                admin,
+                None,
+            )
+            .await;
+        assert_eq!(rotated.status, 200, "{}", rotated.text);
+        let secret = rotated.body["secret"].as_str().unwrap().to_owned();
+        sim.state()
+            .set_callback_target(stages_sim::CallbackTarget::new(
+                self.url(&format!("/v1/webhooks/stages/{cid}")),
+                rotated.body["username"].as_str().unwrap(),
+                secret.clone(),
+            ))
+            .unwrap();
+        secret
+    }
+
     /// Creates a Stages connection to `endpoint` as an admin of `who`'s dealer.
     pub async fn create_connection(
         &self,

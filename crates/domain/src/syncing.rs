@@ -542,9 +542,9 @@ async fn settle(
 
     // What did not sync, kept on the link: a conflict lasts while the field
     // decides `Hold`; a refusal until the field syncs or the sides agree.
-    let names = |ds: &[FieldDiff]| ds.iter().map(|d| d.field.clone()).collect::<Vec<_>>();
-    let not_held: Vec<String> = names(&diffs)
-        .into_iter()
+    let not_held: Vec<String> = diffs
+        .iter()
+        .map(|d| d.field.clone())
         .filter(|f| !settled.held.contains(f))
         .collect();
     ports

@@ -154,16 +154,12 @@ pub async fn list_conflicts(
     };
     let found = state
         .issues
-        .list_field_issues(&caller.dealer, &filter, page_request(&page)?)
+        .list_field_issues(&caller.dealer, &filter, page.to_request()?)
         .await?;
     Ok(HttpResponse::Ok().json(ConflictList {
         next_page_token: found.next_page_token.as_deref().map(encode_page_token),
         items: found.items.into_iter().map(Into::into).collect(),
     }))
-}
-
-fn page_request(page: &PageParams) -> ApiResult<PageRequest> {
-    page.to_request()
 }
 
 /// Which side a resolution takes.
