@@ -9,6 +9,7 @@
 //! Adding a benchmark: write a function in `scenarios` that returns its
 //! [`report::Bench`] rows and call it from [`run`].
 
+mod cost;
 mod imports;
 mod load;
 mod report;
@@ -75,6 +76,11 @@ struct Cli {
     /// service's default of 20 a push (a read and a PATCH) is held near 10/s.
     #[arg(long, default_value_t = 0)]
     sync_stages_rps: u32,
+    /// The Auto Sync throughput run is made at the service's default
+    /// `jobs.workers` and again with this many (CROSSLINK__JOBS__WORKERS); 0
+    /// skips the second run.
+    #[arg(long, default_value_t = 2)]
+    sync_compare_workers: usize,
     /// Alarm.com customers the import benchmark takes (the simulator is
     /// seeded with them); 0 skips it.
     #[arg(long, default_value_t = 100_000)]
@@ -100,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             "sync_edits": cli.sync_edits,
             "idle_edits": cli.idle_edits,
             "sync_stages_rps": cli.sync_stages_rps,
+            "sync_compare_workers": cli.sync_compare_workers,
             "import_customers": cli.import_customers,
             "backends": cli.backends.iter().map(|b| b.label()).collect::<Vec<_>>(),
             "crosslink_bin": cli.crosslink_bin,
@@ -181,7 +188,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Bench>> {
 
     for &backend in &cli.backends {
         let label = backend.label();
-        let db = Database::fresh(&env, backend, "main")?;
+        // A database of its own on PostgreSQL: the Auto Sync run counts its commits.
+        let db = Database::fresh_own(&env, backend, "main")?;
         let svc = Service::spawn(&env, &db, &format!("{label}-service")).await?;
         svc.wait_ready(&http).await?;
         let rss = || {
@@ -296,8 +304,13 @@ async fn import_benches(
     Ok(rows)
 }
 
-/// Auto Sync and callbacks, on the database the other benchmarks linked: the
-/// service again, with the Stages rate limit of `--sync-stages-rps`.
+/// Auto Sync and callbacks, on the database the other benchmarks linked, with
+/// the Stages rate limit of `--sync-stages-rps`: the throughput run on a
+/// service of its own at the default `jobs.workers`, again at
+/// `--sync-compare-workers`, then the idle run and the callbacks on a third.
+/// A throughput service runs nothing else, so that on PostgreSQL the commits
+/// from its start to its stop (when every backend has reported them) are the
+/// run's.
 #[allow(clippy::too_many_arguments)]
 async fn sync_benches(
     cli: &Cli,
@@ -310,18 +323,10 @@ async fn sync_benches(
     sim: &stages_sim::Sim,
 ) -> anyhow::Result<Vec<Bench>> {
     let label = backend.label();
-    let svc = Service::spawn_with(
-        env,
-        db,
-        &format!("{label}-sync-service"),
-        &[(
-            "CROSSLINK__STAGES__REQUESTS_PER_SECOND",
-            cli.sync_stages_rps.to_string(),
-        )],
-    )
-    .await?;
-    svc.wait_ready(http).await?;
-    let api = Api::new(http.clone(), &svc.base, token);
+    let rps = (
+        "CROSSLINK__STAGES__REQUESTS_PER_SECOND",
+        cli.sync_stages_rps.to_string(),
+    );
     let sites = sync::linked_sites(sim, cli.sync_sites.min(cli.sites))?;
     let load = Load {
         concurrency: cli.concurrency,
@@ -335,16 +340,84 @@ async fn sync_benches(
         load,
         stages_rps: cli.sync_stages_rps,
     };
-    let mut rows = step(
-        &format!(
-            "[{label}] Auto Sync: {} edits over {} sites, then {} idle edits",
-            cli.sync_edits,
-            sites.len(),
-            cli.idle_edits
-        ),
-        sync::auto_sync(&api, backend, sim, &sites, sizes),
+    let direct = step(
+        &format!("[{label}] Auto Sync baseline: PATCH straight to the simulator"),
+        sync::direct_patches(http, sim, &sites, sizes),
     )
     .await?;
+    let pg = db.pg_database();
+    let default_workers = "jobs.workers at the service's default".to_owned();
+    let mut setups = vec![(String::new(), default_workers.clone(), None)];
+    if cli.sync_compare_workers > 0 {
+        let n = cli.sync_compare_workers;
+        setups.push((
+            format!(" [jobs.workers = {n}]"),
+            format!("jobs.workers = {n}"),
+            Some(n),
+        ));
+    }
+    let mut runs = Vec::new();
+    for (suffix, workers, n) in &setups {
+        let tag = format!("{label}, {workers}");
+        let before = match pg {
+            Some(pg) => {
+                cost::wait_sessions_gone(pg).await?;
+                Some(cost::PgCounters::read(pg)?)
+            }
+            None => None,
+        };
+        let mut settings = vec![rps.clone()];
+        if let Some(n) = n {
+            settings.push(("CROSSLINK__JOBS__WORKERS", n.to_string()));
+        }
+        let name = format!(
+            "{label}-sync-service-{}",
+            n.map_or("default".into(), |n| n.to_string())
+        );
+        let svc = Service::spawn_with(env, db, &name, &settings).await?;
+        svc.wait_ready(http).await?;
+        let api = Api::new(http.clone(), &svc.base, token);
+        let pid = svc.pid().context("the service has no pid")?;
+        let run = step(
+            &format!(
+                "[{label}] Auto Sync, {workers}: {} edits over {} sites",
+                cli.sync_edits,
+                sites.len()
+            ),
+            sync::throughput(&api, sim, &sites, sizes, &tag, pid, pg),
+        )
+        .await?;
+        svc.stop().await?;
+        let cost = match (pg, before) {
+            (Some(pg), Some(before)) => {
+                cost::wait_sessions_gone(pg).await?;
+                Some(before.cost_until(&cost::PgCounters::read(pg)?))
+            }
+            _ => None,
+        };
+        runs.push((suffix, workers, run, cost));
+    }
+    let variants: Vec<sync::Variant> = runs
+        .iter()
+        .map(|(suffix, workers, run, cost)| sync::Variant {
+            suffix,
+            workers,
+            run,
+            pg: cost.as_ref(),
+        })
+        .collect();
+    let mut rows = sync::throughput_rows(backend, sizes, &direct, &variants);
+
+    let svc = Service::spawn_with(env, db, &format!("{label}-sync-service"), &[rps]).await?;
+    svc.wait_ready(http).await?;
+    let api = Api::new(http.clone(), &svc.base, token);
+    rows.extend(
+        step(
+            &format!("[{label}] Auto Sync: {} idle edits", cli.idle_edits),
+            sync::idle_starts(&api, backend, sim, &sites, sizes, &default_workers),
+        )
+        .await?,
+    );
     rows.extend(
         step(
             &format!("[{label}] Stages callbacks"),

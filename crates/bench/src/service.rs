@@ -39,24 +39,42 @@ pub struct Env {
     pub encryption_key: String,
 }
 
-/// A fresh database of one backend; a PostgreSQL schema is dropped on drop.
+/// A fresh database of one backend; a PostgreSQL schema or database is
+/// dropped on drop.
 pub struct Database {
     pub url: String,
-    schema: Option<(String, String)>,
+    scratch: Scratch,
+}
+
+/// What a PostgreSQL [`Database`] made, to be dropped with it.
+enum Scratch {
+    None,
+    /// A schema in the database of `TEST_DATABASE_URL`.
+    Schema {
+        base: String,
+        name: String,
+    },
+    /// A database of its own, so `pg_stat_database` counts this service only.
+    Database(PgDatabase),
+}
+
+/// A PostgreSQL database the bench made for one service.
+#[derive(Debug, Clone)]
+pub struct PgDatabase {
+    /// `TEST_DATABASE_URL`: where the bench's own queries about it go.
+    pub admin_url: String,
+    pub name: String,
+    /// The URL of the database itself.
+    pub url: String,
 }
 
 impl Database {
-    /// A new, empty database whose files (if any) live under `env.work`.
+    /// A new, empty database whose files (if any) live under `env.work`; on
+    /// PostgreSQL a schema in the database of `TEST_DATABASE_URL`.
     pub fn fresh(env: &Env, backend: Backend, tag: &str) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         match backend {
-            Backend::Sqlite => {
-                let path = env.work.join(format!("{tag}-{}.db", &id[..8]));
-                Ok(Database {
-                    url: format!("sqlite://{}", path.display()),
-                    schema: None,
-                })
-            }
+            Backend::Sqlite => Ok(Self::sqlite(env, tag, &id)),
             Backend::Postgres => {
                 let name = format!("bench_{id}");
                 psql(&env.postgres_url, &format!("CREATE SCHEMA {name}"))?;
@@ -67,26 +85,97 @@ impl Database {
                 };
                 Ok(Database {
                     url: format!("{}{sep}options=-c%20search_path%3D{name}", env.postgres_url),
-                    schema: Some((env.postgres_url.clone(), name)),
+                    scratch: Scratch::Schema {
+                        base: env.postgres_url.clone(),
+                        name,
+                    },
                 })
             }
+        }
+    }
+
+    /// [`Database::fresh`], but on PostgreSQL a whole database (on the server
+    /// of `TEST_DATABASE_URL`), so that its `pg_stat_database` row and its
+    /// backends in `pg_stat_activity` are this service's alone.
+    pub fn fresh_own(env: &Env, backend: Backend, tag: &str) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => Ok(Self::sqlite(env, tag, &id)),
+            Backend::Postgres => {
+                let name = format!("bench_{id}");
+                let mut url = url::Url::parse(&env.postgres_url)
+                    .with_context(|| format!("parsing {}", env.postgres_url))?;
+                url.set_path(&format!("/{name}"));
+                psql(
+                    &env.postgres_url,
+                    &format!("CREATE DATABASE {name} TEMPLATE template0"),
+                )?;
+                let url = url.to_string();
+                Ok(Database {
+                    url: url.clone(),
+                    scratch: Scratch::Database(PgDatabase {
+                        admin_url: env.postgres_url.clone(),
+                        name,
+                        url,
+                    }),
+                })
+            }
+        }
+    }
+
+    fn sqlite(env: &Env, tag: &str, id: &str) -> Self {
+        let path = env.work.join(format!("{tag}-{}.db", &id[..8]));
+        Database {
+            url: format!("sqlite://{}", path.display()),
+            scratch: Scratch::None,
+        }
+    }
+
+    /// The PostgreSQL database of its own, when made by [`Database::fresh_own`].
+    pub fn pg_database(&self) -> Option<&PgDatabase> {
+        match &self.scratch {
+            Scratch::Database(db) => Some(db),
+            _ => None,
         }
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if let Some((base, name)) = &self.schema {
-            if let Err(e) = psql(base, &format!("DROP SCHEMA IF EXISTS {name} CASCADE")) {
-                eprintln!("warning: could not drop schema {name}: {e:#}");
+        let (base, sql) = match &self.scratch {
+            Scratch::None => return,
+            Scratch::Schema { base, name } => {
+                (base, format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
             }
+            Scratch::Database(db) => (
+                &db.admin_url,
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name),
+            ),
+        };
+        if let Err(e) = psql(base, &sql) {
+            eprintln!("warning: {sql}: {e:#}");
         }
     }
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    psql_query(url, sql).map(drop)
+}
+
+/// Runs `sql` with `psql` and returns its unaligned output: rows on lines,
+/// fields separated by U+001F (so text with `|` in it stays whole).
+pub fn psql_query(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new("psql")
-        .args([url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            url,
+            "-qtAX",
+            "-F",
+            "\u{1f}",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .context("running psql (is the PostgreSQL client installed?)")?;
     if !out.status.success() {
@@ -95,7 +184,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
 }
 
 /// A running `crosslink serve`; killed on drop if not stopped.

@@ -1,9 +1,10 @@
 //! Auto Sync and Stages callbacks (issue 4): how fast billing edits reach
-//! Stages as pushes, how long a push job waits before a worker starts it, and
-//! how fast Stages callbacks are taken in. Same rule as the other benchmarks:
+//! Stages as pushes, how long a push job waits before a worker starts it,
+//! what a push costs in CPU and (on PostgreSQL) commits (issue 12), and how
+//! fast Stages callbacks are taken in. Same rule as the other benchmarks:
 //! each figure beside a baseline measured in the same run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,11 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cost::{self, Cpu, CpuProbe, PgCost};
 use crate::load::{self, Load, Rng, Turn};
 use crate::report::Bench;
 use crate::scenarios::{billing_id, SIM_PASSWORD, SIM_USER};
-use crate::service::{Api, Backend};
+use crate::service::{Api, Backend, PgDatabase};
 
 /// The worker's idle poll interval (`IDLE_POLL` in crates/api/src/worker.rs):
 /// a worker that found nothing to do looks again after this long.
@@ -28,6 +30,9 @@ const PATCH_SITE: &str = "PATCH /api/v1/sites/{site_no}";
 /// Quiet looks in a row that make quiescence, and the pause between looks.
 const QUIET_LOOKS: u32 = 3;
 const LOOK_EVERY: Duration = Duration::from_millis(20);
+/// While Stages lacks edits, the service is asked about its jobs every this
+/// many looks (to tell a lost push from a slow one).
+const ASK_EVERY: u64 = 10;
 
 /// A linked site the benchmarks edit: `B-n` in billing, `site_no` in Stages.
 #[derive(Debug, Clone)]
@@ -140,10 +145,13 @@ fn mismatched<'a>(
         .collect()
 }
 
-/// Waits until no job is queued or running and every site in `expected` holds
-/// its value in Stages, [`QUIET_LOOKS`] looks in a row; returns when the first
-/// of those looks was taken. Fails (with what is wrong) when the jobs are done
-/// but a value never arrived, or after `timeout`.
+/// Waits until every site in `expected` holds its value in Stages and no job
+/// is queued or running, [`QUIET_LOOKS`] looks in a row; returns when the
+/// first of those looks was taken. Stages is looked at first (in this
+/// process); the service is asked about its jobs only when Stages is
+/// complete, or every [`ASK_EVERY`] looks, so that the looking adds little to
+/// what the run costs the service and its database. Fails (with what is
+/// wrong) when the jobs are done but a value never arrived, or after `timeout`.
 async fn quiesce(
     api: &Api,
     sim: &stages_sim::Sim,
@@ -153,15 +161,15 @@ async fn quiesce(
     let deadline = Instant::now() + timeout;
     let mut streak: Option<(Instant, u32)> = None;
     let mut idle_but_wrong = 0;
-    loop {
+    for look_no in 0u64.. {
         let look = Instant::now();
-        let idle = !any_job(api, "queued").await? && !any_job(api, "running").await?;
-        let wrong = if idle {
-            mismatched(sim, expected)
+        let wrong = mismatched(sim, expected);
+        let idle = if wrong.is_empty() || look_no % ASK_EVERY == 0 {
+            Some(!any_job(api, "queued").await? && !any_job(api, "running").await?)
         } else {
-            vec![]
+            None
         };
-        if idle && wrong.is_empty() {
+        if wrong.is_empty() && idle == Some(true) {
             let (since, n) = streak.unwrap_or((look, 0));
             if n + 1 == QUIET_LOOKS {
                 return Ok(since);
@@ -170,34 +178,37 @@ async fn quiesce(
         } else {
             streak = None;
         }
-        if idle && !wrong.is_empty() {
-            idle_but_wrong += 1;
+        match idle {
             // Nothing left to run, yet a site lacks its last edit: a lost push.
-            if idle_but_wrong > 50 {
-                let dead = all_jobs(api, "kind=auto_sync_push&state=dead").await?;
-                let (site_no, want, got) = &wrong[0];
-                bail!(
-                    "{} sites never got their last edit (site {site_no}: {got:?}, not {want:?}); \
-                     {} dead push jobs{}",
-                    wrong.len(),
-                    dead.len(),
-                    dead.first()
-                        .map(|j| format!(", e.g. {}: {:?}", j.id, j.error))
-                        .unwrap_or_default()
-                );
+            Some(true) if !wrong.is_empty() => {
+                idle_but_wrong += 1;
+                if idle_but_wrong > 10 {
+                    let dead = all_jobs(api, "kind=auto_sync_push&state=dead").await?;
+                    let (site_no, want, got) = &wrong[0];
+                    bail!(
+                        "{} sites never got their last edit (site {site_no}: {got:?}, not {want:?}); \
+                         {} dead push jobs{}",
+                        wrong.len(),
+                        dead.len(),
+                        dead.first()
+                            .map(|j| format!(", e.g. {}: {:?}", j.id, j.error))
+                            .unwrap_or_default()
+                    );
+                }
             }
-        } else {
-            idle_but_wrong = 0;
+            Some(_) => idle_but_wrong = 0,
+            None => {}
         }
         if Instant::now() > deadline {
             bail!(
-                "Auto Sync did not settle in {:.0} s (jobs idle: {idle}, {} sites without their last edit)",
+                "Auto Sync did not settle in {:.0} s (jobs idle: {idle:?}, {} sites without their last edit)",
                 timeout.as_secs_f64(),
-                mismatched(sim, expected).len()
+                wrong.len()
             );
         }
         tokio::time::sleep(LOOK_EVERY).await;
     }
+    unreachable!("the looks never end")
 }
 
 /// What the Auto Sync benchmarks need to know.
@@ -215,64 +226,114 @@ pub struct AutoSyncSizes {
     pub stages_rps: u32,
 }
 
-/// Benchmarks 4 and 5: Auto Sync pushes per second against PATCHes sent
-/// straight to the simulator, and the enqueue-to-start wait of the push jobs,
-/// under that load and on an idle service, against the worker's idle poll.
-pub async fn auto_sync(
-    api: &Api,
-    backend: Backend,
+/// The baseline of the Auto Sync figures: PATCHes sent straight to the
+/// simulator, and what they cost this process (the client and the simulator,
+/// which runs in it).
+#[derive(Debug)]
+pub struct Direct {
+    pub per_second: f64,
+    pub requests: u64,
+    pub concurrency: usize,
+    /// CPU of this process per PATCH over the whole load (warm-up included).
+    pub cpu_ms_per_patch: f64,
+}
+
+/// Sends PATCHes straight to the simulator, `sizes.concurrency` in flight.
+pub async fn direct_patches(
+    http: &reqwest::Client,
     sim: &stages_sim::Sim,
     sites: &[LinkedSite],
     sizes: AutoSyncSizes,
-) -> anyhow::Result<Vec<Bench>> {
-    let label = backend.label();
+) -> anyhow::Result<Direct> {
+    let concurrency = sizes.concurrency.max(1);
+    let http = http.clone();
+    let urls: Arc<Vec<String>> = Arc::new(
+        sites
+            .iter()
+            .map(|s| format!("{}/api/v1/sites/{}", sim.base_url(), s.site_no))
+            .collect(),
+    );
+    let make: load::MakeRequest = Arc::new(move |t: &Turn, rng: &mut Rng| {
+        let url = &urls[rng.one_to(urls.len() as u64) as usize - 1];
+        http.patch(url)
+            .basic_auth(SIM_USER, Some(SIM_PASSWORD))
+            .json(&json!({"address1": format!("{} Direct Rd", t.seq)}))
+    });
+    let cpu_before = cost::process_cpu_ms("self").context("reading /proc/self/stat")?;
+    let t = Instant::now();
+    let run = load::run(
+        make,
+        &[200],
+        Load {
+            concurrency,
+            ..sizes.load
+        },
+    )
+    .await
+    .context("PATCHing the simulator directly")?;
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cost::process_cpu_ms("self").context("reading /proc/self/stat")? - cpu_before;
+    Ok(Direct {
+        per_second: run.per_second(),
+        requests: run.requests,
+        concurrency,
+        cpu_ms_per_patch: cpu / (run.per_second() * wall),
+    })
+}
+
+/// One throughput run of Auto Sync: billing edits spread evenly over the
+/// sites, until every site's last edit is in Stages and the jobs are done.
+#[derive(Debug)]
+pub struct Throughput {
+    pub edits: u64,
+    pub sites: u64,
+    pub concurrency: usize,
+    /// PATCHes that reached Stages.
+    pub pushes: u64,
+    /// Push jobs the run made.
+    pub jobs: usize,
+    /// First edit to the last edit answered.
+    pub edit_secs: f64,
+    /// First edit to quiescence.
+    pub settle_secs: f64,
+    /// Last edit to quiescence.
+    pub drain_secs: f64,
+    /// Enqueue-to-start of the run's jobs, sorted, in milliseconds.
+    pub waits_ms: Vec<f64>,
+    /// CPU from the first edit to quiescence.
+    pub cpu: Cpu,
+}
+
+/// Benchmark 4: `sizes.edits` billing edits, spread evenly over the sites,
+/// `sizes.concurrency` in flight, then quiescence. `tag` makes the values
+/// new (so every run edits); the CPU of `service_pid` (and of the PostgreSQL
+/// processes serving `pg`) is taken from the first edit to quiescence.
+pub async fn throughput(
+    api: &Api,
+    sim: &stages_sim::Sim,
+    sites: &[LinkedSite],
+    sizes: AutoSyncSizes,
+    tag: &str,
+    service_pid: u32,
+    pg: Option<&PgDatabase>,
+) -> anyhow::Result<Throughput> {
     let n_sites = sites.len() as u64;
     if n_sites == 0 || sizes.edits == 0 {
         bail!("Auto Sync needs sites and edits");
     }
     let concurrency = sizes.concurrency.max(1);
-
-    // Baseline: what the simulator takes when sent PATCHes directly.
-    let direct = {
-        let http = api.http.clone();
-        let urls: Arc<Vec<String>> = Arc::new(
-            sites
-                .iter()
-                .map(|s| format!("{}/api/v1/sites/{}", sim.base_url(), s.site_no))
-                .collect(),
-        );
-        let make: load::MakeRequest = Arc::new(move |t: &Turn, rng: &mut Rng| {
-            let url = &urls[rng.one_to(urls.len() as u64) as usize - 1];
-            http.patch(url)
-                .basic_auth(SIM_USER, Some(SIM_PASSWORD))
-                .json(&json!({"address1": format!("{} Direct Rd", t.seq)}))
-        });
-        load::run(
-            make,
-            &[200],
-            Load {
-                concurrency,
-                ..sizes.load
-            },
-        )
-        .await
-        .context("PATCHing the simulator directly")?
-    };
-
-    // The figure: `edits` billing edits, spread evenly over the sites. Each
-    // site belongs to one worker, so its edits are made in order and its last
-    // edit is known.
-    let jobs_before: HashSet<String> = all_jobs(api, "kind=auto_sync_push")
-        .await?
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    // Each site belongs to one edit worker, so its edits are made in order
+    // and its last edit is known.
+    let tag = tag.to_owned();
+    let value = move |k: u64| format!("{k} Bench St ({tag})");
     let pushes_before = sim.state().request_count(PATCH_SITE);
-    let value = move |k: u64| format!("{k} Bench St ({label})");
+    let cpu = CpuProbe::start(service_pid, pg)?;
+    let created_from = Utc::now();
     let t0 = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency {
         let api = api.clone();
+        let value = value.clone();
         workers.push(tokio::spawn(async move {
             let mut last = t0;
             for k in (0..sizes.edits).filter(|k| (k % n_sites) as usize % concurrency == w) {
@@ -299,28 +360,286 @@ pub async fn auto_sync(
         expected.insert(site.site_no.clone(), value(k));
     }
     let quiet = quiesce(api, sim, &expected, Duration::from_secs(900)).await?;
+    let cpu = cpu.finish()?;
     let pushes = sim.state().request_count(PATCH_SITE) - pushes_before;
-    let edit_secs = last_edit.duration_since(t0).as_secs_f64();
-    let push_secs = quiet.duration_since(t0).as_secs_f64();
-    let drain_secs = quiet.saturating_duration_since(last_edit).as_secs_f64();
-    let loaded: Vec<JobItem> = all_jobs(api, "kind=auto_sync_push")
+    let jobs: Vec<JobItem> = all_jobs(api, "kind=auto_sync_push")
         .await?
         .into_iter()
-        .filter(|j| !jobs_before.contains(&j.id))
+        .filter(|j| j.created_at >= created_from)
         .collect();
-    let not_done = loaded.iter().filter(|j| j.state != "succeeded").count();
+    let not_done = jobs.iter().filter(|j| j.state != "succeeded").count();
     if not_done > 0 {
         bail!("{not_done} Auto Sync jobs of the run did not succeed");
     }
-    let mut loaded_ms: Vec<f64> = loaded.iter().filter_map(JobItem::wait_ms).collect();
-    loaded_ms.sort_by(f64::total_cmp);
+    let mut waits_ms: Vec<f64> = jobs.iter().filter_map(JobItem::wait_ms).collect();
+    waits_ms.sort_by(f64::total_cmp);
+    Ok(Throughput {
+        edits: sizes.edits,
+        sites: n_sites,
+        concurrency,
+        pushes,
+        jobs: jobs.len(),
+        edit_secs: last_edit.duration_since(t0).as_secs_f64(),
+        settle_secs: quiet.duration_since(t0).as_secs_f64(),
+        drain_secs: quiet.saturating_duration_since(last_edit).as_secs_f64(),
+        waits_ms,
+        cpu,
+    })
+}
 
-    // The idle service: single edits spaced out, each to its own site, at
-    // a random point of the workers' poll cycle.
-    let seen: HashSet<String> = jobs_before
-        .into_iter()
-        .chain(loaded.iter().map(|j| j.id.clone()))
-        .collect();
+/// A throughput run with how its service was set up, for the rows.
+pub struct Variant<'a> {
+    /// Added to the row names ("" for the service's defaults).
+    pub suffix: &'a str,
+    /// The job settings, for the notes.
+    pub workers: &'a str,
+    pub run: &'a Throughput,
+    /// PostgreSQL only: commits and statements from the service's start to its stop.
+    pub pg: Option<&'a PgCost>,
+}
+
+/// The rows of the throughput runs: each figure for every variant in turn,
+/// so that the runs of one figure sit together.
+pub fn throughput_rows(
+    backend: Backend,
+    sizes: AutoSyncSizes,
+    direct: &Direct,
+    variants: &[Variant],
+) -> Vec<Bench> {
+    let label = backend.label();
+    let rps = match sizes.stages_rps {
+        0 => "the client-side Stages rate limit off (--sync-stages-rps)".to_owned(),
+        r => format!("the client-side Stages rate limit at {r}/s (--sync-stages-rps)"),
+    };
+    let baseline = "worker idle poll interval (IDLE_POLL)";
+    let database = match backend {
+        Backend::Sqlite => "service",
+        Backend::Postgres => "service + PostgreSQL",
+    };
+    let mut rows = Vec::new();
+    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
+        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
+    };
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: billing edits/s (PUT /v1/billing/sites, address1 changed){}",
+                    v.suffix
+                ),
+                Some(label),
+                r.edits as f64 / r.edit_secs,
+                "req/s",
+            )
+            .note(format!(
+                "{} edits over {} linked sites, {} in flight, {:.1} s; {}; informational",
+                r.edits, r.sites, r.concurrency, r.edit_secs, v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: pushes/s arriving at Stages (first edit to quiescence){}",
+                    v.suffix
+                ),
+                Some(label),
+                r.pushes as f64 / r.settle_secs,
+                "req/s",
+            )
+            .against(
+                "PATCH /api/v1/sites sent straight to the simulator",
+                direct.per_second,
+            )
+            .note(format!(
+                "{} pushes ({} jobs) for {} edits in {:.1} s: quick edits of one site coalesce, \
+                 so pushes ≤ edits; every site's last edit arrived; {rps}; {}; baseline {} in \
+                 flight, {} requests",
+                r.pushes,
+                r.jobs,
+                r.edits,
+                r.settle_secs,
+                v.workers,
+                direct.concurrency,
+                direct.requests
+            )),
+        )
+    });
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: edits settled/s (edits / first edit to quiescence){}",
+                    v.suffix
+                ),
+                Some(label),
+                r.edits as f64 / r.settle_secs,
+                "req/s",
+            )
+            .against(
+                "billing edits/s answered in the same run (PUT)",
+                r.edits as f64 / r.edit_secs,
+            )
+            .note(format!(
+                "{} edits, first edit to every site holding its last edit in Stages and no job \
+                 queued or running, {:.1} s; ratio 1 = Auto Sync keeps up with the edits; {}",
+                r.edits, r.settle_secs, v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!("Auto Sync: last edit to quiescence{}", v.suffix),
+                Some(label),
+                r.drain_secs,
+                "s",
+            )
+            .note(format!(
+                "no job queued or running for {QUIET_LOOKS} looks {} ms apart and every site \
+                 holding its last edit; {}; informational",
+                LOOK_EVERY.as_millis(),
+                v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: enqueue-to-start p50, under the load above{}",
+                    v.suffix
+                ),
+                Some(label),
+                load::percentile(&r.waits_ms, 50.0),
+                "ms",
+            )
+            .against(baseline, IDLE_POLL_MS)
+            .note(format!(
+                "created_at to started_at; {} jobs of {} edits over {} linked sites, {} in \
+                 flight; {}",
+                r.waits_ms.len(),
+                r.edits,
+                r.sites,
+                r.concurrency,
+                v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: enqueue-to-start p99, under the load above{}",
+                    v.suffix
+                ),
+                Some(label),
+                load::percentile(&r.waits_ms, 99.0),
+                "ms",
+            )
+            .against(baseline, IDLE_POLL_MS),
+        )
+    });
+    each(&|v, r| {
+        let pg_part = match (r.cpu.database_ms, backend) {
+            (Some(ms), _) => format!(
+                " + PostgreSQL {:.2} ms ({} processes: the database's backends and the \
+                 server's own; a backend that ended during the run is missed)",
+                ms / r.pushes.max(1) as f64,
+                r.cpu.database_processes
+            ),
+            (None, Backend::Postgres) => " (PostgreSQL's processes could not be read)".to_owned(),
+            (None, Backend::Sqlite) => String::new(),
+        };
+        Some(
+            Bench::new(
+                format!("Auto Sync: CPU ms per push ({database}){}", v.suffix),
+                Some(label),
+                r.cpu.total_ms() / r.pushes.max(1) as f64,
+                "ms",
+            )
+            .against(
+                "CPU ms per PATCH sent straight to the simulator (client + simulator)",
+                direct.cpu_ms_per_patch,
+            )
+            .note(format!(
+                "/proc utime+stime, first edit to quiescence, over {} pushes: service {:.2} \
+                 ms{pg_part}; the edits' PUTs are in it; issue 12 target ≤ 6 ms; baseline: this \
+                 process (load client and in-process simulator) over the direct PATCH run; {}",
+                r.pushes,
+                r.cpu.service_ms / r.pushes.max(1) as f64,
+                v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        let pg = v.pg?;
+        let statements = match &pg.statements {
+            Ok((n, _)) => format!(
+                "{:.1} statements per edit (next row)",
+                *n as f64 / r.edits as f64
+            ),
+            Err(why) => format!("statements per edit not available ({why})"),
+        };
+        Some(
+            Bench::new(
+                format!("Auto Sync: PostgreSQL commits per billing edit{}", v.suffix),
+                Some(label),
+                pg.commits as f64 / r.edits as f64,
+                "commits",
+            )
+            .against("issue 12 target (fixed, not measured)", 3.0)
+            .note(format!(
+                "pg_stat_database.xact_commit of the service's own database, {} commits ({} \
+                 rollbacks) from the service's start to its stop, for {} edits and {} pushes \
+                 (the edits' PUTs, the jobs, the idle workers' polls; single statements outside \
+                 a transaction count as one each); {statements}; {}",
+                pg.commits, pg.rollbacks, r.edits, r.pushes, v.workers
+            )),
+        )
+    });
+    each(&|v, r| {
+        let (n, top) = v.pg?.statements.as_ref().ok()?;
+        let top = top
+            .iter()
+            .map(|(calls, q)| format!("{:.2}/edit `{q}`", *calls as f64 / r.edits as f64))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(
+            Bench::new(
+                format!(
+                    "Auto Sync: PostgreSQL statements per billing edit{}",
+                    v.suffix
+                ),
+                Some(label),
+                *n as f64 / r.edits as f64,
+                "statements",
+            )
+            .note(format!(
+                "pg_stat_statements calls in the service's database, start to stop, {n} in all; \
+                 most called: {top}; {}; informational",
+                v.workers
+            )),
+        )
+    });
+    rows
+}
+
+/// Benchmark 5 on an idle service: single edits spaced out, each to its own
+/// site, at a random point of the workers' poll cycle; their enqueue-to-start
+/// against the worker's idle poll.
+pub async fn idle_starts(
+    api: &Api,
+    backend: Backend,
+    sim: &stages_sim::Sim,
+    sites: &[LinkedSite],
+    sizes: AutoSyncSizes,
+    workers: &str,
+) -> anyhow::Result<Vec<Bench>> {
+    let label = backend.label();
+    let created_from = Utc::now();
+    let mut expected: HashMap<String, String> = HashMap::new();
     let mut rng = Rng::new(0x1D1E);
     let t_idle = Instant::now();
     for i in 0..sizes.idle_edits {
@@ -341,83 +660,12 @@ pub async fn auto_sync(
     let idle: Vec<JobItem> = all_jobs(api, "kind=auto_sync_push")
         .await?
         .into_iter()
-        .filter(|j| !seen.contains(&j.id))
+        .filter(|j| j.created_at >= created_from)
         .collect();
     let mut idle_ms: Vec<f64> = idle.iter().filter_map(JobItem::wait_ms).collect();
     idle_ms.sort_by(f64::total_cmp);
-
-    let rps = match sizes.stages_rps {
-        0 => "the client-side Stages rate limit off (--sync-stages-rps)".to_owned(),
-        r => format!("the client-side Stages rate limit at {r}/s (--sync-stages-rps)"),
-    };
-    let load_how = format!(
-        "{} jobs of {} edits over {n_sites} linked sites, {concurrency} in flight",
-        loaded_ms.len(),
-        sizes.edits
-    );
-    let idle_how = format!(
-        "{} single edits 300–550 ms apart on an idle service, {:.0} s; 2 job workers each poll \
-         every {IDLE_POLL_MS:.0} ms when idle",
-        idle_ms.len(),
-        idle_secs
-    );
     let baseline = "worker idle poll interval (IDLE_POLL)";
     Ok(vec![
-        Bench::new(
-            "Auto Sync: billing edits/s (PUT /v1/billing/sites, address1 changed)",
-            Some(label),
-            sizes.edits as f64 / edit_secs,
-            "req/s",
-        )
-        .note(format!(
-            "{} edits over {n_sites} linked sites, {concurrency} in flight, {edit_secs:.1} s; \
-             informational",
-            sizes.edits
-        )),
-        Bench::new(
-            "Auto Sync: pushes/s arriving at Stages (first edit to quiescence)",
-            Some(label),
-            pushes as f64 / push_secs,
-            "req/s",
-        )
-        .against(
-            "PATCH /api/v1/sites sent straight to the simulator",
-            direct.per_second(),
-        )
-        .note(format!(
-            "{pushes} pushes ({} jobs) for {} edits in {push_secs:.1} s: quick edits of one site \
-             coalesce, so pushes ≤ edits; every site's last edit arrived; {rps}; baseline \
-             {concurrency} in flight, {} requests",
-            loaded.len(),
-            sizes.edits,
-            direct.requests
-        )),
-        Bench::new(
-            "Auto Sync: last edit to quiescence",
-            Some(label),
-            drain_secs,
-            "s",
-        )
-        .note(format!(
-            "no job queued or running for {QUIET_LOOKS} looks {} ms apart and every site holding \
-             its last edit; informational",
-            LOOK_EVERY.as_millis()
-        )),
-        Bench::new(
-            "Auto Sync: enqueue-to-start p50, under the load above",
-            Some(label),
-            load::percentile(&loaded_ms, 50.0),
-            "ms",
-        )
-        .against(baseline, IDLE_POLL_MS)
-        .note(format!("created_at to started_at; {load_how}")),
-        Bench::new(
-            "Auto Sync: enqueue-to-start p99, under the load above",
-            Some(label),
-            load::percentile(&loaded_ms, 99.0),
-            "ms",
-        )
-        .against(baseline, IDLE_POLL_MS),
         Bench::new(
             "Auto Sync: enqueue-to-start p50, idle service",
             Some(label),
@@ -425,7 +673,11 @@ pub async fn auto_sync(
             "ms",
         )
         .against(baseline, IDLE_POLL_MS)
-        .note(idle_how),
+        .note(format!(
+            "{} single edits 300–550 ms apart on an idle service, {idle_secs:.0} s; {workers}, \
+             each polling every {IDLE_POLL_MS:.0} ms when idle",
+            idle_ms.len()
+        )),
         Bench::new(
             "Auto Sync: enqueue-to-start p99, idle service",
             Some(label),
