@@ -448,6 +448,17 @@ pub trait ImportStore: Send + Sync {
     /// Login name and id of every billing user that has a login name.
     async fn billing_user_logins(&self, dealer: &DealerId)
         -> StoreResult<Vec<(String, BillingId)>>;
+    /// Counts `count` records of the run as imported before it ran: found
+    /// in one look at its start and not listed one by one as items (a run
+    /// with nothing new writes nothing per record). The number replaces the
+    /// one an earlier attempt of the run set, so a resumed run counts each
+    /// such record once; returns the run's counts.
+    async fn record_imported_before(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+        count: u64,
+    ) -> StoreResult<ImportCounts>;
     /// Records the outcomes with their effects in one transaction, skipping
     /// records this run has recorded already; returns the run's counts.
     async fn record_outcomes(

@@ -717,6 +717,45 @@ pub(crate) fn save_user(
     })
 }
 
+/// Rows per multi-row insert of billing records: 500 rows of about 25
+/// columns stay well under SQLite's 32,766 bound parameters (PostgreSQL
+/// takes 65,535).
+const ROWS_PER_INSERT: usize = 500;
+
+/// New billing customers and users of an import, in a few multi-row
+/// statements, version 1, nothing else written (like `save_customer` and
+/// `save_user` on a new id). The caller checked that none exists: one that
+/// appeared meanwhile fails the whole statement with a unique violation.
+pub(crate) fn insert_new_records(
+    conn: &mut DbConnection,
+    dealer: &str,
+    customers: &[(&str, &CustomerFields)],
+    users: &[(&str, &UserFields)],
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let customers: Vec<CustomerRow> = customers
+        .iter()
+        .map(|(id, fields)| <CustomerRow as BillingRow>::build(dealer, id, fields, 1, now, now))
+        .collect();
+    for chunk in customers.chunks(ROWS_PER_INSERT) {
+        per_backend!(&mut *conn, |c| diesel::insert_into(
+            billing_customers::table
+        )
+        .values(chunk)
+        .execute(c))?;
+    }
+    let users: Vec<UserRow> = users
+        .iter()
+        .map(|(id, fields)| <UserRow as BillingRow>::build(dealer, id, fields, 1, now, now))
+        .collect();
+    for chunk in users.chunks(ROWS_PER_INSERT) {
+        per_backend!(&mut *conn, |c| diesel::insert_into(billing_users::table)
+            .values(chunk)
+            .execute(c))?;
+    }
+    Ok(())
+}
+
 /// The Auto Sync outbox (S19): an [`AutoSyncPush`] for each link of the
 /// record on a connection where Auto Sync is on (the rule is the domain's),
 /// but `origin` (the connection a change came from does not get it back).

@@ -6,7 +6,7 @@
 //! primary key of `imported_records` (connection, kind, ADC id) refuses a
 //! second import of one record, whatever happens.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
@@ -24,15 +24,15 @@ use domain::tenancy::DealerId;
 use domain::Page;
 
 use crate::audit::{parse_uuid, uuid_text};
-use crate::billing::{customer_exists, save_customer, save_user};
+use crate::billing::insert_new_records;
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
     IN_CHUNK,
 };
-use crate::events::insert_events;
+use crate::events::{insert_events, insert_many_events};
 use crate::jobs::enqueue_within;
-use crate::schema::{billing_users, import_items, imported_records, imports};
+use crate::schema::{billing_customers, billing_users, import_items, imported_records, imports};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -56,8 +56,10 @@ struct ImportRow {
     finished_at: Option<NaiveDateTime>,
 }
 
+/// A missing billing id or reason is NULL rather than DEFAULT, which SQLite
+/// would insert one row per statement.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = import_items)]
+#[diesel(table_name = import_items, treat_none_as_null = true)]
 struct ItemRow {
     import_id: String,
     seq: i64,
@@ -165,29 +167,83 @@ fn find_import(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<O
         .optional()
 }
 
-fn user_exists(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<bool, Fail> {
-    Ok(billing_users::table
-        .filter(billing_users::dealer.eq(dealer))
-        .filter(billing_users::id.eq(id))
-        .select(billing_users::id)
-        .first::<String>(conn)
-        .optional()?
-        .is_some())
+/// Rows per multi-row insert: 500 rows of at most 8 columns stay far under
+/// SQLite's 32,766 bound parameters (PostgreSQL takes 65,535).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Of `external_ids`, those the run `id` has recorded an item for.
+fn recorded_among(
+    conn: &mut DbConnection,
+    id: &str,
+    external_ids: &[&str],
+) -> Result<HashSet<String>, Fail> {
+    let mut found = HashSet::new();
+    for chunk in external_ids.chunks(IN_CHUNK) {
+        let rows: Vec<String> = import_items::table
+            .filter(import_items::import_id.eq(id))
+            .filter(import_items::external_id.eq_any(chunk))
+            .select(import_items::external_id)
+            .load(conn)?;
+        found.extend(rows);
+    }
+    Ok(found)
 }
 
-fn imported_billing_id(
+/// Of `external_ids`, those imported on the connection, with their billing ids.
+fn imported_among(
     conn: &mut DbConnection,
     connection_id: &str,
     kind: &str,
-    external_id: &str,
-) -> Result<Option<String>, Fail> {
-    Ok(imported_records::table
-        .filter(imported_records::connection_id.eq(connection_id))
-        .filter(imported_records::kind.eq(kind))
-        .filter(imported_records::external_id.eq(external_id))
-        .select(imported_records::billing_id)
-        .first(conn)
-        .optional()?)
+    external_ids: &[&str],
+) -> Result<HashMap<String, String>, Fail> {
+    let mut found = HashMap::new();
+    for chunk in external_ids.chunks(IN_CHUNK) {
+        let rows: Vec<(String, String)> = imported_records::table
+            .filter(imported_records::connection_id.eq(connection_id))
+            .filter(imported_records::kind.eq(kind))
+            .filter(imported_records::external_id.eq_any(chunk))
+            .select((imported_records::external_id, imported_records::billing_id))
+            .load(conn)?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// Of `ids`, the billing customers (or users) of the dealer that exist.
+fn existing_billing_ids(
+    conn: &mut DbConnection,
+    dealer: &str,
+    users: bool,
+    ids: &[&str],
+) -> Result<HashSet<String>, Fail> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows: Vec<String> = if users {
+            billing_users::table
+                .filter(billing_users::dealer.eq(dealer))
+                .filter(billing_users::id.eq_any(chunk))
+                .select(billing_users::id)
+                .load(conn)?
+        } else {
+            billing_customers::table
+                .filter(billing_customers::dealer.eq(dealer))
+                .filter(billing_customers::id.eq_any(chunk))
+                .select(billing_customers::id)
+                .load(conn)?
+        };
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// The last seq the run gave an item (0 before its first). Not `seen`:
+/// records counted as imported before the run have no item.
+fn last_seq(conn: &mut DbConnection, id: &str) -> Result<i64, Fail> {
+    Ok(import_items::table
+        .filter(import_items::import_id.eq(id))
+        .select(diesel::dsl::max(import_items::seq))
+        .first::<Option<i64>>(conn)?
+        .unwrap_or(0))
 }
 
 /// An item as recorded, before its row is made.
@@ -198,86 +254,10 @@ struct Recorded {
     reason: Option<String>,
 }
 
-/// Applies one `Imported` outcome: the billing record and its mapping, unless
-/// the record was imported meanwhile or its billing id is taken.
-fn apply_import(
-    conn: &mut DbConnection,
-    import: &ImportRow,
-    kind: &str,
-    external_id: String,
-    write: ImportWrite,
-    note: Option<String>,
-    now: NaiveDateTime,
-) -> Result<(Recorded, bool), Fail> {
-    if let Some(billing_id) = imported_billing_id(conn, &import.connection_id, kind, &external_id)?
-    {
-        return Ok((
-            Recorded {
-                external_id,
-                outcome: ItemOutcome::AlreadyImported,
-                billing_id: Some(billing_id),
-                reason: None,
-            },
-            false,
-        ));
-    }
-    let dealer = import.dealer.as_str();
-    let billing_id = write.billing_id().as_str().to_owned();
-    let (taken, what) = match &write {
-        ImportWrite::Customer { id, .. } => (
-            customer_exists(conn, dealer, id.as_str())?,
-            "billing customer",
-        ),
-        ImportWrite::User { id, .. } => (user_exists(conn, dealer, id.as_str())?, "billing user"),
-    };
-    if taken {
-        return Ok((
-            Recorded {
-                external_id,
-                outcome: ItemOutcome::Failed,
-                billing_id: None,
-                reason: Some(format!(
-                    "{what} '{billing_id}' exists already and was not imported from this connection"
-                )),
-            },
-            false,
-        ));
-    }
-    match &write {
-        ImportWrite::Customer { id, fields } => {
-            save_customer(conn, dealer, id.as_str(), fields, None)?;
-        }
-        ImportWrite::User { id, fields } => {
-            save_user(conn, dealer, id.as_str(), fields, None)?;
-        }
-    }
-    let mapping = ImportedRow {
-        connection_id: import.connection_id.clone(),
-        kind: kind.to_owned(),
-        external_id: external_id.clone(),
-        dealer: dealer.to_owned(),
-        billing_id: billing_id.clone(),
-        import_id: import.id.clone(),
-        imported_at: now,
-    };
-    // The primary key is the last word on "never twice".
-    conflict_on_unique(
-        diesel::insert_into(imported_records::table)
-            .values(&mapping)
-            .execute(conn),
-        || format!("Alarm.com record {external_id} was imported meanwhile; try again"),
-    )?;
-    Ok((
-        Recorded {
-            external_id,
-            outcome: ItemOutcome::Imported,
-            billing_id: Some(billing_id),
-            reason: note,
-        },
-        true,
-    ))
-}
-
+/// Records a chunk of outcomes with their effects, set-based: a few lookups
+/// for the whole chunk (recorded already, imported meanwhile, billing id
+/// taken), then one multi-row insert per table (billing records, mappings,
+/// items, events) and one update of the run's counts, however many records.
 fn record_blocking(
     conn: &mut DbConnection,
     dealer: &str,
@@ -288,27 +268,38 @@ fn record_blocking(
     let kind = ImportKind::parse(&import.kind)
         .map(record_kind)
         .ok_or_else(|| corrupt(format!("import {id} has a bad kind")))?;
-    let ids: Vec<String> = outcomes
-        .iter()
-        .map(|o| o.external_id().to_owned())
+    let ids: Vec<&str> = outcomes.iter().map(RecordOutcome::external_id).collect();
+    let mut recorded_before = recorded_among(conn, id, &ids)?;
+    // Recorded by an attempt before this one, or twice in one chunk.
+    let outcomes: Vec<RecordOutcome> = outcomes
+        .into_iter()
+        .filter(|o| recorded_before.insert(o.external_id().to_owned()))
         .collect();
-    let mut recorded_before = HashSet::new();
-    for chunk in ids.chunks(IN_CHUNK) {
-        let rows: Vec<String> = import_items::table
-            .filter(import_items::import_id.eq(id))
-            .filter(import_items::external_id.eq_any(chunk))
-            .select(import_items::external_id)
-            .load(conn)?;
-        recorded_before.extend(rows);
-    }
-    let now = to_db_time(Utc::now());
-    let mut items = Vec::with_capacity(outcomes.len());
-    let mut events: Vec<NewEvent> = Vec::new();
-    for outcome in outcomes {
-        // Recorded by an attempt before this one, or twice in one chunk.
-        if !recorded_before.insert(outcome.external_id().to_owned()) {
-            continue;
+
+    let (mut to_import, mut customer_ids, mut user_ids) = (Vec::new(), Vec::new(), Vec::new());
+    for outcome in &outcomes {
+        if let RecordOutcome::Imported {
+            external_id, write, ..
+        } = outcome
+        {
+            to_import.push(external_id.as_str());
+            match write.as_ref() {
+                ImportWrite::Customer { id, .. } => customer_ids.push(id.as_str()),
+                ImportWrite::User { id, .. } => user_ids.push(id.as_str()),
+            }
         }
+    }
+    let meanwhile = imported_among(conn, &import.connection_id, kind, &to_import)?;
+    let mut taken_customers = existing_billing_ids(conn, dealer, false, &customer_ids)?;
+    let mut taken_users = existing_billing_ids(conn, dealer, true, &user_ids)?;
+
+    let now = to_db_time(Utc::now());
+    let first_seq = last_seq(conn, id)? + 1;
+    let mut items = Vec::with_capacity(outcomes.len());
+    let mut writes = Vec::new();
+    let mut mappings = Vec::new();
+    let mut events: Vec<NewEvent> = Vec::new();
+    for (seq, outcome) in (first_seq..).zip(outcomes) {
         let recorded = match outcome {
             RecordOutcome::Imported {
                 external_id,
@@ -316,12 +307,47 @@ fn record_blocking(
                 events: record_events,
                 note,
             } => {
-                let (recorded, written) =
-                    apply_import(conn, &import, kind, external_id, *write, note, now)?;
-                if written {
+                let billing_id = write.billing_id().as_str().to_owned();
+                let (taken, what) = match write.as_ref() {
+                    ImportWrite::Customer { .. } => (&mut taken_customers, "billing customer"),
+                    ImportWrite::User { .. } => (&mut taken_users, "billing user"),
+                };
+                if let Some(before) = meanwhile.get(&external_id) {
+                    Recorded {
+                        external_id,
+                        outcome: ItemOutcome::AlreadyImported,
+                        billing_id: Some(before.clone()),
+                        reason: None,
+                    }
+                // Taken before, or by an earlier record of this chunk.
+                } else if !taken.insert(billing_id.clone()) {
+                    Recorded {
+                        external_id,
+                        outcome: ItemOutcome::Failed,
+                        billing_id: None,
+                        reason: Some(format!(
+                            "{what} '{billing_id}' exists already and was not imported from this connection"
+                        )),
+                    }
+                } else {
+                    mappings.push(ImportedRow {
+                        connection_id: import.connection_id.clone(),
+                        kind: kind.to_owned(),
+                        external_id: external_id.clone(),
+                        dealer: dealer.to_owned(),
+                        billing_id: billing_id.clone(),
+                        import_id: import.id.clone(),
+                        imported_at: now,
+                    });
+                    writes.push(*write);
                     events.extend(record_events);
+                    Recorded {
+                        external_id,
+                        outcome: ItemOutcome::Imported,
+                        billing_id: Some(billing_id),
+                        reason: note,
+                    }
                 }
-                recorded
             }
             RecordOutcome::AlreadyImported {
                 external_id,
@@ -360,7 +386,7 @@ fn record_blocking(
         }
         items.push(ItemRow {
             import_id: id.to_owned(),
-            seq: import.seen,
+            seq,
             external_id: recorded.external_id,
             outcome: recorded.outcome.as_str().to_owned(),
             billing_id: recorded.billing_id,
@@ -368,13 +394,49 @@ fn record_blocking(
             created_at: now,
         });
     }
-    for chunk in items.chunks(IN_CHUNK / 8) {
-        // A multi-row insert is written per backend (SQLite's differs).
+    if items.is_empty() {
+        return Ok(import.counts());
+    }
+
+    let (mut customers, mut users) = (Vec::new(), Vec::new());
+    for write in &writes {
+        match write {
+            ImportWrite::Customer { id, fields } => customers.push((id.as_str(), fields)),
+            ImportWrite::User { id, fields } => users.push((id.as_str(), fields)),
+        }
+    }
+    // A record made by someone else since the look above: the chunk is
+    // written again from the start (the job's next attempt), and then fails.
+    conflict_on_unique(
+        insert_new_records(conn, dealer, &customers, &users, now),
+        || "a billing record of this import was created meanwhile; try again".to_owned(),
+    )?;
+    // The primary key is the last word on "never twice".
+    for chunk in mappings.chunks(ROWS_PER_INSERT) {
+        conflict_on_unique(
+            per_backend!(&mut *conn, |c| diesel::insert_into(imported_records::table)
+                .values(chunk)
+                .execute(c)),
+            || "an Alarm.com record of this import was imported meanwhile; try again".to_owned(),
+        )?;
+    }
+    for chunk in items.chunks(ROWS_PER_INSERT) {
         per_backend!(&mut *conn, |c| diesel::insert_into(import_items::table)
             .values(chunk)
             .execute(c))?;
     }
-    diesel::update(imports::table.filter(imports::id.eq(id)))
+    write_counts(conn, &import, now)?;
+    // Last: the feed's lock (PostgreSQL) is held for the shortest time.
+    insert_many_events(conn, dealer, events)?;
+    Ok(import.counts())
+}
+
+fn write_counts(
+    conn: &mut DbConnection,
+    import: &ImportRow,
+    now: NaiveDateTime,
+) -> Result<(), Fail> {
+    diesel::update(imports::table.filter(imports::id.eq(&import.id)))
         .set((
             imports::seen.eq(import.seen),
             imports::imported.eq(import.imported),
@@ -384,8 +446,37 @@ fn record_blocking(
             imports::updated_at.eq(now),
         ))
         .execute(conn)?;
-    // Last: the feed's lock (PostgreSQL) is held for the shortest time.
-    insert_events(conn, dealer, events)?;
+    Ok(())
+}
+
+/// Sets how many records of the run were imported before it ran (they have
+/// no item): the count an earlier attempt set is replaced, not added to.
+fn record_before_blocking(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    count: u64,
+) -> Result<ImportCounts, Fail> {
+    let mut import = find_import(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
+    // Already-imported items come from records imported while the run went
+    // on (and from users matched by login name); the rest was counted here.
+    let listed: i64 = if import.already_imported == 0 {
+        0
+    } else {
+        import_items::table
+            .filter(import_items::import_id.eq(id))
+            .filter(import_items::outcome.eq(ItemOutcome::AlreadyImported.as_str()))
+            .count()
+            .get_result(conn)?
+    };
+    let counted_before = import.already_imported - listed;
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    if count == counted_before {
+        return Ok(import.counts());
+    }
+    import.seen += count - counted_before;
+    import.already_imported = listed + count;
+    write_counts(conn, &import, to_db_time(Utc::now()))?;
     Ok(import.counts())
 }
 
@@ -522,19 +613,25 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let external_ids = external_ids.to_vec();
         self.run(move |conn, _| {
-            let mut found = Vec::new();
-            for chunk in external_ids.chunks(IN_CHUNK) {
-                let rows: Vec<(String, String)> = imported_records::table
-                    .filter(imported_records::connection_id.eq(&connection_id))
-                    .filter(imported_records::kind.eq(record_kind(kind)))
-                    .filter(imported_records::dealer.eq(&dealer))
-                    .filter(imported_records::external_id.eq_any(chunk))
-                    .select((imported_records::external_id, imported_records::billing_id))
-                    .load(conn)?;
-                found.extend(rows);
-            }
-            found
-                .into_iter()
+            let query = imported_records::table
+                .filter(imported_records::connection_id.eq(&connection_id))
+                .filter(imported_records::kind.eq(record_kind(kind)))
+                .filter(imported_records::dealer.eq(&dealer))
+                .select((imported_records::external_id, imported_records::billing_id));
+            // One query whatever the number of ids: a long list (a run's
+            // whole customer list) reads the connection's records of the
+            // kind and keeps those asked for, rather than hundreds of `IN`s.
+            let rows: Vec<(String, String)> = if external_ids.len() <= IN_CHUNK {
+                query
+                    .filter(imported_records::external_id.eq_any(&external_ids))
+                    .load(conn)?
+            } else {
+                let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
+                let mut rows: Vec<(String, String)> = query.load(conn)?;
+                rows.retain(|(e, _)| wanted.contains(e.as_str()));
+                rows
+            };
+            rows.into_iter()
                 .map(|(e, b)| {
                     BillingId::parse(&b)
                         .map(|b| (e, b))
@@ -590,6 +687,22 @@ impl ImportStore for Store {
                         .map_err(|_| corrupt(format!("billing user id '{id}'")))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn record_imported_before(
+        &self,
+        dealer: &DealerId,
+        id: ImportId,
+        count: u64,
+    ) -> StoreResult<ImportCounts> {
+        let dealer = dealer.0.clone();
+        let id = uuid_text(id.0);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                record_before_blocking(conn, &dealer, &id, count)
+            })
         })
         .await
     }
