@@ -335,6 +335,46 @@ async fn a_second_run_imports_only_the_customers_added_since(backend: Backend) {
     assert_eq!(created.len() as u64, before + 10);
 }
 
+async fn a_run_with_nothing_new_reads_the_list_and_writes_no_record(backend: Backend) {
+    // Under one page of events (500), so the feed's count is exact.
+    let adc = adc_sim(450).await;
+    let svc = Service::start_on(backend, env(&[])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+    let body = json!({"connection_id": cid, "kind": "customers"});
+    let first = wait(&svc, &op, &start(&svc, &op, body.clone()).await).await;
+    assert_eq!(first["state"], "succeeded", "{first:#}");
+    let total = listed(&adc).len() as u64;
+    assert_eq!(count(&first, "imported"), total);
+    let all = items(&svc, &op, first["id"].as_str().unwrap(), "").await;
+    assert_eq!(outcomes(&all).len() as u64, total);
+
+    let (lists, reads) = (
+        adc.state().request_count("GetCustomerList_V2"),
+        adc.state().request_count("GetCustomerInfo_V2"),
+    );
+    let events_before = events(&svc, &op, "billing.customer.created").await.len();
+    let id = start(&svc, &op, body).await;
+    let again = wait(&svc, &op, &id).await;
+    assert_eq!(again["state"], "succeeded", "{again:#}");
+    assert_eq!(count(&again, "seen"), total);
+    assert_eq!(count(&again, "already_imported"), total);
+    assert_eq!(
+        count(&again, "imported") + count(&again, "failed") + count(&again, "filtered_out"),
+        0
+    );
+    // The list once, no customer read, nothing written per record: the
+    // already-imported records are counted, not listed one by one.
+    assert_eq!(adc.state().request_count("GetCustomerList_V2") - lists, 1);
+    assert_eq!(adc.state().request_count("GetCustomerInfo_V2"), reads);
+    assert!(items(&svc, &op, &id, "").await.is_empty());
+    assert_eq!(
+        events(&svc, &op, "billing.customer.created").await.len(),
+        events_before
+    );
+}
+
 async fn a_run_killed_half_way_resumes_with_nothing_imported_twice(backend: Backend) {
     let adc = adc_sim(300).await;
     // Slow reads, one at a time: the run is killed while it is half way.
@@ -831,6 +871,7 @@ async fn a_cancelled_run_stops_and_a_new_one_takes_up_the_rest(backend: Backend)
 on_both_backends!(
     a_filtered_import_takes_exactly_the_matching_customers,
     a_second_run_imports_only_the_customers_added_since,
+    a_run_with_nothing_new_reads_the_list_and_writes_no_record,
     a_run_killed_half_way_resumes_with_nothing_imported_twice,
     faults_during_an_import_still_import_every_customer_once,
     users_then_customers_link_each_rep,

@@ -10,10 +10,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, StreamExt};
+use futures_util::future::{join, OptionFuture};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -492,15 +494,22 @@ pub struct ImportPorts<'a> {
 pub struct RunSettings {
     /// Customers read from ADC at once.
     pub read_concurrency: usize,
-    /// Records written per transaction (and between progress reports).
+    /// Most records written per transaction (and between progress
+    /// reports): each chunk is a few multi-row statements, so a larger one
+    /// costs little more than a small one.
     pub chunk: usize,
+    /// A chunk of customers being read is written once reading it took
+    /// this long, so a slow Alarm.com still sees progress, a checkpoint and
+    /// a cancel soon.
+    pub chunk_time: Duration,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
         Self {
             read_concurrency: 4,
-            chunk: 100,
+            chunk: 500,
+            chunk_time: Duration::from_millis(500),
         }
     }
 }
@@ -812,6 +821,7 @@ pub async fn run_import(
         settings: RunSettings {
             read_concurrency: settings.read_concurrency.max(1),
             chunk: settings.chunk.max(1),
+            chunk_time: settings.chunk_time,
         },
         done,
     };
@@ -830,6 +840,15 @@ struct Run<'a> {
     settings: RunSettings,
     /// What this run recorded before (a resumed run).
     done: HashSet<String>,
+}
+
+/// A chunk of customers read, with their outcomes.
+struct ReadChunk {
+    outcomes: Vec<RecordOutcome>,
+    /// Why the run stops after recording `outcomes`.
+    stop: Option<ImportRunError>,
+    /// Whether reads remain.
+    more: bool,
 }
 
 /// Where a customer's rep comes from (A2).
@@ -896,6 +915,63 @@ impl Run<'_> {
             .filter(|id| seen_ids.insert(*id) && !self.done.contains(&id.to_string()))
             .collect();
         let total = seen_ids.len() as u64;
+        let mut filtered = Vec::new();
+        let mut to_check = Vec::with_capacity(todo.len());
+        for id in todo {
+            match filters.check_id(id) {
+                Ok(()) => to_check.push(id.to_string()),
+                Err(reason) => filtered.push(RecordOutcome::FilteredOut {
+                    external_id: id.to_string(),
+                    reason,
+                }),
+            }
+        }
+        // What any run of the connection imported before, in one look for
+        // the whole list: counted, neither read again nor listed one by one,
+        // so a run with nothing new costs the list and a few statements.
+        let before: HashSet<String> = if to_check.is_empty() {
+            HashSet::new()
+        } else {
+            self.ports
+                .imports
+                .imported_records(
+                    self.dealer,
+                    self.import.connection_id,
+                    ImportKind::Customers,
+                    &to_check,
+                )
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .map(|(external_id, _)| external_id)
+                .collect()
+        };
+        let to_read: Vec<String> = to_check
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        let mut counts = self.import.counts;
+        let mut filtered = filtered.into_iter();
+        loop {
+            let chunk: Vec<RecordOutcome> = filtered.by_ref().take(self.settings.chunk).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            counts = self.record(chunk).await?;
+        }
+        // Also when none is found now, if an earlier attempt counted some.
+        if !before.is_empty() || counts.already_imported > 0 {
+            counts = self
+                .ports
+                .imports
+                .record_imported_before(self.dealer, self.import.id, before.len() as u64)
+                .await
+                .map_err(store_failed)?;
+        }
+        self.report(counts, total).await?;
+        if to_read.is_empty() {
+            return Ok(counts);
+        }
         let reps = RepMatcher {
             by_support_id: self
                 .ports
@@ -916,95 +992,104 @@ impl Run<'_> {
                 .collect(),
             default_rep: options.default_rep.clone(),
         };
-        let mut counts = self.import.counts;
-        self.report(counts, total).await?;
-        for chunk in todo.chunks(self.settings.chunk) {
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            let mut to_check = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                match filters.check_id(*id) {
-                    Ok(()) => to_check.push(id.to_string()),
-                    Err(reason) => outcomes.push(RecordOutcome::FilteredOut {
-                        external_id: id.to_string(),
-                        reason,
-                    }),
+        let adc = self.adc;
+        let reads = stream::iter(to_read)
+            .map(|external_id| async move {
+                let result = match external_id.parse::<AdcCustomerId>() {
+                    Ok(id) => adc.customer(id).await,
+                    Err(_) => Err(AdcError::BadAnswer(format!(
+                        "'{external_id}' is not a customer id"
+                    ))),
+                };
+                (external_id, result)
+            })
+            .buffered(self.settings.read_concurrency);
+        let mut reads = std::pin::pin!(reads);
+        let mut writing = None;
+        loop {
+            // The next chunk is read while the one before is written.
+            let previous: OptionFuture<_> = writing.take().into();
+            let (written, chunk) = join(
+                previous,
+                self.read_chunk(&mut reads, filters, options, &reps),
+            )
+            .await;
+            if let Some(written) = written {
+                counts = written?;
+                self.report(counts, total).await?;
+            }
+            if let Some(stop) = chunk.stop {
+                if !chunk.outcomes.is_empty() {
+                    self.record(chunk.outcomes).await?;
                 }
-            }
-            let before: HashMap<String, BillingId> = if to_check.is_empty() {
-                HashMap::new()
-            } else {
-                self.ports
-                    .imports
-                    .imported_records(
-                        self.dealer,
-                        self.import.connection_id,
-                        ImportKind::Customers,
-                        &to_check,
-                    )
-                    .await
-                    .map_err(store_failed)?
-                    .into_iter()
-                    .collect()
-            };
-            let mut to_read = Vec::new();
-            for external_id in to_check {
-                match before.get(&external_id) {
-                    Some(billing_id) => outcomes.push(RecordOutcome::AlreadyImported {
-                        external_id,
-                        billing_id: billing_id.clone(),
-                    }),
-                    None => to_read.push(external_id),
-                }
-            }
-            let read: Vec<(String, Result<AdcCustomer, AdcError>)> = stream::iter(to_read)
-                .map(|external_id| async move {
-                    let result = match external_id.parse::<AdcCustomerId>() {
-                        Ok(id) => self.adc.customer(id).await,
-                        Err(_) => Err(AdcError::BadAnswer(format!(
-                            "'{external_id}' is not a customer id"
-                        ))),
-                    };
-                    (external_id, result)
-                })
-                .buffered(self.settings.read_concurrency)
-                .collect()
-                .await;
-            let mut stop = None;
-            for (external_id, result) in read {
-                match result {
-                    Ok(customer) => outcomes.push(self.customer_outcome(
-                        external_id,
-                        &customer,
-                        filters,
-                        options,
-                        &reps,
-                    )),
-                    // The credentials stopped working: nothing else will.
-                    Err(e @ AdcError::Unauthorized) => {
-                        stop.get_or_insert(run_error("reading a customer", e));
-                    }
-                    // Left for the next attempt, which resumes here.
-                    Err(e) if e.is_transient() => {
-                        stop.get_or_insert(run_error(
-                            &format!("reading customer {external_id}"),
-                            e,
-                        ));
-                    }
-                    Err(e) => outcomes.push(RecordOutcome::Failed {
-                        external_id,
-                        reason: e.to_string(),
-                    }),
-                }
-            }
-            if !outcomes.is_empty() {
-                counts = self.record(outcomes).await?;
-            }
-            if let Some(stop) = stop {
                 return Err(stop);
             }
+            if !chunk.outcomes.is_empty() {
+                writing = Some(self.record(chunk.outcomes));
+            }
+            if !chunk.more {
+                break;
+            }
+        }
+        if let Some(last) = writing {
+            counts = last.await?;
             self.report(counts, total).await?;
         }
         Ok(counts)
+    }
+
+    /// Reads customers until the chunk is full, or reading it took
+    /// `chunk_time` (a slow Alarm.com still sees a checkpoint often), or the
+    /// reads end, or the credentials stop working.
+    async fn read_chunk(
+        &self,
+        reads: &mut (impl Stream<Item = (String, Result<AdcCustomer, AdcError>)> + Unpin),
+        filters: &CustomerFilters,
+        options: &CustomerOptions,
+        reps: &RepMatcher,
+    ) -> ReadChunk {
+        let started = Instant::now();
+        let mut chunk = ReadChunk {
+            outcomes: Vec::with_capacity(self.settings.chunk),
+            stop: None,
+            more: true,
+        };
+        for _ in 0..self.settings.chunk {
+            let Some((external_id, result)) = reads.next().await else {
+                chunk.more = false;
+                break;
+            };
+            match result {
+                Ok(customer) => chunk.outcomes.push(self.customer_outcome(
+                    external_id,
+                    &customer,
+                    filters,
+                    options,
+                    reps,
+                )),
+                // The credentials stopped working: nothing else will.
+                Err(e @ AdcError::Unauthorized) => {
+                    chunk.stop = Some(run_error("reading a customer", e));
+                    break;
+                }
+                // Left for the next attempt, which resumes here; the rest
+                // of the chunk is read and recorded first, so an Alarm.com
+                // that fails now and then still lets each attempt get on.
+                Err(e) if e.is_transient() => {
+                    chunk
+                        .stop
+                        .get_or_insert(run_error(&format!("reading customer {external_id}"), e));
+                }
+                Err(e) => chunk.outcomes.push(RecordOutcome::Failed {
+                    external_id,
+                    reason: e.to_string(),
+                }),
+            }
+            if started.elapsed() >= self.settings.chunk_time {
+                break;
+            }
+        }
+        chunk
     }
 
     fn customer_outcome(
