@@ -24,11 +24,17 @@ fn size(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// What every replica runs with: its own two workers, short leases so a
-/// killed replica's jobs are taken again soon, no client-side rate limits.
-fn replica_env() -> Vec<(String, String)> {
+/// Jobs each replica runs at once in the tests that do not say: few, so a
+/// kill leaves few in flight.
+const FEW_WORKERS: Option<usize> = Some(2);
+
+/// What every replica runs with: `workers` jobs at once (`None`: the
+/// service's default, sized from its job pool), short leases so a killed
+/// replica's jobs are taken again soon, no client-side rate limits.
+fn replica_env(workers: Option<usize>) -> Vec<(String, String)> {
+    let workers = workers.map_or_else(|| "auto".to_owned(), |n| n.to_string());
     [
-        ("CROSSLINK__JOBS__WORKERS", "2"),
+        ("CROSSLINK__JOBS__WORKERS", workers.as_str()),
         ("CROSSLINK__JOBS__LEASE_SECS", "2"),
         ("CROSSLINK__JOBS__RETRY_BASE_MS", "20"),
         ("CROSSLINK__JOBS__RETRY_CAP_MS", "500"),
@@ -44,13 +50,13 @@ fn replica_env() -> Vec<(String, String)> {
 }
 
 /// Three replicas on one fresh schema (the first one migrates it).
-async fn three_replicas(schema: &PgSchema) -> Vec<Service> {
+async fn three_replicas(schema: &PgSchema, workers: Option<usize>) -> Vec<Service> {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(
             Service::start_with(ServiceOptions {
                 database_url: Some(schema.url()),
-                env: replica_env(),
+                env: replica_env(workers),
             })
             .await,
         );
@@ -144,7 +150,17 @@ async fn drained(svc: &Service, who: &Who, kind: &str, limit: Duration) {
 
 #[tokio::test]
 async fn three_replicas_push_every_edit_once_with_one_killed_half_way() {
-    let sites = size("REPLICA_SITES", 10_000);
+    push_every_edit_once(size("REPLICA_SITES", 10_000), FEW_WORKERS).await;
+}
+
+/// The same at each replica's default concurrency: the killed replica had
+/// many pushes of its claimed batches in flight, and each still ends once.
+#[tokio::test]
+async fn three_replicas_at_full_concurrency_push_every_edit_once_with_one_killed_mid_batch() {
+    push_every_edit_once(size("REPLICA_SITES", 10_000) / 2, None).await;
+}
+
+async fn push_every_edit_once(sites: usize, workers: Option<usize>) {
     let sim = start_sim(sites).await;
     let numbers: Vec<String> = sim
         .state()
@@ -157,7 +173,7 @@ async fn three_replicas_push_every_edit_once_with_one_killed_half_way() {
     }
     let t0 = Instant::now();
     let schema = PgSchema::new();
-    let mut replicas = three_replicas(&schema).await;
+    let mut replicas = three_replicas(&schema, workers).await;
     eprintln!("{:?}: three replicas ready", t0.elapsed());
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
@@ -279,12 +295,31 @@ async fn three_replicas_push_every_edit_once_with_one_killed_half_way() {
     assert_eq!(dead.body["items"], json!([]), "{}", dead.text);
     // One PATCH per edit; a push in flight in the killed replica may have
     // reached Stages before its retry sent the same values again (at most
-    // one per worker of that replica), which changes nothing a second time.
+    // one per job that replica ran at once), which changes nothing a second time.
+    let in_flight = match workers {
+        Some(n) => n,
+        None => jobs_at_once(&replicas[0]),
+    };
     let patches = sim.state().request_count("PATCH /api/v1/sites/{site_no}") - patches_before;
     assert!(
-        (sites as u64..=sites as u64 + 2).contains(&patches),
-        "{patches} PATCHes for {sites} edits"
+        (sites as u64..=(sites + in_flight) as u64).contains(&patches),
+        "{patches} PATCHes for {sites} edits ({in_flight} jobs at once per replica)"
     );
+    // Every push job ended once, as succeeded: none lost, none left running.
+    let unfinished = schema
+        .query("SELECT count(*) FROM jobs WHERE kind = 'auto_sync_push' AND state <> 'succeeded'");
+    assert_eq!(unfinished.trim(), "0", "every push job succeeded");
+}
+
+/// The default number of jobs a replica runs at once, read from its log.
+fn jobs_at_once(replica: &Service) -> usize {
+    let log = replica.logs();
+    log.lines()
+        .find(|l| l.contains("job runners starting"))
+        .and_then(|l| l.split("concurrency=").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the replica logs its job concurrency:\n{log}"))
 }
 
 #[tokio::test]
@@ -306,7 +341,7 @@ async fn three_replicas_import_every_customer_once_with_one_killed_half_way() {
         .map(|c| c.customer_id.to_string())
         .collect();
     let schema = PgSchema::new();
-    let mut replicas = three_replicas(&schema).await;
+    let mut replicas = three_replicas(&schema, FEW_WORKERS).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let created = replicas[0]
@@ -340,7 +375,7 @@ async fn three_replicas_import_every_customer_once_with_one_killed_half_way() {
     let id = started.body["id"].as_str().unwrap().to_owned();
 
     // Kill the replica running the import once it is half way (the import's
-    // job has the import's id; worker ids are `host-pid-n`).
+    // job has the import's id; worker ids are `host-pid`).
     let mut killed = None;
     for _ in 0..6000 {
         let a = replicas[0]
@@ -354,7 +389,7 @@ async fn three_replicas_import_every_customer_once_with_one_killed_half_way() {
             ));
             let victim = replicas
                 .iter()
-                .position(|r| owner.contains(&format!("-{}-", r.pid())))
+                .position(|r| owner.trim().ends_with(&format!("-{}", r.pid())))
                 .unwrap_or_else(|| panic!("no replica runs the import: {owner:?}"));
             replicas[victim].kill();
             killed = Some((victim, seen));

@@ -246,7 +246,7 @@ impl Service {
         r.text().await.unwrap()
     }
 
-    /// The process id (worker ids carry it: `host-pid-n`).
+    /// The process id (worker ids carry it: `host-pid`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

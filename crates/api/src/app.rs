@@ -53,28 +53,34 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     })?
     .with_observer(Arc::new(metrics.clone()));
     let verifier = TokenVerifier::from_settings(&settings)?;
-    Ok(AppState {
-        connections: Arc::new(store.clone()),
-        idempotency: Arc::new(store.clone()),
-        billing: Arc::new(store.clone()),
-        links: Arc::new(store.clone()),
-        audit: Arc::new(store.clone()),
-        jobs: Arc::new(store.clone()),
-        events: Arc::new(store.clone()),
-        webhooks: Arc::new(store.clone()),
-        inbox: Arc::new(store.clone()),
-        inbound: Arc::new(store.clone()),
-        imports: Arc::new(store.clone()),
-        issues: Arc::new(store.clone()),
-        isp: Arc::new(store.clone()),
+    Ok(AppState::new(
+        settings,
         store,
-        stages: Arc::new(stages),
-        adc: Arc::new(adc),
+        Arc::new(stages),
+        Arc::new(adc),
         verifier,
         metrics,
-        jobs_wake: Arc::new(tokio::sync::Notify::new()),
-        settings,
-    })
+    ))
+}
+
+/// The state the job runners work with: the same as the handlers', on a
+/// pool of its own (`jobs.pool_size`) so a burst of jobs never leaves a
+/// request waiting for a connection. A SQLite `:memory:` database is one
+/// connection for good: there the runners share the handlers' pool.
+async fn job_state(state: &web::Data<AppState>) -> anyhow::Result<web::Data<AppState>> {
+    if state.settings.database.url.contains(":memory:") {
+        return Ok(state.clone());
+    }
+    let key = crate::keys::load_or_create(&state.settings)?;
+    let url = state.settings.database.url.clone();
+    let options = link_store::StoreOptions {
+        pool_size: state.settings.jobs.pool_size(),
+        ..Default::default()
+    };
+    let store = tokio::task::spawn_blocking(move || link_store::Store::open(&url, key, options))
+        .await?
+        .context("cannot open the job runners' database pool")?;
+    Ok(web::Data::new(state.with_store(store)))
 }
 
 /// A database URL for log lines: the password, if any, replaced.
@@ -134,12 +140,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let limit = state.settings.server.max_body_bytes;
     let purge_state = state.clone();
     tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
-    if state.settings.jobs.workers > 0 {
-        for n in 0..state.settings.jobs.workers {
-            let worker_state = state.clone();
-            let worker_id = format!("{}-{}-{n}", hostname(), std::process::id());
-            tokio::spawn(async move { crate::worker::run(worker_state, worker_id).await });
-        }
+    let concurrency = state.settings.jobs.concurrency();
+    if concurrency > 0 {
+        let jobs = job_state(&state).await?;
+        // Another replica's enqueue wakes this one's runners (PostgreSQL).
+        let wake = state.jobs_wake.clone();
+        state.store.listen_for_jobs(move || wake.notify_one());
+        let worker_id = format!("{}-{}", hostname(), std::process::id());
+        tracing::info!(
+            concurrency,
+            pool = state.settings.jobs.pool_size(),
+            "job runners starting"
+        );
+        tokio::spawn(async move { crate::worker::run(jobs, worker_id, concurrency).await });
     }
     let mut server = HttpServer::new(move || {
         App::new()

@@ -32,8 +32,13 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JobSettings {
-    /// Job runners in this process (0 = this replica runs no background jobs).
-    pub workers: usize,
+    /// Jobs this process runs at once (0 = this replica runs no background
+    /// jobs); `auto` sizes it from the job pool, see [`JobSettings::concurrency`].
+    pub workers: AutoOr,
+    /// Database connections of the job runners, apart from the HTTP
+    /// handlers' pool so a burst of jobs cannot starve requests; `auto`: two
+    /// per core, between 2 and 16.
+    pub pool_size: AutoOr,
     /// First retry delay of a failed job; doubles per attempt, with full jitter.
     pub retry_base_ms: u64,
     /// Longest retry delay.
@@ -44,6 +49,57 @@ pub struct JobSettings {
     /// While an upstream is down, a job younger than this retries without
     /// using up its attempts; an older one counts them again (and may die).
     pub outage_patience_secs: u64,
+}
+
+/// A count given in the settings, or `auto` for one the service sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoOr {
+    Auto,
+    Fixed(usize),
+}
+
+impl<'de> Deserialize<'de> for AutoOr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A number in TOML, a string in the environment (where "4" may come
+        // parsed or not): both mean the same.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let parsed = match Raw::deserialize(d)? {
+            Raw::Number(n) => usize::try_from(n).ok().map(AutoOr::Fixed),
+            Raw::Text(t) if t.trim().eq_ignore_ascii_case("auto") => Some(AutoOr::Auto),
+            Raw::Text(t) => t.trim().parse().ok().map(AutoOr::Fixed),
+        };
+        parsed.ok_or_else(|| serde::de::Error::custom("expected a whole number or \"auto\""))
+    }
+}
+
+impl JobSettings {
+    /// Connections the job runners use: `jobs.pool_size`, or two per core
+    /// (between 2 and 16).
+    pub fn pool_size(&self) -> u32 {
+        match self.pool_size {
+            AutoOr::Fixed(n) => u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+            AutoOr::Auto => (2 * cores()).clamp(2, 16) as u32,
+        }
+    }
+
+    /// Jobs run at once: `jobs.workers`, or four per job connection. A job
+    /// spends most of its time waiting on Stages or Alarm.com, not on the
+    /// database, so several share a connection.
+    pub fn concurrency(&self) -> usize {
+        match self.workers {
+            AutoOr::Fixed(n) => n,
+            AutoOr::Auto => 4 * self.pool_size() as usize,
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,7 +220,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.format", "text"),
     ("log.level", "info"),
     ("idempotency.ttl_hours", "24"),
-    ("jobs.workers", "2"),
+    ("jobs.workers", "auto"),
+    ("jobs.pool_size", "auto"),
     ("jobs.retry_base_ms", "1000"),
     ("jobs.retry_cap_ms", "300000"),
     ("jobs.lease_secs", "30"),
@@ -241,6 +298,31 @@ mod tests {
         assert_eq!(s.mode, Mode::Development);
         assert_eq!(s.jwt_secret(), DEV_JWT_SECRET);
         assert_eq!(s.check().unwrap().len(), 1, "dev secret warns");
+    }
+
+    #[test]
+    fn job_sizes_are_auto_or_given() {
+        let auto = JobSettings {
+            workers: AutoOr::Auto,
+            pool_size: AutoOr::Auto,
+            retry_base_ms: 1,
+            retry_cap_ms: 1,
+            lease_secs: 1,
+            outage_patience_secs: 1,
+        };
+        assert!(auto.pool_size() >= 2);
+        assert_eq!(auto.concurrency(), 4 * auto.pool_size() as usize);
+        let fixed = JobSettings {
+            workers: AutoOr::Fixed(0),
+            pool_size: AutoOr::Fixed(3),
+            ..auto
+        };
+        assert_eq!((fixed.concurrency(), fixed.pool_size()), (0, 3));
+        let parse = |v: serde_json::Value| serde_json::from_value::<AutoOr>(v).ok();
+        assert_eq!(parse(serde_json::json!("auto")), Some(AutoOr::Auto));
+        assert_eq!(parse(serde_json::json!("6")), Some(AutoOr::Fixed(6)));
+        assert_eq!(parse(serde_json::json!(6)), Some(AutoOr::Fixed(6)));
+        assert_eq!(parse(serde_json::json!("many")), None);
     }
 
     #[test]

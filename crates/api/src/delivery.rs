@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use domain::events::{SubscriptionStatus, WebhookDelivery};
-use domain::jobs::{Attempt, Job, JobError, RunJob};
+use domain::jobs::{Attempt, Done, Job, JobError, RunJob};
 use domain::store::StoreError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -56,12 +56,8 @@ fn transient(e: StoreError) -> JobError {
 /// needs the HTTP client, so it lives here.
 #[async_trait]
 impl RunJob<AppState> for WebhookDelivery {
-    async fn run(
-        self,
-        state: &AppState,
-        attempt: Attempt<'_>,
-    ) -> Result<serde_json::Value, JobError> {
-        deliver(state, attempt.job, self).await
+    async fn run(self, state: &AppState, attempt: Attempt<'_>) -> Result<Done, JobError> {
+        deliver(state, attempt.job, self).await.map(Done::from)
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn observe(
         state.metrics.observe(&method, &route, status, seconds);
         // A change may have enqueued work: wake this process's idle workers.
         if changes && status < 400 {
-            state.jobs_wake.notify_waiters();
+            state.jobs_wake.notify_one();
         }
     }
     span.in_scope(|| {

@@ -35,12 +35,64 @@ pub struct AppState {
     pub issues: Arc<dyn domain::field_issues::FieldIssueStore>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
-    /// Wakes this process's idle job workers after a change that may have
-    /// enqueued work, so it starts without waiting for the next poll.
+    /// Wakes this process's job runner after a change that may have enqueued
+    /// work or let a waiting job go (the end of a job of its key), so it
+    /// starts without waiting for the next poll. `notify_one`: a wake that
+    /// comes while the runner is claiming is kept for its next wait.
     pub jobs_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
+    /// Every port on `store`.
+    pub fn new(
+        settings: Settings,
+        store: link_store::Store,
+        stages: Arc<dyn StagesConnector>,
+        adc: Arc<dyn AdcConnector>,
+        verifier: TokenVerifier,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            connections: Arc::new(store.clone()),
+            idempotency: Arc::new(store.clone()),
+            billing: Arc::new(store.clone()),
+            links: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
+            jobs: Arc::new(store.clone()),
+            events: Arc::new(store.clone()),
+            webhooks: Arc::new(store.clone()),
+            inbox: Arc::new(store.clone()),
+            inbound: Arc::new(store.clone()),
+            imports: Arc::new(store.clone()),
+            issues: Arc::new(store.clone()),
+            isp: Arc::new(store.clone()),
+            store,
+            stages,
+            adc,
+            verifier,
+            metrics,
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            settings,
+        }
+    }
+
+    /// The same state on another store (another pool of the same database):
+    /// the upstream connectors, their rate limits, the metrics and the
+    /// wake-up are shared.
+    pub fn with_store(&self, store: link_store::Store) -> Self {
+        Self {
+            jobs_wake: self.jobs_wake.clone(),
+            ..Self::new(
+                self.settings.clone(),
+                store,
+                self.stages.clone(),
+                self.adc.clone(),
+                self.verifier.clone(),
+                self.metrics.clone(),
+            )
+        }
+    }
+
     pub fn linking(&self) -> LinkingPorts<'_> {
         LinkingPorts {
             connections: self.connections.as_ref(),

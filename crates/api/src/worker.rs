@@ -1,18 +1,25 @@
-//! The job runner: claims due jobs from the durable queue, keeps their lease
-//! alive while working, and records how they ended. Every replica runs one;
-//! the queue makes sure each job runs in one place at a time.
+//! The job runner: claims due jobs from the durable queue in batches, runs
+//! up to `jobs.workers` of them at once, keeps their leases alive with one
+//! statement per round and records successes in batches. Every replica runs
+//! one; the queue makes sure each job runs in one place at a time (and one
+//! job of a serial key at a time).
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use chrono::Utc;
 use domain::events::WebhookDelivery;
 use domain::import::{AdcImportJob, RunSettings};
 use domain::jobs::{
-    backoff, outage_delay, Attempt, HasJobPorts, Job, JobFailure, JobPorts, Registry,
+    backoff, kinds, outage_delay, Attempt, Done, HasJobPorts, Job, JobFailure, JobId, JobPorts,
+    Registry,
 };
 use domain::reconcile::ReconcileJob;
+use domain::store::Claim;
 use domain::syncing_jobs::{ApplyStagesCallback, AutoSyncPush};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::state::AppState;
@@ -47,86 +54,196 @@ impl HasJobPorts for AppState {
     }
 }
 
-/// Runs jobs until the process ends.
-pub async fn run(state: web::Data<AppState>, worker_id: String) {
-    let registry = registry();
-    let kinds = registry.kinds();
+/// How long a claim waits for more free slots once one is free, so that a
+/// busy runner claims several jobs per statement rather than one at a time.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// How often the runner also ends the jobs whose lease ran out for good.
+const SETTLE_LOST_EVERY: Duration = Duration::from_secs(2);
+
+/// Most successes recorded in one transaction.
+const ENDS_PER_BATCH: usize = 128;
+
+/// The jobs this runner holds a lease on: renewed together, forgotten when
+/// their end is recorded (or could not be, so their lease runs out).
+type Held = Arc<Mutex<HashSet<JobId>>>;
+
+/// What every running job of this runner shares.
+struct Runner {
+    registry: Registry<AppState>,
+    worker_id: String,
+    held: Held,
+    ends: mpsc::UnboundedSender<Success>,
+}
+
+/// Runs jobs until the process ends, `concurrency` at a time.
+pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usize) {
+    let held: Held = Arc::default();
+    let runner = Arc::new(Runner {
+        registry: registry(),
+        worker_id: worker_id.clone(),
+        held: held.clone(),
+        ends: spawn_recorder(state.clone(), worker_id.clone(), held.clone()),
+    });
+    let kinds = runner.registry.kinds();
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    tokio::spawn(renew_leases(state.clone(), worker_id.clone(), held.clone()));
+    let want = (concurrency / 4).max(1);
+    let mut settled_at: Option<Instant> = None;
     loop {
-        let claimed = state
-            .jobs
-            .claim_job(&kinds, &worker_id, lease(&state), Utc::now())
-            .await;
-        match claimed {
-            Ok(Some(job)) => run_one(&state, &registry, &worker_id, job).await,
-            Ok(None) => {
-                // Other replicas' work is found by polling; our own wakes us at once.
-                tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = state.jobs_wake.notified() => {}
+        let permits = free_slots(&slots, want).await;
+        let settle = settled_at.is_none_or(|t| t.elapsed() >= SETTLE_LOST_EVERY);
+        let claim = Claim {
+            kinds: &kinds,
+            worker: &worker_id,
+            lease: lease(&state),
+            now: Utc::now(),
+            limit: permits.len(),
+            settle_lost_leases: settle,
+        };
+        match state.jobs.claim_jobs(claim).await {
+            Ok(jobs) => {
+                if settle {
+                    settled_at = Some(Instant::now());
+                }
+                let claimed = jobs.len();
+                let mut permits = permits.into_iter();
+                for job in jobs {
+                    let permit = permits.next().expect("a slot per claimed job");
+                    held.lock().expect("held jobs").insert(job.id);
+                    let (state, runner) = (state.clone(), runner.clone());
+                    tokio::spawn(async move {
+                        run_one(&state, &runner, job).await;
+                        drop(permit);
+                    });
+                }
+                // Nothing due: wait for an enqueue here or in another
+                // replica (LISTEN on PostgreSQL), or poll.
+                if claimed == 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = state.jobs_wake.notified() => {}
+                    }
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claiming a job failed");
+                tracing::warn!(error = %e, "claiming jobs failed");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }
 }
 
+/// At least one free slot, and up to `want` when they free up within
+/// [`GATHER`], and any others free right now.
+async fn free_slots(slots: &Arc<Semaphore>, want: usize) -> Vec<OwnedSemaphorePermit> {
+    let first = slots.clone().acquire_owned().await.expect("never closed");
+    let mut permits = vec![first];
+    let deadline = tokio::time::Instant::now() + GATHER;
+    while permits.len() < want {
+        match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+            Ok(permit) => permits.push(permit.expect("never closed")),
+            Err(_) => break,
+        }
+    }
+    while let Ok(permit) = slots.clone().try_acquire_owned() {
+        permits.push(permit);
+    }
+    permits
+}
+
+/// Extends the lease of every job this runner holds, a third of a lease
+/// apart, in one statement.
+async fn renew_leases(state: web::Data<AppState>, worker_id: String, held: Held) {
+    let every = lease(&state).to_std().unwrap_or(Duration::from_secs(1)) / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let ids: Vec<JobId> = held.lock().expect("held jobs").iter().copied().collect();
+        if let Err(e) = state
+            .jobs
+            .renew_leases(&worker_id, &ids, lease(&state), Utc::now())
+            .await
+        {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}
+
+/// A job's success, waiting to be recorded.
+struct Success {
+    id: JobId,
+    done: Done,
+}
+
+/// Records successes as they come, many per transaction when they come
+/// fast. A success whose recording fails is left to its lease: the job runs
+/// again, which every job is written to allow.
+fn spawn_recorder(
+    state: web::Data<AppState>,
+    worker_id: String,
+    held: Held,
+) -> mpsc::UnboundedSender<Success> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Success>();
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(ENDS_PER_BATCH);
+        while rx.recv_many(&mut batch, ENDS_PER_BATCH).await > 0 {
+            let ids: Vec<JobId> = batch.iter().map(|s| s.id).collect();
+            let done = batch.drain(..).map(|s| (s.id, s.done)).collect();
+            let recorded = state.jobs.complete_jobs(&worker_id, done).await;
+            // A job of the same key (the next push of a link, a callback
+            // about its record) may have been waiting for these to end.
+            state.jobs_wake.notify_one();
+            match recorded {
+                Ok(lost) => {
+                    for id in lost {
+                        tracing::warn!(job_id = %id, "job ended after its lease was lost; not recorded");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, jobs = ids.len(), "recording job ends failed"),
+            }
+            let mut held = held.lock().expect("held jobs");
+            for id in &ids {
+                held.remove(id);
+            }
+        }
+    });
+    tx
+}
+
 fn lease(state: &AppState) -> chrono::Duration {
     chrono::Duration::seconds(state.settings.jobs.lease_secs.max(1) as i64)
 }
 
-async fn run_one(
-    state: &web::Data<AppState>,
-    registry: &Registry<AppState>,
-    worker_id: &str,
-    job: Job,
-) {
+async fn run_one(state: &web::Data<AppState>, runner: &Runner, job: Job) {
     let span =
         tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
-    run_one_inner(state, registry, worker_id, job)
-        .instrument(span)
-        .await
+    run_one_inner(state, runner, job).instrument(span).await
 }
 
-async fn run_one_inner(
-    state: &web::Data<AppState>,
-    registry: &Registry<AppState>,
-    worker_id: &str,
-    job: Job,
-) {
+async fn run_one_inner(state: &web::Data<AppState>, runner: &Runner, job: Job) {
+    let worker_id = runner.worker_id.as_str();
     tracing::info!("job started");
-    // Keep the lease while the job works; a lost lease means another worker took it.
-    let renewer = {
-        let jobs = state.jobs.clone();
-        let worker = worker_id.to_owned();
-        let id = job.id;
-        let lease = lease(state);
-        let every = lease.to_std().unwrap_or(Duration::from_secs(1)) / 3;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match jobs.renew_lease(id, &worker, lease, Utc::now()).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => tracing::warn!(error = %e, "renewing a lease failed"),
-                }
-            }
-        })
-    };
     let attempt = Attempt {
         job: &job,
         worker: worker_id,
     };
-    let outcome = registry.run(state.get_ref(), attempt).await;
-    renewer.abort();
+    let outcome = runner.registry.run(state.get_ref(), attempt).await;
     let result = match outcome {
-        Ok(summary) => state
-            .jobs
-            .complete_job(job.id, worker_id, summary)
-            .await
-            .map(|_| "succeeded".to_owned()),
+        Ok(done) => {
+            let id = job.id;
+            // A reconcile or an import wrote many rows: plans should see them.
+            if [kinds::RECONCILE, kinds::ADC_IMPORT].contains(&job.kind.as_str()) {
+                if let Err(e) = state.store.refresh_statistics().await {
+                    tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+                }
+            }
+            // Recorded with others that end about now; "job ended" is logged
+            // here, the recorder logs a failure to record it.
+            if runner.ends.send(Success { id, done }).is_err() {
+                tracing::warn!("the job recorder has stopped; the job will run again");
+            }
+            Ok("succeeded".to_owned())
+        }
         Err(e) => {
             let settings = &state.settings.jobs;
             let at = Utc::now()
@@ -154,11 +271,14 @@ async fn run_one_inner(
                     JobFailure::Retry { error, at }
                 }
             };
-            state
+            let recorded = state
                 .jobs
                 .fail_job(job.id, worker_id, failure)
                 .await
-                .map(|s| s.as_str().to_owned())
+                .map(|s| s.as_str().to_owned());
+            runner.held.lock().expect("held jobs").remove(&job.id);
+            state.jobs_wake.notify_one();
+            recorded
         }
     };
     match result {

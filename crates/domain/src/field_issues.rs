@@ -76,6 +76,28 @@ pub struct FieldIssue {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// What settling a link leaves to store, all at once: the values both sides
+/// now agree on (the link's new base, see `Link::last_synced`) and its field
+/// issues of each kind, as [`FieldIssueStore::record_field_issues`] takes
+/// them. A job hands it back with its success, and the queue stores it in
+/// the transaction that ends the job, so it lands only while the job still
+/// holds its lease, at the cost of no commit of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSettlement {
+    pub dealer: DealerId,
+    pub link_id: LinkId,
+    pub snapshot: serde_json::Value,
+    pub conflicts: IssueUpdate,
+    pub refusals: IssueUpdate,
+}
+
+/// The issues of one kind found on a link, and the fields that settled.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IssueUpdate {
+    pub found: Vec<NewFieldIssue>,
+    pub settled: Vec<String>,
+}
+
 /// Filters of the inbox; every given one must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FieldIssueFilter {

@@ -28,7 +28,8 @@ use crate::connection::{
 };
 use crate::events::{types, NewEvent};
 use crate::jobs::{
-    new_job, summary, Attempt, HasJobPorts, Job, JobError, JobId, JobKind, JobState, NewJob, RunJob,
+    new_job, summary, Attempt, Done, HasJobPorts, Job, JobError, JobId, JobKind, JobState, NewJob,
+    RunJob,
 };
 use crate::operations::OperationError;
 use crate::reconcile::Progress;
@@ -627,7 +628,7 @@ impl AdcImportJob {
 /// or ran out of attempts.
 #[async_trait]
 impl<C: HasJobPorts + ?Sized> RunJob<C> for AdcImportJob {
-    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         let ports = ctx.job_ports();
         let job = attempt.job;
         let progress = attempt.progress(ports.jobs);

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::field_issues::LinkSettlement;
 use crate::import::{ImportPorts, RunSettings};
 use crate::linking::LinkingPorts;
 use crate::operations::OperationError;
@@ -183,9 +184,38 @@ impl From<OperationError> for JobError {
     }
 }
 
+/// What a successful attempt hands back to be recorded with its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    /// The job's summary.
+    pub summary: serde_json::Value,
+    /// The link the job settled, stored in the same transaction as its end.
+    pub settlement: Option<LinkSettlement>,
+}
+
+impl From<serde_json::Value> for Done {
+    fn from(summary: serde_json::Value) -> Self {
+        Self {
+            summary,
+            settlement: None,
+        }
+    }
+}
+
+impl Done {
+    pub fn settling(mut self, settlement: Option<LinkSettlement>) -> Self {
+        self.settlement = settlement;
+        self
+    }
+}
+
 /// A job's summary, recorded with its end.
-pub fn summary<T: Serialize>(outcome: &T) -> Result<serde_json::Value, JobError> {
-    serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))
+pub fn summary<T: Serialize>(outcome: &T) -> Result<Done, JobError> {
+    let summary = serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))?;
+    Ok(Done {
+        summary,
+        settlement: None,
+    })
 }
 
 /// One attempt of a claimed job, as its runner sees it.
@@ -244,8 +274,8 @@ impl crate::reconcile::Progress for QueueProgress<'_> {
 /// ports it needs. Safe to repeat: a lost lease runs it again elsewhere.
 #[async_trait]
 pub trait RunJob<C: ?Sized + Sync>: JobKind {
-    /// The summary recorded with a success.
-    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError>;
+    /// What is recorded with a success.
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError>;
 }
 
 /// The ports the domain's job kinds run against.
@@ -264,8 +294,7 @@ pub trait HasJobPorts: Sync {
     fn job_ports(&self) -> JobPorts<'_>;
 }
 
-type Runner<C> =
-    for<'a> fn(&'a C, Attempt<'a>) -> BoxFuture<'a, Result<serde_json::Value, JobError>>;
+type Runner<C> = for<'a> fn(&'a C, Attempt<'a>) -> BoxFuture<'a, Result<Done, JobError>>;
 
 /// The kinds a worker runs, by stored name.
 pub struct Registry<C: ?Sized> {
@@ -295,7 +324,7 @@ impl<C: ?Sized + Sync> Registry<C> {
 
     /// Runs the attempt with its kind's runner; an unknown kind, or a
     /// payload that does not parse, fails for good.
-    pub async fn run(&self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+    pub async fn run(&self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         match self.runners.get(attempt.job.kind.as_str()) {
             Some(run) => run(ctx, attempt).await,
             None => Err(JobError::Permanent(format!(
@@ -309,7 +338,7 @@ impl<C: ?Sized + Sync> Registry<C> {
 fn run_as<'a, C: ?Sized + Sync, J: RunJob<C>>(
     ctx: &'a C,
     attempt: Attempt<'a>,
-) -> BoxFuture<'a, Result<serde_json::Value, JobError>> {
+) -> BoxFuture<'a, Result<Done, JobError>> {
     Box::pin(async move {
         let payload: J = serde_json::from_value(attempt.job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad {} payload: {e}", J::KIND)))?;
@@ -514,8 +543,8 @@ mod tests {
 
     #[async_trait]
     impl RunJob<str> for Echo {
-        async fn run(self, ctx: &str, _: Attempt<'_>) -> Result<serde_json::Value, JobError> {
-            Ok(serde_json::Value::String(format!("{ctx}: {}", self.said)))
+        async fn run(self, ctx: &str, _: Attempt<'_>) -> Result<Done, JobError> {
+            summary(&format!("{ctx}: {}", self.said))
         }
     }
 
@@ -559,7 +588,10 @@ mod tests {
                 .now_or_never()
                 .expect("the runner does not wait")
         };
-        assert_eq!(run(&job), Ok(serde_json::json!("ctx: hi")));
+        assert_eq!(
+            run(&job).map(|d| d.summary),
+            Ok(serde_json::json!("ctx: hi"))
+        );
         job.payload = serde_json::json!({ "said": 3 });
         assert!(
             matches!(run(&job), Err(JobError::Permanent(e)) if e.starts_with("bad echo payload")),
@@ -567,7 +599,7 @@ mod tests {
         );
         job.kind = "gone".into();
         assert_eq!(
-            run(&job),
+            run(&job).map(|d| d.summary),
             Err(JobError::Permanent("unknown job kind 'gone'".into()))
         );
     }

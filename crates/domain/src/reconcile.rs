@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::NewAuditEntry;
 use crate::billing::BillingId;
 use crate::connection::ConnectionId;
-use crate::jobs::{new_job, summary, Attempt, HasJobPorts, JobError, JobKind, NewJob, RunJob};
+use crate::jobs::{
+    new_job, summary, Attempt, Done, HasJobPorts, JobError, JobKind, NewJob, RunJob,
+};
 use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink};
 use crate::linking::LinkingPorts;
 use crate::operations::{stages_as_caller, OperationError};
@@ -45,7 +47,7 @@ impl ReconcileJob {
 
 #[async_trait]
 impl<C: HasJobPorts + ?Sized> RunJob<C> for ReconcileJob {
-    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         let ports = ctx.job_ports();
         // The job acts with the credentials of whoever asked for it.
         let caller = Caller {

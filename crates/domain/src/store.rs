@@ -301,6 +301,14 @@ pub trait LinkStore: Send + Sync {
         audit: Vec<NewAuditEntry>,
     ) -> StoreResult<Vec<Link>>;
     async fn link(&self, dealer: &DealerId, id: LinkId) -> StoreResult<Link>;
+    /// Everything settling a link reads, in one read: the link, its
+    /// connection, the connection's dealer credential and the linked billing
+    /// record. `NotFound` when the link is gone (or still only a claim).
+    async fn link_to_settle(
+        &self,
+        dealer: &DealerId,
+        id: LinkId,
+    ) -> StoreResult<crate::syncing::LinkToSettle>;
     /// Ordered by id.
     async fn list_links(
         &self,
@@ -413,6 +421,21 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Page<AuditEntry>>;
 }
 
+/// What a worker asks of [`JobStore::claim_jobs`].
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The kinds the worker runs.
+    pub kinds: &'a [String],
+    pub worker: &'a str,
+    pub lease: chrono::Duration,
+    pub now: DateTime<Utc>,
+    /// Most jobs to take.
+    pub limit: usize,
+    /// Also end the jobs whose lease ran out for good (asked to stop, or out
+    /// of attempts): housekeeping a worker does now and then, not per claim.
+    pub settle_lost_leases: bool,
+}
+
 /// The durable job queue. Workers of any replica claim due jobs with a lease
 /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL); a job whose lease ran out is
 /// claimed again, so handlers must be idempotent.
@@ -422,15 +445,38 @@ pub trait JobStore: Send + Sync {
     /// new one (edits coalesce); a queued job is not claimed while another job
     /// of its key runs, so one key never runs twice at once.
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job>;
-    /// Takes the oldest due job of these kinds (queued and due, or running with
-    /// an expired lease), counts the attempt, and leases it to `worker`.
+    /// Takes up to `claim.limit` of the oldest due jobs of these kinds (queued
+    /// and due, or running with an expired lease) in one go, no two of one
+    /// serial or unique key, counts their attempts, and leases them to
+    /// `claim.worker`.
+    async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<Job>>;
+    /// [`JobStore::claim_jobs`] of one job.
     async fn claim_job(
         &self,
         kinds: &[String],
         worker: &str,
         lease: chrono::Duration,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Job>>;
+    ) -> StoreResult<Option<Job>> {
+        let claim = Claim {
+            kinds,
+            worker,
+            lease,
+            now,
+            limit: 1,
+            settle_lost_leases: true,
+        };
+        Ok(self.claim_jobs(claim).await?.pop())
+    }
+    /// Extends the leases of those of `ids` that still run under `worker`, in
+    /// one statement; answers how many it extended.
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// `Ok(false)` when the worker no longer holds the lease.
     async fn renew_lease(
         &self,
@@ -438,7 +484,9 @@ pub trait JobStore: Send + Sync {
         worker: &str,
         lease: chrono::Duration,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        Ok(self.renew_leases(worker, &[id], lease, now).await? == 1)
+    }
     /// Records progress; `Ok(false)` when the lease is lost or a cancel was asked (stop working).
     async fn job_progress(
         &self,
@@ -453,6 +501,15 @@ pub trait JobStore: Send + Sync {
         worker: &str,
         summary: serde_json::Value,
     ) -> StoreResult<()>;
+    /// Records the success of several jobs of `worker` in one transaction;
+    /// answers the ids whose lease the worker had lost (not recorded: they
+    /// run again where they are leased now).
+    /// Each job's settlement, if any, is stored in the same transaction.
+    async fn complete_jobs(
+        &self,
+        worker: &str,
+        done: Vec<(JobId, crate::jobs::Done)>,
+    ) -> StoreResult<Vec<JobId>>;
     /// Returns the state the job ends in (queued for a retry, dead, failed, or
     /// cancelled when a newer job of its key is already queued: it supersedes the retry).
     async fn fail_job(&self, id: JobId, worker: &str, failure: JobFailure)

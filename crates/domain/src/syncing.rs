@@ -13,9 +13,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::billing::{BillingSite, BillingSystem, BillingWrite};
-use crate::connection::{Connection, ConnectionId, CredentialOwner};
+use crate::connection::{Connection, ConnectionId, Credential, CredentialOwner};
 use crate::events::{types, NewEvent};
-use crate::field_issues::{IssueKind, NewFieldIssue};
+use crate::field_issues::{IssueKind, IssueUpdate, LinkSettlement, NewFieldIssue};
 use crate::link::{Link, LinkId, LinkKind};
 use crate::linking::{link_of_external, LinkingPorts};
 use crate::operations::{stages_as_caller, upstream, OperationError};
@@ -29,14 +29,28 @@ struct Sides {
     link: Link,
     connection: Connection,
     api: Arc<dyn StagesApi>,
-    billing: Record,
+    billing: LinkedRecord,
     billing_values: Values,
     external_values: Values,
 }
 
-enum Record {
+/// The billing record of a link.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkedRecord {
     Site(BillingSite),
     System(BillingSystem),
+}
+
+/// What settling a link reads from the store, in one read (see
+/// [`crate::store::LinkStore::link_to_settle`]).
+#[derive(Debug, Clone)]
+pub struct LinkToSettle {
+    pub link: Link,
+    pub connection: Connection,
+    /// The connection's dealer credential: background work acts with it.
+    pub dealer_credential: Option<Credential>,
+    /// `None` when the billing record is gone.
+    pub billing: Option<LinkedRecord>,
 }
 
 fn snapshot_of(link: &Link) -> Option<Snapshot> {
@@ -54,13 +68,22 @@ pub async fn stages_as_dealer(
     let credential = ports
         .connections
         .credential(&connection.dealer, connection.id, &CredentialOwner::Dealer)
-        .await?
-        .ok_or_else(|| {
-            OperationError::MissingCredentials(format!(
-                "connection '{}' has no dealer credentials; background sync acts with them",
-                connection.name.as_str()
-            ))
-        })?;
+        .await?;
+    dealer_api(ports, connection, credential)
+}
+
+/// [`stages_as_dealer`] with the credential already read.
+fn dealer_api(
+    ports: LinkingPorts<'_>,
+    connection: &Connection,
+    credential: Option<Credential>,
+) -> Result<Arc<dyn StagesApi>, OperationError> {
+    let credential = credential.ok_or_else(|| {
+        OperationError::MissingCredentials(format!(
+            "connection '{}' has no dealer credentials; background sync acts with them",
+            connection.name.as_str()
+        ))
+    })?;
     Ok(ports.stages.connect(StagesTarget {
         key: connection.id.to_string(),
         endpoint: connection.endpoint.url().clone(),
@@ -96,29 +119,43 @@ async fn load_sides(
     connection: Connection,
     api: Arc<dyn StagesApi>,
 ) -> Result<Sides, OperationError> {
-    let (billing, billing_values, external_values) = match link.kind {
-        LinkKind::Site => {
-            let site = ports.billing.site(dealer, &link.billing_id).await?;
+    let billing = match link.kind {
+        LinkKind::Site => LinkedRecord::Site(ports.billing.site(dealer, &link.billing_id).await?),
+        LinkKind::System => {
+            LinkedRecord::System(ports.billing.system(dealer, &link.billing_id).await?)
+        }
+    };
+    sides_with(link, connection, api, billing).await
+}
+
+/// The two sides of a link whose billing record is read: Stages' is read now.
+async fn sides_with(
+    link: Link,
+    connection: Connection,
+    api: Arc<dyn StagesApi>,
+    billing: LinkedRecord,
+) -> Result<Sides, OperationError> {
+    let (billing, billing_values, external_values) = match billing {
+        LinkedRecord::Site(site) => {
             let external = api
                 .get_site(&link.external_id)
                 .await
                 .map_err(upstream(&connection))?;
             let values = sync::billing_site_values(&site.fields);
             (
-                Record::Site(site),
+                LinkedRecord::Site(site),
                 values,
                 sync::stages_site_values(&external),
             )
         }
-        LinkKind::System => {
-            let system = ports.billing.system(dealer, &link.billing_id).await?;
+        LinkedRecord::System(system) => {
             let external = api
                 .get_device(&link.external_id)
                 .await
                 .map_err(upstream(&connection))?;
             let values = sync::billing_system_values(&system.fields);
             (
-                Record::System(system),
+                LinkedRecord::System(system),
                 values,
                 sync::stages_device_values(&external.fields),
             )
@@ -187,7 +224,7 @@ pub struct SyncOutcome {
 async fn write_to_billing(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
-    record: &Record,
+    record: &LinkedRecord,
     connection_id: ConnectionId,
     values: &Values,
     source: &str,
@@ -197,11 +234,11 @@ async fn write_to_billing(
         message: e.to_string(),
     };
     let version = match record {
-        Record::Site(site) => site.version,
-        Record::System(system) => system.version,
+        LinkedRecord::Site(site) => site.version,
+        LinkedRecord::System(system) => system.version,
     };
     let (write, event_type, kind, id, after) = match record {
-        Record::Site(site) => {
+        LinkedRecord::Site(site) => {
             let fields = sync::apply_to_billing_site(&site.fields, values).map_err(unknown)?;
             let after = serde_json::to_value(&fields).unwrap_or_default();
             (
@@ -215,7 +252,7 @@ async fn write_to_billing(
                 after,
             )
         }
-        Record::System(system) => {
+        LinkedRecord::System(system) => {
             let fields = sync::apply_to_billing_system(&system.fields, values).map_err(unknown)?;
             let after = serde_json::to_value(&fields).unwrap_or_default();
             (
@@ -439,9 +476,10 @@ async fn write_fields_to_stages(
 /// Brings one link's two sides together as `sync::decide` says, field by
 /// field: one-sided changes merge (a push only when `may_push`, i.e. Auto
 /// Sync is on), changes on both sides are settled by the connection's
-/// conflict policy or held, refusals are recorded. The new base is stored
-/// after both writes, so a failure part way leaves the old one and a retry
-/// decides again from it. `stages_changed_at` is when Stages says its record
+/// conflict policy or held, refusals noted. The new base and the field
+/// issues are handed back as a [`LinkSettlement`], which the job stores with
+/// its end: a failure part way leaves the old base, and a retry decides
+/// again from it. `stages_changed_at` is when Stages says its record
 /// changed, when known (a callback's time), for `newest_wins`.
 async fn settle(
     ports: LinkingPorts<'_>,
@@ -450,7 +488,7 @@ async fn settle(
     may_push: bool,
     stages_changed_at: Option<chrono::DateTime<chrono::Utc>>,
     source: &str,
-) -> Result<Settled, OperationError> {
+) -> Result<(Settled, LinkSettlement), OperationError> {
     let fields = sync::fields_for(sides.link.kind);
     let base = snapshot_of(&sides.link);
     let diffs = sync::diff(
@@ -461,8 +499,8 @@ async fn settle(
     );
     let times = sync::ChangeTimes {
         billing: Some(match &sides.billing {
-            Record::Site(site) => site.updated_at,
-            Record::System(system) => system.updated_at,
+            LinkedRecord::Site(site) => site.updated_at,
+            LinkedRecord::System(system) => system.updated_at,
         }),
         stages: stages_changed_at,
     };
@@ -531,14 +569,6 @@ async fn settle(
         .await?;
     }
     snapshot.extend(settled.pulled.clone());
-    ports
-        .links
-        .set_link_snapshot(
-            dealer,
-            sides.link.id,
-            serde_json::to_value(&snapshot).unwrap_or_default(),
-        )
-        .await?;
 
     // What did not sync, kept on the link: a conflict lasts while the field
     // decides `Hold`; a refusal until the field syncs or the sides agree.
@@ -547,16 +577,6 @@ async fn settle(
         .map(|d| d.field.clone())
         .filter(|f| !settled.held.contains(f))
         .collect();
-    ports
-        .issues
-        .record_field_issues(
-            dealer,
-            sides.link.id,
-            IssueKind::Conflict,
-            conflicts,
-            not_held,
-        )
-        .await?;
     let refusals: Vec<NewFieldIssue> = refused
         .iter()
         .map(|(field, reason)| {
@@ -583,13 +603,22 @@ async fn settle(
         })
         .map(|d| d.field.clone())
         .collect();
-    ports
-        .issues
-        .record_field_issues(dealer, sides.link.id, IssueKind::Refused, refusals, synced)
-        .await?;
     settled.pushed = accepted;
     settled.refused = refused.into_iter().map(|(f, _)| f).collect();
-    Ok(settled)
+    let settlement = LinkSettlement {
+        dealer: dealer.clone(),
+        link_id: sides.link.id,
+        snapshot: serde_json::to_value(&snapshot).unwrap_or_default(),
+        conflicts: IssueUpdate {
+            found: conflicts,
+            settled: not_held,
+        },
+        refusals: IssueUpdate {
+            found: refusals,
+            settled: synced,
+        },
+    };
+    Ok((settled, settlement))
 }
 
 /// What an Auto Sync push did.
@@ -617,38 +646,43 @@ pub async fn auto_sync_push(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
     link_id: LinkId,
-) -> Result<AutoSyncOutcome, OperationError> {
-    let skipped = |why: &str| AutoSyncOutcome {
-        link_id,
-        pushed: Values::new(),
-        pulled: Values::new(),
-        held: Vec::new(),
-        refused: Vec::new(),
-        skipped: Some(why.to_owned()),
+) -> Result<(AutoSyncOutcome, Option<LinkSettlement>), OperationError> {
+    let skipped = |why: &str| {
+        let outcome = AutoSyncOutcome {
+            link_id,
+            pushed: Values::new(),
+            pulled: Values::new(),
+            held: Vec::new(),
+            refused: Vec::new(),
+            skipped: Some(why.to_owned()),
+        };
+        (outcome, None)
     };
-    let link = match ports.links.link(dealer, link_id).await {
-        Ok(l) => l,
+    // One read of everything on our side: most pushes run in a burst.
+    let read = match ports.links.link_to_settle(dealer, link_id).await {
+        Ok(read) => read,
         Err(StoreError::NotFound) => return Ok(skipped("the link no longer exists")),
         Err(e) => return Err(e.into()),
     };
-    let connection = ports
-        .connections
-        .connection(dealer, link.connection_id)
-        .await?;
+    let connection = read.connection;
     if !crate::syncing_jobs::auto_sync_on(connection.status, connection.auto_sync) {
         return Ok(skipped("auto sync is off for this connection"));
     }
-    let api = stages_as_dealer(ports, &connection).await?;
-    let sides = load_sides(ports, dealer, link, connection, api).await?;
-    let settled = settle(ports, dealer, &sides, true, None, "auto_sync").await?;
-    Ok(AutoSyncOutcome {
-        link_id,
-        pushed: settled.pushed,
-        pulled: settled.pulled,
-        held: settled.held,
-        refused: settled.refused,
-        skipped: None,
-    })
+    let api = dealer_api(ports, &connection, read.dealer_credential)?;
+    let billing = read.billing.ok_or(StoreError::NotFound)?;
+    let sides = sides_with(read.link, connection, api, billing).await?;
+    let (settled, settlement) = settle(ports, dealer, &sides, true, None, "auto_sync").await?;
+    Ok((
+        AutoSyncOutcome {
+            link_id,
+            pushed: settled.pushed,
+            pulled: settled.pulled,
+            held: settled.held,
+            refused: settled.refused,
+            skipped: None,
+        },
+        Some(settlement),
+    ))
 }
 
 /// How a Stages callback ended.
@@ -658,6 +692,9 @@ pub struct CallbackOutcome {
     pub outcome: &'static str,
     pub applied: Values,
     pub detail: String,
+    /// The link's new base and field issues, stored with the job's end.
+    #[serde(skip)]
+    pub settlement: Option<LinkSettlement>,
 }
 
 /// Updates from Stages (S18): a callback about a linked record settles the
@@ -689,6 +726,7 @@ pub async fn apply_stages_callback(
                 outcome: "unsupported",
                 applied: Values::new(),
                 detail: "site.send_to_billing is answered when it is received".into(),
+                settlement: None,
             })
         }
     };
@@ -713,6 +751,7 @@ pub async fn apply_stages_callback(
                 "Stages {} '{external_id}' is not linked on this connection",
                 kind.as_str()
             ),
+            settlement: None,
         });
     };
     let api = stages_as_dealer(ports, connection).await?;
@@ -726,12 +765,13 @@ pub async fn apply_stages_callback(
                 outcome: "gone",
                 applied: Values::new(),
                 detail: format!("Stages {} '{external_id}' no longer exists", kind.as_str()),
+                settlement: None,
             })
         }
         Err(e) => return Err(e),
     };
     let base = snapshot_of(&link);
-    let settled = settle(
+    let (settled, settlement) = settle(
         ports,
         dealer,
         &sides,
@@ -791,6 +831,7 @@ pub async fn apply_stages_callback(
         outcome,
         applied: settled.pulled,
         detail,
+        settlement: Some(settlement),
     })
 }
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::{ConnectionId, ConnectionStatus};
 use crate::jobs::{
-    new_job, stages_record_key, summary, Attempt, HasJobPorts, JobError, JobKind, NewJob, RunJob,
+    new_job, stages_record_key, summary, Attempt, Done, HasJobPorts, JobError, JobKind, NewJob,
+    RunJob,
 };
 use crate::link::{LinkId, LinkKind};
 use crate::operations::OperationError;
@@ -93,12 +94,12 @@ impl AutoSyncPush {
 
 #[async_trait]
 impl<C: HasJobPorts + ?Sized> RunJob<C> for AutoSyncPush {
-    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         let ports = ctx.job_ports();
-        let outcome =
+        let (outcome, settlement) =
             crate::syncing::auto_sync_push(ports.linking, &attempt.job.dealer, self.link_id)
                 .await?;
-        summary(&outcome)
+        Ok(summary(&outcome)?.settling(settlement))
     }
 }
 
@@ -154,7 +155,7 @@ impl ApplyStagesCallback {
 
 #[async_trait]
 impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
-    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<serde_json::Value, JobError> {
+    async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         let ports = ctx.job_ports();
         let dealer = &attempt.job.dealer;
         let stored = ports
@@ -170,7 +171,7 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
             .connection(dealer, self.connection_id)
             .await
             .map_err(OperationError::from)?;
-        let outcome = crate::syncing::apply_stages_callback(
+        let mut outcome = crate::syncing::apply_stages_callback(
             ports.linking,
             ports.events,
             &connection,
@@ -183,6 +184,7 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
             .mark_callback(dealer, self.connection_id, &self.event_id, &note)
             .await
             .map_err(OperationError::from)?;
-        summary(&outcome)
+        let settlement = outcome.settlement.take();
+        Ok(summary(&outcome)?.settling(settlement))
     }
 }

@@ -1319,6 +1319,25 @@ impl BillingStore for Store {
     }
 }
 
+/// The billing record a link of `kind` names, if it still exists.
+pub(crate) fn find_linked(
+    conn: &mut DbConnection,
+    dealer: &str,
+    kind: LinkKind,
+    id: &str,
+) -> Result<Option<domain::syncing::LinkedRecord>, Fail> {
+    Ok(match kind {
+        LinkKind::Site => SiteRow::find(conn, dealer, id)?
+            .map(SiteRow::into_record)
+            .transpose()?
+            .map(domain::syncing::LinkedRecord::Site),
+        LinkKind::System => SystemRow::find(conn, dealer, id)?
+            .map(SystemRow::into_record)
+            .transpose()?
+            .map(domain::syncing::LinkedRecord::System),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

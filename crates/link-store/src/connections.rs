@@ -174,6 +174,41 @@ fn duplicate_name(name: &ConnectionName) -> String {
     format!("a connection named '{}' already exists", name.as_str())
 }
 
+pub(crate) fn find_connection(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: ConnectionId,
+) -> Result<Connection, Fail> {
+    find_row(conn, dealer, &id_text(id))?.into_domain()
+}
+
+/// The dealer's credential of a connection, opened.
+pub(crate) fn read_credential(
+    conn: &mut DbConnection,
+    cipher: &Cipher,
+    dealer: &str,
+    id: ConnectionId,
+    owner: &CredentialOwner,
+) -> Result<Option<Credential>, Fail> {
+    let (id, owner) = (id_text(id), owner_text(owner));
+    let row = credentials::table
+        .filter(credentials::dealer.eq(dealer))
+        .filter(credentials::connection_id.eq(&id))
+        .filter(credentials::owner.eq(&owner))
+        .select(CredentialRow::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(row) = row else {
+        require_connection(conn, dealer, &id)?;
+        return Ok(None);
+    };
+    Ok(Some(Credential {
+        password: open_secret(cipher, &credential_aad(&id, &owner), &row.secret)?,
+        username: row.username,
+        updated_at: from_db_time(row.updated_at),
+    }))
+}
+
 fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<ConnectionRow> {
     connections::table
         .filter(connections::dealer.eq(dealer))
@@ -421,27 +456,9 @@ impl ConnectionStore for Store {
         owner: &CredentialOwner,
     ) -> StoreResult<Option<Credential>> {
         let dealer = dealer.0.clone();
-        let id = id_text(id);
-        let owner = owner_text(owner);
-        self.run(move |conn, cipher| {
-            let row = credentials::table
-                .filter(credentials::dealer.eq(&dealer))
-                .filter(credentials::connection_id.eq(&id))
-                .filter(credentials::owner.eq(&owner))
-                .select(CredentialRow::as_select())
-                .first(conn)
-                .optional()?;
-            let Some(row) = row else {
-                require_connection(conn, &dealer, &id)?;
-                return Ok(None);
-            };
-            Ok(Some(Credential {
-                password: open_secret(cipher, &credential_aad(&id, &owner), &row.secret)?,
-                username: row.username,
-                updated_at: from_db_time(row.updated_at),
-            }))
-        })
-        .await
+        let owner = owner.clone();
+        self.run(move |conn, cipher| read_credential(conn, cipher, &dealer, id, &owner))
+            .await
     }
 
     async fn delete_credential(

@@ -317,6 +317,53 @@ pub(crate) fn in_given_order(
         .collect()
 }
 
+/// How often the listener looks for notifications that arrived; reading
+/// them costs no round trip to the server.
+const LISTEN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// LISTENs on `channel` and calls `wake` once per look that found
+/// notifications; never returns. A lost connection is opened again after a
+/// pause (the workers' polling covers the gap).
+pub(crate) fn listen(url: &str, channel: &str, wake: &dyn Fn()) {
+    loop {
+        match PgConnection::establish(url) {
+            Ok(mut conn) => {
+                let listening = diesel::RunQueryDsl::execute(
+                    diesel::sql_query(format!("LISTEN {channel}")),
+                    &mut conn,
+                );
+                if let Err(e) = listening {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                } else {
+                    loop {
+                        let mut heard = false;
+                        let mut broken = None;
+                        for note in conn.notifications_iter() {
+                            match note {
+                                Ok(_) => heard = true,
+                                Err(e) => {
+                                    broken = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        if heard {
+                            wake();
+                        }
+                        if let Some(e) = broken {
+                            tracing::warn!(error = %e, "the job listener lost its connection");
+                            break;
+                        }
+                        std::thread::sleep(LISTEN_EVERY);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the job listener cannot connect"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

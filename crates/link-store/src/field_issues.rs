@@ -10,7 +10,7 @@ use domain::billing::BillingId;
 use domain::connection::ConnectionId;
 use domain::events::NewEvent;
 use domain::field_issues::{
-    FieldIssue, FieldIssueFilter, FieldIssueStore, IssueKind, NewFieldIssue,
+    FieldIssue, FieldIssueFilter, FieldIssueStore, IssueKind, LinkSettlement, NewFieldIssue,
 };
 use domain::link::{LinkId, LinkKind};
 use domain::store::{PageRequest, StoreError, StoreResult};
@@ -188,6 +188,60 @@ fn record(
     Ok(changed)
 }
 
+/// The common case of every sync: nothing new to keep, so one statement
+/// clears what settled (nothing is published).
+fn clear_settled(
+    conn: &mut DbConnection,
+    dealer: &str,
+    link_id: &str,
+    kind: IssueKind,
+    settled: &[String],
+) -> Result<(), Fail> {
+    if !settled.is_empty() {
+        diesel::delete(
+            link_field_issues::table
+                .filter(link_field_issues::dealer.eq(dealer))
+                .filter(link_field_issues::link_id.eq(link_id))
+                .filter(link_field_issues::issue.eq(kind.as_str()))
+                .filter(link_field_issues::field.eq_any(settled)),
+        )
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Stores what settling a link left (its new base, its issues of both
+/// kinds), inside the caller's transaction; false, and nothing written,
+/// when the link is gone meanwhile.
+pub(crate) fn apply_settlement(
+    conn: &mut DbConnection,
+    settlement: LinkSettlement,
+) -> Result<bool, Fail> {
+    let dealer = settlement.dealer.0.as_str();
+    let link_id = uuid_text(settlement.link_id.0);
+    let updated = diesel::update(
+        links::table
+            .filter(links::dealer.eq(dealer))
+            .filter(links::id.eq(&link_id)),
+    )
+    .set(links::last_synced.eq(settlement.snapshot.to_string()))
+    .execute(conn)?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    for (kind, update) in [
+        (IssueKind::Conflict, settlement.conflicts),
+        (IssueKind::Refused, settlement.refusals),
+    ] {
+        if update.found.is_empty() {
+            clear_settled(conn, dealer, &link_id, kind, &update.settled)?;
+        } else {
+            record(conn, dealer, &link_id, kind, update.found, update.settled)?;
+        }
+    }
+    Ok(true)
+}
+
 #[async_trait]
 impl FieldIssueStore for Store {
     async fn record_field_issues(
@@ -202,19 +256,7 @@ impl FieldIssueStore for Store {
         let link_id = uuid_text(link_id.0);
         self.run(move |conn, _| {
             if found.is_empty() {
-                // The common case of every sync: nothing new to keep, so one
-                // statement clears what settled (nothing is published).
-                if !settled.is_empty() {
-                    diesel::delete(
-                        link_field_issues::table
-                            .filter(link_field_issues::dealer.eq(&dealer))
-                            .filter(link_field_issues::link_id.eq(&link_id))
-                            .filter(link_field_issues::issue.eq(kind.as_str()))
-                            .filter(link_field_issues::field.eq_any(&settled)),
-                    )
-                    .execute(conn)?;
-                }
-                return Ok(Vec::new());
+                return clear_settled(conn, &dealer, &link_id, kind, &settled).map(|()| Vec::new());
             }
             write_transaction(conn, |conn| {
                 record(conn, &dealer, &link_id, kind, found, settled)

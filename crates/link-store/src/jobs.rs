@@ -16,8 +16,8 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Bool;
-use domain::jobs::{Job, JobFailure, JobId, JobState, NewJob};
-use domain::store::{JobStore, PageRequest, StoreError, StoreResult};
+use domain::jobs::{Done, Job, JobFailure, JobId, JobState, NewJob};
+use domain::store::{Claim, JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
@@ -26,6 +26,7 @@ use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
 };
+use crate::field_issues::apply_settlement;
 use crate::schema::jobs;
 use crate::Store;
 
@@ -175,25 +176,33 @@ fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
     )
 }
 
-/// Claims a due job. Two claims racing on PostgreSQL may both see no running
-/// job of a serial key; the unique index on running serial keys then refuses
-/// the second, whose next round skips that job.
+/// Claims up to `limit` due jobs in one transaction. Two claims racing on
+/// PostgreSQL may both see no running job of a serial key; the unique index
+/// on running serial keys then refuses the second, whose next round skips
+/// that job.
 fn claim_due(
     conn: &mut DbConnection,
-    kinds: &[String],
-    worker: &str,
+    claim: &Claiming,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
-) -> Result<Option<JobRow>, Fail> {
+) -> Result<Vec<JobRow>, Fail> {
     for _ in 0..WRITE_ATTEMPTS {
-        match claim_blocking(conn, kinds, worker, now, lease_until) {
+        match claim_batch(conn, claim, now, lease_until) {
             Err(Fail::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
                 continue
             }
             other => return other,
         }
     }
-    Ok(None)
+    Ok(Vec::new())
+}
+
+/// A claim, owned for the blocking thread.
+struct Claiming {
+    kinds: Vec<String>,
+    worker: String,
+    limit: usize,
+    settle_lost_leases: bool,
 }
 
 /// The due jobs of these kinds, oldest first: queued and due (and no job of
@@ -298,45 +307,103 @@ fn settle_lost_leases(conn: &mut DbConnection, now: NaiveDateTime) -> Result<(),
     Ok(())
 }
 
-fn claim_blocking(
+fn claim_batch(
     conn: &mut DbConnection,
-    kinds: &[String],
-    worker: &str,
+    claim: &Claiming,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
-) -> Result<Option<JobRow>, Fail> {
+) -> Result<Vec<JobRow>, Fail> {
     write_transaction(conn, |conn| {
-        settle_lost_leases(conn, now)?;
-        let due: Option<JobRow> = match &mut *conn {
+        if claim.settle_lost_leases {
+            settle_lost_leases(conn, now)?;
+        }
+        // Room for the jobs of a key left out below, so a batch stays full.
+        let candidates = i64::try_from(claim.limit.saturating_mul(2)).unwrap_or(i64::MAX);
+        let due: Vec<JobRow> = match &mut *conn {
             // Rows another claimer holds are skipped, not waited for.
-            DbConnection::Postgresql(pg) => due_jobs!(kinds, now)
+            DbConnection::Postgresql(pg) => due_jobs!(&claim.kinds, now)
+                .limit(candidates)
                 .for_update()
                 .skip_locked()
-                .first(pg)
-                .optional()?,
+                .load(pg)?,
             // BEGIN IMMEDIATE: no other writer until this one commits.
-            DbConnection::Sqlite(sqlite) => due_jobs!(kinds, now).first(sqlite).optional()?,
+            DbConnection::Sqlite(sqlite) => due_jobs!(&claim.kinds, now)
+                .limit(candidates)
+                .load(sqlite)?,
         };
-        let Some(mut job) = due else {
-            return Ok(None);
-        };
-        job.state = RUNNING.to_owned();
-        job.attempts += 1;
-        job.lease_owner = Some(worker.to_owned());
-        job.lease_expires_at = Some(lease_until);
-        job.started_at = job.started_at.or(Some(now));
-        diesel::update(jobs::table.filter(jobs::id.eq(&job.id)))
+        let mut batch = one_per_key(due, claim.limit);
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let ids: Vec<&str> = batch.iter().map(|j| j.id.as_str()).collect();
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&ids)))
             .set((
-                jobs::state.eq(&job.state),
-                jobs::attempts.eq(job.attempts),
-                jobs::lease_owner.eq(&job.lease_owner),
-                jobs::lease_expires_at.eq(job.lease_expires_at),
-                jobs::started_at.eq(job.started_at),
+                jobs::state.eq(RUNNING),
+                jobs::attempts.eq(jobs::attempts + 1),
+                jobs::lease_owner.eq(&claim.worker),
+                jobs::lease_expires_at.eq(lease_until),
             ))
             .execute(conn)?;
-        Ok(Some(job))
+        // The first start is kept across attempts.
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq_any(&ids))
+                .filter(jobs::started_at.is_null()),
+        )
+        .set(jobs::started_at.eq(now))
+        .execute(conn)?;
+        for job in &mut batch {
+            job.state = RUNNING.to_owned();
+            job.attempts += 1;
+            job.lease_owner = Some(claim.worker.clone());
+            job.lease_expires_at = Some(lease_until);
+            job.started_at = job.started_at.or(Some(now));
+        }
+        Ok(batch)
     })
 }
+
+/// The first `limit` of `due` (oldest first) with no two of one serial key or
+/// one unique key: those run one at a time, so the later one waits.
+fn one_per_key(due: Vec<JobRow>, limit: usize) -> Vec<JobRow> {
+    let mut keys = std::collections::HashSet::new();
+    let mut batch = Vec::with_capacity(limit.min(due.len()));
+    for job in due {
+        if batch.len() == limit {
+            break;
+        }
+        let serial = job
+            .serial_key
+            .as_ref()
+            .map(|k| ("s", job.dealer.clone(), k.clone()));
+        let unique = job
+            .unique_key
+            .as_ref()
+            .map(|k| ("u", job.dealer.clone(), k.clone()));
+        if [&serial, &unique]
+            .into_iter()
+            .flatten()
+            .any(|key| keys.contains(key))
+        {
+            continue;
+        }
+        keys.extend(serial.into_iter().chain(unique));
+        batch.push(job);
+    }
+    batch
+}
+
+/// Wakes the workers of every replica listening on PostgreSQL (see
+/// [`crate::Store::listen_for_jobs`]); delivered when the transaction commits.
+fn notify_workers(conn: &mut DbConnection) -> Result<(), Fail> {
+    if let DbConnection::Postgresql(pg) = conn {
+        diesel::sql_query(format!("NOTIFY {JOBS_CHANNEL}")).execute(pg)?;
+    }
+    Ok(())
+}
+
+/// The PostgreSQL channel on which a new job is announced.
+pub(crate) const JOBS_CHANNEL: &str = "crosslink_jobs";
 
 /// The queued job of `key`, if any.
 fn queued_with_key(
@@ -369,6 +436,7 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
             .on_conflict_do_nothing()
             .execute(c))?;
         if inserted == 1 {
+            notify_workers(conn)?;
             return Ok(row);
         }
         if let Some(key) = &row.unique_key {
@@ -396,6 +464,27 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
         row.unique_key.unwrap_or_default()
     ))
     .into())
+}
+
+/// Records a success; false when the job no longer runs under `worker`.
+/// Done is done, even when a cancel was asked meanwhile.
+fn complete_one(
+    conn: &mut DbConnection,
+    id: &str,
+    worker: &str,
+    summary: String,
+    now: NaiveDateTime,
+) -> Result<bool, Fail> {
+    let completed = diesel::update(leased!(id, worker))
+        .set((
+            jobs::state.eq(JobState::Succeeded.as_str()),
+            jobs::summary.eq(summary),
+            jobs::finished_at.eq(now),
+            jobs::lease_owner.eq(None::<String>),
+            jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
+    Ok(completed == 1)
 }
 
 fn fail_blocking(
@@ -580,44 +669,51 @@ impl JobStore for Store {
             .await
     }
 
-    async fn claim_job(
-        &self,
-        kinds: &[String],
-        worker: &str,
-        lease: chrono::Duration,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Job>> {
+    async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<Job>> {
         // No kinds, no work: a worker names what it can do.
-        if kinds.is_empty() {
-            return Ok(None);
+        if claim.kinds.is_empty() || claim.limit == 0 {
+            return Ok(Vec::new());
         }
-        let kinds = kinds.to_vec();
-        let worker = worker.to_owned();
-        let lease_until = time_after(now, lease);
-        let now = to_db_time(now);
+        let lease_until = time_after(claim.now, claim.lease);
+        let now = to_db_time(claim.now);
+        let claiming = Claiming {
+            kinds: claim.kinds.to_vec(),
+            worker: claim.worker.to_owned(),
+            limit: claim.limit,
+            settle_lost_leases: claim.settle_lost_leases,
+        };
         self.run(move |conn, _| {
-            claim_due(conn, &kinds, &worker, now, lease_until)?
+            claim_due(conn, &claiming, now, lease_until)?
+                .into_iter()
                 .map(JobRow::into_domain)
-                .transpose()
+                .collect()
         })
         .await
     }
 
-    async fn renew_lease(
+    async fn renew_leases(
         &self,
-        id: JobId,
         worker: &str,
+        ids: &[JobId],
         lease: chrono::Duration,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let id = uuid_text(id.0);
+    ) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().map(|id| uuid_text(id.0)).collect();
         let worker = worker.to_owned();
         let lease_until = time_after(now, lease);
         self.run(move |conn, _| {
-            let renewed = diesel::update(leased!(&id, &worker))
-                .set(jobs::lease_expires_at.eq(lease_until))
-                .execute(conn)?;
-            Ok(renewed == 1)
+            let renewed = diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq_any(&ids))
+                    .filter(jobs::state.eq(RUNNING))
+                    .filter(jobs::lease_owner.eq(&worker)),
+            )
+            .set(jobs::lease_expires_at.eq(lease_until))
+            .execute(conn)?;
+            Ok(renewed as u64)
         })
         .await
     }
@@ -665,20 +761,40 @@ impl JobStore for Store {
         let summary = summary.to_string();
         let now = to_db_time(Utc::now());
         self.run(move |conn, _| {
-            // Done is done, even when a cancel was asked meanwhile.
-            let completed = diesel::update(leased!(&id, &worker))
-                .set((
-                    jobs::state.eq(JobState::Succeeded.as_str()),
-                    jobs::summary.eq(summary),
-                    jobs::finished_at.eq(now),
-                    jobs::lease_owner.eq(None::<String>),
-                    jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-                ))
-                .execute(conn)?;
-            if completed == 0 {
-                return Err(lease_lost(conn, &id, &worker));
+            if complete_one(conn, &id, &worker, summary, now)? {
+                Ok(())
+            } else {
+                Err(lease_lost(conn, &id, &worker))
             }
-            Ok(())
+        })
+        .await
+    }
+
+    async fn complete_jobs(
+        &self,
+        worker: &str,
+        done: Vec<(JobId, Done)>,
+    ) -> StoreResult<Vec<JobId>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let worker = worker.to_owned();
+        let now = to_db_time(Utc::now());
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| {
+                let mut lost = Vec::new();
+                for (id, done) in done {
+                    let summary = done.summary.to_string();
+                    if !complete_one(conn, &uuid_text(id.0), &worker, summary, now)? {
+                        // Whoever holds the job now settles the link.
+                        lost.push(id);
+                    } else if let Some(settlement) = done.settlement {
+                        // A link unlinked meanwhile has nothing to keep.
+                        apply_settlement(conn, settlement)?;
+                    }
+                }
+                Ok(lost)
+            })
         })
         .await
     }

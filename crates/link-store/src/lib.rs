@@ -114,6 +114,10 @@ impl Store {
         let mut builder = Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(1))
+            // A broken connection is found when a statement fails on it (and
+            // dropped then, see `Manager::has_broken`); testing each one at
+            // checkout cost a round trip per query.
+            .test_on_check_out(false)
             .connection_timeout(options.connect_timeout);
         match &target {
             Target::Postgres(_) => {
@@ -147,6 +151,23 @@ impl Store {
                 cipher: Cipher::new(&key),
             }),
         })
+    }
+
+    /// Calls `wake` soon after any replica enqueues a job, for as long as
+    /// the process runs: on PostgreSQL a thread LISTENs to the queue's
+    /// channel (reconnecting when the connection drops). On SQLite nothing
+    /// is announced and this does nothing: workers poll.
+    pub fn listen_for_jobs(&self, wake: impl Fn() + Send + 'static) {
+        let Target::Postgres(url) = &self.inner.target else {
+            return;
+        };
+        let url = url.clone();
+        let spawned = std::thread::Builder::new()
+            .name("crosslink-job-listener".into())
+            .spawn(move || db::listen(&url, jobs::JOBS_CHANNEL, &wake));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the job listener; workers will poll");
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -12,10 +12,15 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use domain::audit::NewAuditEntry;
 use domain::billing::BillingId;
 use domain::connection::ConnectionId;
+use domain::connection::CredentialOwner;
 use domain::link::{
     ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
 };
 use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
+use domain::syncing::LinkToSettle;
+
+use crate::billing::find_linked;
+use crate::connections::{find_connection, read_credential};
 use domain::tenancy::DealerId;
 use domain::Page;
 
@@ -864,6 +869,35 @@ impl LinkStore for Store {
         .await
     }
 
+    async fn link_to_settle(&self, dealer: &DealerId, id: LinkId) -> StoreResult<LinkToSettle> {
+        let dealer = dealer.0.clone();
+        self.run(move |conn, cipher| {
+            // One transaction: a consistent read, one commit.
+            conn.transaction(|conn| {
+                let link = find_link(conn, &dealer, &uuid_text(id.0))?
+                    .filter(|row| row.claim_expires_at.is_none())
+                    .ok_or(StoreError::NotFound)?
+                    .into_domain()?;
+                let connection = find_connection(conn, &dealer, link.connection_id)?;
+                let dealer_credential = read_credential(
+                    conn,
+                    cipher,
+                    &dealer,
+                    link.connection_id,
+                    &CredentialOwner::Dealer,
+                )?;
+                let billing = find_linked(conn, &dealer, link.kind, link.billing_id.as_str())?;
+                Ok(LinkToSettle {
+                    link,
+                    connection,
+                    dealer_credential,
+                    billing,
+                })
+            })
+        })
+        .await
+    }
+
     async fn list_links(
         &self,
         dealer: &DealerId,
@@ -874,6 +908,29 @@ impl LinkStore for Store {
         let filter = filter.clone();
         let limit = page_limit(&page);
         self.run(move |conn, _| {
+            // The lookup billing front ends make on every screen: a query of
+            // one fixed shape, which each connection prepares once (a boxed
+            // query of varying filters is parsed and planned every time).
+            if let LinkFilter {
+                billing_id: Some(billing_id),
+                connection_id: None,
+                kind: None,
+                external_id: None,
+                parent_id: None,
+            } = &filter
+            {
+                if page.after.is_none() {
+                    let rows: Vec<LinkRow> = links::table
+                        .filter(links::billing_id.eq(billing_id))
+                        .filter(links::dealer.eq(&dealer))
+                        .filter(links::claim_expires_at.is_null())
+                        .select(LinkRow::as_select())
+                        .order(links::id.asc())
+                        .limit(limit as i64 + 1)
+                        .load(conn)?;
+                    return into_page(rows, limit, |r| r.id.clone(), LinkRow::into_domain);
+                }
+            }
             let mut query = links::table
                 .filter(links::dealer.eq(dealer))
                 .filter(links::claim_expires_at.is_null())

@@ -11,6 +11,8 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use domain::store::StoreError;
+
 use crate::db::{DbConnection, Target};
 use crate::Store;
 
@@ -53,6 +55,19 @@ pub enum MigrateError {
 
 type HarnessResult<T> = diesel::migration::Result<T>;
 
+/// The tables bulk work fills, whose statistics go stale first.
+const GROWING_TABLES: &[&str] = &[
+    "links",
+    "billing_customers",
+    "billing_sites",
+    "billing_systems",
+    "billing_users",
+    "imported_records",
+    "import_items",
+    "jobs",
+    "events",
+];
+
 impl Store {
     /// Applies the embedded migrations the database lacks. Safe to call from
     /// several processes at once on one PostgreSQL database, and again later.
@@ -90,8 +105,26 @@ impl Store {
                 ?applied,
                 "migrated the database"
             );
+            // New tables and indexes have no statistics until autovacuum
+            // gets to them; plans should not wait for it.
+            if let Err(e) = self.refresh_statistics().await {
+                tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+            }
         }
         Ok(MigrationReport { applied })
+    }
+
+    /// Refreshes the query planner's statistics of the tables that grow
+    /// (`ANALYZE`): after migrations, and after a job that wrote many rows
+    /// (a reconcile, an import), so plans do not depend on autovacuum.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        self.run(|conn, _| {
+            for table in GROWING_TABLES {
+                diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Reachability and pending migrations, without changing anything (unlike
