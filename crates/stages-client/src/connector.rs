@@ -18,9 +18,7 @@ use crate::client::HttpStagesClient;
 ///
 /// Retries: reads (`GET`, including ping), `PATCH` and `DELETE` are retried up
 /// to `max_retries` times when Stages could not be reached, timed out, failed
-/// with a 5xx or answered 429, except a `PATCH` that timed out or lost its
-/// connection after it was sent (Stages may have applied it: the caller
-/// reads again instead). `POST` is never retried: creating twice is not
+/// with a 5xx or answered 429. `POST` is never retried: creating twice is not
 /// harmless, and the service's jobs retry creations idempotently themselves.
 /// Delays grow exponentially from `retry_base_delay` with full jitter, capped
 /// by `max_retry_delay`; a `Retry-After` is honoured as given, and one longer

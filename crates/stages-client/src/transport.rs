@@ -161,19 +161,6 @@ impl Transport {
             if !may_retry || !failure.retryable || retries >= self.settings.max_retries {
                 return Err(failure.error);
             }
-            // A PATCH that may have reached Stages without an answer is not
-            // sent again: Stages may have taken it, and a user may have
-            // changed the record since. The caller reads again and decides
-            // (a job does), rather than write a value twice or over a newer one.
-            if req.method == Method::PATCH
-                && failure.maybe_done
-                && matches!(
-                    failure.error,
-                    StagesError::Timeout | StagesError::Unreachable(_)
-                )
-            {
-                return Err(failure.error);
-            }
             let delay = match failure.retry_after {
                 Some(wait) if wait > self.settings.max_retry_delay => {
                     tracing::debug!(

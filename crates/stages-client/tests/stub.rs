@@ -402,28 +402,6 @@ async fn patch_is_retried_with_the_same_body() {
     }
 }
 
-/// A PATCH that went unanswered may have been applied: it is not sent
-/// again (a user may have changed the record since); the caller reads again.
-#[tokio::test]
-async fn patch_that_times_out_is_not_sent_again() {
-    let stub = Stub::start(vec![Reply::Hang(Duration::from_secs(5)), ok(SITE)]).await;
-    let settings = ClientSettings {
-        timeout: Duration::from_millis(300),
-        ..quick()
-    };
-    let patch = StagesSitePatch {
-        billing_id: Some(String::new()),
-        ..Default::default()
-    };
-    let err = stub
-        .client(settings)
-        .update_site("S-1", &patch)
-        .await
-        .unwrap_err();
-    assert_eq!(err, StagesError::Timeout);
-    assert_eq!(stub.count(), 1);
-}
-
 #[tokio::test]
 async fn malformed_success_body_is_a_bad_answer_and_not_retried() {
     let stub = Stub::start(vec![ok(r#"{"site_no": 12"#), ok(SITE)]).await;
