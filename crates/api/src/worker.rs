@@ -112,10 +112,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
                     let permit = permits.next().expect("a slot per claimed job");
                     held.lock().expect("held jobs").insert(job.id);
                     let (state, runner) = (state.clone(), runner.clone());
-                    tokio::spawn(async move {
-                        run_one(&state, &runner, job).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(async move { run_one(&state, &runner, job, permit).await });
                 }
                 // Nothing due: wait for an enqueue here or in another
                 // replica (LISTEN on PostgreSQL), or poll.
@@ -173,11 +170,15 @@ async fn renew_leases(state: web::Data<AppState>, worker_id: String, held: Held)
 struct Success {
     id: JobId,
     done: Done,
+    /// The job's slot, free once its end is recorded: a runner never holds
+    /// more unrecorded jobs than it runs at once.
+    slot: OwnedSemaphorePermit,
 }
 
 /// Records successes as they come, many per transaction when they come
-/// fast. A success whose recording fails is left to its lease: the job runs
-/// again, which every job is written to allow.
+/// fast. When a batch cannot be recorded, each job is recorded on its own,
+/// and a job whose end still cannot be recorded is queued to run again
+/// (every job is written to allow that).
 fn spawn_recorder(
     state: web::Data<AppState>,
     worker_id: String,
@@ -188,39 +189,74 @@ fn spawn_recorder(
         let mut batch = Vec::with_capacity(ENDS_PER_BATCH);
         while rx.recv_many(&mut batch, ENDS_PER_BATCH).await > 0 {
             let ids: Vec<JobId> = batch.iter().map(|s| s.id).collect();
-            let done = batch.drain(..).map(|s| (s.id, s.done)).collect();
-            let recorded = state.jobs.complete_jobs(&worker_id, done).await;
+            let (done, slots): (Vec<_>, Vec<_>) =
+                batch.drain(..).map(|s| ((s.id, s.done), s.slot)).unzip();
+            record_ends(&state, &worker_id, done).await;
             // A job of the same key (the next push of a link, a callback
             // about its record) may have been waiting for these to end.
             state.jobs_wake.notify_one();
-            match recorded {
-                Ok(lost) => {
-                    for id in lost {
-                        tracing::warn!(job_id = %id, "job ended after its lease was lost; not recorded");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, jobs = ids.len(), "recording job ends failed"),
-            }
             let mut held = held.lock().expect("held jobs");
             for id in &ids {
                 held.remove(id);
             }
+            drop(slots);
         }
     });
     tx
+}
+
+async fn record_ends(state: &AppState, worker_id: &str, done: Vec<(JobId, Done)>) {
+    let alone = done.len() == 1;
+    let error = match state.jobs.complete_jobs(worker_id, done.clone()).await {
+        Ok(lost) => {
+            for id in lost {
+                tracing::warn!(job_id = %id, "job ended after its lease was lost; not recorded");
+            }
+            return;
+        }
+        Err(e) => e,
+    };
+    if !alone {
+        // One job's settlement may be what failed: the others need not wait.
+        for one in done {
+            Box::pin(record_ends(state, worker_id, vec![one])).await;
+        }
+        return;
+    }
+    let id = done[0].0;
+    tracing::warn!(job_id = %id, error = %error, "recording a job's end failed; it runs again");
+    let again = JobFailure::Retry {
+        error: format!("its end could not be recorded: {error}"),
+        at: Utc::now(),
+    };
+    if let Err(e) = state.jobs.fail_job(id, worker_id, again).await {
+        tracing::warn!(job_id = %id, error = %e, "the job waits for its lease to run out");
+    }
 }
 
 fn lease(state: &AppState) -> chrono::Duration {
     chrono::Duration::seconds(state.settings.jobs.lease_secs.max(1) as i64)
 }
 
-async fn run_one(state: &web::Data<AppState>, runner: &Runner, job: Job) {
+async fn run_one(
+    state: &web::Data<AppState>,
+    runner: &Runner,
+    job: Job,
+    slot: OwnedSemaphorePermit,
+) {
     let span =
         tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
-    run_one_inner(state, runner, job).instrument(span).await
+    run_one_inner(state, runner, job, slot)
+        .instrument(span)
+        .await
 }
 
-async fn run_one_inner(state: &web::Data<AppState>, runner: &Runner, job: Job) {
+async fn run_one_inner(
+    state: &web::Data<AppState>,
+    runner: &Runner,
+    job: Job,
+    slot: OwnedSemaphorePermit,
+) {
     let worker_id = runner.worker_id.as_str();
     tracing::info!("job started");
     let attempt = Attempt {
@@ -239,7 +275,7 @@ async fn run_one_inner(state: &web::Data<AppState>, runner: &Runner, job: Job) {
             }
             // Recorded with others that end about now; "job ended" is logged
             // here, the recorder logs a failure to record it.
-            if runner.ends.send(Success { id, done }).is_err() {
+            if runner.ends.send(Success { id, done, slot }).is_err() {
                 tracing::warn!("the job recorder has stopped; the job will run again");
             }
             Ok("succeeded".to_owned())

@@ -199,13 +199,28 @@ pub trait BillingStore: Send + Sync {
         page: PageRequest,
     ) -> StoreResult<Page<BillingCustomer>>;
 
+    /// Writes the site (and, when it changed, the Auto Sync pushes of its
+    /// links) and answers with its links, read in the same transaction: a
+    /// billing edit costs one commit.
+    async fn upsert_site_linked(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SiteFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingSite>, Vec<Link>)>;
     async fn upsert_site(
         &self,
         dealer: &DealerId,
         id: &BillingId,
         fields: SiteFields,
         expected_version: Option<i64>,
-    ) -> StoreResult<Upserted<BillingSite>>;
+    ) -> StoreResult<Upserted<BillingSite>> {
+        let (site, _) = self
+            .upsert_site_linked(dealer, id, fields, expected_version)
+            .await?;
+        Ok(site)
+    }
     async fn site(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSite>;
     /// `Conflict` while systems belong to the site or the site is linked.
     async fn delete_site(
@@ -215,13 +230,26 @@ pub trait BillingStore: Send + Sync {
         expected_version: Option<i64>,
     ) -> StoreResult<()>;
 
+    /// As [`BillingStore::upsert_site_linked`], for a system.
+    async fn upsert_system_linked(
+        &self,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SystemFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingSystem>, Vec<Link>)>;
     async fn upsert_system(
         &self,
         dealer: &DealerId,
         id: &BillingId,
         fields: SystemFields,
         expected_version: Option<i64>,
-    ) -> StoreResult<Upserted<BillingSystem>>;
+    ) -> StoreResult<Upserted<BillingSystem>> {
+        let (system, _) = self
+            .upsert_system_linked(dealer, id, fields, expected_version)
+            .await?;
+        Ok(system)
+    }
     async fn system(&self, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSystem>;
     /// `Conflict` while the system is linked.
     async fn delete_system(

@@ -15,7 +15,7 @@ use domain::billing::{
 };
 use domain::connection::{ConnectionId, ConnectionStatus};
 use domain::events::NewEvent;
-use domain::link::{LinkId, LinkKind};
+use domain::link::{Link, LinkId, LinkKind};
 use domain::store::{BillingStore, PageRequest, StoreError, StoreResult};
 use domain::syncing_jobs::{AutoSyncPush, StagesRecord};
 use domain::tenancy::DealerId;
@@ -29,6 +29,7 @@ use crate::db::{
 };
 use crate::events::insert_events;
 use crate::jobs::enqueue_within;
+use crate::links::links_of_record;
 use crate::schema::{
     billing_customers, billing_sites, billing_systems, billing_users, connections, links,
 };
@@ -1071,13 +1072,13 @@ impl BillingStore for Store {
         .await
     }
 
-    async fn upsert_site(
+    async fn upsert_site_linked(
         &self,
         dealer: &DealerId,
         id: &BillingId,
         fields: SiteFields,
         expected_version: Option<i64>,
-    ) -> StoreResult<Upserted<BillingSite>> {
+    ) -> StoreResult<(Upserted<BillingSite>, Vec<Link>)> {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
@@ -1085,7 +1086,8 @@ impl BillingStore for Store {
                 if saved.changed {
                     enqueue_auto_sync(conn, &dealer, LinkKind::Site, &id, None)?;
                 }
-                Ok(saved.upserted)
+                let links = links_of_record(conn, &dealer, LinkKind::Site, &id)?;
+                Ok((saved.upserted, links))
             })
         })
         .await
@@ -1138,13 +1140,13 @@ impl BillingStore for Store {
         .await
     }
 
-    async fn upsert_system(
+    async fn upsert_system_linked(
         &self,
         dealer: &DealerId,
         id: &BillingId,
         fields: SystemFields,
         expected_version: Option<i64>,
-    ) -> StoreResult<Upserted<BillingSystem>> {
+    ) -> StoreResult<(Upserted<BillingSystem>, Vec<Link>)> {
         let (dealer, id) = (dealer.0.clone(), id.as_str().to_owned());
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
@@ -1152,7 +1154,8 @@ impl BillingStore for Store {
                 if saved.changed {
                     enqueue_auto_sync(conn, &dealer, LinkKind::System, &id, None)?;
                 }
-                Ok(saved.upserted)
+                let links = links_of_record(conn, &dealer, LinkKind::System, &id)?;
+                Ok((saved.upserted, links))
             })
         })
         .await

@@ -179,6 +179,13 @@ pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreOpenError> {
     }
 }
 
+/// SQLite has one writer at a time. The write transactions of this process
+/// take turns on this lock (a waiter wakes as it frees) rather than on SQLite's busy handler,
+/// which sleeps 1, 2, 5, 10 ms... between looks and so adds milliseconds to
+/// every write under load. (Another process on the same file still meets the
+/// busy handler.)
+static SQLITE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `f` in a transaction that holds the write lock from its first statement.
 /// On SQLite a deferred transaction that reads and then writes fails at once with
 /// SQLITE_BUSY when another writer got in between (the busy timeout does not
@@ -192,6 +199,9 @@ where
     E: From<DieselError>,
 {
     if let DbConnection::Sqlite(inner) = &mut *conn {
+        let _turn = SQLITE_WRITER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
         // From here the enum's transaction manager sees the open transaction of the
         // inner connection, so commit and rollback go through it as usual.

@@ -229,9 +229,28 @@ pub(crate) fn apply_settlement(
     if updated == 0 {
         return Ok(false);
     }
+    let (conflicts, refusals) = (settlement.conflicts, settlement.refusals);
+    if conflicts.found.is_empty() && refusals.found.is_empty() {
+        // The common case: nothing new of either kind, one statement.
+        diesel::delete(
+            link_field_issues::table
+                .filter(link_field_issues::dealer.eq(dealer))
+                .filter(link_field_issues::link_id.eq(&link_id))
+                .filter(
+                    link_field_issues::issue
+                        .eq(IssueKind::Conflict.as_str())
+                        .and(link_field_issues::field.eq_any(&conflicts.settled))
+                        .or(link_field_issues::issue
+                            .eq(IssueKind::Refused.as_str())
+                            .and(link_field_issues::field.eq_any(&refusals.settled))),
+                ),
+        )
+        .execute(conn)?;
+        return Ok(true);
+    }
     for (kind, update) in [
-        (IssueKind::Conflict, settlement.conflicts),
-        (IssueKind::Refused, settlement.refusals),
+        (IssueKind::Conflict, conflicts),
+        (IssueKind::Refused, refusals),
     ] {
         if update.found.is_empty() {
             clear_settled(conn, dealer, &link_id, kind, &update.settled)?;

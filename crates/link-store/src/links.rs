@@ -182,6 +182,24 @@ fn link_write(result: QueryResult<usize>, row: &LinkRow) -> Result<usize, Fail> 
     }
 }
 
+/// The links of one billing record on every connection (claims left out).
+pub(crate) fn links_of_record(
+    conn: &mut DbConnection,
+    dealer: &str,
+    kind: LinkKind,
+    billing_id: &str,
+) -> Result<Vec<Link>, Fail> {
+    let rows: Vec<LinkRow> = links::table
+        .filter(links::dealer.eq(dealer))
+        .filter(links::kind.eq(kind.as_str()))
+        .filter(links::billing_id.eq(billing_id))
+        .filter(links::claim_expires_at.is_null())
+        .select(LinkRow::as_select())
+        .order(links::id.asc())
+        .load(conn)?;
+    rows.into_iter().map(LinkRow::into_domain).collect()
+}
+
 fn find_link(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<Option<LinkRow>> {
     links::table
         .filter(links::dealer.eq(dealer))
@@ -970,18 +988,8 @@ impl LinkStore for Store {
     ) -> StoreResult<Vec<Link>> {
         let dealer = dealer.0.clone();
         let billing_id = billing_id.as_str().to_owned();
-        self.run(move |conn, _| {
-            let rows: Vec<LinkRow> = links::table
-                .filter(links::dealer.eq(dealer))
-                .filter(links::kind.eq(kind.as_str()))
-                .filter(links::billing_id.eq(billing_id))
-                .filter(links::claim_expires_at.is_null())
-                .select(LinkRow::as_select())
-                .order(links::id.asc())
-                .load(conn)?;
-            rows.into_iter().map(LinkRow::into_domain).collect()
-        })
-        .await
+        self.run(move |conn, _| links_of_record(conn, &dealer, kind, &billing_id))
+            .await
     }
 
     async fn linked_external_ids(

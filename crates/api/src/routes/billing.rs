@@ -536,11 +536,11 @@ pub async fn put_site(
     let caller = auth.require(Role::Operator)?;
     let id = id_to_write(&path)?;
     let fields = site_fields(body.0)?;
-    let upserted = state
+    let (upserted, links) = state
         .billing
-        .upsert_site(&caller.dealer, &id, fields, if_match(&req)?)
+        .upsert_site_linked(&caller.dealer, &id, fields, if_match(&req)?)
         .await?;
-    let links = links_of(&state, &caller.dealer, LinkKind::Site, &id).await?;
+    let links = links.into_iter().map(Into::into).collect();
     Ok(respond(upserted, req.path(), |r| site_response(r, links)))
 }
 
@@ -687,11 +687,11 @@ pub async fn put_system(
     let caller = auth.require(Role::Operator)?;
     let id = id_to_write(&path)?;
     let fields = system_fields(body.0)?;
-    let upserted = state
+    let (upserted, links) = state
         .billing
-        .upsert_system(&caller.dealer, &id, fields, if_match(&req)?)
+        .upsert_system_linked(&caller.dealer, &id, fields, if_match(&req)?)
         .await?;
-    let links = links_of(&state, &caller.dealer, LinkKind::System, &id).await?;
+    let links = links.into_iter().map(Into::into).collect();
     Ok(respond(upserted, req.path(), |r| system_response(r, links)))
 }
 

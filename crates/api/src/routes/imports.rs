@@ -580,6 +580,11 @@ pub async fn get_import(
 }
 
 /// What became of each record an import has seen, in the order it saw them.
+///
+/// A customer run lists the customers it imported, failed or filtered, and
+/// those imported meanwhile by someone else; customers already imported by an
+/// earlier run are only counted (`counts.already_imported`), not listed, so a
+/// re-run with nothing new writes nothing per customer.
 #[utoipa::path(get, path = "/v1/imports/{import_id}/items", tag = "imports", security(("bearer" = ["viewer"])),
     params(("import_id" = Uuid, Path), ItemFilter, PageParams),
     responses((status = 200, body = ImportItemList),
