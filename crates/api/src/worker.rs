@@ -267,11 +267,15 @@ async fn run_one_inner(
     let result = match outcome {
         Ok(done) => {
             let id = job.id;
-            // A reconcile or an import wrote many rows: plans should see them.
+            // A reconcile or an import wrote many rows: plans should see
+            // them. In the background: the job's end does not wait for it.
             if [kinds::RECONCILE, kinds::ADC_IMPORT].contains(&job.kind.as_str()) {
-                if let Err(e) = state.store.refresh_statistics().await {
-                    tracing::warn!(error = %e, "refreshing the planner's statistics failed");
-                }
+                let store = state.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.refresh_statistics().await {
+                        tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+                    }
+                });
             }
             // Recorded with others that end about now; "job ended" is logged
             // here, the recorder logs a failure to record it.

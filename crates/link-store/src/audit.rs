@@ -12,12 +12,13 @@ use domain::tenancy::DealerId;
 use domain::Page;
 
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{into_page, page_limit, DbConnection, Fail};
+use crate::db::{into_page, page_limit, per_backend, DbConnection, Fail};
 use crate::schema::audit_log;
 use crate::Store;
 
+// `treat_none_as_null`: many entries are one INSERT on SQLite too.
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_log)]
+#[diesel(table_name = audit_log, treat_none_as_null = true)]
 struct AuditRow {
     id: String,
     dealer: String,
@@ -107,11 +108,12 @@ pub(crate) fn insert_audit(
         .into_iter()
         .map(|e| AuditRow::new(dealer, at, e))
         .collect();
-    // A statement per entry: a change writes a handful at most.
-    for row in &rows {
-        diesel::insert_into(audit_log::table)
-            .values(row)
-            .execute(conn)?;
+    // One statement per chunk: a reconcile writes an entry per link taken
+    // over. 11 columns a row: well under SQLite's bind limit.
+    for chunk in rows.chunks(500) {
+        per_backend!(&mut *conn, |c| diesel::insert_into(audit_log::table)
+            .values(chunk)
+            .execute(c))?;
     }
     Ok(())
 }

@@ -33,8 +33,10 @@ use crate::db::{
 use crate::schema::{deliberate_unlinks, links};
 use crate::Store;
 
+// `treat_none_as_null`: a batch of rows is one INSERT on SQLite too (diesel
+// sends a statement per row when a value is left to the column's DEFAULT).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = links)]
+#[diesel(table_name = links, treat_none_as_null = true)]
 struct LinkRow {
     id: String,
     dealer: String,
@@ -329,6 +331,57 @@ const INSERT_ATTEMPTS: usize = 3;
 /// is the link in the way looked up, to name it, so a batch of free records
 /// looks nothing up. The constraints also decide races (PostgreSQL waits for
 /// the other writer, then answers here with the link it committed).
+/// Inserts `rows` (in order: parents first) with one statement per chunk;
+/// the rows a chunk could not insert (a record linked already, an expired
+/// claim in the way) go through [`insert_link`] one by one, which takes
+/// over or refuses each as it should.
+fn insert_many(conn: &mut DbConnection, rows: &[&LinkRow]) -> Result<(), Fail> {
+    // 12 columns a row: well under SQLite's bind limit.
+    const CHUNK: usize = 500;
+    for chunk in rows.chunks(CHUNK) {
+        let values: Vec<LinkRow> = chunk.iter().map(|r| (*r).clone()).collect();
+        let inserted = match &mut *conn {
+            DbConnection::Postgresql(pg) => diesel::insert_into(links::table)
+                .values(&values[..])
+                .on_conflict_do_nothing()
+                .execute(pg)?,
+            // Rows it ignores are looked at one by one below.
+            DbConnection::Sqlite(sqlite) => diesel::insert_or_ignore_into(links::table)
+                .values(&values[..])
+                .execute(sqlite)?,
+        };
+        if inserted == chunk.len() {
+            continue;
+        }
+        // The rows stored as this chunk wrote them (an older link with the
+        // same id is not one of them).
+        let ids: Vec<&str> = chunk.iter().map(|r| r.id.as_str()).collect();
+        let stored: BTreeSet<(String, String, String, NaiveDateTime)> = links::table
+            .filter(links::id.eq_any(&ids))
+            .select((
+                links::id,
+                links::billing_id,
+                links::external_id,
+                links::created_at,
+            ))
+            .load(conn)?
+            .into_iter()
+            .collect();
+        let written = |r: &LinkRow| {
+            stored.contains(&(
+                r.id.clone(),
+                r.billing_id.clone(),
+                r.external_id.clone(),
+                r.created_at,
+            ))
+        };
+        for row in chunk.iter().filter(|r| !written(r)) {
+            insert_link(conn, row)?;
+        }
+    }
+    Ok(())
+}
+
 fn insert_link(conn: &mut DbConnection, row: &LinkRow) -> Result<(), Fail> {
     for _ in 0..INSERT_ATTEMPTS {
         let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(links::table)
@@ -460,11 +513,11 @@ fn insert_links_blocking(
                 .into());
             }
         }
-        insert_link(conn, row)?;
         if row.kind == LinkKind::Site.as_str() {
             sites.insert(row.id.clone(), row.connection_id.clone());
         }
     }
+    insert_many(conn, &order)?;
     if claim_until.is_none() {
         forget_unlinks(conn, &order)?;
         insert_audit(conn, dealer, audit)?;

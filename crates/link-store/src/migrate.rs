@@ -119,6 +119,10 @@ impl Store {
     /// (a reconcile, an import), so plans do not depend on autovacuum.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         self.run(|conn, _| {
+            if let DbConnection::Sqlite(_) = conn {
+                // A sample per index, not a full scan of every table.
+                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
+            }
             for table in GROWING_TABLES {
                 diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
             }
