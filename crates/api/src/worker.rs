@@ -112,7 +112,14 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
                     let permit = permits.next().expect("a slot per claimed job");
                     held.lock().expect("held jobs").insert(job.id);
                     let (state, runner) = (state.clone(), runner.clone());
-                    tokio::spawn(async move { run_one(&state, &runner, job, permit).await });
+                    tokio::spawn(async move {
+                        // A job that panics stops being renewed: its lease runs out.
+                        let _forget = ForgetOnPanic {
+                            held: runner.held.clone(),
+                            id: job.id,
+                        };
+                        run_one(&state, &runner, job, permit).await
+                    });
                 }
                 // Nothing due: wait for an enqueue here or in another
                 // replica (LISTEN on PostgreSQL), or poll.
@@ -126,6 +133,23 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
             Err(e) => {
                 tracing::warn!(error = %e, "claiming jobs failed");
                 tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Drops a job from the held set when its task unwinds from a panic, so its
+/// lease is no longer renewed and another attempt takes it after it runs out.
+struct ForgetOnPanic {
+    held: Held,
+    id: JobId,
+}
+
+impl Drop for ForgetOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut held) = self.held.lock() {
+                held.remove(&self.id);
             }
         }
     }
