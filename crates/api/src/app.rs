@@ -65,19 +65,14 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 
 /// The state the job runners work with: the same as the handlers', on a
 /// pool of its own (`jobs.pool_size`) so a burst of jobs never leaves a
-/// request waiting for a connection. A SQLite `:memory:` database is one
-/// connection for good: there the runners share the handlers' pool.
+/// request waiting for a connection.
 async fn job_state(state: &web::Data<AppState>) -> anyhow::Result<web::Data<AppState>> {
-    if state.settings.database.url.contains(":memory:") {
-        return Ok(state.clone());
-    }
-    let key = crate::keys::load_or_create(&state.settings)?;
-    let url = state.settings.database.url.clone();
     let options = link_store::StoreOptions {
         pool_size: state.settings.jobs.pool_size(),
         ..Default::default()
     };
-    let store = tokio::task::spawn_blocking(move || link_store::Store::open(&url, key, options))
+    let handlers = state.store.clone();
+    let store = tokio::task::spawn_blocking(move || handlers.another_pool(options))
         .await?
         .context("cannot open the job runners' database pool")?;
     Ok(web::Data::new(state.with_store(store)))

@@ -6,7 +6,7 @@
 //! lock held until commit, so no seq commits after a larger one of its dealer.
 
 use async_trait::async_trait;
-use chrono::{NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use domain::connection::ConnectionId;
@@ -53,6 +53,21 @@ struct NewEventRow {
     connection_id: Option<String>,
     data: String,
     created_at: NaiveDateTime,
+}
+
+impl NewEventRow {
+    fn new(dealer: &str, id: uuid::Uuid, event: NewEvent, now: DateTime<Utc>) -> Self {
+        Self {
+            id: uuid_text(id),
+            dealer: dealer.to_owned(),
+            event_type: event.event_type,
+            subject_kind: event.subject_kind,
+            subject_id: event.subject_id,
+            connection_id: event.connection_id.map(|c| uuid_text(c.0)),
+            data: event.data.to_string(),
+            created_at: to_db_time(now),
+        }
+    }
 }
 
 impl EventRow {
@@ -105,17 +120,8 @@ pub(crate) fn insert_events(
     let dealer_id = DealerId(dealer.to_owned());
     let mut written = Vec::with_capacity(events.len());
     for event in events {
-        let row = NewEventRow {
-            // v7: ids made one after another keep their order.
-            id: uuid_text(uuid::Uuid::now_v7()),
-            dealer: dealer.to_owned(),
-            event_type: event.event_type,
-            subject_kind: event.subject_kind,
-            subject_id: event.subject_id,
-            connection_id: event.connection_id.map(|c| uuid_text(c.0)),
-            data: event.data.to_string(),
-            created_at: to_db_time(now),
-        };
+        // v7: ids made one after another keep their order.
+        let row = NewEventRow::new(dealer, uuid::Uuid::now_v7(), event, now);
         diesel::insert_into(events::table)
             .values(&row)
             .execute(conn)?;
@@ -162,16 +168,7 @@ pub(crate) fn insert_many_events(
                     event_id: id,
                 });
             }
-            NewEventRow {
-                id: uuid_text(id),
-                dealer: dealer.to_owned(),
-                event_type: event.event_type,
-                subject_kind: event.subject_kind,
-                subject_id: event.subject_id,
-                connection_id: event.connection_id.map(|c| uuid_text(c.0)),
-                data: event.data.to_string(),
-                created_at: to_db_time(now),
-            }
+            NewEventRow::new(dealer, id, event, now)
         })
         .collect();
     // 8 columns: 500 rows are 4,000 bound parameters, under either limit.

@@ -92,7 +92,8 @@ pub struct Store {
 struct Inner {
     pool: Pool<Manager>,
     target: Target,
-    cipher: Cipher,
+    /// Shared with the store's other pools (see [`Store::another_pool`]).
+    cipher: Arc<Cipher>,
 }
 
 impl std::fmt::Debug for Store {
@@ -110,6 +111,28 @@ impl Store {
     /// It does not migrate; call [`Store::migrate`] for that.
     pub fn open(url: &str, key: SecretKey, options: StoreOptions) -> Result<Store, StoreOpenError> {
         let target = Target::parse(url)?;
+        Self::with_pool(target, Arc::new(Cipher::new(&key)), options)
+    }
+
+    /// Another pool on the same database with the same key (the job
+    /// runners' own). A SQLite `:memory:` database is one connection for
+    /// good, so there the store itself is answered. Blocking, as `open`.
+    pub fn another_pool(&self, options: StoreOptions) -> Result<Store, StoreOpenError> {
+        if self.inner.target == Target::SqliteMemory {
+            return Ok(self.clone());
+        }
+        Self::with_pool(
+            self.inner.target.clone(),
+            Arc::clone(&self.inner.cipher),
+            options,
+        )
+    }
+
+    fn with_pool(
+        target: Target,
+        cipher: Arc<Cipher>,
+        options: StoreOptions,
+    ) -> Result<Store, StoreOpenError> {
         let backend = backend_of(&target);
         let mut builder = Pool::builder()
             .max_size(options.pool_size.max(1))
@@ -148,7 +171,7 @@ impl Store {
             inner: Arc::new(Inner {
                 pool,
                 target,
-                cipher: Cipher::new(&key),
+                cipher,
             }),
         })
     }
