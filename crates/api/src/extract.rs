@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use domain::validation::{check_characters, TextKind, ValidationError};
+
 use crate::problem::{ApiError, ProblemField};
 
 /// A JSON body; malformed JSON is 400, a missing field or a wrong type is 422
@@ -83,6 +85,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;
+    let mut refused = ValidationError::default();
+    refuse_control_characters(&value, &mut String::new(), &mut refused);
+    refused.into_result()?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = strip_position(&err.into_inner().to_string());
@@ -96,6 +101,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         e.errors.push(ProblemField { field, message });
         e
     })
+}
+
+/// Applies the one rule for text to every string of a body, keys included, so
+/// no NUL reaches a database and the field is named whatever the route.
+fn refuse_control_characters(
+    value: &serde_json::Value,
+    path: &mut String,
+    out: &mut ValidationError,
+) {
+    let field = |path: &str| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => {
+            if let Err(message) = check_characters(text, TextKind::Free) {
+                out.push(field(path), message);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                refuse_control_characters(item, path, out);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(members) => {
+            for (key, member) in members {
+                if let Err(message) = check_characters(key, TextKind::Token) {
+                    out.push(field(path), format!("a member name {message}"));
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                refuse_control_characters(member, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// serde_json appends " at line L column C"; the field path says more.
@@ -179,7 +231,7 @@ impl PageParams {
     pub fn to_request(&self) -> Result<domain::store::PageRequest, ApiError> {
         let limit = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::from(domain::validation::ValidationError::field(
+            return Err(ApiError::from(ValidationError::field(
                 "page_size",
                 format!("must be between 1 and {MAX_PAGE_SIZE}"),
             )));
@@ -205,7 +257,7 @@ fn decode_page_token(token: &str) -> Result<String, ApiError> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| {
-            ApiError::from(domain::validation::ValidationError::field(
+            ApiError::from(ValidationError::field(
                 "page_token",
                 "is not a token this service gave out",
             ))
@@ -219,7 +271,7 @@ pub fn page_slice<T>(
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
     let limit = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::from(domain::validation::ValidationError::field(
+        return Err(ApiError::from(ValidationError::field(
             "page_size",
             format!("must be between 1 and {MAX_PAGE_SIZE}"),
         )));
@@ -230,7 +282,7 @@ pub fn page_slice<T>(
             .strip_prefix("offset:")
             .and_then(|o| o.parse::<usize>().ok())
             .ok_or_else(|| {
-                ApiError::from(domain::validation::ValidationError::field(
+                ApiError::from(ValidationError::field(
                     "page_token",
                     "is not a token this service gave out",
                 ))
@@ -275,6 +327,20 @@ mod tests {
         assert_eq!(e.errors[0].field, "inner.n");
         let e = parse_json::<Body>(br#"{"name":"a","inner":{}}"#).unwrap_err();
         assert_eq!(e.errors[0].field, "inner.n");
+    }
+
+    #[test]
+    fn control_characters_anywhere_in_a_body_are_422_naming_the_field() {
+        let e = parse_json::<Body>(br#"{"name":"a\u0000b","inner":{"n":1}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.errors[0].field, "name");
+        let e =
+            parse_json::<serde_json::Value>(br#"{"a":[{"b":"\u001b"}],"c\u0000":1}"#).unwrap_err();
+        let fields: Vec<_> = e.errors.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["a[0].b", "body"]);
+        // Free text keeps its white space.
+        let ok = parse_json::<Body>(br#"{"name":"line\none\ttab","inner":{"n":1}}"#).unwrap();
+        assert_eq!(ok.name, "line\none\ttab");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 use domain::store::{IdempotencyBegin, IdempotencyScope, StoredResponse};
 use domain::tenancy::Caller;
+use domain::validation::{check_characters, is_dot_segment, TextKind, ValidationError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -124,6 +125,58 @@ fn framework_error(status: StatusCode) -> ApiError {
     }
 }
 
+/// The one rule for text, for the inputs no body extractor sees: every path
+/// segment and query parameter (names and values) refuses control characters,
+/// and `.` or `..` is never an id. A 422 names the parameter, before any
+/// handler or database sees the value.
+pub async fn refuse_bad_text(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let mut refused = ValidationError::default();
+    let pattern = req.match_pattern().unwrap_or_default();
+    let names: Vec<&str> = pattern.split('/').collect();
+    let segments: Vec<&str> = req.path().split('/').collect();
+    for (i, raw) in segments.iter().enumerate().skip(1) {
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let field = || {
+            names
+                .get(i)
+                .filter(|_| names.len() == segments.len())
+                .and_then(|n| parameter_name(n))
+                .unwrap_or("path")
+                .to_owned()
+        };
+        if let Err(message) = check_characters(&decoded, TextKind::Token) {
+            refused.push(field(), message);
+        } else if is_dot_segment(&decoded) {
+            refused.push(field(), "must not be '.' or '..'");
+        }
+    }
+    if let Some(query) = req.uri().query() {
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if let Err(message) = check_characters(&name, TextKind::Token) {
+                refused.push("query", format!("a parameter name {message}"));
+            } else if let Err(message) = check_characters(&value, TextKind::Token) {
+                refused.push(name.into_owned(), message);
+            }
+        }
+    }
+    if refused.errors.is_empty() {
+        Ok(next.call(req).await?.map_into_boxed_body())
+    } else {
+        Ok(req.into_response(ApiError::from(refused).error_response()))
+    }
+}
+
+/// `site_id` of a route segment `{site_id}` or `{site_id}:sync`.
+fn parameter_name(segment: &str) -> Option<&str> {
+    let start = segment.find('{')? + 1;
+    let rest = &segment[start..];
+    let end = rest.find([':', '}'])?;
+    Some(&rest[..end])
+}
+
 /// Verifies the bearer token of every `/v1` request and keeps the caller.
 pub async fn authenticate(
     req: ServiceRequest,
@@ -146,8 +199,9 @@ pub async fn authenticate(
     }
 }
 
-/// `Idempotency-Key` on a POST: the first answer is kept and replayed for the
-/// same key and body; another body is 422; a retry while the first runs is 409.
+/// `Idempotency-Key` on a POST: the first answer is kept (sealed by the store)
+/// and replayed for the same key and body; another body is 422; a retry while
+/// the first runs is 409. A refusal before any effect is not kept.
 pub async fn idempotency(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -233,8 +287,9 @@ pub async fn idempotency(
             return Err(e);
         }
     };
-    if res.status().is_server_error() {
-        // Nothing was promised: let the caller retry with the same key.
+    if res.status().is_server_error() || refused_before_any_effect(res.status()) {
+        // Nothing was promised, or nothing was done: the caller may retry
+        // with the same key (a corrected request included), as Stripe allows.
         if let Err(e) = state.idempotency.release(&scope).await {
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
@@ -259,6 +314,23 @@ pub async fn idempotency(
     }
     let res = head.set_body(BoxBody::new(bytes));
     Ok(ServiceResponse::new(req, res))
+}
+
+/// Answers given before a handler changed anything: the request was refused
+/// as it stood (syntax, validation, authority, a name that names nothing).
+/// A conflict (409) is kept: it may follow a partial effect upstream.
+fn refused_before_any_effect(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
 }
 
 fn bytes_payload(bytes: web::Bytes) -> actix_web::dev::Payload {

@@ -178,6 +178,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(why) => Self::conflict("conflict", why),
             StoreError::VersionMismatch => Self::precondition_failed(),
             StoreError::Unavailable(cause) => Self::unavailable(cause),
+            StoreError::Failed(cause) => Self::internal(cause),
         }
     }
 }

@@ -29,6 +29,9 @@ impl BillingId {
         if raw.chars().any(|c| c.is_control() || c == '/') {
             return Err("must not contain '/' or control characters".into());
         }
+        if crate::validation::is_dot_segment(raw) {
+            return Err("must not be '.' or '..'".into());
+        }
         Ok(Self(raw.to_owned()))
     }
 

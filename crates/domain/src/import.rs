@@ -759,7 +759,7 @@ pub enum ImportRunError {
 /// `?` elsewhere keeps one obvious target for a `StoreError`).
 fn store_failed(e: StoreError) -> ImportRunError {
     match e {
-        StoreError::Unavailable(_) | StoreError::Conflict(_) => {
+        StoreError::Unavailable(_) | StoreError::Failed(_) | StoreError::Conflict(_) => {
             ImportRunError::Transient(format!("the database failed: {e}"))
         }
         other => ImportRunError::Permanent(other.to_string()),

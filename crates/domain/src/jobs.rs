@@ -170,7 +170,9 @@ impl From<OperationError> for JobError {
         }
         let transient = match &e {
             OperationError::Upstream { error, .. } => error.is_transient(),
-            OperationError::Store(StoreError::Unavailable(_)) => true,
+            // A refused statement is retried too (with its attempts counted):
+            // a job is never dropped on its first database surprise.
+            OperationError::Store(StoreError::Unavailable(_) | StoreError::Failed(_)) => true,
             // The record changed between the job's read and its write: read again.
             OperationError::Store(StoreError::VersionMismatch) => true,
             OperationError::Provider { .. } => true,

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The database could not be used; details are logged, not shown.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answered but refused the statement: a bug, never a
+    /// reason to say it is unreachable. Details are logged, not shown.
+    #[error("database statement failed: {0}")]
+    Failed(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -247,8 +247,53 @@ impl Fail {
         match self {
             Self::Store(e) => e,
             Self::Db(DieselError::NotFound) => StoreError::NotFound,
-            Self::Db(e) => unavailable(&e),
+            Self::Db(e) if is_unreachable(&e) => unavailable(&e),
+            Self::Db(e) => {
+                tracing::error!(error = %e, "database statement failed");
+                StoreError::Failed(e.to_string())
+            }
         }
+    }
+}
+
+/// Whether an error says the database could not be used right now (lost,
+/// busy, or asking for a retry), as opposed to refusing a statement: only
+/// the first is a 503 and a transient job failure.
+fn is_unreachable(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+            _,
+        ) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            // Neither backend gives diesel a kind for these.
+            let message = info.message().to_ascii_lowercase();
+            [
+                "database is locked",
+                "database table is locked",
+                "busy",
+                "deadlock",
+                "could not serialize",
+                "terminating connection",
+                "server closed the connection",
+                "connection",
+                "canceling statement",
+                "the database system is",
+                "too many clients",
+                "out of memory",
+                "disk",
+            ]
+            .iter()
+            .any(|m| message.contains(m))
+        }
+        DieselError::DatabaseError(..)
+        | DieselError::DeserializationError(_)
+        | DieselError::SerializationError(_)
+        | DieselError::QueryBuilderError(_)
+        | DieselError::InvalidCString(_) => false,
+        // Transaction-manager states and anything newer: a connection that
+        // went away mid-transaction shows up here.
+        _ => true,
     }
 }
 

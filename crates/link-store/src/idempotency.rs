@@ -11,6 +11,7 @@ use domain::store::{
 };
 
 use crate::connections::to_db_time;
+use crate::crypto::Cipher;
 use crate::db::{per_backend, DbConnection, Fail};
 use crate::schema::idempotency_keys as keys;
 use crate::Store;
@@ -55,7 +56,39 @@ macro_rules! claim {
     };
 }
 
-fn stored_response(row: ClaimRow) -> Result<StoredResponse, Fail> {
+/// Associated data binding a sealed answer to its key: a blob copied to another
+/// caller's row does not open.
+fn answer_aad(scope: &IdempotencyScope) -> String {
+    format!(
+        "idempotency|{}|{}|{}",
+        scope.dealer.0, scope.user, scope.key
+    )
+}
+
+/// Answers are kept sealed, headers and body together, because some carry a
+/// secret shown once (a rotated inbound password, a webhook signing secret).
+/// Plaintext: the headers' JSON length (4 bytes, big endian), their JSON, the body.
+fn seal_answer(
+    cipher: &Cipher,
+    scope: &IdempotencyScope,
+    response: &StoredResponse,
+) -> Result<Vec<u8>, Fail> {
+    let headers = serde_json::to_vec(&response.headers)
+        .map_err(|e| StoreError::Failed(format!("cannot encode headers: {e}")))?;
+    let len = u32::try_from(headers.len())
+        .map_err(|_| StoreError::Failed("the answer's headers are too long".into()))?;
+    let mut plain = Vec::with_capacity(4 + headers.len() + response.body.len());
+    plain.extend_from_slice(&len.to_be_bytes());
+    plain.extend_from_slice(&headers);
+    plain.extend_from_slice(&response.body);
+    Ok(cipher.seal(&answer_aad(scope), &plain))
+}
+
+fn stored_response(
+    cipher: &Cipher,
+    scope: &IdempotencyScope,
+    row: ClaimRow,
+) -> Result<StoredResponse, Fail> {
     let bad = || {
         tracing::error!("an idempotency key marked done has no readable response");
         Fail::Store(StoreError::Unavailable(
@@ -66,19 +99,33 @@ fn stored_response(row: ClaimRow) -> Result<StoredResponse, Fail> {
         .status
         .and_then(|s| u16::try_from(s).ok())
         .ok_or_else(bad)?;
-    let headers = match row.headers {
-        Some(json) => serde_json::from_str(&json).map_err(|_| bad())?,
-        None => Vec::new(),
-    };
+    let blob = row.body.unwrap_or_default();
+    // A row kept before answers were sealed has its headers in their own
+    // column; it expires with the key's time to live.
+    if let Some(json) = row.headers {
+        return Ok(StoredResponse {
+            status,
+            headers: serde_json::from_str(&json).map_err(|_| bad())?,
+            body: blob,
+        });
+    }
+    let plain = cipher.open(&answer_aad(scope), &blob).map_err(|_| bad())?;
+    let (len, rest) = plain.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let (headers, body) = rest.split_at(len);
     Ok(StoredResponse {
         status,
-        headers,
-        body: row.body.unwrap_or_default(),
+        headers: serde_json::from_slice(headers).map_err(|_| bad())?,
+        body: body.to_vec(),
     })
 }
 
 fn begin_blocking(
     conn: &mut DbConnection,
+    cipher: &Cipher,
     scope: &IdempotencyScope,
     fingerprint: &str,
     now: NaiveDateTime,
@@ -114,7 +161,9 @@ fn begin_blocking(
             return Ok(IdempotencyBegin::Mismatch);
         }
         if row.state == DONE {
-            return Ok(IdempotencyBegin::Replay(stored_response(row)?));
+            return Ok(IdempotencyBegin::Replay(stored_response(
+                cipher, scope, row,
+            )?));
         }
         if row.updated_at >= stale_before {
             return Ok(IdempotencyBegin::InFlight);
@@ -150,24 +199,24 @@ impl IdempotencyStore for Store {
         let fingerprint = fingerprint.to_owned();
         let stale_before = to_db_time(now - stale_after);
         let now = to_db_time(now);
-        self.run(move |conn, _| begin_blocking(conn, &scope, &fingerprint, now, stale_before))
-            .await
+        self.run(move |conn, cipher| {
+            begin_blocking(conn, cipher, &scope, &fingerprint, now, stale_before)
+        })
+        .await
     }
 
     async fn finish(&self, scope: &IdempotencyScope, response: &StoredResponse) -> StoreResult<()> {
         let scope = scope.clone();
-        let headers = serde_json::to_string(&response.headers)
-            .map_err(|e| StoreError::Unavailable(format!("cannot encode headers: {e}")))?;
-        let status = i32::from(response.status);
-        let body = response.body.clone();
+        let response = response.clone();
         let now = to_db_time(Utc::now());
-        self.run(move |conn, _| {
+        self.run(move |conn, cipher| {
+            let sealed = seal_answer(cipher, &scope, &response)?;
             let finished = diesel::update(claim!(scope).filter(keys::state.eq(IN_FLIGHT)))
                 .set((
                     keys::state.eq(DONE),
-                    keys::status.eq(status),
-                    keys::headers.eq(headers),
-                    keys::body.eq(body),
+                    keys::status.eq(i32::from(response.status)),
+                    keys::headers.eq(None::<String>),
+                    keys::body.eq(sealed),
                     keys::updated_at.eq(now),
                 ))
                 .execute(conn)?;

@@ -980,6 +980,55 @@ store_test!(idempotency_lifecycle, |db| async move {
     );
 });
 
+store_test!(
+    idempotency_answers_are_sealed_to_their_key,
+    |db| async move {
+        let store = db.store().await;
+        let now = Utc::now();
+        let stale = TimeDelta::minutes(5);
+        let (a, b) = (scope("d1", "alice", "key-a"), scope("d1", "alice", "key-b"));
+        for k in [&a, &b] {
+            assert_eq!(
+                store.begin(k, "fp", now, stale).await,
+                Ok(IdempotencyBegin::Started)
+            );
+            store.finish(k, &response()).await.unwrap();
+        }
+        // Neither the body nor the headers are kept readable.
+        assert_eq!(db.count("idempotency_keys WHERE headers IS NOT NULL"), 0);
+        // A's sealed answer pasted into B's row does not replay as B's.
+        db.execute(
+            "UPDATE idempotency_keys SET body = \
+         (SELECT body FROM idempotency_keys WHERE idem_key = 'key-a') WHERE idem_key = 'key-b'",
+        );
+        assert!(matches!(
+            store.begin(&b, "fp", now, stale).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(
+            store.begin(&a, "fp", now, stale).await,
+            Ok(IdempotencyBegin::Replay(response()))
+        );
+    }
+);
+
+store_test!(
+    a_statement_the_database_refuses_is_not_unavailable,
+    |db| async move {
+        let store = db.store().await;
+        // PostgreSQL cannot hold a NUL in text; SQLite can. Either way the
+        // database answered, so it is never reported as unreachable.
+        let nul = scope("d1", "alice", "key\u{0}");
+        let got = store
+            .begin(&nul, "fp", Utc::now(), TimeDelta::minutes(5))
+            .await;
+        match db.backend() {
+            Backend::Postgres => assert!(matches!(got, Err(StoreError::Failed(_))), "{got:?}"),
+            Backend::Sqlite => assert_eq!(got, Ok(IdempotencyBegin::Started)),
+        }
+    }
+);
+
 store_test!(idempotency_stale_claims_are_taken_over, |db| async move {
     let store = db.store().await;
     let stale = TimeDelta::minutes(5);
