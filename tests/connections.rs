@@ -490,3 +490,60 @@ async fn inbound_credentials_show_the_secret_only_when_rotated() {
         .await
         .assert_problem(403);
 }
+
+#[tokio::test]
+async fn http_conventions_304_allow_retry_after_and_location() {
+    let sim = start_sim(2).await;
+    let svc = Service::start().await;
+    let admin = Who::admin("conventions");
+    let cid = svc
+        .create_connection(&admin, "Conv", &sim.base_url(), "dealer")
+        .await;
+    let path = format!("/v1/connections/{cid}");
+
+    // If-None-Match with the current ETag: 304, no body; a stale one: 200.
+    let got = svc.call(Method::GET, &path, &admin, None).await;
+    let tag = got.headers["etag"].to_str().unwrap().to_owned();
+    let conditional = |tag: String| {
+        svc.req(Method::GET, &path, &admin)
+            .header("if-none-match", tag)
+            .send()
+    };
+    let same = conditional(tag.clone()).await.unwrap();
+    assert_eq!(same.status(), 304);
+    assert_eq!(same.headers()["etag"].to_str().unwrap(), tag);
+    assert!(same.bytes().await.unwrap().is_empty());
+    let stale = conditional("\"0\", W/\"-1\"".into()).await.unwrap();
+    assert_eq!(stale.status(), 200);
+
+    // A method the route does not take: 405 naming the ones it does.
+    let wrong = svc.call(Method::PUT, "/v1/connections", &admin, None).await;
+    wrong.assert_problem(405);
+    assert_eq!(wrong.headers["allow"], "GET, POST");
+    let wrong = svc.call(Method::PUT, &path, &admin, None).await;
+    wrong.assert_problem(405);
+    assert_eq!(wrong.headers["allow"], "DELETE, GET, PATCH");
+
+    // A 202 says where to poll and when.
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
+    let job = svc
+        .call(
+            Method::POST,
+            &format!("{path}:reconcile"),
+            &admin,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(job.status, 202, "{}", job.text);
+    assert_eq!(job.headers["retry-after"], "1");
+    assert_eq!(
+        job.headers["location"].to_str().unwrap(),
+        format!("/v1/jobs/{}", job.body["id"].as_str().unwrap())
+    );
+}

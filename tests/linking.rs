@@ -597,6 +597,14 @@ async fn edit_link_moves_billing_ids_and_unlink_then_link_again_works(backend: B
         )
         .await;
     assert_eq!(linked.status, 201, "{}", linked.text);
+    assert_eq!(
+        linked.headers["location"].to_str().unwrap(),
+        format!(
+            "/v1/links/{}",
+            linked.body["items"][0]["id"].as_str().unwrap()
+        ),
+        "Location names the site link"
+    );
     let system_link = linked.body["items"]
         .as_array()
         .unwrap()

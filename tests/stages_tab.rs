@@ -318,6 +318,14 @@ async fn edits_in_stages_reach_the_linked_billing_system(backend: Backend) {
     assert!(!contact.text.contains("4321"), "PINs are write-only");
     assert_eq!(contact.body["has_pin"], true);
     let contact_id = contact.body["contact_id"].as_str().unwrap();
+    assert!(
+        contact.headers["location"]
+            .to_str()
+            .unwrap()
+            .ends_with(&format!("/stages/sites/{site_no}/contacts/{contact_id}")),
+        "{:?}",
+        contact.headers
+    );
     let patched = w
         .call(
             Method::PATCH,

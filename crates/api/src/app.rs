@@ -158,6 +158,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .app_data(path_config())
             .configure(configure)
             .wrap(from_fn(middleware::refuse_bad_text))
+            .wrap(from_fn(middleware::http_conventions))
             .wrap(from_fn(middleware::problem_details))
             .wrap(from_fn(middleware::observe))
     })

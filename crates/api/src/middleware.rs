@@ -169,6 +169,55 @@ pub async fn refuse_bad_text(
     }
 }
 
+/// HTTP conventions kept in one place rather than in every handler: `Allow`
+/// on a 405 (from the API document), `Retry-After` on a 202 (when to poll the
+/// job it started), and `If-None-Match` answered with 304 when the current
+/// representation's strong ETag is one the caller already has.
+pub async fn http_conventions(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|_| matches!(*req.method(), Method::GET | Method::HEAD));
+    let path = req.path().to_owned();
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    match res.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = crate::openapi::allowed_methods(&path);
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        StatusCode::ACCEPTED if !res.headers().contains_key(header::RETRY_AFTER) => {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        StatusCode::OK => {
+            let current = res.headers().get(header::ETAG).cloned();
+            if let (Some(wanted), Some(current)) = (if_none_match, current) {
+                let current = current.to_str().unwrap_or("");
+                let matches = wanted
+                    .split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == "*" || t == current.trim_start_matches("W/"));
+                if matches {
+                    let (req, _) = res.into_parts();
+                    let not_modified = HttpResponse::NotModified()
+                        .insert_header((header::ETAG, current))
+                        .finish();
+                    return Ok(ServiceResponse::new(req, not_modified));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(res)
+}
+
 /// `site_id` of a route segment `{site_id}` or `{site_id}:sync`.
 fn parameter_name(segment: &str) -> Option<&str> {
     let start = segment.find('{')? + 1;

@@ -242,3 +242,45 @@ pub fn document() -> String {
     s.push('\n');
     s
 }
+
+/// The methods the API document lists for the route `path` matches (for
+/// `Allow` on a 405), in alphabetical order. A `{name}` segment matches any
+/// segment; `{name}:verb` any segment ending in `:verb`.
+pub fn allowed_methods(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&document()).expect("the document is JSON");
+        let mut routes = Vec::new();
+        for (template, operations) in doc["paths"].as_object().into_iter().flatten() {
+            let segments = template.split('/').map(str::to_owned).collect();
+            let methods = operations
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(m, _)| m.to_uppercase())
+                .collect();
+            routes.push((segments, methods));
+        }
+        routes
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    let fits = |template: &[String]| {
+        template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| match (t.find('{'), t.rfind('}')) {
+                    (Some(0), Some(end)) => s.ends_with(&t[end + 1..]),
+                    _ => t == s,
+                })
+    };
+    // A literal route wins over one with a parameter in its place.
+    let mut matching: Vec<_> = routes.iter().filter(|(t, _)| fits(t)).collect();
+    matching.sort_by_key(|(t, _)| t.iter().filter(|s| s.starts_with('{')).count());
+    matching
+        .first()
+        .map(|(_, methods)| methods.clone())
+        .unwrap_or_default()
+}

@@ -342,7 +342,7 @@ pub struct LinkSet {
 #[utoipa::path(post, path = "/v1/links", tag = "links", security(("bearer" = ["operator"])),
     params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateLinkRequest,
-    responses((status = 201, body = LinkSet),
+    responses((status = 201, description = "The links made; `Location` names the site link", body = LinkSet, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A record is already linked on that connection", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No system, or a device that is not a child of the site", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -372,9 +372,13 @@ pub async fn create_link(
         },
     )
     .await?;
-    Ok(HttpResponse::Created().json(LinkSet {
-        items: created.into_iter().map(Into::into).collect(),
-    }))
+    let items: Vec<LinkResponse> = created.into_iter().map(Into::into).collect();
+    let mut res = HttpResponse::Created();
+    // The set is made around its site link (the first): that is the one to read.
+    if let Some(site) = items.first() {
+        res.insert_header((header::LOCATION, format!("/v1/links/{}", site.id)));
+    }
+    Ok(res.json(LinkSet { items }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,6 +1,7 @@
 //! The Stages tab of a site or device: live views (paged), edits made in
 //! Stages, and test mode with windows given in the site's own time zone.
 
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use domain::stages::{ContactPhone, StagesContactPatch, StagesDevicePatch};
@@ -224,7 +225,7 @@ pub async fn device_history(
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     request_body = ContactBody,
-    responses((status = 201, description = "The contact as Stages stored it", body = Object),
+    responses((status = 201, description = "The contact as Stages stored it", body = Object, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -247,7 +248,15 @@ pub async fn create_contact(
         &body.0.into(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(contact))
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!(
+                "/v1/connections/{cid}/stages/sites/{}/contacts/{}",
+                contact.site_no, contact.contact_id
+            ),
+        ))
+        .json(contact))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -322,7 +331,7 @@ pub async fn update_contact(
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = ConfigurationBody,
-    responses((status = 201, description = "The zone as Stages stored it", body = Object),
+    responses((status = 201, description = "The zone as Stages stored it; `Location` names the device's zone list", body = Object, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -342,7 +351,12 @@ pub async fn create_configuration(
         &body.0.into(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(config))
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/connections/{cid}/stages/devices/{device_id}/configurations"),
+        ))
+        .json(config))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -554,7 +568,7 @@ fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<TestRequest>
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = StartTestRequest,
-    responses((status = 201, body = StartedTestResponse),
+    responses((status = 201, description = "The test started; `Location` names it (DELETE ends it)", body = StartedTestResponse, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The device is in alarm or out of service", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -576,10 +590,18 @@ pub async fn start_test(
         &request,
     )
     .await?;
-    Ok(HttpResponse::Created().json(StartedTestResponse {
-        test: serde_json::to_value(started.test).unwrap_or_default(),
-        window: started.window.into(),
-    }))
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!(
+                "/v1/connections/{cid}/stages/devices/{device_id}/tests/{}",
+                started.test.test_id
+            ),
+        ))
+        .json(StartedTestResponse {
+            test: serde_json::to_value(started.test).unwrap_or_default(),
+            window: started.window.into(),
+        }))
 }
 
 /// End one test of a device.
