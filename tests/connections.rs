@@ -532,6 +532,22 @@ async fn http_conventions_304_allow_retry_after_and_location() {
         Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
     )
     .await;
+    // An operation without a body refuses fields it does not know.
+    let unknown = svc
+        .call(
+            Method::POST,
+            &format!("{path}:reconcile"),
+            &admin,
+            Some(json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(
+        unknown.assert_problem(422),
+        "validation",
+        "{}",
+        unknown.text
+    );
+    assert!(unknown.text.contains("dry_run"), "{}", unknown.text);
     let job = svc
         .call(
             Method::POST,

@@ -423,3 +423,45 @@ on_both_backends!(
     dot_segments_and_dot_ids_are_not_ids,
     idempotent_answers_are_sealed_and_refusals_do_not_use_the_key,
 );
+
+/// State, zip and phone are checked with the rules the sync compares them by,
+/// and every refused field is listed at once.
+#[tokio::test]
+async fn loose_state_zip_and_phone_values_are_refused_together() {
+    let svc = Service::start().await;
+    let admin = Who::admin("loose");
+    let a = svc
+        .call(
+            Method::PUT,
+            "/v1/billing/customers/C1",
+            &admin,
+            Some(
+                json!({"kind": "person", "first_name": "Ada", "last_name": "Lovelace",
+                "state": "ZZ", "zip": "hello", "phone": "abc"}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    let mut fields: Vec<&str> = a.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["phone", "state", "zip"], "{}", a.text);
+    // The same values written the ways people write them are taken as given.
+    let ok = svc
+        .call(
+            Method::PUT,
+            "/v1/billing/customers/C1",
+            &admin,
+            Some(
+                json!({"kind": "person", "first_name": "Ada", "last_name": "Lovelace",
+                "state": "Ohio", "zip": "43004-1234", "phone": "+1 (614) 555-0101 ext. 7"}),
+            ),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    assert_eq!(ok.body["state"], "Ohio");
+}

@@ -61,6 +61,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// The body of an operation that takes none: nothing, or an empty JSON
+/// object (what many clients send with every POST). Anything else is 422,
+/// as unknown fields are on every other route.
+pub struct NoBody;
+
+impl FromRequest for NoBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| payload_error(e, limit))?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(NoBody);
+            }
+            parse_json::<Empty>(&bytes).map(|_| NoBody)
+        })
+    }
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

@@ -10,6 +10,7 @@ use domain::billing::{
     UserFields,
 };
 use domain::link::LinkKind;
+use domain::sync::normalize::Normalizer;
 use domain::tenancy::Role;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,22 @@ fn text(
         .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\r' || c == '\t')))
     {
         v.push(field, "must not contain control characters");
+    }
+    value
+}
+
+/// A text field whose values the sync compares with `normalizer` (state,
+/// zip, phone): refused when that kind cannot make sense of it.
+fn checked(v: &mut ValidationError, field: &str, value: String, normalizer: Normalizer) -> String {
+    let max = match normalizer {
+        Normalizer::Zip => 20,
+        Normalizer::Phone => 40,
+        _ => 50,
+    };
+    let before = v.errors.len();
+    let value = text(v, field, value, max, false);
+    if v.errors.len() == before {
+        v.check(field, normalizer.validate(&value));
     }
     value
 }
@@ -249,13 +266,13 @@ fn customer_fields(b: PutCustomerRequest) -> ApiResult<CustomerFields> {
         first_name: text(&mut v, "first_name", b.first_name, 100, false),
         last_name: text(&mut v, "last_name", b.last_name, 100, false),
         business_name: text(&mut v, "business_name", b.business_name, 200, false),
-        phone: text(&mut v, "phone", b.phone, 40, false),
+        phone: checked(&mut v, "phone", b.phone, Normalizer::Phone),
         email: text(&mut v, "email", b.email, 254, false),
         address1: text(&mut v, "address1", b.address1, 200, false),
         address2: text(&mut v, "address2", b.address2, 200, false),
         city: text(&mut v, "city", b.city, 100, false),
-        state: text(&mut v, "state", b.state, 50, false),
-        zip: text(&mut v, "zip", b.zip, 20, false),
+        state: checked(&mut v, "state", b.state, Normalizer::State),
+        zip: checked(&mut v, "zip", b.zip, Normalizer::Zip),
         office_location: text(&mut v, "office_location", b.office_location, 100, false),
         tags: tag_list(&mut v, b.tags),
         rep_id: b
@@ -491,9 +508,9 @@ fn site_fields(b: PutSiteRequest) -> ApiResult<SiteFields> {
         address1: text(&mut v, "address1", b.address1, 200, false),
         address2: text(&mut v, "address2", b.address2, 200, false),
         city: text(&mut v, "city", b.city, 100, false),
-        state: text(&mut v, "state", b.state, 50, false),
-        zip: text(&mut v, "zip", b.zip, 20, false),
-        phone: text(&mut v, "phone", b.phone, 40, false),
+        state: checked(&mut v, "state", b.state, Normalizer::State),
+        zip: checked(&mut v, "zip", b.zip, Normalizer::Zip),
+        phone: checked(&mut v, "phone", b.phone, Normalizer::Phone),
         info: text(&mut v, "info", b.info, 4000, true),
     };
     if f.name.is_empty() {
@@ -818,7 +835,7 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
         first_name: text(&mut v, "first_name", b.first_name, 100, false),
         last_name: text(&mut v, "last_name", b.last_name, 100, false),
         email: text(&mut v, "email", b.email, 254, false),
-        phone: text(&mut v, "phone", b.phone, 40, false),
+        phone: checked(&mut v, "phone", b.phone, Normalizer::Phone),
         login_name: text(&mut v, "login_name", b.login_name, 100, false),
         active: b.active,
         can_login: b.can_login,
@@ -827,8 +844,8 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
         address1: text(&mut v, "address1", b.address1, 200, false),
         address2: text(&mut v, "address2", b.address2, 200, false),
         city: text(&mut v, "city", b.city, 100, false),
-        state: text(&mut v, "state", b.state, 50, false),
-        zip: text(&mut v, "zip", b.zip, 20, false),
+        state: checked(&mut v, "state", b.state, Normalizer::State),
+        zip: checked(&mut v, "zip", b.zip, Normalizer::Zip),
         user_field: text(&mut v, "user_field", b.user_field, 200, false),
     };
     if f.first_name.trim().is_empty() && f.last_name.trim().is_empty() {

@@ -18,7 +18,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{
+    connection_id, encode_page_token, etag, if_match, JsonBody, NoBody, PageParams,
+};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobResponse;
 use crate::routes::stages::{ConfigurationBody, ContactBody, DeviceFieldsBody, SiteExtrasBody};
@@ -519,12 +521,14 @@ pub async fn unlink(
 #[utoipa::path(post, path = "/v1/connections/{connection_id}:reconcile", tag = "links", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), DryRun),
     responses((status = 202, body = JobResponse, headers(("Location" = String))),
-        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body other than nothing or `{}`", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn reconcile(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
     query: web::Query<DryRun>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let cid = connection_id(&path)?;

@@ -48,6 +48,38 @@ impl Normalizer {
     pub fn equal(&self, a: &str, b: &str) -> bool {
         a == b || self.normalize(a) == self.normalize(b)
     }
+
+    /// Refuses a value a caller sends that this kind cannot understand: a
+    /// state or province no one has, a zip that is neither US nor Canadian, a
+    /// phone without a number in it. Empty is allowed (not known yet); values
+    /// already held (from Stages, from an import) are never judged by this.
+    pub fn validate(&self, raw: &str) -> Result<(), String> {
+        if raw.trim().is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::State if !REGIONS.iter().any(|(code, _)| *code == state(raw)) => Err(
+                "must be a US state or Canadian province, by its code or name (e.g. OH or Ohio)"
+                    .into(),
+            ),
+            Self::Zip if postal_code(raw).is_none() => Err(
+                "must be a US zip (43004 or 43004-1234) or a Canadian postal code (K1A 0B1)".into(),
+            ),
+            Self::Phone => {
+                let (main, _) = split_extension(raw);
+                let digits = main.chars().filter(char::is_ascii_digit).count();
+                let only_phone_characters = main
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " ()-.+/".contains(c));
+                if (7..=15).contains(&digits) && only_phone_characters {
+                    Ok(())
+                } else {
+                    Err("must be a phone number: 7 to 15 digits, with an optional extension (614-555-0101 x12)".into())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Trim, collapse white space, fold case. Case is folded through upper then
@@ -219,6 +251,11 @@ fn split_extension(raw: &str) -> (&str, &str) {
 
 /// `ddddd`, `ddddd-dddd`, or `A1A 1A1`; anything else in `text` form.
 fn zip(raw: &str) -> String {
+    postal_code(raw).unwrap_or_else(|| text(raw))
+}
+
+/// The canonical form of a US zip or Canadian postal code, when `raw` is one.
+fn postal_code(raw: &str) -> Option<String> {
     // Matched on the `text` form so that the fallback, normalised again,
     // lands on the same answer (case folding can turn e.g. the Kelvin sign
     // into an ASCII "k").
@@ -231,8 +268,8 @@ fn zip(raw: &str) -> String {
     let b = compact.as_bytes();
     let all_digits = b.iter().all(u8::is_ascii_digit);
     match b.len() {
-        5 if all_digits => compact,
-        9 if all_digits => format!("{}-{}", &compact[..5], &compact[5..]),
+        5 if all_digits => Some(compact),
+        9 if all_digits => Some(format!("{}-{}", &compact[..5], &compact[5..])),
         6 if b.iter().enumerate().all(|(i, c)| {
             if i % 2 == 0 {
                 c.is_ascii_uppercase()
@@ -241,9 +278,9 @@ fn zip(raw: &str) -> String {
             }
         }) =>
         {
-            format!("{} {}", &compact[..3], &compact[3..])
+            Some(format!("{} {}", &compact[..3], &compact[3..]))
         }
-        _ => folded,
+        _ => None,
     }
 }
 
@@ -285,6 +322,32 @@ mod tests {
         // Without digits it is text, so "n/a" is not the empty phone.
         assert!(!Phone.equal("n/a", ""));
         assert!(Phone.equal("N/A", "n/a"));
+    }
+
+    #[test]
+    fn values_a_caller_sends_are_checked_by_the_same_rules() {
+        for ok in ["OH", "ohio", "D.C.", "Québec", ""] {
+            assert_eq!(State.validate(ok), Ok(()), "{ok}");
+        }
+        assert!(State.validate("ZZ").is_err());
+        for ok in ["43004", "43004-1234", "k1a 0b1", " "] {
+            assert_eq!(Zip.validate(ok), Ok(()), "{ok}");
+        }
+        for bad in ["hello", "4300", "430041"] {
+            assert!(Zip.validate(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "(614) 555-0101",
+            "+1 614 555 0101 ext. 12",
+            "1-800-BOX-1234",
+            "555-0101",
+        ] {
+            assert_eq!(Phone.validate(ok), Ok(()), "{ok}");
+        }
+        for bad in ["abc", "12", "614-555-0101; drop", "1234567890123456"] {
+            assert!(Phone.validate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Text.validate("anything"), Ok(()));
     }
 
     #[test]
