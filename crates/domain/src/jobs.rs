@@ -376,6 +376,19 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl Job {
+    /// Progress as callers see it, `(done, total)`. A job that reports its own
+    /// (imports, reconciles) shows that; any other is one step, done once it
+    /// succeeded, so a finished push never reads "0 of unknown".
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        match self.progress_total {
+            Some(total) => (self.progress_done, Some(total)),
+            None if self.progress_done > 0 => (self.progress_done, None),
+            None => (u64::from(self.state == JobState::Succeeded), Some(1)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub id: JobId,
@@ -604,6 +617,15 @@ mod tests {
             run(&job).map(|d| d.summary),
             Err(JobError::Permanent("unknown job kind 'gone'".into()))
         );
+
+        // A job without items of its own is one step; one that counts shows its count.
+        assert_eq!(job.progress(), (0, Some(1)));
+        job.state = JobState::Succeeded;
+        assert_eq!(job.progress(), (1, Some(1)));
+        job.state = JobState::Dead;
+        assert_eq!(job.progress(), (0, Some(1)));
+        (job.progress_done, job.progress_total) = (40, Some(181));
+        assert_eq!(job.progress(), (40, Some(181)));
     }
 
     #[test]

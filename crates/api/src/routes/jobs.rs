@@ -58,8 +58,11 @@ impl From<JobStateDto> for JobState {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+/// How far a job is: items done of the total. A job without items of its own
+/// (an Auto Sync push, a callback) is one step: `0 of 1`, then `1 of 1`.
 pub struct JobProgress {
     pub done: u64,
+    /// Unknown (null) while a job is still counting what it has to do.
     pub total: Option<u64>,
 }
 
@@ -81,14 +84,12 @@ pub struct JobResponse {
 
 impl From<Job> for JobResponse {
     fn from(j: Job) -> Self {
+        let (done, total) = j.progress();
         Self {
             id: j.id.0,
             kind: j.kind,
             state: j.state.into(),
-            progress: JobProgress {
-                done: j.progress_done,
-                total: j.progress_total,
-            },
+            progress: JobProgress { done, total },
             attempts: j.attempts,
             summary: j.summary,
             error: j.last_error,
