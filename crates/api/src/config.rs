@@ -509,6 +509,10 @@ fn render_value(key: &str, value: &config::Value) -> String {
         config::ValueKind::String(s) if key == "database.url" => {
             format!("{:?}", crate::app::redact_url(s))
         }
+        // Defaults are given as text: a number or a boolean shows as one.
+        config::ValueKind::String(s) if s.parse::<i64>().is_ok() || s.parse::<bool>().is_ok() => {
+            s.clone()
+        }
         config::ValueKind::String(s) => format!("{s:?}"),
         config::ValueKind::Array(items) => {
             let items: Vec<String> = items.iter().map(|v| render_value(key, v)).collect();
