@@ -736,4 +736,15 @@ mod tests {
         assert!(loaded.settings.is_ok());
         assert!(is_secret_key("secrets.encryption_key") && !is_secret_key("secrets.key_file"));
     }
+
+    #[test]
+    fn the_readme_lists_every_key() {
+        let readme = include_str!("../../../README.md");
+        for key in known_keys() {
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "README.md's settings table lacks {key}"
+            );
+        }
+    }
 }
