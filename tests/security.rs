@@ -1041,7 +1041,7 @@ async fn three_replicas_start_together_on_one_empty_postgresql() {
     }
 }
 
-/// Per-dealer request limits: a dealer over its rate gets 429 with
+/// B14 per-dealer request limits: a dealer over its rate gets 429 with
 /// `Retry-After` (problem+json) while another dealer's requests still pass.
 async fn a_dealer_over_its_rate_is_told_to_wait_and_others_are_not(backend: Backend) {
     let svc = Service::start_on(
@@ -1132,7 +1132,7 @@ fn token_with_kid(kid: &str, secret: &str) -> String {
     .unwrap()
 }
 
-/// Keys rotate without a restart: the JWKS file is rewritten and the new
+/// B14 keys rotate without a restart: the JWKS file is rewritten and the new
 /// key is taken (the old one refused) while the service runs; a broken file
 /// keeps the keys in force; SIGHUP re-reads the file and does not stop the service.
 #[tokio::test]

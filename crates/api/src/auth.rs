@@ -2,7 +2,7 @@
 //! development (`crosslink token`). Claims: `sub`, `dealer`, `roles`, `exp`,
 //! `iss`, `aud`, and `nbf` when given (honoured with `auth.leeway_secs`).
 //!
-//! Keys: the single key of `auth.algorithm` (`auth.hs256_secret` or
+//! Keys (B14): the single key of `auth.algorithm` (`auth.hs256_secret` or
 //! `auth.public_key_file`), and the keys of a JWKS file (`auth.jwks_file`)
 //! chosen by the token header's `kid`. The JWKS file is re-read when it
 //! changes and on SIGHUP, so keys rotate without a restart: publish the new

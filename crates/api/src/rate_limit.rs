@@ -1,4 +1,4 @@
-//! Per-dealer request limits (issue 13): a token bucket per dealer on the
+//! B14 per-dealer request limits (issue 13): a token bucket per dealer on the
 //! bearer API, so one tenant's burst cannot starve the others. Counted in
 //! this process's memory: each replica allows the rate on its own. Stages
 //! callbacks and provider webhooks carry no dealer token and are not counted.
