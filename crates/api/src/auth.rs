@@ -116,16 +116,17 @@ impl TokenVerifier {
             key,
             validation: template.clone(),
         });
-        let by_kid = match jwks_file {
-            Some(path) => read_jwks(path, &template)?,
-            None => HashMap::new(),
-        };
+        // Stamped before the read: a change made while reading is read again.
         let jwks = jwks_file.map(|path| {
             Arc::new(JwksSource {
                 seen: Mutex::new(stamp(path)),
                 path: path.clone(),
             })
         });
+        let by_kid = match jwks_file {
+            Some(path) => read_jwks(path, &template)?,
+            None => HashMap::new(),
+        };
         Ok(Self {
             keys: Arc::new(RwLock::new(Arc::new(KeySet { single, by_kid }))),
             jwks,
