@@ -72,6 +72,8 @@ export CROSSLINK__JOBS__RETRY_BASE_MS=100
 export CROSSLINK__JOBS__RETRY_CAP_MS=1000
 export CROSSLINK__STAGES__TIMEOUT_MS=5000
 export CROSSLINK__ADC__TIMEOUT_MS=5000
+# The fuzzer is one dealer sending as fast as it can; the limit is tested elsewhere.
+export CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND=0
 export RUST_LOG=${RUST_LOG:-warn}
 
 pids=()

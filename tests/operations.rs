@@ -141,6 +141,10 @@ fn production_mode_without_an_encryption_key_is_a_clear_error() {
         .env("CROSSLINK__MODE", "production")
         .env("CROSSLINK__AUTH__HS256_SECRET", JWT_SECRET)
         .env("CROSSLINK__SERVER__BIND", "127.0.0.1:0")
+        .env(
+            "CROSSLINK__DATABASE__URL",
+            format!("sqlite://{}", dir.join("prod.db").display()),
+        )
         .current_dir(&dir)
         .output()
         .unwrap();

@@ -126,6 +126,10 @@ async fn every_v1_route_rejects_bad_tokens() {
             Some(sign(claims(json!({"iss": "someone-else"})), JWT_SECRET)),
         ),
         ("garbage", Some("not.a.jwt".to_owned())),
+        (
+            "not yet valid (nbf an hour ahead)",
+            Some(sign(claims(json!({"nbf": now() + 3600})), JWT_SECRET)),
+        ),
     ];
     for (method, path) in protected_operations(&cid) {
         for (why, token) in &bad_tokens {
@@ -1035,4 +1039,179 @@ async fn three_replicas_start_together_on_one_empty_postgresql() {
             .await;
         assert_eq!(a.status, 200);
     }
+}
+
+/// B14 per-dealer request limits: a dealer over its rate gets 429 with
+/// `Retry-After` (problem+json) while another dealer's requests still pass.
+async fn a_dealer_over_its_rate_is_told_to_wait_and_others_are_not(backend: Backend) {
+    let svc = Service::start_on(
+        backend,
+        vec![
+            (
+                "CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND".into(),
+                "1".into(),
+            ),
+            ("CROSSLINK__RATE_LIMIT__BURST".into(), "3".into()),
+        ],
+    )
+    .await;
+    let (acme, globex) = (Who::admin("acme"), Who::admin("globex"));
+    let other_user = Who::new("acme", "acme-viewer", "viewer");
+    let first = svc.call(Method::GET, "/v1/connections", &acme, None).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let mut limited = None;
+    for _ in 0..10 {
+        let a = svc.call(Method::GET, "/v1/connections", &acme, None).await;
+        if a.status == 429 {
+            limited = Some(a);
+            break;
+        }
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    let limited = limited.expect("ten requests at once exceed a burst of three");
+    // Another user of the same dealer draws on the same bucket: of two
+    // calls right away at most one can pass (one request refills per second).
+    let mut same_dealer = Vec::new();
+    for _ in 0..2 {
+        let a = svc
+            .call(Method::GET, "/v1/connections", &other_user, None)
+            .await;
+        same_dealer.push(a.status);
+    }
+    assert!(
+        same_dealer.contains(&429),
+        "the limit is the dealer's: {same_dealer:?}"
+    );
+    assert_eq!(limited.assert_problem(429), "rate_limited");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Another dealer still passes.
+    for _ in 0..3 {
+        let a = svc
+            .call(Method::GET, "/v1/connections", &globex, None)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    // Routes outside the bearer API are not counted.
+    let r = svc.http.get(svc.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // After the wait the dealer is served again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry + 1)).await;
+    let a = svc.call(Method::GET, "/v1/connections", &acme, None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+on_both_backends!(a_dealer_over_its_rate_is_told_to_wait_and_others_are_not);
+
+fn jwks(keys: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(kid, secret)| {
+            json!({"kty": "oct", "kid": kid, "alg": "HS256",
+                "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)})
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+fn token_with_kid(kid: &str, secret: &str) -> String {
+    let claims = json!({"sub": "rotor", "dealer": "acme", "roles": ["viewer"],
+        "exp": now() + 600, "iat": now(), "iss": ISSUER, "aud": AUDIENCE});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// B14 keys rotate without a restart: the JWKS file is rewritten and the new
+/// key is taken (the old one refused) while the service runs; a broken file
+/// keeps the keys in force; SIGHUP re-reads the file and does not stop the service.
+#[tokio::test]
+async fn keys_rotate_through_the_jwks_file_without_a_restart() {
+    const OLD: &str = "old-signing-key-0123456789abcdef-0123";
+    const NEW: &str = "new-signing-key-0123456789abcdef-4567";
+    let dir = scratch_dir("jwks");
+    let file = dir.join("jwks.json");
+    let write = |text: String| {
+        let tmp = dir.join("jwks.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(jwks(&[("k-old", OLD)]));
+    let svc = Service::start_with(ServiceOptions {
+        env: vec![(
+            "CROSSLINK__AUTH__JWKS_FILE".into(),
+            file.display().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let status_of = |token: String| {
+        let rb = svc.http.get(svc.url("/v1/connections")).bearer_auth(token);
+        async move { Answer::from(rb.send().await.unwrap()).await }
+    };
+    assert_eq!(status_of(token_with_kid("k-old", OLD)).await.status, 200);
+    let a = status_of(token_with_kid("k-new", NEW)).await;
+    a.assert_problem(401);
+    assert!(
+        a.body["detail"].as_str().unwrap().contains("kid"),
+        "{}",
+        a.text
+    );
+    // Tokens without a kid still use the configured secret.
+    let a = svc
+        .call(Method::GET, "/v1/connections", &Who::admin("acme"), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    write(jwks(&[("k-new", NEW)]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status_of(token_with_kid("k-new", NEW)).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status_of(token_with_kid("k-old", OLD)).await.status, 401);
+
+    // A broken file: an error in the log, the keys in force kept.
+    std::fs::write(&file, "{ \"keys\": [ { \"kty\": \"oct\" } ] }").unwrap();
+    let errors = || svc.logs().matches("could not be re-read").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while errors() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error logged: {}",
+            svc.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status_of(token_with_kid("k-new", NEW)).await.status, 200);
+    // SIGHUP reads it again (another error) and the service keeps running.
+    let before = errors();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &svc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while errors() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not re-read: {}",
+            svc.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status_of(token_with_kid("k-new", NEW)).await.status, 200);
 }

@@ -50,6 +50,8 @@ export CROSSLINK__AUTH__HS256_SECRET="client-scenario-$(od -An -N16 -tx1 /dev/ur
 export CROSSLINK__SERVER__BIND="$API"
 export CROSSLINK__JOBS__RETRY_BASE_MS=50
 export CROSSLINK__JOBS__RETRY_CAP_MS=500
+# One scripted dealer at full speed: not what the rate limit is for.
+export CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND=0
 
 pids=()
 cleanup() {

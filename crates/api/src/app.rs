@@ -105,8 +105,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/v1")
-                // Runs inner to outer: authenticate first, then idempotency.
+                // Runs inner to outer: authenticate first, then the
+                // dealer's rate limit, then idempotency.
                 .wrap(from_fn(middleware::idempotency))
+                .wrap(from_fn(middleware::rate_limit))
                 .wrap(from_fn(middleware::authenticate))
                 .service(routes::providers::list_providers)
                 .route("/audit", web::get().to(routes::audit::list_audit))
@@ -135,6 +137,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let limit = state.settings.server.max_body_bytes;
     let purge_state = state.clone();
     tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
+    state.verifier.watch_jwks();
+    if let Some(limiter) = state.dealer_limit.clone() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter.forget_idle();
+            }
+        });
+    }
     let concurrency = state.settings.jobs.concurrency();
     if concurrency > 0 {
         let jobs = job_state(&state).await?;

@@ -1,7 +1,9 @@
 //! Settings: built-in defaults < `crosslink.toml` (or `--config FILE`) <
 //! environment `CROSSLINK__SECTION__KEY`. Every key is listed in the README.
+//! Strict: a key that names no setting, in the file or the environment, stops
+//! the start (a typo would otherwise fall back to a default silently).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -28,6 +30,18 @@ pub struct Settings {
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
     pub jobs: JobSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Requests each dealer may make on the bearer API (`/v1`, callbacks and
+/// provider webhooks excluded), counted in this replica's memory.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per dealer; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a dealer may send at once before the rate applies (the token
+    /// bucket's size); 0 means one second's worth.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +142,9 @@ pub struct AuthSettings {
     pub hs256_secret: String,
     /// PEM public key file for RS256 / ES256.
     pub public_key_file: Option<PathBuf>,
+    /// A JWKS file: verification keys chosen by the token's `kid`, re-read
+    /// when it changes and on SIGHUP (key rotation without downtime).
+    pub jwks_file: Option<PathBuf>,
     pub leeway_secs: u64,
 }
 
@@ -138,6 +155,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("audience", &self.audience)
             .field("algorithm", &self.algorithm)
             .field("public_key_file", &self.public_key_file)
+            .field("jwks_file", &self.jwks_file)
             .finish_non_exhaustive()
     }
 }
@@ -226,29 +244,184 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.retry_cap_ms", "300000"),
     ("jobs.lease_secs", "30"),
     ("jobs.outage_patience_secs", "86400"),
+    ("rate_limit.requests_per_second", "50"),
+    ("rate_limit.burst", "200"),
 ];
+
+/// Keys that have no default (unset unless given). Together with [`DEFAULTS`]
+/// they are every key the service knows; anything else stops the start.
+pub const OPTIONAL_KEYS: &[&str] = &["auth.public_key_file", "auth.jwks_file"];
+
+/// HS256 secrets shorter than this are refused in production (RFC 7518
+/// §3.2: a key at least as long as the hash output).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// A key given in the file or the environment that names no setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The dotted key, e.g. `database.uri`.
+    pub key: String,
+    /// Where it came from: the file's path or the variable's name.
+    pub source: String,
+    /// The known key it most likely meant.
+    pub nearest: Option<&'static str>,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown setting {} (in {})", self.key, self.source)?;
+        match self.nearest {
+            Some(near) => write!(f, "; did you mean {near}?"),
+            None => write!(f, "; the README lists every setting"),
+        }
+    }
+}
+
+/// The settings as loaded, with every problem found on the way, for
+/// `crosslink config check` (which reports them all instead of stopping at one).
+pub struct Loaded {
+    /// The merged layers, for printing what is in force.
+    pub layers: config::Config,
+    pub unknown: Vec<UnknownKey>,
+    /// `Err` when the values do not make settings (a wrong type, a bad value).
+    pub settings: Result<Settings, config::ConfigError>,
+}
+
+/// Every key the service knows.
+pub fn known_keys() -> impl Iterator<Item = &'static str> {
+    DEFAULTS
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(OPTIONAL_KEYS.iter().copied())
+}
+
+/// The known key closest to `key` by edit distance, when close enough to be
+/// a plausible typo.
+pub fn nearest_key(key: &str) -> Option<&'static str> {
+    let (best, distance) = known_keys()
+        .map(|k| (k, strsim::levenshtein(key, k)))
+        .min_by_key(|(_, d)| *d)?;
+    (distance <= (key.len() / 3).max(2)).then_some(best)
+}
+
+/// Whether the value of `key` must never be shown (masked by `config check`).
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    !last.ends_with("_file")
+        && (last.contains("secret")
+            || last.contains("password")
+            || last.contains("token")
+            || last == "key"
+            || last.ends_with("_key"))
+}
+
+/// `section.key` paths of a source's values (tables flattened, lists kept
+/// whole); an empty table (`[secrets]` with every key commented out) is its
+/// own path, ending with a dot.
+fn flatten(prefix: &str, table: &config::Map<String, config::Value>, out: &mut Vec<String>) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match &value.kind {
+            config::ValueKind::Table(inner) if inner.is_empty() => out.push(format!("{key}.")),
+            config::ValueKind::Table(inner) => flatten(&key, inner, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+fn unknown_in(
+    source: &dyn config::Source,
+    origin: impl Fn(&str) -> String,
+) -> Result<Vec<UnknownKey>, config::ConfigError> {
+    let mut keys = Vec::new();
+    flatten("", &source.collect()?, &mut keys);
+    keys.sort();
+    Ok(keys
+        .into_iter()
+        .filter(|k| match k.strip_suffix('.') {
+            // An empty table is fine when it is a known section.
+            Some(_) => !known_keys().any(|known| known.starts_with(k.as_str())),
+            None => !known_keys().any(|known| known == k),
+        })
+        .map(|key| key.trim_end_matches('.').to_owned())
+        .map(|key| UnknownKey {
+            source: origin(&key),
+            nearest: nearest_key(&key),
+            key,
+        })
+        .collect())
+}
+
+fn file_source(file: Option<&Path>) -> config::File<config::FileSourceFile, config::FileFormat> {
+    match file {
+        Some(path) => config::File::from(path).required(true),
+        None => config::File::with_name("crosslink.toml").required(false),
+    }
+}
+
+/// `CROSSLINK__SECTION__KEY` variables; `vars` replaces the process
+/// environment (tests).
+fn env_source(vars: Option<config::Map<String, String>>) -> config::Environment {
+    config::Environment::with_prefix("CROSSLINK")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(vars)
+}
 
 impl Settings {
     /// Loads the layers. `file` is `--config`; without it `crosslink.toml` in
     /// the working directory is read when present.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Self, config::ConfigError> {
+    /// An unknown key (see [`OPTIONAL_KEYS`]) is an error naming it and the
+    /// key it most likely meant.
+    pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        Self::load_strict(file, None)
+    }
+
+    /// [`Settings::load`] with `vars` in place of the process environment.
+    pub fn load_strict(
+        file: Option<&Path>,
+        vars: Option<config::Map<String, String>>,
+    ) -> Result<Self, config::ConfigError> {
+        let loaded = Self::inspect(file, vars)?;
+        if !loaded.unknown.is_empty() {
+            let lines: Vec<String> = loaded.unknown.iter().map(ToString::to_string).collect();
+            return Err(config::ConfigError::Message(lines.join("\n")));
+        }
+        loaded.settings
+    }
+
+    /// Loads the layers without stopping at unknown keys or bad values, so
+    /// that every problem can be reported. Errs only when a source cannot be
+    /// read (a missing `--config` file, a file that is not TOML).
+    pub fn inspect(
+        file: Option<&Path>,
+        vars: Option<config::Map<String, String>>,
+    ) -> Result<Loaded, config::ConfigError> {
+        let file_name =
+            file.map_or_else(|| "crosslink.toml".to_owned(), |p| p.display().to_string());
+        let mut unknown = unknown_in(&file_source(file), |_| file_name.clone())?;
+        unknown.extend(unknown_in(&env_source(vars.clone()), |key| {
+            format!("CROSSLINK__{}", key.replace('.', "__").to_ascii_uppercase())
+        })?);
         let mut builder = config::Config::builder();
         for (key, value) in DEFAULTS {
             builder = builder.set_default(*key, *value)?;
         }
-        builder = match file {
-            Some(path) => builder.add_source(config::File::from(path).required(true)),
-            None => builder.add_source(config::File::with_name("crosslink.toml").required(false)),
-        };
-        builder
-            .add_source(
-                config::Environment::with_prefix("CROSSLINK")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()
+        let layers = builder
+            .add_source(file_source(file))
+            .add_source(env_source(vars))
+            .build()?;
+        let settings = layers.clone().try_deserialize();
+        Ok(Loaded {
+            layers,
+            unknown,
+            settings,
+        })
     }
 
     /// The HS256 secret in force (the dev one when none is set).
@@ -263,20 +436,91 @@ impl Settings {
     /// Refuses settings that must not run in production.
     pub fn check(&self) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
+        let production = self.mode == Mode::Production;
+        if production && self.database.url == default_of("database.url") {
+            return Err(format!(
+                "production mode needs database.url set explicitly (the default, {}, is a file of this replica's own)",
+                default_of("database.url")
+            ));
+        }
         let hs = self.auth.algorithm.eq_ignore_ascii_case("HS256");
-        if hs && self.auth.hs256_secret.is_empty() {
-            if self.mode == Mode::Production {
-                return Err("auth.hs256_secret is required in production mode (or use RS256/ES256 with auth.public_key_file)".into());
+        // With a JWKS file, tokens that name a key (kid) need no single key.
+        let jwks = self.auth.jwks_file.is_some();
+        if hs && self.auth.hs256_secret.is_empty() && !jwks {
+            if production {
+                return Err("auth.hs256_secret is required in production mode (or use RS256/ES256 with auth.public_key_file, or auth.jwks_file)".into());
             }
             warnings.push("auth.hs256_secret is not set: using the DEVELOPMENT signing secret; anyone can mint tokens. Set CROSSLINK__AUTH__HS256_SECRET before exposing this service.".into());
         }
-        if !hs && self.auth.public_key_file.is_none() {
+        if production
+            && hs
+            && self.auth.hs256_secret.len() < MIN_HS256_SECRET_BYTES
+            && !self.auth.hs256_secret.is_empty()
+        {
             return Err(format!(
-                "auth.algorithm is {} but auth.public_key_file is not set",
+                "auth.hs256_secret is {} bytes; production mode needs at least {MIN_HS256_SECRET_BYTES} (e.g. openssl rand -base64 32)",
+                self.auth.hs256_secret.len()
+            ));
+        }
+        if !hs && self.auth.public_key_file.is_none() && !jwks {
+            return Err(format!(
+                "auth.algorithm is {} but neither auth.public_key_file nor auth.jwks_file is set",
                 self.auth.algorithm
             ));
         }
         Ok(warnings)
+    }
+}
+
+fn default_of(key: &str) -> &'static str {
+    DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, v)| *v)
+}
+
+impl Loaded {
+    /// Every known key with the value in force, one `key = value` a line,
+    /// secrets masked and database passwords redacted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for key in known_keys() {
+            let Ok(value) = self.layers.get::<config::Value>(key) else {
+                out.push_str(&format!("# {key} is not set\n"));
+                continue;
+            };
+            let shown = if is_secret_key(key) {
+                match &value.kind {
+                    config::ValueKind::String(s) if s.is_empty() => "\"\"".to_owned(),
+                    config::ValueKind::Nil => "\"\"".to_owned(),
+                    _ => "\"***\" # masked".to_owned(),
+                }
+            } else {
+                render_value(key, &value)
+            };
+            out.push_str(&format!("{key} = {shown}\n"));
+        }
+        out
+    }
+}
+
+fn render_value(key: &str, value: &config::Value) -> String {
+    match &value.kind {
+        config::ValueKind::String(s) if key == "database.url" => {
+            format!("{:?}", crate::app::redact_url(s))
+        }
+        // Defaults are given as text: a number or a boolean shows as one.
+        config::ValueKind::String(s) if s.parse::<i64>().is_ok() || s.parse::<bool>().is_ok() => {
+            s.clone()
+        }
+        config::ValueKind::String(s) => format!("{s:?}"),
+        config::ValueKind::Array(items) => {
+            let items: Vec<String> = items.iter().map(|v| render_value(key, v)).collect();
+            format!("[{}]", items.join(", "))
+        }
+        config::ValueKind::Table(_) => "{ ... }".to_owned(),
+        config::ValueKind::Nil => "\"\"".to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -330,16 +574,177 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cl-conf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
+        let production = "mode = \"production\"\n[database]\nurl = \"postgres://db/crosslink\"\n";
         std::fs::write(
             &file,
-            "mode = \"production\"\n[auth]\nhs256_secret = \"s3cret-s3cret\"\n",
+            format!("{production}[auth]\nhs256_secret = \"s3cret-s3cret-s3cret-s3cret-s3cret\"\n"),
         )
         .unwrap();
         let s = Settings::load(Some(&file)).unwrap();
         assert_eq!(s.mode, Mode::Production);
         assert!(s.check().unwrap().is_empty());
-        std::fs::write(&file, "mode = \"production\"\n").unwrap();
+        std::fs::write(&file, production).unwrap();
         let s = Settings::load(Some(&file)).unwrap();
         assert!(s.check().is_err(), "production without a secret is refused");
+    }
+
+    fn scratch_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "cl-conf-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_stop_the_load_with_the_nearest_key() {
+        let file = scratch_file(
+            "typo.toml",
+            "[database]\nuri = \"postgres://db/x\"\n[auth]\nissuer = \"me\"\n",
+        );
+        let err = Settings::load_strict(Some(&file), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting database.uri"), "{err}");
+        assert!(err.contains("did you mean database.url?"), "{err}");
+        assert!(err.contains("typo.toml"), "names the file: {err}");
+        // A whole unknown section, and a known section's unknown key.
+        // An empty known section is fine; an empty unknown one is not.
+        let file = scratch_file("empty.toml", "[secrets]\n[auth]\n");
+        assert!(Settings::load_strict(Some(&file), vars(&[])).is_ok());
+        let file = scratch_file("empty.toml", "[secret]\n");
+        let err = Settings::load_strict(Some(&file), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting secret (in"), "{err}");
+        let file = scratch_file("section.toml", "[logging]\nformat = \"json\"\n");
+        let err = Settings::load_strict(Some(&file), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting logging.format"), "{err}");
+        assert!(err.contains("did you mean log.format?"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_stop_the_load() {
+        let err = Settings::load_strict(
+            None,
+            vars(&[
+                ("CROSSLINK__DATABASE__URI", "postgres://db/x"),
+                ("CROSSLINK__SERVER__BIND", "127.0.0.1:1"),
+                ("OTHER__THING", "ignored"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown setting database.uri (in CROSSLINK__DATABASE__URI)"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean database.url?"), "{err}");
+        assert!(!err.contains("server.bind"), "known keys pass: {err}");
+        // Optional keys without a default are known.
+        let s = Settings::load_strict(
+            None,
+            vars(&[
+                ("CROSSLINK__AUTH__JWKS_FILE", "/etc/crosslink/jwks.json"),
+                ("CROSSLINK__RATE_LIMIT__BURST", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.auth.jwks_file,
+            Some(PathBuf::from("/etc/crosslink/jwks.json"))
+        );
+        assert_eq!(s.rate_limit.burst, 7);
+        // Far from every key: no suggestion.
+        let err = Settings::load_strict(None, vars(&[("CROSSLINK__ZZZZZZZZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting zzzzzzzz"), "{err}");
+        assert!(!err.contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn production_needs_a_database_url_and_a_long_secret() {
+        let load = |pairs: &[(&str, &str)]| Settings::load_strict(None, vars(pairs)).unwrap();
+        let long = "0123456789abcdef0123456789abcdef";
+        let s = load(&[
+            ("CROSSLINK__MODE", "production"),
+            ("CROSSLINK__AUTH__HS256_SECRET", long),
+        ]);
+        let err = s.check().unwrap_err();
+        assert!(err.contains("database.url"), "{err}");
+        let s = load(&[
+            ("CROSSLINK__MODE", "production"),
+            ("CROSSLINK__DATABASE__URL", "postgres://db/crosslink"),
+            ("CROSSLINK__AUTH__HS256_SECRET", "abc"),
+        ]);
+        let err = s.check().unwrap_err();
+        assert!(
+            err.contains("3 bytes") && err.contains("at least 32"),
+            "{err}"
+        );
+        let s = load(&[
+            ("CROSSLINK__MODE", "production"),
+            ("CROSSLINK__DATABASE__URL", "postgres://db/crosslink"),
+            ("CROSSLINK__AUTH__HS256_SECRET", long),
+        ]);
+        assert_eq!(s.check(), Ok(vec![]));
+        // Development keeps working with a short secret and the default database.
+        let s = load(&[("CROSSLINK__AUTH__HS256_SECRET", "abc")]);
+        assert_eq!(s.check(), Ok(vec![]));
+    }
+
+    #[test]
+    fn the_rendered_configuration_masks_secrets() {
+        let loaded = Settings::inspect(
+            None,
+            vars(&[
+                ("CROSSLINK__AUTH__HS256_SECRET", "very-secret-value"),
+                ("CROSSLINK__SECRETS__ENCRYPTION_KEY", "AAAAkey"),
+                ("CROSSLINK__DATABASE__URL", "postgres://u:pw-in-url@db/x"),
+                ("CROSSLINK__DATABASE__URI", "oops"),
+            ]),
+        )
+        .unwrap();
+        let text = loaded.render();
+        assert!(!text.contains("very-secret-value"), "{text}");
+        assert!(!text.contains("AAAAkey"), "{text}");
+        assert!(!text.contains("pw-in-url"), "{text}");
+        assert!(text.contains("auth.hs256_secret = \"***\""), "{text}");
+        assert!(
+            text.contains("secrets.key_file = \"data/secret.key\""),
+            "{text}"
+        );
+        assert!(text.contains("server.bind = \"127.0.0.1:8080\""), "{text}");
+        assert!(text.contains("# auth.jwks_file is not set"), "{text}");
+        assert_eq!(loaded.unknown.len(), 1);
+        assert!(loaded.settings.is_ok());
+        assert!(is_secret_key("secrets.encryption_key") && !is_secret_key("secrets.key_file"));
+    }
+
+    #[test]
+    fn the_readme_lists_every_key() {
+        let readme = include_str!("../../../README.md");
+        for key in known_keys() {
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "README.md's settings table lacks {key}"
+            );
+        }
     }
 }

@@ -47,3 +47,15 @@ pub fn load_or_create(settings: &Settings) -> anyhow::Result<SecretKey> {
     );
     Ok(key)
 }
+
+/// What [`load_or_create`] would say, without creating anything
+/// (`crosslink config check`): the key in force reads, or production has one.
+pub fn check(settings: &Settings) -> anyhow::Result<()> {
+    let inline = settings.secrets.encryption_key.trim();
+    let path = &settings.secrets.key_file;
+    if !inline.is_empty() || path.exists() || settings.mode == Mode::Production {
+        load_or_create(settings).map(drop)
+    } else {
+        Ok(())
+    }
+}

@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod provider_payloads;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod worker;

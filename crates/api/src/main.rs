@@ -1,4 +1,4 @@
-//! The `crosslink` command: serve, migrate, openapi, token.
+//! The `crosslink` command: serve, migrate, openapi, token, config check.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +43,19 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Settings tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the settings in force (secrets masked); exit non-zero on any
+    /// problem: an unknown key, a bad value, a setting production refuses,
+    /// keys that do not read.
+    Check,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +87,9 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(cli.config.as_deref()),
         Command::Serve => {
             let settings = Settings::load(cli.config.as_deref())?;
             api::init_tracing(&settings);
@@ -99,4 +115,39 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `crosslink config check`: the effective settings on stdout, problems on
+/// stderr, exit status 1 when there is any.
+fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let loaded = Settings::inspect(file, None)?;
+    print!("{}", loaded.render());
+    let mut problems: Vec<String> = loaded.unknown.iter().map(ToString::to_string).collect();
+    match &loaded.settings {
+        Err(e) => problems.push(e.to_string()),
+        Ok(settings) => {
+            match settings.check() {
+                Ok(warnings) => {
+                    for w in warnings {
+                        eprintln!("warning: {w}");
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+            if let Err(e) = api::auth::TokenVerifier::from_settings(settings) {
+                problems.push(format!("{e:#}"));
+            }
+            if let Err(e) = api::keys::check(settings) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        eprintln!("configuration ok");
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    std::process::exit(1);
 }

@@ -248,6 +248,28 @@ pub async fn authenticate(
     }
 }
 
+/// Per-dealer request limit (`rate_limit.*`) on authenticated `/v1`
+/// requests: runs after [`authenticate`], which found the dealer; a dealer
+/// over its rate gets 429 with `Retry-After` and nothing else happens.
+pub async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let wait = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        let limiter = state.dealer_limit.as_ref()?;
+        let extensions = req.extensions();
+        let caller = extensions.get::<Caller>()?;
+        limiter.check(&caller.dealer.0).err()
+    });
+    match wait {
+        Some(wait) => {
+            let e = ApiError::too_many_requests(crate::rate_limit::retry_after_secs(wait));
+            Ok(req.into_response(e.error_response()))
+        }
+        None => Ok(next.call(req).await?.map_into_boxed_body()),
+    }
+}
+
 /// `Idempotency-Key` on a POST: the first answer is kept (sealed by the store)
 /// and replayed for the same key and body; another body is 422; a retry while
 /// the first runs is 409. A refusal before any effect is not kept.

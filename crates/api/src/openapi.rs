@@ -150,7 +150,8 @@ impl Modify for BearerAuth {
 }
 
 /// The answers any operation may give besides its own, written once: a
-/// token's (401, 403) on every bearer operation, a body's (400 malformed
+/// token's (401, 403) and the dealer's rate limit (429, a shared response of
+/// `components`) on every bearer operation, a body's (400 malformed
 /// JSON, 413 too large, 415 not JSON, 422 invalid) on every operation that
 /// takes one, and the caller's missing Stages credentials (409) on every
 /// operation that calls Stages as the caller. An operation's own description
@@ -176,7 +177,7 @@ fn calls_stages_as_caller(method: &str, path: &str) -> bool {
 
 impl Modify for CommonProblems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let problem = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -188,6 +189,25 @@ impl Modify for CommonProblems {
                 )
                 .build()
         };
+        let mut rate_limited = problem(
+            "`rate_limited`: the dealer sent more requests than `rate_limit` allows (per dealer, per replica); retry after `Retry-After` seconds",
+        );
+        rate_limited.headers.insert(
+            "Retry-After".to_owned(),
+            utoipa::openapi::header::HeaderBuilder::new()
+                .schema(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer)
+                        .minimum(Some(1)),
+                )
+                .description(Some("Whole seconds to wait before the next request"))
+                .build(),
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .responses
+            .insert("TooManyRequests".to_owned(), RefOr::T(rate_limited));
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 ("get", &mut item.get),
@@ -209,6 +229,11 @@ impl Modify for CommonProblems {
                 if bearer {
                     common.push(("401", "No valid bearer token"));
                     common.push(("403", "The token's role may not do this"));
+                    operation
+                        .responses
+                        .responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| Ref::from_response_name("TooManyRequests").into());
                 }
                 if operation.request_body.is_some() {
                     common.push(("400", "The body is not well-formed JSON"));

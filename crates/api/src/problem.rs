@@ -105,6 +105,19 @@ impl ApiError {
         )
     }
 
+    /// 429: the dealer sent more requests than `rate_limit` allows; retry
+    /// after `retry_after_secs`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this dealer sent more requests than the service allows per second; retry in {retry_after_secs} s"
+            ),
+        )
+        .with_header(header::RETRY_AFTER, retry_after_secs.to_string())
+    }
+
     /// A 500 whose cause is logged here and not shown.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -35,6 +35,8 @@ pub struct AppState {
     pub issues: Arc<dyn domain::field_issues::FieldIssueStore>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
+    /// Per-dealer request limits (`None`: off); shared by the state's copies.
+    pub dealer_limit: Option<Arc<crate::rate_limit::DealerLimiter>>,
     /// Wakes this process's job runner after a change that may have enqueued
     /// work or let a waiting job go (the end of a job of its key), so it
     /// starts without waiting for the next poll. `notify_one`: a wake that
@@ -72,6 +74,8 @@ impl AppState {
             verifier,
             metrics,
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            dealer_limit: crate::rate_limit::DealerLimiter::from_settings(&settings.rate_limit)
+                .map(Arc::new),
             settings,
         }
     }
@@ -82,6 +86,7 @@ impl AppState {
     pub fn with_store(&self, store: link_store::Store) -> Self {
         Self {
             jobs_wake: self.jobs_wake.clone(),
+            dealer_limit: self.dealer_limit.clone(),
             ..Self::new(
                 self.settings.clone(),
                 store,

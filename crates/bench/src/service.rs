@@ -220,6 +220,8 @@ impl Service {
             .env("CROSSLINK__DATABASE__URL", &db.url)
             .env("CROSSLINK__AUTH__HS256_SECRET", &env.jwt_secret)
             .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", &env.encryption_key)
+            // Benchmarks measure the service, not the per-dealer limit.
+            .env("CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND", "0")
             .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
