@@ -15,7 +15,7 @@ use utoipa::openapi::{schema::Schema, RefOr};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
-use crate::extract::connection_id;
+use crate::extract::{connection_id, page_slice, PageParams};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkResponse;
 use crate::state::AppState;
@@ -393,12 +393,15 @@ pub struct LookupItemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LookupList200 {
     pub items: Vec<LookupItemResponse>,
+    /// Stages answers a list whole; it is paged here like every other list.
+    pub next_page_token: Option<String>,
 }
 
 /// A choice list of the central station (regions, time-zones, site-types, ...).
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/lookups/{list}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path),
-        ("list" = String, Path, description = "regions, time-zones, site-types, dispatch-types, ul-codes, authorities, oos-categories, device-types, timer-test-types, comm-types, lid-types")),
+        ("list" = String, Path, description = "regions, time-zones, site-types, dispatch-types, ul-codes, authorities, oos-categories, device-types, timer-test-types, comm-types, lid-types"),
+        PageParams),
     responses((status = 200, body = LookupList200),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -406,6 +409,7 @@ pub async fn lookup(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
+    page: web::Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, list) = path.into_inner();
@@ -413,6 +417,7 @@ pub async fn lookup(
     let list = LookupList::parse(&list)
         .ok_or_else(|| ApiError::not_found(format!("no lookup list '{list}'")))?;
     let items = linking::lookup(state.linking(), caller, cid, list).await?;
+    let (items, next_page_token) = page_slice(items, &page)?;
     Ok(HttpResponse::Ok().json(LookupList200 {
         items: items
             .into_iter()
@@ -421,6 +426,7 @@ pub async fn lookup(
                 description: i.description,
             })
             .collect(),
+        next_page_token,
     }))
 }
 
