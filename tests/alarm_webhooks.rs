@@ -108,12 +108,32 @@ async fn rotate(svc: &Service, admin: &Who, cid: &str) -> (String, String) {
     )
 }
 
+/// The whole feed of `types`, read one event per page through
+/// `next_page_token` (the list shape every list has).
 async fn events(svc: &Service, who: &Who, types: &str) -> Vec<Value> {
-    let a = svc
-        .call(Method::GET, &format!("/v1/events?types={types}"), who, None)
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    a.body["items"].as_array().unwrap().clone()
+    let mut all = Vec::new();
+    let mut path = format!("/v1/events?types={types}&page_size=1");
+    loop {
+        let a = svc.call(Method::GET, &path, who, None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        all.extend(a.body["items"].as_array().unwrap().iter().cloned());
+        match a.body["next_page_token"].as_str() {
+            Some(token) => {
+                assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
+                path = format!("/v1/events?types={types}&page_size=1&page_token={token}");
+            }
+            None => {
+                // Caught up: the position to poll from is the last event read.
+                assert_eq!(
+                    a.body["next_after"],
+                    all.last().map_or(Value::Null, |e| e["seq"].clone()),
+                    "{}",
+                    a.text
+                );
+                return all;
+            }
+        }
+    }
 }
 
 async fn billing_notifications_reach_the_change_feed(backend: Backend) {

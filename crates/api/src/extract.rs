@@ -275,7 +275,7 @@ pub fn encode_page_token(cursor: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cursor)
 }
 
-fn decode_page_token(token: &str) -> Result<String, ApiError> {
+pub fn decode_page_token(token: &str) -> Result<String, ApiError> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)

@@ -68,7 +68,11 @@ impl From<Event> for EventResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     pub items: Vec<EventResponse>,
-    /// The `after` for the next read (the last item's seq, or the one given).
+    /// Set when the page was full, so more events may follow at once: pass it
+    /// as `page_token` (the same list shape as every other list).
+    pub next_page_token: Option<String>,
+    /// Where to poll from later, caught up or not: the `after` of the next
+    /// read (the last item's seq, or the one given).
     pub next_after: Option<i64>,
 }
 
@@ -81,6 +85,8 @@ pub struct FeedQuery {
     pub types: Option<String>,
     /// 1 to 500, default 50.
     pub page_size: Option<u32>,
+    /// From the previous page's `next_page_token`; stands for `after`.
+    pub page_token: Option<String>,
 }
 
 /// The change feed: every change the service made to a billing record, oldest first.
@@ -101,6 +107,22 @@ pub async fn list_events(
     if query.after.is_some_and(|a| a < 0) {
         return Err(ValidationError::field("after", "must not be negative").into());
     }
+    let after = match query.page_token.as_deref() {
+        None | Some("") => query.after,
+        Some(_) if query.after.is_some() => {
+            return Err(
+                ValidationError::field("page_token", "give after or page_token, not both").into(),
+            )
+        }
+        Some(token) => Some(
+            crate::extract::decode_page_token(token)?
+                .strip_prefix("after:")
+                .and_then(|a| a.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ValidationError::field("page_token", "is not a token this service gave out")
+                })?,
+        ),
+    };
     let types: Vec<String> = query
         .types
         .as_deref()
@@ -114,11 +136,15 @@ pub async fn list_events(
         .unwrap_or_default();
     let events = state
         .events
-        .list_events(&caller.dealer, query.after, &types, limit)
+        .list_events(&caller.dealer, after, &types, limit)
         .await?;
-    let next_after = events.last().map(|e| e.seq).or(query.after);
+    let next_after = events.last().map(|e| e.seq).or(after);
+    let next_page_token = (events.len() == limit as usize)
+        .then(|| next_after.map(|a| crate::extract::encode_page_token(&format!("after:{a}"))))
+        .flatten();
     Ok(HttpResponse::Ok().json(EventList {
         items: events.into_iter().map(Into::into).collect(),
+        next_page_token,
         next_after,
     }))
 }
