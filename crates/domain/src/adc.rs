@@ -340,9 +340,13 @@ pub enum AdcError {
     /// The login lacks a role or permission for this call.
     #[error("Alarm.com denied the permission: {message}")]
     PermissionDenied { message: String },
-    /// Any other SOAP fault.
+    /// Any other SOAP fault the request caused (`soap:Client`).
     #[error("Alarm.com answered with a fault: {message}")]
     Fault { message: String },
+    /// A fault of Alarm.com's own side (`soap:Server`, e.g. "server busy"):
+    /// the same request may well succeed a moment later.
+    #[error("Alarm.com failed on its side: {message}")]
+    ServerFault { message: String },
     #[error("Alarm.com asks to slow down (retry after {retry_after_secs:?} s)")]
     RateLimited { retry_after_secs: Option<u64> },
     #[error("Alarm.com could not be reached: {0}")]
@@ -363,6 +367,7 @@ impl AdcError {
             Self::Rejected { .. } => "rejected",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::Fault { .. } => "fault",
+            Self::ServerFault { .. } => "server_fault",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unreachable(_) => "unreachable",
             Self::Timeout => "timeout",
@@ -370,12 +375,17 @@ impl AdcError {
         }
     }
 
-    /// Worth trying again later (by a job; the client retries reads itself).
-    /// A fault is ADC's deliberate answer, so it is not.
+    /// Worth trying again later (by a job, or an import within its run; the
+    /// client retries reads itself). A fault the request caused is ADC's
+    /// deliberate answer, so it is not; a server-side one is.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unreachable(_) | Self::Timeout | Self::BadAnswer(_)
+            Self::RateLimited { .. }
+                | Self::Unreachable(_)
+                | Self::Timeout
+                | Self::BadAnswer(_)
+                | Self::ServerFault { .. }
         )
     }
 }
@@ -482,6 +492,10 @@ mod tests {
         assert!(!AdcError::Unauthorized.is_transient());
         assert!(!AdcError::Fault {
             message: "x".into()
+        }
+        .is_transient());
+        assert!(AdcError::ServerFault {
+            message: "Server busy".into()
         }
         .is_transient());
         assert!(!AdcError::Rejected {

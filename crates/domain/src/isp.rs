@@ -780,7 +780,10 @@ async fn existing_for_billing_id(
     Ok(None)
 }
 
-fn completed_from(customer: &AdcCustomer, origin: IspAccountOrigin) -> CompletedIspAccount {
+pub(crate) fn completed_from(
+    customer: &AdcCustomer,
+    origin: IspAccountOrigin,
+) -> CompletedIspAccount {
     CompletedIspAccount {
         external_id: customer.customer_id.to_string(),
         kind: if customer.is_commitment {
