@@ -40,6 +40,8 @@ pub struct AppState {
     /// starts without waiting for the next poll. `notify_one`: a wake that
     /// comes while the runner is claiming is kept for its next wait.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Builder Program lists, kept a minute (shared by every store's state).
+    pub builder_programs: Arc<domain::isp::BuilderProgramCache>,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             verifier,
             metrics,
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            builder_programs: Arc::default(),
             settings,
         }
     }
@@ -82,6 +85,7 @@ impl AppState {
     pub fn with_store(&self, store: link_store::Store) -> Self {
         Self {
             jobs_wake: self.jobs_wake.clone(),
+            builder_programs: self.builder_programs.clone(),
             ..Self::new(
                 self.settings.clone(),
                 store,
@@ -109,6 +113,7 @@ impl AppState {
             billing: self.billing.as_ref(),
             accounts: self.isp.as_ref(),
             adc: self.adc.as_ref(),
+            builder_programs: self.builder_programs.as_ref(),
         }
     }
 }

@@ -100,6 +100,29 @@ pub struct ServicePlan {
     pub name: String,
 }
 
+/// The add-on features Alarm.com accepts on an account (`AddOnFeatures`),
+/// as it spells them. Two-way voice is the one billing carries as a field.
+pub const ADD_ON_FEATURES: &[&str] = &["TwoWayVoice", "Video", "ImageSensor", "EnergyManagement"];
+
+/// The add-on `TwoWayVoice` ("Two Way Voice Enabled Service").
+pub const TWO_WAY_VOICE: &str = "TwoWayVoice";
+
+/// An add-on name as Alarm.com spells it (any case, spaces, `-` and `_`
+/// ignored: `two-way voice` is `TwoWayVoice`); `None` when it is not one.
+pub fn add_on_feature(name: &str) -> Option<&'static str> {
+    let squeeze = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = squeeze(name);
+    ADD_ON_FEATURES
+        .iter()
+        .copied()
+        .find(|known| squeeze(known) == wanted)
+}
+
 /// Where the panel's signals go: the central station data points.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AdcCentralStationInfo {
@@ -412,10 +435,13 @@ pub trait AdcApi: Send + Sync {
         commitment: &NewAdcCommitment,
     ) -> AdcResult<CreatedAdcCommitment>;
     async fn terminate_customer(&self, id: AdcCustomerId) -> AdcResult<()>;
+    /// Moves the account to `package_id`; `add_ons`, when given, replaces
+    /// its add-on features (an empty list removes them all).
     async fn change_service_plan(
         &self,
         id: AdcCustomerId,
         package_id: AdcPackageId,
+        add_ons: Option<&[String]>,
     ) -> AdcResult<()>;
     async fn update_central_station_info(
         &self,
@@ -473,6 +499,14 @@ mod tests {
         let shown = format!("{target:?}");
         assert!(shown.contains("integration"));
         assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn add_on_names_are_alarm_coms() {
+        assert_eq!(add_on_feature("two-way voice"), Some("TwoWayVoice"));
+        assert_eq!(add_on_feature("VIDEO"), Some("Video"));
+        assert_eq!(add_on_feature("image_sensor"), Some("ImageSensor"));
+        assert_eq!(add_on_feature("Teleporter"), None);
     }
 
     #[test]
