@@ -566,8 +566,11 @@ pub struct RunSettings {
     pub chunk_time: Duration,
     /// Progress is reported at least this often while records are read...
     pub progress_every: Duration,
-    /// ... and at least every this many records.
+    /// ... and every this many records,
     pub progress_records: u64,
+    /// ... but not more often than this, so a fast run does not turn into a
+    /// stream of progress writes competing with its own chunk writes.
+    pub progress_min_interval: Duration,
 }
 
 impl Default for RunSettings {
@@ -578,6 +581,7 @@ impl Default for RunSettings {
             chunk_time: Duration::from_millis(500),
             progress_every: Duration::from_secs(2),
             progress_records: 25,
+            progress_min_interval: Duration::from_millis(250),
         }
     }
 }
@@ -1132,14 +1136,17 @@ impl Run<'_> {
         }
     }
 
-    /// Reports `seen` when the last report is `progress_every` old or
-    /// `progress_records` behind, so progress moves while a chunk is read.
+    /// Reports `seen` when the last report is `progress_every` old, or
+    /// `progress_records` behind and `progress_min_interval` old, so
+    /// progress moves while a chunk is read.
     async fn report_if_due(&self, seen: u64, total: u64) -> Result<(), ImportRunError> {
         let due = match *self.last_report.lock().unwrap_or_else(|e| e.into_inner()) {
             None => true,
             Some((at, n)) => {
-                at.elapsed() >= self.settings.progress_every
-                    || seen >= n + self.settings.progress_records
+                let since = at.elapsed();
+                since >= self.settings.progress_every
+                    || (seen >= n + self.settings.progress_records
+                        && since >= self.settings.progress_min_interval)
             }
         };
         if due {
