@@ -868,6 +868,434 @@ async fn a_cancelled_run_stops_and_a_new_one_takes_up_the_rest(backend: Backend)
     assert_eq!(created.len() as u64, total - 1);
 }
 
+/// A billing customer through the API.
+async fn billing_customer(svc: &Service, who: &Who, id: &str) {
+    let a = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/billing/customers/{id}"),
+            who,
+            Some(json!({
+                "first_name": "Ada", "last_name": format!("Lovelace {id}"),
+                "email": format!("{}@example.com", id.to_lowercase()),
+                "phone": "614-555-0101", "address1": "1 Main St", "city": "Columbus",
+                "state": "OH", "zip": "43004"
+            })),
+        )
+        .await;
+    assert!(a.status == 200 || a.status == 201, "{}", a.text);
+}
+
+/// The ISP accounts of the connection: Alarm.com customer id → billing customer.
+async fn isp_links(svc: &Service, who: &Who, cid: &str) -> HashMap<String, String> {
+    let a = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/isp-accounts?page_size=500"),
+            who,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["external_id"].as_str().unwrap().to_owned(),
+                i["billing_customer_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Customers billing already holds (provisioned, linked, made through the
+/// Builder Program, or named by their DealerCustomerId) are matched, not
+/// imported again; a dry run lists the same without writing; later runs
+/// import nothing new and double nothing.
+async fn customers_billing_holds_are_matched_not_doubled(backend: Backend) {
+    let adc = adc_sim(40).await;
+    let svc = Service::start_on(backend, env(&[])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+    let (package, program) = adc.state().with_store(|s| {
+        (
+            s.packages()[0].package_id,
+            s.builder_programs()[0].builder_program_id,
+        )
+    });
+    let on = svc
+        .call(
+            Method::PATCH,
+            &format!("/v1/connections/{cid}"),
+            &admin,
+            Some(json!({"settings": {"builder_program": true}})),
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.text);
+    for id in ["C-1", "C-2", "C-3", "C-4", "C-5"] {
+        billing_customer(&svc, &op, id).await;
+    }
+    let accounts = format!("/v1/connections/{cid}/isp-accounts");
+    let provision = |body: Value| {
+        let (svc, op, accounts) = (&svc, &op, &accounts);
+        async move {
+            let a = svc.call(Method::POST, accounts, op, Some(body)).await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            a.body["external_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let seeded: Vec<adc_sim::Customer> = listed(&adc)
+        .into_iter()
+        .filter(|c| c.dealer_customer_id.is_empty() && !c.is_commitment)
+        .collect();
+    // Provisioned (DealerCustomerId C-1 and a link), linked (a link only),
+    // made through the Builder Program (a link), named by DealerCustomerId
+    // (no link yet).
+    let created = provision(
+        json!({"billing_customer_id": "C-1", "action": "create_customer",
+        "package_id": package}),
+    )
+    .await;
+    let linked = seeded[0].customer_id.to_string();
+    provision(json!({"billing_customer_id": "C-2", "action": "link",
+        "customer_id": seeded[0].customer_id}))
+    .await;
+    let builder = provision(
+        json!({"billing_customer_id": "C-3", "action": "create_commitment",
+        "builder_program_id": program, "package_id": package}),
+    )
+    .await;
+    let named = seeded[1].customer_id;
+    adc.state()
+        .with_store(|s| {
+            s.patch_customer(
+                named,
+                adc_sim::CustomerPatch {
+                    dealer_customer_id: Some("C-4".into()),
+                    ..Default::default()
+                },
+                chrono::Utc::now(),
+            )
+        })
+        .unwrap();
+    let named = named.to_string();
+    // A DealerCustomerId that names no billing customer matches nothing.
+    let stranger = seeded[2].customer_id;
+    adc.state()
+        .with_store(|s| {
+            s.patch_customer(
+                stranger,
+                adc_sim::CustomerPatch {
+                    dealer_customer_id: Some("NOT-IN-BILLING".into()),
+                    ..Default::default()
+                },
+                chrono::Utc::now(),
+            )
+        })
+        .unwrap();
+    let expected: HashMap<String, &str> = [
+        (created.clone(), "C-1"),
+        (linked.clone(), "C-2"),
+        (builder.clone(), "C-3"),
+        (named.clone(), "C-4"),
+    ]
+    .into();
+    let total = listed(&adc).len() as u64;
+    let links_before = isp_links(&svc, &op, &cid).await;
+    assert_eq!(links_before.len(), 3);
+
+    // The dry run lists them and writes nothing.
+    let dry = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers", "dry_run": true}),
+    )
+    .await;
+    let done = wait(&svc, &op, &dry).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["dry_run"], true);
+    assert_eq!(count(&done, "already_imported"), 4, "{done:#}");
+    assert_eq!(count(&done, "imported"), total - 4, "{done:#}");
+    let listed_items = items(&svc, &op, &dry, "").await;
+    for item in &listed_items {
+        let external = item["external_id"].as_str().unwrap();
+        match expected.get(external) {
+            Some(billing) => {
+                assert_eq!(item["outcome"], "already_imported", "{item:#}");
+                assert_eq!(item["billing_id"], *billing, "{item:#}");
+                assert!(item["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("dry run: matched by"));
+            }
+            None => {
+                assert_eq!(item["outcome"], "imported", "{item:#}");
+                assert!(item["reason"].as_str().unwrap().contains("would become"));
+            }
+        }
+    }
+    assert_eq!(listed_items.len() as u64, total);
+    assert!(events(&svc, &op, "billing.customer.created")
+        .await
+        .is_empty());
+    assert_eq!(isp_links(&svc, &op, &cid).await, links_before);
+
+    // The real run: the same, written; the missing link is recorded.
+    let first = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers"}),
+    )
+    .await;
+    let done = wait(&svc, &op, &first).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(count(&done, "already_imported"), 4, "{done:#}");
+    assert_eq!(count(&done, "imported"), total - 4, "{done:#}");
+    assert_eq!(count(&done, "failed"), 0, "{done:#}");
+    let matched = items(&svc, &op, &first, "&outcome=already_imported").await;
+    let matched: HashMap<String, (String, String)> = matched
+        .iter()
+        .map(|i| {
+            (
+                i["external_id"].as_str().unwrap().to_owned(),
+                (
+                    i["billing_id"].as_str().unwrap().to_owned(),
+                    i["reason"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(matched.len(), 4);
+    for (external, billing) in &expected {
+        assert_eq!(matched[external].0, *billing);
+    }
+    assert!(
+        matched[&linked].1.contains("ISP account link"),
+        "{matched:?}"
+    );
+    assert!(
+        matched[&named].1.contains("DealerCustomerId"),
+        "{matched:?}"
+    );
+    let links = isp_links(&svc, &op, &cid).await;
+    assert_eq!(
+        links.get(&named).map(String::as_str),
+        Some("C-4"),
+        "{links:?}"
+    );
+    assert_eq!(links.len(), 4);
+    let created_events = events(&svc, &op, "billing.customer.created").await;
+    assert_eq!(created_events.len() as u64, total - 4);
+    assert!(created_events
+        .iter()
+        .all(|e| e["subject_id"].as_str().unwrap().starts_with("adc-")));
+    assert!(created_events
+        .iter()
+        .any(|e| e["subject_id"] == format!("adc-{stranger}")));
+
+    // A second and a third run: nothing new, nothing doubled.
+    for _ in 0..2 {
+        let again = start(
+            &svc,
+            &op,
+            json!({"connection_id": cid, "kind": "customers"}),
+        )
+        .await;
+        let done = wait(&svc, &op, &again).await;
+        assert_eq!(done["state"], "succeeded", "{done:#}");
+        assert_eq!(count(&done, "imported"), 0, "{done:#}");
+        assert_eq!(count(&done, "already_imported"), total, "{done:#}");
+    }
+    assert_eq!(
+        events(&svc, &op, "billing.customer.created").await.len() as u64,
+        total - 4
+    );
+    assert_eq!(isp_links(&svc, &op, &cid).await.len(), 4);
+}
+
+/// Reps billing already holds, by login name or by their Alarm.com id, are
+/// matched and remembered.
+async fn users_billing_holds_are_matched(backend: Backend) {
+    let adc = adc_sim(20).await;
+    let svc = Service::start_on(backend, env(&[])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+    let reps = adc.state().reps();
+    let (by_login, by_id) = (&reps[0], &reps[1]);
+    for (id, login) in [
+        ("U-1".to_owned(), by_login.login_name.to_uppercase()),
+        (
+            format!("adc-user-{}", by_id.support_id),
+            "someone-else".to_owned(),
+        ),
+    ] {
+        let a = svc
+            .call(
+                Method::PUT,
+                &format!("/v1/billing/users/{id}"),
+                &op,
+                Some(json!({"first_name": "Known", "last_name": "User", "login_name": login})),
+            )
+            .await;
+        assert!(a.status == 200 || a.status == 201, "{}", a.text);
+    }
+    let run = start(&svc, &op, json!({"connection_id": cid, "kind": "users"})).await;
+    let done = wait(&svc, &op, &run).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(count(&done, "failed"), 0, "{done:#}");
+    assert_eq!(count(&done, "already_imported"), 2, "{done:#}");
+    let matched = items(&svc, &op, &run, "&outcome=already_imported").await;
+    let by: HashMap<String, String> = matched
+        .iter()
+        .map(|i| {
+            (
+                i["external_id"].as_str().unwrap().to_owned(),
+                i["billing_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(by[&by_login.support_id.to_string()], "U-1");
+    assert_eq!(
+        by[&by_id.support_id.to_string()],
+        format!("adc-user-{}", by_id.support_id)
+    );
+    let again = start(&svc, &op, json!({"connection_id": cid, "kind": "users"})).await;
+    let done = wait(&svc, &op, &again).await;
+    assert_eq!(count(&done, "imported"), 0, "{done:#}");
+    assert_eq!(count(&done, "failed"), 0, "{done:#}");
+}
+
+/// Server-busy faults and timeouts on a tenth of the reads are retried
+/// within the run: every customer imported once, none failed.
+async fn busy_faults_and_timeouts_are_retried_within_the_run(backend: Backend) {
+    let adc = adc_sim(120).await;
+    for rule in [
+        "GetCustomerInfo_V2=fault:Server busy, try again later,probability=0.1",
+        "GetCustomerInfo_V2=timeout,probability=0.1",
+    ] {
+        adc.state()
+            .add_fault(adc_sim::FaultRule::parse(rule).unwrap())
+            .unwrap();
+    }
+    let svc = Service::start_on(backend, env(&[("CROSSLINK__ADC__TIMEOUT_MS", "700")])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+    let id = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers"}),
+    )
+    .await;
+    let done = wait(&svc, &op, &id).await;
+    adc.state().clear_faults();
+    let total = listed(&adc).len() as u64;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(count(&done, "failed"), 0, "{done:#}");
+    assert_eq!(count(&done, "imported"), total, "{done:#}");
+    let map = outcomes(&items(&svc, &op, &id, "").await);
+    assert_eq!(with(&map, "imported").len() as u64, total);
+    let created = events(&svc, &op, "billing.customer.created").await;
+    let subjects: HashSet<&str> = created
+        .iter()
+        .map(|e| e["subject_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (created.len() as u64, subjects.len() as u64),
+        (total, total)
+    );
+    let reads = adc.state().request_count("GetCustomerInfo_V2");
+    assert!(
+        reads > total,
+        "faults were injected and retried: {reads} reads"
+    );
+}
+
+/// Progress moves while a large run reads, with its pace; unknown filter
+/// ids are refused by name; a run that ends well shows no earlier error.
+async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(backend: Backend) {
+    let adc = adc_sim(2000).await;
+    adc.state()
+        .add_fault(adc_sim::FaultRule::parse("GetCustomerInfo_V2=latency:3").unwrap())
+        .unwrap();
+    let svc = Service::start_on(backend, env(&[])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+
+    for (body, field, named) in [
+        (
+            json!({"connection_id": cid, "kind": "customers", "filters": {"sub_dealer_ids": [201, 999]}}),
+            "filters.sub_dealer_ids",
+            "999",
+        ),
+        (
+            json!({"connection_id": cid, "kind": "users", "filters": {"roles": ["sales rep", "Wizard"]}}),
+            "filters.roles",
+            "Wizard",
+        ),
+    ] {
+        let a = svc.call(Method::POST, "/v1/imports", &op, Some(body)).await;
+        assert_eq!(a.status, 422, "{}", a.text);
+        assert_eq!(a.body["errors"][0]["field"], field, "{}", a.text);
+        assert!(a.text.contains(named), "{}", a.text);
+    }
+
+    let id = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers"}),
+    )
+    .await;
+    let mut moves = BTreeSet::new();
+    let mut paced = false;
+    let done = loop {
+        let a = svc
+            .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
+            .await;
+        let state = a.body["state"].as_str().unwrap().to_owned();
+        if state == "running" {
+            moves.insert(a.body["progress"]["done"].as_u64().unwrap());
+            paced |= a.body["progress"]["per_second"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0)
+                && a.body["progress"]["eta_seconds"].is_u64();
+        }
+        if !["queued", "running"].contains(&state.as_str()) {
+            break a.body;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert!(
+        moves.len() >= 5,
+        "progress moved {} times: {moves:?}",
+        moves.len()
+    );
+    assert!(paced, "a running import shows its pace and time left");
+
+    // The first attempt fails (the list answers HTTP 500 past the client's
+    // retries); the second succeeds, and the run shows no error.
+    adc.state().clear_faults();
+    adc.state()
+        .add_fault(adc_sim::FaultRule::parse("GetCustomerList_V2=http_500,times=4").unwrap())
+        .unwrap();
+    let again = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers"}),
+    )
+    .await;
+    let done = wait(&svc, &op, &again).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done:#}");
+    assert!(done["error"].is_null(), "{done:#}");
+}
+
 on_both_backends!(
     a_filtered_import_takes_exactly_the_matching_customers,
     a_second_run_imports_only_the_customers_added_since,
@@ -877,4 +1305,8 @@ on_both_backends!(
     users_then_customers_link_each_rep,
     preconditions_are_clear_problems_before_anything_starts,
     a_cancelled_run_stops_and_a_new_one_takes_up_the_rest,
+    customers_billing_holds_are_matched_not_doubled,
+    users_billing_holds_are_matched,
+    busy_faults_and_timeouts_are_retried_within_the_run,
+    progress_moves_filters_are_checked_and_a_good_end_clears_the_error,
 );

@@ -626,7 +626,150 @@ async fn builder_program_needs_its_flag_and_the_permission(backend: Backend) {
     assert_eq!(plain.body["login_name"], "b3@example.com");
 }
 
+/// Provisioning carries the central-station fields and two-way voice; an
+/// add-on change reaches Alarm.com and reads back; the Builder Program list
+/// comes from Alarm.com, kept briefly, and checks the program chosen.
+async fn add_ons_both_ways_and_the_builder_program_list(backend: Backend) {
+    let w = World::start(backend, ADC_USER, ADC_PASSWORD).await;
+    let plans = w.plans().await;
+    let a = w
+        .call(
+            Method::PUT,
+            "/v1/billing/customers/V-1",
+            &w.op,
+            Some(json!({
+                "first_name": "Vic", "last_name": "Voice", "email": "vic@example.com",
+                "address1": "1 Main St", "city": "Columbus", "state": "OH", "zip": "43004",
+                "two_way_voice": true, "account_number": "CS-1001",
+                "receiver_number": "8005550188"
+            })),
+        )
+        .await;
+    assert!(a.status == 200 || a.status == 201, "{}", a.text);
+    let made = w
+        .provision(
+            json!({"billing_customer_id": "V-1", "action": "create_customer",
+            "package_id": plans[0]}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let held = w.adc_customer(&made.body["external_id"]);
+    assert_eq!(held.central_station_account_number, "CS-1001");
+    assert_eq!(held.central_station_receiver_number, "8005550188");
+    assert_eq!(held.add_on_features, ["TwoWayVoice"]);
+
+    let account = format!("{}/{}", w.accounts(), made.body["id"].as_str().unwrap());
+    let shown = w.call(Method::GET, &account, &w.op, None).await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert_eq!(
+        shown.body["provider"]["package_id"], plans[0],
+        "{}",
+        shown.text
+    );
+    assert_eq!(
+        shown.body["provider"]["add_on_features"],
+        json!(["TwoWayVoice"])
+    );
+
+    let change = format!("{account}:change-service-plan");
+    let bad = w
+        .call(
+            Method::POST,
+            &change,
+            &w.op,
+            Some(json!({"package_id": plans[1], "add_on_features": ["Teleporter"]})),
+        )
+        .await;
+    assert_eq!(bad.assert_problem(422), "validation");
+    assert_eq!(bad.body["errors"][0]["field"], "add_on_features[0]");
+    let changed = w
+        .call(
+            Method::POST,
+            &change,
+            &w.op,
+            Some(json!({"package_id": plans[1], "add_on_features": ["video", "Two-Way Voice"]})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.body["package_id"], plans[1]);
+    assert_eq!(
+        changed.body["provider"]["package_id"], plans[1],
+        "{}",
+        changed.text
+    );
+    assert_eq!(
+        changed.body["provider"]["add_on_features"],
+        json!(["Video", "TwoWayVoice"])
+    );
+    let held = w.adc_customer(&made.body["external_id"]);
+    assert_eq!(held.add_on_features, ["Video", "TwoWayVoice"]);
+    assert_eq!(held.package_id, plans[1]);
+    // Only the plan: the add-ons stay.
+    let kept = w
+        .call(
+            Method::POST,
+            &change,
+            &w.op,
+            Some(json!({"package_id": plans[0]})),
+        )
+        .await;
+    assert_eq!(kept.status, 200, "{}", kept.text);
+    assert_eq!(
+        kept.body["provider"]["add_on_features"],
+        json!(["Video", "TwoWayVoice"])
+    );
+
+    // The Builder Program list, from Alarm.com, read once for a while.
+    let path = format!("/v1/connections/{}/builder-programs", w.cid);
+    let list = w.call(Method::GET, &path, &w.op, None).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let ids: Vec<i64> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["builder_program_id"].as_i64().unwrap())
+        .collect();
+    let known: Vec<i64> = w.adc.state().with_store(|s| {
+        s.builder_programs()
+            .iter()
+            .map(|b| b.builder_program_id)
+            .collect()
+    });
+    assert_eq!(ids, known);
+    assert!(list.body["items"][0]["name"].is_string());
+    let again = w.call(Method::GET, &path, &w.op, None).await;
+    assert_eq!(again.body, list.body);
+    assert_eq!(w.adc.state().request_count("GetBuilderProgramList"), 1);
+    assert_eq!(
+        w.settings(json!({"builder_program": true})).await.status,
+        200
+    );
+    w.customer("V-2", "v2@example.com").await;
+    let unknown = w
+        .provision(
+            json!({"billing_customer_id": "V-2", "action": "create_commitment",
+            "builder_program_id": 999, "package_id": plans[0]}),
+        )
+        .await;
+    assert_eq!(unknown.assert_problem(422), "validation");
+    assert_eq!(unknown.body["errors"][0]["field"], "builder_program_id");
+    assert!(
+        unknown.text.contains(&known[0].to_string()),
+        "{}",
+        unknown.text
+    );
+    assert_eq!(w.adc.state().success_count("CreateCommitment"), 0);
+    let made = w
+        .provision(
+            json!({"billing_customer_id": "V-2", "action": "create_commitment",
+            "builder_program_id": known[0], "package_id": plans[0]}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+}
+
 on_both_backends!(
+    add_ons_both_ways_and_the_builder_program_list,
     provider_settings_are_checked_against_the_provider,
     isp_accounts_are_made_once_and_change_plans,
     builder_program_needs_its_flag_and_the_permission,

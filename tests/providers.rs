@@ -136,4 +136,108 @@ async fn alarm_com_credentials_are_checked_when_saved(backend: Backend) {
     );
 }
 
-on_both_backends!(alarm_com_credentials_are_checked_when_saved);
+/// `:test` on an Alarm.com entry checks its credentials and reads its
+/// permissions, with the latency; an entry of a provider without a client
+/// says its credentials are stored but not verified.
+async fn the_test_checks_alarm_com_entries_and_names_what_is_unchecked(backend: Backend) {
+    let adc = adc_sim().await;
+    let svc = Service::start_on(backend, Vec::new()).await;
+    let admin = Who::admin("acme");
+    let viewer = Who::new("acme", "vera", "viewer");
+    let create = |provider: &str, endpoint: String| {
+        let (svc, admin) = (&svc, &admin);
+        let body = json!({"provider": provider, "endpoint": endpoint});
+        async move {
+            let a = svc
+                .call(Method::POST, "/v1/connections", admin, Some(body))
+                .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            a.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let test = |cid: String| {
+        let (svc, viewer) = (&svc, &viewer);
+        async move {
+            let t = svc
+                .call(
+                    Method::POST,
+                    &format!("/v1/connections/{cid}:test"),
+                    viewer,
+                    None,
+                )
+                .await;
+            assert_eq!(t.status, 200, "{}", t.text);
+            t.body
+        }
+    };
+    let cid = create("alarm_com", adc.base_url()).await;
+    let t = test(cid.clone()).await;
+    assert_eq!(t["outcome"], "missing_credentials", "{t}");
+    let creds = svc
+        .call(
+            Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(json!({"username": "adc-dealer", "password": "adc-Passw0rd"})),
+        )
+        .await;
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    assert_eq!(creds.body["verified"], true, "{}", creds.text);
+    let t = test(cid.clone()).await;
+    assert_eq!(
+        (t["ok"].clone(), t["outcome"].clone()),
+        (json!(true), json!("ok")),
+        "{t}"
+    );
+    assert!(t["latency_ms"].is_u64(), "{t}");
+    assert!(t["permissions"]["builder_program"].is_boolean(), "{t}");
+    assert!(t["permissions"]["billing"].is_boolean(), "{t}");
+    assert!(
+        t["detail"].as_str().unwrap().contains("Builder Program"),
+        "{t}"
+    );
+    assert!(adc.state().request_count("GetDealerPermissions") >= 1);
+    // Alarm.com now refuses the stored credentials.
+    adc.state()
+        .add_fault(adc_sim::FaultRule::parse("*=bad_credentials").unwrap())
+        .unwrap();
+    let t = test(cid.clone()).await;
+    assert_eq!(t["outcome"], "bad_credentials", "{t}");
+    assert_eq!(t["ok"], false);
+    assert!(t["permissions"].is_null());
+    adc.state().clear_faults();
+
+    for provider in ["total_connect", "brinks_home"] {
+        let cid = create(provider, "https://provider.example.com/".into()).await;
+        let creds = svc
+            .call(
+                Method::PUT,
+                &format!("/v1/connections/{cid}/credentials/dealer"),
+                &admin,
+                Some(json!({"username": "dealer", "password": "secret-Passw0rd"})),
+            )
+            .await;
+        assert_eq!(creds.status, 200, "{}", creds.text);
+        assert_eq!(creds.body["verified"], false, "{}", creds.text);
+        assert!(
+            creds.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("stored but not verified"),
+            "{}",
+            creds.text
+        );
+        let t = test(cid).await;
+        assert_eq!(t["outcome"], "not_verified", "{t}");
+        assert_eq!(t["ok"], false);
+        assert!(
+            t["detail"].as_str().unwrap().contains("not verified"),
+            "{t}"
+        );
+    }
+}
+
+on_both_backends!(
+    alarm_com_credentials_are_checked_when_saved,
+    the_test_checks_alarm_com_entries_and_names_what_is_unchecked,
+);

@@ -220,6 +220,7 @@ impl Acme {
             let alarm_com = [
                 "isp-accounts",
                 "service-plans",
+                "builder-programs",
                 "callback-health",
                 "billing-notifications",
                 "/v1/imports",

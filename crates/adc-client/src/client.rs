@@ -556,11 +556,12 @@ impl AdcApi for HttpAdcClient {
         &self,
         id: AdcCustomerId,
         package_id: AdcPackageId,
+        add_ons: Option<&[String]>,
     ) -> AdcResult<()> {
         self.transport
             .call(
                 &unpublished::CHANGE_SERVICE_PLAN,
-                unpublished::change_service_plan_body(id, package_id),
+                unpublished::change_service_plan_body(id, package_id, add_ons),
             )
             .await
             .map(drop)

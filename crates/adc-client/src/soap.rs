@@ -143,7 +143,24 @@ fn fault_failure(fault: &Element, retry_after: Option<Duration>) -> Failure {
         .or_else(|| fault.at(&["Reason", "Text"]).and_then(Element::value))
         .unwrap_or("a SOAP fault without a message")
         .to_owned();
-    classify_fault(message, retry_after)
+    // `soap:Server` (1.1) or `soap:Receiver` (1.2): Alarm.com's own side failed.
+    let code = fault
+        .child("faultcode")
+        .and_then(Element::value)
+        .or_else(|| fault.at(&["Code", "Value"]).and_then(Element::value))
+        .unwrap_or("");
+    let local = code.rsplit(':').next().unwrap_or("").trim();
+    let server_side =
+        local.eq_ignore_ascii_case("Server") || local.eq_ignore_ascii_case("Receiver");
+    let failure = classify_fault(message, retry_after);
+    match failure.error {
+        // Not something the request did: the same request may succeed a
+        // moment later, so reads are retried (changes still are not).
+        AdcError::Fault { message } if server_side => {
+            Failure::transient(AdcError::ServerFault { message })
+        }
+        _ => failure,
+    }
 }
 
 fn classify_fault(message: String, retry_after: Option<Duration>) -> Failure {
@@ -262,6 +279,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(result.child("CustomerId").unwrap().value(), Some("7"));
+    }
+
+    #[test]
+    fn a_server_side_fault_may_be_retried_a_client_one_not() {
+        let busy = envelope(
+            "<soap:Fault><faultcode>soap:Server</faultcode><faultstring>Server busy, try later</faultstring><detail/></soap:Fault>",
+        );
+        let f = read_answer(&GET_CUSTOMER_INFO_V2, 500, None, &busy).unwrap_err();
+        assert_eq!(
+            f.error,
+            AdcError::ServerFault {
+                message: "Server busy, try later".into()
+            }
+        );
+        assert!(f.retryable && f.error.is_transient());
+        let soap12 = envelope(
+            "<soap:Fault><soap:Code><soap:Value>soap:Receiver</soap:Value></soap:Code><soap:Reason><soap:Text>Server busy</soap:Text></soap:Reason></soap:Fault>",
+        );
+        let f = read_answer(&GET_CUSTOMER_INFO_V2, 500, None, &soap12).unwrap_err();
+        assert!(matches!(f.error, AdcError::ServerFault { .. }) && f.retryable);
+        // The request's own fault, and a server-side "not found", stay final.
+        let f = read_answer(&GET_CUSTOMER_INFO_V2, 500, None, &fault("Invalid value")).unwrap_err();
+        assert!(matches!(f.error, AdcError::Fault { .. }) && !f.retryable);
+        let gone = envelope(
+            "<soap:Fault><faultcode>soap:Server</faultcode><faultstring>Customer not found</faultstring></soap:Fault>",
+        );
+        let f = read_answer(&GET_CUSTOMER_INFO_V2, 500, None, &gone).unwrap_err();
+        assert!(matches!(f.error, AdcError::NotFound(_)) && !f.retryable);
     }
 
     #[test]

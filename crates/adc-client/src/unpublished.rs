@@ -76,14 +76,24 @@ fn no_customer_id(op: &Operation) -> AdcError {
 pub(crate) fn change_service_plan_body(
     customer: AdcCustomerId,
     package: AdcPackageId,
+    add_ons: Option<&[String]>,
 ) -> Vec<Node> {
-    vec![Node::parent(
-        "input",
-        vec![
-            Node::text("CustomerId", customer.to_string()),
-            Node::text("PackageId", package.to_string()),
-        ],
-    )]
+    let mut input = vec![
+        Node::text("CustomerId", customer.to_string()),
+        Node::text("PackageId", package.to_string()),
+    ];
+    // Given, it replaces the account's add-ons (also with none); left out,
+    // they stay as they are.
+    if let Some(add_ons) = add_ons {
+        input.push(Node::parent(
+            "AddOnFeatures",
+            add_ons
+                .iter()
+                .map(|a| Node::text("AddOnFeatureEnum", a.clone()))
+                .collect(),
+        ));
+    }
+    vec![Node::parent("input", input)]
 }
 
 /// The items of a list result that have an id at one of `id_paths`, as

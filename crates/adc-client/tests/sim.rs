@@ -248,7 +248,23 @@ async fn changes_a_customer() {
         .unwrap();
     let plans = api.service_plans().await.unwrap();
     let other = plans.last().unwrap().package_id;
-    api.change_service_plan(id, other).await.unwrap();
+    api.change_service_plan(id, other, None).await.unwrap();
+    let before = sim.state().customer(id.0).unwrap().add_on_features;
+    assert_eq!(
+        before,
+        ["TwoWayVoice"],
+        "a plan change without add-ons keeps them"
+    );
+    let add_ons = ["Video".to_owned(), "ImageSensor".to_owned()];
+    api.change_service_plan(id, other, Some(&add_ons))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.customer(id).await.unwrap().add_on_features,
+        ["Video", "ImageSensor"]
+    );
+    api.change_service_plan(id, other, Some(&[])).await.unwrap();
+    assert!(api.customer(id).await.unwrap().add_on_features.is_empty());
     api.update_central_station_info(
         id,
         &AdcCentralStationInfo {
@@ -264,13 +280,13 @@ async fn changes_a_customer() {
     assert_eq!(held.central_station_receiver_number, "8005550100");
 
     assert!(matches!(
-        api.change_service_plan(id, AdcPackageId(999_999))
+        api.change_service_plan(id, AdcPackageId(999_999), None)
             .await
             .unwrap_err(),
         AdcError::Rejected { .. }
     ));
     assert!(matches!(
-        api.change_service_plan(AdcCustomerId(1), other)
+        api.change_service_plan(AdcCustomerId(1), other, None)
             .await
             .unwrap_err(),
         AdcError::NotFound(_)

@@ -284,7 +284,7 @@ async fn no_change_is_retried() {
         let id = AdcCustomerId(10);
         let result = match what {
             "terminate" => client.terminate_customer(id).await,
-            "plan" => client.change_service_plan(id, AdcPackageId(3)).await,
+            "plan" => client.change_service_plan(id, AdcPackageId(3), None).await,
             "commitment" => client
                 .create_commitment(&NewAdcCommitment {
                     builder_program_id: 1,

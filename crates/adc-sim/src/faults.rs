@@ -17,7 +17,10 @@ pub enum FaultKind {
     /// not stop a later rule from applying too.
     Latency { ms: u64 },
     /// HTTP 500 with a plain HTML error page (not a SOAP fault), as IIS
-    /// answers when the application itself fails.
+    /// answers when the application itself fails. Named `http_500` in JSON
+    /// as on the command line (snake case alone would make it `http500`,
+    /// which is still read).
+    #[serde(rename = "http_500", alias = "http500")]
     Http500,
     /// HTTP 503 with `Retry-After: retry_after_secs` and an HTML page.
     Throttle {
@@ -277,6 +280,18 @@ pub(crate) fn plan(rules: &mut Vec<FaultRule>, op: &str, service: &str) -> Plan 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_json_kind_http_500_is_read_and_written() {
+        let r: FaultRule = serde_json::from_str(
+            r#"{"operation":"GetCustomerInfo_V2","kind":"http_500","probability":0.2}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind, FaultKind::Http500);
+        assert_eq!(serde_json::to_value(&r).unwrap()["kind"], "http_500");
+        let old: FaultRule = serde_json::from_str(r#"{"kind":"http500"}"#).unwrap();
+        assert_eq!(old.kind, FaultKind::Http500);
+    }
 
     #[test]
     fn parses_the_cli_syntax() {

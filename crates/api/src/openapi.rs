@@ -100,6 +100,7 @@ use crate::routes::{
         isp::list_isp_accounts,
         isp::get_isp_account,
         isp::change_service_plan,
+        isp::builder_programs,
         isp::callback_health,
         isp::billing_notifications,
         provider_webhooks::alarm_com_billing,

@@ -42,6 +42,8 @@ pub struct AppState {
     /// starts without waiting for the next poll. `notify_one`: a wake that
     /// comes while the runner is claiming is kept for its next wait.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Builder Program lists, kept a minute (shared by every store's state).
+    pub builder_programs: Arc<domain::isp::BuilderProgramCache>,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             dealer_limit: crate::rate_limit::DealerLimiter::from_settings(&settings.rate_limit)
                 .map(Arc::new),
+            builder_programs: Arc::default(),
             settings,
         }
     }
@@ -87,6 +90,7 @@ impl AppState {
         Self {
             jobs_wake: self.jobs_wake.clone(),
             dealer_limit: self.dealer_limit.clone(),
+            builder_programs: self.builder_programs.clone(),
             ..Self::new(
                 self.settings.clone(),
                 store,
@@ -114,6 +118,7 @@ impl AppState {
             billing: self.billing.as_ref(),
             accounts: self.isp.as_ref(),
             adc: self.adc.as_ref(),
+            builder_programs: self.builder_programs.as_ref(),
         }
     }
 }

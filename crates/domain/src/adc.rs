@@ -100,6 +100,29 @@ pub struct ServicePlan {
     pub name: String,
 }
 
+/// The add-on features Alarm.com accepts on an account (`AddOnFeatures`),
+/// as it spells them. Two-way voice is the one billing carries as a field.
+pub const ADD_ON_FEATURES: &[&str] = &["TwoWayVoice", "Video", "ImageSensor", "EnergyManagement"];
+
+/// The add-on `TwoWayVoice` ("Two Way Voice Enabled Service").
+pub const TWO_WAY_VOICE: &str = "TwoWayVoice";
+
+/// An add-on name as Alarm.com spells it (any case, spaces, `-` and `_`
+/// ignored: `two-way voice` is `TwoWayVoice`); `None` when it is not one.
+pub fn add_on_feature(name: &str) -> Option<&'static str> {
+    let squeeze = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = squeeze(name);
+    ADD_ON_FEATURES
+        .iter()
+        .copied()
+        .find(|known| squeeze(known) == wanted)
+}
+
 /// Where the panel's signals go: the central station data points.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AdcCentralStationInfo {
@@ -340,9 +363,13 @@ pub enum AdcError {
     /// The login lacks a role or permission for this call.
     #[error("Alarm.com denied the permission: {message}")]
     PermissionDenied { message: String },
-    /// Any other SOAP fault.
+    /// Any other SOAP fault the request caused (`soap:Client`).
     #[error("Alarm.com answered with a fault: {message}")]
     Fault { message: String },
+    /// A fault of Alarm.com's own side (`soap:Server`, e.g. "server busy"):
+    /// the same request may well succeed a moment later.
+    #[error("Alarm.com failed on its side: {message}")]
+    ServerFault { message: String },
     #[error("Alarm.com asks to slow down (retry after {retry_after_secs:?} s)")]
     RateLimited { retry_after_secs: Option<u64> },
     #[error("Alarm.com could not be reached: {0}")]
@@ -363,6 +390,7 @@ impl AdcError {
             Self::Rejected { .. } => "rejected",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::Fault { .. } => "fault",
+            Self::ServerFault { .. } => "server_fault",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unreachable(_) => "unreachable",
             Self::Timeout => "timeout",
@@ -370,12 +398,17 @@ impl AdcError {
         }
     }
 
-    /// Worth trying again later (by a job; the client retries reads itself).
-    /// A fault is ADC's deliberate answer, so it is not.
+    /// Worth trying again later (by a job, or an import within its run; the
+    /// client retries reads itself). A fault the request caused is ADC's
+    /// deliberate answer, so it is not; a server-side one is.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unreachable(_) | Self::Timeout | Self::BadAnswer(_)
+            Self::RateLimited { .. }
+                | Self::Unreachable(_)
+                | Self::Timeout
+                | Self::BadAnswer(_)
+                | Self::ServerFault { .. }
         )
     }
 }
@@ -402,10 +435,13 @@ pub trait AdcApi: Send + Sync {
         commitment: &NewAdcCommitment,
     ) -> AdcResult<CreatedAdcCommitment>;
     async fn terminate_customer(&self, id: AdcCustomerId) -> AdcResult<()>;
+    /// Moves the account to `package_id`; `add_ons`, when given, replaces
+    /// its add-on features (an empty list removes them all).
     async fn change_service_plan(
         &self,
         id: AdcCustomerId,
         package_id: AdcPackageId,
+        add_ons: Option<&[String]>,
     ) -> AdcResult<()>;
     async fn update_central_station_info(
         &self,
@@ -466,6 +502,14 @@ mod tests {
     }
 
     #[test]
+    fn add_on_names_are_alarm_coms() {
+        assert_eq!(add_on_feature("two-way voice"), Some("TwoWayVoice"));
+        assert_eq!(add_on_feature("VIDEO"), Some("Video"));
+        assert_eq!(add_on_feature("image_sensor"), Some("ImageSensor"));
+        assert_eq!(add_on_feature("Teleporter"), None);
+    }
+
+    #[test]
     fn ids_parse_and_show() {
         assert_eq!(" 42 ".parse::<AdcCustomerId>().unwrap(), AdcCustomerId(42));
         assert_eq!(AdcPackageId(7).to_string(), "7");
@@ -482,6 +526,10 @@ mod tests {
         assert!(!AdcError::Unauthorized.is_transient());
         assert!(!AdcError::Fault {
             message: "x".into()
+        }
+        .is_transient());
+        assert!(AdcError::ServerFault {
+            message: "Server busy".into()
         }
         .is_transient());
         assert!(!AdcError::Rejected {

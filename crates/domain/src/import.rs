@@ -27,6 +27,7 @@ use crate::connection::{
     Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
 };
 use crate::events::{types, NewEvent};
+use crate::isp::{CompletedIspAccount, IspAccountOrigin};
 use crate::jobs::{
     new_job, summary, Attempt, Done, HasJobPorts, Job, JobError, JobId, JobKind, JobState, NewJob,
     RunJob,
@@ -132,6 +133,10 @@ pub struct CustomerOptions {
     /// not a billing user; none leaves their rep blank (A2).
     #[serde(default)]
     pub default_rep: Option<BillingId>,
+    /// List what the run would do (new, matched, filtered) without writing
+    /// a billing record, a mapping, an ISP account link or an event.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Which reps a run takes; every filter given must match, an empty one matches all.
@@ -196,6 +201,9 @@ pub struct UserOptions {
     pub permission_group: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// As for customers: list, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 fn yes() -> bool {
@@ -209,6 +217,7 @@ impl Default for UserOptions {
             can_login: false,
             permission_group: String::new(),
             tags: Vec::new(),
+            dry_run: false,
         }
     }
 }
@@ -232,6 +241,14 @@ impl ImportSpec {
         match self {
             Self::Customers { .. } => ImportKind::Customers,
             Self::Users { .. } => ImportKind::Users,
+        }
+    }
+
+    /// A dry run lists what it would do and writes nothing else.
+    pub fn dry_run(&self) -> bool {
+        match self {
+            Self::Customers { options, .. } => options.dry_run,
+            Self::Users { options, .. } => options.dry_run,
         }
     }
 
@@ -388,6 +405,24 @@ pub enum RecordOutcome {
         external_id: String,
         billing_id: BillingId,
     },
+    /// The record is one billing already holds (matched before create): it
+    /// is remembered as imported into `billing_id`, so later runs count it
+    /// without reading it, and its ISP account link is recorded when
+    /// `link` is given (the billing customer had none). Recorded as
+    /// `AlreadyImported` with `how` as the reason.
+    Matched {
+        external_id: String,
+        billing_id: BillingId,
+        how: String,
+        link: Option<CompletedIspAccount>,
+    },
+    /// A dry run's outcome: only the item is recorded, nothing else.
+    Planned {
+        external_id: String,
+        outcome: ItemOutcome,
+        billing_id: Option<BillingId>,
+        reason: String,
+    },
     FilteredOut {
         external_id: String,
         reason: String,
@@ -403,6 +438,8 @@ impl RecordOutcome {
         match self {
             Self::Imported { external_id, .. }
             | Self::AlreadyImported { external_id, .. }
+            | Self::Matched { external_id, .. }
+            | Self::Planned { external_id, .. }
             | Self::FilteredOut { external_id, .. }
             | Self::Failed { external_id, .. } => external_id,
         }
@@ -448,6 +485,30 @@ pub trait ImportStore: Send + Sync {
         connection_id: ConnectionId,
         kind: ImportKind,
     ) -> StoreResult<Vec<(String, BillingId)>>;
+    /// Of `external_ids` (ADC customer ids), those with an ISP account on the
+    /// connection (provisioned, linked, made through the Builder Program),
+    /// with the billing customer each belongs to.
+    async fn isp_linked_customers(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(String, BillingId)>>;
+    /// Of `billing_ids`, the billing customers of the dealer that exist, each
+    /// with the provider customer id of its ISP account on the connection
+    /// when it has one (empty while that account is being provisioned).
+    async fn billing_customers_among(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        billing_ids: &[String],
+    ) -> StoreResult<Vec<(BillingId, Option<String>)>>;
+    /// Of `billing_ids`, the billing users of the dealer that exist.
+    async fn billing_users_among(
+        &self,
+        dealer: &DealerId,
+        billing_ids: &[String],
+    ) -> StoreResult<Vec<BillingId>>;
     /// Login name and id of every billing user that has a login name.
     async fn billing_user_logins(&self, dealer: &DealerId)
         -> StoreResult<Vec<(String, BillingId)>>;
@@ -503,6 +564,13 @@ pub struct RunSettings {
     /// this long, so a slow Alarm.com still sees progress, a checkpoint and
     /// a cancel soon.
     pub chunk_time: Duration,
+    /// Progress is reported at least this often while records are read...
+    pub progress_every: Duration,
+    /// ... and every this many records,
+    pub progress_records: u64,
+    /// ... but not more often than this, so a fast run does not turn into a
+    /// stream of progress writes competing with its own chunk writes.
+    pub progress_min_interval: Duration,
 }
 
 impl Default for RunSettings {
@@ -511,8 +579,32 @@ impl Default for RunSettings {
             read_concurrency: 4,
             chunk: 500,
             chunk_time: Duration::from_millis(500),
+            progress_every: Duration::from_secs(2),
+            progress_records: 25,
+            progress_min_interval: Duration::from_millis(250),
         }
     }
+}
+
+/// How fast a run goes and how long it still needs: records per second
+/// since `started_at`, and the seconds left at that pace (none before the
+/// first record, or without a total).
+pub fn pace(
+    done: u64,
+    total: Option<u64>,
+    started_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Option<f64>, Option<u64>) {
+    let Some(started_at) = started_at else {
+        return (None, None);
+    };
+    let secs = (now - started_at).num_milliseconds() as f64 / 1000.0;
+    if done == 0 || secs <= 0.0 {
+        return (None, None);
+    }
+    let rate = done as f64 / secs;
+    let left = total.map(|t| (t.saturating_sub(done) as f64 / rate).ceil() as u64);
+    (Some((rate * 10.0).round() / 10.0), left)
 }
 
 /// How often a run is tried when ADC keeps failing for a while.
@@ -714,7 +806,8 @@ pub async fn start_import(
         }
         Err(e) => return Err(e.into()),
     };
-    import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    check_filter_ids(adc.as_ref(), &connection, &spec).await?;
     if let ImportSpec::Customers { options, .. } = &spec {
         if let Some(rep) = &options.default_rep {
             match ports.billing.user(&caller.dealer, rep).await {
@@ -740,6 +833,75 @@ pub async fn start_import(
         created_by: caller.user.0.clone(),
     };
     Ok(ports.imports.create_import(new, job).await?)
+}
+
+/// The sub-dealer and role ids of the filters against the filter choices
+/// of the Alarm.com account (a filter on an id it does not have would
+/// quietly match nothing). Alarm.com is asked only when such a filter is given.
+async fn check_filter_ids(
+    adc: &dyn AdcApi,
+    connection: &Connection,
+    spec: &ImportSpec,
+) -> Result<(), OperationError> {
+    let (sub_dealer_ids, roles): (&[i64], &[String]) = match spec {
+        ImportSpec::Customers { filters, .. } => (&filters.sub_dealer_ids, &[]),
+        ImportSpec::Users { filters, .. } => (&filters.sub_dealer_ids, &filters.roles),
+    };
+    let failed = |e: AdcError| OperationError::Provider {
+        connection: connection.name.as_str().to_owned(),
+        timeout: matches!(e, AdcError::Timeout),
+        message: format!("reading the filter choices: {e}"),
+    };
+    let mut v = ValidationError::default();
+    if !sub_dealer_ids.is_empty() {
+        let known = adc.sub_dealers().await.map_err(failed)?;
+        let unknown = unknown_filter_ids(sub_dealer_ids, &known);
+        if !unknown.is_empty() {
+            v.push(
+                "filters.sub_dealer_ids",
+                format!(
+                    "no sub-dealer {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    if !roles.is_empty() {
+        let known = adc.roles().await.map_err(failed)?;
+        let unknown = unknown_roles(roles, &known);
+        if !unknown.is_empty() {
+            v.push(
+                "filters.roles",
+                format!(
+                    "no role {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    v.into_result().map_err(OperationError::from)
+}
+
+/// The filter's sub-dealer ids that are not among `known`.
+pub fn unknown_filter_ids(ids: &[i64], known: &[crate::adc::AdcSubDealer]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| !known.iter().any(|k| k.id == **id))
+        .map(i64::to_string)
+        .collect()
+}
+
+/// The filter's roles (a name, any case, or an id) that are not among `known`.
+pub fn unknown_roles(roles: &[String], known: &[crate::adc::AdcRole]) -> Vec<String> {
+    roles
+        .iter()
+        .filter(|wanted| {
+            let wanted = wanted.trim();
+            !known
+                .iter()
+                .any(|k| k.name.eq_ignore_ascii_case(wanted) || wanted.parse::<i64>() == Ok(k.id))
+        })
+        .map(|r| format!("'{}'", r.trim()))
+        .collect()
 }
 
 /// Why a run stopped before its end.
@@ -822,9 +984,12 @@ pub async fn run_import(
         settings: RunSettings {
             read_concurrency: settings.read_concurrency.max(1),
             chunk: settings.chunk.max(1),
-            chunk_time: settings.chunk_time,
+            progress_records: settings.progress_records.max(1),
+            ..settings
         },
         done,
+        dry_run: import.spec.dry_run(),
+        last_report: std::sync::Mutex::new(None),
     };
     match &import.spec {
         ImportSpec::Customers { filters, options } => run.customers(filters, options).await,
@@ -841,6 +1006,9 @@ struct Run<'a> {
     settings: RunSettings,
     /// What this run recorded before (a resumed run).
     done: HashSet<String>,
+    dry_run: bool,
+    /// When progress was last reported, and at how many records.
+    last_report: std::sync::Mutex<Option<(Instant, u64)>>,
 }
 
 /// A chunk of customers read, with their outcomes.
@@ -883,12 +1051,108 @@ impl RepMatcher {
     }
 }
 
+/// A read customer that billing already holds (matched before create).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerMatch {
+    pub billing_id: BillingId,
+    /// How it was matched, as the item's reason.
+    pub how: String,
+    /// The ISP account link to record (the billing customer has none yet).
+    pub link: Option<CompletedIspAccount>,
+}
+
+/// The billing customer a read Alarm.com customer already is through its
+/// DealerCustomerId (the billing id the service sends when it provisions an
+/// account, and the one a dealer types into Alarm.com), if any. `known`
+/// holds the billing customers found among the DealerCustomerIds, each with
+/// the provider customer id of its ISP account on the connection when it
+/// has one (empty while that account is being provisioned). An ISP account
+/// link of the customer itself is matched before reading it.
+pub fn match_by_dealer_customer_id(
+    customer: &AdcCustomer,
+    known: &HashMap<String, Option<String>>,
+) -> Option<CustomerMatch> {
+    let dcid = customer.dealer_customer_id.trim();
+    if dcid.is_empty() {
+        return None;
+    }
+    let account = known.get(dcid)?;
+    let billing_id = BillingId::parse(dcid).ok()?;
+    let own = customer.customer_id.to_string();
+    let matched = format!("matched by its DealerCustomerId: billing customer '{billing_id}'");
+    Some(match account {
+        None => CustomerMatch {
+            how: format!("{matched}; its ISP account link is recorded"),
+            link: Some(crate::isp::completed_from(
+                customer,
+                IspAccountOrigin::Recovered,
+            )),
+            billing_id,
+        },
+        Some(linked) if *linked == own => CustomerMatch {
+            how: matched,
+            link: None,
+            billing_id,
+        },
+        Some(linked) if linked.is_empty() => CustomerMatch {
+            how: format!("{matched}; its ISP account is being provisioned, so no link is recorded"),
+            link: None,
+            billing_id,
+        },
+        Some(linked) => CustomerMatch {
+            how: format!(
+                "{matched}, which is linked to Alarm.com customer {linked}; no link is recorded"
+            ),
+            link: None,
+            billing_id,
+        },
+    })
+}
+
+/// A customer read (or why not), in reading order, before matching.
+enum Read {
+    Customer(String, Box<AdcCustomer>),
+    Done(RecordOutcome),
+}
+
 impl Run<'_> {
     async fn report(&self, counts: ImportCounts, total: u64) -> Result<(), ImportRunError> {
-        if self.progress.report(counts.seen, Some(total)).await {
+        self.report_seen(counts.seen, total).await
+    }
+
+    /// Reports `seen` records (never fewer than reported before: reads run
+    /// ahead of the writes whose counts follow them).
+    async fn report_seen(&self, seen: u64, total: u64) -> Result<(), ImportRunError> {
+        let seen = {
+            let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = seen.max(last.map_or(0, |(_, n)| n));
+            *last = Some((Instant::now(), seen));
+            seen
+        };
+        if self.progress.report(seen, Some(total)).await {
             Ok(())
         } else {
             Err(ImportRunError::Cancelled)
+        }
+    }
+
+    /// Reports `seen` when the last report is `progress_every` old, or
+    /// `progress_records` behind and `progress_min_interval` old, so
+    /// progress moves while a chunk is read.
+    async fn report_if_due(&self, seen: u64, total: u64) -> Result<(), ImportRunError> {
+        let due = match *self.last_report.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => true,
+            Some((at, n)) => {
+                let since = at.elapsed();
+                since >= self.settings.progress_every
+                    || (seen >= n + self.settings.progress_records
+                        && since >= self.settings.progress_min_interval)
+            }
+        };
+        if due {
+            self.report_seen(seen, total).await
+        } else {
+            Ok(())
         }
     }
 
@@ -898,6 +1162,64 @@ impl Run<'_> {
             .record_outcomes(self.dealer, self.import.id, outcomes)
             .await
             .map_err(store_failed)
+    }
+
+    /// A record billing holds already; a dry run only lists it.
+    fn matched(
+        &self,
+        external_id: String,
+        billing_id: BillingId,
+        how: String,
+        link: Option<CompletedIspAccount>,
+    ) -> RecordOutcome {
+        if self.dry_run {
+            RecordOutcome::Planned {
+                external_id,
+                outcome: ItemOutcome::AlreadyImported,
+                billing_id: Some(billing_id),
+                reason: format!("dry run: {how}"),
+            }
+        } else {
+            RecordOutcome::Matched {
+                external_id,
+                billing_id,
+                how,
+                link,
+            }
+        }
+    }
+
+    /// A record to create; a dry run only lists it.
+    fn imported(
+        &self,
+        external_id: String,
+        write: ImportWrite,
+        events: Vec<NewEvent>,
+        note: Option<String>,
+    ) -> RecordOutcome {
+        if self.dry_run {
+            let id = write.billing_id().clone();
+            let what = match write {
+                ImportWrite::Customer { .. } => "customer",
+                ImportWrite::User { .. } => "user",
+            };
+            RecordOutcome::Planned {
+                external_id,
+                outcome: ItemOutcome::Imported,
+                reason: match note {
+                    Some(note) => format!("dry run: would become billing {what} '{id}'; {note}"),
+                    None => format!("dry run: would become billing {what} '{id}'"),
+                },
+                billing_id: Some(id),
+            }
+        } else {
+            RecordOutcome::Imported {
+                external_id,
+                write: Box::new(write),
+                events,
+                note,
+            }
+        }
     }
 
     async fn customers(
@@ -916,12 +1238,12 @@ impl Run<'_> {
             .filter(|id| seen_ids.insert(*id) && !self.done.contains(&id.to_string()))
             .collect();
         let total = seen_ids.len() as u64;
-        let mut filtered = Vec::new();
+        let mut first = Vec::new();
         let mut to_check = Vec::with_capacity(todo.len());
         for id in todo {
             match filters.check_id(id) {
                 Ok(()) => to_check.push(id.to_string()),
-                Err(reason) => filtered.push(RecordOutcome::FilteredOut {
+                Err(reason) => first.push(RecordOutcome::FilteredOut {
                     external_id: id.to_string(),
                     reason,
                 }),
@@ -947,14 +1269,33 @@ impl Run<'_> {
                 .map(|(external_id, _)| external_id)
                 .collect()
         };
-        let to_read: Vec<String> = to_check
+        let mut to_read: Vec<String> = to_check
             .into_iter()
             .filter(|id| !before.contains(id))
             .collect();
+        // Matched before create, without reading them: customers with an ISP
+        // account link (provisioned, linked, made through the Builder
+        // Program) are the billing customers they are linked to.
+        if !to_read.is_empty() {
+            let mut linked = self
+                .ports
+                .imports
+                .isp_linked_customers(self.dealer, self.import.connection_id, &to_read)
+                .await
+                .map_err(store_failed)?;
+            linked.sort();
+            let linked_ids: HashSet<&str> = linked.iter().map(|(e, _)| e.as_str()).collect();
+            to_read.retain(|id| !linked_ids.contains(id.as_str()));
+            for (external_id, billing_id) in linked {
+                let how =
+                    format!("matched by its ISP account link: billing customer '{billing_id}'");
+                first.push(self.matched(external_id, billing_id, how, None));
+            }
+        }
         let mut counts = self.import.counts;
-        let mut filtered = filtered.into_iter();
+        let mut first = first.into_iter();
         loop {
-            let chunk: Vec<RecordOutcome> = filtered.by_ref().take(self.settings.chunk).collect();
+            let chunk: Vec<RecordOutcome> = first.by_ref().take(self.settings.chunk).collect();
             if chunk.is_empty() {
                 break;
             }
@@ -1007,12 +1348,14 @@ impl Run<'_> {
             .buffered(self.settings.read_concurrency);
         let mut reads = std::pin::pin!(reads);
         let mut writing = None;
+        let mut writing_len = 0u64;
         loop {
             // The next chunk is read while the one before is written.
             let previous: OptionFuture<_> = writing.take().into();
+            let base = counts.seen + writing_len;
             let (written, chunk) = join(
                 previous,
-                self.read_chunk(&mut reads, filters, options, &reps),
+                self.read_chunk(&mut reads, filters, options, &reps, base, total),
             )
             .await;
             if let Some(written) = written {
@@ -1025,6 +1368,7 @@ impl Run<'_> {
                 }
                 return Err(stop);
             }
+            writing_len = chunk.outcomes.len() as u64;
             if !chunk.outcomes.is_empty() {
                 writing = Some(self.record(chunk.outcomes));
             }
@@ -1041,13 +1385,17 @@ impl Run<'_> {
 
     /// Reads customers until the chunk is full, or reading it took
     /// `chunk_time` (a slow Alarm.com still sees a checkpoint often), or the
-    /// reads end, or the credentials stop working.
+    /// reads end, or the credentials stop working; then matches the ones
+    /// read against billing (their DealerCustomerIds, in one look). Progress
+    /// is reported as they are read, `base` being the records counted before.
     async fn read_chunk(
         &self,
         reads: &mut (impl Stream<Item = (String, Result<AdcCustomer, AdcError>)> + Unpin),
         filters: &CustomerFilters,
         options: &CustomerOptions,
         reps: &RepMatcher,
+        base: u64,
+        total: u64,
     ) -> ReadChunk {
         let started = Instant::now();
         let mut chunk = ReadChunk {
@@ -1055,40 +1403,78 @@ impl Run<'_> {
             stop: None,
             more: true,
         };
+        let mut read = Vec::with_capacity(self.settings.chunk);
         for _ in 0..self.settings.chunk {
             let Some((external_id, result)) = reads.next().await else {
                 chunk.more = false;
                 break;
             };
             match result {
-                Ok(customer) => chunk.outcomes.push(self.customer_outcome(
-                    external_id,
-                    &customer,
-                    filters,
-                    options,
-                    reps,
-                )),
+                Ok(customer) => read.push(Read::Customer(external_id, Box::new(customer))),
                 // The credentials stopped working: nothing else will.
                 Err(e @ AdcError::Unauthorized) => {
                     chunk.stop = Some(run_error("reading a customer", e));
                     break;
                 }
-                // Left for the next attempt, which resumes here; the rest
-                // of the chunk is read and recorded first, so an Alarm.com
-                // that fails now and then still lets each attempt get on.
+                // Left for the next attempt, which resumes here (the client
+                // has retried the read already, with backoff, under the
+                // connection's throttle); the rest of the chunk is read and
+                // recorded first, so an Alarm.com that fails now and then
+                // still lets each attempt get on. The last reason is kept.
                 Err(e) if e.is_transient() => {
-                    chunk
-                        .stop
-                        .get_or_insert(run_error(&format!("reading customer {external_id}"), e));
+                    chunk.stop = Some(run_error(&format!("reading customer {external_id}"), e));
                 }
-                Err(e) => chunk.outcomes.push(RecordOutcome::Failed {
+                Err(e) => read.push(Read::Done(RecordOutcome::Failed {
                     external_id,
                     reason: e.to_string(),
-                }),
+                })),
+            }
+            if let Err(stop) = self.report_if_due(base + read.len() as u64, total).await {
+                chunk.stop = Some(stop);
+                break;
             }
             if started.elapsed() >= self.settings.chunk_time {
                 break;
             }
+        }
+        let wanted: Vec<String> = read
+            .iter()
+            .filter_map(|r| match r {
+                Read::Customer(_, c) if filters.check(c).is_ok() => {
+                    let dcid = c.dealer_customer_id.trim();
+                    (!dcid.is_empty()).then(|| dcid.to_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        let known: HashMap<String, Option<String>> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            match self
+                .ports
+                .imports
+                .billing_customers_among(self.dealer, self.import.connection_id, &wanted)
+                .await
+            {
+                Ok(found) => found
+                    .into_iter()
+                    .map(|(id, account)| (id.as_str().to_owned(), account))
+                    .collect(),
+                // The customers read are read again by the next attempt.
+                Err(e) => {
+                    chunk.stop = Some(store_failed(e));
+                    read.retain(|r| matches!(r, Read::Done(_)));
+                    HashMap::new()
+                }
+            }
+        };
+        for r in read {
+            chunk.outcomes.push(match r {
+                Read::Customer(external_id, customer) => {
+                    self.customer_outcome(external_id, &customer, filters, options, reps, &known)
+                }
+                Read::Done(outcome) => outcome,
+            });
         }
         chunk
     }
@@ -1100,12 +1486,16 @@ impl Run<'_> {
         filters: &CustomerFilters,
         options: &CustomerOptions,
         reps: &RepMatcher,
+        known: &HashMap<String, Option<String>>,
     ) -> RecordOutcome {
         if let Err(reason) = filters.check(customer) {
             return RecordOutcome::FilteredOut {
                 external_id,
                 reason,
             };
+        }
+        if let Some(m) = match_by_dealer_customer_id(customer, known) {
+            return self.matched(external_id, m.billing_id, m.how, m.link);
         }
         let (rep, how) = reps.rep_of(customer);
         let fields = customer_fields(customer, options, rep);
@@ -1137,12 +1527,12 @@ impl Run<'_> {
                 "adc_customer_id": customer.customer_id,
             }),
         };
-        RecordOutcome::Imported {
+        self.imported(
             external_id,
-            write: Box::new(ImportWrite::Customer { id, fields }),
-            events: vec![event],
-            note: Some(how.to_owned()),
-        }
+            ImportWrite::Customer { id, fields },
+            vec![event],
+            Some(how.to_owned()),
+        )
     }
 
     async fn users(
@@ -1192,10 +1582,32 @@ impl Run<'_> {
                 .map_err(store_failed)?
                 .into_iter()
                 .collect();
+            // Billing users that already carry the id an import would give.
+            let own_ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|(_, rep)| user_billing_id(rep).ok())
+                .map(|id| id.as_str().to_owned())
+                .collect();
+            let existing: HashSet<BillingId> = self
+                .ports
+                .imports
+                .billing_users_among(self.dealer, &own_ids)
+                .await
+                .map_err(store_failed)?
+                .into_iter()
+                .collect();
             let outcomes = chunk
                 .iter()
                 .map(|(external_id, rep)| {
-                    self.user_outcome(external_id.clone(), rep, filters, options, &before, &logins)
+                    self.user_outcome(
+                        external_id.clone(),
+                        rep,
+                        filters,
+                        options,
+                        &before,
+                        &logins,
+                        &existing,
+                    )
                 })
                 .collect();
             counts = self.record(outcomes).await?;
@@ -1204,6 +1616,7 @@ impl Run<'_> {
         Ok(counts)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn user_outcome(
         &self,
         external_id: String,
@@ -1212,6 +1625,7 @@ impl Run<'_> {
         options: &UserOptions,
         before: &HashMap<String, BillingId>,
         logins: &HashMap<String, BillingId>,
+        existing: &HashSet<BillingId>,
     ) -> RecordOutcome {
         if let Err(reason) = filters.check(rep) {
             return RecordOutcome::FilteredOut {
@@ -1228,17 +1642,11 @@ impl Run<'_> {
         // A billing user with the login name is that user already: no duplicate.
         let login = rep.login_name.trim().to_lowercase();
         if let Some(billing_id) = logins.get(&login).filter(|_| !login.is_empty()) {
-            return RecordOutcome::AlreadyImported {
-                external_id,
-                billing_id: billing_id.clone(),
-            };
-        }
-        let fields = user_fields(rep, options);
-        if fields.first_name.trim().is_empty() && fields.last_name.trim().is_empty() {
-            return RecordOutcome::Failed {
-                external_id,
-                reason: "the Alarm.com user has no name".to_owned(),
-            };
+            let how = format!(
+                "matched by its login name '{}': billing user '{billing_id}'",
+                rep.login_name.trim()
+            );
+            return self.matched(external_id, billing_id.clone(), how, None);
         }
         let id = match user_billing_id(rep) {
             Ok(id) => id,
@@ -1249,6 +1657,18 @@ impl Run<'_> {
                 }
             }
         };
+        // So is a billing user that carries the user's Alarm.com id.
+        if existing.contains(&id) {
+            let how = format!("matched by its Alarm.com id: billing user '{id}'");
+            return self.matched(external_id, id, how, None);
+        }
+        let fields = user_fields(rep, options);
+        if fields.first_name.trim().is_empty() && fields.last_name.trim().is_empty() {
+            return RecordOutcome::Failed {
+                external_id,
+                reason: "the Alarm.com user has no name".to_owned(),
+            };
+        }
         let mut events = vec![NewEvent {
             event_type: types::BILLING_USER_CREATED.into(),
             subject_kind: "user".into(),
@@ -1278,12 +1698,7 @@ impl Run<'_> {
                 }),
             });
         }
-        RecordOutcome::Imported {
-            external_id,
-            write: Box::new(ImportWrite::User { id, fields }),
-            events,
-            note: None,
-        }
+        self.imported(external_id, ImportWrite::User { id, fields }, events, None)
     }
 }
 
@@ -1528,6 +1943,7 @@ mod tests {
             office_location: "Dayton".into(),
             tags: vec!["adc".into()],
             default_rep: None,
+            dry_run: false,
         };
         let rep = BillingId::parse("U1").unwrap();
         let f = customer_fields(&customer(5, None), &options, Some(rep.clone()));
@@ -1568,6 +1984,7 @@ mod tests {
             can_login: true,
             permission_group: "Sales".into(),
             tags: vec!["adc".into()],
+            dry_run: false,
         };
         let f = user_fields(&rep(42, &["Sales Rep"], None), &options);
         assert_eq!(f.login_name, "rep42");
@@ -1599,6 +2016,62 @@ mod tests {
         assert_eq!(m.rep_of(&c).0, Some(u("DEFAULT")));
         m.default_rep = None;
         assert_eq!(m.rep_of(&c).0, None);
+    }
+
+    #[test]
+    fn a_dealer_customer_id_naming_a_billing_customer_is_a_match() {
+        let mut c = customer(10_000_007, None);
+        let none = HashMap::new();
+        assert_eq!(match_by_dealer_customer_id(&c, &none), None, "no id");
+        c.dealer_customer_id = " C-42 ".into();
+        assert_eq!(match_by_dealer_customer_id(&c, &none), None, "unknown id");
+        let unlinked: HashMap<String, Option<String>> = [("C-42".to_owned(), None)].into();
+        let m = match_by_dealer_customer_id(&c, &unlinked).unwrap();
+        assert_eq!(m.billing_id.as_str(), "C-42");
+        assert!(m.how.contains("DealerCustomerId") && m.how.contains("link is recorded"));
+        let link = m.link.unwrap();
+        assert_eq!(link.external_id, "10000007");
+        assert_eq!(link.origin, IspAccountOrigin::Recovered);
+        let own: HashMap<String, Option<String>> =
+            [("C-42".to_owned(), Some("10000007".to_owned()))].into();
+        assert_eq!(match_by_dealer_customer_id(&c, &own).unwrap().link, None);
+        let other: HashMap<String, Option<String>> =
+            [("C-42".to_owned(), Some("10000008".to_owned()))].into();
+        let m = match_by_dealer_customer_id(&c, &other).unwrap();
+        assert_eq!(m.link, None);
+        assert!(m.how.contains("10000008"), "{}", m.how);
+    }
+
+    #[test]
+    fn filter_ids_are_checked_against_the_choices() {
+        let subs = [AdcSubDealer {
+            id: 201,
+            name: "North".into(),
+        }];
+        assert!(unknown_filter_ids(&[201], &subs).is_empty());
+        assert_eq!(unknown_filter_ids(&[201, 999], &subs), vec!["999"]);
+        let roles = [AdcRole {
+            id: 3,
+            name: "Sales Rep".into(),
+        }];
+        let asked = [
+            "sales rep".to_owned(),
+            "3".into(),
+            "Wizard".into(),
+            "7".into(),
+        ];
+        assert_eq!(unknown_roles(&asked, &roles), vec!["'Wizard'", "'7'"]);
+    }
+
+    #[test]
+    fn pace_is_records_per_second_and_time_left() {
+        let start: DateTime<Utc> = "2025-01-01T00:00:00Z".parse().unwrap();
+        let now = start + chrono::Duration::seconds(10);
+        assert_eq!(pace(0, Some(100), Some(start), now), (None, None));
+        assert_eq!(pace(50, None, None, now), (None, None));
+        assert_eq!(pace(50, Some(200), Some(start), now), (Some(5.0), Some(30)));
+        assert_eq!(pace(50, None, Some(start), now), (Some(5.0), None));
+        assert_eq!(pace(300, Some(200), Some(start), now).1, Some(0));
     }
 
     #[test]

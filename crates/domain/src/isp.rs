@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::adc::{
-    AdcAccountAddress, AdcAddress, AdcApi, AdcConnector, AdcCustomer, AdcCustomerId,
-    AdcCustomerQuery, AdcError, AdcPackageId, AdcTarget, NewAdcCommitment, NewAdcCustomer,
+    AdcAccountAddress, AdcAddress, AdcApi, AdcBuilderProgram, AdcCentralStationInfo, AdcConnector,
+    AdcCustomer, AdcCustomerId, AdcCustomerQuery, AdcError, AdcPackageId, AdcTarget,
+    NewAdcCommitment, NewAdcCustomer,
 };
 use crate::billing::{BillingCustomer, BillingId, BillingSite, CustomerKind};
 use crate::connection::{
@@ -443,6 +444,101 @@ pub struct IspPorts<'a> {
     pub billing: &'a dyn BillingStore,
     pub accounts: &'a dyn IspStore,
     pub adc: &'a dyn AdcConnector,
+    pub builder_programs: &'a BuilderProgramCache,
+}
+
+/// The Builder Programs of each connection, kept briefly (I5): the list
+/// changes rarely, and a form's dropdown and the check of the program chosen
+/// ask for it one after the other.
+pub struct BuilderProgramCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<
+        std::collections::HashMap<ConnectionId, (std::time::Instant, Vec<AdcBuilderProgram>)>,
+    >,
+}
+
+impl BuilderProgramCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    fn get(&self, id: ConnectionId) -> Option<Vec<AdcBuilderProgram>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, list)| list.clone())
+    }
+
+    fn put(&self, id: ConnectionId, list: Vec<AdcBuilderProgram>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        entries.insert(id, (std::time::Instant::now(), list));
+    }
+}
+
+impl Default for BuilderProgramCache {
+    fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(60))
+    }
+}
+
+/// The Builder Programs of an Alarm.com connection, from the cache or from
+/// Alarm.com (`GetBuilderProgramList`).
+pub async fn builder_programs(
+    ports: &IspPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+) -> Result<Vec<AdcBuilderProgram>, OperationError> {
+    let connection = ports
+        .connections
+        .connection(&caller.dealer, connection_id)
+        .await
+        .map_err(not_found_as("no such connection".into()))?;
+    let api = adc_as_dealer(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    programs_of(ports, &connection, api.as_ref()).await
+}
+
+async fn programs_of(
+    ports: &IspPorts<'_>,
+    connection: &Connection,
+    api: &dyn AdcApi,
+) -> Result<Vec<AdcBuilderProgram>, OperationError> {
+    if let Some(list) = ports.builder_programs.get(connection.id) {
+        return Ok(list);
+    }
+    let list = api
+        .builder_programs()
+        .await
+        .map_err(|e| provider_error(connection, e))?;
+    ports.builder_programs.put(connection.id, list.clone());
+    Ok(list)
+}
+
+/// Whether `id` is one of `programs`; the refusal lists the choices.
+pub fn check_builder_program(
+    id: i64,
+    programs: &[AdcBuilderProgram],
+) -> Result<(), ValidationError> {
+    if programs.iter().any(|p| p.id == id) {
+        return Ok(());
+    }
+    let known = programs
+        .iter()
+        .map(|p| format!("{} ({})", p.id, p.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ValidationError::field(
+        "builder_program_id",
+        if known.is_empty() {
+            format!("{id} is not a Builder Program of the Alarm.com account, which has none")
+        } else {
+            format!("{id} is not a Builder Program of the Alarm.com account: {known}")
+        },
+    ))
 }
 
 /// A reservation older than this belongs to a request that died.
@@ -522,10 +618,26 @@ pub fn new_adc_customer(
         dealer_customer_id: customer.id.as_str().to_owned(),
         desired_login_name: login_name.to_owned(),
         installation_address: installation,
+        // The fields the import maps the other way: where the panel reports,
+        // and the two-way voice service billing sells.
+        central_station: AdcCentralStationInfo {
+            account_number: f.account_number.trim().to_owned(),
+            receiver_number: f.receiver_number.trim().to_owned(),
+        },
+        add_on_features: add_ons_of(customer),
         package_id: Some(package_id),
         builder_program_id,
         ..NewAdcCustomer::default()
     }
+}
+
+/// The add-on features a billing customer's fields call for.
+pub fn add_ons_of(customer: &BillingCustomer) -> Vec<String> {
+    let mut add_ons = Vec::new();
+    if customer.fields.two_way_voice {
+        add_ons.push(crate::adc::TWO_WAY_VOICE.to_owned());
+    }
+    add_ons
 }
 
 /// A login name ADC would take: what was asked, else the customer's email.
@@ -674,6 +786,10 @@ pub async fn provision(
         if !permissions.builder_program {
             return Err(missing_builder_permission(&connection));
         }
+        if let Some(program) = builder_program_id {
+            let programs = programs_of(ports, &connection, api.as_ref()).await?;
+            check_builder_program(program, &programs)?;
+        }
     }
     let kind = match request.action {
         ProvisionAction::CreateCommitment { .. } => IspAccountKind::Commitment,
@@ -780,7 +896,10 @@ async fn existing_for_billing_id(
     Ok(None)
 }
 
-fn completed_from(customer: &AdcCustomer, origin: IspAccountOrigin) -> CompletedIspAccount {
+pub(crate) fn completed_from(
+    customer: &AdcCustomer,
+    origin: IspAccountOrigin,
+) -> CompletedIspAccount {
     CompletedIspAccount {
         external_id: customer.customer_id.to_string(),
         kind: if customer.is_commitment {
@@ -877,6 +996,7 @@ pub async fn change_service_plan(
     connection_id: ConnectionId,
     id: IspAccountId,
     package_id: AdcPackageId,
+    add_ons: Option<Vec<String>>,
     expected_version: Option<i64>,
 ) -> Result<IspAccount, OperationError> {
     let dealer = &caller.dealer;
@@ -907,7 +1027,7 @@ pub async fn change_service_plan(
         .parse()
         .map_err(|_| StoreError::Unavailable(format!("ISP account {id} has a bad external id")))?;
     let api = adc_as_dealer(ports.connections, ports.adc, dealer, &connection).await?;
-    api.change_service_plan(customer_id, package_id)
+    api.change_service_plan(customer_id, package_id, add_ons.as_deref())
         .await
         .map_err(|e| match e {
             AdcError::Rejected { message } => {
@@ -921,6 +1041,70 @@ pub async fn change_service_plan(
         .set_isp_account_plan(dealer, id, package_id, expected_version)
         .await
         .map_err(not_found_as("no such ISP account".into()))
+}
+
+/// An ISP account as the provider holds it now: its plan and add-ons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderAccount {
+    pub package_id: Option<AdcPackageId>,
+    pub service_plan_name: Option<String>,
+    pub add_on_features: Vec<String>,
+    pub is_terminated: bool,
+}
+
+impl From<&AdcCustomer> for ProviderAccount {
+    fn from(c: &AdcCustomer) -> Self {
+        Self {
+            package_id: c.service_plan.as_ref().map(|p| p.package_id),
+            service_plan_name: c
+                .service_plan
+                .as_ref()
+                .map(|p| p.name.clone())
+                .filter(|n| !n.is_empty()),
+            add_on_features: c.add_on_features.clone(),
+            is_terminated: c.is_terminated,
+        }
+    }
+}
+
+/// An ISP account with what Alarm.com holds for it, read now: `Err` says
+/// why it could not be read (the stored account is shown all the same);
+/// `None` while the account is being provisioned.
+pub async fn isp_account_with_provider(
+    ports: &IspPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    id: IspAccountId,
+) -> Result<(IspAccount, Option<Result<ProviderAccount, String>>), OperationError> {
+    let dealer = &caller.dealer;
+    let account = ports
+        .accounts
+        .isp_account(dealer, connection_id, id)
+        .await
+        .map_err(not_found_as("no such ISP account".into()))?;
+    let external = match (&account.state, &account.external_id) {
+        (IspAccountState::Active, Some(external)) => external.clone(),
+        _ => return Ok((account, None)),
+    };
+    let read = async {
+        let connection = ports
+            .connections
+            .connection(dealer, connection_id)
+            .await
+            .map_err(not_found_as("no such connection".into()))?;
+        let customer_id: AdcCustomerId = external.parse().map_err(|_| {
+            OperationError::from(StoreError::Unavailable(format!(
+                "ISP account {id} has a bad external id"
+            )))
+        })?;
+        let api = adc_as_dealer(ports.connections, ports.adc, dealer, &connection).await?;
+        api.customer(customer_id)
+            .await
+            .map(|c| ProviderAccount::from(&c))
+            .map_err(|e| provider_error(&connection, e))
+    };
+    let provider = read.await.map_err(|e| e.to_string());
+    Ok((account, Some(provider)))
 }
 
 // ---- what providers send us ------------------------------------------------------

@@ -127,6 +127,9 @@ pub enum TestOutcome {
     Timeout,
     RateLimited,
     BadAnswer,
+    /// A provider this service has no client for: its credentials are
+    /// stored as given, not checked.
+    NotVerified,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,16 +139,42 @@ pub struct ConnectionTestReport {
     pub detail: String,
     /// Time spent calling the upstream, in milliseconds.
     pub latency_ms: u64,
+    /// What the provider login may do (Alarm.com: Builder Program, billing).
+    pub permissions: Option<crate::adc::AdcPermissions>,
 }
 
-/// Checks the caller's effective credentials against the connection's endpoint.
+/// What a provider without a client says about credentials it keeps.
+pub fn not_verified(connection: &Connection) -> String {
+    let name = connection.provider.describe().name;
+    format!(
+        "{name} credentials are stored but not verified: this service has no {name} client yet, so it cannot check them"
+    )
+}
+
+/// Checks the caller's effective credentials against the connection's
+/// endpoint: Stages (the caller's credential), Alarm.com (the dealer
+/// credential and its permissions); other providers are not checked, and
+/// the report says so.
 pub async fn test_connection(
     store: &dyn ConnectionStore,
     connector: &dyn StagesConnector,
+    adc: &dyn crate::adc::AdcConnector,
     caller: &Caller,
     id: ConnectionId,
 ) -> Result<ConnectionTestReport, OperationError> {
     let connection = store.connection(&caller.dealer, id).await?;
+    match connection.provider {
+        ProviderKind::Stages => {}
+        ProviderKind::AlarmCom => return test_alarm_com(store, adc, caller, &connection).await,
+        ProviderKind::TotalConnect | ProviderKind::BrinksHome => {
+            return Ok(ConnectionTestReport {
+                outcome: TestOutcome::NotVerified,
+                detail: not_verified(&connection),
+                latency_ms: 0,
+                permissions: None,
+            })
+        }
+    }
     let api = match stages_as_caller(store, connector, caller, &connection).await {
         Ok(api) => api,
         Err(OperationError::MissingCredentials(detail)) => {
@@ -153,6 +182,7 @@ pub async fn test_connection(
                 outcome: TestOutcome::MissingCredentials,
                 detail,
                 latency_ms: 0,
+                permissions: None,
             })
         }
         Err(other) => return Err(other),
@@ -196,6 +226,98 @@ pub async fn test_connection(
         outcome,
         detail,
         latency_ms,
+        permissions: None,
+    })
+}
+
+/// `:test` of an Alarm.com entry: the dealer credential (a cheap
+/// authenticated read), then what the login may do.
+async fn test_alarm_com(
+    store: &dyn ConnectionStore,
+    adc: &dyn crate::adc::AdcConnector,
+    caller: &Caller,
+    connection: &Connection,
+) -> Result<ConnectionTestReport, OperationError> {
+    use crate::adc::AdcError;
+    let Some(credential) = store
+        .credential(
+            &caller.dealer,
+            connection.id,
+            &crate::connection::CredentialOwner::Dealer,
+        )
+        .await?
+    else {
+        return Ok(ConnectionTestReport {
+            outcome: TestOutcome::MissingCredentials,
+            detail: format!(
+                "connection '{}' has no Alarm.com credentials yet; an admin sets them with PUT .../credentials/dealer",
+                connection.name.as_str()
+            ),
+            latency_ms: 0,
+            permissions: None,
+        });
+    };
+    let api = adc.connect(adc_target(
+        connection,
+        &credential.username,
+        &credential.password,
+    ));
+    let endpoint = connection.endpoint.as_str();
+    let started = Instant::now();
+    let checked = match api.check_credentials().await {
+        Ok(()) => Ok(api.permissions().await),
+        Err(e) => Err(e),
+    };
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let yes_no = |b: bool| if b { "may" } else { "may not" };
+    let (outcome, detail, permissions) = match checked {
+        Ok(Ok(p)) => (
+            TestOutcome::Ok,
+            format!(
+                "Alarm.com at {endpoint} accepted the credentials; the login {} use the Builder Program and {} receive billing notifications (the billing integration permission)",
+                yes_no(p.builder_program),
+                yes_no(p.billing)
+            ),
+            Some(p),
+        ),
+        Ok(Err(e)) => (
+            TestOutcome::Ok,
+            format!(
+                "Alarm.com at {endpoint} accepted the credentials; its permissions could not be read ({e})"
+            ),
+            None,
+        ),
+        Err(AdcError::Unauthorized) => (
+            TestOutcome::BadCredentials,
+            format!("Alarm.com at {endpoint} refused the username or password"),
+            None,
+        ),
+        Err(AdcError::Unreachable(why)) => (
+            TestOutcome::Unreachable,
+            format!("Alarm.com at {endpoint} could not be reached: {why}"),
+            None,
+        ),
+        Err(AdcError::Timeout) => (
+            TestOutcome::Timeout,
+            format!("Alarm.com at {endpoint} did not answer in time"),
+            None,
+        ),
+        Err(AdcError::RateLimited { .. }) => (
+            TestOutcome::RateLimited,
+            format!("Alarm.com at {endpoint} asks to slow down; try again shortly"),
+            None,
+        ),
+        Err(other) => (
+            TestOutcome::BadAnswer,
+            format!("Alarm.com at {endpoint} gave an unexpected answer ({other}); is the endpoint URL right?"),
+            None,
+        ),
+    };
+    Ok(ConnectionTestReport {
+        outcome,
+        detail,
+        latency_ms,
+        permissions,
     })
 }
 
@@ -238,19 +360,25 @@ fn adc_target(connection: &Connection, username: &str, password: &Secret) -> cra
 /// Checks credentials against the provider before they are saved (I1): a
 /// wrong password is refused with the provider's reason. Stages connections
 /// are checked with `:test` instead; providers without a client yet are stored as given.
+///
+/// `Ok(None)`: checked. `Ok(Some(note))`: stored unchecked, and why.
 pub async fn check_provider_credentials(
     adc: &dyn crate::adc::AdcConnector,
     connection: &Connection,
     username: &str,
     password: &Secret,
-) -> Result<(), OperationError> {
+) -> Result<Option<String>, OperationError> {
     match connection.provider {
         ProviderKind::AlarmCom => adc
             .connect(adc_target(connection, username, password))
             .check_credentials()
             .await
+            .map(|()| None)
             .map_err(|e| adc_failure(connection, e)),
-        ProviderKind::Stages | ProviderKind::TotalConnect | ProviderKind::BrinksHome => Ok(()),
+        ProviderKind::Stages => Ok(Some(
+            "Stages credentials are not checked when saved; POST .../:test checks them".to_owned(),
+        )),
+        ProviderKind::TotalConnect | ProviderKind::BrinksHome => Ok(Some(not_verified(connection))),
     }
 }
 

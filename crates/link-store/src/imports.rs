@@ -32,7 +32,9 @@ use crate::db::{
 };
 use crate::events::{insert_events, insert_many_events};
 use crate::jobs::enqueue_within;
-use crate::schema::{billing_customers, billing_users, import_items, imported_records, imports};
+use crate::schema::{
+    billing_customers, billing_users, import_items, imported_records, imports, isp_accounts,
+};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -278,15 +280,18 @@ fn record_blocking(
 
     let (mut to_import, mut customer_ids, mut user_ids) = (Vec::new(), Vec::new(), Vec::new());
     for outcome in &outcomes {
-        if let RecordOutcome::Imported {
-            external_id, write, ..
-        } = outcome
-        {
-            to_import.push(external_id.as_str());
-            match write.as_ref() {
-                ImportWrite::Customer { id, .. } => customer_ids.push(id.as_str()),
-                ImportWrite::User { id, .. } => user_ids.push(id.as_str()),
+        match outcome {
+            RecordOutcome::Imported {
+                external_id, write, ..
+            } => {
+                to_import.push(external_id.as_str());
+                match write.as_ref() {
+                    ImportWrite::Customer { id, .. } => customer_ids.push(id.as_str()),
+                    ImportWrite::User { id, .. } => user_ids.push(id.as_str()),
+                }
             }
+            RecordOutcome::Matched { external_id, .. } => to_import.push(external_id.as_str()),
+            _ => {}
         }
     }
     let meanwhile = imported_among(conn, &import.connection_id, kind, &to_import)?;
@@ -298,6 +303,7 @@ fn record_blocking(
     let mut items = Vec::with_capacity(outcomes.len());
     let mut writes = Vec::new();
     let mut mappings = Vec::new();
+    let mut links = Vec::new();
     let mut events: Vec<NewEvent> = Vec::new();
     for (seq, outcome) in (first_seq..).zip(outcomes) {
         let recorded = match outcome {
@@ -357,6 +363,53 @@ fn record_blocking(
                 outcome: ItemOutcome::AlreadyImported,
                 billing_id: Some(billing_id.as_str().to_owned()),
                 reason: None,
+            },
+            RecordOutcome::Matched {
+                external_id,
+                billing_id,
+                how,
+                link,
+            } => {
+                if let Some(before) = meanwhile.get(&external_id) {
+                    Recorded {
+                        external_id,
+                        outcome: ItemOutcome::AlreadyImported,
+                        billing_id: Some(before.clone()),
+                        reason: None,
+                    }
+                } else {
+                    // Remembered like an import, so later runs count it
+                    // without reading it again.
+                    mappings.push(ImportedRow {
+                        connection_id: import.connection_id.clone(),
+                        kind: kind.to_owned(),
+                        external_id: external_id.clone(),
+                        dealer: dealer.to_owned(),
+                        billing_id: billing_id.as_str().to_owned(),
+                        import_id: import.id.clone(),
+                        imported_at: now,
+                    });
+                    if let Some(link) = link {
+                        links.push((billing_id.as_str().to_owned(), link));
+                    }
+                    Recorded {
+                        external_id,
+                        outcome: ItemOutcome::AlreadyImported,
+                        billing_id: Some(billing_id.as_str().to_owned()),
+                        reason: Some(how),
+                    }
+                }
+            }
+            RecordOutcome::Planned {
+                external_id,
+                outcome,
+                billing_id,
+                reason,
+            } => Recorded {
+                external_id,
+                outcome,
+                billing_id: billing_id.map(|b| b.as_str().to_owned()),
+                reason: Some(reason),
             },
             RecordOutcome::FilteredOut {
                 external_id,
@@ -418,6 +471,16 @@ fn record_blocking(
                 .values(chunk)
                 .execute(c)),
             || "an Alarm.com record of this import was imported meanwhile; try again".to_owned(),
+        )?;
+    }
+    if !links.is_empty() {
+        crate::isp::record_found_accounts(
+            conn,
+            dealer,
+            &import.connection_id,
+            links,
+            &import.created_by,
+            now,
         )?;
     }
     for chunk in items.chunks(ROWS_PER_INSERT) {
@@ -662,6 +725,91 @@ impl ImportStore for Store {
                     BillingId::parse(&b)
                         .map(|b| (e, b))
                         .map_err(|_| corrupt(format!("imported record billing id '{b}'")))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn isp_linked_customers(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(String, BillingId)>> {
+        let dealer = dealer.0.clone();
+        let connection_id = uuid_text(connection_id.0);
+        let external_ids = external_ids.to_vec();
+        self.run(move |conn, _| {
+            // A connection has few ISP accounts next to its customer list:
+            // read them all and keep those asked for.
+            let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
+            let rows: Vec<(Option<String>, String)> = isp_accounts::table
+                .filter(isp_accounts::connection_id.eq(&connection_id))
+                .filter(isp_accounts::dealer.eq(&dealer))
+                .filter(isp_accounts::external_id.is_not_null())
+                .select((isp_accounts::external_id, isp_accounts::billing_customer_id))
+                .load(conn)?;
+            rows.into_iter()
+                .filter_map(|(e, b)| e.filter(|e| wanted.contains(e.as_str())).map(|e| (e, b)))
+                .map(|(e, b)| {
+                    BillingId::parse(&b)
+                        .map(|b| (e, b))
+                        .map_err(|_| corrupt(format!("ISP account billing customer id '{b}'")))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn billing_customers_among(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        billing_ids: &[String],
+    ) -> StoreResult<Vec<(BillingId, Option<String>)>> {
+        let dealer = dealer.0.clone();
+        let connection_id = uuid_text(connection_id.0);
+        let billing_ids = billing_ids.to_vec();
+        self.run(move |conn, _| {
+            let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
+            let found = existing_billing_ids(conn, &dealer, false, &ids)?;
+            let mut accounts: HashMap<String, String> = HashMap::new();
+            let found_ids: Vec<&str> = found.iter().map(String::as_str).collect();
+            for chunk in found_ids.chunks(IN_CHUNK) {
+                let rows: Vec<(String, Option<String>)> = isp_accounts::table
+                    .filter(isp_accounts::connection_id.eq(&connection_id))
+                    .filter(isp_accounts::billing_customer_id.eq_any(chunk))
+                    .select((isp_accounts::billing_customer_id, isp_accounts::external_id))
+                    .load(conn)?;
+                accounts.extend(rows.into_iter().map(|(b, e)| (b, e.unwrap_or_default())));
+            }
+            found
+                .into_iter()
+                .map(|b| {
+                    let account = accounts.get(&b).cloned();
+                    BillingId::parse(&b)
+                        .map(|id| (id, account))
+                        .map_err(|_| corrupt(format!("billing customer id '{b}'")))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn billing_users_among(
+        &self,
+        dealer: &DealerId,
+        billing_ids: &[String],
+    ) -> StoreResult<Vec<BillingId>> {
+        let dealer = dealer.0.clone();
+        let billing_ids = billing_ids.to_vec();
+        self.run(move |conn, _| {
+            let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
+            existing_billing_ids(conn, &dealer, true, &ids)?
+                .into_iter()
+                .map(|b| {
+                    BillingId::parse(&b).map_err(|_| corrupt(format!("billing user id '{b}'")))
                 })
                 .collect()
         })

@@ -166,6 +166,62 @@ fn find_account(
         .first(conn)?)
 }
 
+/// Records the ISP account links an import found missing (matched before
+/// create), as active accounts, in the caller's transaction. A billing
+/// customer or provider customer that has an account on the connection
+/// (also one of an earlier entry of `links`) keeps it: nothing is replaced.
+/// Returns how many were recorded.
+pub(crate) fn record_found_accounts(
+    conn: &mut crate::db::DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    links: Vec<(String, CompletedIspAccount)>,
+    created_by: &str,
+    now: NaiveDateTime,
+) -> Result<usize, Fail> {
+    let mut recorded = 0;
+    for (billing_customer_id, done) in links {
+        let taken: i64 = isp_accounts::table
+            .filter(isp_accounts::connection_id.eq(connection_id))
+            .filter(
+                isp_accounts::billing_customer_id
+                    .eq(&billing_customer_id)
+                    .or(isp_accounts::external_id.eq(&done.external_id)),
+            )
+            .count()
+            .get_result(conn)?;
+        if taken > 0 {
+            continue;
+        }
+        let row = IspAccountRow {
+            id: uuid_text(IspAccountId::new().0),
+            dealer: dealer.to_owned(),
+            connection_id: connection_id.to_owned(),
+            billing_customer_id,
+            external_id: Some(done.external_id),
+            state: ACTIVE.to_owned(),
+            kind: done.kind.as_str().to_owned(),
+            origin: done.origin.as_str().to_owned(),
+            builder_program_id: done.builder_program_id,
+            commitment_id: done.commitment_id,
+            package_id: done.package_id.map(|p| p.0),
+            login_name: done.login_name,
+            created_by: created_by.to_owned(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        conflict_on_unique(
+            diesel::insert_into(isp_accounts::table)
+                .values(&row)
+                .execute(conn),
+            || describe(&row),
+        )?;
+        recorded += 1;
+    }
+    Ok(recorded)
+}
+
 #[async_trait]
 impl IspStore for Store {
     async fn reserve_isp_account(

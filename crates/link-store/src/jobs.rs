@@ -479,6 +479,8 @@ fn complete_one(
         .set((
             jobs::state.eq(JobState::Succeeded.as_str()),
             jobs::summary.eq(summary),
+            // A job that ends well shows no error of an earlier attempt.
+            jobs::last_error.eq(None::<String>),
             jobs::finished_at.eq(now),
             jobs::lease_owner.eq(None::<String>),
             jobs::lease_expires_at.eq(None::<NaiveDateTime>),

@@ -364,3 +364,118 @@ store_test!(
         assert_eq!(listed["5"].0, ItemOutcome::AlreadyImported);
     }
 );
+
+store_test!(
+    matched_records_are_remembered_with_their_missing_links_and_planned_ones_write_nothing,
+    |db| async move {
+        use domain::isp::{CompletedIspAccount, IspAccountKind, IspAccountOrigin, IspStore};
+        let store = db.store().await;
+        let d = dealer("d1");
+        let cid = alarm_com(&store).await;
+        for id in ["C-1", "C-2"] {
+            store
+                .upsert_customer(
+                    &d,
+                    &BillingId::parse(id).unwrap(),
+                    CustomerFields {
+                        first_name: "Ada".into(),
+                        last_name: id.into(),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let link = |external: &str| CompletedIspAccount {
+            external_id: external.into(),
+            kind: IspAccountKind::Customer,
+            origin: IspAccountOrigin::Recovered,
+            builder_program_id: None,
+            commitment_id: None,
+            package_id: None,
+            login_name: String::new(),
+        };
+        let matched = |external: &str, billing: &str, with_link: bool| RecordOutcome::Matched {
+            external_id: external.into(),
+            billing_id: BillingId::parse(billing).unwrap(),
+            how: format!("matched by its DealerCustomerId: billing customer '{billing}'"),
+            link: with_link.then(|| link(external)),
+        };
+        let run = new_run(&store, cid).await;
+        let counts = store
+            .record_outcomes(
+                &d,
+                run,
+                vec![
+                    matched("101", "C-1", true),
+                    // The same billing customer again: remembered, no second link.
+                    matched("102", "C-1", true),
+                    matched("103", "C-2", false),
+                    RecordOutcome::Planned {
+                        external_id: "104".into(),
+                        outcome: ItemOutcome::Imported,
+                        billing_id: Some(BillingId::parse("adc-104").unwrap()),
+                        reason: "dry run: would become billing customer 'adc-104'".into(),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (counts.seen, counts.already_imported, counts.imported),
+            (4, 3, 1)
+        );
+        let listed = items(&store, run).await;
+        assert_eq!(
+            listed["101"],
+            (ItemOutcome::AlreadyImported, Some("C-1".into()))
+        );
+        assert_eq!(
+            listed["104"],
+            (ItemOutcome::Imported, Some("adc-104".into()))
+        );
+        // Matched records are remembered; the planned one left no trace.
+        let before = store
+            .imported_records(
+                &d,
+                cid,
+                ImportKind::Customers,
+                &["101".into(), "102".into(), "103".into(), "104".into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(before.len(), 3);
+        assert!(store
+            .customer(&d, &BillingId::parse("adc-104").unwrap())
+            .await
+            .is_err());
+        assert_eq!(created_events(&store).await, 0);
+        // One link: C-1 to 101.
+        let linked = store
+            .isp_linked_customers(&d, cid, &["101".into(), "102".into(), "103".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            linked,
+            vec![("101".to_owned(), BillingId::parse("C-1").unwrap())]
+        );
+        let account = store
+            .isp_account_by_external(&d, cid, "101")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(account.origin, IspAccountOrigin::Recovered);
+        let among = store
+            .billing_customers_among(&d, cid, &["C-1".into(), "C-2".into(), "C-9".into()])
+            .await
+            .unwrap();
+        let among: HashMap<String, Option<String>> = among
+            .into_iter()
+            .map(|(b, e)| (b.as_str().to_owned(), e))
+            .collect();
+        assert_eq!(among.len(), 2);
+        assert_eq!(among["C-1"], Some("101".into()));
+        assert_eq!(among["C-2"], None);
+    }
+);

@@ -159,6 +159,10 @@ pub struct PutCredentialRequest {
 pub struct CredentialResponse {
     pub username: String,
     pub updated_at: DateTime<Utc>,
+    /// Whether the provider accepted them when saved (Alarm.com); `false`
+    /// for a provider this service has no client for, which `note` explains.
+    pub verified: bool,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -189,6 +193,16 @@ pub struct ConnectionTestResponse {
     pub outcome: TestOutcomeDto,
     pub detail: String,
     pub latency_ms: u64,
+    /// What the Alarm.com login may do, when the test could read it.
+    pub permissions: Option<ProviderPermissions>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderPermissions {
+    /// May create Builder Program customers and commitments.
+    pub builder_program: bool,
+    /// Holds the billing integration permission (billing notifications).
+    pub billing: bool,
 }
 
 fn not_found_as_connection(e: domain::store::StoreError) -> ApiError {
@@ -476,8 +490,13 @@ pub async fn put_dealer_credentials(
         .connection(&caller.dealer, id)
         .await
         .map_err(not_found_as_connection)?;
-    operations::check_provider_credentials(state.adc.as_ref(), &connection, &username, &password)
-        .await?;
+    let note = operations::check_provider_credentials(
+        state.adc.as_ref(),
+        &connection,
+        &username,
+        &password,
+    )
+    .await?;
     let stored = state
         .connections
         .put_credential(
@@ -492,6 +511,8 @@ pub async fn put_dealer_credentials(
     Ok(HttpResponse::Ok().json(CredentialResponse {
         username: stored.username,
         updated_at: stored.updated_at,
+        verified: note.is_none(),
+        note,
     }))
 }
 
@@ -517,6 +538,10 @@ async fn user_mode_connection(
     }
     Ok(c)
 }
+
+/// Per-user credentials are stored as given; `:test` checks them.
+const OWN_CREDENTIALS_NOTE: &str =
+    "stored as given, not checked when saved; POST /v1/connections/{id}:test checks them";
 
 /// Store the caller's own credential (user-mode connections).
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
@@ -546,6 +571,8 @@ pub async fn put_my_credentials(
     Ok(HttpResponse::Ok().json(CredentialResponse {
         username: stored.username,
         updated_at: stored.updated_at,
+        verified: false,
+        note: Some(OWN_CREDENTIALS_NOTE.to_owned()),
     }))
 }
 
@@ -576,6 +603,8 @@ pub async fn get_my_credentials(
     Ok(HttpResponse::Ok().json(CredentialResponse {
         username: stored.username,
         updated_at: stored.updated_at,
+        verified: false,
+        note: Some(OWN_CREDENTIALS_NOTE.to_owned()),
     }))
 }
 
@@ -717,6 +746,7 @@ pub async fn test_connection(
     let report = operations::test_connection(
         state.connections.as_ref(),
         state.stages.as_ref(),
+        state.adc.as_ref(),
         caller,
         id,
     )
@@ -731,6 +761,10 @@ pub async fn test_connection(
         outcome: report.outcome.into(),
         detail: report.detail,
         latency_ms: report.latency_ms,
+        permissions: report.permissions.map(|p| ProviderPermissions {
+            builder_program: p.builder_program,
+            billing: p.billing,
+        }),
     }))
 }
 

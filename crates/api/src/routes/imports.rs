@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::Auth;
 use crate::extract::{encode_page_token, JsonBody, PageParams};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::jobs::{JobProgress, JobStateDto};
+use crate::routes::jobs::JobStateDto;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -170,6 +170,10 @@ pub struct StartImportRequest {
     pub filters: ImportFiltersDto,
     #[serde(default)]
     pub options: ImportOptionsDto,
+    /// List what the run would do, record by record (new, matched,
+    /// filtered out), without writing a billing record, a link or an event.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 fn text(v: &mut ValidationError, field: &str, value: Option<String>, max: usize) -> String {
@@ -226,6 +230,7 @@ fn spec_of(body: StartImportRequest) -> ApiResult<(domain::connection::Connectio
         .ok();
     let f = body.filters;
     let o = body.options;
+    let dry_run = body.dry_run;
     let spec = match body.kind {
         ImportKindDto::Customers => {
             not_for(
@@ -276,6 +281,7 @@ fn spec_of(body: StartImportRequest) -> ApiResult<(domain::connection::Connectio
                     ),
                     tags: tags(&mut v, o.tags),
                     default_rep,
+                    dry_run,
                 },
             }
         }
@@ -327,6 +333,7 @@ fn spec_of(body: StartImportRequest) -> ApiResult<(domain::connection::Connectio
                         100,
                     ),
                     tags: tags(&mut v, o.tags),
+                    dry_run,
                 },
             }
         }
@@ -368,7 +375,9 @@ pub struct ImportResponse {
     pub kind: ImportKindDto,
     pub connection_id: Uuid,
     pub state: JobStateDto,
-    pub progress: JobProgress,
+    pub progress: ImportProgress,
+    /// A dry run: its items say what a run would do; nothing else was written.
+    pub dry_run: bool,
     pub counts: ImportCountsDto,
     #[schema(value_type = Object)]
     pub filters: serde_json::Value,
@@ -385,17 +394,43 @@ pub struct ImportResponse {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// How far a run is: records done of the total, and while it runs its pace
+/// and the time it still needs at that pace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportProgress {
+    pub done: u64,
+    pub total: Option<u64>,
+    /// Records per second since the run (its current attempt) started.
+    pub per_second: Option<f64>,
+    /// Seconds left at that pace.
+    pub eta_seconds: Option<u64>,
+}
+
 fn respond(import: Import, job: Job) -> ImportResponse {
     let (filters, options) = import.spec.parts();
+    let running = matches!(job.state, JobState::Running);
+    let (per_second, eta_seconds) = if running {
+        domain::import::pace(
+            job.progress_done,
+            job.progress_total,
+            job.started_at,
+            Utc::now(),
+        )
+    } else {
+        (None, None)
+    };
     ImportResponse {
         id: import.id.0,
         kind: import.spec.kind().into(),
         connection_id: import.connection_id.0,
         state: job.state.into(),
-        progress: JobProgress {
+        progress: ImportProgress {
             done: job.progress_done,
             total: job.progress_total,
+            per_second,
+            eta_seconds,
         },
+        dry_run: import.spec.dry_run(),
         counts: import.counts.into(),
         filters,
         options,

@@ -39,6 +39,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(get_isp_account),
     )
     .route(
+        "/connections/{connection_id}/builder-programs",
+        web::get().to(builder_programs),
+    )
+    .route(
         "/connections/{connection_id}/callback-health",
         web::get().to(callback_health),
     )
@@ -295,6 +299,34 @@ pub struct IspAccountResponse {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What Alarm.com holds for the account, read when one account is
+    /// shown or changed (not in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderAccountResponse>,
+    /// Why Alarm.com could not be read for `provider`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_error: Option<String>,
+}
+
+/// The account's current plan and add-ons, as Alarm.com holds them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderAccountResponse {
+    pub package_id: Option<i64>,
+    pub service_plan_name: Option<String>,
+    /// Alarm.com's names: `TwoWayVoice`, `Video`, `ImageSensor`, `EnergyManagement`.
+    pub add_on_features: Vec<String>,
+    pub is_terminated: bool,
+}
+
+impl From<domain::isp::ProviderAccount> for ProviderAccountResponse {
+    fn from(p: domain::isp::ProviderAccount) -> Self {
+        Self {
+            package_id: p.package_id.map(|p| p.0),
+            service_plan_name: p.service_plan_name,
+            add_on_features: p.add_on_features,
+            is_terminated: p.is_terminated,
+        }
+    }
 }
 
 impl From<IspAccount> for IspAccountResponse {
@@ -315,6 +347,8 @@ impl From<IspAccount> for IspAccountResponse {
             version: a.version,
             created_at: a.created_at,
             updated_at: a.updated_at,
+            provider: None,
+            provider_error: None,
         }
     }
 }
@@ -334,8 +368,15 @@ pub struct IspAccountFilter {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeServicePlanRequest {
-    /// The Alarm.com PackageId to move the account to.
+    /// The Alarm.com PackageId to move the account to (the current one to
+    /// change only the add-ons).
     pub package_id: i64,
+    /// The add-on features the account is to have, replacing its current
+    /// ones (`[]` removes them all; left out, they stay): `TwoWayVoice`,
+    /// `Video`, `ImageSensor`, `EnergyManagement` (any case; `two-way voice`
+    /// is read as `TwoWayVoice`).
+    #[serde(default)]
+    pub add_on_features: Option<Vec<String>>,
 }
 
 fn account_id(raw: &str) -> ApiResult<IspAccountId> {
@@ -347,6 +388,27 @@ fn account_id(raw: &str) -> ApiResult<IspAccountId> {
 fn with_etag(mut res: actix_web::HttpResponseBuilder, a: IspAccount) -> HttpResponse {
     res.insert_header((header::ETAG, etag(a.version)))
         .json(IspAccountResponse::from(a))
+}
+
+/// One account with what Alarm.com holds for it, read now.
+async fn with_provider(
+    state: &AppState,
+    caller: &domain::tenancy::Caller,
+    cid: domain::connection::ConnectionId,
+    id: IspAccountId,
+) -> ApiResult<HttpResponse> {
+    let (account, provider) =
+        domain::isp::isp_account_with_provider(&state.isp_ports(), caller, cid, id).await?;
+    let version = account.version;
+    let mut body = IspAccountResponse::from(account);
+    match provider {
+        Some(Ok(p)) => body.provider = Some(p.into()),
+        Some(Err(why)) => body.provider_error = Some(why),
+        None => {}
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(version)))
+        .json(body))
 }
 
 /// Provision an ISP account for a billing customer: create the Alarm.com
@@ -436,15 +498,7 @@ pub async fn get_isp_account(
     let caller = auth.require(Role::Viewer)?;
     let cid = connection_id(&path.0)?;
     let id = account_id(&path.1)?;
-    let account = state
-        .isp
-        .isp_account(&caller.dealer, cid, id)
-        .await
-        .map_err(|e| match e {
-            domain::store::StoreError::NotFound => ApiError::not_found("no such ISP account"),
-            other => other.into(),
-        })?;
-    Ok(with_etag(HttpResponse::Ok(), account))
+    with_provider(&state, caller, cid, id).await
 }
 
 /// Move an ISP account to another service plan at the provider (I3). The
@@ -472,19 +526,85 @@ pub async fn change_service_plan(
     let cid = connection_id(&path.0)?;
     let id = account_id(&path.1)?;
     let expected = if_match(&req)?;
-    if body.0.package_id <= 0 {
-        return Err(ValidationError::field("package_id", "must be a positive PackageId").into());
+    let body = body.0;
+    let mut v = ValidationError::default();
+    if body.package_id <= 0 {
+        v.push("package_id", "must be a positive PackageId");
     }
-    let account = domain::isp::change_service_plan(
+    let add_ons = body.add_on_features.map(|names| {
+        let mut add_ons: Vec<String> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match domain::adc::add_on_feature(name) {
+                Some(known) if !add_ons.iter().any(|a| a == known) => {
+                    add_ons.push(known.to_owned())
+                }
+                Some(_) => {}
+                None => v.push(
+                    format!("add_on_features[{i}]"),
+                    format!(
+                        "'{}' is not an Alarm.com add-on; one of {}",
+                        name.chars().take(40).collect::<String>(),
+                        domain::adc::ADD_ON_FEATURES.join(", ")
+                    ),
+                ),
+            }
+        }
+        add_ons
+    });
+    v.into_result()?;
+    domain::isp::change_service_plan(
         &state.isp_ports(),
         caller,
         cid,
         id,
-        AdcPackageId(body.0.package_id),
+        AdcPackageId(body.package_id),
+        add_ons,
         expected,
     )
     .await?;
-    Ok(with_etag(HttpResponse::Ok(), account))
+    // Read back: the answer shows what Alarm.com now holds.
+    with_provider(&state, caller, cid, id).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuilderProgramResponse {
+    pub builder_program_id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuilderProgramList {
+    pub items: Vec<BuilderProgramResponse>,
+}
+
+/// The Builder Programs of the Alarm.com account, to choose the one a
+/// Builder Program customer or commitment is made under (I5). Read from
+/// Alarm.com and kept a minute; provisioning checks the program chosen
+/// against the same list.
+#[utoipa::path(get, path = "/v1/connections/{connection_id}/builder-programs", tag = "isp",
+    security(("bearer" = ["viewer"])),
+    params(("connection_id" = Uuid, Path)),
+    responses((status = 200, body = BuilderProgramList),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not an Alarm.com connection, or no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn builder_programs(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let cid = connection_id(&path)?;
+    let programs = domain::isp::builder_programs(&state.isp_ports(), caller, cid).await?;
+    Ok(HttpResponse::Ok().json(BuilderProgramList {
+        items: programs
+            .into_iter()
+            .map(|p| BuilderProgramResponse {
+                builder_program_id: p.id,
+                name: p.name,
+            })
+            .collect(),
+    }))
 }
 
 // ---- Alarm.net callback health ------------------------------------------------------
