@@ -252,6 +252,50 @@ async fn raw_put(svc: &Service, path: &str, who: &Who, body: &str) -> (u16, Stri
     (status, answer)
 }
 
+/// Every query parameter of every operation given a value of the wrong type
+/// (a word for a number or a flag, an unknown name for a list of choices)
+/// answers 422 naming that parameter, in words without Rust type names.
+#[tokio::test]
+async fn every_query_parameter_of_the_wrong_type_is_named() {
+    let svc = Service::start().await;
+    let admin = Who::admin("typed");
+    let basic = (String::new(), String::new());
+    let doc = openapi();
+    let mut tried = 0;
+    let mut wrong = Vec::new();
+    for (template, operations) in doc["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            for p in op["parameters"].as_array().cloned().unwrap_or_default() {
+                let name = p["name"].as_str().unwrap();
+                let schema = &p["schema"];
+                let typed = schema["type"] == "integer"
+                    || schema["type"] == "boolean"
+                    || schema["type"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|k| k == "integer" || k == "boolean"))
+                    || !is_string_input(&doc, schema)
+                    || schema.get("$ref").is_some();
+                if p["in"] != "query" || !typed {
+                    continue;
+                }
+                tried += 1;
+                let path = format!("{}?{name}=zz-not-it", concrete_path(template, None));
+                let body = (op.get("requestBody").is_some()).then(|| json!({}));
+                let a = send(&svc, method, &path, body.as_ref(), &admin, &basic).await;
+                let named = a.body["errors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|f| f["field"] == name));
+                let plain = !a.text.contains("expected u") && !a.text.contains("struct ");
+                if a.status != 422 || !named || !plain {
+                    wrong.push(format!("{method} {path}: {} {}", a.status, a.text));
+                }
+            }
+        }
+    }
+    assert!(tried > 20, "only {tried} parameters tried");
+    assert!(wrong.is_empty(), "not named:\n{}", wrong.join("\n"));
+}
+
 async fn dot_segments_and_dot_ids_are_not_ids(backend: Backend) {
     let svc = Service::start_on(backend, vec![]).await;
     let admin = Who::admin("dots");

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
-use crate::extract::{path_config, query_config, BodyLimit};
+use crate::extract::{path_config, BodyLimit};
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::routes;
@@ -166,7 +166,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .app_data(state.clone())
             .app_data(BodyLimit(limit))
             .app_data(web::PayloadConfig::new(limit))
-            .app_data(query_config())
             .app_data(path_config())
             .configure(configure)
             .wrap(from_fn(middleware::refuse_bad_text))

@@ -115,7 +115,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     refused.into_result()?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let message = strip_position(&err.into_inner().to_string());
+        let message = plain_words(&strip_position(&err.into_inner().to_string()));
         let field = match (path.as_str(), missing_field_name(&message)) {
             (".", Some(f)) => f,
             (".", None) => "body".to_owned(),
@@ -188,17 +188,123 @@ fn missing_field_name(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
-/// Query-string errors as 422 problems.
-pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _req| {
-        let message = err.to_string();
-        let mut e = ApiError::unprocessable("validation", format!("bad query string: {message}"));
-        e.errors.push(ProblemField {
-            field: "query".into(),
-            message,
-        });
-        e.into()
+/// A query string. A parameter that does not parse is a 422 naming it
+/// (`web::Query` can only say "Query deserialize error").
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+/// Parses a query string, naming the offending parameter on failure.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let pairs = url::form_urlencoded::parse(query.as_bytes());
+    let deserializer = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let message = plain_words(&err.into_inner().to_string());
+        let field = match (path.as_str(), missing_field_name(&message)) {
+            (".", Some(f)) => f,
+            (".", None) => "query".to_owned(),
+            (p, _) => p.to_owned(),
+        };
+        let message = if message.starts_with("missing field") {
+            "is required".to_owned()
+        } else {
+            message
+        };
+        let mut e = ApiError::unprocessable("validation", format!("{field}: {message}"));
+        e.errors.push(ProblemField { field, message });
+        e
     })
+}
+
+/// serde's messages in the words of the API: no Rust type names.
+pub fn plain_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("invalid digit found in string", "must be a whole number"),
+        (
+            "cannot parse integer from empty string",
+            "must be a whole number",
+        ),
+        ("number too large to fit in target type", "is too large"),
+        ("number too small to fit in target type", "is too small"),
+        ("invalid float literal", "must be a number"),
+        (
+            "provided string was not `true` or `false`",
+            "must be true or false",
+        ),
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected an object"),
+        ("expected a borrowed string", "expected a string"),
+        (
+            "expected a formatted date and time string or a unix timestamp",
+            "expected a date and time (RFC 3339, e.g. 2026-12-02T10:00:00Z)",
+        ),
+    ];
+    if message.starts_with("UUID parsing failed")
+        || message.starts_with("invalid character: expected")
+        || message.contains("invalid length: expected length 32 for simple format")
+    {
+        return "must be a UUID".to_owned();
+    }
+    if matches!(
+        message,
+        "premature end of input"
+            | "input contains invalid characters"
+            | "input is out of range"
+            | "trailing input"
+            | "input is not enough for unique date and time"
+    ) {
+        return "must be a date and time (RFC 3339, e.g. 2026-12-02T10:00:00Z)".to_owned();
+    }
+    let mut out = message.to_owned();
+    for (rust, plain) in WORDS {
+        out = out.replace(rust, plain);
+    }
+    // "expected struct PhoneBody" / "expected enum Kind": the shape, not the name.
+    for (prefix, shape) in [
+        ("expected struct ", "expected an object"),
+        ("expected enum ", "expected one of the listed values"),
+        ("expected tuple struct ", "expected a value"),
+    ] {
+        while let Some(at) = out.find(prefix) {
+            let rest = &out[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out = format!("{}{shape}{}", &out[..at], &rest[end..]);
+        }
+    }
+    out
 }
 
 /// Path parameters that don't parse (a connection id that is not a UUID) are
@@ -352,6 +458,46 @@ mod tests {
         assert_eq!(e.errors[0].field, "inner.n");
         let e = parse_json::<Body>(br#"{"name":"a","inner":{}}"#).unwrap_err();
         assert_eq!(e.errors[0].field, "inner.n");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Filter {
+        page_size: Option<u32>,
+        after: Option<i64>,
+        name: String,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter_in_plain_words() {
+        let e = parse_query::<Filter>("name=a&page_size=ten").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.errors[0].field, "page_size");
+        assert_eq!(e.errors[0].message, "must be a whole number");
+        let e = parse_query::<Filter>("page_size=1").unwrap_err();
+        assert_eq!(
+            (e.errors[0].field.as_str(), e.errors[0].message.as_str()),
+            ("name", "is required")
+        );
+        let ok = parse_query::<Filter>("name=x%20y&after=-3").unwrap();
+        assert_eq!((ok.name.as_str(), ok.after), ("x y", Some(-3)));
+    }
+
+    #[test]
+    fn body_errors_show_no_rust_names() {
+        let e = parse_json::<Body>(br#"{"name":"a","inner":"x"}"#).unwrap_err();
+        assert_eq!(e.errors[0].field, "inner");
+        assert!(
+            !e.errors[0].message.contains("struct") && !e.errors[0].message.contains("Inner"),
+            "{}",
+            e.errors[0].message
+        );
+        let e = parse_json::<Body>(br#"{"name":"a","inner":{"n":-1}}"#).unwrap_err();
+        assert!(
+            e.errors[0].message.contains("whole number"),
+            "{}",
+            e.errors[0].message
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, PageParams};
+use crate::extract::{encode_page_token, PageParams, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
 
@@ -55,8 +55,8 @@ pub struct AuditList {
 pub async fn list_audit(
     state: web::Data<AppState>,
     auth: Auth,
-    query: web::Query<AuditQuery>,
-    page: web::Query<PageParams>,
+    query: Query<AuditQuery>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let q = query.into_inner();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::connections::{ConnectionList, ConnectionResponse};
 use crate::routes::links::LinkResponse;
@@ -318,8 +318,8 @@ pub struct CustomerList {
 pub async fn search_customers(
     state: web::Data<AppState>,
     auth: Auth,
-    search: web::Query<CustomerSearch>,
-    page: web::Query<PageParams>,
+    search: Query<CustomerSearch>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let q = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty());

@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, JsonBody, PageParams};
+use crate::extract::{encode_page_token, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkKindDto;
 use crate::state::AppState;
@@ -134,7 +134,7 @@ pub struct ConflictList {
 pub async fn list_conflicts(
     state: web::Data<AppState>,
     auth: Auth,
-    query: web::Query<ConflictQuery>,
+    query: Query<ConflictQuery>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let q = query.into_inner();

@@ -20,7 +20,9 @@ use crate::auth::Auth;
 use crate::dto::{
     AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto,
 };
-use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{
+    connection_id, encode_page_token, etag, if_match, JsonBody, PageParams, Query,
+};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -227,8 +229,8 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, c: Connection) -> HttpResp
 pub async fn list_connections(
     state: web::Data<AppState>,
     auth: Auth,
-    filter: web::Query<ConnectionFilter>,
-    page: web::Query<PageParams>,
+    filter: Query<ConnectionFilter>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let page = state

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -97,7 +97,7 @@ pub struct FeedQuery {
 pub async fn list_events(
     state: web::Data<AppState>,
     auth: Auth,
-    query: web::Query<FeedQuery>,
+    query: Query<FeedQuery>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let limit = query.page_size.unwrap_or(crate::extract::DEFAULT_PAGE_SIZE);
@@ -321,7 +321,7 @@ pub async fn create_subscription(
 pub async fn list_subscriptions(
     state: web::Data<AppState>,
     auth: Auth,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let found = state

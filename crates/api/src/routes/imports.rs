@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, JsonBody, PageParams};
+use crate::extract::{encode_page_token, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobStateDto;
 use crate::state::AppState;
@@ -580,7 +580,7 @@ pub async fn start_import(
 pub async fn list_imports(
     state: web::Data<AppState>,
     auth: Auth,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let found = state
@@ -629,8 +629,8 @@ pub async fn import_items(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    filter: web::Query<ItemFilter>,
-    page: web::Query<PageParams>,
+    filter: Query<ItemFilter>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let id = import_id(&path)?;
@@ -720,7 +720,7 @@ pub struct FilterChoicesResponse {
 pub async fn filter_choices(
     state: web::Data<AppState>,
     auth: Auth,
-    query: web::Query<ChoicesQuery>,
+    query: Query<ChoicesQuery>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let cid = Uuid::parse_str(query.connection_id.trim())

@@ -19,7 +19,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{connection_id, encode_page_token, etag, if_match, JsonBody, PageParams};
+use crate::extract::{
+    connection_id, encode_page_token, etag, if_match, JsonBody, PageParams, Query,
+};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -459,8 +461,8 @@ pub async fn list_isp_accounts(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    filter: web::Query<IspAccountFilter>,
-    page: web::Query<PageParams>,
+    filter: Query<IspAccountFilter>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let cid = connection_id(&path)?;

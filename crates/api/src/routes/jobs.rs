@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, PageParams};
+use crate::extract::{encode_page_token, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -197,8 +197,8 @@ pub async fn get_job(
 pub async fn list_jobs(
     state: web::Data<AppState>,
     auth: Auth,
-    filter: web::Query<JobFilter>,
-    page: web::Query<PageParams>,
+    filter: Query<JobFilter>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let found = state

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::extract::{
-    connection_id, encode_page_token, etag, if_match, JsonBody, NoBody, PageParams,
+    connection_id, encode_page_token, etag, if_match, JsonBody, NoBody, PageParams, Query,
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobResponse;
@@ -262,7 +262,7 @@ pub async fn push(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    query: web::Query<DryRun>,
+    query: Query<DryRun>,
     body: JsonBody<PushBody>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
@@ -400,8 +400,8 @@ pub struct LinkQuery {
 pub async fn list_links(
     state: web::Data<AppState>,
     auth: Auth,
-    query: web::Query<LinkQuery>,
-    page: web::Query<PageParams>,
+    query: Query<LinkQuery>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let q = query.into_inner();
@@ -527,7 +527,7 @@ pub async fn reconcile(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    query: web::Query<DryRun>,
+    query: Query<DryRun>,
     _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;

@@ -15,7 +15,7 @@ use utoipa::openapi::{schema::Schema, RefOr};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
-use crate::extract::{connection_id, page_slice, PageParams};
+use crate::extract::{connection_id, page_slice, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkResponse;
 use crate::state::AppState;
@@ -409,7 +409,7 @@ pub async fn lookup(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, list) = path.into_inner();
@@ -453,7 +453,7 @@ pub async fn list_sites(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    query: web::Query<SiteBrowse>,
+    query: Query<SiteBrowse>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let cid = connection_id(&path)?;

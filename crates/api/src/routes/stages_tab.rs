@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Auth;
-use crate::extract::{connection_id, page_slice, JsonBody, PageParams};
+use crate::extract::{connection_id, page_slice, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
 use crate::routes::stages::{ConfigurationBody, ContactBody, PhoneBody, StagesDeviceResponse};
 use crate::state::AppState;
@@ -92,7 +92,7 @@ async fn site_view(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
     view: SiteView,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
@@ -124,7 +124,7 @@ pub async fn site_devices(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     site_view(state, auth, path, page, SiteView::Devices).await
 }
@@ -139,7 +139,7 @@ pub async fn site_notes(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     site_view(state, auth, path, page, SiteView::Notes).await
 }
@@ -154,7 +154,7 @@ pub async fn site_contacts(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     site_view(state, auth, path, page, SiteView::Contacts).await
 }
@@ -169,7 +169,7 @@ pub async fn site_history(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     site_view(state, auth, path, page, SiteView::History).await
 }
@@ -184,7 +184,7 @@ pub async fn device_configurations(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
@@ -210,7 +210,7 @@ pub async fn device_history(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
@@ -469,7 +469,7 @@ pub async fn device_tests(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
-    page: web::Query<PageParams>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();

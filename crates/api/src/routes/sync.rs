@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::{DryRun, LinkKindDto};
 use crate::state::AppState;
@@ -191,7 +191,7 @@ pub async fn sync_link(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    query: web::Query<DryRun>,
+    query: Query<DryRun>,
     body: JsonBody<SyncRequest>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
