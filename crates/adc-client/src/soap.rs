@@ -104,7 +104,7 @@ pub(crate) fn check_success(op: &Operation, result: Option<&Element>) -> Result<
     let message = result
         .child("ErrorMessage")
         .and_then(Element::value)
-        .map(str::to_owned)
+        .map(upstream_http::excerpt)
         .unwrap_or_else(|| format!("{} did not succeed and gave no reason", op.name));
     Err(if mentions_permission(&message) {
         AdcError::PermissionDenied { message }
@@ -141,9 +141,9 @@ fn fault_failure(fault: &Element, retry_after: Option<Duration>) -> Failure {
         .child("faultstring")
         .and_then(Element::value)
         .or_else(|| fault.at(&["Reason", "Text"]).and_then(Element::value))
-        .unwrap_or("a SOAP fault without a message")
-        .to_owned();
-    classify_fault(message, retry_after)
+        .unwrap_or("a SOAP fault without a message");
+    // Shown to callers: a short printable excerpt only.
+    classify_fault(upstream_http::excerpt(message), retry_after)
 }
 
 fn classify_fault(message: String, retry_after: Option<Duration>) -> Failure {
@@ -210,18 +210,13 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The start of a body for an error message.
+/// A short printable excerpt of a body for an error message.
 fn snippet(body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text = upstream_http::excerpt_bytes(body);
     if text.is_empty() {
         return "no body".to_owned();
     }
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
+    text
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

@@ -223,6 +223,11 @@ pub fn stages_error(connection: &str, e: StagesError) -> ApiError {
             "upstream_bad_answer",
             format!("Stages (connection '{connection}') gave a bad answer: {why}"),
         ),
+        // The stored endpoint is the problem, not Stages: nothing was sent.
+        StagesError::EgressRefused(why) => ApiError::conflict(
+            "egress_refused",
+            format!("Stages (connection '{connection}') was not called: {why}"),
+        ),
     }
 }
 

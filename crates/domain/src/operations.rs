@@ -127,6 +127,8 @@ pub enum TestOutcome {
     Timeout,
     RateLimited,
     BadAnswer,
+    /// The egress policy forbids the endpoint's address; nothing was sent.
+    EgressRefused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -185,6 +187,10 @@ pub async fn test_connection(
                 None => format!("Stages at {endpoint} asks to slow down; try again shortly"),
             },
         ),
+        Err(StagesError::EgressRefused(why)) => (
+            TestOutcome::EgressRefused,
+            format!("Stages at {endpoint} was not called: {why}"),
+        ),
         Err(other @ (StagesError::BadAnswer(_)
         | StagesError::NotFound(_)
         | StagesError::Rejected { .. })) => (
@@ -217,6 +223,14 @@ fn adc_failure(connection: &Connection, e: crate::adc::AdcError) -> OperationErr
         AdcError::PermissionDenied { message } => OperationError::Conflict {
             code: "provider_permission",
             message: format!("{}: {message}", connection.provider.describe().name),
+        },
+        AdcError::EgressRefused(message) => OperationError::Conflict {
+            code: "egress_refused",
+            message: format!(
+                "{} (connection '{}') was not called: {message}",
+                connection.provider.describe().name,
+                connection.name.as_str()
+            ),
         },
         other => OperationError::Provider {
             connection: connection.name.as_str().to_owned(),
