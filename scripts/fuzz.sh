@@ -72,6 +72,8 @@ export CROSSLINK__JOBS__RETRY_BASE_MS=100
 export CROSSLINK__JOBS__RETRY_CAP_MS=1000
 export CROSSLINK__STAGES__TIMEOUT_MS=5000
 export CROSSLINK__ADC__TIMEOUT_MS=5000
+# The simulators listen on loopback, which the egress policy refuses unless allowed.
+export CROSSLINK__EGRESS__ALLOW=127.0.0.0/8
 export RUST_LOG=${RUST_LOG:-warn}
 
 pids=()

@@ -50,6 +50,8 @@ export CROSSLINK__AUTH__HS256_SECRET="client-scenario-$(od -An -N16 -tx1 /dev/ur
 export CROSSLINK__SERVER__BIND="$API"
 export CROSSLINK__JOBS__RETRY_BASE_MS=50
 export CROSSLINK__JOBS__RETRY_CAP_MS=500
+# The simulators listen on loopback, which the egress policy refuses unless allowed.
+export CROSSLINK__EGRESS__ALLOW=127.0.0.0/8
 
 pids=()
 cleanup() {

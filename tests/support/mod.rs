@@ -179,6 +179,9 @@ impl Service {
             .env("CROSSLINK__STAGES__TIMEOUT_MS", "1500")
             .env("CROSSLINK__STAGES__CONNECT_TIMEOUT_MS", "500")
             .env("CROSSLINK__STAGES__MAX_RETRIES", "1")
+            // The simulators and test receivers listen on loopback, which the
+            // egress policy refuses unless allowed (a test may override this).
+            .env("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in options.env {

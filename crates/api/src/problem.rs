@@ -97,6 +97,16 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
+    /// A URL the egress policy refuses, given in `field`.
+    pub fn egress_refused(field: &str, refused: &upstream_http::Refused) -> Self {
+        let mut e = Self::unprocessable("egress_refused", refused.to_string());
+        e.errors.push(ProblemField {
+            field: field.to_owned(),
+            message: refused.to_string(),
+        });
+        e
+    }
+
     pub fn precondition_failed() -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,

@@ -220,6 +220,8 @@ impl Service {
             .env("CROSSLINK__DATABASE__URL", &db.url)
             .env("CROSSLINK__AUTH__HS256_SECRET", &env.jwt_secret)
             .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", &env.encryption_key)
+            // The simulators listen on loopback, which the egress policy refuses unless allowed.
+            .env("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8")
             .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -296,6 +296,12 @@ impl Endpoint {
         &self.0
     }
 
+    /// Same scheme, host and port (a default port counts as given): the
+    /// server a credential was given for. Only the path may differ.
+    pub fn same_origin(&self, other: &Endpoint) -> bool {
+        self.0.origin() == other.0.origin()
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -362,6 +368,15 @@ pub struct ProviderSettings {
     /// Where the provider was told to send Alarm.net callbacks (I2): this
     /// service's public address of `POST /v1/webhooks/alarmnet/{id}`.
     pub alarmnet_callback_url: Option<Endpoint>,
+}
+
+/// What [`crate::store::ConnectionStore::update_connection_as`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionUpdate {
+    pub connection: Connection,
+    /// The endpoint moved to another scheme, host or port, and the
+    /// credentials stored for the old one were deleted.
+    pub credentials_dropped: bool,
 }
 
 impl ConnectionChanges {
