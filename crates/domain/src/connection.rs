@@ -423,6 +423,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        let e = |s: &str| Endpoint::parse(s).unwrap();
+        let base = e("https://stages.example.com/api");
+        for same in [
+            "https://stages.example.com/",
+            "https://STAGES.example.com:443/v2/",
+            "https://stages.example.com/api/../other",
+        ] {
+            assert!(base.same_origin(&e(same)), "{same}");
+        }
+        for other in [
+            "http://stages.example.com/api",
+            "https://stages.example.com:8443/api",
+            "https://stages.example.com.evil.net/api",
+            "https://127.0.0.1/api",
+        ] {
+            assert!(!base.same_origin(&e(other)), "{other}");
+        }
+    }
+
+    #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(ConnectionName::parse("  Rapid ").unwrap().as_str(), "Rapid");
         assert!(ConnectionName::parse("   ").is_err());
