@@ -212,22 +212,36 @@ async fn recorder(ip: &str) -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 /// What was stored while a range was allowed, and is refused after the
-/// operator narrowed `egress.allow`: the delivery fails for good with the
-/// reason (not retried), `:test` says why, a live read answers 409; the
-/// target never sees a connection.
+/// operator narrowed `egress.allow`: deliveries (to an address, and to a
+/// name resolving to loopback) fail for good with the reason (not retried),
+/// `:test` says why, a live read answers 409; the target never sees a
+/// connection.
 async fn a_stored_target_refused_later_fails_its_calls_for_good(backend: Backend) {
-    let sim = start_sim(0).await;
-    let (target, seen) = recorder("127.0.0.2").await;
+    // The simulator on 127.0.0.2, which stays allowed; the target on 127.0.0.1.
+    let sim = stages_sim::Sim::start(stages_sim::SimConfig {
+        bind: "127.0.0.2:0".parse().unwrap(),
+        username: SIM_USER.into(),
+        password: SIM_PASSWORD.into(),
+        seed_sites: 0,
+        faults: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let (target, seen) = recorder("127.0.0.1").await;
+    let port = url::Url::parse(&target).unwrap().port().unwrap();
+    let by_name = format!("http://localhost:{port}/");
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let mut first = Service::start_on(backend, quick_jobs()).await;
-    let sub = subscribe(&first, &admin, &format!("{target}hook")).await;
-    assert_eq!(sub.status, 201, "{}", sub.text);
+    for url in [format!("{target}hook"), format!("{by_name}hook")] {
+        let sub = subscribe(&first, &admin, &url).await;
+        assert_eq!(sub.status, 201, "{}", sub.text);
+    }
     let cid = first
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
         .await;
     let elsewhere = first
-        .create_connection(&admin, "Elsewhere", &target, "dealer")
+        .create_connection(&admin, "Elsewhere", &by_name, "dealer")
         .await;
     for id in [&cid, &elsewhere] {
         let a = first
@@ -244,7 +258,7 @@ async fn a_stored_target_refused_later_fails_its_calls_for_good(backend: Backend
 
     // The same database, now allowing the simulator's address only.
     let mut env = quick_jobs();
-    env.push(("CROSSLINK__EGRESS__ALLOW".into(), "127.0.0.1/32".into()));
+    env.push(("CROSSLINK__EGRESS__ALLOW".into(), "127.0.0.2/32".into()));
     let svc = Service::start_with(ServiceOptions {
         database_url: Some(first.database_url.clone()),
         env,
@@ -276,13 +290,25 @@ async fn a_stored_target_refused_later_fails_its_calls_for_good(backend: Backend
         .call(Method::GET, "/v1/jobs?kind=webhook_delivery", &op, None)
         .await;
     let jobs = jobs.body["items"].as_array().unwrap().clone();
-    assert_eq!(jobs.len(), 1, "{jobs:#?}");
-    assert_eq!(jobs[0]["state"], "failed", "{jobs:#?}");
-    assert_eq!(jobs[0]["attempts"], 1, "not retried: {jobs:#?}");
-    let error = jobs[0]["error"].as_str().unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    let mut errors = Vec::new();
+    for job in &jobs {
+        assert_eq!(job["state"], "failed", "{jobs:#?}");
+        assert_eq!(job["attempts"], 1, "not retried: {jobs:#?}");
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains("egress policy") && error.contains("loopback"),
+            "{error}"
+        );
+        errors.push(error.to_owned());
+    }
     assert!(
-        error.contains("egress policy") && error.contains("127.0.0.2"),
-        "{error}"
+        errors.iter().any(|e| e.contains("localhost is refused")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("127.0.0.1 is refused")),
+        "{errors:?}"
     );
 
     // The connection whose endpoint is now refused.
