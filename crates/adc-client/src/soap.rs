@@ -59,7 +59,8 @@ pub(crate) fn read_answer(
     let doc = doc.map_err(|e| {
         Failure::permanent(AdcError::BadAnswer(format!(
             "malformed XML in the answer to {}: {}",
-            op.name, e.0
+            op.name,
+            upstream_http::excerpt(&e.0)
         )))
     })?;
     if !doc.name.eq_ignore_ascii_case("Envelope") {

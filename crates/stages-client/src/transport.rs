@@ -110,6 +110,8 @@ impl Transport {
         let method = req.method.clone();
         let body = self.call(req).await?;
         serde_json::from_slice(&body).map_err(|e| {
+            // serde quotes what it could not read: an excerpt of it only.
+            let e = upstream_http::excerpt(&e.to_string());
             StagesError::BadAnswer(format!("malformed answer to {method} {route}: {e}"))
         })
     }

@@ -408,8 +408,7 @@ pub async fn update_connection(
         if let Some(endpoint) = &changes.endpoint {
             at.endpoint = endpoint.clone();
         }
-        operations::check_provider_credentials(state.adc.as_ref(), &at, username, password)
-            .await?;
+        operations::check_provider_credentials(state.adc.as_ref(), &at, username, password).await?;
     }
     if let Some(patch) = settings.filter(|p| !p.is_empty()) {
         let current = state
