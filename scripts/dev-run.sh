@@ -23,7 +23,9 @@ pids+=($!)
 "$BIN/adc-sim" --bind "$ADC" --username "$SIM_USER" --password "$SIM_PASSWORD" --seed-customers 200 \
   > data/adc-sim.log 2>&1 &
 pids+=($!)
-CROSSLINK__SERVER__BIND="$API" "$BIN/crosslink" serve > data/crosslink.log 2>&1 &
+# The simulators listen on loopback, which the egress policy refuses unless allowed.
+CROSSLINK__SERVER__BIND="$API" CROSSLINK__EGRESS__ALLOW="${CROSSLINK__EGRESS__ALLOW:-127.0.0.0/8}" \
+  "$BIN/crosslink" serve > data/crosslink.log 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do

@@ -74,6 +74,8 @@ export CROSSLINK__STAGES__TIMEOUT_MS=5000
 export CROSSLINK__ADC__TIMEOUT_MS=5000
 # The fuzzer is one dealer sending as fast as it can; the limit is tested elsewhere.
 export CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND=0
+# The simulators listen on loopback, which the egress policy refuses unless allowed.
+export CROSSLINK__EGRESS__ALLOW=127.0.0.0/8
 export RUST_LOG=${RUST_LOG:-warn}
 
 pids=()

@@ -52,6 +52,8 @@ export CROSSLINK__JOBS__RETRY_BASE_MS=50
 export CROSSLINK__JOBS__RETRY_CAP_MS=500
 # One scripted dealer at full speed: not what the rate limit is for.
 export CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND=0
+# The simulators listen on loopback, which the egress policy refuses unless allowed.
+export CROSSLINK__EGRESS__ALLOW=127.0.0.0/8
 
 pids=()
 cleanup() {

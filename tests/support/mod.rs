@@ -181,6 +181,9 @@ impl Service {
             .env("CROSSLINK__STAGES__MAX_RETRIES", "1")
             // The suite drives one dealer hard; the rate limit has a test of its own.
             .env("CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND", "0")
+            // The simulators and test receivers listen on loopback, which the
+            // egress policy refuses unless allowed (a test may override this).
+            .env("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in options.env {

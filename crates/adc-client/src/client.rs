@@ -92,8 +92,10 @@ impl HttpAdcClient {
 /// A result that is one number (`<GetDealerIdResult>123</GetDealerIdResult>`).
 fn scalar<T: std::str::FromStr>(op: &Operation, result: Option<&Element>) -> AdcResult<T> {
     let text = result.and_then(Element::value).unwrap_or_default();
-    text.parse()
-        .map_err(|_| AdcError::BadAnswer(format!("{} answered {text:?}, not a number", op.name)))
+    text.parse().map_err(|_| {
+        let text = upstream_http::excerpt(text);
+        AdcError::BadAnswer(format!("{} answered {text:?}, not a number", op.name))
+    })
 }
 
 /// The first non-blank value among alternative paths (`"ModemInfo/PanelType"`).
@@ -243,7 +245,8 @@ fn read_customer_ids(result: Option<&Element>) -> AdcResult<Vec<AdcCustomerId>> 
             }?;
             Some(text.parse().map(AdcCustomerId).map_err(|_| {
                 AdcError::BadAnswer(format!(
-                    "GetCustomerList_V2 listed {text:?}, not a customer id"
+                    "GetCustomerList_V2 listed {:?}, not a customer id",
+                    upstream_http::excerpt(text)
                 ))
             }))
         })
@@ -284,7 +287,10 @@ fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResul
     let customer_id = match value_at(r, &["CustomerId"]) {
         None => requested,
         Some(text) => text.parse().map(AdcCustomerId).map_err(|_| {
-            AdcError::BadAnswer(format!("GetCustomerInfo_V2 gave the customer id {text:?}"))
+            AdcError::BadAnswer(format!(
+                "GetCustomerInfo_V2 gave the customer id {:?}",
+                upstream_http::excerpt(text)
+            ))
         })?,
     };
     let service_plan = id_of(

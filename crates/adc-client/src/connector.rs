@@ -13,6 +13,7 @@ use std::time::Duration;
 use domain::adc::{AdcApi, AdcConnector, AdcTarget};
 use domain::upstream::CallObserver;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use upstream_http::EgressPolicy;
 
 use crate::client::HttpAdcClient;
 
@@ -38,6 +39,9 @@ pub struct AdcClientSettings {
     pub max_retry_delay: Duration,
     /// Per connection key (burst of the same size); 0 turns the limit off.
     pub requests_per_second: u32,
+    /// Which addresses calls may reach; the default refuses loopback,
+    /// private, link-local and the other special ranges.
+    pub egress: EgressPolicy,
 }
 
 impl Default for AdcClientSettings {
@@ -54,6 +58,7 @@ impl Default for AdcClientSettings {
             // second reads a dealer of five thousand customers in under ten
             // minutes without hammering the host.
             requests_per_second: 10,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -74,7 +79,7 @@ pub struct HttpAdcConnector {
 
 impl HttpAdcConnector {
     pub fn new(settings: AdcClientSettings) -> Result<Self, BuildError> {
-        let http = reqwest::Client::builder()
+        let http = upstream_http::apply(reqwest::Client::builder(), &settings.egress)
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             // A redirect would resend the credentials elsewhere, and turn the

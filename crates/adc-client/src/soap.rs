@@ -59,7 +59,8 @@ pub(crate) fn read_answer(
     let doc = doc.map_err(|e| {
         Failure::permanent(AdcError::BadAnswer(format!(
             "malformed XML in the answer to {}: {}",
-            op.name, e.0
+            op.name,
+            upstream_http::excerpt(&e.0)
         )))
     })?;
     if !doc.name.eq_ignore_ascii_case("Envelope") {
@@ -104,7 +105,7 @@ pub(crate) fn check_success(op: &Operation, result: Option<&Element>) -> Result<
     let message = result
         .child("ErrorMessage")
         .and_then(Element::value)
-        .map(str::to_owned)
+        .map(upstream_http::excerpt)
         .unwrap_or_else(|| format!("{} did not succeed and gave no reason", op.name));
     Err(if mentions_permission(&message) {
         AdcError::PermissionDenied { message }
@@ -141,8 +142,9 @@ fn fault_failure(fault: &Element, retry_after: Option<Duration>) -> Failure {
         .child("faultstring")
         .and_then(Element::value)
         .or_else(|| fault.at(&["Reason", "Text"]).and_then(Element::value))
-        .unwrap_or("a SOAP fault without a message")
-        .to_owned();
+        .unwrap_or("a SOAP fault without a message");
+    // Shown to callers: a short printable excerpt only.
+    let message = upstream_http::excerpt(message);
     // `soap:Server` (1.1) or `soap:Receiver` (1.2): Alarm.com's own side failed.
     let code = fault
         .child("faultcode")
@@ -227,18 +229,13 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The start of a body for an error message.
+/// A short printable excerpt of a body for an error message.
 fn snippet(body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text = upstream_http::excerpt_bytes(body);
     if text.is_empty() {
         return "no body".to_owned();
     }
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
+    text
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

@@ -84,6 +84,11 @@ impl Transport {
                 ),
             })?;
         let url = service_url(&self.target.endpoint, op)?;
+        // The resolver checks host names; an address in the URL reaches no resolver.
+        self.settings
+            .egress
+            .check_literal(&url)
+            .map_err(|refused| AdcError::EgressRefused(refused.to_string()))?;
         let mut retries = 0u32;
         loop {
             if let Some(limiter) = &self.limiter {
@@ -196,6 +201,10 @@ fn service_url(endpoint: &url::Url, op: &Operation) -> AdcResult<url::Url> {
 /// A request that got no (complete) answer. Each is transient; whether it is
 /// repeated depends on the operation.
 fn transport_failure(op: &Operation, e: reqwest::Error) -> Failure {
+    if let Some(refused) = upstream_http::refusal_in(&e) {
+        // Nothing was sent, and the same name resolves the same way again.
+        return Failure::permanent(AdcError::EgressRefused(refused.to_string()));
+    }
     let e = e.without_url();
     if e.is_timeout() {
         return Failure::transient(AdcError::Timeout);

@@ -30,6 +30,8 @@ fn settings() -> AdcClientSettings {
         retry_base_delay: Duration::from_millis(10),
         max_retry_delay: Duration::from_millis(100),
         requests_per_second: 0,
+        // The simulator listens on loopback, which the default policy refuses.
+        egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
         ..AdcClientSettings::default()
     }
 }

@@ -198,6 +198,8 @@ fn quick() -> AdcClientSettings {
         retry_base_delay: Duration::from_millis(10),
         max_retry_delay: Duration::from_millis(50),
         requests_per_second: 0,
+        // The stub listens on loopback, which the default policy refuses.
+        egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
     }
 }
 
@@ -561,4 +563,34 @@ async fn debug_output_never_shows_the_password() {
     let shown = format!("{client:?} {connector:?}");
     assert!(shown.contains("dealer"));
     assert!(!shown.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
+    let stub = Stub::start(vec![ok("GetDealerId", "5")]).await;
+    let port = stub.endpoint.port().unwrap();
+    let strict = AdcClientSettings {
+        egress: upstream_http::EgressPolicy::default(),
+        ..quick()
+    };
+    let connector = HttpAdcConnector::new(strict).unwrap();
+    for endpoint in [
+        stub.endpoint.to_string(),
+        format!("http://localhost:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+    ] {
+        let client = connector.connect(AdcTarget {
+            endpoint: url::Url::parse(&endpoint).unwrap(),
+            ..stub.target("secret")
+        });
+        let err = client.check_credentials().await.unwrap_err();
+        assert!(
+            matches!(&err, AdcError::EgressRefused(m) if m.contains("loopback")),
+            "{endpoint}: {err:?}"
+        );
+        assert!(!err.is_transient(), "retrying cannot help");
+    }
+    assert_eq!(stub.count(), 0, "nothing reached the stub");
+    stub.client(quick()).check_credentials().await.unwrap();
+    assert_eq!(stub.count(), 1);
 }

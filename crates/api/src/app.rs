@@ -38,17 +38,20 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         }
     }
     let metrics = Metrics::new();
+    let egress = settings.egress.policy()?;
     let stages = stages_client::HttpStagesConnector::new(stages_client::ClientSettings {
         timeout: Duration::from_millis(settings.stages.timeout_ms),
         connect_timeout: Duration::from_millis(settings.stages.connect_timeout_ms),
         max_retries: settings.stages.max_retries,
         requests_per_second: settings.stages.requests_per_second,
+        egress: egress.clone(),
         ..Default::default()
     })?
     .with_observer(Arc::new(metrics.clone()));
     let adc = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
         timeout: Duration::from_millis(settings.adc.timeout_ms),
         requests_per_second: settings.adc.requests_per_second,
+        egress: egress.clone(),
         ..Default::default()
     })?
     .with_observer(Arc::new(metrics.clone()));
@@ -58,6 +61,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         store,
         Arc::new(stages),
         Arc::new(adc),
+        egress,
         verifier,
         metrics,
     ))

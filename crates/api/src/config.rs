@@ -31,6 +31,44 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub jobs: JobSettings,
     pub rate_limit: RateLimitSettings,
+    pub egress: EgressSettings,
+}
+
+/// Where calls made on a tenant's behalf (webhook deliveries, Stages,
+/// Alarm.com, connection tests) may go. Loopback, private, link-local,
+/// unique-local, multicast and the other special-purpose ranges are refused
+/// unless listed here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EgressSettings {
+    /// CIDR ranges (`10.20.0.0/16`) or single addresses let through. In the
+    /// environment: `CROSSLINK__EGRESS__ALLOW=10.20.0.0/16,127.0.0.1`.
+    #[serde(deserialize_with = "list_or_text")]
+    pub allow: Vec<String>,
+}
+
+impl EgressSettings {
+    pub fn policy(&self) -> Result<upstream_http::EgressPolicy, upstream_http::AllowListError> {
+        upstream_http::EgressPolicy::parse_allow(&self.allow)
+    }
+}
+
+/// A list from a file, or text separated by commas (the default, and a
+/// variable the environment source did not split).
+fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+    }
+    .into_iter()
+    .map(|s| s.trim().to_owned())
+    .filter(|s| !s.is_empty())
+    .collect())
 }
 
 /// Requests each dealer may make on the bearer API (`/v1`, callbacks and
@@ -246,6 +284,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.outage_patience_secs", "86400"),
     ("rate_limit.requests_per_second", "50"),
     ("rate_limit.burst", "200"),
+    // A list; empty: no special-purpose range allowed.
+    ("egress.allow", ""),
 ];
 
 /// Keys that have no default (unset unless given). Together with [`DEFAULTS`]
@@ -370,6 +410,9 @@ fn env_source(vars: Option<config::Map<String, String>>) -> config::Environment 
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
+        // Only this key is a list; every other value stays text.
+        .list_separator(",")
+        .with_list_parse_key("egress.allow")
         .source(vars)
 }
 
@@ -452,6 +495,7 @@ impl Settings {
             }
             warnings.push("auth.hs256_secret is not set: using the DEVELOPMENT signing secret; anyone can mint tokens. Set CROSSLINK__AUTH__HS256_SECRET before exposing this service.".into());
         }
+        self.egress.policy().map_err(|e| e.to_string())?;
         if production
             && hs
             && self.auth.hs256_secret.len() < MIN_HS256_SECRET_BYTES
@@ -542,6 +586,32 @@ mod tests {
         assert_eq!(s.mode, Mode::Development);
         assert_eq!(s.jwt_secret(), DEV_JWT_SECRET);
         assert_eq!(s.check().unwrap().len(), 1, "dev secret warns");
+        assert!(s.egress.allow.is_empty(), "no range allowed by default");
+    }
+
+    #[test]
+    fn the_egress_allow_list_is_read_from_a_file_or_as_text() {
+        let dir = std::env::temp_dir().join(format!("cl-egress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[egress]\nallow = [\"10.20.0.0/16\", \"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.egress.allow, ["10.20.0.0/16", "127.0.0.1"]);
+        assert!(s.check().is_ok());
+        std::fs::write(&file, "[egress]\nallow = \"10.0.0.0/8, ::1\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.egress.allow, ["10.0.0.0/8", "::1"]);
+        std::fs::write(&file, "[egress]\nallow = [\"10.0.0.0/33\"]\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        let err = s.check().unwrap_err();
+        assert!(
+            err.contains("egress.allow") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
     }
 
     #[test]

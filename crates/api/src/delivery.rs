@@ -3,7 +3,6 @@
 //! `id.timestamp.body` with the subscription's secret). One job per event and
 //! subscription; the job queue retries with backoff; a 410 disables the subscription.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,21 +12,26 @@ use domain::jobs::{Attempt, Done, Job, JobError, RunJob};
 use domain::store::StoreError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use upstream_http::EgressPolicy;
 
 use crate::routes::events::EventResponse;
 use crate::state::AppState;
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            // A redirect would resend the signed body elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a plain client builds")
-    })
+/// The client deliveries are sent with; the receiver's address must pass `egress`.
+pub fn client(egress: &EgressPolicy) -> reqwest::Client {
+    upstream_http::apply(reqwest::Client::builder(), egress)
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        // A redirect would resend the signed body elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a plain client builds")
+}
+
+/// Ends a delivery the egress policy refuses: retrying would be refused the
+/// same way, so the job fails for good with the reason.
+fn refused(refusal: &upstream_http::Refused) -> JobError {
+    JobError::Permanent(format!("the webhook was not sent: {refusal}"))
 }
 
 /// `v1,<base64 signature>` for the secret `whsec_<base64 key>`.
@@ -100,7 +104,13 @@ async fn deliver(
     let id = format!("evt_{}", event.id.simple());
     let timestamp = chrono::Utc::now().timestamp();
     let signature = sign(secret.expose(), &id, timestamp, &body).map_err(JobError::Permanent)?;
-    let answer = client()
+    // Host names are checked by the client's resolver; an address in the URL reaches none.
+    state
+        .egress
+        .check_literal(&subscription.url)
+        .map_err(|r| refused(&r))?;
+    let answer = state
+        .webhook_http
         .post(subscription.url.clone())
         .header("content-type", "application/json")
         .header("webhook-id", &id)
@@ -130,10 +140,13 @@ async fn deliver(
             "the receiver answered {}",
             r.status().as_u16()
         ))),
-        Err(e) => Err(JobError::Transient(format!(
-            "the receiver could not be reached: {}",
-            e.without_url()
-        ))),
+        Err(e) => match upstream_http::refusal_in(&e) {
+            Some(r) => Err(refused(r)),
+            None => Err(JobError::Transient(format!(
+                "the receiver could not be reached: {}",
+                e.without_url()
+            ))),
+        },
     }
 }
 

@@ -48,5 +48,5 @@ mirror_enum!(
 );
 mirror_enum!(
     /// The result of a connection test.
-    TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer, NotVerified }
+    TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer, NotVerified, EgressRefused }
 );

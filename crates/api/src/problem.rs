@@ -97,6 +97,16 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
+    /// A URL the egress policy refuses, given in `field`.
+    pub fn egress_refused(field: &str, refused: &upstream_http::Refused) -> Self {
+        let mut e = Self::unprocessable("egress_refused", refused.to_string());
+        e.errors.push(ProblemField {
+            field: field.to_owned(),
+            message: refused.to_string(),
+        });
+        e
+    }
+
     pub fn precondition_failed() -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
@@ -236,6 +246,11 @@ pub fn stages_error(connection: &str, e: StagesError) -> ApiError {
             StatusCode::BAD_GATEWAY,
             "upstream_bad_answer",
             format!("Stages (connection '{connection}') gave a bad answer: {why}"),
+        ),
+        // The stored endpoint is the problem, not Stages: nothing was sent.
+        StagesError::EgressRefused(why) => ApiError::conflict(
+            "egress_refused",
+            format!("Stages (connection '{connection}') was not called: {why}"),
         ),
     }
 }

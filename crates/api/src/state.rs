@@ -2,6 +2,7 @@
 //! verifier, settings and metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use domain::adc::AdcConnector;
 use domain::linking::LinkingPorts;
@@ -14,6 +15,7 @@ use domain::store::{
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::problem::{ApiError, ApiResult};
 
 pub struct AppState {
     pub settings: Settings,
@@ -32,6 +34,11 @@ pub struct AppState {
     pub imports: Arc<dyn domain::import::ImportStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub adc: Arc<dyn AdcConnector>,
+    /// Where outbound calls may go (`egress.allow`); the Stages and
+    /// Alarm.com connectors carry the same policy.
+    pub egress: upstream_http::EgressPolicy,
+    /// Sends webhook deliveries, under `egress`.
+    pub webhook_http: reqwest::Client,
     pub issues: Arc<dyn domain::field_issues::FieldIssueStore>,
     pub verifier: TokenVerifier,
     pub metrics: Metrics,
@@ -53,10 +60,13 @@ impl AppState {
         store: link_store::Store,
         stages: Arc<dyn StagesConnector>,
         adc: Arc<dyn AdcConnector>,
+        egress: upstream_http::EgressPolicy,
         verifier: TokenVerifier,
         metrics: Metrics,
     ) -> Self {
         Self {
+            webhook_http: crate::delivery::client(&egress),
+            egress,
             connections: Arc::new(store.clone()),
             idempotency: Arc::new(store.clone()),
             billing: Arc::new(store.clone()),
@@ -91,15 +101,30 @@ impl AppState {
             jobs_wake: self.jobs_wake.clone(),
             dealer_limit: self.dealer_limit.clone(),
             builder_programs: self.builder_programs.clone(),
+            webhook_http: self.webhook_http.clone(),
             ..Self::new(
                 self.settings.clone(),
                 store,
                 self.stages.clone(),
                 self.adc.clone(),
+                self.egress.clone(),
                 self.verifier.clone(),
                 self.metrics.clone(),
             )
         }
+    }
+
+    /// Refuses (422 `egress_refused`, naming `field`) a URL about to be
+    /// stored that the egress policy already refuses: an IP literal, or a
+    /// name resolving only to refused addresses. Calls are checked again on
+    /// the address they connect to, so a name that changes later gets nowhere.
+    pub async fn check_egress(&self, field: &str, url: &url::Url) -> ApiResult<()> {
+        /// Long enough for a working resolver; a slow one does not hold the request.
+        const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+        self.egress
+            .check_url(url, RESOLVE_TIMEOUT)
+            .await
+            .map_err(|refused| ApiError::egress_refused(field, &refused))
     }
 
     pub fn linking(&self) -> LinkingPorts<'_> {

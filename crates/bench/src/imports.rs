@@ -57,6 +57,8 @@ impl Baseline {
 pub async fn direct_read(sim: &adc_sim::Sim) -> anyhow::Result<Baseline> {
     let connector = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
         requests_per_second: 0,
+        // The simulator listens on loopback, which the default policy refuses.
+        egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"])?,
         ..Default::default()
     })?;
     let api = connector.connect(AdcTarget {

@@ -222,6 +222,8 @@ impl Service {
             .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", &env.encryption_key)
             // Benchmarks measure the service, not the per-dealer limit.
             .env("CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND", "0")
+            // The simulators listen on loopback, which the egress policy refuses unless allowed.
+            .env("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8")
             .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -379,6 +379,11 @@ pub enum AdcError {
     /// An HTTP error without a fault, or an answer the protocol does not allow.
     #[error("Alarm.com gave a bad answer: {0}")]
     BadAnswer(String),
+    /// The egress policy forbids the endpoint's address (loopback, private,
+    /// ...): nothing was sent, and nothing will be until the endpoint or the
+    /// policy changes.
+    #[error("{0}")]
+    EgressRefused(String),
 }
 
 impl AdcError {
@@ -395,6 +400,7 @@ impl AdcError {
             Self::Unreachable(_) => "unreachable",
             Self::Timeout => "timeout",
             Self::BadAnswer(_) => "bad_answer",
+            Self::EgressRefused(_) => "egress_refused",
         }
     }
 

@@ -296,6 +296,12 @@ impl Endpoint {
         &self.0
     }
 
+    /// Same scheme, host and port (a default port counts as given): the
+    /// server a credential was given for. Only the path may differ.
+    pub fn same_origin(&self, other: &Endpoint) -> bool {
+        self.0.origin() == other.0.origin()
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -364,6 +370,15 @@ pub struct ProviderSettings {
     pub alarmnet_callback_url: Option<Endpoint>,
 }
 
+/// What [`crate::store::ConnectionStore::update_connection_as`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionUpdate {
+    pub connection: Connection,
+    /// The endpoint moved to another scheme, host or port, and the
+    /// credentials stored for the old one were deleted.
+    pub credentials_dropped: bool,
+}
+
 impl ConnectionChanges {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -406,6 +421,27 @@ pub struct InboundCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        let e = |s: &str| Endpoint::parse(s).unwrap();
+        let base = e("https://stages.example.com/api");
+        for same in [
+            "https://stages.example.com/",
+            "https://STAGES.example.com:443/v2/",
+            "https://stages.example.com/api/../other",
+        ] {
+            assert!(base.same_origin(&e(same)), "{same}");
+        }
+        for other in [
+            "http://stages.example.com/api",
+            "https://stages.example.com:8443/api",
+            "https://stages.example.com.evil.net/api",
+            "https://127.0.0.1/api",
+        ] {
+            assert!(!base.same_origin(&e(other)), "{other}");
+        }
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

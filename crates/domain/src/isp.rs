@@ -183,6 +183,11 @@ fn provider_error(connection: &Connection, e: AdcError) -> OperationError {
         AdcError::NotFound(message) => OperationError::NotFound(format!(
             "{provider} has no such record: {message}"
         )),
+        // Permanent: retrying cannot help until the endpoint or the policy changes.
+        AdcError::EgressRefused(message) => OperationError::Conflict {
+            code: "egress_refused",
+            message: format!("{provider} was not called: {message}"),
+        },
         other => OperationError::Provider {
             connection: connection.name.as_str().to_owned(),
             timeout: matches!(other, AdcError::Timeout),

@@ -130,6 +130,8 @@ pub enum TestOutcome {
     /// A provider this service has no client for: its credentials are
     /// stored as given, not checked.
     NotVerified,
+    /// The egress policy forbids the endpoint's address; nothing was sent.
+    EgressRefused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -214,6 +216,10 @@ pub async fn test_connection(
                 Some(s) => format!("Stages at {endpoint} asks to slow down; try again in {s} s"),
                 None => format!("Stages at {endpoint} asks to slow down; try again shortly"),
             },
+        ),
+        Err(StagesError::EgressRefused(why)) => (
+            TestOutcome::EgressRefused,
+            format!("Stages at {endpoint} was not called: {why}"),
         ),
         Err(other @ (StagesError::BadAnswer(_)
         | StagesError::NotFound(_)
@@ -339,6 +345,14 @@ fn adc_failure(connection: &Connection, e: crate::adc::AdcError) -> OperationErr
         AdcError::PermissionDenied { message } => OperationError::Conflict {
             code: "provider_permission",
             message: format!("{}: {message}", connection.provider.describe().name),
+        },
+        AdcError::EgressRefused(message) => OperationError::Conflict {
+            code: "egress_refused",
+            message: format!(
+                "{} (connection '{}') was not called: {message}",
+                connection.provider.describe().name,
+                connection.name.as_str()
+            ),
         },
         other => OperationError::Provider {
             connection: connection.name.as_str().to_owned(),

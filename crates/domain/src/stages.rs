@@ -588,6 +588,11 @@ pub enum StagesError {
     /// A 5xx, or an answer that is not what the protocol says.
     #[error("Stages gave a bad answer: {0}")]
     BadAnswer(String),
+    /// The egress policy forbids the endpoint's address (loopback, private,
+    /// ...): nothing was sent, and nothing will be until the endpoint or the
+    /// policy changes.
+    #[error("{0}")]
+    EgressRefused(String),
 }
 
 impl StagesError {
@@ -601,6 +606,7 @@ impl StagesError {
             Self::Unreachable(_) => "unreachable",
             Self::Timeout => "timeout",
             Self::BadAnswer(_) => "bad_answer",
+            Self::EgressRefused(_) => "egress_refused",
         }
     }
 

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::connection::{
-    Connection, ConnectionChanges, ConnectionId, Credential, CredentialOwner, InboundCredential,
-    NewConnection, ProviderKind,
+    Connection, ConnectionChanges, ConnectionId, ConnectionUpdate, Credential, CredentialOwner,
+    InboundCredential, NewConnection, ProviderKind,
 };
 use crate::tenancy::DealerId;
 use crate::{Page, Secret};
@@ -53,13 +53,36 @@ pub trait ConnectionStore: Send + Sync {
         page: PageRequest,
     ) -> StoreResult<Page<Connection>>;
     /// Applies `changes` when the stored version equals `expected_version` (if given).
+    /// Credentials stay bound to their endpoint (S1): see
+    /// [`ConnectionStore::update_connection_as`], which this is as `system`.
     async fn update_connection(
         &self,
         dealer: &DealerId,
         id: ConnectionId,
         changes: ConnectionChanges,
         expected_version: Option<i64>,
-    ) -> StoreResult<Connection>;
+    ) -> StoreResult<Connection> {
+        self.update_connection_as(dealer, id, changes, expected_version, None, "system")
+            .await
+            .map(|u| u.connection)
+    }
+    /// Applies `changes` as `update_connection` does. Credentials are bound
+    /// to the endpoint they were given for: when `changes` move the endpoint
+    /// to another scheme, host or port, the same transaction deletes the
+    /// connection's dealer and per-user credentials and, if any were
+    /// deleted, writes an audit entry by `actor` (action `drop_credentials`,
+    /// kind `connection`, the old and new endpoint as before and after).
+    /// `dealer_credential` (username, password), when given, is then stored
+    /// as the dealer credential, whether or not the endpoint moved.
+    async fn update_connection_as(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        changes: ConnectionChanges,
+        expected_version: Option<i64>,
+        dealer_credential: Option<(String, Secret)>,
+        actor: &str,
+    ) -> StoreResult<ConnectionUpdate>;
     /// Removes the connection with its credentials.
     async fn delete_connection(
         &self,

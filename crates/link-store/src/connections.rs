@@ -5,10 +5,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
+use domain::audit::NewAuditEntry;
 use domain::connection::{
     AuthMode, ConflictPolicy, Connection, ConnectionChanges, ConnectionId, ConnectionName,
-    ConnectionStatus, Credential, CredentialOwner, Endpoint, InboundCredential, NewConnection,
-    ProviderKind, ProviderSettings,
+    ConnectionStatus, ConnectionUpdate, Credential, CredentialOwner, Endpoint, InboundCredential,
+    NewConnection, ProviderKind, ProviderSettings,
 };
 use domain::store::{ConnectionStore, InboundLookup, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -232,6 +233,71 @@ pub(crate) fn require_connection(
     Ok(())
 }
 
+/// Writes `changes` (bumping the version) when the stored version is
+/// `expected_version` (if given), and reads the connection back.
+fn apply_changes(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    changes: &ConnectionChanges,
+    expected_version: Option<i64>,
+    now: NaiveDateTime,
+) -> Result<Connection, Fail> {
+    if changes.is_empty() {
+        // Nothing to write: the version stays, but it is still checked.
+        let row = find_row(conn, dealer, id)?;
+        if expected_version.is_some_and(|v| v != row.version) {
+            return Err(StoreError::VersionMismatch.into());
+        }
+        return row.into_domain();
+    }
+    let set = (
+        ConnectionChangeset {
+            name: changes.name.as_ref().map(|n| n.as_str().to_owned()),
+            name_key: changes.name.as_ref().map(name_key),
+            endpoint: changes.endpoint.as_ref().map(|e| e.as_str().to_owned()),
+            auth_mode: changes.auth_mode.map(|m| m.as_str().to_owned()),
+            auto_sync: changes.auto_sync,
+            conflict_policy: changes.conflict_policy.map(|p| p.as_str().to_owned()),
+            status: changes.status.map(|s| s.as_str().to_owned()),
+            settings: changes.settings.as_ref().map(settings_json),
+        },
+        connections::version.eq(connections::version + 1),
+        connections::updated_at.eq(now),
+    );
+    let target = connections::table
+        .filter(connections::dealer.eq(dealer))
+        .filter(connections::id.eq(id));
+    let updated = match expected_version {
+        Some(v) => diesel::update(target.filter(connections::version.eq(v)))
+            .set(set)
+            .execute(conn),
+        None => diesel::update(target).set(set).execute(conn),
+    };
+    let updated = conflict_on_unique(updated, || {
+        duplicate_name(changes.name.as_ref().expect("only a rename can collide"))
+    })?;
+    if updated == 0 {
+        return Err(missing_or_stale(conn, dealer, id));
+    }
+    find_row(conn, dealer, id)?.into_domain()
+}
+
+/// Inserts or replaces the credential of `row`'s owner.
+fn upsert_credential(conn: &mut DbConnection, row: &CredentialRow) -> Result<(), Fail> {
+    per_backend!(conn, |c| diesel::insert_into(credentials::table)
+        .values(row)
+        .on_conflict((credentials::connection_id, credentials::owner))
+        .do_update()
+        .set((
+            credentials::username.eq(&row.username),
+            credentials::secret.eq(&row.secret),
+            credentials::updated_at.eq(&row.updated_at),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
 /// After a conditional write touched no row: was the row missing, or its version stale?
 fn missing_or_stale(conn: &mut DbConnection, dealer: &str, id: &str) -> Fail {
     match require_connection(conn, dealer, id) {
@@ -319,56 +385,76 @@ impl ConnectionStore for Store {
         .await
     }
 
-    async fn update_connection(
+    async fn update_connection_as(
         &self,
         dealer: &DealerId,
         id: ConnectionId,
         changes: ConnectionChanges,
         expected_version: Option<i64>,
-    ) -> StoreResult<Connection> {
+        dealer_credential: Option<(String, Secret)>,
+        actor: &str,
+    ) -> StoreResult<ConnectionUpdate> {
+        let connection_id = id;
         let dealer = dealer.0.clone();
         let id = id_text(id);
+        let actor = actor.to_owned();
         let now = to_db_time(Utc::now());
-        self.run(move |conn, _| {
+        self.run(move |conn, cipher| {
             write_transaction(conn, |conn| {
-                if changes.is_empty() {
-                    // Nothing to write: the version stays, but it is still checked.
-                    let row = find_row(conn, &dealer, &id)?;
-                    if expected_version.is_some_and(|v| v != row.version) {
-                        return Err(StoreError::VersionMismatch.into());
-                    }
-                    return row.into_domain();
+                let before = find_row(conn, &dealer, &id)?.into_domain()?;
+                let connection =
+                    apply_changes(conn, &dealer, &id, &changes, expected_version, now)?;
+                let moved = !before.endpoint.same_origin(&connection.endpoint);
+                let mut credentials_dropped = false;
+                if moved {
+                    let deleted = diesel::delete(
+                        credentials::table
+                            .filter(credentials::dealer.eq(&dealer))
+                            .filter(credentials::connection_id.eq(&id)),
+                    )
+                    .execute(conn)?;
+                    credentials_dropped = deleted > 0;
                 }
-                let set = (
-                    ConnectionChangeset {
-                        name: changes.name.as_ref().map(|n| n.as_str().to_owned()),
-                        name_key: changes.name.as_ref().map(name_key),
-                        endpoint: changes.endpoint.as_ref().map(|e| e.as_str().to_owned()),
-                        auth_mode: changes.auth_mode.map(|m| m.as_str().to_owned()),
-                        auto_sync: changes.auto_sync,
-                        conflict_policy: changes.conflict_policy.map(|p| p.as_str().to_owned()),
-                        status: changes.status.map(|s| s.as_str().to_owned()),
-                        settings: changes.settings.as_ref().map(settings_json),
-                    },
-                    connections::version.eq(connections::version + 1),
-                    connections::updated_at.eq(now),
-                );
-                let target = connections::table
-                    .filter(connections::dealer.eq(&dealer))
-                    .filter(connections::id.eq(&id));
-                let updated = match expected_version {
-                    Some(v) => diesel::update(target.filter(connections::version.eq(v)))
-                        .set(set)
-                        .execute(conn),
-                    None => diesel::update(target).set(set).execute(conn),
-                };
-                let updated = conflict_on_unique(updated, || {
-                    duplicate_name(changes.name.as_ref().expect("only a rename can collide"))
-                })?;
-                if updated == 0 {
-                    return Err(missing_or_stale(conn, &dealer, &id));
+                if let Some((username, password)) = &dealer_credential {
+                    let owner = owner_text(&CredentialOwner::Dealer);
+                    upsert_credential(
+                        conn,
+                        &CredentialRow {
+                            secret: cipher
+                                .seal(&credential_aad(&id, &owner), password.expose().as_bytes()),
+                            connection_id: id.clone(),
+                            dealer: dealer.clone(),
+                            owner,
+                            username: username.clone(),
+                            updated_at: now,
+                        },
+                    )?;
                 }
-                find_row(conn, &dealer, &id)?.into_domain()
+                if credentials_dropped {
+                    crate::audit::insert_audit(
+                        conn,
+                        &dealer,
+                        vec![NewAuditEntry {
+                            actor: actor.clone(),
+                            action: "drop_credentials".into(),
+                            connection_id: Some(connection_id),
+                            kind: "connection".into(),
+                            billing_id: None,
+                            external_id: None,
+                            before: Some(serde_json::json!({
+                                "endpoint": before.endpoint.as_str(),
+                            })),
+                            after: Some(serde_json::json!({
+                                "endpoint": connection.endpoint.as_str(),
+                                "new_dealer_credential": dealer_credential.is_some(),
+                            })),
+                        }],
+                    )?;
+                }
+                Ok(ConnectionUpdate {
+                    connection,
+                    credentials_dropped,
+                })
             })
         })
         .await
@@ -428,17 +514,7 @@ impl ConnectionStore for Store {
             };
             write_transaction(conn, |conn| {
                 require_connection(conn, &row.dealer, &row.connection_id)?;
-                per_backend!(conn, |c| diesel::insert_into(credentials::table)
-                    .values(&row)
-                    .on_conflict((credentials::connection_id, credentials::owner))
-                    .do_update()
-                    .set((
-                        credentials::username.eq(&row.username),
-                        credentials::secret.eq(&row.secret),
-                        credentials::updated_at.eq(&row.updated_at),
-                    ))
-                    .execute(c))?;
-                Ok::<_, Fail>(())
+                upsert_credential(conn, &row)
             })?;
             Ok(Credential {
                 username: row.username,

@@ -12,14 +12,15 @@ use chrono::{TimeDelta, Utc};
 use common::*;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
+use domain::audit::AuditFilter;
 use domain::connection::{
-    ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner,
+    ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner, Endpoint,
     InboundCredential, ProviderKind,
 };
 use domain::jobs::{JobId, NewJob};
 use domain::store::{
-    ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore, InboundLookup,
-    InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
+    AuditStore, ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore,
+    InboundLookup, InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
 };
 use domain::tenancy::UserId;
 use domain::Secret;
@@ -422,6 +423,147 @@ store_test!(dealers_never_see_each_other, |db| async move {
 });
 
 // --- credentials ------------------------------------------------------------------------
+
+store_test!(credentials_stay_bound_to_their_endpoint, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    let put = |owner: CredentialOwner, password: &'static str| {
+        let store = store.clone();
+        let d = d.clone();
+        async move {
+            store
+                .put_credential(&d, c.id, &owner, "u", &Secret::new(password))
+                .await
+                .unwrap();
+        }
+    };
+    put(CredentialOwner::Dealer, "dealer-pw").await;
+    put(user("alice"), "alice-pw").await;
+    let endpoint = |s: &str| ConnectionChanges {
+        endpoint: Some(Endpoint::parse(s).unwrap()),
+        ..Default::default()
+    };
+
+    // Another path on the same server keeps them (the default port is the same port).
+    let same = store
+        .update_connection_as(
+            &d,
+            c.id,
+            endpoint("https://stages.example.com:443/v2"),
+            None,
+            None,
+            "alice",
+        )
+        .await
+        .unwrap();
+    assert!(!same.credentials_dropped);
+    assert!(store
+        .credential(&d, c.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Another host drops every credential, in one go with an audit entry.
+    let moved = store
+        .update_connection_as(
+            &d,
+            c.id,
+            endpoint("https://evil.example.net/v2"),
+            Some(same.connection.version),
+            None,
+            "alice",
+        )
+        .await
+        .unwrap();
+    assert!(moved.credentials_dropped);
+    assert_eq!(
+        moved.connection.endpoint.as_str(),
+        "https://evil.example.net/v2"
+    );
+    assert_eq!(
+        store
+            .credential(&d, c.id, &CredentialOwner::Dealer)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.credential(&d, c.id, &user("alice")).await.unwrap(),
+        None
+    );
+    let audit = store
+        .list_audit(
+            &d,
+            &AuditFilter {
+                connection_id: Some(c.id),
+                ..Default::default()
+            },
+            first_page(10),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].entry.action, "drop_credentials");
+    assert_eq!(audit[0].entry.actor, "alice");
+    assert_eq!(
+        audit[0].entry.before.as_ref().unwrap()["endpoint"],
+        "https://stages.example.com/v2"
+    );
+
+    // Nothing left to drop: no entry. Another scheme or port moves it too,
+    // and a dealer credential given with the change is kept.
+    put(user("bob"), "bob-pw").await;
+    let with_new = store
+        .update_connection_as(
+            &d,
+            c.id,
+            endpoint("http://evil.example.net:8080/"),
+            None,
+            Some(("new-user".into(), Secret::new("new-pw"))),
+            "alice",
+        )
+        .await
+        .unwrap();
+    assert!(with_new.credentials_dropped, "bob's credential went");
+    assert_eq!(
+        store.credential(&d, c.id, &user("bob")).await.unwrap(),
+        None
+    );
+    let dealer_cred = store
+        .credential(&d, c.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (dealer_cred.username.as_str(), dealer_cred.password.expose()),
+        ("new-user", "new-pw")
+    );
+
+    // A stale version changes nothing, credentials included.
+    assert_eq!(
+        store
+            .update_connection_as(
+                &d,
+                c.id,
+                endpoint("https://third.example.org/"),
+                Some(1),
+                None,
+                "alice"
+            )
+            .await,
+        Err(StoreError::VersionMismatch)
+    );
+    assert!(store
+        .credential(&d, c.id, &CredentialOwner::Dealer)
+        .await
+        .unwrap()
+        .is_some());
+});
 
 store_test!(credentials_per_owner, |db| async move {
     let store = db.store().await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use domain::stages::{StagesApi, StagesConnector, StagesTarget};
 use domain::upstream::CallObserver;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use upstream_http::EgressPolicy;
 
 use crate::client::HttpStagesClient;
 
@@ -37,6 +38,9 @@ pub struct ClientSettings {
     pub max_retry_delay: Duration,
     /// Per connection key (burst of the same size); 0 turns the limit off.
     pub requests_per_second: u32,
+    /// Which addresses calls may reach; the default refuses loopback,
+    /// private, link-local and the other special ranges.
+    pub egress: EgressPolicy,
 }
 
 impl Default for ClientSettings {
@@ -48,6 +52,7 @@ impl Default for ClientSettings {
             retry_base_delay: Duration::from_millis(200),
             max_retry_delay: Duration::from_secs(2),
             requests_per_second: 20,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct HttpStagesConnector {
 
 impl HttpStagesConnector {
     pub fn new(settings: ClientSettings) -> Result<Self, BuildError> {
-        let http = reqwest::Client::builder()
+        let http = upstream_http::apply(reqwest::Client::builder(), &settings.egress)
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             // The API never redirects; following one would resend credentials

@@ -110,6 +110,8 @@ impl Transport {
         let method = req.method.clone();
         let body = self.call(req).await?;
         serde_json::from_slice(&body).map_err(|e| {
+            // serde quotes what it could not read: an excerpt of it only.
+            let e = upstream_http::excerpt(&e.to_string());
             StagesError::BadAnswer(format!("malformed answer to {method} {route}: {e}"))
         })
     }
@@ -138,6 +140,11 @@ impl Transport {
 
     async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
         let url = self.url(req)?;
+        // The resolver checks host names; an address in the URL reaches no resolver.
+        self.settings
+            .egress
+            .check_literal(&url)
+            .map_err(|refused| StagesError::EgressRefused(refused.to_string()))?;
         let may_retry = req.method != Method::POST;
         let mut retries = 0u32;
         let mut maybe_done = false;
@@ -256,6 +263,10 @@ impl Transport {
 
 /// A request that got no (complete) answer.
 fn transport_failure(req: &Request<'_>, e: reqwest::Error) -> Failure {
+    if let Some(refused) = upstream_http::refusal_in(&e) {
+        // Nothing was sent, and the same name resolves the same way again.
+        return Failure::permanent(StagesError::EgressRefused(refused.to_string()));
+    }
     let e = e.without_url();
     if e.is_connect() {
         // Nothing was sent: safe to try again, whatever the method.
@@ -315,9 +326,11 @@ struct ErrorBody {
 /// A non-2xx answer.
 fn status_failure(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Failure {
     let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        // What Stages says is shown to callers: a short printable excerpt only.
         Ok(ErrorEnvelope { error }) => (
-            non_empty(error.code).unwrap_or_else(|| fallback_code(status)),
-            non_empty(error.message).unwrap_or_else(|| fallback_message(status, &[])),
+            non_empty(upstream_http::excerpt(&error.code)).unwrap_or_else(|| fallback_code(status)),
+            non_empty(upstream_http::excerpt(&error.message))
+                .unwrap_or_else(|| fallback_message(status, &[])),
         ),
         Err(_) => (fallback_code(status), fallback_message(status, body)),
     };
@@ -354,21 +367,16 @@ fn fallback_code(status: StatusCode) -> String {
     format!("http_{}", status.as_u16())
 }
 
-/// The start of a non-JSON error body, or the status' reason.
+/// A short printable excerpt of a non-JSON error body, or the status' reason.
 fn fallback_message(status: StatusCode, body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text = upstream_http::excerpt_bytes(body);
     if text.is_empty() {
         return status
             .canonical_reason()
             .unwrap_or("no reason given")
             .to_owned();
     }
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
+    text
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -531,6 +539,17 @@ mod tests {
         let body = "x".repeat(1000);
         let msg = fallback_message(StatusCode::BAD_GATEWAY, body.as_bytes());
         assert_eq!(msg.len(), 203);
+        // A JSON message is cut and cleaned the same way.
+        let long = format!(
+            r#"{{"error":{{"code":"x","message":"line\nbreak\u001b[2J {}"}}}}"#,
+            "y".repeat(500)
+        );
+        let f = status_failure(StatusCode::CONFLICT, long.as_bytes(), None);
+        let StagesError::Rejected { message, .. } = f.error else {
+            panic!("{:?}", f.error)
+        };
+        assert!(message.starts_with("line break [2J yyy"), "{message}");
+        assert_eq!(message.chars().count(), 203);
     }
 
     #[test]

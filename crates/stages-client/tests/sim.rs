@@ -31,6 +31,8 @@ fn quick() -> ClientSettings {
         retry_base_delay: Duration::from_millis(10),
         max_retry_delay: Duration::from_millis(1500),
         requests_per_second: 0,
+        // The simulator listens on loopback, which the default policy refuses.
+        egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
     }
 }
 

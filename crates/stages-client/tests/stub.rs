@@ -189,6 +189,8 @@ fn quick() -> ClientSettings {
         retry_base_delay: Duration::from_millis(10),
         max_retry_delay: Duration::from_millis(50),
         requests_per_second: 0,
+        // The stub listens on loopback, which the default policy refuses.
+        egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
     }
 }
 
@@ -697,4 +699,36 @@ async fn debug_output_leaves_the_password_out() {
     let text = format!("{client:?} {connector:?}");
     assert!(text.contains("user"));
     assert!(!text.contains("secret"));
+}
+
+#[tokio::test]
+async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
+    let stub = Stub::start(vec![ok("{}")]).await;
+    let port = stub.endpoint.port().unwrap();
+    let strict = ClientSettings {
+        egress: upstream_http::EgressPolicy::default(),
+        ..quick()
+    };
+    let connector = HttpStagesConnector::new(strict).unwrap();
+    // An address in the URL, a name resolving to loopback, loopback inside IPv6.
+    for endpoint in [
+        stub.endpoint.to_string(),
+        format!("http://localhost:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+    ] {
+        let client = connector.connect(StagesTarget {
+            endpoint: url::Url::parse(&endpoint).unwrap(),
+            ..stub.target()
+        });
+        let err = client.ping().await.unwrap_err();
+        assert!(
+            matches!(&err, StagesError::EgressRefused(m) if m.contains("loopback")),
+            "{endpoint}: {err:?}"
+        );
+        assert!(!err.is_transient(), "retrying cannot help");
+    }
+    assert_eq!(stub.count(), 0, "nothing reached the stub");
+    // The operator's allow-list lets the range through.
+    stub.client(quick()).ping().await.unwrap();
+    assert_eq!(stub.count(), 1);
 }

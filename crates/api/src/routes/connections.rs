@@ -90,6 +90,10 @@ pub struct CreateConnectionRequest {
 pub struct UpdateConnectionRequest {
     #[schema(max_length = 100)]
     pub name: Option<String>,
+    /// Credentials are bound to the server they were given for: a new
+    /// scheme, host or port drops the stored dealer and per-user credentials
+    /// (a new path keeps them). Send `dealer_credentials` with it to replace
+    /// the dealer one in the same change.
     pub endpoint: Option<String>,
     pub auth_mode: Option<AuthModeDto>,
     pub auto_sync: Option<bool>,
@@ -97,6 +101,10 @@ pub struct UpdateConnectionRequest {
     pub status: Option<ConnectionStatusDto>,
     /// Provider settings; each change is checked against the provider.
     pub settings: Option<crate::routes::isp::ProviderSettingsPatchRequest>,
+    /// Stored as the dealer credential with this change, as
+    /// `PUT .../credentials/dealer` would (checked against Alarm.com first
+    /// for an Alarm.com connection), at the new endpoint if it moves.
+    pub dealer_credentials: Option<PutCredentialRequest>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,6 +141,18 @@ impl From<Connection> for ConnectionResponse {
             updated_at: c.updated_at,
         }
     }
+}
+
+/// The changed connection, and whether the change dropped its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedConnectionResponse {
+    #[serde(flatten)]
+    pub connection: ConnectionResponse,
+    /// The endpoint moved to another scheme, host or port, so the
+    /// credentials stored for the old one (dealer and per-user) were deleted;
+    /// they must be set again (unless `dealer_credentials` came with the
+    /// change). Recorded in the audit trail as `drop_credentials`.
+    pub credentials_dropped: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -289,6 +309,7 @@ pub async fn create_connection(
     let (Some(name), Some(endpoint)) = (name, endpoint) else {
         return Err(v.into());
     };
+    state.check_egress("endpoint", endpoint.url()).await?;
     let created = state
         .connections
         .insert_connection(NewConnection {
@@ -334,7 +355,7 @@ pub async fn get_connection(
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = UpdateConnectionRequest,
-    responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
+    responses((status = 200, body = UpdatedConnectionResponse, headers(("ETag" = String))),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -354,6 +375,16 @@ pub async fn update_connection(
     let expected = if_match(&req)?;
     let body = body.0;
     let mut v = ValidationError::default();
+    let dealer_credential = match body.dealer_credentials {
+        Some(c) => match check_credential(c, "dealer_credentials.") {
+            Ok(c) => Some(c),
+            Err(e) => {
+                v.errors.extend(e.errors);
+                None
+            }
+        },
+        None => None,
+    };
     let mut changes = ConnectionChanges {
         name: body
             .name
@@ -380,6 +411,21 @@ pub async fn update_connection(
         None => None,
     };
     v.into_result()?;
+    if let Some(endpoint) = &changes.endpoint {
+        state.check_egress("endpoint", endpoint.url()).await?;
+    }
+    if let Some((username, password)) = &dealer_credential {
+        // Checked where it will be used: at the new endpoint when it moves.
+        let mut at = state
+            .connections
+            .connection(&caller.dealer, id)
+            .await
+            .map_err(not_found_as_connection)?;
+        if let Some(endpoint) = &changes.endpoint {
+            at.endpoint = endpoint.clone();
+        }
+        operations::check_provider_credentials(state.adc.as_ref(), &at, username, password).await?;
+    }
     if let Some(patch) = settings.filter(|p| !p.is_empty()) {
         let current = state
             .connections
@@ -418,10 +464,25 @@ pub async fn update_connection(
     }
     let updated = state
         .connections
-        .update_connection(&caller.dealer, id, changes, expected)
+        .update_connection_as(
+            &caller.dealer,
+            id,
+            changes,
+            expected,
+            dealer_credential,
+            &caller.user.0,
+        )
         .await
         .map_err(not_found_as_connection)?;
-    Ok(with_etag(HttpResponse::Ok(), updated))
+    if updated.credentials_dropped {
+        tracing::info!(connection_id = %id, "endpoint moved to another server; its credentials were dropped");
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(updated.connection.version)))
+        .json(UpdatedConnectionResponse {
+            connection: updated.connection.into(),
+            credentials_dropped: updated.credentials_dropped,
+        }))
 }
 
 /// Delete a connection with its credentials (admin).
@@ -450,15 +511,26 @@ pub async fn delete_connection(
 }
 
 fn parse_credential(body: PutCredentialRequest) -> ApiResult<(String, Secret)> {
+    Ok(check_credential(body, "")?)
+}
+
+/// A credential's fields checked, named under `prefix` in the errors.
+fn check_credential(
+    body: PutCredentialRequest,
+    prefix: &str,
+) -> Result<(String, Secret), ValidationError> {
     let mut v = ValidationError::default();
     let username = body.username.trim().to_owned();
     if username.is_empty() || username.chars().count() > 256 {
-        v.push("username", "must be 1 to 256 characters");
+        v.push(format!("{prefix}username"), "must be 1 to 256 characters");
     } else if username.chars().any(char::is_control) {
-        v.push("username", "must not contain control characters");
+        v.push(
+            format!("{prefix}username"),
+            "must not contain control characters",
+        );
     }
     if body.password.is_empty() || body.password.chars().count() > 1024 {
-        v.push("password", "must be 1 to 1024 characters");
+        v.push(format!("{prefix}password"), "must be 1 to 1024 characters");
     }
     v.into_result()?;
     Ok((username, Secret::new(body.password)))

@@ -288,6 +288,8 @@ pub async fn create_subscription(
     let url = webhook_url(&mut v, &b.url);
     check_types(&mut v, &b.types);
     v.into_result()?;
+    let url = url.expect("checked");
+    state.check_egress("url", &url).await?;
     let secret = new_secret();
     let created = state
         .webhooks
@@ -295,7 +297,7 @@ pub async fn create_subscription(
             &caller.dealer,
             NewWebhookSubscription {
                 id: SubscriptionId(Uuid::now_v7()),
-                url: url.expect("checked"),
+                url,
                 types: b.types,
                 secret: Secret::new(secret.clone()),
             },
@@ -379,6 +381,9 @@ pub async fn update_subscription(
         check_types(&mut v, t);
     }
     v.into_result()?;
+    if let Some(url) = &url {
+        state.check_egress("url", url).await?;
+    }
     let s = state
         .webhooks
         .update_subscription(
