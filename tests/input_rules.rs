@@ -509,3 +509,94 @@ async fn loose_state_zip_and_phone_values_are_refused_together() {
     assert_eq!(ok.status, 201, "{}", ok.text);
     assert_eq!(ok.body["state"], "Ohio");
 }
+
+/// An id given in a body that names nothing is a 422 on that field, on every
+/// route (an id in the path that names nothing stays a 404).
+#[tokio::test]
+async fn ids_in_a_body_that_name_nothing_are_422_naming_the_field() {
+    let sim = start_sim(0).await;
+    let svc = Service::start().await;
+    let admin = Who::admin("refs");
+    let cid = svc
+        .create_connection(&admin, "Refs", &sim.base_url(), "dealer")
+        .await;
+    svc.call(
+        Method::PUT,
+        &format!("/v1/connections/{cid}/credentials/dealer"),
+        &admin,
+        Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+    )
+    .await;
+    let field_of = |a: &Answer| {
+        assert_eq!(a.status, 422, "{}", a.text);
+        a.body["errors"][0]["field"].as_str().unwrap().to_owned()
+    };
+    let site = svc
+        .call(
+            Method::PUT,
+            "/v1/billing/sites/S1",
+            &admin,
+            Some(json!({"name": "Elm", "customer_id": "nobody"})),
+        )
+        .await;
+    assert_eq!(field_of(&site), "customer_id");
+    let system = svc
+        .call(
+            Method::PUT,
+            "/v1/billing/systems/SYS1",
+            &admin,
+            Some(json!({"site_id": "nowhere"})),
+        )
+        .await;
+    assert_eq!(field_of(&system), "site_id");
+    let unknown = "0190a0c4-7b1e-7000-8000-000000000001";
+    let link = |connection: &str, site: &str| {
+        json!({"connection_id": connection, "billing_site_id": site, "stages_site_no": "1",
+            "systems": [{"billing_system_id": "SYS1", "stages_device_id": "1"}]})
+    };
+    let a = svc
+        .call(Method::POST, "/v1/links", &admin, Some(link(unknown, "S1")))
+        .await;
+    assert_eq!(field_of(&a), "connection_id");
+    let a = svc
+        .call(Method::POST, "/v1/links", &admin, Some(link(&cid, "S1")))
+        .await;
+    assert_eq!(field_of(&a), "billing_site_id");
+    let push = format!("/v1/connections/{cid}/push");
+    let a = svc
+        .call(
+            Method::POST,
+            &push,
+            &admin,
+            Some(json!({"billing_site_id": "S1", "site": {}, "systems": []})),
+        )
+        .await;
+    assert_eq!(field_of(&a), "billing_site_id");
+    svc.call(
+        Method::PUT,
+        "/v1/billing/sites/S2",
+        &admin,
+        Some(json!({"name": "Oak"})),
+    )
+    .await;
+    let a = svc
+        .call(
+            Method::POST,
+            &push,
+            &admin,
+            Some(json!({"billing_site_id": "S2", "site": {},
+                "systems": [{"billing_system_id": "GONE", "device": {"transmitter_code": "4400001"}}]})),
+        )
+        .await;
+    assert_eq!(field_of(&a), "systems[0].billing_system_id");
+    // A connection named in the path that names nothing is still not found.
+    let a = svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{unknown}/push"),
+            &admin,
+            Some(json!({"billing_site_id": "S2", "site": {}, "systems": []})),
+        )
+        .await;
+    assert_eq!(a.status, 404, "{}", a.text);
+}

@@ -202,6 +202,9 @@ impl From<StoreError> for ApiError {
             StoreError::VersionMismatch => Self::precondition_failed(),
             StoreError::Unavailable(cause) => Self::unavailable(cause),
             StoreError::Failed(cause) => Self::internal(cause),
+            StoreError::UnknownReference { field, message } => {
+                ValidationError::field(field, message).into()
+            }
         }
     }
 }

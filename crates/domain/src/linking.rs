@@ -100,6 +100,19 @@ fn store_not_found(what: impl Into<String>) -> impl FnOnce(StoreError) -> Operat
     }
 }
 
+/// An id a request body gives that names nothing: a 422 on that field,
+/// whatever the route (an id in the path that names nothing is a 404).
+fn body_reference(
+    field: impl Into<String>,
+    what: impl Into<String>,
+) -> impl FnOnce(StoreError) -> OperationError {
+    let (field, what) = (field.into(), what.into());
+    move |e| match e {
+        StoreError::NotFound => OperationError::Invalid(ValidationError::field(field, what)),
+        other => other.into(),
+    }
+}
+
 async fn load_connection(
     ports: LinkingPorts<'_>,
     caller: &Caller,
@@ -316,9 +329,10 @@ pub async fn push(
                 .billing
                 .site(&caller.dealer, &billing_site_id)
                 .await
-                .map_err(store_not_found(format!(
-                    "no billing site '{billing_site_id}'"
-                )))?;
+                .map_err(body_reference(
+                    "billing_site_id",
+                    format!("no billing site '{billing_site_id}'"),
+                ))?;
             (site, Some(extras), contacts, systems)
         }
         PushRequest::System(spec) => {
@@ -326,10 +340,10 @@ pub async fn push(
                 .billing
                 .system(&caller.dealer, &spec.billing_system_id)
                 .await
-                .map_err(store_not_found(format!(
-                    "no billing system '{}'",
-                    spec.billing_system_id
-                )))?;
+                .map_err(body_reference(
+                    "billing_system_id",
+                    format!("no billing system '{}'", spec.billing_system_id),
+                ))?;
             let site = ports
                 .billing
                 .site(&caller.dealer, &system.fields.site_id)
@@ -372,10 +386,10 @@ pub async fn push(
             .billing
             .system(&caller.dealer, &spec.billing_system_id)
             .await
-            .map_err(store_not_found(format!(
-                "no billing system '{}'",
-                spec.billing_system_id
-            )))?;
+            .map_err(body_reference(
+                format!("{}billing_system_id", prefix.trim_end_matches("device")),
+                format!("no billing system '{}'", spec.billing_system_id),
+            ))?;
         if system.fields.site_id != site.id {
             v.push(
                 format!("systems[{i}].billing_system_id"),
@@ -399,10 +413,19 @@ pub async fn push(
     let nothing_left = systems.iter().all(|(_, _, existing, _)| existing.is_some());
     if site_link.is_some() && nothing_left {
         let what = if extras.is_some() { "site" } else { "system" };
+        // Name the link, as a push that loses the race for it does: the
+        // caller learns which link to read whichever way it lost.
+        let link = match extras {
+            Some(_) => site_link.as_ref().map(|l| l.id),
+            None => systems
+                .first()
+                .and_then(|(_, _, l, _)| l.as_ref().map(|l| l.id)),
+        };
+        let link = link.map_or_else(String::new, |id| format!(" (link {id})"));
         return Err(OperationError::Conflict {
             code: "already_linked",
             message: format!(
-                "billing {what} is already linked on connection '{}'; push only goes to connections where the record is not linked",
+                "billing {what} is already linked on connection '{}'{link}; push only goes to connections where the record is not linked",
                 connection.name.as_str()
             ),
         });
@@ -1029,15 +1052,23 @@ pub async fn link(
         }
     }
     v.into_result().map_err(OperationError::Invalid)?;
-    let (connection, api) = load_connection(ports, caller, request.connection_id).await?;
+    let (connection, api) = load_connection(ports, caller, request.connection_id)
+        .await
+        .map_err(|e| match e {
+            // Named in the body, not the path.
+            OperationError::NotFound(what) => {
+                OperationError::Invalid(ValidationError::field("connection_id", what))
+            }
+            other => other,
+        })?;
     let site = ports
         .billing
         .site(&caller.dealer, &request.billing_site_id)
         .await
-        .map_err(store_not_found(format!(
-            "no billing site '{}'",
-            request.billing_site_id
-        )))?;
+        .map_err(body_reference(
+            "billing_site_id",
+            format!("no billing site '{}'", request.billing_site_id),
+        ))?;
     let mut v = ValidationError::default();
     for (i, pair) in request.systems.iter().enumerate() {
         match ports

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The database could not be used; details are logged, not shown.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A reference the caller gave (a site's customer, a system's site)
+    /// names no record of this dealer: the caller's input, named by field.
+    #[error("{message}")]
+    UnknownReference { field: String, message: String },
     /// The database answered but refused the statement: a bug, never a
     /// reason to say it is unreachable. Details are logged, not shown.
     #[error("database statement failed: {0}")]

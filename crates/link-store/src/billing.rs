@@ -684,7 +684,11 @@ fn save_site(
     let missing = || does_not_exist(CustomerRow::WHAT, customer.unwrap_or("(none)"));
     if let Some(customer) = customer {
         if !customer_exists(conn, dealer, customer)? {
-            return Err(StoreError::Conflict(missing()).into());
+            return Err(StoreError::UnknownReference {
+                field: "customer_id".into(),
+                message: missing(),
+            }
+            .into());
         }
     }
     upsert_row::<SiteRow>(conn, dealer, id, fields, expected_version, missing)
@@ -701,7 +705,11 @@ fn save_system(
     let site = fields.site_id.as_str();
     let missing = || does_not_exist(SiteRow::WHAT, site);
     if !site_exists(conn, dealer, site)? {
-        return Err(StoreError::Conflict(missing()).into());
+        return Err(StoreError::UnknownReference {
+            field: "site_id".into(),
+            message: missing(),
+        }
+        .into());
     }
     upsert_row::<SystemRow>(conn, dealer, id, fields, expected_version, missing)
 }
