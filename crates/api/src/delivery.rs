@@ -2,6 +2,9 @@
 //! `webhook-timestamp` and `webhook-signature` (HMAC-SHA256 over
 //! `id.timestamp.body` with the subscription's secret). One job per event and
 //! subscription; the job queue retries with backoff; a 410 disables the subscription.
+//! Each attempt counts in `crosslink_webhook_deliveries_total` by outcome:
+//! delivered (2xx), gone (410), rejected (another status), unreachable, or
+//! skipped (the subscription was deleted or disabled).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -73,11 +76,13 @@ async fn deliver(
     {
         Ok(s) => s,
         Err(StoreError::NotFound) => {
-            return Ok(serde_json::json!({"skipped": "the subscription was deleted"}))
+            state.metrics.delivery("skipped");
+            return Ok(serde_json::json!({"skipped": "the subscription was deleted"}));
         }
         Err(e) => return Err(transient(e)),
     };
     if subscription.status != SubscriptionStatus::Active {
+        state.metrics.delivery("skipped");
         return Ok(serde_json::json!({"skipped": "the subscription is disabled"}));
     }
     let event = state
@@ -111,9 +116,11 @@ async fn deliver(
         .await;
     match answer {
         Ok(r) if r.status().is_success() => {
+            state.metrics.delivery("delivered");
             Ok(serde_json::json!({"delivered": id, "status": r.status().as_u16()}))
         }
         Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+            state.metrics.delivery("gone");
             state
                 .webhooks
                 .disable_subscription(
@@ -126,14 +133,20 @@ async fn deliver(
             tracing::info!(subscription = %p.subscription_id, "webhook subscription disabled after 410");
             Ok(serde_json::json!({"disabled": true, "status": 410}))
         }
-        Ok(r) => Err(JobError::Transient(format!(
-            "the receiver answered {}",
-            r.status().as_u16()
-        ))),
-        Err(e) => Err(JobError::Transient(format!(
-            "the receiver could not be reached: {}",
-            e.without_url()
-        ))),
+        Ok(r) => {
+            state.metrics.delivery("rejected");
+            Err(JobError::Transient(format!(
+                "the receiver answered {}",
+                r.status().as_u16()
+            )))
+        }
+        Err(e) => {
+            state.metrics.delivery("unreachable");
+            Err(JobError::Transient(format!(
+                "the receiver could not be reached: {}",
+                e.without_url()
+            )))
+        }
     }
 }
 
