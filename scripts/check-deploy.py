@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the deployment files in deploy/ mechanically (no Docker engine needed).
 
-    scripts/check-deploy.py [--deploy DIR] [--config-rs FILE] [--openapi FILE]
+    scripts/check-deploy.py [--deploy DIR] [--config-rs FILE] [--openapi FILE] [--metrics-rs FILE]
     scripts/check-deploy.py --self-test
 
 What it checks:
@@ -25,7 +25,12 @@ What it checks:
 - commands: the Deployment and the compose replicas run `crosslink serve`, the
   Job and the compose one-shot run `crosslink migrate`; the systemd unit's
   ExecStart names the crosslink binary and `serve`; the image is multi-stage,
-  built with the rust image and run on debian-slim as a non-root user.
+  built with the rust image and run on debian-slim as a non-root user;
+- dashboards: every deploy/grafana/*.json parses, and every metric name its
+  panels' PromQL expressions use is one the service exports (the EXPORTED list
+  of crates/api/src/metrics.rs, which a unit test keeps equal to the registry;
+  a histogram's series add _bucket, _sum and _count); every crosslink_* family
+  is shown by some panel.
 
 --self-test copies deploy/ to a temporary folder, checks that the copy passes,
 then breaks it in one way at a time and checks that each break is reported.
@@ -633,9 +638,103 @@ def check_systemd(deploy: Path, settings: Settings, f: Findings) -> None:
                 f.check(port is not None, w, "the configuration's server.bind has no port")
 
 
+# ---------------------------------------------------------------- dashboards
+
+
+def exported_metrics(metrics_rs: Path, f: Findings) -> dict[str, str]:
+    """{family name: type} from the EXPORTED list of metrics.rs."""
+    try:
+        text = metrics_rs.read_text()
+    except OSError as e:
+        f.add(str(metrics_rs), f"cannot read the exported metric names: {e}")
+        return {}
+    block = re.search(r"pub const EXPORTED:[^=]*=\s*&\[(.*?)\];", text, re.S)
+    found = dict(re.findall(r'\(\s*"(\w+)"\s*,\s*"(\w+)"\s*\)', block.group(1))) if block else {}
+    f.check(len(found) >= 5, str(metrics_rs), f"found only {len(found)} exported metrics in EXPORTED; is the parser out of date?")
+    return found
+
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: what is left once strings,
+    label matchers, ranges, grouping clauses, Grafana variables, numbers and
+    function names are taken out."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    e = re.sub(r"\$\{?\w+\}?", " ", e)
+    e = re.sub(r"\{[^}]*\}", " ", e)
+    e = re.sub(r"\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    e = re.sub(r"\boffset\s+-?\w+", " ", e)
+    e = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][+-]?\d+)?", " ", e)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][\w:]*", e):
+        rest = e[m.end():].lstrip()
+        if rest.startswith("("):
+            continue  # a function or aggregation
+        if m.group(0).lower() in PROMQL_WORDS:
+            continue
+        names.add(m.group(0))
+    return names
+
+
+def series_family(name: str, exported: dict[str, str]) -> str | None:
+    """The exported family a series name belongs to (None: unknown)."""
+    if name in exported:
+        return name
+    for suffix in ("_bucket", "_sum", "_count"):
+        stem = name[: -len(suffix)]
+        if name.endswith(suffix) and exported.get(stem) == "histogram":
+            return stem
+    return None
+
+
+def panel_targets(panels: list) -> list[tuple[str, str]]:
+    """(panel title, expression) of every panel, rows' panels included."""
+    out = []
+    for p in panels:
+        if not isinstance(p, dict):
+            continue
+        for t in p.get("targets") or []:
+            if isinstance(t, dict) and t.get("expr"):
+                out.append((str(p.get("title", "?")), str(t["expr"])))
+        out.extend(panel_targets(p.get("panels") or []))
+    return out
+
+
+def check_dashboards(deploy: Path, metrics_rs: Path, f: Findings) -> None:
+    paths = sorted((deploy / "grafana").glob("*.json"))
+    if not f.check(bool(paths), str(deploy / "grafana"), "no Grafana dashboard (*.json)"):
+        return
+    exported = exported_metrics(metrics_rs, f)
+    if not exported:
+        return
+    shown: set[str] = set()
+    for path in paths:
+        w = str(path)
+        try:
+            dash = json.loads(path.read_text())
+        except ValueError as e:
+            f.add(w, f"does not parse as JSON: {e}")
+            continue
+        if not f.check(isinstance(dash, dict) and isinstance(dash.get("panels"), list), w, "is no dashboard (no panels list)"):
+            continue
+        targets = panel_targets(dash["panels"])
+        f.check(bool(targets), w, "no panel has a PromQL expression")
+        for title, expr in targets:
+            for name in sorted(promql_metric_names(expr)):
+                family = series_family(name, exported)
+                if f.check(family is not None, w, f"panel {title!r} uses {name}, which is no metric the service exports ({metrics_rs.name} EXPORTED)"):
+                    shown.add(family)
+    for name in sorted(exported):
+        if name.startswith("crosslink_"):
+            f.check(name in shown, str(deploy / "grafana"), f"no panel shows {name}")
+
+
 # ---------------------------------------------------------------- main
 
-def run_checks(deploy: Path, config_rs: Path, openapi: Path) -> list[str]:
+def run_checks(deploy: Path, config_rs: Path, openapi: Path, metrics_rs: Path | None = None) -> list[str]:
     f = Findings()
     if not deploy.is_dir():
         f.add(str(deploy), "no such folder")
@@ -656,6 +755,7 @@ def run_checks(deploy: Path, config_rs: Path, openapi: Path) -> list[str]:
     check_compose(deploy, settings, image, f)
     check_k8s(deploy, settings, api_paths, image, f)
     check_systemd(deploy, settings, f)
+    check_dashboards(deploy, metrics_rs or ROOT / "crates/api/src/metrics.rs", f)
     return f.items
 
 
@@ -690,6 +790,10 @@ BREAKS = [
     ("systemd/crosslink.service", "ExecStart=/usr/local/bin/crosslink", "ExecStart=/usr/local/bin/crosslinkd", "does not run the crosslink binary"),
     ("systemd/crosslink.service", "Environment=CROSSLINK__LOG__FORMAT=json", "Environment=CROSSLINK__LOG__FMT=json", "CROSSLINK__LOG__FMT names no setting"),
     ("crosslink.toml", "[jobs]\n", "[job]\n", "[job] is no section"),
+    ("grafana/crosslink.json", "max by (kind) (crosslink_job_queue_depth)", "max by (kind) (crosslink_job_queue_length)", "uses crosslink_job_queue_length, which is no metric the service exports"),
+    ("grafana/crosslink.json", "crosslink_webhook_deliveries_total[", "crosslink_webhook_deliveries_total_bucket[", "uses crosslink_webhook_deliveries_total_bucket, which is no metric"),
+    ("grafana/crosslink.json", "rate(process_cpu_seconds_total[", "rate(process_cpu_seconds[", "uses process_cpu_seconds, which is no metric"),
+    ("grafana/crosslink.json", '"panels": [', '"panels": [,', "does not parse as JSON"),
 ]
 
 
@@ -741,7 +845,26 @@ def self_test(deploy: Path, config_rs: Path, openapi: Path) -> int:
         else:
             failures += 1
             print(f"self-test FAILED: a probe path missing from openapi.json was not reported; findings: {found}")
-    total = len(BREAKS) + 2
+        # Metric names are read from metrics.rs: a family dropped there makes
+        # the dashboard's use of it an unknown name.
+        mrs = Path(tmp) / "metrics.rs"
+        default_metrics = ROOT / "crates/api/src/metrics.rs"
+        mrs.write_text(default_metrics.read_text().replace('("crosslink_jobs", "gauge"),', ""))
+        found = run_checks(pristine, config_rs, openapi, mrs)
+        if any("uses crosslink_jobs, which is no metric" in x for x in found):
+            print("self-test ok: metric names are read from metrics.rs (a removed family is reported)")
+        else:
+            failures += 1
+            print(f"self-test FAILED: a metric removed from metrics.rs was not reported; findings: {found}")
+        # A family the service exports that no panel shows.
+        mrs.write_text(default_metrics.read_text().replace('("crosslink_jobs", "gauge"),', '("crosslink_jobs", "gauge"),\n    ("crosslink_unshown_total", "counter"),'))
+        found = run_checks(pristine, config_rs, openapi, mrs)
+        if any("no panel shows crosslink_unshown_total" in x for x in found):
+            print("self-test ok: every crosslink_* family must be on the dashboard")
+        else:
+            failures += 1
+            print(f"self-test FAILED: an exported family no panel shows was not reported; findings: {found}")
+    total = len(BREAKS) + 4
     print(f"check-deploy self-test: {total - failures} passed, {failures} failed")
     return 1 if failures else 0
 
@@ -751,17 +874,18 @@ def main() -> int:
     ap.add_argument("--deploy", type=Path, default=ROOT / "deploy")
     ap.add_argument("--config-rs", type=Path, default=ROOT / "crates/api/src/config.rs")
     ap.add_argument("--openapi", type=Path, default=ROOT / "openapi/openapi.json")
+    ap.add_argument("--metrics-rs", type=Path, default=ROOT / "crates/api/src/metrics.rs")
     ap.add_argument("--self-test", action="store_true", help="break copies of deploy/ and expect each break to be found")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.deploy, a.config_rs, a.openapi)
-    findings = run_checks(a.deploy, a.config_rs, a.openapi)
+    findings = run_checks(a.deploy, a.config_rs, a.openapi, a.metrics_rs)
     for item in findings:
         print(f"deploy: {item}")
     if findings:
         print(f"check-deploy: {len(findings)} finding(s) in {a.deploy}")
         return 1
-    print(f"check-deploy: {a.deploy} is consistent (YAML parses; probes, ports, settings and commands match)")
+    print(f"check-deploy: {a.deploy} is consistent (YAML parses; probes, ports, settings and commands match; dashboards use exported metrics)")
     return 0
 
 

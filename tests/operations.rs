@@ -42,6 +42,39 @@ async fn probes_metrics_and_request_ids() {
     );
 }
 
+/// In JSON log mode stdout holds nothing but JSON: the line that tells
+/// where the service listens is a JSON event too (the harness reads the
+/// address from it), and the log goes to stderr as JSON lines.
+#[tokio::test]
+async fn json_log_mode_writes_only_json_on_stdout() {
+    let svc = Service::start_with(ServiceOptions {
+        env: vec![("CROSSLINK__LOG__FORMAT".into(), "json".into())],
+        ..Default::default()
+    })
+    .await;
+    let admin = Who::admin("acme");
+    let listed = svc.call(Method::GET, "/v1/connections", &admin, None).await;
+    assert_eq!(listed.status, 200);
+    let _ = svc.metrics().await;
+    let lines = svc.stdout_lines();
+    assert!(!lines.is_empty(), "the listening line is on stdout");
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout line {line:?} is not JSON: {e}"));
+        assert_eq!(event["fields"]["message"], "crosslink listening", "{line}");
+        assert_eq!(event["fields"]["address"], svc.base.as_str(), "{line}");
+        assert_eq!(event["level"], "INFO");
+    }
+    let log = svc.logs();
+    let mut logged = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("log line {line:?} is not JSON: {e}"));
+        logged += 1;
+    }
+    assert!(logged > 0, "the JSON log is on stderr");
+}
+
 #[tokio::test]
 async fn the_document_and_docs_are_served_without_internet() {
     let svc = Service::start().await;

@@ -1414,6 +1414,110 @@ async fn a_stages_outage_leaves_a_backlog_that_drains_when_it_returns(backend: B
     );
 }
 
+/// The value of one series of a Prometheus text (`name{labels}` exactly as
+/// the service writes it).
+fn series(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Operations (issue 16): a delivery that arrives and one that keeps being
+/// refused show on /metrics as deliveries by outcome, job durations by kind
+/// and outcome, and (read from the database every few seconds) the dead job
+/// by kind and state and an empty queue; process figures and the build too.
+async fn metrics_show_jobs_by_state_durations_and_deliveries(backend: Backend) {
+    let w = world(backend).await;
+    let (ok_url, ok_seen) = receiver(200).await;
+    let (refusing_url, refused) = receiver(500).await;
+    for url in [&ok_url, &refusing_url] {
+        let sub = w
+            .svc
+            .call(
+                Method::POST,
+                "/v1/webhook-subscriptions",
+                &w.admin,
+                Some(json!({"url": url, "types": ["billing.system.updated"]})),
+            )
+            .await;
+        assert_eq!(sub.status, 201, "{}", sub.text);
+    }
+    w.pushed("M1", "8710001").await;
+    // The refused delivery goes dead after its 10 attempts (20-200 ms apart).
+    w.quiesce().await;
+    assert_eq!(ok_seen.lock().unwrap().len(), 1);
+    assert_eq!(refused.lock().unwrap().len(), 10);
+
+    let kind = r#"kind="webhook_delivery""#;
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = w.svc.metrics().await;
+        if series(
+            &metrics,
+            &format!("crosslink_jobs{{{kind},state=\"dead\"}}"),
+        ) == Some(1.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want = [
+        (format!("crosslink_jobs{{{kind},state=\"dead\"}}"), 1.0),
+        (format!("crosslink_jobs{{{kind},state=\"queued\"}}"), 0.0),
+        (format!("crosslink_jobs{{{kind},state=\"running\"}}"), 0.0),
+        (format!("crosslink_job_queue_depth{{{kind}}}"), 0.0),
+        (
+            format!("crosslink_job_queue_oldest_due_age_seconds{{{kind}}}"),
+            0.0,
+        ),
+        (
+            r#"crosslink_jobs{kind="reconcile",state="queued"}"#.to_owned(),
+            0.0,
+        ),
+        (
+            r#"crosslink_job_progress_items_done{kind="adc_import"}"#.to_owned(),
+            0.0,
+        ),
+        (
+            format!("crosslink_job_duration_seconds_count{{{kind},outcome=\"succeeded\"}}"),
+            1.0,
+        ),
+        (
+            format!("crosslink_job_duration_seconds_count{{{kind},outcome=\"retry\"}}"),
+            9.0,
+        ),
+        (
+            format!("crosslink_job_duration_seconds_count{{{kind},outcome=\"dead\"}}"),
+            1.0,
+        ),
+        (
+            r#"crosslink_webhook_deliveries_total{outcome="delivered"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"crosslink_webhook_deliveries_total{outcome="rejected"}"#.to_owned(),
+            10.0,
+        ),
+        (
+            format!(
+                "crosslink_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            1.0,
+        ),
+    ];
+    for (name, value) in want {
+        assert_eq!(series(&metrics, &name), Some(value), "{name} in\n{metrics}");
+    }
+    let rss = series(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
+    assert!(rss > 1e6, "resident memory {rss} in\n{metrics}");
+    assert!(series(&metrics, "process_open_fds").unwrap_or(0.0) > 3.0);
+    assert!(series(&metrics, "process_cpu_seconds_total").unwrap_or(0.0) > 0.0);
+    let age = series(&metrics, "crosslink_job_stats_age_seconds").unwrap();
+    assert!((0.0..10.0).contains(&age), "job figures {age} s old");
+}
+
 on_both_backends!(
     a_stages_outage_leaves_a_backlog_that_drains_when_it_returns,
     random_edits_on_both_sides_converge_and_nothing_is_pushed_twice,
@@ -1426,4 +1530,5 @@ on_both_backends!(
     callbacks_are_verified_deduplicated_and_unmatched_ones_reported,
     webhook_subscribers_get_signed_events_and_a_410_disables_them,
     a_thousand_auto_sync_pushes_through_faults_each_arrive_once,
+    metrics_show_jobs_by_state_durations_and_deliveries,
 );

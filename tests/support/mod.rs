@@ -22,6 +22,19 @@ pub const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const SIM_USER: &str = "sim-user";
 pub const SIM_PASSWORD: &str = "sim-Passw0rd-e2e";
 
+/// Where the service listens, from its line on stdout: `crosslink listening
+/// on http://…`, or in JSON log mode a JSON event with `fields.address`.
+pub fn listening_address(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("crosslink listening on ") {
+        return Some(addr.trim().to_owned());
+    }
+    let event: Value = serde_json::from_str(line).ok()?;
+    if event["fields"]["message"] != "crosslink listening" {
+        return None;
+    }
+    event["fields"]["address"].as_str().map(str::to_owned)
+}
+
 /// A unique scratch directory under the system temp dir.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -126,6 +139,8 @@ pub struct Service {
     pub log: PathBuf,
     pub database_url: String,
     pub http: reqwest::Client,
+    /// Every line the service wrote on stdout so far.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[derive(Default)]
@@ -192,11 +207,14 @@ impl Service {
         let mut child = cmd.spawn().expect("the crosslink binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("crosslink listening on ") {
-                    let _ = tx.send(addr.to_owned());
+                if let Some(addr) = listening_address(&line) {
+                    let _ = tx.send(addr);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let base = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -220,6 +238,7 @@ impl Service {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            stdout: lines,
         }
     }
 
@@ -238,6 +257,11 @@ impl Service {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The lines the service wrote on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn logs(&self) -> String {

@@ -136,11 +136,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let bind = settings.server.bind.clone();
+    let json = settings.log.format.eq_ignore_ascii_case("json");
     let workers = settings.server.workers;
     let state = web::Data::new(build_state(settings).await?);
     let limit = state.settings.server.max_body_bytes;
     let purge_state = state.clone();
     tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
+    let stats_state = state.clone();
+    tokio::spawn(async move { refresh_job_stats(stats_state).await });
     state.verifier.watch_jwks();
     if let Some(limiter) = state.dealer_limit.clone() {
         tokio::spawn(async move {
@@ -184,10 +187,45 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     for addr in server.addrs() {
         tracing::info!(%addr, "crosslink listening");
-        println!("crosslink listening on http://{addr}");
+        println!("{}", listening_line(addr, json));
     }
     server.run().await?;
     Ok(())
+}
+
+/// The line on stdout that says where the service listens (scripts and the
+/// test harness read the port from it): plain text, or in JSON log mode a
+/// JSON event shaped like the log's, so that stdout holds nothing but JSON.
+pub fn listening_line(addr: std::net::SocketAddr, json: bool) -> String {
+    if !json {
+        return format!("crosslink listening on http://{addr}");
+    }
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "INFO",
+        "fields": {"message": "crosslink listening", "address": format!("http://{addr}")},
+        "target": module_path!(),
+    })
+    .to_string()
+}
+
+/// How often the job figures of `/metrics` are read from the database.
+const JOB_STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads the queue's figures for `/metrics` every few seconds, so a scrape
+/// never queries the database (and many scrapers cost one read).
+async fn refresh_job_stats(state: web::Data<AppState>) {
+    let kinds = crate::worker::registry().kinds();
+    let mut tick = tokio::time::interval(JOB_STATS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        match state.store.job_stats(now).await {
+            Ok(stats) => state.metrics.set_job_stats(&kinds, &stats, now),
+            Err(e) => tracing::warn!(error = %e, "reading the job figures for /metrics failed"),
+        }
+    }
 }
 
 /// Idempotency keys are kept `idempotency.ttl_hours`; older ones go hourly.

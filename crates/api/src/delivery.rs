@@ -2,6 +2,9 @@
 //! `webhook-timestamp` and `webhook-signature` (HMAC-SHA256 over
 //! `id.timestamp.body` with the subscription's secret). One job per event and
 //! subscription; the job queue retries with backoff; a 410 disables the subscription.
+//! Each attempt counts in `crosslink_webhook_deliveries_total` by outcome:
+//! delivered (2xx), gone (410), rejected (another status), unreachable, or
+//! skipped (the subscription was deleted or disabled).
 
 use std::time::Duration;
 
@@ -77,11 +80,13 @@ async fn deliver(
     {
         Ok(s) => s,
         Err(StoreError::NotFound) => {
-            return Ok(serde_json::json!({"skipped": "the subscription was deleted"}))
+            state.metrics.delivery("skipped");
+            return Ok(serde_json::json!({"skipped": "the subscription was deleted"}));
         }
         Err(e) => return Err(transient(e)),
     };
     if subscription.status != SubscriptionStatus::Active {
+        state.metrics.delivery("skipped");
         return Ok(serde_json::json!({"skipped": "the subscription is disabled"}));
     }
     let event = state
@@ -108,7 +113,10 @@ async fn deliver(
     state
         .egress
         .check_literal(&subscription.url)
-        .map_err(|r| refused(&r))?;
+        .map_err(|r| {
+            state.metrics.delivery("refused");
+            refused(&r)
+        })?;
     let answer = state
         .webhook_http
         .post(subscription.url.clone())
@@ -121,9 +129,11 @@ async fn deliver(
         .await;
     match answer {
         Ok(r) if r.status().is_success() => {
+            state.metrics.delivery("delivered");
             Ok(serde_json::json!({"delivered": id, "status": r.status().as_u16()}))
         }
         Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+            state.metrics.delivery("gone");
             state
                 .webhooks
                 .disable_subscription(
@@ -136,16 +146,25 @@ async fn deliver(
             tracing::info!(subscription = %p.subscription_id, "webhook subscription disabled after 410");
             Ok(serde_json::json!({"disabled": true, "status": 410}))
         }
-        Ok(r) => Err(JobError::Transient(format!(
-            "the receiver answered {}",
-            r.status().as_u16()
-        ))),
+        Ok(r) => {
+            state.metrics.delivery("rejected");
+            Err(JobError::Transient(format!(
+                "the receiver answered {}",
+                r.status().as_u16()
+            )))
+        }
         Err(e) => match upstream_http::refusal_in(&e) {
-            Some(r) => Err(refused(r)),
-            None => Err(JobError::Transient(format!(
-                "the receiver could not be reached: {}",
-                e.without_url()
-            ))),
+            Some(r) => {
+                state.metrics.delivery("refused");
+                Err(refused(r))
+            }
+            None => {
+                state.metrics.delivery("unreachable");
+                Err(JobError::Transient(format!(
+                    "the receiver could not be reached: {}",
+                    e.without_url()
+                )))
+            }
         },
     }
 }

@@ -14,7 +14,7 @@ use domain::events::WebhookDelivery;
 use domain::import::{AdcImportJob, RunSettings};
 use domain::jobs::{
     backoff, kinds, outage_delay, Attempt, Done, HasJobPorts, Job, JobFailure, JobId, JobPorts,
-    Registry,
+    JobState, Registry,
 };
 use domain::reconcile::ReconcileJob;
 use domain::store::Claim;
@@ -282,6 +282,8 @@ async fn run_one_inner(
     slot: OwnedSemaphorePermit,
 ) {
     let worker_id = runner.worker_id.as_str();
+    let started = Instant::now();
+    let kind = job.kind.clone();
     tracing::info!("job started");
     let attempt = Attempt {
         job: &job,
@@ -345,9 +347,22 @@ async fn run_one_inner(
             recorded
         }
     };
+    let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(state) => tracing::info!(%state, "job ended"),
-        Err(e) => tracing::warn!(error = %e, "recording the end of a job failed"),
+        Ok(ended) => {
+            // A failure that goes back to the queue is a retry, not an end.
+            let outcome = if ended == JobState::Queued.as_str() {
+                "retry"
+            } else {
+                ended.as_str()
+            };
+            state.metrics.job_ended(&kind, outcome, seconds);
+            tracing::info!(state = %ended, "job ended")
+        }
+        Err(e) => {
+            state.metrics.job_ended(&kind, "unrecorded", seconds);
+            tracing::warn!(error = %e, "recording the end of a job failed")
+        }
     }
 }
 

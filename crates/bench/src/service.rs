@@ -238,9 +238,9 @@ impl Service {
             let mut lines = BufReader::new(stdout).lines();
             // Keep reading after the address so the pipe never fills up.
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("crosslink listening on ") {
+                if let Some(addr) = listening_address(&line) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
+                        let _ = tx.send(addr);
                     }
                 }
             }
@@ -408,6 +408,19 @@ pub fn fresh_dir(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
 }
 
+/// Where the service listens, from its line on stdout: `crosslink listening
+/// on http://…`, or in JSON log mode a JSON event with `fields.address`.
+fn listening_address(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("crosslink listening on ") {
+        return Some(addr.trim().to_owned());
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if event["fields"]["message"] != "crosslink listening" {
+        return None;
+    }
+    event["fields"]["address"].as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,5 +433,20 @@ mod tests {
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         assert_eq!(random_key().len(), 44);
+    }
+
+    #[test]
+    fn the_address_is_read_from_the_text_and_the_json_line() {
+        let text = "crosslink listening on http://127.0.0.1:4000";
+        assert_eq!(
+            listening_address(text).as_deref(),
+            Some("http://127.0.0.1:4000")
+        );
+        let json = r#"{"level":"INFO","fields":{"message":"crosslink listening","address":"http://127.0.0.1:4001"}}"#;
+        assert_eq!(
+            listening_address(json).as_deref(),
+            Some("http://127.0.0.1:4001")
+        );
+        assert_eq!(listening_address(r#"{"fields":{"message":"other"}}"#), None);
     }
 }

@@ -879,3 +879,75 @@ impl JobStore for Store {
         .await
     }
 }
+
+/// What `/metrics` shows of the queue (see [`Store::job_stats`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStats {
+    /// (kind, state, jobs) of the states that do not pile up: queued,
+    /// running, failed and dead. Succeeded and cancelled jobs are counted by
+    /// the runner as they end (a table of millions is never counted).
+    pub by_state: Vec<(String, String, u64)>,
+    /// (kind, queued jobs due now, when the oldest of them was due).
+    pub due: Vec<(String, u64, DateTime<Utc>)>,
+    /// (kind, items done, items planned when known) summed over running jobs.
+    pub progress: Vec<(String, u64, u64)>,
+}
+
+/// The states [`JobStats::by_state`] counts.
+pub const COUNTED_STATES: [&str; 4] = [QUEUED, RUNNING, "failed", "dead"];
+
+/// Most running jobs whose progress is summed (a runner runs a few dozen).
+const PROGRESS_ROWS: i64 = 10_000;
+
+impl Store {
+    /// Counts for the operator's dashboard, in three statements that all
+    /// go through `jobs_state_run_at` and read only unfinished, failed and
+    /// dead jobs, never the succeeded ones that make up most of the table.
+    pub async fn job_stats(&self, now: DateTime<Utc>) -> StoreResult<JobStats> {
+        let now = to_db_time(now);
+        self.run(move |conn, _| {
+            use diesel::dsl::{count_star, min};
+            let by_state: Vec<(String, String, i64)> = jobs::table
+                .filter(jobs::state.eq_any(COUNTED_STATES))
+                .group_by((jobs::kind, jobs::state))
+                .select((jobs::kind, jobs::state, count_star()))
+                .load(conn)?;
+            let due: Vec<(String, i64, Option<NaiveDateTime>)> = jobs::table
+                .filter(jobs::state.eq(QUEUED))
+                .filter(jobs::run_at.le(now))
+                .group_by(jobs::kind)
+                .select((jobs::kind, count_star(), min(jobs::run_at)))
+                .load(conn)?;
+            let running: Vec<(String, i64, Option<i64>)> = jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .select((jobs::kind, jobs::progress_done, jobs::progress_total))
+                .limit(PROGRESS_ROWS)
+                .load(conn)?;
+            let mut progress: Vec<(String, u64, u64)> = Vec::new();
+            for (kind, done, total) in running {
+                let (done, total) = (done.max(0) as u64, total.unwrap_or(0).max(0) as u64);
+                match progress.iter_mut().find(|(k, _, _)| *k == kind) {
+                    Some(entry) => {
+                        entry.1 += done;
+                        entry.2 += total;
+                    }
+                    None => progress.push((kind, done, total)),
+                }
+            }
+            Ok(JobStats {
+                by_state: by_state
+                    .into_iter()
+                    .map(|(kind, state, n)| (kind, state, n.max(0) as u64))
+                    .collect(),
+                due: due
+                    .into_iter()
+                    .filter_map(|(kind, n, oldest)| {
+                        Some((kind, n.max(0) as u64, from_db_time(oldest?)))
+                    })
+                    .collect(),
+                progress,
+            })
+        })
+        .await
+    }
+}

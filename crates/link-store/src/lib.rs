@@ -28,6 +28,7 @@ use domain::store::StoreError;
 
 pub use connections::MAX_PAGE_SIZE;
 pub use crypto::{SecretKey, SecretKeyError};
+pub use jobs::{JobStats, COUNTED_STATES};
 pub use migrate::{MigrateError, MigrationReport, Readiness};
 
 use crypto::Cipher;
