@@ -12,7 +12,7 @@ download) opens /docs and this fails unless:
 
 --self-test then breaks the page in ways an integrator would notice (spec
 missing an operation, the Swagger UI script not loading, /openapi.json
-answering 500, a wrong token, a page that is not /docs) and fails when the check
+answering 500, "Try it out" switched off, a wrong token, a page that is not /docs) and fails when the check
 passes any of them: a check that cannot fail proves nothing.
 
 Env: CROSSLINK_URL (http://127.0.0.1:PORT), CROSSLINK_TOKEN (a viewer token).
@@ -101,9 +101,10 @@ def check_docs(
         if not cond:
             fail(msg)
 
-    def no_problems(step: str):
-        need(not problems, f"{step}: the page had problems")
+    def no_problems(what: str):
+        need(not problems, f"{what}: the page had problems")
 
+    step = f"opening {docs_path}"
     try:
         resp = page.goto(base + docs_path, wait_until="load")
         need(resp is not None and resp.status == 200, f"{docs_path} answered {resp.status if resp else 'nothing'}")
@@ -119,6 +120,7 @@ def check_docs(
         no_problems("rendering")
 
         # 2. Every operation listed, nothing more.
+        step = "listing the operations"
         want = operations(doc)
         try:
             page.wait_for_function(
@@ -151,6 +153,7 @@ def check_docs(
         listed = len(shown)
 
         # 3. Authorize with the bearer token.
+        step = "Authorize with the bearer token"
         page.locator(".scheme-container button.authorize").click()
         # The container by its heading: the value input goes once authorised.
         bearer = page.locator(".modal-ux .auth-container").filter(has=page.locator("h4", has_text="(http, Bearer)"))
@@ -169,8 +172,11 @@ def check_docs(
             has=page.locator(f'.opblock-summary-path[data-path="{TRY_PATH}"]')
         )
         need(block.count() == 1, f"{TRY_METHOD.upper()} {TRY_PATH} ({op['operationId']}) is listed {block.count()} times")
+        step = f"expanding {TRY_METHOD.upper()} {TRY_PATH}"
         block.locator(".opblock-summary-control").click()
+        step = f'"Try it out" on {TRY_METHOD.upper()} {TRY_PATH}'
         block.locator("button.try-out__btn").click()
+        step = f'"Execute" on {TRY_METHOD.upper()} {TRY_PATH}'
         block.locator("button.execute").click()
         status_cell = block.locator(".live-responses-table tbody .response-col_status")
         try:
@@ -186,7 +192,7 @@ def check_docs(
         no_problems("Try it out")
         return f"{listed} operations listed (= openapi/openapi.json), authorised, Execute on {TRY_METHOD.upper()} {TRY_PATH} rendered 200"
     except PlaywrightError as e:
-        fail(f"browser step failed: {str(e).splitlines()[0]}")
+        fail(f"{step} failed: {str(e).splitlines()[0]}")
         raise  # unreachable: fail raises
     finally:
         context.close()
@@ -207,6 +213,16 @@ def self_test(browser: Browser, base: str, token: str, doc: dict, shots: Path) -
     def no_bundle(page: Page):
         page.route("**/docs/swagger-ui-bundle.js", lambda r: r.abort())
 
+    def no_try_it_out(page: Page):
+        # The page renders and lists everything, but "Try it out" is off.
+        def handle(route: Route):
+            html = route.fetch().text()
+            broken = html.replace("persistAuthorization: true", "persistAuthorization: true, supportedSubmitMethods: []")
+            assert broken != html, "the /docs page changed: update this self-test"
+            route.fulfill(status=200, content_type="text/html", body=broken)
+
+        page.route("**/docs", handle)
+
     def spec_500(page: Page):
         page.route("**/openapi.json", lambda r: r.fulfill(status=500, body="boom"))
 
@@ -214,6 +230,7 @@ def self_test(browser: Browser, base: str, token: str, doc: dict, shots: Path) -
         ("spec missing an operation", "/docs", token, drop_one_operation),
         ("Swagger UI script not loading", "/docs", token, no_bundle),
         ("/openapi.json answering 500", "/docs", token, spec_500),
+        ("Try it out switched off", "/docs", token, no_try_it_out),
         ("a wrong token", "/docs", token[:-4] + "AAAA", None),
         ("a page that is not /docs", "/docs/index.html", token, None),
     ]

@@ -8,9 +8,10 @@
 # listed, authorise with a minted token, "Try it out" -> "Execute" on
 # GET /v1/connections rendering a 200. Then, unless BROWSER_SELF_TEST=0,
 # check.py --self-test breaks the page on purpose (spec missing an operation,
-# the Swagger UI script not loading, a wrong token, a page that is not /docs)
-# and fails when the check passes any of them. BROWSER_DOCS_PATH=/elsewhere
-# points the check at another page (it must then fail).
+# the Swagger UI script not loading, /openapi.json answering 500, "Try it out"
+# off, a wrong token, a page that is not /docs) and fails when the check passes
+# any of them. BROWSER_DOCS_PATH=/elsewhere points the check at another page
+# (it must then fail).
 # Needs the debug binaries (`cargo build --bins`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
