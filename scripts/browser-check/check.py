@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -112,8 +113,10 @@ def check_docs(
 
         # 1. Swagger UI rendered the document: its title, then the operation blocks.
         title = doc["info"]["title"]
+        failed_load = page.get_by_text("Failed to load API definition")
         try:
-            page.locator(".information-container .title").filter(has_text=title).wait_for()
+            page.locator(".information-container .title").filter(has_text=title).or_(failed_load).first.wait_for()
+            need(failed_load.count() == 0, "Swagger UI says: Failed to load API definition")
             page.locator(".opblock").first.wait_for()
         except PlaywrightError:
             fail(f"Swagger UI did not render the document (no title {title!r} or no operation)")
@@ -124,7 +127,7 @@ def check_docs(
         want = operations(doc)
         try:
             page.wait_for_function(
-                "n => document.querySelectorAll('.opblock').length >= n", arg=len(want), timeout=min(timeout_ms, 5000)
+                "n => document.querySelectorAll('.opblock').length >= n", arg=len(want), timeout=min(timeout_ms, 3000)
             )
         except PlaywrightError:
             pass  # reported below with the difference
@@ -174,7 +177,10 @@ def check_docs(
         need(block.count() == 1, f"{TRY_METHOD.upper()} {TRY_PATH} ({op['operationId']}) is listed {block.count()} times")
         step = f"expanding {TRY_METHOD.upper()} {TRY_PATH}"
         block.locator(".opblock-summary-control").click()
+        block.locator(".opblock-body").wait_for()
         step = f'"Try it out" on {TRY_METHOD.upper()} {TRY_PATH}'
+        # Rendered with the body: none there means it is switched off.
+        need(block.locator("button.try-out__btn").count() == 1, f"{step}: no such button")
         block.locator("button.try-out__btn").click()
         step = f'"Execute" on {TRY_METHOD.upper()} {TRY_PATH}'
         block.locator("button.execute").click()
@@ -199,7 +205,7 @@ def check_docs(
 
 
 def self_test(browser: Browser, base: str, token: str, doc: dict, shots: Path) -> list[str]:
-    """Each broken page must fail the check; returns what passed a broken page."""
+    """Each broken page must fail the check, for its reason; returns the cases that did not."""
     spec = json.dumps(doc)
 
     def drop_one_operation(page: Page):
@@ -226,24 +232,31 @@ def self_test(browser: Browser, base: str, token: str, doc: dict, shots: Path) -
     def spec_500(page: Page):
         page.route("**/openapi.json", lambda r: r.fulfill(status=500, body="boom"))
 
+    # (name, page, token, breaker, what the failure must say: the check has to
+    # fail for the reason the break causes, not for any reason)
     cases = [
-        ("spec missing an operation", "/docs", token, drop_one_operation),
-        ("Swagger UI script not loading", "/docs", token, no_bundle),
-        ("/openapi.json answering 500", "/docs", token, spec_500),
-        ("Try it out switched off", "/docs", token, no_try_it_out),
-        ("a wrong token", "/docs", token[:-4] + "AAAA", None),
-        ("a page that is not /docs", "/docs/index.html", token, None),
+        ("spec missing an operation", "/docs", token, drop_one_operation, r"operations not listed"),
+        ("Swagger UI script not loading", "/docs", token, no_bundle, r"had problems|did not render"),
+        ("/openapi.json answering 500", "/docs", token, spec_500, r"had problems|Failed to load API"),
+        ("Try it out switched off", "/docs", token, no_try_it_out, r'^"Try it out" on'),
+        ("a wrong token", "/docs", token[:-4] + "AAAA", None, r"rendered 401, not 200"),
+        ("a page that is not /docs", "/docs/index.html", token, None, r"answered 404"),
     ]
-    passed = []
-    for name, docs_path, tok, breaker in cases:
+    wrong = []
+    for name, docs_path, tok, breaker, reason in cases:
         t = time.monotonic()
         try:
-            check_docs(browser, base, docs_path, tok, doc, 6000, shots / "self-test.png", breaker)
-            passed.append(name)
+            check_docs(browser, base, docs_path, tok, doc, 10000, shots / "self-test.png", breaker)
+            wrong.append(f"{name} (passed)")
             print(f"  self-test {name}: the check PASSED a broken page", file=sys.stderr)
         except CheckFailed as e:
-            print(f"  self-test {name}: caught ({time.monotonic() - t:.1f}s): {str(e).splitlines()[0]}")
-    return passed
+            said = str(e).splitlines()[0]
+            if re.search(reason, said):
+                print(f"  self-test {name}: caught ({time.monotonic() - t:.1f}s): {said}")
+            else:
+                wrong.append(f"{name} (failed for another reason)")
+                print(f"  self-test {name}: failed, but not with /{reason}/: {e}", file=sys.stderr)
+    return wrong
 
 
 def main() -> int:
@@ -273,9 +286,9 @@ def main() -> int:
         print(f"  ok ({time.monotonic() - t:.1f}s)")
         if a.self_test:
             print("== self-test: broken pages must fail the check")
-            passed = self_test(browser, base, token, doc, shots)
-            if passed:
-                print(f"self-test FAILED: the check passed {', '.join(passed)}", file=sys.stderr)
+            wrong = self_test(browser, base, token, doc, shots)
+            if wrong:
+                print(f"self-test FAILED: {', '.join(wrong)}", file=sys.stderr)
                 return 1
         browser.close()
     return 0
