@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check client-scenario fuzz
+.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check client-scenario browser-check fuzz
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -61,6 +61,14 @@ deploy-check:
 client-scenario: deps
 	$(CARGO) build --bins
 	./scripts/client-scenario/run.sh
+
+## /docs in headless Chromium (Debian's chromium, apt-get installs it when missing)
+## driven by Playwright: every operation of openapi/openapi.json listed, Authorize
+## with a token, "Try it out" on GET /v1/connections rendering a 200; then a
+## self-test that breaks the page on purpose (BROWSER_SELF_TEST=0 skips it).
+browser-check: deps
+	$(CARGO) build --bins
+	./scripts/browser-check/run.sh
 
 ## schemathesis against the running service's /openapi.json, with stages-sim and
 ## adc-sim seeded (scripts/fuzz/seed.py; a seed step other than 2xx stops it):
