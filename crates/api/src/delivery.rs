@@ -110,13 +110,10 @@ async fn deliver(
     let timestamp = chrono::Utc::now().timestamp();
     let signature = sign(secret.expose(), &id, timestamp, &body).map_err(JobError::Permanent)?;
     // Host names are checked by the client's resolver; an address in the URL reaches none.
-    state
-        .egress
-        .check_literal(&subscription.url)
-        .map_err(|r| {
-            state.metrics.delivery("refused");
-            refused(&r)
-        })?;
+    state.egress.check_literal(&subscription.url).map_err(|r| {
+        state.metrics.delivery("refused");
+        refused(&r)
+    })?;
     let answer = state
         .webhook_http
         .post(subscription.url.clone())
