@@ -83,8 +83,36 @@ async fn alarm_com_credentials_are_checked_when_saved(backend: Backend) {
         )
         .await;
     assert_eq!(plans.status, 200, "{}", plans.text);
-    assert!(!plans.body["items"].as_array().unwrap().is_empty());
+    let all = plans.body["items"].as_array().unwrap().clone();
+    assert!(all.len() > 1, "{}", plans.text);
     assert!(plans.body["items"][0]["package_id"].is_i64());
+    // Paged like every list: one plan per page, then the rest.
+    let first = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/service-plans?page_size=1"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        first.body["items"],
+        serde_json::Value::Array(all[..1].to_vec())
+    );
+    let token = first.body["next_page_token"].as_str().unwrap();
+    let rest = svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{cid}/service-plans?page_size=500&page_token={token}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        rest.body["items"],
+        serde_json::Value::Array(all[1..].to_vec())
+    );
+    assert!(rest.body["next_page_token"].is_null());
     // Calls to Alarm.com are counted per connection and outcome.
     let metrics = svc.metrics().await;
     for outcome in ["unauthorized", "ok"] {

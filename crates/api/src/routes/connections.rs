@@ -21,7 +21,7 @@ use crate::dto::{
     AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto,
 };
 use crate::extract::{
-    connection_id, encode_page_token, etag, if_match, JsonBody, PageParams, Query,
+    connection_id, encode_page_token, etag, if_match, page_slice, JsonBody, PageParams, Query,
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -851,12 +851,14 @@ pub struct ServicePlanResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServicePlanList {
     pub items: Vec<ServicePlanResponse>,
+    /// The provider answers its list whole; it is paged here like every other list.
+    pub next_page_token: Option<String>,
 }
 
 /// The service plans of an interactive services provider (to choose a default from).
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/service-plans", tag = "connections",
     security(("bearer" = ["viewer"])),
-    params(("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path), PageParams),
     responses((status = 200, body = ServicePlanList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a provider with service plans, or no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -865,6 +867,7 @@ pub async fn service_plans(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let id = connection_id(&path)?;
@@ -875,6 +878,7 @@ pub async fn service_plans(
                 operations::OperationError::Store(s) => not_found_as_connection(s),
                 other => other.into(),
             })?;
+    let (plans, next_page_token) = page_slice(plans, &page)?;
     Ok(HttpResponse::Ok().json(ServicePlanList {
         items: plans
             .into_iter()
@@ -883,5 +887,6 @@ pub async fn service_plans(
                 name: p.name,
             })
             .collect(),
+        next_page_token,
     }))
 }
