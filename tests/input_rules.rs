@@ -296,6 +296,46 @@ async fn every_query_parameter_of_the_wrong_type_is_named() {
     assert!(wrong.is_empty(), "not named:\n{}", wrong.join("\n"));
 }
 
+/// An operation that takes no body refuses one with fields it does not know,
+/// as every other operation refuses unknown fields.
+#[tokio::test]
+async fn operations_without_a_body_refuse_unknown_fields() {
+    let svc = Service::start().await;
+    let admin = Who::admin("nobody");
+    let basic = (String::new(), String::new());
+    let doc = openapi();
+    let mut tried = 0;
+    let mut wrong = Vec::new();
+    for (template, operations) in doc["paths"].as_object().unwrap() {
+        let Some(op) = operations.get("post") else {
+            continue;
+        };
+        if op.get("requestBody").is_some() || template.starts_with("/v1/webhooks/") {
+            continue;
+        }
+        tried += 1;
+        let path = concrete_path(template, None);
+        let a = send(
+            &svc,
+            "post",
+            &path,
+            Some(&json!({"surprise": 1})),
+            &admin,
+            &basic,
+        )
+        .await;
+        if a.status != 422 || !a.text.contains("surprise") {
+            wrong.push(format!("POST {path}: {} {}", a.status, a.text));
+        }
+    }
+    assert!(tried >= 5, "only {tried} operations tried");
+    assert!(
+        wrong.is_empty(),
+        "a body was not refused:\n{}",
+        wrong.join("\n")
+    );
+}
+
 async fn dot_segments_and_dot_ids_are_not_ids(backend: Backend) {
     let svc = Service::start_on(backend, vec![]).await;
     let admin = Who::admin("dots");

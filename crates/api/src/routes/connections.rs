@@ -21,7 +21,8 @@ use crate::dto::{
     AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto,
 };
 use crate::extract::{
-    connection_id, encode_page_token, etag, if_match, page_slice, JsonBody, PageParams, Query,
+    connection_id, encode_page_token, etag, if_match, page_slice, JsonBody, NoBody, PageParams,
+    Query,
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -774,6 +775,7 @@ pub async fn rotate_inbound_credentials(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Admin)?;
     let id = connection_id(&path)?;
@@ -814,6 +816,7 @@ pub async fn test_connection(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let id = connection_id(&path)?;

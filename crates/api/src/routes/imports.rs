@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, JsonBody, PageParams, Query};
+use crate::extract::{encode_page_token, JsonBody, NoBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobStateDto;
 use crate::state::AppState;
@@ -661,6 +661,7 @@ pub async fn cancel_import(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let id = import_id(&path)?;

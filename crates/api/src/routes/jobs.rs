@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, PageParams, Query};
+use crate::extract::{encode_page_token, NoBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -136,6 +136,7 @@ pub async fn retry_job(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let job = state
@@ -156,6 +157,7 @@ pub async fn cancel_job(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let job = state
