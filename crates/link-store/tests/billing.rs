@@ -62,6 +62,14 @@ fn conflict_text<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
     }
 }
 
+/// The message of a reference that names no record, checked to name `field`.
+fn unknown_reference<T: std::fmt::Debug>(field: &str, result: Result<T, StoreError>) -> String {
+    match result {
+        Err(StoreError::UnknownReference { field: f, message }) if f == field => message,
+        other => panic!("expected an unknown {field}, got {other:?}"),
+    }
+}
+
 /// A customer C1 with site S1 and system Y1 under it.
 async fn customer_site_system(store: &Store) {
     let d = dealer("d1");
@@ -207,13 +215,15 @@ store_test!(upserts_create_update_and_check_versions, |db| async move {
 store_test!(references_must_exist, |db| async move {
     let store = db.store().await;
     let d = dealer("d1");
-    let msg = conflict_text(
+    let msg = unknown_reference(
+        "customer_id",
         store
             .upsert_site(&d, &bid("S1"), site_of(Some("C9"), "Home"), None)
             .await,
     );
     assert_eq!(msg, "billing customer 'C9' does not exist");
-    let msg = conflict_text(
+    let msg = unknown_reference(
+        "site_id",
         store
             .upsert_system(&d, &bid("Y1"), system_of("S9", "1"), None)
             .await,
@@ -224,12 +234,14 @@ store_test!(references_must_exist, |db| async move {
     customer_site_system(&store).await;
     // Another dealer's records are no references.
     let other = dealer("d2");
-    conflict_text(
+    unknown_reference(
+        "customer_id",
         store
             .upsert_site(&other, &bid("S1"), site_of(Some("C1"), "Theirs"), None)
             .await,
     );
-    conflict_text(
+    unknown_reference(
+        "site_id",
         store
             .upsert_system(&other, &bid("Y1"), system_of("S1", "1"), None)
             .await,
@@ -245,7 +257,8 @@ store_test!(references_must_exist, |db| async move {
         .await
         .unwrap();
     assert_eq!(moved.record.fields.site_id, bid("S2"));
-    conflict_text(
+    unknown_reference(
+        "site_id",
         store
             .upsert_system(&d, &bid("Y1"), system_of("S3", "1001"), None)
             .await,
@@ -997,7 +1010,8 @@ store_test!(
         // References are enforced, and a refused write records nothing.
         let events_before = db.count("events");
         let jobs_before = db.count("jobs");
-        let msg = conflict_text(
+        let msg = unknown_reference(
+            "site_id",
             store
                 .write_billing(
                     &d,
@@ -1011,7 +1025,8 @@ store_test!(
                 .await,
         );
         assert!(msg.contains("'S404'"), "{msg}");
-        let msg = conflict_text(
+        let msg = unknown_reference(
+            "customer_id",
             store
                 .write_billing(
                     &d,
