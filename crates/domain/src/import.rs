@@ -757,6 +757,8 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for AdcImportJob {
                 Some((JobState::Failed, Some(e.clone()))),
                 Err(JobError::Permanent(e)),
             ),
+            // Got on before it stopped: try again without using up an attempt.
+            Err(ImportRunError::Interrupted(e)) => (None, Err(JobError::Unavailable(e))),
             // The next attempt resumes; the last one ends the run.
             Err(ImportRunError::Transient(e)) => (
                 (job.attempts >= job.max_attempts).then(|| (JobState::Dead, Some(e.clone()))),
@@ -913,6 +915,11 @@ pub enum ImportRunError {
     /// Worth another attempt later; the next one resumes from the checkpoint.
     #[error("{0}")]
     Transient(String),
+    /// Transient, after this attempt recorded records: the import is getting
+    /// on, so the attempt does not use up one of the job's attempts (an
+    /// Alarm.com that fails now and then never kills a long import).
+    #[error("{0}")]
+    Interrupted(String),
     #[error("{0}")]
     Permanent(String),
 }
@@ -1349,6 +1356,7 @@ impl Run<'_> {
         let mut reads = std::pin::pin!(reads);
         let mut writing = None;
         let mut writing_len = 0u64;
+        let seen_at_start = counts.seen;
         loop {
             // The next chunk is read while the one before is written.
             let previous: OptionFuture<_> = writing.take().into();
@@ -1363,10 +1371,14 @@ impl Run<'_> {
                 self.report(counts, total).await?;
             }
             if let Some(stop) = chunk.stop {
+                let progressed = !chunk.outcomes.is_empty() || counts.seen > seen_at_start;
                 if !chunk.outcomes.is_empty() {
                     self.record(chunk.outcomes).await?;
                 }
-                return Err(stop);
+                return Err(match stop {
+                    ImportRunError::Transient(e) if progressed => ImportRunError::Interrupted(e),
+                    other => other,
+                });
             }
             writing_len = chunk.outcomes.len() as u64;
             if !chunk.outcomes.is_empty() {
