@@ -126,6 +126,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::stages_tab::routes)
                 .configure(routes::billing::routes)
                 .configure(routes::imports::routes)
+                .configure(routes::batches::routes)
                 .configure(routes::jobs::routes),
         );
 }

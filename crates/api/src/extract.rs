@@ -23,12 +23,28 @@ pub struct JsonBody<T>(pub T);
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// Where new batches are posted: their body carries up to 10,000 items.
+pub const BATCHES_PATH: &str = "/v1/batches";
+
+/// The body limit of a new batch (B7): 10,000 link items take about 2 MB.
+pub const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body limit of a request: `server.max_body_bytes`, or the batch
+/// limit for a new batch (read by the handler and by the idempotency
+/// middleware, which reads the body before routing).
+pub fn body_limit(req: &HttpRequest) -> usize {
+    if req.path() == BATCHES_PATH {
+        return BATCH_BODY_LIMIT;
+    }
+    req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0)
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let limit = body_limit(req);
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -74,7 +90,7 @@ impl FromRequest for NoBody {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Empty {}
-        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let limit = body_limit(req);
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let bytes = bytes.await.map_err(|e| payload_error(e, limit))?;
@@ -86,7 +102,7 @@ impl FromRequest for NoBody {
     }
 }
 
-fn too_large(limit: usize) -> ApiError {
+pub(crate) fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -113,18 +129,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut refused = ValidationError::default();
     refuse_control_characters(&value, &mut String::new(), &mut refused);
     refused.into_result()?;
+    from_value(value, "").map_err(|problem| {
+        let mut e = ApiError::unprocessable(
+            "validation",
+            format!("{}: {}", problem.field, problem.message),
+        );
+        e.errors.push(problem);
+        e
+    })
+}
+
+/// Reads a part of a body that was parsed already (`at` is its path, e.g.
+/// `items[3]`, empty for the whole body), naming the offending field.
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, ProblemField> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = plain_words(&strip_position(&err.into_inner().to_string()));
-        let field = match (path.as_str(), missing_field_name(&message)) {
+        let inner = match (path.as_str(), missing_field_name(&message)) {
             (".", Some(f)) => f,
-            (".", None) => "body".to_owned(),
+            (".", None) => String::new(),
             (_, Some(f)) => format!("{path}.{f}"),
             (_, None) => path,
         };
-        let mut e = ApiError::unprocessable("validation", format!("{field}: {message}"));
-        e.errors.push(ProblemField { field, message });
-        e
+        let field = match (at.is_empty(), inner.is_empty()) {
+            (true, true) => "body".to_owned(),
+            (true, false) => inner,
+            (false, true) => at.to_owned(),
+            (false, false) => format!("{at}.{inner}"),
+        };
+        ProblemField { field, message }
     })
 }
 

@@ -300,8 +300,16 @@ pub async fn idempotency(
             req.into_response(ApiError::unauthorized("send a bearer token").error_response())
         );
     };
-    let body = match req.extract::<web::Bytes>().await {
-        Ok(b) => b,
+    let limit = crate::extract::body_limit(req.request());
+    let body = match req.extract::<web::Payload>().await {
+        Ok(payload) => match payload.to_bytes_limited(limit).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return Ok(req.into_response(e.error_response())),
+            Err(_) => {
+                let e = crate::extract::too_large(limit);
+                return Ok(req.into_response(e.error_response()));
+            }
+        },
         Err(e) => return Ok(req.into_response(e.error_response())),
     };
     let mut hasher = Sha256::new();

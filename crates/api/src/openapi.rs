@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, billing, conflicts, connections, events, health, imports, isp, jobs, links,
+    audit, batches, billing, conflicts, connections, events, health, imports, isp, jobs, links,
     provider_webhooks, providers, stages, stages_tab, sync, webhooks,
 };
 
@@ -96,6 +96,11 @@ use crate::routes::{
         imports::get_import,
         imports::import_items,
         imports::cancel_import,
+        batches::start_batch,
+        batches::list_batches,
+        batches::get_batch,
+        batches::batch_items,
+        batches::cancel_batch,
         isp::create_isp_account,
         isp::list_isp_accounts,
         isp::get_isp_account,
@@ -114,6 +119,7 @@ use crate::routes::{
         (name = "stages", description = "Stages records, read live through a connection"),
         (name = "links", description = "Push, link, edit link, unlink, mappings, reconcile, audit"),
         (name = "jobs", description = "Background work and its progress"),
+        (name = "batches", description = "Many links, pushes, syncs or tests in one background job (B7)"),
         (name = "imports", description = "Alarm.com customer and user imports"),
         (name = "sync", description = "Diff, record sync and account sync of a link"),
         (name = "events", description = "The change feed and signed outbound webhooks"),

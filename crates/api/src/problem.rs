@@ -361,6 +361,13 @@ impl From<OperationError> for ApiError {
     }
 }
 
+/// A failed batch item's problem (B7): the document the single operation
+/// would have answered, without `instance` (no request path of its own).
+pub fn describe_operation_error(e: &OperationError) -> serde_json::Value {
+    let problem = ApiError::from(e.clone()).problem(None);
+    serde_json::to_value(problem).unwrap_or_default()
+}
+
 fn is_transient(e: &OperationError) -> bool {
     match e {
         OperationError::Upstream { error, .. } => error.is_transient(),

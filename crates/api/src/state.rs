@@ -32,6 +32,7 @@ pub struct AppState {
     pub inbound: Arc<dyn InboundLookup>,
     pub isp: Arc<dyn domain::isp::IspStore>,
     pub imports: Arc<dyn domain::import::ImportStore>,
+    pub batches: Arc<dyn domain::batch::BatchStore>,
     pub stages: Arc<dyn StagesConnector>,
     pub adc: Arc<dyn AdcConnector>,
     /// Where outbound calls may go (`egress.allow`); the Stages and
@@ -78,6 +79,7 @@ impl AppState {
             inbox: Arc::new(store.clone()),
             inbound: Arc::new(store.clone()),
             imports: Arc::new(store.clone()),
+            batches: Arc::new(store.clone()),
             issues: Arc::new(store.clone()),
             isp: Arc::new(store.clone()),
             store,
@@ -134,6 +136,17 @@ impl AppState {
             links: self.links.as_ref(),
             stages: self.stages.as_ref(),
             issues: self.issues.as_ref(),
+        }
+    }
+
+    /// Batches (B7): the single operations' ports, the queue, and how a
+    /// failed item's problem reads (the same document its single operation answers).
+    pub fn batch_ports(&self) -> domain::batch::BatchPorts<'_> {
+        domain::batch::BatchPorts {
+            linking: self.linking(),
+            jobs: self.jobs.as_ref(),
+            batches: self.batches.as_ref(),
+            describe: crate::problem::describe_operation_error,
         }
     }
 

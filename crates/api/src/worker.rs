@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use chrono::Utc;
+use domain::batch::{BatchJob, BatchPorts, HasBatchPorts};
 use domain::events::WebhookDelivery;
 use domain::import::{AdcImportJob, RunSettings};
 use domain::jobs::{
@@ -36,6 +37,13 @@ pub fn registry() -> Registry<AppState> {
         .register::<ReconcileJob>()
         .register::<AdcImportJob>()
         .register::<WebhookDelivery>()
+        .register::<BatchJob>()
+}
+
+impl HasBatchPorts for AppState {
+    fn batch_ports(&self) -> BatchPorts<'_> {
+        AppState::batch_ports(self)
+    }
 }
 
 impl HasJobPorts for AppState {

@@ -34,6 +34,8 @@ pub mod types {
     pub const BILLING_USER_CREDENTIALS_REQUIRED: &str = "billing.user.credentials_required";
     /// An Alarm.com import ended (succeeded, failed or cancelled), with its counts.
     pub const IMPORT_FINISHED: &str = "import.finished";
+    /// A batch (B7) ended (succeeded, failed or cancelled), with its counts.
+    pub const BATCH_FINISHED: &str = "batch.finished";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

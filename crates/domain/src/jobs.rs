@@ -108,6 +108,8 @@ pub mod kinds {
     pub const WEBHOOK_DELIVERY: &str = crate::events::WebhookDelivery::KIND;
     /// Run (or resume) an Alarm.com import.
     pub const ADC_IMPORT: &str = crate::import::AdcImportJob::KIND;
+    /// Run the items of a batch (B7).
+    pub const BATCH: &str = crate::batch::BatchJob::KIND;
 }
 
 /// A kind of background job: the payload type is the kind. Its JSON is what

@@ -4,6 +4,7 @@
 
 pub mod adc;
 pub mod audit;
+pub mod batch;
 pub mod billing;
 pub mod connection;
 pub mod events;

@@ -49,7 +49,7 @@ pub struct StagesSiteExtras {
 }
 
 /// A billing system to become a Stages device, with its device fields and zones.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PushSystem {
     pub billing_system_id: BillingId,
     /// Every device field of the seed; `billing_id` is set by the push.
@@ -57,9 +57,11 @@ pub struct PushSystem {
     pub configurations: Vec<NewStagesConfiguration>,
 }
 
-// One per request, never stored in bulk: the size difference does not matter.
+// Stored as a batch item's input (B7) as JSON; in memory one at a time, so
+// the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PushRequest {
     /// A billing site becomes a new Stages site, with contacts and devices.
     Site {
@@ -961,13 +963,13 @@ pub async fn push_targets(
 }
 
 /// One system-to-device pair of a link request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemPair {
     pub billing_system_id: BillingId,
     pub stages_device_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkRequest {
     pub connection_id: ConnectionId,
     pub billing_site_id: BillingId,

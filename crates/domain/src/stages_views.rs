@@ -3,7 +3,7 @@
 //! fields flow to its billing system), and test mode.
 
 use chrono::{NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::billing::{BillingId, BillingWrite};
 use crate::connection::{Connection, ConnectionId};
@@ -418,7 +418,7 @@ async fn start_on(
 }
 
 /// A test window as entered: local times in the site's zone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestRequest {
     pub start: NaiveDateTime,
     pub end: NaiveDateTime,

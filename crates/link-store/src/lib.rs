@@ -4,6 +4,7 @@
 //! a ciphertext or the key.
 
 mod audit;
+mod batches;
 mod billing;
 mod connections;
 mod crypto;

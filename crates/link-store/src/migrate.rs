@@ -64,6 +64,7 @@ const GROWING_TABLES: &[&str] = &[
     "billing_users",
     "imported_records",
     "import_items",
+    "batch_items",
     "jobs",
     "events",
 ];

@@ -357,6 +357,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    batches (id) {
+        id -> Text,
+        dealer -> Text,
+        operation -> Text,
+        connection_id -> Nullable<Text>,
+        dry_run -> Bool,
+        total -> BigInt,
+        succeeded -> BigInt,
+        failed -> BigInt,
+        finished_state -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    batch_items (batch_id, position) {
+        batch_id -> Text,
+        position -> BigInt,
+        subject -> Text,
+        input -> Text,
+        state -> Text,
+        result -> Nullable<Text>,
+        problem -> Nullable<Text>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(credentials -> connections (connection_id));
 diesel::joinable!(isp_accounts -> connections (connection_id));
 diesel::joinable!(callback_log -> connections (connection_id));
@@ -387,4 +417,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     isp_accounts,
     callback_log,
     link_field_issues,
+    batches,
+    batch_items,
 );

@@ -169,7 +169,7 @@ pub struct PushResponse {
     pub would_send: Option<serde_json::Value>,
 }
 
-fn billing_id(v: &mut ValidationError, field: &str, raw: &str) -> Option<BillingId> {
+pub(crate) fn billing_id(v: &mut ValidationError, field: &str, raw: &str) -> Option<BillingId> {
     v.check(field, BillingId::parse(raw))
 }
 
@@ -190,7 +190,7 @@ fn push_system(v: &mut ValidationError, prefix: &str, b: PushSystemBody) -> Opti
     })
 }
 
-fn push_request(b: PushBody) -> ApiResult<PushRequest> {
+pub(crate) fn push_request(b: PushBody) -> ApiResult<PushRequest> {
     let mut v = ValidationError::default();
     match (b.billing_site_id, b.billing_system_id) {
         (Some(site), None) => {
@@ -310,7 +310,11 @@ pub struct CreateLinkRequest {
     pub systems: Vec<SystemPairBody>,
 }
 
-fn pairs(v: &mut ValidationError, field: &str, systems: Vec<SystemPairBody>) -> Vec<SystemPair> {
+pub(crate) fn pairs(
+    v: &mut ValidationError,
+    field: &str,
+    systems: Vec<SystemPairBody>,
+) -> Vec<SystemPair> {
     systems
         .into_iter()
         .enumerate()

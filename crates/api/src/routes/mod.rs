@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource, each handler beside its OpenAPI annotation.
 
 pub mod audit;
+pub mod batches;
 pub mod billing;
 pub mod conflicts;
 pub mod connections;

@@ -552,7 +552,7 @@ pub struct StartedTestResponse {
     pub window: TestWindowResponse,
 }
 
-fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<TestRequest> {
+pub(crate) fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<TestRequest> {
     if b.reason.chars().count() > 500 {
         return Err(ValidationError::field("reason", "must be at most 500 characters").into());
     }
