@@ -59,7 +59,7 @@ demo_connection() { # provider name endpoint -> prints the id
     id=$(curl -fs "${auth[@]}" "${json[@]}" -X POST "http://$API/v1/connections" \
       -d "{\"provider\":\"$1\",\"name\":\"$2\",\"endpoint\":\"$3\"}" |
       python3 -c 'import sys, json; print(json.load(sys.stdin)["id"])')
-  elif [ "$endpoint" != "$3" ]; then
+  elif [ "${endpoint%/}" != "${3%/}" ]; then
     curl -fs "${auth[@]}" "${json[@]}" -X PATCH "http://$API/v1/connections/$id" \
       -d "{\"endpoint\":\"$3\"}" >/dev/null
   fi
