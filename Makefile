@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check client-scenario browser-check fuzz
+.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check readme-check client-scenario browser-check fuzz
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -55,6 +55,15 @@ openapi:
 ## and commands match the configuration), with the checker's self-test.
 deploy-check:
 	./scripts/check-deploy.sh
+
+## The README against the code and against make run's world: its routes table
+## and Layout checked, then its ```sh blocks run in order in one shell under bash
+## and zsh (apt-get installs zsh when missing) against scripts/dev-run.sh on free
+## ports; then a self-test that breaks it on purpose (READMECHECK_SELF_TEST=0 skips it).
+readme-check: deps
+	$(CARGO) build --bins
+	./scripts/readme-check
+	@if [ "$${READMECHECK_SELF_TEST:-1}" != 0 ]; then ./scripts/readme-check --self-test; fi
 
 ## A Python client generated from openapi/openapi.json (openapi-python-client,
 ## into target/client) drives a scenario against the service and stages-sim.
