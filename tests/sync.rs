@@ -51,6 +51,15 @@ async fn world_with(backend: Backend, extra_env: Vec<(String, String)>) -> World
 }
 
 impl World {
+    /// The audit entries (B8) of `query`, newest first.
+    async fn audit(&self, query: &str) -> Vec<Value> {
+        let a = self
+            .call(Method::GET, &format!("/v1/audit?{query}"), None)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.body["items"].as_array().unwrap().clone()
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         self.svc.call(method, path, &self.op, body).await
     }
@@ -219,6 +228,34 @@ async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices(backend: 
         "{}",
         feed.text
     );
+    // Both writes are in the audit trail (B8), by the caller, field by field.
+    let to_stages = w.audit("subject=S1&field=city").await;
+    let e = to_stages
+        .iter()
+        .find(|e| e["action"] == "sync_to_stages")
+        .unwrap_or_else(|| panic!("no sync_to_stages entry: {to_stages:?}"));
+    assert_eq!(e["after"]["city"], "Dublin", "{e}");
+    assert_eq!(
+        e["before"]["city"], "Worthington",
+        "Stages' own value before: {e}"
+    );
+    assert_eq!(e["external_id"], site_no.as_str());
+    let to_billing = w.audit("subject=S1&field=phone").await;
+    let e = to_billing
+        .iter()
+        .find(|e| e["action"] == "sync_to_billing")
+        .unwrap_or_else(|| panic!("no sync_to_billing entry: {to_billing:?}"));
+    assert_eq!(e["after"]["phone"], "614-555-0199", "{e}");
+    assert!(
+        e["actor"].as_str().is_some_and(|a| !a.starts_with("auto")),
+        "{e}"
+    );
+    // A field nobody changed names no entry.
+    assert!(w
+        .audit("subject=S1&field=zip")
+        .await
+        .iter()
+        .all(|e| !e["action"].as_str().unwrap().contains("_to_")));
 }
 
 async fn account_sync_of_a_system_also_syncs_its_site(backend: Backend) {
@@ -300,6 +337,12 @@ async fn auto_sync_pushes_billing_edits_once_coalesced_and_not_when_off(backend:
         (1..5).contains(&patches),
         "five quick edits coalesce: {patches} pushes"
     );
+    // Each push is in the audit trail (B8) by Auto Sync, before and after.
+    let pushed = w.audit("actor=auto_sync&subject=S3&field=address1").await;
+    assert_eq!(pushed.len() as u64, patches, "{pushed:?}");
+    assert_eq!(pushed[0]["action"], "auto_sync_to_stages");
+    assert_eq!(pushed[0]["after"]["address1"], "4 Elm St", "{}", pushed[0]);
+    assert!(pushed[0]["before"]["address1"].is_string(), "{}", pushed[0]);
 
     // Auto Sync off: nothing is pushed until someone syncs.
     let c = w
@@ -543,6 +586,13 @@ async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported(backend
         .filter(|e| e["subject_id"] == "S6" && e["data"]["source"] == "stages")
         .count();
     assert_eq!(hits, 1, "applied once: {}", feed.text);
+    // The applied callback is in the audit trail (B8), named by its event.
+    let applied = w.audit("subject=S6&field=info").await;
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied[0]["actor"], "stages_callback:evt-1");
+    assert_eq!(applied[0]["action"], "stages_callback_to_billing");
+    assert_eq!(applied[0]["after"]["info"], "Beware of the dog");
+    assert!(applied[0]["before"]["info"].is_string(), "{}", applied[0]);
 
     // A record nobody linked: acknowledged, reported on the feed.
     let unknown = json!({"event_id": "evt-2", "occurred_at": "2026-11-22T06:00:00Z", "type": "site.updated",

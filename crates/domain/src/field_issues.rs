@@ -89,6 +89,8 @@ pub struct LinkSettlement {
     pub snapshot: serde_json::Value,
     pub conflicts: IssueUpdate,
     pub refusals: IssueUpdate,
+    /// What was written to Stages to get there (B8).
+    pub audit: Vec<crate::audit::NewAuditEntry>,
 }
 
 /// The issues of one kind found on a link, and the fields that settled.

@@ -793,11 +793,22 @@ async fn confirm_pushed(
                             LinkKind::Site,
                             &crate::sync::billing_site_values(&site.fields),
                         ),
+                        Vec::new(),
                     )
                     .await?
             }
             Some((system, spec)) => {
-                adopt_pushed_device(ports, caller, connection_id, system, spec, d.link_id).await?
+                let device_id = d.external_id.as_str();
+                adopt_pushed_device(
+                    ports,
+                    caller,
+                    connection_id,
+                    system,
+                    spec,
+                    d.link_id,
+                    device_id,
+                )
+                .await?
             }
         }
     }
@@ -814,6 +825,7 @@ async fn adopt_pushed_device(
     system: &BillingSystem,
     spec: &PushSystem,
     link_id: LinkId,
+    device_id: &str,
 ) -> Result<(), OperationError> {
     let code = spec.device.transmitter_code.trim();
     let mut fields = system.fields.clone();
@@ -825,6 +837,20 @@ async fn adopt_pushed_device(
         fields.info = spec.device.info.clone();
     }
     if fields != system.fields {
+        let before = crate::sync::billing_system_values(&system.fields);
+        let changed: crate::sync::Values = crate::sync::billing_system_values(&fields)
+            .into_iter()
+            .filter(|(f, v)| before.get(f) != Some(v))
+            .collect();
+        let record = crate::audit::ChangedRecord {
+            connection_id,
+            kind: LinkKind::System.as_str(),
+            billing_id: system.id.as_str(),
+            external_id: device_id,
+        };
+        let billing = crate::audit::WrittenSide::Billing;
+        let entry =
+            crate::audit::data_change(&caller.user.0, "push", billing, record, &before, &changed);
         let event = crate::events::NewEvent {
             event_type: crate::events::types::BILLING_SYSTEM_UPDATED.into(),
             subject_kind: "system".into(),
@@ -846,6 +872,7 @@ async fn adopt_pushed_device(
                 },
                 vec![event],
                 Some(connection_id),
+                entry.into_iter().collect(),
             )
             .await?;
     }
@@ -858,6 +885,7 @@ async fn adopt_pushed_device(
                 LinkKind::System,
                 &crate::sync::billing_system_values(&fields),
             ),
+            Vec::new(),
         )
         .await?;
     Ok(())

@@ -401,6 +401,8 @@ async fn make_records(
                         record,
                     )],
                     Some(connection.id),
+                    // Created records: the links' `send_to_billing` entries name them.
+                    Vec::new(),
                 )
                 .await?;
         }
@@ -421,6 +423,7 @@ async fn make_records(
                     record,
                 )],
                 Some(connection.id),
+                Vec::new(),
             )
             .await?;
         for (_, system_id, fields) in systems {
@@ -441,6 +444,8 @@ async fn make_records(
                         record,
                     )],
                     Some(connection.id),
+                    // Created records: the links' `send_to_billing` entries name them.
+                    Vec::new(),
                 )
                 .await?;
         }
@@ -474,6 +479,7 @@ async fn make_records(
                     dealer,
                     l.id,
                     serde_json::to_value(snapshot).unwrap_or_default(),
+                    Vec::new(),
                 )
                 .await?;
         }

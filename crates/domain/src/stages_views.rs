@@ -317,6 +317,21 @@ async fn follow_in_billing(
                     data: serde_json::json!({"changed": changed, "record": record, "source": "stages_edit"}),
                 }],
                 Some(connection_id),
+                crate::audit::data_change(
+                    &caller.user.0,
+                    "stages_edit",
+                    crate::audit::WrittenSide::Billing,
+                    crate::audit::ChangedRecord {
+                        connection_id,
+                        kind: LinkKind::System.as_str(),
+                        billing_id: system.id.as_str(),
+                        external_id: device_id,
+                    },
+                    &billing,
+                    &changed,
+                )
+                .into_iter()
+                .collect(),
             )
             .await?;
     }
@@ -327,6 +342,7 @@ async fn follow_in_billing(
             &caller.dealer,
             link.id,
             serde_json::to_value(snapshot).unwrap_or_default(),
+            Vec::new(),
         )
         .await?;
     Ok(DeviceEdited {

@@ -316,13 +316,15 @@ pub trait BillingStore: Send + Sync {
     /// `{"subscription_id", "event_id"}` per active subscription that wants
     /// it). Auto Sync jobs are enqueued as for an upsert, except for links on
     /// `origin`: the connection the change came from must not get it back.
-    /// A write that changes nothing records nothing (no version, events or pushes).
+    /// A write that changes nothing records nothing (no version, events,
+    /// audit entries or pushes). `audit` names the data change (B8).
     async fn write_billing(
         &self,
         dealer: &DealerId,
         write: BillingWrite,
         events: Vec<NewEvent>,
         origin: Option<crate::connection::ConnectionId>,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten>;
 
     /// `write_billing` of a record that must still be at `version`
@@ -335,6 +337,7 @@ pub trait BillingStore: Send + Sync {
         version: i64,
         events: Vec<NewEvent>,
         origin: Option<crate::connection::ConnectionId>,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten>;
 
     /// Which of these billing ids exist as records of `kind` (site or system).
@@ -453,12 +456,14 @@ pub trait LinkStore: Send + Sync {
     /// Drops own claims that are still claims (confirmed links stay).
     async fn release_links(&self, dealer: &DealerId, ids: &[LinkId]) -> StoreResult<()>;
     /// Keeps the values both sides agreed on (see `Link::last_synced`); the
-    /// link's version does not change.
+    /// link's version does not change. `audit` names what was written to
+    /// Stages to get there (B8), recorded in the same transaction.
     async fn set_link_snapshot(
         &self,
         dealer: &DealerId,
         id: LinkId,
         snapshot: serde_json::Value,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<()>;
     async fn deliberate_unlinks(
         &self,

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::audit::{self, ChangedRecord, NewAuditEntry, WrittenSide};
 use crate::billing::{BillingSite, BillingSystem, BillingWrite};
-use crate::connection::{Connection, ConnectionId, Credential, CredentialOwner};
+use crate::connection::{Connection, Credential, CredentialOwner};
 use crate::events::{types, NewEvent};
 use crate::field_issues::{IssueKind, IssueUpdate, LinkSettlement, NewFieldIssue};
 use crate::link::{Link, LinkId, LinkKind};
@@ -221,14 +222,59 @@ pub struct SyncOutcome {
 /// on the feed, in one transaction. Auto Sync skips `connection_id`, where the
 /// values came from. The record must still be as read (`VersionMismatch`
 /// otherwise), so a billing edit made meanwhile is never overwritten.
+/// The record of a link as an audit entry names it.
+fn changed_record(sides: &Sides) -> ChangedRecord<'_> {
+    ChangedRecord {
+        connection_id: sides.connection.id,
+        kind: sides.link.kind.as_str(),
+        billing_id: sides.link.billing_id.as_str(),
+        external_id: &sides.link.external_id,
+    }
+}
+
+/// What a sync is and whom it acts for, as its events (`source`) and its
+/// audit entries (action `<action>_to_<side>`, `actor`) name it.
+#[derive(Debug, Clone, Copy)]
+struct By<'a> {
+    source: &'a str,
+    action: &'a str,
+    actor: &'a str,
+}
+
+/// The audit entry of `values` written to Stages.
+fn stages_change(sides: &Sides, by: By<'_>, values: &Values) -> Vec<NewAuditEntry> {
+    let record = changed_record(sides);
+    let before = &sides.external_values;
+    audit::data_change(
+        by.actor,
+        by.action,
+        WrittenSide::Stages,
+        record,
+        before,
+        values,
+    )
+    .into_iter()
+    .collect()
+}
+
+/// Writes `values` to the billing record of a link, with its event and its
+/// audit entry in the same transaction.
 async fn write_to_billing(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
-    record: &LinkedRecord,
-    connection_id: ConnectionId,
+    sides: &Sides,
     values: &Values,
-    source: &str,
+    by: By<'_>,
 ) -> Result<(), OperationError> {
+    let (record, connection_id, source) = (&sides.billing, sides.connection.id, by.source);
+    let audit = audit::data_change(
+        by.actor,
+        by.action,
+        WrittenSide::Billing,
+        changed_record(sides),
+        &sides.billing_values,
+        values,
+    );
     let unknown = |e: sync::UnknownField| OperationError::Conflict {
         code: "unknown_field",
         message: e.to_string(),
@@ -276,7 +322,14 @@ async fn write_to_billing(
     };
     ports
         .billing
-        .write_billing_at(dealer, write, version, vec![event], Some(connection_id))
+        .write_billing_at(
+            dealer,
+            write,
+            version,
+            vec![event],
+            Some(connection_id),
+            audit.into_iter().collect(),
+        )
         .await?;
     Ok(())
 }
@@ -319,23 +372,22 @@ async fn write_to_stages(sides: &Sides, values: &Values) -> Result<(), Operation
 
 async fn apply_plan(
     ports: LinkingPorts<'_>,
-    dealer: &DealerId,
+    caller: &Caller,
     sides: &Sides,
     plan: &MergePlan,
+    source: &str,
 ) -> Result<(), OperationError> {
+    let dealer = &caller.dealer;
+    let by = By {
+        source,
+        action: source,
+        actor: &caller.user.0,
+    };
     if !plan.to_external.is_empty() {
         write_to_stages(sides, &plan.to_external).await?;
     }
     if !plan.to_billing.is_empty() {
-        write_to_billing(
-            ports,
-            dealer,
-            &sides.billing,
-            sides.connection.id,
-            &plan.to_billing,
-            "sync",
-        )
-        .await?;
+        write_to_billing(ports, dealer, sides, &plan.to_billing, by).await?;
     }
     ports
         .links
@@ -343,6 +395,7 @@ async fn apply_plan(
             dealer,
             sides.link.id,
             serde_json::to_value(&plan.new_snapshot).unwrap_or_default(),
+            stages_change(sides, by, &plan.to_external),
         )
         .await?;
     // A field the sync settled is no longer a conflict nor a refusal.
@@ -366,6 +419,18 @@ pub async fn sync_link(
     choices: &BTreeMap<String, FieldChoice>,
     dry_run: bool,
 ) -> Result<SyncOutcome, OperationError> {
+    sync_link_as(ports, caller, link_id, choices, dry_run, "sync").await
+}
+
+/// A record sync, audited as made through `source` (sync or account_sync).
+async fn sync_link_as(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    link_id: LinkId,
+    choices: &BTreeMap<String, FieldChoice>,
+    dry_run: bool,
+    source: &str,
+) -> Result<SyncOutcome, OperationError> {
     let sides = sides_as_caller(ports, caller, link_id).await?;
     let fields = sync::diff(
         sync::fields_for(sides.link.kind),
@@ -375,7 +440,7 @@ pub async fn sync_link(
     );
     let plan = sync::merge(&fields, choices).map_err(|e| OperationError::Invalid(e.into()))?;
     if !dry_run {
-        apply_plan(ports, &caller.dealer, &sides, &plan).await?;
+        apply_plan(ports, caller, &sides, &plan, source).await?;
     }
     Ok(SyncOutcome {
         link_id,
@@ -409,7 +474,7 @@ pub async fn account_sync(
     for id in order {
         let kind = ports.links.link(&caller.dealer, id).await?.kind;
         let choices = sync::account_sync(sync::fields_for(kind), side);
-        outcomes.push(sync_link(ports, caller, id, &choices, false).await?);
+        outcomes.push(sync_link_as(ports, caller, id, &choices, false, "account_sync").await?);
     }
     Ok(outcomes)
 }
@@ -487,7 +552,7 @@ async fn settle(
     sides: &Sides,
     may_push: bool,
     stages_changed_at: Option<chrono::DateTime<chrono::Utc>>,
-    source: &str,
+    by: By<'_>,
 ) -> Result<(Settled, LinkSettlement), OperationError> {
     let fields = sync::fields_for(sides.link.kind);
     let base = snapshot_of(&sides.link);
@@ -543,6 +608,7 @@ async fn settle(
         write_fields_to_stages(sides, &push).await?
     };
     snapshot.extend(accepted.clone());
+    let mut stages_audit = stages_change(sides, by, &accepted);
     if !accepted.is_empty() && !settled.pulled.is_empty() {
         // What Stages took is the base from now on, before billing is
         // written: should that write fail (billing changed meanwhile), the
@@ -554,19 +620,13 @@ async fn settle(
                 dealer,
                 sides.link.id,
                 serde_json::to_value(&snapshot).unwrap_or_default(),
+                // What Stages took is recorded with it: the billing write may fail.
+                std::mem::take(&mut stages_audit),
             )
             .await?;
     }
     if !settled.pulled.is_empty() {
-        write_to_billing(
-            ports,
-            dealer,
-            &sides.billing,
-            sides.connection.id,
-            &settled.pulled,
-            source,
-        )
-        .await?;
+        write_to_billing(ports, dealer, sides, &settled.pulled, by).await?;
     }
     snapshot.extend(settled.pulled.clone());
 
@@ -617,6 +677,7 @@ async fn settle(
             found: refusals,
             settled: synced,
         },
+        audit: stages_audit,
     };
     Ok((settled, settlement))
 }
@@ -671,7 +732,12 @@ pub async fn auto_sync_push(
     let api = dealer_api(ports, &connection, read.dealer_credential)?;
     let billing = read.billing.ok_or(StoreError::NotFound)?;
     let sides = sides_with(read.link, connection, api, billing).await?;
-    let (settled, settlement) = settle(ports, dealer, &sides, true, None, "auto_sync").await?;
+    let by = By {
+        source: "auto_sync",
+        action: "auto_sync",
+        actor: audit::AUTO_SYNC_ACTOR,
+    };
+    let (settled, settlement) = settle(ports, dealer, &sides, true, None, by).await?;
     Ok((
         AutoSyncOutcome {
             link_id,
@@ -778,7 +844,11 @@ pub async fn apply_stages_callback(
         crate::syncing_jobs::auto_sync_on(connection.status, connection.auto_sync),
         // When Stages says its record changed, for `newest_wins`.
         Some(callback.occurred_at),
-        "stages",
+        By {
+            source: "stages",
+            action: "stages_callback",
+            actor: &audit::callback_actor(&callback.event_id),
+        },
     )
     .await?;
     let what = format!("billing {} '{}'", kind.as_str(), link.billing_id);

@@ -118,6 +118,18 @@ pub(crate) fn insert_audit(
     Ok(())
 }
 
+/// `text` matched literally by LIKE ... ESCAPE '\\'.
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[async_trait]
 impl AuditStore for Store {
     async fn record_audit(
@@ -161,6 +173,17 @@ impl AuditStore for Store {
             }
             if let Some(connection) = filter.connection_id {
                 query = query.filter(audit_log::connection_id.eq(uuid_text(connection.0)));
+            }
+            if let Some(field) = filter.field {
+                // A member name in the JSON text of before or after; a value
+                // holding the same text has its quotes escaped, so it does not match.
+                let member = format!("%\"{}\":%", like_literal(&field));
+                query = query.filter(
+                    audit_log::before_json
+                        .like(member.clone())
+                        .escape('\\')
+                        .or(audit_log::after_json.like(member).escape('\\')),
+                );
             }
             if let Some(after) = page.after {
                 query = query.filter(audit_log::id.lt(after));

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use domain::audit::NewAuditEntry;
 use domain::billing::{
     BillingCustomer, BillingId, BillingRecord, BillingSite, BillingSystem, BillingUser,
     BillingWrite, BillingWritten, CustomerFields, CustomerKind, SiteFields, SystemFields, Upserted,
@@ -21,7 +22,7 @@ use domain::syncing_jobs::{AutoSyncPush, StagesRecord};
 use domain::tenancy::DealerId;
 use domain::Page;
 
-use crate::audit::{parse_uuid, uuid_text};
+use crate::audit::{insert_audit, parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_foreign_key, in_given_order, into_page, page_limit, per_backend, write_transaction,
@@ -820,6 +821,7 @@ fn write_billing_blocking(
     expected_version: Option<i64>,
     events: Vec<NewEvent>,
     origin: Option<&str>,
+    audit: Vec<NewAuditEntry>,
 ) -> Result<BillingWritten, Fail> {
     let (written, changed, linked) = match &write {
         BillingWrite::Customer { id, fields } => {
@@ -853,6 +855,7 @@ fn write_billing_blocking(
         if let Some((kind, id)) = linked {
             enqueue_auto_sync(conn, dealer, kind, id.as_str(), origin)?;
         }
+        insert_audit(conn, dealer, audit)?;
         // Last: the feed's lock (PostgreSQL) is held for the shortest time.
         insert_events(conn, dealer, events)?;
     }
@@ -1269,12 +1272,14 @@ impl BillingStore for Store {
         write: BillingWrite,
         events: Vec<NewEvent>,
         origin: Option<ConnectionId>,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten> {
         let dealer = dealer.0.clone();
         let origin = origin.map(|c| uuid_text(c.0));
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                write_billing_blocking(conn, &dealer, write, None, events, origin.as_deref())
+                let origin = origin.as_deref();
+                write_billing_blocking(conn, &dealer, write, None, events, origin, audit)
             })
         })
         .await
@@ -1287,13 +1292,15 @@ impl BillingStore for Store {
         version: i64,
         events: Vec<NewEvent>,
         origin: Option<ConnectionId>,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten> {
         let dealer = dealer.0.clone();
         let origin = origin.map(|c| uuid_text(c.0));
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
                 let origin = origin.as_deref();
-                write_billing_blocking(conn, &dealer, write, Some(version), events, origin)
+                let version = Some(version);
+                write_billing_blocking(conn, &dealer, write, version, events, origin, audit)
             })
         })
         .await

@@ -17,7 +17,7 @@ use domain::store::{PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
-use crate::audit::{parse_uuid, uuid_text};
+use crate::audit::{insert_audit, parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
 use crate::events::insert_events;
@@ -229,6 +229,7 @@ pub(crate) fn apply_settlement(
     if updated == 0 {
         return Ok(false);
     }
+    insert_audit(conn, dealer, settlement.audit)?;
     let (conflicts, refusals) = (settlement.conflicts, settlement.refusals);
     if conflicts.found.is_empty() && refusals.found.is_empty() {
         // The common case: nothing new of either kind, one statement.

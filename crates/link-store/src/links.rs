@@ -1156,21 +1156,24 @@ impl LinkStore for Store {
         dealer: &DealerId,
         id: LinkId,
         snapshot: serde_json::Value,
+        audit: Vec<NewAuditEntry>,
     ) -> StoreResult<()> {
         let dealer = dealer.0.clone();
         let snapshot = snapshot.to_string();
         self.run(move |conn, _| {
-            let updated = diesel::update(
-                links::table
-                    .filter(links::dealer.eq(&dealer))
-                    .filter(links::id.eq(uuid_text(id.0))),
-            )
-            .set(links::last_synced.eq(snapshot))
-            .execute(conn)?;
-            if updated == 0 {
-                return Err(StoreError::NotFound.into());
-            }
-            Ok(())
+            write_transaction(conn, |conn| {
+                let updated = diesel::update(
+                    links::table
+                        .filter(links::dealer.eq(&dealer))
+                        .filter(links::id.eq(uuid_text(id.0))),
+                )
+                .set(links::last_synced.eq(snapshot))
+                .execute(conn)?;
+                if updated == 0 {
+                    return Err(StoreError::NotFound.into());
+                }
+                insert_audit(conn, &dealer, audit)
+            })
         })
         .await
     }

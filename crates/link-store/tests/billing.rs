@@ -874,6 +874,7 @@ store_test!(
                 write("From A"),
                 vec![site_event("S1", Some(a))],
                 Some(a),
+                Vec::new(),
             )
             .await
             .unwrap();
@@ -914,6 +915,7 @@ store_test!(
                 write("From A"),
                 vec![site_event("S1", Some(a))],
                 Some(a),
+                Vec::new(),
             )
             .await
             .unwrap();
@@ -929,6 +931,7 @@ store_test!(
                 write("From nowhere"),
                 vec![site_event("S1", None)],
                 None,
+                Vec::new(),
             )
             .await
             .unwrap();
@@ -950,6 +953,7 @@ store_test!(
                 },
                 vec![],
                 None,
+                Vec::new(),
             )
             .await
             .unwrap();
@@ -977,6 +981,7 @@ store_test!(
                 },
                 vec![],
                 None,
+                Vec::new(),
             )
             .await
             .unwrap()
@@ -993,6 +998,7 @@ store_test!(
                 },
                 vec![],
                 Some(b),
+                Vec::new(),
             )
             .await
             .unwrap()
@@ -1021,6 +1027,7 @@ store_test!(
                     },
                     vec![site_event("S404", None)],
                     None,
+                    Vec::new(),
                 )
                 .await,
         );
@@ -1036,6 +1043,7 @@ store_test!(
                     },
                     vec![site_event("S9", None)],
                     None,
+                    Vec::new(),
                 )
                 .await,
         );

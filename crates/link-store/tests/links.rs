@@ -624,7 +624,7 @@ store_test!(
 
         let snapshot = serde_json::json!({"name": "Home", "address1": "1 Main St", "zip": null});
         store
-            .set_link_snapshot(&d, s1.id, snapshot.clone())
+            .set_link_snapshot(&d, s1.id, snapshot.clone(), Vec::new())
             .await
             .unwrap();
         let got = store.link(&d, s1.id).await.unwrap();
@@ -639,7 +639,7 @@ store_test!(
         assert_eq!(listed[1].last_synced, None);
         let replaced = serde_json::json!({"name": "Home 2"});
         store
-            .set_link_snapshot(&d, s1.id, replaced.clone())
+            .set_link_snapshot(&d, s1.id, replaced.clone(), Vec::new())
             .await
             .unwrap();
         assert_eq!(
@@ -649,13 +649,13 @@ store_test!(
 
         assert_eq!(
             store
-                .set_link_snapshot(&dealer("d2"), s1.id, snapshot.clone())
+                .set_link_snapshot(&dealer("d2"), s1.id, snapshot.clone(), Vec::new())
                 .await,
             Err(StoreError::NotFound)
         );
         assert_eq!(
             store
-                .set_link_snapshot(&d, LinkId::new(), snapshot.clone())
+                .set_link_snapshot(&d, LinkId::new(), snapshot.clone(), Vec::new())
                 .await,
             Err(StoreError::NotFound)
         );
@@ -927,6 +927,7 @@ store_test!(audit_lists_newest_first_with_filters, |db| async move {
         actor: Some("alice".into()),
         connection_id: Some(a),
         subject: Some("S1".into()),
+        field: None,
     };
     assert_eq!(billing_of(list(combined, first_page(10)).await), vec!["S1"]);
 

@@ -19,9 +19,11 @@ use crate::state::AppState;
 pub struct AuditQuery {
     /// A billing id or an external (Stages) id.
     pub subject: Option<String>,
-    /// A user id.
+    /// A user id, `auto_sync`, or `stages_callback:<event id>`.
     pub actor: Option<String>,
     pub connection_id: Option<Uuid>,
+    /// Entries whose before or after names this field (e.g. `city`, `panel_type`).
+    pub field: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,7 +31,10 @@ pub struct AuditEntryResponse {
     pub id: Uuid,
     pub at: DateTime<Utc>,
     pub actor: String,
-    /// push, link, edit_link, unlink, reconcile_link
+    /// Link changes: push, link, edit_link, unlink, reconcile_link, ...
+    /// Data changes: `<source>_to_billing` or `<source>_to_stages`, the source
+    /// being sync, account_sync, auto_sync, stages_callback, push or
+    /// stages_edit; before and after hold each changed field's values.
     pub action: String,
     pub connection_id: Option<Uuid>,
     pub kind: String,
@@ -47,7 +52,8 @@ pub struct AuditList {
     pub next_page_token: Option<String>,
 }
 
-/// Changes to links, newest first.
+/// Changes to links, and every change crosslink made to the data of a
+/// billing or Stages record (B8), newest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = ["viewer"])),
     params(AuditQuery, PageParams),
     responses((status = 200, body = AuditList),
@@ -60,6 +66,15 @@ pub async fn list_audit(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let q = query.into_inner();
+    if let Some(field) = &q.field {
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(domain::validation::ValidationError::field(
+                "field",
+                "a field name: letters, digits and _",
+            )
+            .into());
+        }
+    }
     let found = state
         .audit
         .list_audit(
@@ -68,6 +83,7 @@ pub async fn list_audit(
                 subject: q.subject,
                 actor: q.actor,
                 connection_id: q.connection_id.map(ConnectionId),
+                field: q.field,
             },
             page.to_request()?,
         )
