@@ -30,6 +30,8 @@ pub struct LinkingPorts<'a> {
     pub stages: &'a dyn crate::stages::StagesConnector,
     /// Fields of links that did not sync (conflicts held, refusals).
     pub issues: &'a dyn crate::field_issues::FieldIssueStore,
+    /// Changes made to Stages outside a link change (a reconcile's repairs).
+    pub audit: &'a dyn crate::store::AuditStore,
 }
 
 /// The Stages-only fields of a pushed site; the rest come from the billing site.
@@ -1018,7 +1020,7 @@ fn claimed_elsewhere(
         Some(b) if !b.is_empty() && b != ours.as_str() => Some(OperationError::Conflict {
             code: "claimed_in_stages",
             message: format!(
-                "{what} '{id}' carries billing id '{b}' of another record; unlink that record first or run a reconcile"
+                "{what} '{id}' carries billing id '{b}' of another record; delete that record's link with release=true (DELETE /v1/links/{{link_id}}?release=true) to clear it in Stages, or run a reconcile if that record is not linked here"
             ),
         }),
         _ => None,
@@ -1608,7 +1610,7 @@ async fn edit_claimed(
 }
 
 /// Writes one billing id to a Stages site or device (`""` clears it).
-async fn set_billing_id(
+pub(crate) async fn set_billing_id(
     api: &dyn StagesApi,
     kind: LinkKind,
     external_id: &str,
@@ -1640,7 +1642,10 @@ async fn set_billing_id(
 
 /// Puts back, last first, the billing ids an operation changed in Stages
 /// (best effort); returns what could not be put back.
-async fn put_back(api: &dyn StagesApi, written: &[(LinkKind, String, String)]) -> Vec<String> {
+pub(crate) async fn put_back(
+    api: &dyn StagesApi,
+    written: &[(LinkKind, String, String)],
+) -> Vec<String> {
     let mut left = Vec::new();
     for (kind, external_id, billing_id) in written.iter().rev() {
         if let Err(e) = set_billing_id(api, *kind, external_id, billing_id).await {
