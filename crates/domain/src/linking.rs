@@ -1010,21 +1010,50 @@ async fn named_device(
     }
 }
 
-fn claimed_elsewhere(
-    what: &str,
+/// The 409 for a Stages record that carries another record's billing id,
+/// with the way out: the link that holds it (released, it lets go), or, when
+/// no link of this connection holds it, how to clear it.
+#[allow(clippy::too_many_arguments)]
+async fn claimed_elsewhere(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    kind: LinkKind,
     id: &str,
     carried: &Option<String>,
     ours: &BillingId,
-) -> Option<OperationError> {
-    match carried.as_deref() {
-        Some(b) if !b.is_empty() && b != ours.as_str() => Some(OperationError::Conflict {
-            code: "claimed_in_stages",
-            message: format!(
-                "{what} '{id}' carries billing id '{b}' of another record; delete that record's link with release=true (DELETE /v1/links/{{link_id}}?release=true) to clear it in Stages, or run a reconcile if that record is not linked here"
-            ),
-        }),
-        _ => None,
-    }
+) -> Result<Option<OperationError>, OperationError> {
+    let Some(b) = carried
+        .as_deref()
+        .filter(|b| !b.is_empty() && *b != ours.as_str())
+    else {
+        return Ok(None);
+    };
+    let what = match kind {
+        LinkKind::Site => "Stages site",
+        LinkKind::System => "Stages device",
+    };
+    let holder = match BillingId::parse(b) {
+        Ok(other) => link_on(ports.links, caller, connection_id, kind, &other).await?,
+        Err(_) => None,
+    };
+    let advice = match holder {
+        Some(l) if l.external_id == id => format!(
+            "link {} holds it; delete that link with DELETE /v1/links/{}?release=true to clear the billing id in Stages, then link again",
+            l.id, l.id
+        ),
+        Some(l) => format!(
+            "that record is linked to {what} '{}' here, so this is a stale copy: clear the billing id of '{id}' in Stages",
+            l.external_id
+        ),
+        None => format!(
+            "no link of this connection holds that record (an older integration's id, or a link deleted without release): link '{b}' to '{id}' again and delete that link with release=true (DELETE /v1/links/{{link_id}}?release=true), or clear the billing id in Stages"
+        ),
+    };
+    Ok(Some(OperationError::Conflict {
+        code: "claimed_in_stages",
+        message: format!("{what} '{id}' carries billing id '{b}' of another record; {advice}"),
+    }))
 }
 
 /// Link (S7): an existing billing site to an existing Stages site with at
@@ -1137,20 +1166,30 @@ pub async fn link(
             });
         }
     } else if let Some(e) = claimed_elsewhere(
-        "Stages site",
+        ports,
+        caller,
+        connection.id,
+        LinkKind::Site,
         &stages_site.site_no,
         &stages_site.billing_id,
         &site.id,
-    ) {
+    )
+    .await?
+    {
         return Err(e);
     }
     for (pair, device) in request.systems.iter().zip(&devices) {
         if let Some(e) = claimed_elsewhere(
-            "Stages device",
+            ports,
+            caller,
+            connection.id,
+            LinkKind::System,
             &device.device_id,
             &device.fields.billing_id,
             &pair.billing_system_id,
-        ) {
+        )
+        .await?
+        {
             return Err(e);
         }
     }
@@ -1461,11 +1500,16 @@ async fn edit_claimed(
                 let site = named_site(api, connection, &p.field, &p.new).await?;
                 if !own.contains(&(LinkKind::Site, p.new.as_str())) {
                     if let Some(e) = claimed_elsewhere(
-                        "Stages site",
+                        ports,
+                        caller,
+                        connection.id,
+                        LinkKind::Site,
                         &site.site_no,
                         &site.billing_id,
                         &p.link.billing_id,
-                    ) {
+                    )
+                    .await?
+                    {
                         return Err(e);
                     }
                 }
@@ -1495,11 +1539,16 @@ async fn edit_claimed(
                 }
                 if !own.contains(&(LinkKind::System, p.new.as_str())) {
                     if let Some(e) = claimed_elsewhere(
-                        "Stages device",
+                        ports,
+                        caller,
+                        connection.id,
+                        LinkKind::System,
                         &device.device_id,
                         &device.fields.billing_id,
                         &p.link.billing_id,
-                    ) {
+                    )
+                    .await?
+                    {
                         return Err(e);
                     }
                 }
