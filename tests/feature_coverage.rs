@@ -55,6 +55,8 @@ async fn dealer_connection(
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
+    // Its migration (S20) is over before the test writes to Stages itself.
+    svc.migration_settled(admin, &cid).await;
     cid
 }
 
