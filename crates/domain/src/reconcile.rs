@@ -30,7 +30,8 @@ pub struct ReconcileJob {
     pub connection_id: ConnectionId,
     pub dry_run: bool,
     /// Write the link's billing id back to Stages records that lost it.
-    #[serde(default)]
+    /// Left out of a plain run's payload, which stays as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repair: bool,
 }
 

@@ -683,14 +683,11 @@ fn start_migration(
     job: NewJob,
 ) -> Result<Option<Job>, Fail> {
     let (row, state) = find_row(conn, dealer, id)?;
-    let again = match (
-        &row.migration_job_id,
-        state.as_deref().and_then(JobState::parse),
-    ) {
-        (None, _) => true,
-        (Some(_), Some(JobState::Failed | JobState::Dead | JobState::Cancelled)) => true,
-        _ => false,
-    };
+    let again = row.migration_job_id.is_none()
+        || matches!(
+            state.as_deref().and_then(JobState::parse),
+            Some(JobState::Failed | JobState::Dead | JobState::Cancelled)
+        );
     if !row.migrate_on_connect || !again {
         return Ok(None);
     }
