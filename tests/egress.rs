@@ -240,9 +240,21 @@ async fn a_stored_target_refused_later_fails_its_calls_for_good(backend: Backend
     let cid = first
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
         .await;
+    // No migration (S20) for this one: storing its credentials would probe
+    // the target while the first service still allows it.
     let elsewhere = first
-        .create_connection(&admin, "Elsewhere", &by_name, "dealer")
+        .call(
+            Method::POST,
+            "/v1/connections",
+            &admin,
+            Some(
+                json!({"provider": "stages", "name": "Elsewhere", "endpoint": by_name,
+                "auth_mode": "dealer", "migrate_on_connect": false}),
+            ),
+        )
         .await;
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
+    let elsewhere = elsewhere.body["id"].as_str().unwrap().to_owned();
     for id in [&cid, &elsewhere] {
         let a = first
             .call(

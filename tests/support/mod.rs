@@ -357,6 +357,34 @@ impl Service {
         secret
     }
 
+    /// Waits until the automatic migration (S20) of connection `cid` is
+    /// neither queued nor running, and returns the connection. Storing a
+    /// Stages dealer credential that works queues it; a test that then sets
+    /// billing ids in Stages itself waits first, so the migration cannot take
+    /// them over meanwhile.
+    pub async fn migration_settled(&self, who: &Who, cid: &str) -> Value {
+        for _ in 0..600 {
+            let a = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/connections/{cid}"),
+                    who,
+                    None,
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            let state = a.body["migration"]["state"].as_str().unwrap_or_default();
+            if !["queued", "running"].contains(&state) {
+                return a.body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the migration of {cid} did not settle; log:\n{}",
+            self.logs()
+        );
+    }
+
     /// Creates a Stages connection to `endpoint` as an admin of `who`'s dealer.
     pub async fn create_connection(
         &self,

@@ -4,6 +4,7 @@
 use domain::connection::{
     AuthMode, ConflictPolicy, ConnectionStatus, ProviderCategory, ProviderKind,
 };
+use domain::migration::MigrationState;
 use domain::operations::TestOutcome;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -45,6 +46,14 @@ mirror_enum!(
     /// `GET /v1/conflicts`), `billing_wins`, `stages_wins`, or `newest_wins`
     /// (the side whose record changed last; held when Stages' time is not known).
     ConflictPolicyDto <=> ConflictPolicy { Hold, BillingWins, StagesWins, NewestWins }
+);
+mirror_enum!(
+    /// Where a Stages connection's automatic migration (S20) stands:
+    /// `pending` (on; the connection has not worked yet), `queued`,
+    /// `running`, `done`, `failed` (failed, dead or cancelled: the next
+    /// credential set that works, or the next passing `:test`, queues it
+    /// again), or `off` (`migrate_on_connect` is false and none was queued).
+    MigrationStateDto <=> MigrationState { Pending, Queued, Running, Done, Failed, Off }
 );
 mirror_enum!(
     /// The result of a connection test.

@@ -136,6 +136,7 @@ impl AppState {
             links: self.links.as_ref(),
             stages: self.stages.as_ref(),
             issues: self.issues.as_ref(),
+            audit: self.audit.as_ref(),
         }
     }
 

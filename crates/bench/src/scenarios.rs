@@ -108,12 +108,17 @@ pub async fn seeded_sim(sites: usize) -> anyhow::Result<stages_sim::Sim> {
 }
 
 /// A Stages connection to the simulator with dealer credentials; its id.
+/// Without the automatic migration (S20): the reconcile benchmark asks for
+/// its own reconcile and counts what that one takes over.
 pub async fn connect(api: &Api, sim: &stages_sim::Sim) -> anyhow::Result<String> {
     let c = api
         .call(
             Method::POST,
             "/v1/connections",
-            Some(&json!({"provider": "stages", "name": "bench", "endpoint": sim.base_url(), "auth_mode": "dealer"})),
+            Some(
+                &json!({"provider": "stages", "name": "bench", "endpoint": sim.base_url(),
+                "auth_mode": "dealer", "migrate_on_connect": false}),
+            ),
             &[201],
         )
         .await?;

@@ -322,6 +322,11 @@ pub struct Connection {
     pub status: ConnectionStatus,
     /// What an interactive services provider entry is set up to do (I1, I2, I4, I5).
     pub settings: ProviderSettings,
+    /// Take over the billing ids already in Stages when the connection first
+    /// works (S20); see [`crate::migration`].
+    pub migrate_on_connect: bool,
+    /// The reconcile queued as this connection's migration, once there is one.
+    pub migration: Option<MigrationJob>,
     /// Bumped on every change; the ETag of the resource.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -338,6 +343,14 @@ pub struct NewConnection {
     pub auto_sync: bool,
     pub conflict_policy: ConflictPolicy,
     pub status: ConnectionStatus,
+    pub migrate_on_connect: bool,
+}
+
+/// The job of a connection's migration and where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationJob {
+    pub job_id: crate::jobs::JobId,
+    pub state: crate::jobs::JobState,
 }
 
 /// A partial change; `None` leaves a field as it is.
@@ -349,6 +362,7 @@ pub struct ConnectionChanges {
     pub auto_sync: Option<bool>,
     pub conflict_policy: Option<ConflictPolicy>,
     pub status: Option<ConnectionStatus>,
+    pub migrate_on_connect: Option<bool>,
     /// The whole new settings (see `isp::settings_after`, which checks them).
     pub settings: Option<ProviderSettings>,
 }
@@ -491,6 +505,8 @@ mod tests {
             conflict_policy: ConflictPolicy::Hold,
             status: ConnectionStatus::Active,
             settings: ProviderSettings::default(),
+            migrate_on_connect: true,
+            migration: None,
             version: 1,
             created_at: now,
             updated_at: now,

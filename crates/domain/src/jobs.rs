@@ -523,6 +523,7 @@ mod tests {
         let reconcile = ReconcileJob {
             connection_id: conn,
             dry_run: true,
+            repair: false,
         };
         assert_eq!(
             reconcile.unique_key(),
@@ -531,6 +532,20 @@ mod tests {
         check(
             reconcile,
             serde_json::json!({ "connection_id": conn, "dry_run": true }),
+        );
+        // A repairing run is a job of its own, not folded into a plain one.
+        let repairing = ReconcileJob {
+            connection_id: conn,
+            dry_run: false,
+            repair: true,
+        };
+        assert_eq!(
+            repairing.unique_key(),
+            Some(format!("reconcile:{conn}:false:repair"))
+        );
+        check(
+            repairing,
+            serde_json::json!({ "connection_id": conn, "dry_run": false, "repair": true }),
         );
         check(
             AdcImportJob {

@@ -30,6 +30,8 @@ pub struct LinkingPorts<'a> {
     pub stages: &'a dyn crate::stages::StagesConnector,
     /// Fields of links that did not sync (conflicts held, refusals).
     pub issues: &'a dyn crate::field_issues::FieldIssueStore,
+    /// Changes made to Stages outside a link change (a reconcile's repairs).
+    pub audit: &'a dyn crate::store::AuditStore,
 }
 
 /// The Stages-only fields of a pushed site; the rest come from the billing site.
@@ -1038,21 +1040,50 @@ async fn named_device(
     }
 }
 
-fn claimed_elsewhere(
-    what: &str,
+/// The 409 for a Stages record that carries another record's billing id,
+/// with the way out: the link that holds it (released, it lets go), or, when
+/// no link of this connection holds it, how to clear it.
+#[allow(clippy::too_many_arguments)]
+async fn claimed_elsewhere(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    kind: LinkKind,
     id: &str,
     carried: &Option<String>,
     ours: &BillingId,
-) -> Option<OperationError> {
-    match carried.as_deref() {
-        Some(b) if !b.is_empty() && b != ours.as_str() => Some(OperationError::Conflict {
-            code: "claimed_in_stages",
-            message: format!(
-                "{what} '{id}' carries billing id '{b}' of another record; unlink that record first or run a reconcile"
-            ),
-        }),
-        _ => None,
-    }
+) -> Result<Option<OperationError>, OperationError> {
+    let Some(b) = carried
+        .as_deref()
+        .filter(|b| !b.is_empty() && *b != ours.as_str())
+    else {
+        return Ok(None);
+    };
+    let what = match kind {
+        LinkKind::Site => "Stages site",
+        LinkKind::System => "Stages device",
+    };
+    let holder = match BillingId::parse(b) {
+        Ok(other) => link_on(ports.links, caller, connection_id, kind, &other).await?,
+        Err(_) => None,
+    };
+    let advice = match holder {
+        Some(l) if l.external_id == id => format!(
+            "link {} holds it; delete that link with DELETE /v1/links/{}?release=true to clear the billing id in Stages, then link again",
+            l.id, l.id
+        ),
+        Some(l) => format!(
+            "that record is linked to {what} '{}' here, so this is a stale copy: clear the billing id of '{id}' in Stages",
+            l.external_id
+        ),
+        None => format!(
+            "no link of this connection holds that record (an older integration's id, or a link deleted without release): link '{b}' to '{id}' again and delete that link with release=true (DELETE /v1/links/{{link_id}}?release=true), or clear the billing id in Stages"
+        ),
+    };
+    Ok(Some(OperationError::Conflict {
+        code: "claimed_in_stages",
+        message: format!("{what} '{id}' carries billing id '{b}' of another record; {advice}"),
+    }))
 }
 
 /// Link (S7): an existing billing site to an existing Stages site with at
@@ -1165,20 +1196,30 @@ pub async fn link(
             });
         }
     } else if let Some(e) = claimed_elsewhere(
-        "Stages site",
+        ports,
+        caller,
+        connection.id,
+        LinkKind::Site,
         &stages_site.site_no,
         &stages_site.billing_id,
         &site.id,
-    ) {
+    )
+    .await?
+    {
         return Err(e);
     }
     for (pair, device) in request.systems.iter().zip(&devices) {
         if let Some(e) = claimed_elsewhere(
-            "Stages device",
+            ports,
+            caller,
+            connection.id,
+            LinkKind::System,
             &device.device_id,
             &device.fields.billing_id,
             &pair.billing_system_id,
-        ) {
+        )
+        .await?
+        {
             return Err(e);
         }
     }
@@ -1489,11 +1530,16 @@ async fn edit_claimed(
                 let site = named_site(api, connection, &p.field, &p.new).await?;
                 if !own.contains(&(LinkKind::Site, p.new.as_str())) {
                     if let Some(e) = claimed_elsewhere(
-                        "Stages site",
+                        ports,
+                        caller,
+                        connection.id,
+                        LinkKind::Site,
                         &site.site_no,
                         &site.billing_id,
                         &p.link.billing_id,
-                    ) {
+                    )
+                    .await?
+                    {
                         return Err(e);
                     }
                 }
@@ -1523,11 +1569,16 @@ async fn edit_claimed(
                 }
                 if !own.contains(&(LinkKind::System, p.new.as_str())) {
                     if let Some(e) = claimed_elsewhere(
-                        "Stages device",
+                        ports,
+                        caller,
+                        connection.id,
+                        LinkKind::System,
                         &device.device_id,
                         &device.fields.billing_id,
                         &p.link.billing_id,
-                    ) {
+                    )
+                    .await?
+                    {
                         return Err(e);
                     }
                 }
@@ -1638,7 +1689,7 @@ async fn edit_claimed(
 }
 
 /// Writes one billing id to a Stages site or device (`""` clears it).
-async fn set_billing_id(
+pub(crate) async fn set_billing_id(
     api: &dyn StagesApi,
     kind: LinkKind,
     external_id: &str,
@@ -1670,7 +1721,10 @@ async fn set_billing_id(
 
 /// Puts back, last first, the billing ids an operation changed in Stages
 /// (best effort); returns what could not be put back.
-async fn put_back(api: &dyn StagesApi, written: &[(LinkKind, String, String)]) -> Vec<String> {
+pub(crate) async fn put_back(
+    api: &dyn StagesApi,
+    written: &[(LinkKind, String, String)],
+) -> Vec<String> {
     let mut left = Vec::new();
     for (kind, external_id, billing_id) in written.iter().rev() {
         if let Err(e) = set_billing_id(api, *kind, external_id, billing_id).await {

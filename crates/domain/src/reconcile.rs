@@ -1,6 +1,8 @@
 //! Reconcile (B4, S20): rebuild and verify the link table from the billing ids
 //! stored in Stages. Links an older integration left behind are taken over;
 //! everything that does not add up is reported as drift, never guessed at.
+//! A link whose billing id was cleared or changed in Stages (Stages then stops
+//! calling back for it) is drift too, and with `repair` its id is written back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -27,6 +29,10 @@ use crate::tenancy::{Caller, Role, UserId};
 pub struct ReconcileJob {
     pub connection_id: ConnectionId,
     pub dry_run: bool,
+    /// Write the link's billing id back to Stages records that lost it.
+    /// Left out of a plain run's payload, which stays as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }
 
 impl JobKind for ReconcileJob {
@@ -34,7 +40,11 @@ impl JobKind for ReconcileJob {
     const MAX_ATTEMPTS: u32 = 5;
 
     fn unique_key(&self) -> Option<String> {
-        Some(format!("reconcile:{}:{}", self.connection_id, self.dry_run))
+        // A repairing run does more than a plain one: it does not coalesce with it.
+        Some(match self.repair {
+            false => format!("reconcile:{}:{}", self.connection_id, self.dry_run),
+            true => format!("reconcile:{}:{}:repair", self.connection_id, self.dry_run),
+        })
     }
 }
 
@@ -60,7 +70,10 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ReconcileJob {
             ports.linking,
             &caller,
             self.connection_id,
-            self.dry_run,
+            Mode {
+                dry_run: self.dry_run,
+                repair: self.repair,
+            },
             &progress,
         )
         .await?;
@@ -89,6 +102,10 @@ pub enum DriftKind {
     MissingExternal,
     /// A device carries a billing id but its site is not linked.
     SiteNotLinked,
+    /// A linked Stages record carries no billing id any more.
+    BillingIdCleared,
+    /// A linked Stages record carries another billing id than its link's.
+    BillingIdChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +115,9 @@ pub struct Drift {
     pub external_id: String,
     pub billing_id: Option<String>,
     pub detail: String,
+    /// The link's billing id was written back (in a dry run: would be).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -118,11 +138,14 @@ impl KindCounts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReconcileReport {
     pub dry_run: bool,
+    pub repair: bool,
     pub sites_seen: u64,
     pub devices_seen: u64,
     pub already_linked: KindCounts,
     /// Links created from billing ids found in Stages (in a dry run: would be).
     pub taken_over: KindCounts,
+    /// Links whose billing id was written back to Stages (in a dry run: would be).
+    pub repaired: KindCounts,
     pub drift_counts: BTreeMap<String, u64>,
     /// The first `MAX_DRIFT_ITEMS` drift findings.
     pub drift: Vec<Drift>,
@@ -164,13 +187,23 @@ struct Known {
     by_external: HashMap<String, Link>,
 }
 
+/// How a reconcile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    /// Report what would change and change nothing.
+    pub dry_run: bool,
+    /// Write the link's billing id back where Stages lost or changed it.
+    pub repair: bool,
+}
+
 pub async fn reconcile(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    dry_run: bool,
+    mode: Mode,
     progress: &dyn Progress,
 ) -> Result<ReconcileReport, OperationError> {
+    let dry_run = mode.dry_run;
     let connection = ports
         .connections
         .connection(&caller.dealer, connection_id)
@@ -186,12 +219,14 @@ pub async fn reconcile(
     };
     let mut report = ReconcileReport {
         dry_run,
+        repair: mode.repair,
         ..Default::default()
     };
 
     // 1. Read Stages: every site and every device with their billing ids.
     let mut site_claims = Vec::new();
-    let mut seen_sites = HashSet::new();
+    // Every Stages record seen, with the billing id it carries.
+    let mut seen_sites: HashMap<String, Option<String>> = HashMap::new();
     let mut token = None;
     loop {
         let page = api
@@ -204,8 +239,9 @@ pub async fn reconcile(
             .map_err(upstream)?;
         for s in page.items {
             report.sites_seen += 1;
-            seen_sites.insert(s.site_no.clone());
-            if let Some(b) = s.billing_id.filter(|b| !b.is_empty()) {
+            let carried = s.billing_id.filter(|b| !b.is_empty());
+            seen_sites.insert(s.site_no.clone(), carried.clone());
+            if let Some(b) = carried {
                 site_claims.push(Claim {
                     external_id: s.site_no,
                     billing_id: b,
@@ -223,7 +259,7 @@ pub async fn reconcile(
         }
     }
     let mut device_claims = Vec::new();
-    let mut seen_devices = HashSet::new();
+    let mut seen_devices: HashMap<String, Option<String>> = HashMap::new();
     loop {
         let page = api
             .list_all_devices(&StagesDeviceQuery {
@@ -235,8 +271,9 @@ pub async fn reconcile(
             .map_err(upstream)?;
         for d in page.items {
             report.devices_seen += 1;
-            seen_devices.insert(d.device_id.clone());
-            if let Some(b) = d.fields.billing_id.filter(|b| !b.is_empty()) {
+            let carried = d.fields.billing_id.filter(|b| !b.is_empty());
+            seen_devices.insert(d.device_id.clone(), carried.clone());
+            if let Some(b) = carried {
                 device_claims.push(Claim {
                     external_id: d.device_id,
                     billing_id: b,
@@ -346,6 +383,7 @@ pub async fn reconcile(
                 detail: format!(
                     "device's Stages site '{site_no}' is not linked, so the device cannot be"
                 ),
+                repaired: false,
             }),
         }
     }
@@ -356,7 +394,7 @@ pub async fn reconcile(
         let mut gone: Vec<&Link> = known
             .by_external
             .values()
-            .filter(|l| !seen.contains(&l.external_id))
+            .filter(|l| !seen.contains_key(&l.external_id))
             .collect();
         gone.sort_by_key(|l| l.id);
         for l in gone {
@@ -369,14 +407,19 @@ pub async fn reconcile(
                     "link {} points at a Stages record that no longer exists",
                     l.id
                 ),
+                repaired: false,
             });
         }
     }
 
-    // 4. Take over (unless this is a dry run).
+    let mut lost = lost_ids(&sites, &seen_sites, &mut report);
+    lost.extend(lost_ids(&systems, &seen_devices, &mut report));
+
+    // 4. Take over and repair (unless this is a dry run).
     let total = report.sites_seen
         + report.devices_seen
-        + (new_site_links.len() + new_system_links.len()) as u64;
+        + (new_site_links.len() + new_system_links.len()) as u64
+        + if mode.repair { lost.len() as u64 } else { 0 };
     let mut done = report.sites_seen + report.devices_seen;
     for (kind, batch_source) in [
         (LinkKind::Site, new_site_links),
@@ -397,8 +440,153 @@ pub async fn reconcile(
             }
         }
     }
+    if mode.repair {
+        for chunk in lost.chunks(200) {
+            repair(
+                ports,
+                caller,
+                api.as_ref(),
+                &connection,
+                chunk,
+                dry_run,
+                &mut report,
+            )
+            .await?;
+            done += chunk.len() as u64;
+            if !progress.report(done, Some(total)).await {
+                report.stopped = true;
+                return Ok(report);
+            }
+        }
+    }
     progress.report(total, Some(total)).await;
     Ok(report)
+}
+
+/// A link whose Stages record lost its billing id (or carries another).
+struct Lost {
+    link: Link,
+    /// What the record carries instead (none when cleared).
+    carried: Option<String>,
+    /// Its drift item's place in the report, if it made the list.
+    item: Option<usize>,
+}
+
+/// Reports every link whose Stages record is there but does not carry the
+/// link's billing id; these are what a repair writes back.
+fn lost_ids(
+    known: &Known,
+    seen: &HashMap<String, Option<String>>,
+    report: &mut ReconcileReport,
+) -> Vec<Lost> {
+    let mut lost: Vec<Lost> = known
+        .by_external
+        .values()
+        .filter_map(|l| {
+            let carried = seen.get(&l.external_id)?;
+            (carried.as_deref() != Some(l.billing_id.as_str())).then(|| Lost {
+                link: l.clone(),
+                carried: carried.clone(),
+                item: None,
+            })
+        })
+        .collect();
+    lost.sort_by_key(|l| l.link.id);
+    for l in &mut lost {
+        let (kind, detail) = match &l.carried {
+            None => (
+                DriftKind::BillingIdCleared,
+                format!(
+                    "link {} is there but the Stages record carries no billing id, so Stages does not call back for it",
+                    l.link.id
+                ),
+            ),
+            Some(other) => (
+                DriftKind::BillingIdChanged,
+                format!(
+                    "link {} is there but the Stages record carries billing id '{other}'",
+                    l.link.id
+                ),
+            ),
+        };
+        let at = report.drift.len();
+        report.drift(Drift {
+            kind,
+            record: l.link.kind,
+            external_id: l.link.external_id.clone(),
+            billing_id: Some(l.link.billing_id.to_string()),
+            detail,
+            repaired: false,
+        });
+        l.item = (report.drift.len() > at).then_some(at);
+    }
+    lost
+}
+
+/// Writes each lost link's billing id back to its Stages record, audited. A
+/// record Stages refuses to change is left as reported; an upstream that is
+/// down fails the run (it is retried, and what was written stays written).
+async fn repair(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    api: &dyn crate::stages::StagesApi,
+    connection: &crate::connection::Connection,
+    lost: &[Lost],
+    dry_run: bool,
+    report: &mut ReconcileReport,
+) -> Result<(), OperationError> {
+    let mut entries = Vec::new();
+    for l in lost {
+        let outcome = if dry_run {
+            Ok(())
+        } else {
+            crate::linking::set_billing_id(
+                api,
+                l.link.kind,
+                &l.link.external_id,
+                l.link.billing_id.as_str(),
+            )
+            .await
+        };
+        let note = match outcome {
+            Ok(()) => {
+                report.repaired.add(l.link.kind);
+                if !dry_run {
+                    entries.push(repair_audit(caller, l));
+                }
+                None
+            }
+            Err(e) if e.is_transient() || matches!(e, crate::stages::StagesError::Unauthorized) => {
+                // Record what was written before giving up.
+                ports.audit.record_audit(&caller.dealer, entries).await?;
+                return Err(crate::operations::upstream(connection)(e));
+            }
+            Err(e) => Some(format!("; not repaired: {e}")),
+        };
+        if let Some(item) = l.item.and_then(|i| report.drift.get_mut(i)) {
+            match note {
+                None => item.repaired = true,
+                Some(note) => item.detail.push_str(&note),
+            }
+        }
+    }
+    if !entries.is_empty() {
+        ports.audit.record_audit(&caller.dealer, entries).await?;
+    }
+    Ok(())
+}
+
+fn repair_audit(caller: &Caller, l: &Lost) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: format!("system:reconcile ({})", caller.user),
+        action: "reconcile_repair".into(),
+        connection_id: Some(l.link.connection_id),
+        kind: l.link.kind.as_str().into(),
+        billing_id: Some(l.link.billing_id.to_string()),
+        external_id: Some(l.link.external_id.clone()),
+        before: Some(serde_json::json!({"stages_billing_id": l.carried})),
+        after: Some(serde_json::json!({"stages_billing_id": l.link.billing_id.as_str()})),
+    }
 }
 
 async fn existing(
@@ -443,25 +631,20 @@ fn decide<'c>(
             external_id: c.external_id.clone(),
             billing_id: Some(c.billing_id.clone()),
             detail,
+            repaired: false,
         };
-        if let Some(l) = known.by_billing.get(&c.billing_id) {
-            if l.external_id == c.external_id {
+        if let Some(l) = known.by_external.get(&c.external_id) {
+            if l.billing_id.as_str() == c.billing_id {
                 report.already_linked.add(kind);
-            } else {
-                report.drift(drift(
-                    DriftKind::LinkedElsewhere,
-                    format!(
-                        "billing record is linked to Stages record '{}'",
-                        l.external_id
-                    ),
-                ));
             }
-        } else if let Some(l) = known.by_external.get(&c.external_id) {
+            // Otherwise the record is linked but carries another id: that
+            // link is reported (billing_id_changed) by `lost_ids`, once.
+        } else if let Some(l) = known.by_billing.get(&c.billing_id) {
             report.drift(drift(
                 DriftKind::LinkedElsewhere,
                 format!(
-                    "Stages record is linked to billing record '{}'",
-                    l.billing_id
+                    "billing record is linked to Stages record '{}'",
+                    l.external_id
                 ),
             ));
         } else if claimants[c.billing_id.as_str()] > 1 {
@@ -567,6 +750,7 @@ async fn take_over(
                         external_id: l.external_id.clone(),
                         billing_id: Some(l.billing_id.to_string()),
                         detail: why,
+                        repaired: false,
                     }),
                     // A site taken over by someone else meanwhile leaves its devices orphaned: report.
                     Err(StoreError::NotFound) => report.drift(Drift {
@@ -575,6 +759,7 @@ async fn take_over(
                         external_id: l.external_id.clone(),
                         billing_id: Some(l.billing_id.to_string()),
                         detail: "its site link could not be made".into(),
+                        repaired: false,
                     }),
                     Err(e) => return Err(e.into()),
                 }

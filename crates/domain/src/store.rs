@@ -130,6 +130,18 @@ pub trait ConnectionStore: Send + Sync {
         id: ConnectionId,
         credential: &InboundCredential,
     ) -> StoreResult<()>;
+    /// Queues the connection's migration (S20) at most once: when
+    /// `migrate_on_connect` is on and the connection has no migration yet, or
+    /// only one that failed, died or was cancelled, enqueues `job` (which may
+    /// coalesce with a queued job of its key) and records the job on the
+    /// connection, in one transaction. Replicas arming at once queue one job;
+    /// `None` when nothing was queued. The connection's version stays.
+    async fn start_migration(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        job: crate::jobs::NewJob,
+    ) -> StoreResult<Option<crate::jobs::Job>>;
 }
 
 /// The first answer to a request made with an `Idempotency-Key`, kept for replay.

@@ -9,15 +9,18 @@ use domain::audit::NewAuditEntry;
 use domain::connection::{
     AuthMode, ConflictPolicy, Connection, ConnectionChanges, ConnectionId, ConnectionName,
     ConnectionStatus, ConnectionUpdate, Credential, CredentialOwner, Endpoint, InboundCredential,
-    NewConnection, ProviderKind, ProviderSettings,
+    MigrationJob, NewConnection, ProviderKind, ProviderSettings,
 };
+use domain::jobs::{Job, JobId, JobState, NewJob};
 use domain::store::{ConnectionStore, InboundLookup, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::{Page, Secret};
 
+use crate::audit::uuid_text;
 use crate::crypto::Cipher;
 use crate::db::{conflict_on_unique, per_backend, write_transaction, DbConnection, Fail};
-use crate::schema::{connections, credentials, inbound_credentials};
+use crate::jobs::enqueue_within;
+use crate::schema::{connections, credentials, inbound_credentials, jobs};
 use crate::Store;
 
 /// Largest page the store returns, whatever the caller asks.
@@ -41,6 +44,9 @@ struct ConnectionRow {
     /// JSON of `ProviderSettings`.
     settings: String,
     conflict_policy: String,
+    migrate_on_connect: bool,
+    /// The reconcile queued as the connection's migration (S20).
+    migration_job_id: Option<String>,
 }
 
 #[derive(Debug, AsChangeset)]
@@ -54,6 +60,7 @@ struct ConnectionChangeset {
     status: Option<String>,
     settings: Option<String>,
     conflict_policy: Option<String>,
+    migrate_on_connect: Option<bool>,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -144,7 +151,8 @@ impl InboundCredentialRow {
 }
 
 impl ConnectionRow {
-    fn into_domain(self) -> Result<Connection, Fail> {
+    /// With the state of its migration job, read alongside (see `find_row`).
+    fn into_domain(self, migration_state: Option<String>) -> Result<Connection, Fail> {
         let id = uuid::Uuid::parse_str(&self.id)
             .map_err(|_| corrupt(format!("connection id '{}'", self.id)))?;
         let field = |what: &str| corrupt(format!("connection {} has a bad {what}", self.id));
@@ -160,6 +168,18 @@ impl ConnectionRow {
             auto_sync: self.auto_sync,
             conflict_policy: ConflictPolicy::parse(&self.conflict_policy)
                 .ok_or_else(|| field("conflict policy"))?,
+            migrate_on_connect: self.migrate_on_connect,
+            migration: match (&self.migration_job_id, migration_state) {
+                (Some(job), Some(state)) => Some(MigrationJob {
+                    job_id: JobId(
+                        uuid::Uuid::parse_str(job).map_err(|_| field("migration job id"))?,
+                    ),
+                    state: JobState::parse(&state).ok_or_else(|| field("migration job state"))?,
+                }),
+                // Jobs are kept; a missing one is a broken reference.
+                (Some(_), None) => return Err(field("migration job")),
+                (None, _) => None,
+            },
             version: self.version,
             created_at: from_db_time(self.created_at),
             updated_at: from_db_time(self.updated_at),
@@ -180,7 +200,8 @@ pub(crate) fn find_connection(
     dealer: &str,
     id: ConnectionId,
 ) -> Result<Connection, Fail> {
-    find_row(conn, dealer, &id_text(id))?.into_domain()
+    let (row, migration) = find_row(conn, dealer, &id_text(id))?;
+    row.into_domain(migration)
 }
 
 /// The dealer's credential of a connection, opened.
@@ -210,11 +231,21 @@ pub(crate) fn read_credential(
     }))
 }
 
-fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<ConnectionRow> {
-    connections::table
+/// The state of a connection's migration job goes with every read of it.
+type WithMigration = (ConnectionRow, Option<String>);
+
+macro_rules! with_migration {
+    () => {
+        connections::table
+            .left_join(jobs::table.on(jobs::id.nullable().eq(connections::migration_job_id)))
+    };
+}
+
+fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<WithMigration> {
+    with_migration!()
         .filter(connections::dealer.eq(dealer))
         .filter(connections::id.eq(id))
-        .select(ConnectionRow::as_select())
+        .select((ConnectionRow::as_select(), jobs::state.nullable()))
         .first(conn)
 }
 
@@ -245,11 +276,11 @@ fn apply_changes(
 ) -> Result<Connection, Fail> {
     if changes.is_empty() {
         // Nothing to write: the version stays, but it is still checked.
-        let row = find_row(conn, dealer, id)?;
+        let (row, migration) = find_row(conn, dealer, id)?;
         if expected_version.is_some_and(|v| v != row.version) {
             return Err(StoreError::VersionMismatch.into());
         }
-        return row.into_domain();
+        return row.into_domain(migration);
     }
     let set = (
         ConnectionChangeset {
@@ -261,6 +292,7 @@ fn apply_changes(
             conflict_policy: changes.conflict_policy.map(|p| p.as_str().to_owned()),
             status: changes.status.map(|s| s.as_str().to_owned()),
             settings: changes.settings.as_ref().map(settings_json),
+            migrate_on_connect: changes.migrate_on_connect,
         },
         connections::version.eq(connections::version + 1),
         connections::updated_at.eq(now),
@@ -280,7 +312,8 @@ fn apply_changes(
     if updated == 0 {
         return Err(missing_or_stale(conn, dealer, id));
     }
-    find_row(conn, dealer, id)?.into_domain()
+    let (row, migration) = find_row(conn, dealer, id)?;
+    row.into_domain(migration)
 }
 
 /// Inserts or replaces the credential of `row`'s owner.
@@ -325,6 +358,8 @@ impl ConnectionStore for Store {
             updated_at: now,
             settings: settings_json(&ProviderSettings::default()),
             conflict_policy: new.conflict_policy.as_str().to_owned(),
+            migrate_on_connect: new.migrate_on_connect,
+            migration_job_id: None,
         };
         self.run(move |conn, _| {
             conflict_on_unique(
@@ -333,14 +368,14 @@ impl ConnectionStore for Store {
                     .execute(conn),
                 || duplicate_name(&new.name),
             )?;
-            row.into_domain()
+            row.into_domain(None)
         })
         .await
     }
 
     async fn connection(&self, dealer: &DealerId, id: ConnectionId) -> StoreResult<Connection> {
         let dealer = dealer.0.clone();
-        self.run(move |conn, _| find_row(conn, &dealer, &id_text(id))?.into_domain())
+        self.run(move |conn, _| find_connection(conn, &dealer, id))
             .await
     }
 
@@ -353,9 +388,9 @@ impl ConnectionStore for Store {
         let dealer = dealer.0.clone();
         let limit = page.limit.clamp(1, MAX_PAGE_SIZE) as usize;
         self.run(move |conn, _| {
-            let mut query = connections::table
+            let mut query = with_migration!()
                 .filter(connections::dealer.eq(dealer))
-                .select(ConnectionRow::as_select())
+                .select((ConnectionRow::as_select(), jobs::state.nullable()))
                 .order(connections::id.asc())
                 // One more than asked tells whether another page follows.
                 .limit(limit as i64 + 1)
@@ -366,16 +401,16 @@ impl ConnectionStore for Store {
             if let Some(after) = page.after {
                 query = query.filter(connections::id.gt(after));
             }
-            let mut rows: Vec<ConnectionRow> = query.load(conn)?;
+            let mut rows: Vec<WithMigration> = query.load(conn)?;
             let next_page_token = if rows.len() > limit {
                 rows.truncate(limit);
-                rows.last().map(|r| r.id.clone())
+                rows.last().map(|(r, _)| r.id.clone())
             } else {
                 None
             };
             let items = rows
                 .into_iter()
-                .map(ConnectionRow::into_domain)
+                .map(|(row, migration)| row.into_domain(migration))
                 .collect::<Result<_, _>>()?;
             Ok(Page {
                 items,
@@ -401,7 +436,8 @@ impl ConnectionStore for Store {
         let now = to_db_time(Utc::now());
         self.run(move |conn, cipher| {
             write_transaction(conn, |conn| {
-                let before = find_row(conn, &dealer, &id)?.into_domain()?;
+                let (before, migration) = find_row(conn, &dealer, &id)?;
+                let before = before.into_domain(migration)?;
                 let connection =
                     apply_changes(conn, &dealer, &id, &changes, expected_version, now)?;
                 let moved = !before.endpoint.same_origin(&connection.endpoint);
@@ -623,6 +659,65 @@ impl ConnectionStore for Store {
         })
         .await
     }
+
+    async fn start_migration(
+        &self,
+        dealer: &DealerId,
+        id: ConnectionId,
+        job: NewJob,
+    ) -> StoreResult<Option<Job>> {
+        let dealer = dealer.0.clone();
+        let id = id_text(id);
+        self.run(move |conn, _| {
+            write_transaction(conn, |conn| start_migration(conn, &dealer, &id, job))
+        })
+        .await
+    }
+}
+
+/// See [`ConnectionStore::start_migration`].
+fn start_migration(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    job: NewJob,
+) -> Result<Option<Job>, Fail> {
+    let (row, state) = find_row(conn, dealer, id)?;
+    let again = row.migration_job_id.is_none()
+        || matches!(
+            state.as_deref().and_then(JobState::parse),
+            Some(JobState::Failed | JobState::Dead | JobState::Cancelled)
+        );
+    if !row.migrate_on_connect || !again {
+        return Ok(None);
+    }
+    // The row is taken first, on the value read: of replicas arming at once
+    // one updates it (and holds it to the end of the transaction), the others
+    // then update nothing and queue nothing.
+    let target = connections::table
+        .filter(connections::dealer.eq(dealer))
+        .filter(connections::id.eq(id));
+    let set = connections::migration_job_id.eq(uuid_text(job.id.0));
+    let taken = match &row.migration_job_id {
+        None => diesel::update(target.filter(connections::migration_job_id.is_null()))
+            .set(set)
+            .execute(conn)?,
+        Some(old) => diesel::update(target.filter(connections::migration_job_id.eq(old)))
+            .set(set)
+            .execute(conn)?,
+    };
+    if taken == 0 {
+        return Ok(None);
+    }
+    let asked = job.id;
+    let queued = enqueue_within(conn, job)?;
+    if queued.id != asked {
+        // Coalesced with a reconcile already queued: that one is the migration.
+        diesel::update(target)
+            .set(connections::migration_job_id.eq(uuid_text(queued.id.0)))
+            .execute(conn)?;
+    }
+    Ok(Some(queued))
 }
 
 /// Inbound callbacks carry no bearer token, so no dealer: the connection is
@@ -636,12 +731,12 @@ impl InboundLookup for Store {
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
         let id = id_text(id);
         self.run(move |conn, cipher| {
-            let row = connections::table
+            let row = with_migration!()
                 .filter(connections::id.eq(&id))
-                .select(ConnectionRow::as_select())
+                .select((ConnectionRow::as_select(), jobs::state.nullable()))
                 .first(conn)
                 .optional()?;
-            let Some(row) = row else {
+            let Some((row, migration)) = row else {
                 return Ok(None);
             };
             let inbound = inbound_credentials::table
@@ -651,7 +746,7 @@ impl InboundLookup for Store {
                 .optional()?
                 .map(|credential| credential.into_domain(cipher))
                 .transpose()?;
-            Ok(Some((row.into_domain()?, inbound)))
+            Ok(Some((row.into_domain(migration)?, inbound)))
         })
         .await
     }

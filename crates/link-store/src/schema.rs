@@ -18,6 +18,8 @@ diesel::table! {
         updated_at -> Timestamp,
         settings -> Text,
         conflict_policy -> Text,
+        migrate_on_connect -> Bool,
+        migration_job_id -> Nullable<Text>,
     }
 }
 

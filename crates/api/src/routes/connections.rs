@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::dto::{
-    AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, ProviderDto, TestOutcomeDto,
+    AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, MigrationStateDto, ProviderDto,
+    TestOutcomeDto,
 };
 use crate::extract::{
     connection_id, encode_page_token, etag, if_match, page_slice, JsonBody, NoBody, PageParams,
@@ -84,6 +85,11 @@ pub struct CreateConnectionRequest {
     /// Default `hold`.
     pub conflict_policy: Option<ConflictPolicyDto>,
     pub status: Option<ConnectionStatusDto>,
+    /// Stages only. When the connection first works (its dealer credential
+    /// is stored and Stages accepts it, or a `:test` by an operator passes),
+    /// queue a reconcile that takes over the billing ids already in Stages
+    /// (S20). Default true.
+    pub migrate_on_connect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -100,6 +106,9 @@ pub struct UpdateConnectionRequest {
     pub auto_sync: Option<bool>,
     pub conflict_policy: Option<ConflictPolicyDto>,
     pub status: Option<ConnectionStatusDto>,
+    /// Stages only; see the create request. Turning it on later queues the
+    /// migration at the next credential set that works or passing `:test`.
+    pub migrate_on_connect: Option<bool>,
     /// Provider settings; each change is checked against the provider.
     pub settings: Option<crate::routes::isp::ProviderSettingsPatchRequest>,
     /// Stored as the dealer credential with this change, as
@@ -119,15 +128,31 @@ pub struct ConnectionResponse {
     pub conflict_policy: ConflictPolicyDto,
     pub status: ConnectionStatusDto,
     pub settings: crate::routes::isp::ProviderSettingsResponse,
+    pub migrate_on_connect: bool,
+    pub migration: MigrationResponse,
     /// Also the ETag.
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// The automatic migration (S20) of a Stages connection.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrationResponse {
+    pub state: MigrationStateDto,
+    /// The reconcile job (`GET /v1/jobs/{id}`; its summary says what was
+    /// taken over and the drift found), once one was queued.
+    pub job_id: Option<Uuid>,
+}
+
 impl From<Connection> for ConnectionResponse {
     fn from(c: Connection) -> Self {
         Self {
+            migration: MigrationResponse {
+                state: domain::migration::MigrationState::of(&c).into(),
+                job_id: c.migration.map(|m| m.job_id.0),
+            },
+            migrate_on_connect: c.migrate_on_connect,
             settings: (&c.settings).into(),
             id: c.id.0,
             name: c.name.as_str().to_owned(),
@@ -306,6 +331,14 @@ pub async fn create_connection(
             ),
         );
     }
+    let migrate_on_connect = match (provider, body.migrate_on_connect) {
+        (ProviderKind::Stages, on) => on.unwrap_or(true),
+        (_, Some(true)) => {
+            v.push("migrate_on_connect", "applies to Stages connections only");
+            false
+        }
+        (_, _) => false,
+    };
     v.clone().into_result()?;
     let (Some(name), Some(endpoint)) = (name, endpoint) else {
         return Err(v.into());
@@ -322,6 +355,7 @@ pub async fn create_connection(
             auto_sync: body.auto_sync.unwrap_or(true),
             conflict_policy: body.conflict_policy.map(Into::into).unwrap_or_default(),
             status: body.status.map(Into::into).unwrap_or_default(),
+            migrate_on_connect,
         })
         .await?;
     tracing::info!(connection_id = %created.id, dealer = %caller.dealer, "connection created");
@@ -399,6 +433,7 @@ pub async fn update_connection(
         auto_sync: body.auto_sync,
         conflict_policy: body.conflict_policy.map(Into::into),
         status: body.status.map(Into::into),
+        migrate_on_connect: body.migrate_on_connect,
         settings: None,
     };
     let settings = match body.settings {
@@ -446,13 +481,24 @@ pub async fn update_connection(
         .await?;
         changes.settings = Some(next);
     }
-    if changes.auth_mode == Some(domain::connection::AuthMode::User) {
+    if changes.auth_mode == Some(domain::connection::AuthMode::User)
+        || changes.migrate_on_connect == Some(true)
+    {
         let current = state
             .connections
             .connection(&caller.dealer, id)
             .await
             .map_err(not_found_as_connection)?;
-        if !current.provider.describe().supports_user_auth {
+        if changes.migrate_on_connect == Some(true) && current.provider != ProviderKind::Stages {
+            return Err(ValidationError::field(
+                "migrate_on_connect",
+                "applies to Stages connections only",
+            )
+            .into());
+        }
+        if changes.auth_mode == Some(domain::connection::AuthMode::User)
+            && !current.provider.describe().supports_user_auth
+        {
             return Err(ValidationError::field(
                 "auth_mode",
                 format!(
@@ -463,7 +509,8 @@ pub async fn update_connection(
             .into());
         }
     }
-    let updated = state
+    let credential_set = dealer_credential.is_some();
+    let mut updated = state
         .connections
         .update_connection_as(
             &caller.dealer,
@@ -477,6 +524,9 @@ pub async fn update_connection(
         .map_err(not_found_as_connection)?;
     if updated.credentials_dropped {
         tracing::info!(connection_id = %id, "endpoint moved to another server; its credentials were dropped");
+    }
+    if credential_set {
+        updated.connection = migrate_if_working(&state, caller, updated.connection).await;
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(updated.connection.version)))
@@ -583,12 +633,38 @@ pub async fn put_dealer_credentials(
         )
         .await
         .map_err(not_found_as_connection)?;
+    migrate_if_working(&state, caller, connection).await;
     Ok(HttpResponse::Ok().json(CredentialResponse {
         username: stored.username,
         updated_at: stored.updated_at,
         verified: note.is_none(),
         note,
     }))
+}
+
+/// After the dealer credential was stored: a Stages connection whose
+/// migration (S20) waits gets it queued when Stages accepts the credential.
+/// Never fails the request; answers the connection as it is now.
+async fn migrate_if_working(
+    state: &AppState,
+    caller: &domain::tenancy::Caller,
+    connection: Connection,
+) -> Connection {
+    let queued = domain::migration::after_dealer_credentials(
+        state.connections.as_ref(),
+        state.stages.as_ref(),
+        caller,
+        &connection,
+    )
+    .await;
+    match queued {
+        Some(_) => state
+            .connections
+            .connection(&caller.dealer, connection.id)
+            .await
+            .unwrap_or(connection),
+        None => connection,
+    }
 }
 
 /// The caller's own upstream credential on a user-mode connection.
@@ -832,6 +908,16 @@ pub async fn test_connection(
         operations::OperationError::Store(s) => not_found_as_connection(s),
         other => other.into(),
     })?;
+    if report.outcome == operations::TestOutcome::Ok {
+        // The connection works: its migration (S20) may start now.
+        let armed = match state.connections.connection(&caller.dealer, id).await {
+            Ok(c) => domain::migration::arm(state.connections.as_ref(), caller, &c).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = armed {
+            tracing::warn!(connection_id = %id, error = %e, "could not queue the migration");
+        }
+    }
     Ok(HttpResponse::Ok().json(ConnectionTestResponse {
         connection_id: id.0,
         ok: report.outcome == operations::TestOutcome::Ok,

@@ -503,27 +503,58 @@ pub async fn edit_link(
     }))
 }
 
-/// Unlink: the link (and a site link's system links) goes; both records stay as they are.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnlinkParams {
+    /// Also clear the billing ids this link wrote in Stages (audited as
+    /// `release`), so the Stages records list as unlinked and can be linked
+    /// to any billing record. Needs working Stages credentials.
+    #[serde(default)]
+    pub release: bool,
+}
+
+/// Unlink: the link (and a site link's system links) goes; both records stay
+/// as they are, unless `release=true` clears the billing ids in Stages too.
 #[utoipa::path(delete, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["operator"])),
-    params(("link_id" = Uuid, Path)),
+    params(("link_id" = Uuid, Path), UnlinkParams),
     responses((status = 200, description = "The links removed", body = LinkSet),
-        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Release: no Stages credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Release: Stages failed; nothing changed", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn unlink(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
+    query: Query<UnlinkParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let id = link_id(&path)?;
-    let removed = linking::unlink(state.linking(), caller, id).await?;
+    let removed = if query.release {
+        domain::release::release(state.linking(), caller, id).await?
+    } else {
+        linking::unlink(state.linking(), caller, id).await?
+    };
     Ok(HttpResponse::Ok().json(LinkSet {
         items: removed.into_iter().map(Into::into).collect(),
     }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconcileParams {
+    /// Show what would change and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Write each link's billing id back to the Stages records that lost it
+    /// or carry another (drift `billing_id_cleared`, `billing_id_changed`);
+    /// each write is audited as `reconcile_repair`.
+    #[serde(default)]
+    pub repair: bool,
+}
+
 /// Rebuild and verify the links from the billing ids stored in Stages (a background job).
 #[utoipa::path(post, path = "/v1/connections/{connection_id}:reconcile", tag = "links", security(("bearer" = ["operator"])),
-    params(("connection_id" = Uuid, Path), DryRun),
+    params(("connection_id" = Uuid, Path), ReconcileParams),
     responses((status = 202, body = JobResponse, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body other than nothing or `{}`", body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -531,7 +562,7 @@ pub async fn reconcile(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    query: Query<DryRun>,
+    query: Query<ReconcileParams>,
     _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
@@ -559,6 +590,7 @@ pub async fn reconcile(
             domain::reconcile::ReconcileJob {
                 connection_id: cid,
                 dry_run: query.dry_run,
+                repair: query.repair,
             }
             .new_job(caller),
         )

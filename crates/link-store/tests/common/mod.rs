@@ -266,6 +266,7 @@ pub fn new_connection(dealer_id: &str, name: &str, provider: ProviderKind) -> Ne
         auto_sync: true,
         conflict_policy: Default::default(),
         status: ConnectionStatus::Active,
+        migrate_on_connect: true,
     }
 }
 
