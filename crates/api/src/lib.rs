@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod problem_codes;
 pub mod provider_payloads;
 pub mod rate_limit;
 pub mod routes;

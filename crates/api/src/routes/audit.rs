@@ -47,10 +47,13 @@ pub struct AuditList {
     pub next_page_token: Option<String>,
 }
 
-/// Changes to links, newest first.
+/// Read the audit trail.
+///
+/// Who changed which link, when and through which connection, newest first. Reads only this
+/// service's database.
 #[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = ["viewer"])),
     params(AuditQuery, PageParams),
-    responses((status = 200, body = AuditList),
+    responses((status = 200, description = "A page of audit entries", body = AuditList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_audit(
     state: web::Data<AppState>,

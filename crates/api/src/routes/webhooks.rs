@@ -162,9 +162,14 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// A Stages callback: `site.updated` and `device.updated` update the linked billing
-/// records (stored, answered 202, applied shortly); `site.send_to_billing` is
-/// answered at once with the billing ids made for the site (201).
+/// Receive a Stages callback.
+///
+/// Called by Stages, with the connection's callback credential (HTTP Basic), not by clients.
+/// `site.updated` and `device.updated` are stored once per event id, answered 202, and applied
+/// to the linked billing records by a background job (`Location` names it, readable with a
+/// dealer token). `site.send_to_billing` is answered at once with the billing customer, site
+/// and systems made (or found) for the Stages site; the billing ids are written back to Stages.
+/// A repeated event id is answered 200 and ignored.
 #[utoipa::path(post, path = "/v1/webhooks/stages/{connection_id}", tag = "webhooks",
     security(("stages_basic" = [])),
     params(("connection_id" = Uuid, Path)),
