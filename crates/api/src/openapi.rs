@@ -108,7 +108,11 @@ use crate::routes::{
         crate::problem_codes::problems_index,
         crate::problem_codes::problem_page,
     ),
-    components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
+    components(schemas(
+        crate::problem::Problem,
+        crate::problem::ProblemField,
+        crate::dto::LookupListName
+    )),
     modifiers(&BearerAuth, &CommonProblems, &ProblemCodes),
     tags(
         (name = "connections", description = "Upstream connections and their credentials"),

@@ -69,6 +69,7 @@ pub struct JobProgress {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobResponse {
     pub id: Uuid,
+    #[schema(value_type = crate::dto::JobKind)]
     pub kind: String,
     pub state: JobStateDto,
     pub progress: JobProgress,
@@ -110,6 +111,7 @@ pub struct JobList {
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     pub state: Option<JobStateDto>,
+    #[param(value_type = Option<crate::dto::JobKind>)]
     pub kind: Option<String>,
 }
 

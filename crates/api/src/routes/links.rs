@@ -155,7 +155,7 @@ pub struct PushedRecordResponse {
     pub kind: LinkKindDto,
     pub billing_id: String,
     pub external_id: Option<String>,
-    /// created, reused, already_linked, would_create
+    #[schema(value_type = crate::dto::PushAction)]
     pub action: String,
     pub link_id: Option<Uuid>,
 }

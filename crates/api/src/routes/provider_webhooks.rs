@@ -32,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderCallbackReceipt {
     pub event_id: String,
-    /// `accepted` (stored now) or `duplicate` (already received; ignored).
+    #[schema(value_type = crate::dto::ReceiptStatus)]
     pub status: &'static str,
     /// For billing notifications: the billing customer whose ISP account has
     /// the Alarm.com customer; absent when none has (the event says so too).

@@ -197,8 +197,7 @@ impl From<ConfigurationBody> for NewStagesConfiguration {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneBody {
-    /// home, work, mobile, other
-    pub kind: String,
+    pub kind: crate::dto::PhoneKind,
     pub number: String,
 }
 
@@ -238,7 +237,7 @@ impl From<ContactBody> for NewStagesContact {
                     .phones
                     .into_iter()
                     .map(|p| ContactPhone {
-                        kind: p.kind,
+                        kind: p.kind.as_str().to_owned(),
                         number: p.number,
                     })
                     .collect(),
@@ -403,7 +402,7 @@ pub struct LookupList200 {
 /// live from Stages, to fill the Stages-only fields of a push. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/lookups/{list}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path),
-        ("list" = String, Path, description = "regions, time-zones, site-types, dispatch-types, ul-codes, authorities, oos-categories, device-types, timer-test-types, comm-types, lid-types"),
+        ("list" = crate::dto::LookupListName, Path, description = "Which choice list"),
         PageParams),
     responses((status = 200, description = "A page of the list's entries", body = LookupList200),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),

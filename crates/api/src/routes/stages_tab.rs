@@ -322,7 +322,7 @@ pub async fn update_contact(
         phones: b.phones.map(|p| {
             p.into_iter()
                 .map(|p| ContactPhone {
-                    kind: p.kind,
+                    kind: p.kind.as_str().to_owned(),
                     number: p.number,
                 })
                 .collect()

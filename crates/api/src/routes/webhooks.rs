@@ -24,7 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallbackReceipt {
     pub event_id: String,
-    /// accepted (stored, applied shortly) or duplicate (already received; ignored)
+    #[schema(value_type = crate::dto::ReceiptStatus)]
     pub status: &'static str,
 }
 
@@ -50,6 +50,7 @@ pub struct SentSystemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SentToBillingResponse {
     pub event_id: String,
+    #[schema(value_type = crate::dto::SentToBillingStatus)]
     pub status: &'static str,
     pub customer_id: String,
     pub customer_created: bool,
