@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_examples;
 pub mod problem;
 pub mod problem_codes;
 pub mod provider_payloads;

@@ -4,6 +4,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::openapi_examples::Examples;
+
 use crate::routes::{
     audit, billing, conflicts, connections, events, health, imports, isp, jobs, links,
     provider_webhooks, providers, stages, stages_tab, sync, webhooks,
@@ -113,7 +115,7 @@ use crate::routes::{
         crate::problem::ProblemField,
         crate::dto::LookupListName
     )),
-    modifiers(&BearerAuth, &CommonProblems, &ProblemCodes),
+    modifiers(&BearerAuth, &CommonProblems, &ProblemCodes, &Examples),
     tags(
         (name = "connections", description = "Upstream connections and their credentials"),
         (name = "billing", description = "The service's copy of the billing system's records"),

@@ -923,7 +923,8 @@ pub async fn put_user(
 
 /// Read a billing user.
 ///
-/// The service's copy of one billing user.
+/// The service's copy of one billing user (a rep or staff member). Reads only this service's
+/// database.
 #[utoipa::path(get, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("user_id" = String, Path)),
     responses((status = 200, description = "The user", body = UserResponse),

@@ -579,7 +579,7 @@ pub async fn start_import(
 
 /// List imports.
 ///
-/// Imports of your dealer, newest first.
+/// The Alarm.com imports of your dealer, newest first, with their state and counts.
 #[utoipa::path(get, path = "/v1/imports", tag = "imports", security(("bearer" = ["viewer"])),
     params(PageParams),
     responses((status = 200, description = "A page of imports", body = ImportList),

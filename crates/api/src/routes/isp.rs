@@ -491,7 +491,8 @@ pub async fn list_isp_accounts(
 
 /// Read an ISP account.
 ///
-/// One ISP account as recorded here.
+/// One ISP account as recorded here: its billing customer, provider account, plan and state.
+/// Does not call the provider.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path)),

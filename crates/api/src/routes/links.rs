@@ -437,7 +437,8 @@ pub async fn list_links(
 
 /// Read a link.
 ///
-/// One link with both sides' ids.
+/// One link with both sides' ids and its version (the ETag). Reads only this service's
+/// database.
 #[utoipa::path(get, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["viewer"])),
     params(("link_id" = Uuid, Path)),
     responses((status = 200, description = "The link; `ETag` guards a later change", body = LinkResponse, headers(("ETag" = String))),
