@@ -380,8 +380,8 @@ fn registered_in(body: &str, prefix: &str) -> (Vec<String>, usize) {
             {
                 routes.push(format!("{} {prefix}{resource}", m.to_uppercase()));
             } else if let Some(path) = path_argument(inner, &lets) {
-                let end = if inner.starts_with('"') {
-                    inner[1..].find('"').map(|e| e + 2)
+                let end = if let Some(quoted) = inner.strip_prefix('"') {
+                    quoted.find('"').map(|e| e + 2)
                 } else {
                     inner.find("),").map(|e| e + 1)
                 };

@@ -111,7 +111,8 @@ pub struct JobList {
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     pub state: Option<JobStateDto>,
-    #[param(value_type = Option<crate::dto::JobKind>)]
+    /// Only jobs of this kind (see a job's `kind` for the values); another
+    /// value matches no job.
     pub kind: Option<String>,
 }
 

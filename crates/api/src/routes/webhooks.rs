@@ -176,7 +176,7 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     params(("connection_id" = Uuid, Path)),
     request_body(content = Object, description = "A Stages callback: {event_id, occurred_at, type, ...}; see docs/stages-protocol.md"),
     responses((status = 201, description = "site.send_to_billing: the billing records made", body = SentToBillingResponse),
-        (status = 202, description = "Stored; applied shortly", body = CallbackReceipt),
+        (status = 202, description = "Stored; applied shortly by the job `Location` names (readable with a dealer token, not the callback credential)", body = CallbackReceipt, headers(("Location" = String, description = "The job that applies the event: `/v1/jobs/{job_id}`"))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The site is already linked", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -234,6 +234,8 @@ pub async fn stages_callback(
     let payload = serde_json::to_value(&callback).map_err(ApiError::internal)?;
     let job =
         ApplyStagesCallback::new(cid, &callback).new_job(&connection.dealer, chrono::Utc::now());
+    // A new event is applied by this job (no other job shares its id).
+    let job_location = format!("/v1/jobs/{}", job.id.0);
     let new = state
         .inbox
         .receive_callback(&connection.dealer, cid, &callback.event_id, payload, job)
@@ -243,7 +245,9 @@ pub async fn stages_callback(
         status: if new { "accepted" } else { "duplicate" },
     };
     Ok(if new {
-        HttpResponse::Accepted().json(receipt)
+        HttpResponse::Accepted()
+            .insert_header((header::LOCATION, job_location))
+            .json(receipt)
     } else {
         HttpResponse::Ok().json(receipt)
     })
