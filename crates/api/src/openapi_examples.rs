@@ -119,12 +119,12 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             "create_isp_account",
             json!({
                 "billing_customer_id": "C-1001", "action": "create_customer",
-                "site_id": "S-1001", "package_id": 42, "login_name": "ada.lovelace"
+                "site_id": "S-1001", "package_id": 1002, "login_name": "ada.lovelace"
             }),
         ),
         (
             "change_service_plan",
-            json!({"package_id": 43, "add_on_features": ["video"]}),
+            json!({"package_id": 1003, "add_on_features": ["TwoWayVoice"]}),
         ),
         (
             "push",
@@ -164,8 +164,8 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             "start_import",
             json!({
                 "connection_id": CONNECTION, "kind": "customers",
-                "filters": {"customer_ids": "1001,1002", "sub_dealer_ids": [7]},
-                "options": {"office_location": "Columbus", "tags": ["alarm.com"], "default_rep": "U-7"},
+                "filters": {"customer_ids": "1001,1002"},
+                "options": {"office_location": "Columbus", "tags": ["alarm.com"]},
                 "dry_run": false
             }),
         ),
