@@ -675,6 +675,27 @@ pub fn operation_codes(
     out
 }
 
+/// `Idempotency-Key` as the service takes it: 1 to 255 visible ASCII
+/// characters (anything else is 400 `bad_idempotency_key`).
+fn describe_idempotency_key(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    for p in operation.parameters.iter_mut().flatten() {
+        if p.name == "Idempotency-Key" {
+            p.schema = Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(255))
+                    .pattern(Some("^[!-~]+$"))
+                    .into(),
+            );
+            p.description = Some(
+                "Replays the first answer for the same key and body (1 to 255 visible characters; a new random UUID per intended change is a good key)".to_owned(),
+            );
+        }
+    }
+}
+
 /// Lists each operation's problem codes: an `x-problem-codes` extension
 /// (code to status), a "Problem codes" part of its description linking each
 /// code's page, and each problem response's description naming its codes.
@@ -697,6 +718,7 @@ impl Modify for ProblemCodes {
                     continue;
                 };
                 let codes = operation_codes(method, path, operation);
+                describe_idempotency_key(operation);
                 for (status, _) in &codes {
                     operation
                         .responses
