@@ -568,6 +568,12 @@ async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported(backend
     };
     let first = Answer::from(send().await.unwrap()).await;
     assert_eq!(first.status, 202, "{}", first.text);
+    // `Location` names the job that applies the event, readable with a dealer token.
+    let job = first.headers["location"].to_str().unwrap().to_owned();
+    assert!(job.starts_with("/v1/jobs/"), "{job}");
+    let read = w.svc.call(Method::GET, &job, &w.admin, None).await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.body["kind"], "stages_callback");
     let again = Answer::from(send().await.unwrap()).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["status"], "duplicate");

@@ -101,6 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(routes::docs::openapi_json)
         .service(routes::docs::docs_index)
         .service(routes::docs::docs_asset)
+        .service(crate::problem_codes::problems_index)
+        .service(crate::problem_codes::problem_page)
         // Callbacks carry their own credentials (Basic or a signature), not a bearer token.
         .service(
             web::scope("/v1/webhooks")

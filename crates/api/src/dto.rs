@@ -59,3 +59,176 @@ mirror_enum!(
     /// The result of a connection test.
     TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer, NotVerified, EgressRefused }
 );
+
+// Closed sets of values that travel as plain strings: these types only give
+// the OpenAPI document their values (`#[schema(value_type = ...)]`); what is
+// accepted and answered on the wire is the string itself. Unit tests keep
+// each in step with the values the code can produce.
+
+/// What a push did with one record: `created` in Stages, `reused` (an
+/// existing Stages record of the same billing id was linked),
+/// `already_linked` (nothing to do), or, in a dry run, `would_create`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PushAction {
+    Created,
+    Reused,
+    AlreadyLinked,
+    WouldCreate,
+}
+
+/// The kind of a background job.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    AutoSyncPush,
+    StagesCallback,
+    Reconcile,
+    AdcImport,
+    WebhookDelivery,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 5] = [
+        Self::AutoSyncPush,
+        Self::StagesCallback,
+        Self::Reconcile,
+        Self::AdcImport,
+        Self::WebhookDelivery,
+    ];
+}
+
+/// A choice list of the central station.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupListName {
+    Regions,
+    TimeZones,
+    SiteTypes,
+    DispatchTypes,
+    UlCodes,
+    Authorities,
+    OosCategories,
+    DeviceTypes,
+    TimerTestTypes,
+    CommTypes,
+    LidTypes,
+}
+
+impl LookupListName {
+    pub const ALL: [LookupListName; 11] = [
+        Self::Regions,
+        Self::TimeZones,
+        Self::SiteTypes,
+        Self::DispatchTypes,
+        Self::UlCodes,
+        Self::Authorities,
+        Self::OosCategories,
+        Self::DeviceTypes,
+        Self::TimerTestTypes,
+        Self::CommTypes,
+        Self::LidTypes,
+    ];
+}
+
+/// What became of a callback: `accepted` (stored now, applied shortly) or
+/// `duplicate` (its event id was received before; ignored).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Accepted,
+    Duplicate,
+}
+
+/// A `site.send_to_billing` callback's outcome: the billing records were made.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SentToBillingStatus {
+    Created,
+}
+
+/// The kind of a contact's phone number, as Stages takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneKind {
+    Home,
+    Work,
+    Mobile,
+    Other,
+}
+
+impl PhoneKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Home => "home",
+            Self::Work => "work",
+            Self::Mobile => "mobile",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(v: impl Serialize) -> String {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_job_kinds_are_the_registered_ones() {
+        let mut registered = crate::worker::registry().kinds();
+        registered.sort();
+        let mut documented: Vec<String> = JobKind::ALL.into_iter().map(wire).collect();
+        documented.sort();
+        assert_eq!(documented, registered, "update dto::JobKind");
+    }
+
+    #[test]
+    fn the_lookup_lists_are_the_domain_ones() {
+        let domain: Vec<&str> = domain::stages::LookupList::ALL
+            .iter()
+            .map(|l| l.as_str())
+            .collect();
+        let documented: Vec<String> = LookupListName::ALL.into_iter().map(wire).collect();
+        assert_eq!(documented, domain);
+    }
+
+    #[test]
+    fn the_documented_answers_are_the_ones_made() {
+        // The strings the handlers and the domain write.
+        let push = ["created", "reused", "already_linked", "would_create"];
+        for (v, s) in [
+            PushAction::Created,
+            PushAction::Reused,
+            PushAction::AlreadyLinked,
+            PushAction::WouldCreate,
+        ]
+        .into_iter()
+        .zip(push)
+        {
+            assert_eq!(wire(v), s);
+        }
+        assert_eq!(wire(ReceiptStatus::Accepted), "accepted");
+        assert_eq!(wire(ReceiptStatus::Duplicate), "duplicate");
+        assert_eq!(wire(SentToBillingStatus::Created), "created");
+    }
+
+    #[test]
+    fn phone_kinds_travel_as_their_names() {
+        for kind in [
+            PhoneKind::Home,
+            PhoneKind::Work,
+            PhoneKind::Mobile,
+            PhoneKind::Other,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert!(serde_json::from_value::<PhoneKind>("cell".into()).is_err());
+    }
+}

@@ -15,9 +15,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem.
+    /// The relative URI of the code's page, `/problems/{code}`: what the
+    /// code means and what to do about it.
     #[serde(rename = "type")]
     pub problem_type: String,
+    /// The code's title: the same for every answer with this code.
     pub title: String,
     pub status: u16,
     pub detail: String,
@@ -153,13 +155,21 @@ impl ApiError {
     }
 
     /// The body for `instance` (the request path).
+    /// `type` and `title` come from the code's entry in
+    /// [`crate::problem_codes`]; a code missing there is a bug.
     pub fn problem(&self, instance: Option<String>) -> Problem {
+        let entry = crate::problem_codes::find(self.code);
+        debug_assert!(
+            entry.is_some(),
+            "problem code '{}' is not in problem_codes::CODES",
+            self.code
+        );
         Problem {
-            problem_type: format!(
-                "https://crosslink.dev/problems/{}",
-                self.code.replace('_', "-")
+            problem_type: crate::problem_codes::type_uri(self.code),
+            title: entry.map_or_else(
+                || self.status.canonical_reason().unwrap_or("Error").to_owned(),
+                |e| e.title.to_owned(),
             ),
-            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             instance,

@@ -52,11 +52,15 @@ pub struct AuditList {
     pub next_page_token: Option<String>,
 }
 
-/// Changes to links, and every change crosslink made to the data of a
-/// billing or Stages record (B8), newest first.
+/// Read the audit trail.
+///
+/// Who changed which link, when and through which connection, and every change crosslink made
+/// to the data of a billing or Stages record (sync, account sync, Auto Sync, applied callbacks,
+/// push, Stages-tab edits) with each field's value before and after, newest first. Filters by
+/// record (`subject`), actor, connection and field. Reads only this service's database.
 #[utoipa::path(get, path = "/v1/audit", tag = "links", security(("bearer" = ["viewer"])),
     params(AuditQuery, PageParams),
-    responses((status = 200, body = AuditList),
+    responses((status = 200, description = "A page of audit entries", body = AuditList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_audit(
     state: web::Data<AppState>,

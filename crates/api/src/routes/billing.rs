@@ -311,9 +311,12 @@ pub struct CustomerList {
 }
 
 /// Search billing customers.
+///
+/// Searches the service's copy of the billing customers with `q` (name, business name, phone
+/// digits, email or address). Reads only this service's database; never calls Stages.
 #[utoipa::path(get, path = "/v1/billing/customers", tag = "billing", security(("bearer" = ["viewer"])),
     params(CustomerSearch, PageParams),
-    responses((status = 200, body = CustomerList),
+    responses((status = 200, description = "A page of matching customers", body = CustomerList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn search_customers(
     state: web::Data<AppState>,
@@ -337,10 +340,14 @@ pub async fn search_customers(
 }
 
 /// Create or replace a billing customer.
+///
+/// Writes the service's copy of a billing customer, as the billing system holds it. With `If-
+/// Match` the replace happens only if nobody changed it since you read it. A change to a linked
+/// record may be pushed to Stages by Auto Sync afterwards; this call itself never calls Stages.
 #[utoipa::path(put, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("customer_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutCustomerRequest,
-    responses((status = 200, body = CustomerResponse), (status = 201, body = CustomerResponse),
+    responses((status = 200, description = "Replaced", body = CustomerResponse), (status = 201, description = "Created", body = CustomerResponse),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn put_customer(
@@ -361,9 +368,11 @@ pub async fn put_customer(
 }
 
 /// Read a billing customer.
+///
+/// The service's copy of one billing customer.
 #[utoipa::path(get, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("customer_id" = String, Path)),
-    responses((status = 200, body = CustomerResponse),
+    responses((status = 200, description = "The customer; `ETag` guards a later change", body = CustomerResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_customer(
     state: web::Data<AppState>,
@@ -382,7 +391,10 @@ pub async fn get_customer(
         .json(CustomerResponse::from(c)))
 }
 
-/// Delete a billing customer (refused while sites belong to it).
+/// Delete a billing customer.
+///
+/// Removes the service's copy of a billing customer. Refused while sites belong to it. Never
+/// deletes anything in Stages.
 #[utoipa::path(delete, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("customer_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
@@ -536,10 +548,15 @@ async fn links_of(
 }
 
 /// Create or replace a billing site.
+///
+/// Writes the service's copy of a billing site of an existing customer. With `If-Match` the
+/// replace happens only if nobody changed it since you read it. When the site is linked and its
+/// connection has Auto Sync on, the change is pushed to Stages afterwards by a background job;
+/// this call itself never calls Stages.
 #[utoipa::path(put, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("site_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutSiteRequest,
-    responses((status = 200, body = SiteResponse), (status = 201, body = SiteResponse),
+    responses((status = 200, description = "Replaced", body = SiteResponse), (status = 201, description = "Created", body = SiteResponse),
         (status = 409, description = "The customer does not exist", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -561,10 +578,14 @@ pub async fn put_site(
     Ok(respond(upserted, req.path(), |r| site_response(r, links)))
 }
 
-/// Read a billing site with its links.
+/// Read a billing site.
+///
+/// The service's copy of one billing site, with its links and, per linked device, its live
+/// status in Stages (read now; a Stages failure shows in that entry's `error`, not as a failed
+/// answer). Changes nothing.
 #[utoipa::path(get, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("site_id" = String, Path)),
-    responses((status = 200, body = SiteResponse),
+    responses((status = 200, description = "The site with its links", body = SiteResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_site(
     state: web::Data<AppState>,
@@ -586,7 +607,10 @@ pub async fn get_site(
         .json(body))
 }
 
-/// Delete a billing site (refused while it has systems or links).
+/// Delete a billing site.
+///
+/// Removes the service's copy of a billing site. Refused while it has systems or links. Never
+/// deletes anything in Stages.
 #[utoipa::path(delete, path = "/v1/billing/sites/{site_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("site_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
@@ -608,10 +632,13 @@ pub async fn delete_site(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The Stages connections this site is not linked on yet (where it can be pushed).
+/// List where a site can be pushed.
+///
+/// The Stages connections on which this billing site is not linked yet, where a push may send
+/// it. Reads only this service's database.
 #[utoipa::path(get, path = "/v1/billing/sites/{site_id}/push-targets", tag = "billing", security(("bearer" = ["viewer"])),
     params(("site_id" = String, Path)),
-    responses((status = 200, body = ConnectionList),
+    responses((status = 200, description = "The connections the site can be pushed to", body = ConnectionList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn push_targets(
     state: web::Data<AppState>,
@@ -687,10 +714,15 @@ fn system_fields(b: PutSystemRequest) -> ApiResult<SystemFields> {
 }
 
 /// Create or replace a billing system.
+///
+/// Writes the service's copy of a billing system (an alarm system at a billing site). With `If-
+/// Match` the replace happens only if nobody changed it since you read it. When the system is
+/// linked and Auto Sync is on, the change is pushed to its Stages device afterwards by a
+/// background job; this call itself never calls Stages.
 #[utoipa::path(put, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutSystemRequest,
-    responses((status = 200, body = SystemResponse), (status = 201, body = SystemResponse),
+    responses((status = 200, description = "Replaced", body = SystemResponse), (status = 201, description = "Created", body = SystemResponse),
         (status = 409, description = "The site does not exist", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -712,10 +744,14 @@ pub async fn put_system(
     Ok(respond(upserted, req.path(), |r| system_response(r, links)))
 }
 
-/// Read a billing system with its links.
+/// Read a billing system.
+///
+/// The service's copy of one billing system, with its links and, per linked device, its live
+/// status in Stages (read now; a Stages failure shows in that entry's `error`, not as a failed
+/// answer). Changes nothing.
 #[utoipa::path(get, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("system_id" = String, Path)),
-    responses((status = 200, body = SystemResponse),
+    responses((status = 200, description = "The system with its links", body = SystemResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_system(
     state: web::Data<AppState>,
@@ -737,7 +773,10 @@ pub async fn get_system(
         .json(body))
 }
 
-/// Delete a billing system (refused while it is linked).
+/// Delete a billing system.
+///
+/// Removes the service's copy of a billing system. Refused while it is linked. Never deletes
+/// anything in Stages.
 #[utoipa::path(delete, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),
@@ -856,10 +895,13 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
 }
 
 /// Create or replace a billing user.
+///
+/// Writes the service's copy of a billing user (a rep or staff member). Imports link an
+/// Alarm.com customer's rep to the billing user of that rep. Nothing is sent to any provider.
 #[utoipa::path(put, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
     request_body = PutUserRequest,
-    responses((status = 200, body = UserResponse), (status = 201, body = UserResponse),
+    responses((status = 200, description = "Replaced", body = UserResponse), (status = 201, description = "Created", body = UserResponse),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn put_user(
@@ -880,9 +922,12 @@ pub async fn put_user(
 }
 
 /// Read a billing user.
+///
+/// The service's copy of one billing user (a rep or staff member). Reads only this service's
+/// database.
 #[utoipa::path(get, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("user_id" = String, Path)),
-    responses((status = 200, body = UserResponse),
+    responses((status = 200, description = "The user", body = UserResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_user(
     state: web::Data<AppState>,
@@ -902,6 +947,8 @@ pub async fn get_user(
 }
 
 /// Delete a billing user.
+///
+/// Removes the service's copy of a billing user. Nothing changes at any provider.
 #[utoipa::path(delete, path = "/v1/billing/users/{user_id}", tag = "billing", security(("bearer" = ["operator"])),
     params(("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"),

@@ -125,11 +125,13 @@ pub struct ConflictList {
     pub next_page_token: Option<String>,
 }
 
-/// The conflict inbox, newest first: fields held because both sides changed
-/// them since the last sync (or, with `issue=refused`, values Stages refused).
+/// List held conflicts.
+///
+/// The conflict inbox, newest first: fields changed on both sides since the last sync and held
+/// until someone chooses (or, with `issue=refused`, values Stages refused). Changes nothing.
 #[utoipa::path(get, path = "/v1/conflicts", tag = "sync", security(("bearer" = ["viewer"])),
     params(ConflictQuery),
-    responses((status = 200, body = ConflictList),
+    responses((status = 200, description = "A page of conflicts", body = ConflictList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_conflicts(
     state: web::Data<AppState>,
@@ -208,12 +210,14 @@ pub struct ResolveResponse {
     pub items: Vec<ResolutionResult>,
 }
 
-/// Resolve conflicts, many at once: each takes one side for one field, or for
-/// every field of its link held as a conflict, through the same decision as
-/// `POST /v1/links/{link_id}:sync`. Each answers for itself.
+/// Resolve conflicts.
+///
+/// Resolves many conflicts at once: each takes one side for one field, or for every held field
+/// of its link, and writes it as a record sync would. Each conflict answers for itself; one
+/// failure does not stop the others.
 #[utoipa::path(post, path = "/v1/conflicts:resolve", tag = "sync", security(("bearer" = ["operator"])),
     request_body = ResolveRequest,
-    responses((status = 200, body = ResolveResponse),
+    responses((status = 200, description = "Each conflict's outcome", body = ResolveResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),

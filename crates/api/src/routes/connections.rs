@@ -265,11 +265,14 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, c: Connection) -> HttpResp
         .json(ConnectionResponse::from(c))
 }
 
-/// List the caller's dealer's connections.
+/// List connections.
+///
+/// The connections of your dealer, optionally of one provider. Credentials are never shown,
+/// only whether they are set.
 #[utoipa::path(get, path = "/v1/connections", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(ConnectionFilter, PageParams),
-    responses((status = 200, body = ConnectionList),
+    responses((status = 200, description = "A page of connections", body = ConnectionList),
         (status = 401, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_connections(
@@ -293,12 +296,17 @@ pub async fn list_connections(
     }))
 }
 
-/// Create a connection (admin).
+/// Create a connection.
+///
+/// Adds a connection of your dealer to Stages or to an interactive services provider: its name
+/// (unique per dealer), endpoint, authentication mode and settings. Needs the admin role. The
+/// endpoint must pass the egress policy; nothing is called upstream until the connection is
+/// tested or used. Credentials are set separately.
 #[utoipa::path(post, path = "/v1/connections", tag = "connections",
     security(("bearer" = ["admin"])),
     request_body = CreateConnectionRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
-    responses((status = 201, body = ConnectionResponse, headers(("ETag" = String), ("Location" = String))),
+    responses((status = 201, description = "The connection made; `Location` names it", body = ConnectionResponse, headers(("ETag" = String), ("Location" = String))),
         (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Name taken", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -364,11 +372,14 @@ pub async fn create_connection(
     Ok(with_etag(res, created))
 }
 
-/// Read one connection.
+/// Read a connection.
+///
+/// One connection of your dealer with its settings and status. Passwords and secrets are never
+/// shown.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = ConnectionResponse, headers(("ETag" = String))),
+    responses((status = 200, description = "The connection; `ETag` guards a later change", body = ConnectionResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_connection(
     state: web::Data<AppState>,
@@ -385,12 +396,17 @@ pub async fn get_connection(
     Ok(with_etag(HttpResponse::Ok(), c))
 }
 
-/// Change a connection (admin). `If-Match` with the ETag guards against lost updates.
+/// Change a connection.
+///
+/// Changes the name, endpoint, status, authentication mode or settings of a connection. Needs
+/// the admin role. Send `If-Match` with the ETag you read to avoid overwriting someone else's
+/// change. Turning on Alarm.com billing notifications first asks Alarm.com whether the account
+/// holds the permission they need. Existing links and billing records are not changed.
 #[utoipa::path(patch, path = "/v1/connections/{connection_id}", tag = "connections",
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = UpdateConnectionRequest,
-    responses((status = 200, body = UpdatedConnectionResponse, headers(("ETag" = String))),
+    responses((status = 200, description = "The connection as changed, with any warnings", body = UpdatedConnectionResponse, headers(("ETag" = String))),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -536,7 +552,10 @@ pub async fn update_connection(
         }))
 }
 
-/// Delete a connection with its credentials (admin).
+/// Delete a connection.
+///
+/// Removes the connection with its stored credentials. Needs the admin role. Nothing is deleted
+/// in Stages or at the provider.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}", tag = "connections",
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
@@ -587,15 +606,18 @@ fn check_credential(
     Ok((username, Secret::new(body.password)))
 }
 
-/// Set the dealer-wide upstream credential (admin). An Alarm.com credential is
-/// checked against Alarm.com first; a wrong one is refused with its reason. The
-/// password is never returned.
+/// Set the dealer credential.
+///
+/// Stores the one credential the whole dealer uses on this connection. Needs the admin role. An
+/// Alarm.com credential is checked against Alarm.com before it is stored and a wrong one is
+/// refused with the provider's reason; a Stages credential is stored as given (test the
+/// connection to check it). The password is encrypted at rest and never returned.
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/dealer", tag = "connections",
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
     request_body = PutCredentialRequest,
     // Alarm.com credentials are checked against Alarm.com when saved.
-    responses((status = 200, body = CredentialResponse),
+    responses((status = 200, description = "The stored username (never the password)", body = CredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -694,12 +716,15 @@ async fn user_mode_connection(
 const OWN_CREDENTIALS_NOTE: &str =
     "stored as given, not checked when saved; POST /v1/connections/{id}:test checks them";
 
-/// Store the caller's own credential (user-mode connections).
+/// Store your own credential.
+///
+/// On a connection in `user` mode, stores the credential the service uses when you act through
+/// it. You see and change only your own. The password is encrypted at rest and never returned.
 #[utoipa::path(put, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
     request_body = PutCredentialRequest,
-    responses((status = 200, body = CredentialResponse),
+    responses((status = 200, description = "Your stored username (never the password)", body = CredentialResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The connection uses dealer credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -727,11 +752,13 @@ pub async fn put_my_credentials(
     }))
 }
 
-/// The caller's own username (never a password).
+/// Read your own username.
+///
+/// On a connection in `user` mode, the username you stored. The password is never returned.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = CredentialResponse),
+    responses((status = 200, description = "Your stored username", body = CredentialResponse),
         (status = 404, description = "No such connection, or no credential stored", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_my_credentials(
@@ -759,7 +786,10 @@ pub async fn get_my_credentials(
     }))
 }
 
-/// Forget the caller's own credential.
+/// Forget your own credential.
+///
+/// On a connection in `user` mode, removes your stored credential. Other users' credentials are
+/// not touched.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}/credentials/me", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
@@ -804,11 +834,14 @@ fn callback_path(c: &Connection) -> Option<String> {
     }
 }
 
-/// What Stages uses to call this service back (admin). The secret is never shown here.
+/// Read the callback credential.
+///
+/// The username and callback URL Stages uses to call this service back on this connection.
+/// Needs the admin role. The secret is never shown here; rotate it to get a new one.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/inbound-credentials", tag = "connections",
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = InboundCredentialResponse),
+    responses((status = 200, description = "The callback username and URL, without the secret", body = InboundCredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_inbound_credentials(
@@ -840,11 +873,15 @@ pub async fn get_inbound_credentials(
         }))
 }
 
-/// Issue a new callback secret (admin); it is shown in this answer only.
+/// Rotate the callback secret.
+///
+/// Issues a new secret for callbacks to this connection; the old one stops working at once.
+/// Needs the admin role. The new secret is shown in this answer only: store it in Stages (or
+/// the provider) right away.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/inbound-credentials:rotate", tag = "connections",
     security(("bearer" = ["admin"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = RotatedInboundCredentialResponse),
+    responses((status = 200, description = "The new secret, shown this once", body = RotatedInboundCredentialResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn rotate_inbound_credentials(
@@ -881,7 +918,11 @@ pub async fn rotate_inbound_credentials(
         }))
 }
 
-/// Check the caller's effective credentials against the endpoint; says why not and how long it took.
+/// Test a connection.
+///
+/// Checks the credentials you would use on this connection (yours in `user` mode, the dealer's
+/// otherwise) against its endpoint, and says whether it worked, why not, and how long it took.
+/// A failed check is still a 200 with `ok` false. Changes nothing anywhere.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}:test", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
@@ -944,11 +985,14 @@ pub struct ServicePlanList {
     pub next_page_token: Option<String>,
 }
 
-/// The service plans of an interactive services provider (to choose a default from).
+/// List the provider's service plans.
+///
+/// The service plans of an interactive services provider, read from the provider through this
+/// connection, to choose a default plan or an account's plan from. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/service-plans", tag = "connections",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), PageParams),
-    responses((status = 200, body = ServicePlanList),
+    responses((status = 200, description = "A page of service plans", body = ServicePlanList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a provider with service plans, or no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]

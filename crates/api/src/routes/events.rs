@@ -89,10 +89,13 @@ pub struct FeedQuery {
     pub page_token: Option<String>,
 }
 
-/// The change feed: every change the service made to a billing record, oldest first.
+/// Read the change feed.
+///
+/// Every change the service made to a billing record, oldest first, for the billing system to
+/// apply. Page with `after` (the cursor of the last event you applied).
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = ["viewer"])),
     params(FeedQuery),
-    responses((status = 200, body = EventList),
+    responses((status = 200, description = "A page of events", body = EventList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_events(
     state: web::Data<AppState>,
@@ -271,10 +274,14 @@ fn new_secret() -> String {
     )
 }
 
-/// Subscribe a URL to events (admin); the signing secret is shown once.
+/// Subscribe a URL to events.
+///
+/// Registers a URL that receives each change-feed event as a signed webhook, with retries.
+/// Needs the admin role. The URL must pass the egress policy. The signing secret is shown in
+/// this answer only.
 #[utoipa::path(post, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = ["admin"])),
     request_body = CreateSubscriptionRequest,
-    responses((status = 201, body = CreatedSubscriptionResponse),
+    responses((status = 201, description = "The subscription with its signing secret, shown this once", body = CreatedSubscriptionResponse),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn create_subscription(
@@ -317,9 +324,11 @@ pub async fn create_subscription(
 }
 
 /// List webhook subscriptions.
+///
+/// The webhook subscriptions of your dealer. Signing secrets are never shown.
 #[utoipa::path(get, path = "/v1/webhook-subscriptions", tag = "events", security(("bearer" = ["viewer"])),
     params(PageParams),
-    responses((status = 200, body = SubscriptionList)))]
+    responses((status = 200, description = "A page of subscriptions", body = SubscriptionList)))]
 pub async fn list_subscriptions(
     state: web::Data<AppState>,
     auth: Auth,
@@ -336,10 +345,12 @@ pub async fn list_subscriptions(
     }))
 }
 
-/// One webhook subscription.
+/// Read a webhook subscription.
+///
+/// One webhook subscription with its delivery state. The signing secret is never shown.
 #[utoipa::path(get, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["viewer"])),
     params(("subscription_id" = Uuid, Path)),
-    responses((status = 200, body = SubscriptionResponse),
+    responses((status = 200, description = "The subscription", body = SubscriptionResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_subscription(
     state: web::Data<AppState>,
@@ -357,11 +368,14 @@ pub async fn get_subscription(
         .json(SubscriptionResponse::from(s)))
 }
 
-/// Change a subscription (admin): URL, types, or re-activate a disabled one.
+/// Change a webhook subscription.
+///
+/// Changes the URL or the event types of a subscription, or re-activates one that was disabled
+/// after failing deliveries. Needs the admin role.
 #[utoipa::path(patch, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["admin"])),
     params(("subscription_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = UpdateSubscriptionRequest,
-    responses((status = 200, body = SubscriptionResponse),
+    responses((status = 200, description = "The subscription as changed", body = SubscriptionResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -406,7 +420,9 @@ pub async fn update_subscription(
         .json(SubscriptionResponse::from(s)))
 }
 
-/// Delete a subscription (admin).
+/// Delete a webhook subscription.
+///
+/// Removes the subscription; no more deliveries go to its URL. Needs the admin role.
 #[utoipa::path(delete, path = "/v1/webhook-subscriptions/{subscription_id}", tag = "events", security(("bearer" = ["admin"])),
     params(("subscription_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"),

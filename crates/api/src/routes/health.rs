@@ -20,17 +20,23 @@ pub struct ReadyResponse {
     pub pending_migrations: usize,
 }
 
-/// The process is up.
+/// Liveness: the process is up.
+///
+/// Answers 200 as long as the process runs; it reads nothing and calls nothing, so it says
+/// nothing about the database or the upstream systems (use `/readyz` for that). Needs no token.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, body = HealthResponse)))]
+    responses((status = 200, description = "The process is up", body = HealthResponse)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }
 
-/// The database is reachable and every migration is applied.
+/// Readiness: the database answers and is migrated.
+///
+/// Answers 200 when the database can be reached and every migration is applied, so a load
+/// balancer can send traffic; 503 otherwise. Never calls Stages or Alarm.com. Needs no token.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = ReadyResponse),
+    responses((status = 200, description = "Ready to serve", body = ReadyResponse),
         (status = 503, description = "Not ready", body = crate::problem::Problem, content_type = "application/problem+json")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
@@ -59,7 +65,10 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     }))
 }
 
-/// Prometheus text exposition.
+/// Prometheus metrics.
+///
+/// The service's metrics in the Prometheus text format: requests, upstream calls, jobs and
+/// webhook deliveries. Needs no token; never carries secrets or record data.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 #[get("/metrics")]

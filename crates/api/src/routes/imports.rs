@@ -552,10 +552,15 @@ async fn load(
     Ok((import, job))
 }
 
-/// Start an import of Alarm.com customers or users (a background job).
+/// Start an Alarm.com import.
+///
+/// Starts a background job that imports Alarm.com customers or users into the billing records,
+/// with the filters and options given. Needs an active Alarm.com connection with credentials.
+/// Only records not imported before are imported, so running it again imports only what is new.
+/// Nothing is written to Alarm.com. Follow it at `Location`.
 #[utoipa::path(post, path = "/v1/imports", tag = "imports", security(("bearer" = ["operator"])),
     request_body = StartImportRequest,
-    responses((status = 202, body = ImportResponse, headers(("Location" = String))),
+    responses((status = 202, description = "The import started; `Location` names it", body = ImportResponse, headers(("Location" = String))),
         (status = 409, description = "The connection is not an Alarm.com one, is inactive, or has no credentials (not linked)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn start_import(
@@ -572,10 +577,12 @@ pub async fn start_import(
         .json(respond(import, job)))
 }
 
-/// Imports, newest first.
+/// List imports.
+///
+/// The Alarm.com imports of your dealer, newest first, with their state and counts.
 #[utoipa::path(get, path = "/v1/imports", tag = "imports", security(("bearer" = ["viewer"])),
     params(PageParams),
-    responses((status = 200, body = ImportList),
+    responses((status = 200, description = "A page of imports", body = ImportList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_imports(
     state: web::Data<AppState>,
@@ -599,10 +606,12 @@ pub async fn list_imports(
     }))
 }
 
-/// One import: state, progress, filters, options and counts.
+/// Read an import.
+///
+/// One import: its state, progress, filters, options and counts.
 #[utoipa::path(get, path = "/v1/imports/{import_id}", tag = "imports", security(("bearer" = ["viewer"])),
     params(("import_id" = Uuid, Path)),
-    responses((status = 200, body = ImportResponse),
+    responses((status = 200, description = "The import", body = ImportResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_import(
     state: web::Data<AppState>,
@@ -614,15 +623,15 @@ pub async fn get_import(
     Ok(HttpResponse::Ok().json(respond(import, job)))
 }
 
-/// What became of each record an import has seen, in the order it saw them.
+/// List what an import did per record.
 ///
-/// A customer run lists the customers it imported, failed or filtered, and
-/// those imported meanwhile by someone else; customers already imported by an
-/// earlier run are only counted (`counts.already_imported`), not listed, so a
-/// re-run with nothing new writes nothing per customer.
+/// What became of each record an import saw, in the order it saw them. A customer run lists the
+/// customers it imported, failed or filtered, and those imported meanwhile by someone else;
+/// customers imported by an earlier run are only counted (`counts.already_imported`), not
+/// listed, so a re-run with nothing new lists nothing.
 #[utoipa::path(get, path = "/v1/imports/{import_id}/items", tag = "imports", security(("bearer" = ["viewer"])),
     params(("import_id" = Uuid, Path), ItemFilter, PageParams),
-    responses((status = 200, body = ImportItemList),
+    responses((status = 200, description = "A page of items", body = ImportItemList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn import_items(
@@ -650,11 +659,13 @@ pub async fn import_items(
     }))
 }
 
-/// Cancel a queued import, or ask a running one to stop after its current chunk.
-/// What it imported stays imported; a new run takes up the rest.
+/// Cancel an import.
+///
+/// Cancels a queued import, or asks a running one to stop after its current chunk. What it
+/// imported stays imported; a new run takes up the rest.
 #[utoipa::path(post, path = "/v1/imports/{import_id}:cancel", tag = "imports", security(("bearer" = ["operator"])),
     params(("import_id" = Uuid, Path)),
-    responses((status = 200, body = ImportResponse),
+    responses((status = 200, description = "The import, cancelled or asked to stop", body = ImportResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finished", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn cancel_import(
@@ -711,10 +722,13 @@ pub struct FilterChoicesResponse {
     pub roles: Vec<NamedId>,
 }
 
-/// The sub-dealers and roles of the Alarm.com account, for the filters' choices.
+/// Read the import filter choices.
+///
+/// The sub-dealers and user roles of the Alarm.com account, read live from Alarm.com, to choose
+/// an import's filters from. Changes nothing.
 #[utoipa::path(get, path = "/v1/imports/filter-choices", tag = "imports", security(("bearer" = ["viewer"])),
     params(ChoicesQuery),
-    responses((status = 200, body = FilterChoicesResponse),
+    responses((status = 200, description = "The sub-dealers and roles", body = FilterChoicesResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The connection is not an Alarm.com one, is inactive, or has no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]

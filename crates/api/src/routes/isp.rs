@@ -413,19 +413,19 @@ async fn with_provider(
         .json(body))
 }
 
-/// Provision an ISP account for a billing customer: create the Alarm.com
-/// customer (mapped from the billing customer and the site given), create a
-/// Builder Program customer or commitment, or link an existing Alarm.com
-/// customer; the link between them is recorded. A billing customer has at most
-/// one account per connection: a second request is 409, and a create whose
-/// answer was lost is recovered by the billing id (`DealerCustomerId`) rather
-/// than made twice.
+/// Provision an ISP account.
+///
+/// For a billing customer: creates the Alarm.com customer (mapped from the billing customer and
+/// the site given), creates a Builder Program customer or commitment, or links an Alarm.com
+/// customer that exists already; the account is recorded here. A billing customer has at most
+/// one account per connection; a create whose answer was lost is recovered by the billing id at
+/// Alarm.com rather than made twice. No billing record is changed.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
     security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = CreateIspAccountRequest,
-    responses((status = 201, body = IspAccountResponse, headers(("ETag" = String), ("Location" = String))),
+    responses((status = 201, description = "The account; `Location` names it", body = IspAccountResponse, headers(("ETag" = String), ("Location" = String))),
         (status = 403, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already has an account; the provider refused (`provider_rejected`); the Alarm.com login lacks the permission (`provider_permission`); Builder Program off; connection inactive or not alarm_com; no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -450,11 +450,14 @@ pub async fn create_isp_account(
     Ok(with_etag(res, account))
 }
 
-/// The ISP accounts of a connection, oldest first.
+/// List ISP accounts.
+///
+/// The ISP accounts recorded on this connection, oldest first. Reads only this service's
+/// database.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), IspAccountFilter, PageParams),
-    responses((status = 200, body = IspAccountList),
+    responses((status = 200, description = "A page of ISP accounts", body = IspAccountList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_isp_accounts(
@@ -486,11 +489,14 @@ pub async fn list_isp_accounts(
     }))
 }
 
-/// One ISP account.
+/// Read an ISP account.
+///
+/// One ISP account as recorded here: its billing customer, provider account, plan and state.
+/// Does not call the provider.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path)),
-    responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
+    responses((status = 200, description = "The ISP account; `ETag` guards a later change", body = IspAccountResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_isp_account(
     state: web::Data<AppState>,
@@ -503,15 +509,17 @@ pub async fn get_isp_account(
     with_provider(&state, caller, cid, id).await
 }
 
-/// Move an ISP account to another service plan at the provider (I3). The
-/// provider checks the plan; a refusal is 422 with its reason.
+/// Change an account's service plan.
+///
+/// Moves an ISP account to another service plan at the provider, which checks the plan; the
+/// account here is updated when the provider accepts. Send `If-Match` with the ETag you read.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/isp-accounts/{account_id}:change-service-plan", tag = "isp",
     security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("account_id" = Uuid, Path),
         ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = ChangeServicePlanRequest,
-    responses((status = 200, body = IspAccountResponse, headers(("ETag" = String))),
+    responses((status = 200, description = "The account on its new plan", body = IspAccountResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -579,14 +587,14 @@ pub struct BuilderProgramList {
     pub items: Vec<BuilderProgramResponse>,
 }
 
-/// The Builder Programs of the Alarm.com account, to choose the one a
-/// Builder Program customer or commitment is made under (I5). Read from
-/// Alarm.com and kept a minute; provisioning checks the program chosen
-/// against the same list.
+/// List the Builder Programs.
+///
+/// The Builder Programs of the Alarm.com account, read from Alarm.com (kept a minute), to
+/// choose the one a Builder Program customer or commitment is made under. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/builder-programs", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = BuilderProgramList),
+    responses((status = 200, description = "The Builder Programs", body = BuilderProgramList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not an Alarm.com connection, or no credentials", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -650,12 +658,14 @@ pub struct CallbackHealthResponse {
     pub last_24h: CallbackCounts,
 }
 
-/// Alarm.net callback health (I2): the configured URL, the last callback, and
-/// how many were accepted and rejected in the last 24 hours.
+/// Read the Alarm.net callback health.
+///
+/// For a Honeywell-based provider connection: the callback URL to configure, the last callback
+/// received, and how many were accepted and refused in the last 24 hours.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/callback-health", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = CallbackHealthResponse),
+    responses((status = 200, description = "The callback health", body = CallbackHealthResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a provider with Alarm.net callbacks", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn callback_health(
@@ -715,13 +725,15 @@ pub struct BillingNotificationsResponse {
     pub last_24h: CallbackCounts,
 }
 
-/// Alarm.com billing notifications (I4): on or off, whether the Alarm.com
-/// account holds the billing permission they need (asked now), and what
-/// arrived in the last 24 hours.
+/// Read the billing notifications state.
+///
+/// For an Alarm.com connection: whether billing notifications are on, whether the Alarm.com
+/// account holds the billing permission they need (asked now), and what arrived in the last 24
+/// hours. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/billing-notifications", tag = "isp",
     security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path)),
-    responses((status = 200, body = BillingNotificationsResponse),
+    responses((status = 200, description = "The billing notifications state", body = BillingNotificationsResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not an alarm_com connection", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn billing_notifications(

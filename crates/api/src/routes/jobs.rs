@@ -69,6 +69,7 @@ pub struct JobProgress {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobResponse {
     pub id: Uuid,
+    #[schema(value_type = crate::dto::JobKind)]
     pub kind: String,
     pub state: JobStateDto,
     pub progress: JobProgress,
@@ -110,6 +111,8 @@ pub struct JobList {
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     pub state: Option<JobStateDto>,
+    /// Only jobs of this kind (see a job's `kind` for the values); another
+    /// value matches no job.
     pub kind: Option<String>,
 }
 
@@ -126,10 +129,13 @@ fn job_not_found(e: domain::store::StoreError) -> ApiError {
     }
 }
 
-/// Put a dead or failed job back on the queue with fresh attempts.
+/// Retry a job.
+///
+/// Puts a dead or failed job back on the queue with fresh attempts. Refused for a job in any
+/// other state.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}:retry", tag = "jobs", security(("bearer" = ["operator"])),
     params(("job_id" = Uuid, Path)),
-    responses((status = 200, body = JobResponse),
+    responses((status = 200, description = "The job, queued again", body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not dead or failed", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn retry_job(
@@ -147,10 +153,13 @@ pub async fn retry_job(
     Ok(HttpResponse::Ok().json(JobResponse::from(job)))
 }
 
-/// Cancel a queued job, or ask a running one to stop.
+/// Cancel a job.
+///
+/// Cancels a queued job, or asks a running one to stop at its next safe point. What it already
+/// did stays done. Refused for a finished job.
 #[utoipa::path(post, path = "/v1/jobs/{job_id}:cancel", tag = "jobs", security(("bearer" = ["operator"])),
     params(("job_id" = Uuid, Path)),
-    responses((status = 200, body = JobResponse),
+    responses((status = 200, description = "The job, cancelled or asked to stop", body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finished", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn cancel_job(
@@ -168,10 +177,12 @@ pub async fn cancel_job(
     Ok(HttpResponse::Ok().json(JobResponse::from(job)))
 }
 
-/// One job: state, progress, summary.
+/// Read a job.
+///
+/// One background job: its state, progress, summary and error.
 #[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", security(("bearer" = ["viewer"])),
     params(("job_id" = Uuid, Path)),
-    responses((status = 200, body = JobResponse),
+    responses((status = 200, description = "The job", body = JobResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_job(
     state: web::Data<AppState>,
@@ -191,10 +202,12 @@ pub async fn get_job(
     Ok(HttpResponse::Ok().json(JobResponse::from(job)))
 }
 
-/// Jobs, newest first.
+/// List jobs.
+///
+/// Background jobs of your dealer, newest first, filtered by kind or state.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = ["viewer"])),
     params(JobFilter, PageParams),
-    responses((status = 200, body = JobList),
+    responses((status = 200, description = "A page of jobs", body = JobList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_jobs(
     state: web::Data<AppState>,

@@ -155,7 +155,7 @@ pub struct PushedRecordResponse {
     pub kind: LinkKindDto,
     pub billing_id: String,
     pub external_id: Option<String>,
-    /// created, reused, already_linked, would_create
+    #[schema(value_type = crate::dto::PushAction)]
     pub action: String,
     pub link_id: Option<Uuid>,
 }
@@ -245,8 +245,14 @@ pub(crate) fn push_request(b: PushBody) -> ApiResult<PushRequest> {
     }
 }
 
-/// Push a billing site (a new Stages site with its Stages fields, contacts,
-/// devices and zones) or a billing system (needs its site linked on this connection).
+/// Push a billing site or system to Stages.
+///
+/// Sends a billing site to Stages as a new site (with its Stages-only fields, contacts, devices
+/// and zones), or a billing system as a new device of its already linked site, and links them.
+/// Goes only to connections where the record is not linked yet. The billing ids are written
+/// into the Stages records. With `dry_run=true` it answers what it would send and changes
+/// nothing anywhere. If it stops part way, what was done stays linked and the same push again
+/// finishes it without making anything twice.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/push", tag = "links", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), DryRun,
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
@@ -344,7 +350,11 @@ pub struct LinkSet {
     pub items: Vec<LinkResponse>,
 }
 
-/// Link an existing billing site to an existing Stages site, with at least one system-to-device pair.
+/// Link a billing site to a Stages site.
+///
+/// Links an existing billing site to an existing Stages site, with at least one of its billing
+/// systems to a device of that site. Writes the billing ids into the Stages records; creates
+/// nothing in Stages and changes no other field on either side.
 #[utoipa::path(post, path = "/v1/links", tag = "links", security(("bearer" = ["operator"])),
     params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateLinkRequest,
@@ -396,10 +406,13 @@ pub struct LinkQuery {
     pub external_id: Option<String>,
 }
 
-/// The mappings: linked records with both sides' ids.
+/// List links.
+///
+/// The links of your dealer, with both sides' ids, filtered by connection, kind or either id.
+/// Reads only this service's database.
 #[utoipa::path(get, path = "/v1/links", tag = "links", security(("bearer" = ["viewer"])),
     params(LinkQuery, PageParams),
-    responses((status = 200, body = LinkList),
+    responses((status = 200, description = "A page of links", body = LinkList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_links(
     state: web::Data<AppState>,
@@ -426,10 +439,13 @@ pub async fn list_links(
     }))
 }
 
-/// Read one link.
+/// Read a link.
+///
+/// One link with both sides' ids and its version (the ETag). Reads only this service's
+/// database.
 #[utoipa::path(get, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["viewer"])),
     params(("link_id" = Uuid, Path)),
-    responses((status = 200, body = LinkResponse, headers(("ETag" = String))),
+    responses((status = 200, description = "The link; `ETag` guards a later change", body = LinkResponse, headers(("ETag" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_link(
     state: web::Data<AppState>,
@@ -461,11 +477,15 @@ pub struct EditLinkRequest {
     pub systems: Vec<SystemPairBody>,
 }
 
-/// Edit a link: point it at another Stages record that is not linked yet; billing ids move with it.
+/// Point a link at another Stages record.
+///
+/// Moves a link to another Stages site or device that is not linked yet; the billing ids move
+/// with it in Stages. Send `If-Match` with the ETag you read. The billing records are not
+/// changed.
 #[utoipa::path(patch, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     request_body = EditLinkRequest,
-    responses((status = 200, body = LinkSet),
+    responses((status = 200, description = "The links as they are now", body = LinkSet),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -513,8 +533,13 @@ pub struct UnlinkParams {
     pub release: bool,
 }
 
-/// Unlink: the link (and a site link's system links) goes; both records stay
-/// as they are, unless `release=true` clears the billing ids in Stages too.
+/// Unlink.
+///
+/// Removes the link (and, for a site link, its system links). Neither the billing record nor
+/// the Stages record is deleted; later changes are no longer pushed, and the records can be
+/// linked again. With `release=true` the billing ids this link wrote in Stages are cleared too
+/// (audited as `release`), so the Stages records list as unlinked and can be linked to any
+/// billing record; if Stages fails part way, what was cleared is put back and no link goes.
 #[utoipa::path(delete, path = "/v1/links/{link_id}", tag = "links", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path), UnlinkParams),
     responses((status = 200, description = "The links removed", body = LinkSet),
@@ -552,10 +577,16 @@ pub struct ReconcileParams {
     pub repair: bool,
 }
 
-/// Rebuild and verify the links from the billing ids stored in Stages (a background job).
+/// Rebuild the links from Stages.
+///
+/// Starts a background job that reads the billing ids stored in the Stages records of this
+/// connection, takes over the links they describe and reports drift (including links whose
+/// billing id was cleared or changed in Stages). With `dry_run=true` it only reports. It writes
+/// to Stages only with `repair=true`, putting a link's own billing id back; it never writes to
+/// the billing records. Follow the job at `Location`.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}:reconcile", tag = "links", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ReconcileParams),
-    responses((status = 202, body = JobResponse, headers(("Location" = String))),
+    responses((status = 202, description = "The job started; `Location` names it", body = JobResponse, headers(("Location" = String))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body other than nothing or `{}`", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn reconcile(

@@ -32,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderCallbackReceipt {
     pub event_id: String,
-    /// `accepted` (stored now) or `duplicate` (already received; ignored).
+    #[schema(value_type = crate::dto::ReceiptStatus)]
     pub status: &'static str,
     /// For billing notifications: the billing customer whose ISP account has
     /// the Alarm.com customer; absent when none has (the event says so too).
@@ -111,13 +111,13 @@ fn receipt(event_id: String, new: bool, billing_customer_id: Option<String>) -> 
     }
 }
 
-/// A payment or payment-method change a customer made in Alarm.com (I4). It
-/// becomes an `isp.payment.received` or `isp.payment_method.changed` event on
-/// the change feed, for the billing system to apply to the customer's
-/// recurring invoices. Signed with the connection's inbound secret (see the
-/// `webhook-*` headers); the `webhook-id` is the event id, and a repeat is
-/// answered 200 and ignored. Refused with 409 while the connection's billing
-/// notifications are off (turning them on checks the Alarm.com billing permission).
+/// Receive an Alarm.com billing notification.
+///
+/// Called by Alarm.com, signed with the connection's inbound secret (the `webhook-*` headers),
+/// not by clients. A payment or payment-method change becomes an `isp.payment.received` or
+/// `isp.payment_method.changed` event on the change feed for the billing system to apply; no
+/// billing record is changed here. A repeated `webhook-id` is answered 200 and ignored. Refused
+/// while the connection's billing notifications are off.
 #[utoipa::path(post, path = "/v1/webhooks/alarm-com/{connection_id}", tag = "webhooks",
     params(("connection_id" = Uuid, Path),
         ("webhook-id" = String, Header, description = "The event id; a repeat is acknowledged and ignored"),
@@ -158,9 +158,11 @@ pub async fn alarm_com_billing(
     ))
 }
 
-/// An Alarm.net callback for a Honeywell-based provider connection
-/// (`total_connect`) (I2): verified like the Alarm.com notifications, stored
-/// once per `webhook-id`, and counted in `GET .../callback-health`.
+/// Receive an Alarm.net callback.
+///
+/// Called by an Alarm.net (Honeywell-based) provider, signed like the Alarm.com notifications,
+/// not by clients. Stored once per `webhook-id` and counted in the connection's callback
+/// health; no billing record is changed.
 #[utoipa::path(post, path = "/v1/webhooks/alarmnet/{connection_id}", tag = "webhooks",
     params(("connection_id" = Uuid, Path),
         ("webhook-id" = String, Header, description = "The event id; a repeat is acknowledged and ignored"),

@@ -34,10 +34,14 @@ pub struct ProviderList {
     pub items: Vec<ProviderResponse>,
 }
 
-/// Supported providers and the credential fields each needs.
+/// List the supported providers.
+///
+/// The upstream systems a connection can be made to (Stages and the interactive services
+/// providers such as Alarm.com), with the credential fields each one needs. Reads nothing from
+/// any upstream system.
 #[utoipa::path(get, path = "/v1/providers", tag = "connections",
     security(("bearer" = ["viewer"])),
-    responses((status = 200, body = ProviderList),
+    responses((status = 200, description = "Every supported provider with its credential fields", body = ProviderList),
         (status = 401, body = crate::problem::Problem, content_type = "application/problem+json")))]
 #[get("/providers")]
 pub async fn list_providers(auth: Auth) -> ApiResult<HttpResponse> {

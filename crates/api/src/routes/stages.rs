@@ -197,8 +197,7 @@ impl From<ConfigurationBody> for NewStagesConfiguration {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneBody {
-    /// home, work, mobile, other
-    pub kind: String,
+    pub kind: crate::dto::PhoneKind,
     pub number: String,
 }
 
@@ -238,7 +237,7 @@ impl From<ContactBody> for NewStagesContact {
                     .phones
                     .into_iter()
                     .map(|p| ContactPhone {
-                        kind: p.kind,
+                        kind: p.kind.as_str().to_owned(),
                         number: p.number,
                     })
                     .collect(),
@@ -397,12 +396,15 @@ pub struct LookupList200 {
     pub next_page_token: Option<String>,
 }
 
-/// A choice list of the central station (regions, time-zones, site-types, ...).
+/// Read a Stages choice list.
+///
+/// One choice list of the central station (regions, time zones, site types, and so on), read
+/// live from Stages, to fill the Stages-only fields of a push. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/lookups/{list}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path),
-        ("list" = String, Path, description = "regions, time-zones, site-types, dispatch-types, ul-codes, authorities, oos-categories, device-types, timer-test-types, comm-types, lid-types"),
+        ("list" = crate::dto::LookupListName, Path, description = "Which choice list"),
         PageParams),
-    responses((status = 200, body = LookupList200),
+    responses((status = 200, description = "A page of the list's entries", body = LookupList200),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn lookup(
@@ -442,10 +444,13 @@ pub struct SiteBrowse {
     pub page_token: Option<String>,
 }
 
-/// Stages sites, e.g. the unlinked ones to link or to pre-fill a billing site from.
+/// List Stages sites.
+///
+/// Sites read live from Stages, for example the unlinked ones, to link one or to fill a new
+/// billing site from it. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), SiteBrowse),
-    responses((status = 200, body = StagesSiteList),
+    responses((status = 200, description = "A page of Stages sites", body = StagesSiteList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -482,10 +487,13 @@ pub async fn list_sites(
     }))
 }
 
-/// One Stages site with its devices.
+/// Read a Stages site.
+///
+/// One Stages site with its devices, read live from Stages; says whether it is linked here.
+/// Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}", tag = "stages", operation_id = "get_stages_site", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
-    responses((status = 200, body = StagesSiteDetail),
+    responses((status = 200, description = "The Stages site with its devices", body = StagesSiteDetail),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_site(
@@ -503,10 +511,13 @@ pub async fn get_site(
     }))
 }
 
-/// One Stages device.
+/// Read a Stages device.
+///
+/// One Stages device, read live from Stages; says whether it is on test or in alarm. Changes
+/// nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
-    responses((status = 200, body = StagesDeviceResponse),
+    responses((status = 200, description = "The Stages device", body = StagesDeviceResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_device(

@@ -113,10 +113,12 @@ async fn site_view(
     }
 }
 
-/// The devices of a Stages site, live.
+/// List a Stages site's devices.
+///
+/// The devices of a Stages site, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/devices", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of devices", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 504, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -129,10 +131,12 @@ pub async fn site_devices(
     site_view(state, auth, path, page, SiteView::Devices).await
 }
 
-/// The notes of a Stages site, live.
+/// List a Stages site's notes.
+///
+/// The notes of a Stages site, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/notes", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of notes", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn site_notes(
@@ -144,10 +148,13 @@ pub async fn site_notes(
     site_view(state, auth, path, page, SiteView::Notes).await
 }
 
-/// The contacts of a Stages site (Stages-only records; PINs are never shown).
+/// List a Stages site's contacts.
+///
+/// The contacts of a Stages site, read live from Stages. Contacts exist only in Stages; their
+/// PINs are never shown.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of contacts", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn site_contacts(
@@ -159,10 +166,12 @@ pub async fn site_contacts(
     site_view(state, auth, path, page, SiteView::Contacts).await
 }
 
-/// The history (signals and events) of a Stages site, live.
+/// Read a Stages site's history.
+///
+/// The signals and events of a Stages site, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/history", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of history entries", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn site_history(
@@ -174,10 +183,12 @@ pub async fn site_history(
     site_view(state, auth, path, page, SiteView::History).await
 }
 
-/// The configurations (zones) of a device, live.
+/// List a device's zones.
+///
+/// The configurations (zones) of a Stages device, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of zones", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn device_configurations(
@@ -200,10 +211,12 @@ pub async fn device_configurations(
     )
 }
 
-/// The history of one device (only that device's signals and events).
+/// Read a device's history.
+///
+/// The signals and events of one Stages device only, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/history", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of history entries", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn device_history(
@@ -221,7 +234,10 @@ pub async fn device_history(
     )
 }
 
-/// Add a contact to a Stages site (a Stages-only record).
+/// Add a contact to a Stages site.
+///
+/// Creates a contact of a Stages site in Stages. Contacts exist only in Stages; nothing is
+/// written to the billing records.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     request_body = ContactBody,
@@ -277,6 +293,9 @@ pub struct ContactPatchBody {
 }
 
 /// Edit a contact of a Stages site.
+///
+/// Changes the fields given of one contact in Stages. Nothing is written to the billing
+/// records.
 #[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts/{contact_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), ("contact_id" = String, Path)),
     request_body = ContactPatchBody,
@@ -303,7 +322,7 @@ pub async fn update_contact(
         phones: b.phones.map(|p| {
             p.into_iter()
                 .map(|p| ContactPhone {
-                    kind: p.kind,
+                    kind: p.kind.as_str().to_owned(),
                     number: p.number,
                 })
                 .collect()
@@ -327,7 +346,10 @@ pub async fn update_contact(
     Ok(HttpResponse::Ok().json(contact))
 }
 
-/// Add a configuration (zone) to a device.
+/// Add a zone to a device.
+///
+/// Creates a configuration (zone) of a Stages device in Stages. Nothing is written to the
+/// billing records.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = ConfigurationBody,
@@ -397,11 +419,15 @@ pub struct DeviceEditResponse {
     pub billing_updated: std::collections::BTreeMap<String, String>,
 }
 
-/// Edit a device in Stages; a linked device's mapped fields flow to its billing system.
+/// Edit a Stages device.
+///
+/// Changes the fields given of a device in Stages. When the device is linked, the mapped fields
+/// (such as the transmitter code) are written to its billing system too, and published on the
+/// change feed.
 #[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/devices/{device_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = DeviceEditBody,
-    responses((status = 200, body = DeviceEditResponse),
+    responses((status = 200, description = "The device as changed, and what changed on the billing side", body = DeviceEditResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -459,10 +485,12 @@ pub async fn edit_device(
     }))
 }
 
-/// The current and scheduled tests of a device.
+/// List a device's tests.
+///
+/// The current and scheduled tests of a Stages device, read live from Stages. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["viewer"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
-    responses((status = 200, body = StagesItems),
+    responses((status = 200, description = "A page of tests", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn device_tests(
@@ -564,7 +592,11 @@ pub(crate) fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<T
     })
 }
 
-/// Put a device on test (all points) from `start` to `end` in its site's time zone.
+/// Put a device on test.
+///
+/// Puts a Stages device on test (all points) from `start` to `end`, given in its site's time
+/// zone. Refused while the device's status does not allow a test (in alarm, out of service).
+/// Changes nothing in the billing records.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = StartTestRequest,
@@ -604,7 +636,9 @@ pub async fn start_test(
         }))
 }
 
-/// End one test of a device.
+/// End a device's test.
+///
+/// Ends one test of a Stages device in Stages. Changes nothing in the billing records.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests/{test_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path), ("test_id" = String, Path)),
     responses((status = 204, description = "Ended"),
@@ -643,11 +677,15 @@ pub struct SiteTestsResponse {
     pub devices: Vec<DeviceTestResultResponse>,
 }
 
-/// Put every device of a site on test; each device answers for itself.
+/// Put every device of a site on test.
+///
+/// Puts each device of a Stages site on test (all points) for the same period. Each device
+/// answers for itself: one refused device does not stop the others, and the answer lists each
+/// outcome.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
     request_body = StartTestRequest,
-    responses((status = 200, body = SiteTestsResponse),
+    responses((status = 200, description = "Each device's outcome", body = SiteTestsResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]

@@ -122,10 +122,13 @@ fn link_id(raw: &str) -> ApiResult<LinkId> {
         .map_err(|_| ApiError::not_found("no such link"))
 }
 
-/// Field by field: the billing value, the Stages value, the value at the last sync, and the proposed merge.
+/// Compare both sides of a link.
+///
+/// Field by field: the billing value, the Stages value (read live), the value at the last sync,
+/// and the merge a sync would make. Changes nothing.
 #[utoipa::path(get, path = "/v1/links/{link_id}/diff", tag = "sync", security(("bearer" = ["viewer"])),
     params(("link_id" = Uuid, Path)),
-    responses((status = 200, body = LinkDiffResponse),
+    responses((status = 200, description = "Each field on both sides", body = LinkDiffResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn diff(
@@ -179,11 +182,15 @@ impl From<SyncOutcome> for SyncResponse {
     }
 }
 
-/// Record sync: take billing or take Stages per field; only this record, not its children.
+/// Sync one linked record.
+///
+/// For each field given, takes the billing value or the Stages value and writes it to the other
+/// side: only this record, not its children. Values equal after normalisation are left alone.
+/// With `dry_run=true` it answers what it would write and changes nothing.
 #[utoipa::path(post, path = "/v1/links/{link_id}:sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path), DryRun),
     request_body = SyncRequest,
-    responses((status = 200, body = SyncResponse),
+    responses((status = 200, description = "What was written to each side", body = SyncResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
@@ -233,11 +240,14 @@ pub struct AccountSyncResponse {
     pub items: Vec<SyncResponse>,
 }
 
-/// Account sync: a system's sync also syncs its site; a site's sync syncs the site only.
+/// Sync a record with its hierarchy.
+///
+/// Takes every mapped field from one side (billing or Stages) and writes it to the other.
+/// Syncing a system also syncs its site; syncing a site syncs the site only.
 #[utoipa::path(post, path = "/v1/links/{link_id}:account-sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path)),
     request_body = AccountSyncRequest,
-    responses((status = 200, body = AccountSyncResponse),
+    responses((status = 200, description = "What was written for each record", body = AccountSyncResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn account_sync(

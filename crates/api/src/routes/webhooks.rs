@@ -24,7 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallbackReceipt {
     pub event_id: String,
-    /// accepted (stored, applied shortly) or duplicate (already received; ignored)
+    #[schema(value_type = crate::dto::ReceiptStatus)]
     pub status: &'static str,
 }
 
@@ -50,6 +50,7 @@ pub struct SentSystemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SentToBillingResponse {
     pub event_id: String,
+    #[schema(value_type = crate::dto::SentToBillingStatus)]
     pub status: &'static str,
     pub customer_id: String,
     pub customer_created: bool,
@@ -162,15 +163,20 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// A Stages callback: `site.updated` and `device.updated` update the linked billing
-/// records (stored, answered 202, applied shortly); `site.send_to_billing` is
-/// answered at once with the billing ids made for the site (201).
+/// Receive a Stages callback.
+///
+/// Called by Stages, with the connection's callback credential (HTTP Basic), not by clients.
+/// `site.updated` and `device.updated` are stored once per event id, answered 202, and applied
+/// to the linked billing records by a background job (`Location` names it, readable with a
+/// dealer token). `site.send_to_billing` is answered at once with the billing customer, site
+/// and systems made (or found) for the Stages site; the billing ids are written back to Stages.
+/// A repeated event id is answered 200 and ignored.
 #[utoipa::path(post, path = "/v1/webhooks/stages/{connection_id}", tag = "webhooks",
     security(("stages_basic" = [])),
     params(("connection_id" = Uuid, Path)),
     request_body(content = Object, description = "A Stages callback: {event_id, occurred_at, type, ...}; see docs/stages-protocol.md"),
     responses((status = 201, description = "site.send_to_billing: the billing records made", body = SentToBillingResponse),
-        (status = 202, description = "Stored; applied shortly", body = CallbackReceipt),
+        (status = 202, description = "Stored; applied shortly by the job `Location` names (readable with a dealer token, not the callback credential)", body = CallbackReceipt, headers(("Location" = String, description = "The job that applies the event: `/v1/jobs/{job_id}`"))),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The site is already linked", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -228,6 +234,8 @@ pub async fn stages_callback(
     let payload = serde_json::to_value(&callback).map_err(ApiError::internal)?;
     let job =
         ApplyStagesCallback::new(cid, &callback).new_job(&connection.dealer, chrono::Utc::now());
+    // A new event is applied by this job (no other job shares its id).
+    let job_location = format!("/v1/jobs/{}", job.id.0);
     let new = state
         .inbox
         .receive_callback(&connection.dealer, cid, &callback.event_id, payload, job)
@@ -237,7 +245,9 @@ pub async fn stages_callback(
         status: if new { "accepted" } else { "duplicate" },
     };
     Ok(if new {
-        HttpResponse::Accepted().json(receipt)
+        HttpResponse::Accepted()
+            .insert_header((header::LOCATION, job_location))
+            .json(receipt)
     } else {
         HttpResponse::Ok().json(receipt)
     })
