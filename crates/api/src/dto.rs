@@ -86,15 +86,18 @@ pub enum JobKind {
     Reconcile,
     AdcImport,
     WebhookDelivery,
+    /// The items of a batch (B7).
+    Batch,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         Self::AutoSyncPush,
         Self::StagesCallback,
         Self::Reconcile,
         Self::AdcImport,
         Self::WebhookDelivery,
+        Self::Batch,
     ];
 }
 

@@ -184,6 +184,7 @@ fn calls_stages_as_caller(method: &str, path: &str) -> bool {
                 | ("post", "/v1/connections/{connection_id}:reconcile")
                 | ("post", "/v1/links")
                 | ("patch", "/v1/links/{link_id}")
+                | ("delete", "/v1/links/{link_id}")
                 | ("get", "/v1/links/{link_id}/diff")
                 | ("post", "/v1/links/{link_id}:sync")
                 | ("post", "/v1/links/{link_id}:account-sync")
@@ -469,6 +470,8 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
             "conflict",
         ],
     ),
+    ("start_batch", &["credentials_required", "wrong_provider"]),
+    ("cancel_batch", &["conflict"]),
     (
         "cancel_import",
         &[

@@ -161,6 +161,18 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             json!({"phones": [{"kind": "work", "number": "614-555-0199"}]}),
         ),
         (
+            "start_batch",
+            json!({
+                "operation": "link", "connection_id": CONNECTION,
+                "items": [
+                    {"billing_site_id": "S-1001", "stages_site_no": "100045",
+                     "systems": [{"billing_system_id": "Y-2001", "stages_device_id": "100045-1"}]},
+                    {"billing_site_id": "S-1002", "stages_site_no": "100046",
+                     "systems": [{"billing_system_id": "Y-2002", "stages_device_id": "100046-1"}]}
+                ]
+            }),
+        ),
+        (
             "start_import",
             json!({
                 "connection_id": CONNECTION, "kind": "customers",
@@ -228,6 +240,7 @@ pub fn response_examples() -> Vec<(&'static str, &'static str, Value)> {
         "conflict_policy": "hold", "status": "active",
         "settings": {"default_service_plan": null, "builder_program": false,
                      "billing_notifications": false, "alarmnet_callback_url": null},
+        "migrate_on_connect": true, "migration": {"state": "pending", "job_id": null},
         "version": 1, "created_at": WHEN, "updated_at": WHEN
     });
     vec![

@@ -387,6 +387,7 @@ mod tests {
             kinds::STAGES_CALLBACK,
             kinds::WEBHOOK_DELIVERY,
             kinds::ADC_IMPORT,
+            kinds::BATCH,
         ];
         all.sort_unstable();
         assert_eq!(super::registry().kinds(), all);

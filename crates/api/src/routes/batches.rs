@@ -94,14 +94,6 @@ impl From<BatchOperation> for BatchOperationDto {
 /// two syncs (whose links carry their connection).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({
-    "operation": "link",
-    "connection_id": "0193a1b2-0000-7000-8000-000000000001",
-    "items": [
-        {"billing_site_id": "site-1001", "stages_site_no": "5001",
-         "systems": [{"billing_system_id": "sys-1001", "stages_device_id": "D-5001-1"}]}
-    ]
-}))]
 pub struct BatchBody {
     pub operation: BatchOperationDto,
     pub connection_id: Option<Uuid>,
@@ -461,12 +453,16 @@ async fn load(
     Ok(respond(batch, job))
 }
 
-/// Start a batch: up to 10,000 links, pushes, syncs, account syncs, tests or
-/// test ends, run one after another in the background by the same code as
-/// the single operations, at the pace the connection's rate limit allows.
-/// Every item is checked before anything runs (all refusals at once); the
-/// answer is the batch, to poll at `Location`. An item that fails does not
-/// stop the others; cancelling stops between two items.
+/// Start a batch of links, pushes, syncs, account syncs, tests or test ends.
+///
+/// Up to 10,000 items of one operation run one after another in a background job, through the
+/// same code as the single operations and at the pace the connection's Stages rate limit
+/// allows. Each item is the single operation's body plus the ids its path would name
+/// (`link_id`, `device_id`, `test_id`). Every item is checked before anything is stored, and
+/// every refusal is answered at once, named by its place (`items[3].billing_site_id`). An item
+/// that fails does not stop the others; its problem is kept with it. `dry_run` (push and sync
+/// only) changes nothing anywhere. Poll the batch at `Location`; its end is a `batch.finished`
+/// event.
 #[utoipa::path(post, path = "/v1/batches", tag = "batches", security(("bearer" = ["operator"])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
     request_body = BatchBody,
@@ -487,10 +483,13 @@ pub async fn start_batch(
         .json(respond(batch, job)))
 }
 
-/// The batches of the caller's dealer, newest first.
+/// List batches.
+///
+/// The batches of the caller's dealer, newest first, with their state and counts. Reads only
+/// this service's database.
 #[utoipa::path(get, path = "/v1/batches", tag = "batches", security(("bearer" = ["viewer"])),
     params(PageParams),
-    responses((status = 200, body = BatchList),
+    responses((status = 200, description = "A page of batches", body = BatchList),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn list_batches(
     state: web::Data<AppState>,
@@ -513,10 +512,13 @@ pub async fn list_batches(
     }))
 }
 
-/// One batch: its state, progress and counts.
+/// Read a batch.
+///
+/// Its state, progress (items with an outcome of the total) and counts: succeeded, failed,
+/// cancelled and pending. Reads only this service's database.
 #[utoipa::path(get, path = "/v1/batches/{batch_id}", tag = "batches", security(("bearer" = ["viewer"])),
     params(("batch_id" = Uuid, Path)),
-    responses((status = 200, body = BatchResponse),
+    responses((status = 200, description = "The batch", body = BatchResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn get_batch(
     state: web::Data<AppState>,
@@ -528,10 +530,14 @@ pub async fn get_batch(
     Ok(HttpResponse::Ok().json(load(&state, &caller.dealer, id).await?))
 }
 
-/// Each item's outcome in request order: the single operation's answer, or its problem.
+/// List a batch's items.
+///
+/// Each item's outcome in request order: the single operation's answer for a succeeded item,
+/// its problem document for a failed one. `state` filters (e.g. `state=failed`). Reads only
+/// this service's database.
 #[utoipa::path(get, path = "/v1/batches/{batch_id}/items", tag = "batches", security(("bearer" = ["viewer"])),
     params(("batch_id" = Uuid, Path), ItemFilter, PageParams),
-    responses((status = 200, body = BatchItemList),
+    responses((status = 200, description = "A page of items", body = BatchItemList),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn batch_items(
@@ -559,11 +565,14 @@ pub async fn batch_items(
     }))
 }
 
-/// Cancel a batch: a queued one never starts; a running one stops before its
-/// next item. What is done stays done; the items not run are `cancelled`.
+/// Cancel a batch.
+///
+/// A queued batch never starts; a running one stops before its next item, so no item is left
+/// half done. What is done stays done; the items not run become `cancelled`, and the batch's
+/// end is on the change feed.
 #[utoipa::path(post, path = "/v1/batches/{batch_id}:cancel", tag = "batches", security(("bearer" = ["operator"])),
     params(("batch_id" = Uuid, Path)),
-    responses((status = 200, body = BatchResponse),
+    responses((status = 200, description = "The batch, cancelled or stopping", body = BatchResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finished", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn cancel_batch(
