@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     audit, batches, billing, conflicts, connections, events, health, imports, isp, jobs, links,
-    provider_webhooks, providers, stages, stages_tab, sync, webhooks,
+    provider_webhooks, providers, stages, stages_tab, stages_tab_edits, sync, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -52,6 +52,9 @@ use crate::routes::{
         stages_tab::start_test,
         stages_tab::end_test,
         stages_tab::site_tests,
+        stages_tab_edits::delete_contact,
+        stages_tab_edits::update_zone,
+        stages_tab_edits::clear_site_tests,
         billing::search_customers,
         billing::put_customer,
         billing::get_customer,
