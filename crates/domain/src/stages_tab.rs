@@ -392,7 +392,10 @@ mod tests {
             point: Some(0),
             ..Default::default()
         };
-        assert_eq!(check_zone_patch(&zero).unwrap_err().errors[0].field, "point");
+        assert_eq!(
+            check_zone_patch(&zero).unwrap_err().errors[0].field,
+            "point"
+        );
     }
 
     fn live(on_test: bool, in_alarm: bool, error: Option<&str>) -> (BillingId, LiveStatus) {

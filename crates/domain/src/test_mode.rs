@@ -183,7 +183,10 @@ pub fn test_window(
             if hours > f64::from(max_hours) {
                 return Err(TestWindowError::TooLong { max_hours, hours });
             }
-            at_instant(tz, start.utc + chrono::Duration::minutes(i64::from(minutes)))
+            at_instant(
+                tz,
+                start.utc + chrono::Duration::minutes(i64::from(minutes)),
+            )
         }
     };
     if end.utc <= start.utc {
@@ -388,7 +391,10 @@ mod tests {
         assert_eq!(field(TestEnd::from_parts(end, Some(1), None)), "end");
         assert_eq!(field(TestEnd::from_parts(None, None, None)), "end");
         assert_eq!(field(TestEnd::from_parts(None, Some(0), Some(0))), "hours");
-        assert_eq!(field(TestEnd::from_parts(None, Some(1), Some(60))), "minutes");
+        assert_eq!(
+            field(TestEnd::from_parts(None, Some(1), Some(60))),
+            "minutes"
+        );
     }
 
     #[test]

@@ -439,8 +439,11 @@ pub async fn get_customer(
         .map_err(not_found_as("customer", &id))?;
     let version = c.version;
     let mut body = CustomerResponse::from(c);
-    body.stages_status =
-        Some(domain::stages_tab::customer_status(state.linking(), caller, &id).await.into());
+    body.stages_status = Some(
+        domain::stages_tab::customer_status(state.linking(), caller, &id)
+            .await
+            .into(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(version)))
         .json(body))
