@@ -956,12 +956,20 @@ async fn notes_and_history_are_what_stages_holds(backend: Backend) {
         .add_signal(&device_id, "E130", "Burglary zone 2", Some(2))
         .unwrap();
     let stages_notes = || sim.state().notes(&site_no);
+    // Stages lists history oldest first; the service shows it newest first.
     let stages_site_history = || {
-        sim.state()
+        let mut h = sim
+            .state()
             .with_db(|db| db.site_history(&site_no, None, None, chrono::Utc::now()))
-            .unwrap()
+            .unwrap();
+        h.reverse();
+        h
     };
-    let stages_device_history = || sim.state().history(&device_id);
+    let stages_device_history = || {
+        let mut h = sim.state().history(&device_id);
+        h.reverse();
+        h
+    };
     assert!(stages_notes().len() >= 2);
     assert!(stages_device_history().len() >= 3);
 

@@ -8,7 +8,7 @@ use crate::openapi_examples::Examples;
 
 use crate::routes::{
     audit, batches, billing, conflicts, connections, events, health, imports, isp, jobs, links,
-    provider_webhooks, providers, stages, stages_tab, sync, webhooks,
+    provider_webhooks, providers, stages, stages_tab, stages_tab_edits, sync, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -54,6 +54,9 @@ use crate::routes::{
         stages_tab::start_test,
         stages_tab::end_test,
         stages_tab::site_tests,
+        stages_tab_edits::delete_contact,
+        stages_tab_edits::update_zone,
+        stages_tab_edits::clear_site_tests,
         billing::search_customers,
         billing::put_customer,
         billing::get_customer,

@@ -21,6 +21,7 @@ pub mod release;
 pub mod secret;
 pub mod send_to_billing;
 pub mod stages;
+pub mod stages_tab;
 pub mod stages_views;
 pub mod store;
 pub mod sync;

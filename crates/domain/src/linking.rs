@@ -452,7 +452,8 @@ pub async fn push(
                     .filter(|(_, _, existing, _)| existing.is_none())
                     .map(|(system, spec, _, _)| new_device_for(system, spec))
                     .collect();
-                Some(s)
+                // PINs are write-only: a preview says one would be set, never which.
+                Some(s.with_pins_masked())
             }
             _ => None,
         };

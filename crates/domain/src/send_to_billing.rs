@@ -59,6 +59,30 @@ async fn clear_stages_ids(api: &dyn crate::stages::StagesApi, site_no: &str, dev
     }
 }
 
+/// A new customer's name: a person needs both a first and a last name; a
+/// business is named by its last name (its business name).
+pub fn check_new_customer_name(
+    business: bool,
+    first_name: &str,
+    last_name: &str,
+) -> Result<(), crate::validation::ValidationError> {
+    let mut v = crate::validation::ValidationError::default();
+    if !business && first_name.trim().is_empty() {
+        v.push("target.first_name", "a person needs a first name");
+    }
+    if last_name.trim().is_empty() {
+        v.push(
+            "target.last_name",
+            if business {
+                "a business needs its name here (a business's last name is its business name)"
+            } else {
+                "a person needs a last name"
+            },
+        );
+    }
+    v.into_result()
+}
+
 /// Applies `site.send_to_billing`. The Stages site and devices are claimed in
 /// the link table first (of two sends of one site, one wins and the other
 /// leaves before writing anything), then billing ids go to Stages and billing
@@ -71,6 +95,15 @@ pub async fn send_to_billing(
     target: &SendToBillingTarget,
 ) -> Result<SentToBilling, OperationError> {
     let dealer = &connection.dealer;
+    if let SendToBillingTarget::NewCustomer {
+        business,
+        first_name,
+        last_name,
+        ..
+    } = target
+    {
+        check_new_customer_name(*business, first_name, last_name)?;
+    }
     let api = stages_as_dealer(ports, connection).await?;
     let up = upstream(connection);
     let site = api.get_site(site_no).await.map_err(&up)?;
@@ -498,4 +531,33 @@ async fn make_records(
         Ok(())
     }
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_new_customer_name;
+
+    fn fields(r: Result<(), crate::validation::ValidationError>) -> Vec<String> {
+        r.err()
+            .map(|v| v.errors.into_iter().map(|e| e.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_person_needs_a_first_and_a_last_name_and_a_business_its_name() {
+        assert!(check_new_customer_name(false, "Ada", "Lovelace").is_ok());
+        assert_eq!(
+            fields(check_new_customer_name(false, " ", "Lovelace")),
+            ["target.first_name"]
+        );
+        assert_eq!(
+            fields(check_new_customer_name(false, "Ada", "")),
+            ["target.last_name"]
+        );
+        assert!(check_new_customer_name(true, "", "Babbage LLC").is_ok());
+        assert_eq!(
+            fields(check_new_customer_name(true, "x", " ")),
+            ["target.last_name"]
+        );
+    }
 }

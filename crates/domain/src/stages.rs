@@ -109,6 +109,22 @@ pub struct NewStagesSite {
     pub contacts: Vec<NewStagesContact>,
 }
 
+/// What a masked PIN reads as: the same for every PIN, so not even its length shows.
+pub const MASKED_PIN: &str = "********";
+
+impl NewStagesSite {
+    /// The site with every contact PIN replaced by [`MASKED_PIN`], for
+    /// showing what would be sent (a dry run) without the PINs themselves.
+    pub fn with_pins_masked(mut self) -> Self {
+        for c in &mut self.contacts {
+            if c.pin.is_some() {
+                c.pin = Some(MASKED_PIN.to_owned());
+            }
+        }
+        self
+    }
+}
+
 /// The answer to a site creation: the site and what was created under it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreatedStagesSite {
@@ -308,6 +324,20 @@ pub struct NewStagesConfiguration {
     pub event_code: String,
     #[serde(default)]
     pub description: String,
+}
+
+/// Partial update of a zone; a field left out is unchanged. The zone keeps
+/// its `config_id`, so an edit of the point is an edit, not a new zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StagesConfigurationPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -674,6 +704,13 @@ pub trait StagesApi: Send + Sync {
         config: &NewStagesConfiguration,
     ) -> StagesResult<StagesConfiguration>;
 
+    async fn update_configuration(
+        &self,
+        device_id: &str,
+        config_id: &str,
+        patch: &StagesConfigurationPatch,
+    ) -> StagesResult<StagesConfiguration>;
+
     async fn list_contacts(&self, site_no: &str) -> StagesResult<Vec<StagesContact>>;
     async fn create_contact(
         &self,
@@ -786,4 +823,27 @@ pub enum SendToBillingTarget {
     ExistingCustomer {
         customer_id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_site_holds_no_pin() {
+        let site = NewStagesSite {
+            contacts: vec![
+                NewStagesContact {
+                    pin: Some("4321".into()),
+                    ..Default::default()
+                },
+                NewStagesContact::default(),
+            ],
+            ..Default::default()
+        };
+        let masked = site.with_pins_masked();
+        assert_eq!(masked.contacts[0].pin.as_deref(), Some(MASKED_PIN));
+        assert_eq!(masked.contacts[1].pin, None);
+        assert!(!serde_json::to_string(&masked).unwrap().contains("4321"));
+    }
 }

@@ -14,12 +14,12 @@ use crate::operations::{stages_as_caller, upstream, OperationError};
 use crate::stages::{
     DeviceStatus, LookupList, NewStagesConfiguration, NewStagesContact, NewStagesTest, StagesApi,
     StagesConfiguration, StagesContact, StagesContactPatch, StagesDevice, StagesDevicePatch,
-    StagesError, StagesHistoryEntry, StagesNote, StagesTest, TestType,
+    StagesError, StagesNote, StagesTest, TestType,
 };
 use crate::store::{PageRequest, StoreError};
 use crate::sync::{self, Snapshot, Values};
 use crate::tenancy::Caller;
-use crate::test_mode::{self, TestWindow, TestWindowError};
+use crate::test_mode::{self, TestEnd, TestWindow, TestWindowError};
 use crate::validation::ValidationError;
 
 /// The connection and the caller's Stages API on it.
@@ -45,7 +45,6 @@ pub enum SiteView {
     Devices,
     Notes,
     Contacts,
-    History,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,7 +53,6 @@ pub enum SiteViewItems {
     Devices(Vec<StagesDevice>),
     Notes(Vec<StagesNote>),
     Contacts(Vec<StagesContact>),
-    History(Vec<StagesHistoryEntry>),
 }
 
 pub async fn site_view(
@@ -72,9 +70,6 @@ pub async fn site_view(
         SiteView::Contacts => {
             SiteViewItems::Contacts(api.list_contacts(site_no).await.map_err(up)?)
         }
-        SiteView::History => {
-            SiteViewItems::History(api.site_history(site_no, None, None).await.map_err(up)?)
-        }
     })
 }
 
@@ -88,22 +83,6 @@ pub async fn device_configurations(
     api.list_configurations(device_id)
         .await
         .map_err(upstream(&connection))
-}
-
-pub async fn device_history(
-    ports: LinkingPorts<'_>,
-    caller: &Caller,
-    connection_id: ConnectionId,
-    device_id: &str,
-) -> Result<Vec<StagesHistoryEntry>, OperationError> {
-    let (connection, api) = open(ports, caller, connection_id).await?;
-    let mut history = api
-        .device_history(device_id, None, None)
-        .await
-        .map_err(upstream(&connection))?;
-    // Only this device's entries, whatever Stages sends along.
-    history.retain(|h| h.device_id == device_id);
-    Ok(history)
 }
 
 pub async fn create_contact(
@@ -153,6 +132,9 @@ pub struct DeviceEdited {
     /// The linked billing system's fields that took the new values.
     pub billing_updated: Values,
     pub billing_system_id: Option<String>,
+    /// The device's link, when it is linked (as it stands after the edit).
+    #[serde(skip)]
+    pub link: Option<crate::link::Link>,
 }
 
 /// Edits a device in Stages; a new transmitter code goes through its own call.
@@ -277,6 +259,7 @@ async fn follow_in_billing(
             device,
             billing_updated: Values::new(),
             billing_system_id: None,
+            link: None,
         });
     };
     let system = ports
@@ -345,10 +328,13 @@ async fn follow_in_billing(
             Vec::new(),
         )
         .await?;
+    // The link as it stands now (its synced values just moved).
+    let link = ports.links.link(&caller.dealer, link.id).await?;
     Ok(DeviceEdited {
         device,
         billing_updated: changed,
         billing_system_id: Some(system.id.to_string()),
+        link: Some(link),
     })
 }
 
@@ -371,12 +357,16 @@ pub struct StartedTest {
     pub window: TestWindow,
 }
 
-fn window_error(e: TestWindowError) -> OperationError {
-    let field = match e {
-        TestWindowError::UnknownZone(_) => "time_zone",
-        TestWindowError::EndNotAfterStart { .. }
-        | TestWindowError::TooLong { .. }
-        | TestWindowError::EndInPast => "end",
+fn window_error(e: TestWindowError, end: &TestEnd) -> OperationError {
+    let field = match (&e, end) {
+        (TestWindowError::UnknownZone(_), _) => "time_zone",
+        (_, TestEnd::After { .. }) => "hours",
+        (
+            TestWindowError::EndNotAfterStart { .. }
+            | TestWindowError::TooLong { .. }
+            | TestWindowError::EndInPast,
+            TestEnd::At(_),
+        ) => "end",
     };
     OperationError::Invalid(ValidationError::field(field, e.to_string()))
 }
@@ -396,7 +386,7 @@ async fn window_for(
         request.max_hours,
         Utc::now(),
     )
-    .map_err(window_error)
+    .map_err(|e| window_error(e, &request.end))
 }
 
 async fn start_on(
@@ -433,11 +423,12 @@ async fn start_on(
     })
 }
 
-/// A test window as entered: local times in the site's zone.
+/// A test window as entered: a local start in the site's zone and an end
+/// (a local time, or a duration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestRequest {
     pub start: NaiveDateTime,
-    pub end: NaiveDateTime,
+    pub end: TestEnd,
     pub reason: String,
     /// The longest test allowed (configuration).
     pub max_hours: u32,

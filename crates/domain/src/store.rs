@@ -242,6 +242,13 @@ pub trait BillingStore: Send + Sync {
         page: PageRequest,
     ) -> StoreResult<Page<BillingCustomer>>;
 
+    /// The sites of a customer, ordered by id; `NotFound` for a missing customer.
+    async fn sites_of_customer(
+        &self,
+        dealer: &DealerId,
+        customer_id: &BillingId,
+    ) -> StoreResult<Vec<BillingSite>>;
+
     /// Writes the site (and, when it changed, the Auto Sync pushes of its
     /// links) and answers with its links, read in the same transaction: a
     /// billing edit costs one commit.

@@ -4,9 +4,60 @@
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stages::DeviceStatus;
+use crate::validation::ValidationError;
+
+/// How the end of a test is given: a local end time, or a length from the
+/// start (SecurityTrax's Bold integration offers hours and minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TestEnd {
+    /// A local time in the site's zone.
+    At(NaiveDateTime),
+    /// Real minutes after the start: a two-hour test across a
+    /// daylight-saving change still lasts two hours.
+    After { minutes: u32 },
+}
+
+impl TestEnd {
+    /// Exactly one of `end` or a duration (`hours` and/or `minutes`); the
+    /// error names the field to fix.
+    pub fn from_parts(
+        end: Option<NaiveDateTime>,
+        hours: Option<u32>,
+        minutes: Option<u32>,
+    ) -> Result<Self, ValidationError> {
+        if minutes.is_some_and(|m| m > 59) {
+            return Err(ValidationError::field("minutes", "must be 0 to 59"));
+        }
+        match (end, hours.is_some() || minutes.is_some()) {
+            (Some(_), true) => Err(ValidationError::field(
+                "end",
+                "give either end or a duration (hours, minutes), not both",
+            )),
+            (None, false) => Err(ValidationError::field(
+                "end",
+                "is required, or give a duration (hours, minutes)",
+            )),
+            (Some(end), false) => Ok(Self::At(end)),
+            (None, true) => {
+                let total = u64::from(hours.unwrap_or(0)) * 60 + u64::from(minutes.unwrap_or(0));
+                if total == 0 {
+                    return Err(ValidationError::field(
+                        "hours",
+                        "the duration must be at least one minute",
+                    ));
+                }
+                // Beyond u32 minutes it is far past any maximum anyway.
+                Ok(Self::After {
+                    minutes: u32::try_from(total).unwrap_or(u32::MAX),
+                })
+            }
+        }
+    }
+}
 
 /// How a local time was read in the site's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,11 +152,23 @@ fn read(tz: Tz, local: NaiveDateTime, is_end: bool) -> WindowEnd {
     }
 }
 
-/// The window of a test from local start and end in the site's zone.
+/// One end of a window at an instant, read back in `tz`.
+fn at_instant(tz: Tz, utc: DateTime<Utc>) -> WindowEnd {
+    let dt = utc.with_timezone(&tz);
+    WindowEnd {
+        local: dt.naive_local(),
+        utc,
+        utc_offset: offset_text(dt.offset().fix().local_minus_utc()),
+        reading: LocalReading::Exact,
+    }
+}
+
+/// The window of a test from a local start in the site's zone and its end
+/// (a local time, or a length in real time from the start).
 pub fn test_window(
     time_zone: &str,
     start: NaiveDateTime,
-    end: NaiveDateTime,
+    end: TestEnd,
     max_hours: u32,
     now: DateTime<Utc>,
 ) -> Result<TestWindow, TestWindowError> {
@@ -113,7 +176,19 @@ pub fn test_window(
         .parse()
         .map_err(|_| TestWindowError::UnknownZone(time_zone.to_owned()))?;
     let start = read(tz, start, false);
-    let end = read(tz, end, true);
+    let end = match end {
+        TestEnd::At(local) => read(tz, local, true),
+        TestEnd::After { minutes } => {
+            let hours = f64::from(minutes) / 60.0;
+            if hours > f64::from(max_hours) {
+                return Err(TestWindowError::TooLong { max_hours, hours });
+            }
+            at_instant(
+                tz,
+                start.utc + chrono::Duration::minutes(i64::from(minutes)),
+            )
+        }
+    };
     if end.utc <= start.utc {
         return Err(TestWindowError::EndNotAfterStart {
             start: start.utc,
@@ -167,7 +242,7 @@ mod tests {
         let w = test_window(
             "America/Chicago",
             t("2025-01-10T09:00"),
-            t("2025-01-10T17:00"),
+            TestEnd::At(t("2025-01-10T17:00")),
             72,
             now(),
         )
@@ -183,7 +258,7 @@ mod tests {
         let w = test_window(
             "America/New_York",
             t("2025-03-09T01:30"),
-            t("2025-03-09T04:00"),
+            TestEnd::At(t("2025-03-09T04:00")),
             72,
             now(),
         )
@@ -198,7 +273,7 @@ mod tests {
         let w = test_window(
             "America/New_York",
             t("2025-03-09T02:30"),
-            t("2025-03-09T05:00"),
+            TestEnd::At(t("2025-03-09T05:00")),
             72,
             now(),
         )
@@ -214,7 +289,7 @@ mod tests {
         let w = test_window(
             "America/New_York",
             t("2025-11-02T01:30"),
-            t("2025-11-02T01:45"),
+            TestEnd::At(t("2025-11-02T01:45")),
             72,
             now(),
         )
@@ -232,7 +307,7 @@ mod tests {
             test_window(
                 "America/New_York",
                 t("2025-01-10T09:00"),
-                t("2025-01-10T08:00"),
+                TestEnd::At(t("2025-01-10T08:00")),
                 72,
                 now()
             ),
@@ -242,7 +317,7 @@ mod tests {
             test_window(
                 "America/New_York",
                 t("2025-01-10T09:00"),
-                t("2025-01-14T09:00"),
+                TestEnd::At(t("2025-01-14T09:00")),
                 72,
                 now()
             ),
@@ -252,7 +327,7 @@ mod tests {
             test_window(
                 "Mars/Olympus",
                 t("2025-01-10T09:00"),
-                t("2025-01-10T10:00"),
+                TestEnd::At(t("2025-01-10T10:00")),
                 72,
                 now()
             ),
@@ -262,12 +337,73 @@ mod tests {
             test_window(
                 "UTC",
                 t("2024-01-10T09:00"),
-                t("2024-01-10T10:00"),
+                TestEnd::At(t("2024-01-10T10:00")),
                 72,
                 now()
             ),
             Err(TestWindowError::EndInPast)
         ));
+    }
+
+    #[test]
+    fn a_duration_is_real_time_across_spring_forward() {
+        // 01:30 EST plus two hours is 04:30 EDT on the spring-forward day.
+        let w = test_window(
+            "America/New_York",
+            t("2025-03-09T01:30"),
+            TestEnd::After { minutes: 120 },
+            72,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(w.start.utc.to_rfc3339(), "2025-03-09T06:30:00+00:00");
+        assert_eq!(w.end.utc.to_rfc3339(), "2025-03-09T08:30:00+00:00");
+        assert_eq!(w.end.local, t("2025-03-09T04:30"));
+        assert_eq!(w.end.utc_offset, "-04:00");
+        assert!(matches!(
+            test_window(
+                "UTC",
+                t("2025-01-10T09:00"),
+                TestEnd::After { minutes: 73 * 60 },
+                72,
+                now()
+            ),
+            Err(TestWindowError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn exactly_one_of_an_end_or_a_duration() {
+        let end = Some(t("2025-01-10T10:00"));
+        let field = |r: Result<TestEnd, ValidationError>| r.unwrap_err().errors[0].field.clone();
+        assert_eq!(
+            TestEnd::from_parts(end, None, None).unwrap(),
+            TestEnd::At(t("2025-01-10T10:00"))
+        );
+        assert_eq!(
+            TestEnd::from_parts(None, Some(1), Some(30)).unwrap(),
+            TestEnd::After { minutes: 90 }
+        );
+        assert_eq!(
+            TestEnd::from_parts(None, None, Some(45)).unwrap(),
+            TestEnd::After { minutes: 45 }
+        );
+        assert_eq!(field(TestEnd::from_parts(end, Some(1), None)), "end");
+        assert_eq!(field(TestEnd::from_parts(None, None, None)), "end");
+        assert_eq!(field(TestEnd::from_parts(None, Some(0), Some(0))), "hours");
+        assert_eq!(
+            field(TestEnd::from_parts(None, Some(1), Some(60))),
+            "minutes"
+        );
+    }
+
+    #[test]
+    fn an_end_time_still_reads_as_before_in_stored_requests() {
+        // Batches store their items: an end given as a time keeps its old form.
+        let v: TestEnd = serde_json::from_str("\"2025-01-10T10:00:00\"").unwrap();
+        assert_eq!(v, TestEnd::At(t("2025-01-10T10:00")));
+        let v: TestEnd = serde_json::from_str("{\"minutes\": 5}").unwrap();
+        assert_eq!(v, TestEnd::After { minutes: 5 });
     }
 
     #[test]

@@ -1039,6 +1039,28 @@ impl BillingStore for Store {
         .await
     }
 
+    async fn sites_of_customer(
+        &self,
+        dealer: &DealerId,
+        customer_id: &BillingId,
+    ) -> StoreResult<Vec<BillingSite>> {
+        let (dealer, customer_id) = (dealer.0.clone(), customer_id.as_str().to_owned());
+        self.run(move |conn, _| {
+            let rows: Vec<SiteRow> = billing_sites::table
+                .filter(billing_sites::dealer.eq(&dealer))
+                .filter(billing_sites::customer_id.eq(&customer_id))
+                .select(SiteRow::as_select())
+                .order(billing_sites::id.asc())
+                .load(conn)?;
+            // A missing customer is "not found", not "no sites".
+            if rows.is_empty() && CustomerRow::find(conn, &dealer, &customer_id)?.is_none() {
+                return Err(StoreError::NotFound.into());
+            }
+            rows.into_iter().map(SiteRow::into_record).collect()
+        })
+        .await
+    }
+
     async fn search_customers(
         &self,
         dealer: &DealerId,

@@ -283,6 +283,22 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_json(req).await
     }
 
+    async fn update_configuration(
+        &self,
+        device_id: &str,
+        config_id: &str,
+        patch: &StagesConfigurationPatch,
+    ) -> StagesResult<StagesConfiguration> {
+        let segments = ["devices", device_id, "configurations", config_id];
+        let req = Request::new(
+            Method::PATCH,
+            "/api/v1/devices/{device_id}/configurations/{config_id}",
+            &segments,
+        )
+        .json(patch)?;
+        self.transport.call_json(req).await
+    }
+
     async fn list_contacts(&self, site_no: &str) -> StagesResult<Vec<StagesContact>> {
         let segments = ["sites", site_no, "contacts"];
         self.items(Request::new(

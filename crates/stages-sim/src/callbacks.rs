@@ -522,6 +522,7 @@ impl Hub {
         let (b, a) = (&before.fields, &after.fields);
         let pairs = [
             ("transmitter_code", &b.transmitter_code, &a.transmitter_code),
+            ("device_type", &b.device_type, &a.device_type),
             ("location", &b.location, &a.location),
             ("info", &b.info, &a.info),
         ];

@@ -1119,6 +1119,49 @@ impl Db {
         Ok(config)
     }
 
+    /// Edits a zone in place; its id stays, and the device's history says what changed.
+    pub fn patch_configuration(
+        &mut self,
+        device_id: &str,
+        config_id: &str,
+        p: ConfigurationPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Configuration, ApiError> {
+        let key = self.device_key(device_id)?;
+        let rec = self.device_mut(device_id, now)?;
+        let config = rec
+            .configurations
+            .iter_mut()
+            .find(|c| c.config_id == config_id)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no configuration {config_id:?} on device {device_id}"
+                ))
+            })?;
+        let mut fields = config.fields.clone();
+        if let Some(point) = p.point {
+            fields.point = point;
+        }
+        if let Some(area) = p.area {
+            fields.area = area;
+        }
+        if let Some(event_code) = p.event_code {
+            fields.event_code = event_code;
+        }
+        if let Some(description) = p.description {
+            fields.description = description;
+        }
+        Self::check_configuration(&fields)?;
+        config.fields = fields;
+        let config = config.clone();
+        let description = format!(
+            "Zone {} ({config_id}) changed: {}",
+            config.fields.point, config.fields.description
+        );
+        self.device_event(key, now, "ZONE_CHANGE", description);
+        Ok(config)
+    }
+
     // ---- contacts -----------------------------------------------------
 
     fn insert_contact(

@@ -125,6 +125,10 @@ fn api_scope() -> actix_web::Scope<
                 .route(web::get().to(list_configurations))
                 .route(web::post().to(create_configuration)),
         )
+        .service(
+            res("/devices/{device_id}/configurations/{config_id}")
+                .route(web::patch().to(patch_configuration)),
+        )
         .service(res("/devices/{device_id}/history").route(web::get().to(device_history)))
         .service(
             res("/devices/{device_id}/tests")
@@ -450,6 +454,15 @@ async fn create_configuration(
     body: web::Json<NewConfiguration>,
 ) -> ApiResult {
     created(s.with_db(|db| db.create_configuration(&id, body.into_inner(), now()))?)
+}
+
+async fn patch_configuration(
+    s: Data,
+    path: web::Path<(String, String)>,
+    body: web::Json<ConfigurationPatch>,
+) -> ApiResult {
+    let (id, config_id) = path.into_inner();
+    ok(s.with_db(|db| db.patch_configuration(&id, &config_id, body.into_inner(), now()))?)
 }
 
 async fn list_contacts(s: Data, site_no: web::Path<String>) -> ApiResult {

@@ -290,8 +290,8 @@ impl SimState {
     }
 
     /// Changes a device as a Stages operator would (`PATCH
-    /// /api/v1/devices/{device_id}`). A change of location or info of a linked
-    /// device queues a `device.updated` callback.
+    /// /api/v1/devices/{device_id}`). A change of device type, location or
+    /// info of a linked device queues a `device.updated` callback.
     pub fn patch_device(&self, device_id: &str, patch: DevicePatch) -> Result<Device, ApiError> {
         self.patch_device_by(device_id, patch, false)
     }

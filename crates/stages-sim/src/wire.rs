@@ -299,6 +299,20 @@ pub struct NewConfiguration {
     pub description: String,
 }
 
+/// `PATCH /devices/{id}/configurations/{config_id}`: a field left out is unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationPatch {
+    #[serde(default)]
+    pub point: Option<u32>,
+    #[serde(default)]
+    pub area: Option<String>,
+    #[serde(default)]
+    pub event_code: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Configuration {
     pub config_id: String,

@@ -225,7 +225,9 @@ fn item(
                 state,
                 StartTestRequest {
                     start: b.start,
-                    end: b.end,
+                    end: Some(b.end),
+                    hours: None,
+                    minutes: None,
                     reason: b.reason,
                 },
             )

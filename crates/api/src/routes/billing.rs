@@ -209,6 +209,64 @@ pub struct CustomerResponse {
     pub two_way_voice: bool,
     pub account_number: String,
     pub receiver_number: String,
+    /// On a read of one customer: what Stages says now about the devices
+    /// under its sites (on test, in alarm); absent in lists and write answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages_status: Option<CustomerStagesStatusResponse>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerStagesStateDto {
+    OnTest,
+    InAlarm,
+    Normal,
+    Unknown,
+    NotLinked,
+}
+
+/// A customer's devices in Stages, summed up: any device on test makes the
+/// customer on test; a device that cannot be read makes it `unknown` (with
+/// the reason) unless another already says on test or in alarm.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerStagesStatusResponse {
+    pub state: CustomerStagesStateDto,
+    /// Why the state is `unknown`.
+    pub reason: Option<String>,
+    /// Each linked device under the customer's sites.
+    pub devices: Vec<CustomerDeviceStatusResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerDeviceStatusResponse {
+    /// The billing site the device is linked under.
+    pub site_id: String,
+    #[serde(flatten)]
+    pub status: LiveStatusResponse,
+}
+
+impl From<domain::stages_tab::CustomerStagesStatus> for CustomerStagesStatusResponse {
+    fn from(s: domain::stages_tab::CustomerStagesStatus) -> Self {
+        use domain::stages_tab::CustomerStagesState as S;
+        Self {
+            state: match s.state {
+                S::OnTest => CustomerStagesStateDto::OnTest,
+                S::InAlarm => CustomerStagesStateDto::InAlarm,
+                S::Normal => CustomerStagesStateDto::Normal,
+                S::Unknown => CustomerStagesStateDto::Unknown,
+                S::NotLinked => CustomerStagesStateDto::NotLinked,
+            },
+            reason: s.reason,
+            devices: s
+                .devices
+                .into_iter()
+                .map(|(site_id, l)| CustomerDeviceStatusResponse {
+                    site_id: site_id.to_string(),
+                    status: live_status_response(l),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<BillingRecord<CustomerFields>> for CustomerResponse {
@@ -240,6 +298,7 @@ impl From<BillingRecord<CustomerFields>> for CustomerResponse {
             two_way_voice: f.two_way_voice,
             account_number: f.account_number,
             receiver_number: f.receiver_number,
+            stages_status: None,
         }
     }
 }
@@ -369,7 +428,9 @@ pub async fn put_customer(
 
 /// Read a billing customer.
 ///
-/// The service's copy of one billing customer.
+/// The service's copy of one billing customer, with what Stages says now about the devices
+/// under its linked sites (`stages_status`: on test, in alarm, normal; `unknown` with a reason
+/// when Stages cannot be asked, never a failure of the read). Changes nothing.
 #[utoipa::path(get, path = "/v1/billing/customers/{customer_id}", tag = "billing", security(("bearer" = ["viewer"])),
     params(("customer_id" = String, Path)),
     responses((status = 200, description = "The customer; `ETag` guards a later change", body = CustomerResponse),
@@ -386,9 +447,16 @@ pub async fn get_customer(
         .customer(&caller.dealer, &id)
         .await
         .map_err(not_found_as("customer", &id))?;
+    let version = c.version;
+    let mut body = CustomerResponse::from(c);
+    body.stages_status = Some(
+        domain::stages_tab::customer_status(state.linking(), caller, &id)
+            .await
+            .into(),
+    );
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(c.version)))
-        .json(CustomerResponse::from(c)))
+        .insert_header((header::ETAG, etag(version)))
+        .json(body))
 }
 
 /// Delete a billing customer.
@@ -474,19 +542,23 @@ async fn live(
         domain::stages_views::live_status(state.linking(), caller, kind, id)
             .await?
             .into_iter()
-            .map(|l| LiveStatusResponse {
-                connection_id: l.connection_id.0,
-                device_id: l.device_id,
-                status: l
-                    .status
-                    .and_then(|s| serde_json::to_value(s).ok())
-                    .and_then(|v| v.as_str().map(str::to_owned)),
-                on_test: l.on_test,
-                in_alarm: l.in_alarm,
-                error: l.error,
-            })
+            .map(live_status_response)
             .collect(),
     )
+}
+
+fn live_status_response(l: domain::stages_views::LiveStatus) -> LiveStatusResponse {
+    LiveStatusResponse {
+        connection_id: l.connection_id.0,
+        device_id: l.device_id,
+        status: l
+            .status
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        on_test: l.on_test,
+        in_alarm: l.in_alarm,
+        error: l.error,
+    }
 }
 
 fn site_response(r: BillingRecord<SiteFields>, links: Vec<LinkResponse>) -> SiteResponse {

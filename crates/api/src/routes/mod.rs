@@ -16,5 +16,6 @@ pub mod provider_webhooks;
 pub mod providers;
 pub mod stages;
 pub mod stages_tab;
+pub mod stages_tab_edits;
 pub mod sync;
 pub mod webhooks;

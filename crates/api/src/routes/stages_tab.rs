@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::extract::{connection_id, page_slice, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
 use crate::routes::stages::{ConfigurationBody, ContactBody, PhoneBody, StagesDeviceResponse};
+use crate::routes::stages_tab_edits::{self, HistoryParams};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,18 +33,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         &format!("{base}/sites/{{site_no}}/history"),
         web::get().to(site_history),
     )
-    .route(
-        &format!("{base}/sites/{{site_no}}/tests"),
-        web::post().to(site_tests),
+    .service(
+        web::resource(format!("{base}/sites/{{site_no}}/tests"))
+            .route(web::post().to(site_tests))
+            .route(web::delete().to(stages_tab_edits::clear_site_tests)),
     )
     .service(
         web::resource(format!("{base}/sites/{{site_no}}/contacts"))
             .route(web::get().to(site_contacts))
             .route(web::post().to(create_contact)),
     )
-    .route(
-        &format!("{base}/sites/{{site_no}}/contacts/{{contact_id}}"),
-        web::patch().to(update_contact),
+    .service(
+        web::resource(format!("{base}/sites/{{site_no}}/contacts/{{contact_id}}"))
+            .route(web::patch().to(update_contact))
+            .route(web::delete().to(stages_tab_edits::delete_contact)),
     )
     .route(
         &format!("{base}/devices/{{device_id}}"),
@@ -53,6 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource(format!("{base}/devices/{{device_id}}/configurations"))
             .route(web::get().to(device_configurations))
             .route(web::post().to(create_configuration)),
+    )
+    .route(
+        &format!("{base}/devices/{{device_id}}/configurations/{{zone}}"),
+        web::patch().to(stages_tab_edits::update_zone),
     )
     .route(
         &format!("{base}/devices/{{device_id}}/history"),
@@ -109,7 +116,6 @@ async fn site_view(
         SiteViewItems::Devices(d) => paged(d, &page),
         SiteViewItems::Notes(n) => paged(n, &page),
         SiteViewItems::Contacts(c) => paged(c, &page),
-        SiteViewItems::History(h) => paged(h, &page),
     }
 }
 
@@ -168,19 +174,35 @@ pub async fn site_contacts(
 
 /// Read a Stages site's history.
 ///
-/// The signals and events of a Stages site, read live from Stages. Changes nothing.
+/// The signals and events of a Stages site, read live from Stages, newest first; `from`, `to`
+/// and `kind=tests` filter. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/history", tag = "stages", security(("bearer" = ["viewer"])),
-    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), PageParams),
+    params(("connection_id" = Uuid, Path), ("site_no" = String, Path), HistoryParams, PageParams),
     responses((status = 200, description = "A page of history entries", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn site_history(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
+    filter: Query<HistoryParams>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    site_view(state, auth, path, page, SiteView::History).await
+    let caller = auth.require(Role::Viewer)?;
+    let (cid, site_no) = path.into_inner();
+    let query = filter.to_query()?;
+    paged(
+        domain::stages_tab::site_history(
+            state.linking(),
+            caller,
+            connection_id(&cid)?,
+            &site_no,
+            &query,
+        )
+        .await?,
+        &page,
+    )
 }
 
 /// List a device's zones.
@@ -213,23 +235,33 @@ pub async fn device_configurations(
 
 /// Read a device's history.
 ///
-/// The signals and events of one Stages device only, read live from Stages. Changes nothing.
+/// The signals and events of one Stages device only, read live from Stages, newest first;
+/// `from`, `to` and `kind=tests` filter. Changes nothing.
 #[utoipa::path(get, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/history", tag = "stages", security(("bearer" = ["viewer"])),
-    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), PageParams),
+    params(("connection_id" = Uuid, Path), ("device_id" = String, Path), HistoryParams, PageParams),
     responses((status = 200, description = "A page of history entries", body = StagesItems),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn device_history(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
+    filter: Query<HistoryParams>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
+    let query = filter.to_query()?;
     paged(
-        stages_views::device_history(state.linking(), caller, connection_id(&cid)?, &device_id)
-            .await?,
+        domain::stages_tab::device_history(
+            state.linking(),
+            caller,
+            connection_id(&cid)?,
+            &device_id,
+            &query,
+        )
+        .await?,
         &page,
     )
 }
@@ -477,7 +509,7 @@ pub async fn edit_device(
     Ok(HttpResponse::Ok().json(DeviceEditResponse {
         device: domain::linking::Browsed {
             record: edited.device,
-            link: None,
+            link: edited.link,
         }
         .into(),
         billing_system_id: edited.billing_system_id,
@@ -507,14 +539,23 @@ pub async fn device_tests(
     )
 }
 
-/// A test window in the site's local time, e.g. `2027-03-14T01:30` (no offset).
+/// A test window in the site's local time, e.g. `2027-03-14T01:30` (no
+/// offset): a start and either an `end` or a duration (`hours` and/or
+/// `minutes`, real time from the start), never both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTestRequest {
     #[schema(value_type = String, example = "2027-03-14T01:30:00")]
     pub start: NaiveDateTime,
-    #[schema(value_type = String, example = "2027-03-14T04:00:00")]
-    pub end: NaiveDateTime,
+    #[schema(value_type = Option<String>, example = "2027-03-14T04:00:00")]
+    #[serde(default)]
+    pub end: Option<NaiveDateTime>,
+    /// The duration's hours (instead of `end`).
+    #[serde(default)]
+    pub hours: Option<u32>,
+    /// The duration's minutes, 0 to 59 (instead of `end`).
+    #[serde(default)]
+    pub minutes: Option<u32>,
     #[serde(default)]
     pub reason: String,
 }
@@ -584,9 +625,10 @@ pub(crate) fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<T
     if b.reason.chars().count() > 500 {
         return Err(ValidationError::field("reason", "must be at most 500 characters").into());
     }
+    let end = domain::test_mode::TestEnd::from_parts(b.end, b.hours, b.minutes)?;
     Ok(TestRequest {
         start: b.start,
-        end: b.end,
+        end,
         reason: b.reason,
         max_hours: state.settings.stages.max_test_hours,
     })
@@ -594,9 +636,9 @@ pub(crate) fn test_request(state: &AppState, b: StartTestRequest) -> ApiResult<T
 
 /// Put a device on test.
 ///
-/// Puts a Stages device on test (all points) from `start` to `end`, given in its site's time
-/// zone. Refused while the device's status does not allow a test (in alarm, out of service).
-/// Changes nothing in the billing records.
+/// Puts a Stages device on test (all points) from `start` to `end`, or for `hours` and
+/// `minutes`, given in its site's time zone. Refused while the device's status does not allow a
+/// test (in alarm, out of service). Changes nothing in the billing records.
 #[utoipa::path(post, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path)),
     request_body = StartTestRequest,

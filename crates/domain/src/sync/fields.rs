@@ -84,9 +84,11 @@ pub const SITE_FIELDS: &[MappedField] = &[
 ];
 
 /// Billing system <-> Stages device. `device.updated` carries the
-/// transmitter code (the billing account number).
+/// transmitter code (the billing account number) and the device type (the
+/// billing panel type, a code of Stages' `device-types` list).
 pub const SYSTEM_FIELDS: &[MappedField] = &[
     field("system_number", "transmitter_code", Normalizer::Code, true),
+    field("panel_type", "device_type", Normalizer::Text, true),
     field("location", "location", Normalizer::Text, false),
     field("info", "info", Normalizer::Text, false),
 ];
@@ -134,6 +136,7 @@ fn billing_site_slot<'a>(site: &'a mut SiteFields, field: &str) -> Option<&'a mu
 fn billing_system_slot<'a>(system: &'a mut SystemFields, field: &str) -> Option<&'a mut String> {
     Some(match field {
         "system_number" => &mut system.system_number,
+        "panel_type" => &mut system.panel_type,
         "location" => &mut system.location,
         "info" => &mut system.info,
         _ => return None,
@@ -193,6 +196,7 @@ pub fn stages_site_value(site: &StagesSite, field: &str) -> Option<String> {
 pub fn billing_system_value(system: &SystemFields, field: &str) -> Option<String> {
     let v = match field {
         "system_number" => &system.system_number,
+        "panel_type" => &system.panel_type,
         "location" => &system.location,
         "info" => &system.info,
         _ => return None,
@@ -205,6 +209,7 @@ pub fn billing_system_value(system: &SystemFields, field: &str) -> Option<String
 pub fn stages_device_value(device: &StagesDeviceFields, field: &str) -> Option<String> {
     let v = match field {
         "system_number" => &device.transmitter_code,
+        "panel_type" => &device.device_type,
         "location" => &device.location,
         "info" => &device.info,
         _ => return None,
@@ -295,6 +300,7 @@ pub fn stages_device_update(values: &Values) -> Result<StagesDeviceUpdate, Unkno
     for (field, value) in values {
         let slot = match field.as_str() {
             "system_number" => &mut update.new_transmitter_code,
+            "panel_type" => &mut update.patch.device_type,
             "location" => &mut update.patch.location,
             "info" => &mut update.patch.info,
             _ => return Err(unknown(field)),
@@ -371,7 +377,7 @@ mod tests {
             .filter(|f| f.from_stages_callback)
             .map(|f| f.stages_name)
             .collect();
-        assert_eq!(carried, ["transmitter_code"]);
+        assert_eq!(carried, ["transmitter_code", "device_type"]);
     }
 
     #[test]
@@ -390,10 +396,14 @@ mod tests {
         assert_eq!(updated.system_number, "4100002");
         assert_eq!(updated.panel_type, "Vista");
 
-        let bad = Values::from([("panel_type".to_owned(), "x".to_owned())]);
+        let values = Values::from([("panel_type".to_owned(), "DSC-NEO".to_owned())]);
+        let updated = apply_to_billing_system(&system(), &values).unwrap();
+        assert_eq!(updated.panel_type, "DSC-NEO");
+
+        let bad = Values::from([("site_id".to_owned(), "x".to_owned())]);
         assert_eq!(
             apply_to_billing_system(&system(), &bad).unwrap_err().field,
-            "panel_type"
+            "site_id"
         );
     }
 
@@ -424,6 +434,13 @@ mod tests {
         assert_eq!(update.new_transmitter_code.as_deref(), Some("4100009"));
         assert_eq!(update.patch.location.as_deref(), Some("basement"));
         assert!(!update.is_empty());
+        // The panel type is the device type, sent in the patch.
+        let update = stages_device_update(&Values::from([(
+            "panel_type".to_owned(),
+            "VISTA-20P".to_owned(),
+        )]))
+        .unwrap();
+        assert_eq!(update.patch.device_type.as_deref(), Some("VISTA-20P"));
         assert!(stages_device_update(&Values::new()).unwrap().is_empty());
     }
 

@@ -500,16 +500,18 @@ mod tests {
     #[test]
     fn account_sync_takes_every_field_from_one_side() {
         let c = account_sync(SYSTEM_FIELDS, Side::External);
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), SYSTEM_FIELDS.len());
         assert!(c.values().all(|c| *c == FieldChoice::TakeExternal));
 
         let billing = values(&[
             ("system_number", "4100001"),
+            ("panel_type", "VISTA-20P"),
             ("location", "garage"),
             ("info", ""),
         ]);
         let external = values(&[
             ("system_number", "4100002"),
+            ("panel_type", "vista-20p"),
             ("location", "Garage"),
             ("info", "x"),
         ]);
