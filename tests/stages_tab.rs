@@ -1289,7 +1289,18 @@ async fn customer_reads_sum_up_stages_and_device_types_reach_billing(backend: Ba
         .call(Method::GET, "/v1/jobs?kind=stages_callback", None)
         .await;
     assert_eq!(panel, "BOSCH-B5512", "{}", jobs.text);
-    // The other way: a record sync takes the billing panel type to Stages.
+    // The other way: a record sync takes the billing panel type to Stages
+    // (Auto Sync off, so the billing edit waits for that sync).
+    let off = w
+        .svc
+        .call(
+            Method::PATCH,
+            &format!("/v1/connections/{}", w.cid),
+            &w.admin,
+            Some(json!({"auto_sync": false})),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text);
     let bs1 = w
         .call(Method::GET, "/v1/billing/systems/BS1", None)
         .await

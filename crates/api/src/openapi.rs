@@ -440,6 +440,7 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     ("edit_device", &["unknown_field", "upstream_rejected"]),
     ("create_contact", &["upstream_rejected"]),
     ("update_contact", &["upstream_rejected"]),
+    ("update_zone", &["upstream_rejected", "ambiguous_zone"]),
     ("create_configuration", &["upstream_rejected"]),
     ("start_test", &["device_state", "upstream_rejected"]),
     ("site_tests", &["upstream_rejected"]),

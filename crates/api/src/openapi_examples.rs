@@ -157,6 +157,10 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
         ),
         ("create_contact", contact()),
         (
+            "update_zone",
+            json!({"event_code": "BA", "description": "Front door, left"}),
+        ),
+        (
             "update_contact",
             json!({"phones": [{"kind": "work", "number": "614-555-0199"}]}),
         ),

@@ -53,6 +53,13 @@ pub const CODES: &[ProblemCode] = &[
         "Use the existing link (the detail names it), or edit or delete that link first and send the request again.",
     ),
     code(
+        "ambiguous_zone",
+        &[409],
+        "More than one zone has that point",
+        "The zone was named by its point number, and more than one zone of the device has that point, so the edit could change the wrong one.",
+        "Name the zone by its config_id (listed by the device's configurations) and send the edit again.",
+    ),
+    code(
         "bad_billing_id",
         &[409],
         "Unusable billing id in Stages",

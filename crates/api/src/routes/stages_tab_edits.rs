@@ -50,6 +50,9 @@ impl HistoryParams {
 }
 
 /// Delete a contact of a Stages site.
+///
+/// Deletes the contact in Stages, live. Contacts are Stages-only records: nothing changes in
+/// the billing records.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/contacts/{contact_id}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path), ("contact_id" = String, Path)),
     responses((status = 204, description = "Deleted in Stages"),
@@ -84,8 +87,11 @@ pub struct ZonePatchBody {
     pub description: Option<String>,
 }
 
-/// Edit a zone (configuration) of a device, named by its `config_id` or, when
-/// only one zone has it, its point number.
+/// Edit a zone of a device.
+///
+/// Changes a zone (configuration) of a Stages device, live; the zone is named by its
+/// `config_id` or, when only one zone has it, its point number. Fields left out stay as they
+/// are. Zones are Stages-only records: nothing changes in the billing records.
 #[utoipa::path(patch, path = "/v1/connections/{connection_id}/stages/devices/{device_id}/configurations/{zone}", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("device_id" = String, Path),
         ("zone" = String, Path, description = "The zone's config_id, or its point number")),
@@ -136,11 +142,13 @@ pub struct ClearSiteTestsResponse {
     pub devices: Vec<DeviceTestsClearedResponse>,
 }
 
-/// End every current and scheduled test of every device of a site; each
-/// device answers for itself.
+/// Clear all tests of a site.
+///
+/// Ends every current and scheduled test of every device of a Stages site, live; each device
+/// answers for itself (the tests it ended, or why not). Changes nothing in the billing records.
 #[utoipa::path(delete, path = "/v1/connections/{connection_id}/stages/sites/{site_no}/tests", tag = "stages", security(("bearer" = ["operator"])),
     params(("connection_id" = Uuid, Path), ("site_no" = String, Path)),
-    responses((status = 200, body = ClearSiteTestsResponse),
+    responses((status = 200, description = "What became of each device's tests", body = ClearSiteTestsResponse),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn clear_site_tests(
