@@ -1655,6 +1655,8 @@ async fn audit_entries_carry_their_connection_and_filter_by_it(backend: Backend)
             pair("edit_link", "SYS1"),
             pair("push", "S1"),
             pair("push", "SYS1"),
+            // The push wrote the transmitter code to the billing system (B8).
+            pair("push_to_billing", "SYS1"),
             pair("reconcile_link", "S4"),
             pair("reconcile_link", "SYS4"),
             pair("unlink", "S1"),
@@ -1689,7 +1691,7 @@ async fn audit_entries_carry_their_connection_and_filter_by_it(backend: Backend)
     // Combined with a subject, newest first.
     let sys1 = audit(&svc, &op, &format!("&connection_id={a}&subject=SYS1")).await;
     let order: Vec<String> = sys1.iter().map(|e| text(&e["action"])).collect();
-    assert_eq!(order, ["unlink", "edit_link", "push"]);
+    assert_eq!(order, ["unlink", "edit_link", "push_to_billing", "push"]);
     assert_eq!(
         sys1[1]["before"]["external_id"],
         text(&p.body["records"][1]["external_id"]).as_str()

@@ -70,6 +70,7 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
             Some(json!({"url": "http://127.0.0.1:9/hook"}))
         }
         Method::PATCH if path.contains("/v1/links/") => Some(json!({"external_id": "D-1"})),
+        Method::PATCH if path.contains("/configurations/") => Some(json!({"description": "D"})),
         Method::PATCH if path.contains("/stages/devices/") => Some(json!({"location": "L"})),
         Method::PATCH if path.contains("/contacts/") => Some(json!({"relation": "R"})),
         Method::PATCH if path.contains("/webhook-subscriptions/") => Some(json!({"types": []})),
@@ -261,6 +262,8 @@ impl Acme {
                 "stages_site_no": self.ids["spare_site_no"],
                 "systems": [{"billing_system_id": "Y-3", "stages_device_id": self.ids["spare_device_id"]}]})),
             Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S-2"})),
+            Method::POST if path.ends_with("/v1/batches") => Some(json!({
+                "operation": "sync", "items": [{"link_id": self.ids["link_id"]}]})),
             Method::PUT if path.contains("/billing/systems/") => Some(json!({"site_id": "S-1"})),
             // The credentials each upstream really takes, so later calls still reach it.
             Method::PUT
@@ -341,7 +344,8 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
             &format!("/v1/connections/{stages_cid}/push"),
             &admin,
             Some(json!({"billing_site_id": "S-1", "systems": [
-                {"billing_system_id": "Y-1", "device": {"transmitter_code": "5550001"}}]})),
+                {"billing_system_id": "Y-1", "device": {"transmitter_code": "5550001"},
+                 "configurations": [{"point": 7, "area": "1", "event_code": "BA", "description": "Door"}]}]})),
         )
         .await;
     ok(&pushed, "push");
@@ -445,6 +449,32 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
         )
         .await;
     ok(&job, "reconcile");
+    let link_id = records[0]["link_id"].as_str().unwrap().to_owned();
+    let batch = svc
+        .call(
+            Method::POST,
+            "/v1/batches",
+            &admin,
+            Some(json!({"operation": "sync", "items": [{"link_id": link_id}]})),
+        )
+        .await;
+    ok(&batch, "batch");
+    let batch_id = batch.body["id"].as_str().unwrap().to_owned();
+    // Ended before the sweep, so its cancel answers as listed below.
+    for _ in 0..300 {
+        let b = svc
+            .call(
+                Method::GET,
+                &format!("/v1/batches/{batch_id}"),
+                &admin,
+                None,
+            )
+            .await;
+        if !["queued", "running"].contains(&b.body["state"].as_str().unwrap_or("")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let subscription = svc
         .call(
             Method::POST,
@@ -472,6 +502,9 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
         ("account_id", text(&account.body["id"])),
         ("import_id", text(&import.body["id"])),
         ("job_id", text(&job.body["id"])),
+        ("batch_id", batch_id),
+        // The zone of the pushed device, by its point (only one zone has it).
+        ("zone", "7".to_owned()),
         ("subscription_id", text(&subscription.body["id"])),
         ("adc_customer", adc_customer.to_string()),
         ("spare_adc_customer", spare_adc_customer.to_string()),
@@ -681,6 +714,12 @@ const NOT_2XX_FOR_ITS_ROLE: &[(&str, &str, u16, &str)] = &[
         "/v1/jobs/{job_id}:cancel",
         409,
         "acme's reconcile has ended before the sweep reaches it",
+    ),
+    (
+        "POST",
+        "/v1/batches/{batch_id}:cancel",
+        409,
+        "acme's batch has ended before the sweep reaches it",
     ),
     (
         "POST",
