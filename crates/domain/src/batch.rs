@@ -424,8 +424,9 @@ pub async fn cancel_batch(
     if job.state == JobState::Cancelled {
         finish_batch(ports.batches, &caller.dealer, id, JobState::Cancelled).await?;
     }
-    let batch = ports.batches.batch(&caller.dealer, id).await?;
+    // The job first: a batch's end is written before its job's.
     let job = ports.jobs.job(&caller.dealer, id.job_id()).await?;
+    let batch = ports.batches.batch(&caller.dealer, id).await?;
     Ok((batch, job))
 }
 

@@ -442,14 +442,16 @@ async fn load(
     dealer: &domain::tenancy::DealerId,
     id: BatchId,
 ) -> ApiResult<BatchResponse> {
-    let batch = state
-        .batches
-        .batch(dealer, id)
-        .await
-        .map_err(batch_not_found)?;
+    // The job first: a batch's end is written before its job's, so a job
+    // read as ended is never paired with the batch as it was before its end.
     let job = state
         .jobs
         .job(dealer, id.job_id())
+        .await
+        .map_err(batch_not_found)?;
+    let batch = state
+        .batches
+        .batch(dealer, id)
         .await
         .map_err(batch_not_found)?;
     Ok(respond(batch, job))
@@ -506,6 +508,12 @@ pub async fn list_batches(
     let mut items = Vec::with_capacity(found.items.len());
     for b in found.items {
         let job = state.jobs.job(&caller.dealer, b.id.job_id()).await?;
+        // Ended since the page was read: its end is written before its job's.
+        let b = if job.state.is_finished() && b.finished_state.is_none() {
+            state.batches.batch(&caller.dealer, b.id).await?
+        } else {
+            b
+        };
         items.push(respond(b, job));
     }
     Ok(HttpResponse::Ok().json(BatchList {
