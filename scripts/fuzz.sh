@@ -18,8 +18,8 @@
 # upstream failure naming the connection, from an operation whose documented
 # responses include 502 or 504).
 # Prints per operation the cases and how many answered 2xx, 4xx and 5xx
-# (scripts/fuzz/summary.py), and fails when an Alarm.com operation never
-# answered 2xx. Reports: target/fuzz/<backend>/report/ (JUnit, NDJSON, and a
+# (scripts/fuzz/summary.py), and fails when more than two Alarm.com
+# operations never answered 2xx. Reports: target/fuzz/<backend>/report/ (JUnit, NDJSON, and a
 # pytest file reproducing each failure). Exits non-zero on any failure, or
 # when too few cases ran.
 #   FUZZ_SEED=N      another seed (default fixed, so CI runs are repeatable)
@@ -144,7 +144,7 @@ cat "$work/schemathesis.log"
 [ "$status" -eq 124 ] && echo "fuzz: schemathesis did not finish within ${TIME_LIMIT}s" >&2
 
 # Per operation: cases and their answers; the last line is "cases: N". It
-# fails when an Alarm.com operation never answered 2xx.
+# fails when more than two Alarm.com operations never answered 2xx.
 echo "== answers per operation ($BACKEND)"
 summary_status=0
 "$venv/bin/python" scripts/fuzz/summary.py "$work/report" "$work/openapi.json" > "$work/summary.txt" || summary_status=$?
