@@ -53,6 +53,12 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
             json!({"provider": "stages", "name": format!("n-{}", uuid::Uuid::now_v7()), "endpoint": "http://127.0.0.1:9"}),
         ),
         Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S1"})),
+        Method::POST if path.ends_with("/wizard:pull") => {
+            Some(json!({"site_no": "1", "customer": {"customer_id": "C1"}}))
+        }
+        Method::POST if path.ends_with("/wizard:push") => {
+            Some(json!({"customer": {"customer_id": "C1"}, "site": {"name": "N"}}))
+        }
         Method::POST if path.ends_with("/isp-accounts") => {
             Some(json!({"billing_customer_id": "C1", "action": "create_customer"}))
         }
@@ -262,6 +268,11 @@ impl Acme {
                 "stages_site_no": self.ids["spare_site_no"],
                 "systems": [{"billing_system_id": "Y-3", "stages_device_id": self.ids["spare_device_id"]}]})),
             Method::POST if path.ends_with("/push") => Some(json!({"billing_site_id": "S-2"})),
+            Method::POST if path.ends_with("/wizard:pull") => Some(json!({
+                "site_no": self.ids["wizard_site_no"], "customer": {"new_customer": {"last_name": "Pull"}}})),
+            Method::POST if path.ends_with("/wizard:push") => Some(json!({
+                "customer": {"new_customer": {"last_name": "Push"}}, "site": {"name": "Wizard"},
+                "systems": [{"device": {"transmitter_code": "5550006"}}]})),
             Method::POST if path.ends_with("/v1/batches") => Some(json!({
                 "operation": "sync", "items": [{"link_id": self.ids["link_id"]}]})),
             Method::PUT if path.contains("/billing/systems/") => Some(json!({"site_id": "S-1"})),
@@ -411,6 +422,7 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
     };
     let (spare_site_no, spare_device_id) = spare_site("5550003");
     let (other_site_no, other_device_id) = spare_site("5550004");
+    let (wizard_site_no, _) = spare_site("5550005");
     let plans = svc
         .call(
             Method::GET,
@@ -512,6 +524,7 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
         ("spare_device_id", spare_device_id),
         ("other_site_no", other_site_no),
         ("other_device_id", other_device_id),
+        ("wizard_site_no", wizard_site_no),
         (
             "other_package",
             // Not the package the ISP account was created with.

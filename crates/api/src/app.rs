@@ -121,6 +121,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::sync::routes)
                 .configure(routes::conflicts::routes)
                 .configure(routes::links::routes)
+                .configure(routes::wizard::routes)
                 .configure(routes::events::routes)
                 .configure(routes::connections::routes)
                 .configure(routes::isp::routes)

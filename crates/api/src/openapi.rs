@@ -8,7 +8,7 @@ use crate::openapi_examples::Examples;
 
 use crate::routes::{
     audit, batches, billing, conflicts, connections, events, health, imports, isp, jobs, links,
-    provider_webhooks, providers, stages, stages_tab, stages_tab_edits, sync, webhooks,
+    provider_webhooks, providers, stages, stages_tab, stages_tab_edits, sync, webhooks, wizard,
 };
 
 #[derive(OpenApi)]
@@ -78,6 +78,8 @@ use crate::routes::{
         links::edit_link,
         links::unlink,
         links::reconcile,
+        wizard::pull,
+        wizard::push,
         jobs::get_job,
         jobs::list_jobs,
         jobs::retry_job,
@@ -184,6 +186,8 @@ fn calls_stages_as_caller(method: &str, path: &str) -> bool {
         || matches!(
             (method, path),
             ("post", "/v1/connections/{connection_id}/push")
+                | ("post", "/v1/connections/{connection_id}/wizard:pull")
+                | ("post", "/v1/connections/{connection_id}/wizard:push")
                 | ("post", "/v1/connections/{connection_id}:reconcile")
                 | ("post", "/v1/links")
                 | ("patch", "/v1/links/{link_id}")
@@ -407,6 +411,8 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
         "create_link",
         &["not_found", "already_linked", "claimed_in_stages"],
     ),
+    ("wizard_pull", &["already_linked", "upstream_rejected"]),
+    ("wizard_push", &["upstream_rejected"]),
     (
         "edit_link",
         &["already_linked", "claimed_in_stages", "upstream_rejected"],

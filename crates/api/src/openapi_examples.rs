@@ -140,6 +140,33 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "wizard_pull",
+            json!({
+                "site_no": "100045",
+                "customer": {"new_customer": {"kind": "person", "first_name": "Ada", "last_name": "Lovelace",
+                    "email": "ada@example.com"}},
+                "device_ids": ["100045-1"],
+                "new_devices": [{
+                    "device": device("7001236"),
+                    "configurations": [{"point": 1, "area": "1", "event_code": "BA", "description": "Garage door"}]
+                }]
+            }),
+        ),
+        (
+            "wizard_push",
+            json!({
+                "customer": {"customer_id": "C-1001"},
+                "site": {"name": "Lovelace cabin", "address1": "4 Lake Road", "city": "Marietta",
+                    "state": "OH", "zip": "45750", "phone": "740-555-0102"},
+                "stages_site": {"region": "CENTRAL", "time_zone": "EST", "site_type": "RES"},
+                "contacts": [contact()],
+                "systems": [{
+                    "device": device("7001237"),
+                    "configurations": [{"point": 1, "area": "1", "event_code": "BA", "description": "Front door"}]
+                }]
+            }),
+        ),
+        (
             "edit_device",
             json!({"transmitter_code": "7001235", "location": "Garage"}),
         ),
@@ -296,6 +323,18 @@ pub fn response_examples() -> Vec<(&'static str, &'static str, Value)> {
                 "progress": {"done": 120, "total": 120}, "attempts": 1,
                 "summary": {"sites_seen": 40, "devices_seen": 80, "links_taken_over": 12},
                 "error": null, "created_at": WHEN, "started_at": WHEN, "finished_at": WHEN
+            }),
+        ),
+        (
+            "wizard_pull",
+            "201",
+            json!({
+                "customer_id": "CUS-0193a1b2c3d4", "customer_created": true,
+                "site_id": "SITE-0193a1b2c3d5", "site_no": "100045", "site_link_id": LINK,
+                "systems": [
+                    {"system_id": "SYS-0193a1b2c3d6", "device_id": "100045-1", "link_id": SYSTEM_LINK, "device": "existing"},
+                    {"system_id": "SYS-0193a1b2c3d7", "device_id": "100045-2", "link_id": "0193a1b2-0000-7000-8000-000000000003", "device": "created"}
+                ]
             }),
         ),
         (

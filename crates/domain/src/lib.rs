@@ -31,6 +31,7 @@ pub mod tenancy;
 pub mod test_mode;
 pub mod upstream;
 pub mod validation;
+pub mod wizard;
 
 pub use secret::Secret;
 

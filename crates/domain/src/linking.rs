@@ -117,7 +117,7 @@ fn body_reference(
     }
 }
 
-async fn load_connection(
+pub(crate) async fn load_connection(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     id: ConnectionId,
@@ -175,25 +175,31 @@ pub(crate) async fn check_lookups(
     v.into_result().map_err(OperationError::Invalid)
 }
 
-fn site_lookup_checks(extras: &StagesSiteExtras) -> Vec<(String, LookupList, String)> {
+pub(crate) fn site_lookup_checks(
+    prefix: &str,
+    extras: &StagesSiteExtras,
+) -> Vec<(String, LookupList, String)> {
     [
-        ("site.region", LookupList::Regions, &extras.region),
-        ("site.time_zone", LookupList::TimeZones, &extras.time_zone),
-        ("site.site_type", LookupList::SiteTypes, &extras.site_type),
+        ("region", LookupList::Regions, &extras.region),
+        ("time_zone", LookupList::TimeZones, &extras.time_zone),
+        ("site_type", LookupList::SiteTypes, &extras.site_type),
         (
-            "site.dispatch_type",
+            "dispatch_type",
             LookupList::DispatchTypes,
             &extras.dispatch_type,
         ),
-        ("site.ul_code", LookupList::UlCodes, &extras.ul_code),
-        ("site.authority", LookupList::Authorities, &extras.authority),
+        ("ul_code", LookupList::UlCodes, &extras.ul_code),
+        ("authority", LookupList::Authorities, &extras.authority),
     ]
     .into_iter()
-    .map(|(f, l, v)| (f.to_owned(), l, v.clone()))
+    .map(|(f, l, v)| (format!("{prefix}.{f}"), l, v.clone()))
     .collect()
 }
 
-fn device_lookup_checks(prefix: &str, d: &StagesDeviceFields) -> Vec<(String, LookupList, String)> {
+pub(crate) fn device_lookup_checks(
+    prefix: &str,
+    d: &StagesDeviceFields,
+) -> Vec<(String, LookupList, String)> {
     [
         ("device_type", LookupList::DeviceTypes, &d.device_type),
         ("oos_category", LookupList::OosCategories, &d.oos_category),
@@ -222,7 +228,7 @@ pub(crate) fn is_period(s: &str) -> bool {
         && sec < "60"
 }
 
-fn check_device_fields(v: &mut ValidationError, prefix: &str, d: &StagesDeviceFields) {
+pub(crate) fn check_device_fields(v: &mut ValidationError, prefix: &str, d: &StagesDeviceFields) {
     let code = d.transmitter_code.trim();
     if code.is_empty() {
         v.push(format!("{prefix}.transmitter_code"), "must not be empty");
@@ -434,7 +440,10 @@ pub async fn push(
             ),
         });
     }
-    let mut checks = extras.as_ref().map(site_lookup_checks).unwrap_or_default();
+    let mut checks = extras
+        .as_ref()
+        .map(|e| site_lookup_checks("site", e))
+        .unwrap_or_default();
     for (_, spec, existing, prefix) in &systems {
         if existing.is_none() {
             checks.extend(device_lookup_checks(prefix, &spec.device));
@@ -1009,7 +1018,7 @@ pub struct LinkRequest {
 }
 
 /// Reads a Stages site a request names; a missing one is the caller's mistake (422).
-async fn named_site(
+pub(crate) async fn named_site(
     api: &dyn StagesApi,
     connection: &Connection,
     field: &str,

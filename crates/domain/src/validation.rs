@@ -42,6 +42,14 @@ impl ValidationError {
         }
     }
 
+    /// The same refusals, of fields nested under `prefix` (`customer.` + `last_name`).
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        for e in &mut self.errors {
+            e.field = format!("{prefix}{}", e.field);
+        }
+        self
+    }
+
     /// Runs a parser and records its refusal under `field`.
     pub fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
         match parsed {

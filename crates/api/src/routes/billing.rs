@@ -314,7 +314,7 @@ fn tag_list(v: &mut ValidationError, tags: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-fn customer_fields(b: PutCustomerRequest) -> ApiResult<CustomerFields> {
+pub(crate) fn customer_fields(b: PutCustomerRequest) -> Result<CustomerFields, ValidationError> {
     let mut v = ValidationError::default();
     let kind = match b.kind {
         CustomerKindDto::Person => CustomerKind::Person,
@@ -580,7 +580,7 @@ fn site_response(r: BillingRecord<SiteFields>, links: Vec<LinkResponse>) -> Site
     }
 }
 
-fn site_fields(b: PutSiteRequest) -> ApiResult<SiteFields> {
+pub(crate) fn site_fields(b: PutSiteRequest) -> Result<SiteFields, ValidationError> {
     let mut v = ValidationError::default();
     let customer_id = b
         .customer_id

@@ -19,3 +19,4 @@ pub mod stages_tab;
 pub mod stages_tab_edits;
 pub mod sync;
 pub mod webhooks;
+pub mod wizard;
