@@ -101,6 +101,10 @@ pub struct JobSettings {
     /// While an upstream is down, a job younger than this retries without
     /// using up its attempts; an older one counts them again (and may die).
     pub outage_patience_secs: u64,
+    /// Most jobs of one dealer running at once, counted over every replica
+    /// (0: no cap); `auto`: three quarters of this process's `workers`, so
+    /// one dealer's slow jobs always leave room for the others'.
+    pub max_running_per_dealer: AutoOr,
 }
 
 /// A count given in the settings, or `auto` for one the service sizes.
@@ -146,6 +150,15 @@ impl JobSettings {
         match self.workers {
             AutoOr::Fixed(n) => n,
             AutoOr::Auto => 4 * self.pool_size() as usize,
+        }
+    }
+
+    /// `jobs.max_running_per_dealer`, or three quarters of the concurrency
+    /// (at least one); 0 means no cap.
+    pub fn max_running_per_dealer(&self) -> usize {
+        match self.max_running_per_dealer {
+            AutoOr::Fixed(n) => n,
+            AutoOr::Auto => (self.concurrency() * 3).div_ceil(4).max(1),
         }
     }
 }
@@ -282,6 +295,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.retry_cap_ms", "300000"),
     ("jobs.lease_secs", "30"),
     ("jobs.outage_patience_secs", "86400"),
+    ("jobs.max_running_per_dealer", "auto"),
     ("rate_limit.requests_per_second", "50"),
     ("rate_limit.burst", "200"),
     // A list; empty: no special-purpose range allowed.
@@ -623,9 +637,22 @@ mod tests {
             retry_cap_ms: 1,
             lease_secs: 1,
             outage_patience_secs: 1,
+            max_running_per_dealer: AutoOr::Auto,
         };
         assert!(auto.pool_size() >= 2);
         assert_eq!(auto.concurrency(), 4 * auto.pool_size() as usize);
+        // Three quarters of the slots, rounded up; never 0 (that means no cap).
+        assert_eq!(auto.max_running_per_dealer(), auto.concurrency() * 3 / 4);
+        let two = JobSettings {
+            workers: AutoOr::Fixed(2),
+            ..auto.clone()
+        };
+        assert_eq!(two.max_running_per_dealer(), 2);
+        let one = JobSettings {
+            workers: AutoOr::Fixed(1),
+            ..auto.clone()
+        };
+        assert_eq!(one.max_running_per_dealer(), 1);
         let fixed = JobSettings {
             workers: AutoOr::Fixed(0),
             pool_size: AutoOr::Fixed(3),

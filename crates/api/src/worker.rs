@@ -108,6 +108,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
             now: Utc::now(),
             limit: permits.len(),
             settle_lost_leases: settle,
+            max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
         };
         match state.jobs.claim_jobs(claim).await {
             Ok(jobs) => {

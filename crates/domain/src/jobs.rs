@@ -110,6 +110,9 @@ pub mod kinds {
     pub const ADC_IMPORT: &str = crate::import::AdcImportJob::KIND;
     /// Run the items of a batch (B7).
     pub const BATCH: &str = crate::batch::BatchJob::KIND;
+    /// Bulk work: within one dealer, every other (interactive) kind is
+    /// claimed first, so a reconcile or an import never holds up a push (B15).
+    pub const BULK: &[&str] = &[RECONCILE, ADC_IMPORT, BATCH];
 }
 
 /// A kind of background job: the payload type is the kind. Its JSON is what

@@ -517,6 +517,9 @@ pub struct Claim<'a> {
     /// Also end the jobs whose lease ran out for good (asked to stop, or out
     /// of attempts): housekeeping a worker does now and then, not per claim.
     pub settle_lost_leases: bool,
+    /// Most jobs of one dealer running at once, on every replica (0: no
+    /// cap), so one dealer's slow jobs never hold every slot (B15).
+    pub max_running_per_dealer: usize,
 }
 
 /// The durable job queue. Workers of any replica claim due jobs with a lease
@@ -528,10 +531,11 @@ pub trait JobStore: Send + Sync {
     /// new one (edits coalesce); a queued job is not claimed while another job
     /// of its key runs, so one key never runs twice at once.
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job>;
-    /// Takes up to `claim.limit` of the oldest due jobs of these kinds (queued
-    /// and due, or running with an expired lease) in one go, no two of one
-    /// serial or unique key, counts their attempts, and leases them to
-    /// `claim.worker`.
+    /// Takes up to `claim.limit` due jobs of these kinds (queued and due, or
+    /// running with an expired lease) in one go, shared out fairly between
+    /// dealers (the fewest running first, none past its cap, interactive
+    /// kinds before bulk ones, then the oldest), no two of one serial or
+    /// unique key, counts their attempts, and leases them to `claim.worker`.
     async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<Job>>;
     /// [`JobStore::claim_jobs`] of one job.
     async fn claim_job(
@@ -548,6 +552,7 @@ pub trait JobStore: Send + Sync {
             now,
             limit: 1,
             settle_lost_leases: true,
+            max_running_per_dealer: 0,
         };
         Ok(self.claim_jobs(claim).await?.pop())
     }

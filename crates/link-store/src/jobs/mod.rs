@@ -12,10 +12,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::Bool;
 use domain::jobs::{Done, Job, JobFailure, JobId, JobState, NewJob};
 use domain::store::{Claim, JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -162,72 +160,6 @@ macro_rules! leased {
     };
 }
 
-/// No job of the row's unique key and no job of its serial key is running
-/// (always true for a job without keys). Raw SQL: diesel cannot say a
-/// correlated subquery on the same table.
-fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
-    sql::<Bool>(
-        "NOT EXISTS (SELECT 1 FROM jobs AS twin \
-         WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
-         AND twin.state = 'running') \
-         AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
-         WHERE twin.dealer = jobs.dealer AND twin.serial_key = jobs.serial_key \
-         AND twin.state = 'running')",
-    )
-}
-
-/// Claims up to `limit` due jobs in one transaction. Two claims racing on
-/// PostgreSQL may both see no running job of a serial key; the unique index
-/// on running serial keys then refuses the second, whose next round skips
-/// that job.
-fn claim_due(
-    conn: &mut DbConnection,
-    claim: &Claiming,
-    now: NaiveDateTime,
-    lease_until: NaiveDateTime,
-) -> Result<Vec<JobRow>, Fail> {
-    for _ in 0..WRITE_ATTEMPTS {
-        match claim_batch(conn, claim, now, lease_until) {
-            Err(Fail::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
-                continue
-            }
-            other => return other,
-        }
-    }
-    Ok(Vec::new())
-}
-
-/// A claim, owned for the blocking thread.
-struct Claiming {
-    kinds: Vec<String>,
-    worker: String,
-    limit: usize,
-    settle_lost_leases: bool,
-}
-
-/// The due jobs of these kinds, oldest first: queued and due (and no job of
-/// its key running), or running with an expired lease and attempts left. A
-/// job asked to stop is never taken.
-macro_rules! due_jobs {
-    ($kinds:expr, $now:expr) => {
-        jobs::table
-            .filter(jobs::kind.eq_any($kinds))
-            .filter(jobs::cancel_requested.eq(false))
-            .filter(
-                jobs::state
-                    .eq(QUEUED)
-                    .and(jobs::run_at.le($now))
-                    .and(no_running_twin())
-                    .or(jobs::state
-                        .eq(RUNNING)
-                        .and(jobs::lease_expires_at.lt($now))
-                        .and(jobs::attempts.lt(jobs::max_attempts))),
-            )
-            .order((jobs::run_at.asc(), jobs::id.asc()))
-            .select(JobRow::as_select())
-    };
-}
-
 /// Why a worker's write found no job running under its lease.
 fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
     let exists = jobs::table
@@ -245,153 +177,8 @@ fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
     }
 }
 
-/// Ends the running jobs whose lease ran out and that must not be claimed
-/// again: those asked to stop end cancelled, those out of attempts dead.
-/// Rows another claimer is settling right now are skipped, not waited for, so
-/// two claimers never wait on each other here.
-fn settle_lost_leases(conn: &mut DbConnection, now: NaiveDateTime) -> Result<(), Fail> {
-    macro_rules! expired {
-        () => {
-            jobs::table
-                .filter(jobs::state.eq(RUNNING))
-                .filter(jobs::lease_expires_at.lt(now))
-                .select(jobs::id)
-        };
-    }
-    let (cancelled, dead): (Vec<String>, Vec<String>) = match &mut *conn {
-        DbConnection::Postgresql(pg) => (
-            expired!()
-                .filter(jobs::cancel_requested.eq(true))
-                .for_update()
-                .skip_locked()
-                .load(pg)?,
-            expired!()
-                .filter(jobs::cancel_requested.eq(false))
-                .filter(jobs::attempts.ge(jobs::max_attempts))
-                .for_update()
-                .skip_locked()
-                .load(pg)?,
-        ),
-        // One writer at a time: nothing to skip.
-        DbConnection::Sqlite(sqlite) => (
-            expired!()
-                .filter(jobs::cancel_requested.eq(true))
-                .load(sqlite)?,
-            expired!()
-                .filter(jobs::cancel_requested.eq(false))
-                .filter(jobs::attempts.ge(jobs::max_attempts))
-                .load(sqlite)?,
-        ),
-    };
-    if !cancelled.is_empty() {
-        diesel::update(jobs::table.filter(jobs::id.eq_any(&cancelled)))
-            .set((
-                jobs::state.eq(JobState::Cancelled.as_str()),
-                jobs::finished_at.eq(now),
-                jobs::lease_owner.eq(None::<String>),
-                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)?;
-    }
-    if !dead.is_empty() {
-        diesel::update(jobs::table.filter(jobs::id.eq_any(&dead)))
-            .set((
-                jobs::state.eq(JobState::Dead.as_str()),
-                jobs::finished_at.eq(now),
-                jobs::last_error.eq(LOST_ON_LAST_ATTEMPT),
-                jobs::lease_owner.eq(None::<String>),
-                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-            ))
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
-fn claim_batch(
-    conn: &mut DbConnection,
-    claim: &Claiming,
-    now: NaiveDateTime,
-    lease_until: NaiveDateTime,
-) -> Result<Vec<JobRow>, Fail> {
-    write_transaction(conn, |conn| {
-        if claim.settle_lost_leases {
-            settle_lost_leases(conn, now)?;
-        }
-        // Room for the jobs of a key left out below, so a batch stays full.
-        let candidates = i64::try_from(claim.limit.saturating_mul(2)).unwrap_or(i64::MAX);
-        let due: Vec<JobRow> = match &mut *conn {
-            // Rows another claimer holds are skipped, not waited for.
-            DbConnection::Postgresql(pg) => due_jobs!(&claim.kinds, now)
-                .limit(candidates)
-                .for_update()
-                .skip_locked()
-                .load(pg)?,
-            // BEGIN IMMEDIATE: no other writer until this one commits.
-            DbConnection::Sqlite(sqlite) => due_jobs!(&claim.kinds, now)
-                .limit(candidates)
-                .load(sqlite)?,
-        };
-        let mut batch = one_per_key(due, claim.limit);
-        if batch.is_empty() {
-            return Ok(batch);
-        }
-        let ids: Vec<&str> = batch.iter().map(|j| j.id.as_str()).collect();
-        diesel::update(jobs::table.filter(jobs::id.eq_any(&ids)))
-            .set((
-                jobs::state.eq(RUNNING),
-                jobs::attempts.eq(jobs::attempts + 1),
-                jobs::lease_owner.eq(&claim.worker),
-                jobs::lease_expires_at.eq(lease_until),
-            ))
-            .execute(conn)?;
-        // The first start is kept across attempts.
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq_any(&ids))
-                .filter(jobs::started_at.is_null()),
-        )
-        .set(jobs::started_at.eq(now))
-        .execute(conn)?;
-        for job in &mut batch {
-            job.state = RUNNING.to_owned();
-            job.attempts += 1;
-            job.lease_owner = Some(claim.worker.clone());
-            job.lease_expires_at = Some(lease_until);
-            job.started_at = job.started_at.or(Some(now));
-        }
-        Ok(batch)
-    })
-}
-
-/// The first `limit` of `due` (oldest first) with no two of one serial key or
-/// one unique key: those run one at a time, so the later one waits.
-fn one_per_key(due: Vec<JobRow>, limit: usize) -> Vec<JobRow> {
-    let mut keys = std::collections::HashSet::new();
-    let mut batch = Vec::with_capacity(limit.min(due.len()));
-    for job in due {
-        if batch.len() == limit {
-            break;
-        }
-        let serial = job
-            .serial_key
-            .as_ref()
-            .map(|k| ("s", job.dealer.clone(), k.clone()));
-        let unique = job
-            .unique_key
-            .as_ref()
-            .map(|k| ("u", job.dealer.clone(), k.clone()));
-        if [&serial, &unique]
-            .into_iter()
-            .flatten()
-            .any(|key| keys.contains(key))
-        {
-            continue;
-        }
-        keys.extend(serial.into_iter().chain(unique));
-        batch.push(job);
-    }
-    batch
-}
+mod claim;
+use claim::{claim_due, Claiming};
 
 /// Wakes the workers of every replica listening on PostgreSQL (see
 /// [`crate::Store::listen_for_jobs`]); delivered when the transaction commits.
@@ -683,6 +470,7 @@ impl JobStore for Store {
             worker: claim.worker.to_owned(),
             limit: claim.limit,
             settle_lost_leases: claim.settle_lost_leases,
+            max_running_per_dealer: claim.max_running_per_dealer,
         };
         self.run(move |conn, _| {
             claim_due(conn, &claiming, now, lease_until)?

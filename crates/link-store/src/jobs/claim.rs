@@ -1,0 +1,427 @@
+//! Claiming due jobs, fairly between dealers (B15). One deployment serves
+//! many dealers, so the oldest-first order alone would let one dealer's
+//! burst (a mass edit, an import's follow-ups) delay every other dealer's
+//! pushes and callbacks by the length of the burst. A claim therefore
+//! shares its batch out by dealer: the dealer with the fewest jobs running
+//! (then the one whose next job waited longest) gets the next slot, a
+//! dealer never runs more than `max_running_per_dealer` jobs at once, and
+//! within a dealer interactive kinds go before bulk kinds.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+
+use super::{JobRow, LOST_ON_LAST_ATTEMPT, QUEUED, RUNNING, WRITE_ATTEMPTS};
+use crate::db::{write_transaction, DbConnection, Fail};
+use crate::schema::jobs;
+use domain::jobs::JobState;
+
+/// No job of the row's unique key and no job of its serial key is running
+/// (always true for a job without keys). Raw SQL: diesel cannot say a
+/// correlated subquery on the same table.
+fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
+    sql::<Bool>(
+        "NOT EXISTS (SELECT 1 FROM jobs AS twin \
+         WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
+         AND twin.state = 'running') \
+         AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
+         WHERE twin.dealer = jobs.dealer AND twin.serial_key = jobs.serial_key \
+         AND twin.state = 'running')",
+    )
+}
+
+/// Claims up to `limit` due jobs in one transaction. Two claims racing on
+/// PostgreSQL may both see no running job of a serial key; the unique index
+/// on running serial keys then refuses the second, whose next round skips
+/// that job.
+pub(super) fn claim_due(
+    conn: &mut DbConnection,
+    claim: &Claiming,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Vec<JobRow>, Fail> {
+    for _ in 0..WRITE_ATTEMPTS {
+        match claim_batch(conn, claim, now, lease_until) {
+            Err(Fail::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+                continue
+            }
+            other => return other,
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// A claim, owned for the blocking thread.
+pub(super) struct Claiming {
+    pub kinds: Vec<String>,
+    pub worker: String,
+    pub limit: usize,
+    pub settle_lost_leases: bool,
+    /// 0: no cap.
+    pub max_running_per_dealer: usize,
+}
+
+/// Queued, due jobs of these kinds, oldest first, whose key has no job
+/// running. A job asked to stop is never taken.
+macro_rules! queued_due {
+    ($kinds:expr, $now:expr) => {
+        jobs::table
+            .filter(jobs::kind.eq_any($kinds))
+            .filter(jobs::cancel_requested.eq(false))
+            .filter(jobs::state.eq(QUEUED))
+            .filter(jobs::run_at.le($now))
+            .filter(no_running_twin())
+            .order((jobs::run_at.asc(), jobs::id.asc()))
+            .select(JobRow::as_select())
+    };
+}
+
+/// Running jobs whose lease ran out with attempts left: their worker is
+/// gone, so they are taken again (first, they waited longest).
+macro_rules! lost_leases {
+    ($kinds:expr, $now:expr) => {
+        jobs::table
+            .filter(jobs::kind.eq_any($kinds))
+            .filter(jobs::cancel_requested.eq(false))
+            .filter(jobs::state.eq(RUNNING))
+            .filter(jobs::lease_expires_at.lt($now))
+            .filter(jobs::attempts.lt(jobs::max_attempts))
+            .order((jobs::run_at.asc(), jobs::id.asc()))
+            .select(JobRow::as_select())
+    };
+}
+
+/// A dealer with due jobs: when its oldest became due, and how many of its
+/// jobs run now (on every replica).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+struct Head {
+    #[diesel(sql_type = Text)]
+    dealer: String,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    head_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = BigInt)]
+    running: i64,
+}
+
+/// The dealers with queued, due jobs of these kinds. A recursive query walks
+/// the queued jobs' (dealer, run_at) index from one dealer to the next, so
+/// it costs one index seek per dealer, however many jobs each has queued.
+fn heads(conn: &mut DbConnection, kinds: &[String], now: NaiveDateTime) -> Result<Vec<Head>, Fail> {
+    // The kinds are the service's own names (checked), never a caller's text.
+    let kinds = kinds
+        .iter()
+        .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = |now_param: &str| {
+        let due = format!(
+            "j.state = 'queued' AND j.run_at <= {now_param} AND j.cancel_requested = FALSE \
+             AND j.kind IN ({kinds})"
+        );
+        format!(
+            "WITH RECURSIVE heads(dealer) AS ( \
+               SELECT (SELECT j.dealer FROM jobs j WHERE {due} ORDER BY j.dealer LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT j.dealer FROM jobs j WHERE {due} AND j.dealer > heads.dealer \
+                       ORDER BY j.dealer LIMIT 1) \
+               FROM heads WHERE heads.dealer IS NOT NULL) \
+             SELECT h.dealer AS dealer, \
+               (SELECT MIN(j.run_at) FROM jobs j WHERE {due} AND j.dealer = h.dealer) AS head_at, \
+               (SELECT COUNT(*) FROM jobs r WHERE r.dealer = h.dealer AND r.state = 'running') \
+                 AS running \
+             FROM heads h WHERE h.dealer IS NOT NULL"
+        )
+    };
+    Ok(match conn {
+        DbConnection::Postgresql(pg) => diesel::sql_query(query("$1"))
+            .bind::<Timestamp, _>(now)
+            .load(pg)?,
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(query("?1"))
+            .bind::<Timestamp, _>(now)
+            .load(sqlite)?,
+    })
+}
+
+/// How many jobs to claim of each dealer: slot by slot, to the dealer with
+/// the fewest jobs running or given a slot so far (then the one whose next
+/// job waited longest), never past the cap. Each dealer's take is doubled
+/// to leave room for jobs a key holds back.
+fn shares(heads: &[Head], limit: usize, cap: usize) -> Vec<(String, usize)> {
+    let room = |h: &Head| {
+        let running = usize::try_from(h.running).unwrap_or(usize::MAX);
+        if cap == 0 {
+            limit
+        } else {
+            cap.saturating_sub(running).min(limit)
+        }
+    };
+    let mut given: Vec<usize> = vec![0; heads.len()];
+    for _ in 0..limit {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| given[*i] < room(h))
+            .min_by_key(|(i, h)| (h.running.saturating_add(given[*i] as i64), h.head_at));
+        match next {
+            Some((i, _)) => given[i] += 1,
+            None => break,
+        }
+    }
+    heads
+        .iter()
+        .zip(given)
+        .filter(|(_, n)| *n > 0)
+        .map(|(h, n)| (h.dealer.clone(), n * 2))
+        .collect()
+}
+
+/// Whether a kind is bulk work (a reconcile, an import, a batch), which a
+/// dealer's interactive jobs (pushes, callbacks, webhook deliveries) go before.
+fn is_bulk(kind: &str) -> bool {
+    domain::jobs::kinds::BULK.contains(&kind)
+}
+
+/// The claim's batch out of the candidates: lost leases first, then by
+/// dealer share (jobs running plus the job's place in its dealer's queue,
+/// interactive before bulk), then age; no two of one key; no dealer past
+/// its cap.
+fn fair_batch(
+    lost: Vec<JobRow>,
+    queued: Vec<(Vec<JobRow>, i64)>,
+    limit: usize,
+    cap: usize,
+) -> Vec<JobRow> {
+    let mut ranked: Vec<(i64, JobRow)> = lost.into_iter().map(|j| (i64::MIN, j)).collect();
+    let mut running: HashMap<String, i64> = HashMap::new();
+    for (mut jobs, dealer_running) in queued {
+        // Stable: oldest first within interactive, then within bulk.
+        jobs.sort_by_key(|j| is_bulk(&j.kind));
+        for (place, job) in jobs.into_iter().enumerate() {
+            running.insert(job.dealer.clone(), dealer_running);
+            ranked.push((dealer_running.saturating_add(place as i64), job));
+        }
+    }
+    ranked.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.run_at.cmp(&y.run_at)).then(x.id.cmp(&y.id)));
+    let mut taken: HashMap<String, i64> = HashMap::new();
+    let capped = ranked.into_iter().map(|(_, j)| j).filter(|j| {
+        if cap == 0 || j.state == RUNNING {
+            return true;
+        }
+        let now_running = running.get(&j.dealer).copied().unwrap_or(0);
+        let n = taken.entry(j.dealer.clone()).or_insert(0);
+        if now_running.saturating_add(*n) >= cap as i64 {
+            return false;
+        }
+        *n += 1;
+        true
+    });
+    one_per_key(capped, limit)
+}
+
+fn claim_batch(
+    conn: &mut DbConnection,
+    claim: &Claiming,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Vec<JobRow>, Fail> {
+    write_transaction(conn, |conn| {
+        if claim.settle_lost_leases {
+            settle_lost_leases(conn, now)?;
+        }
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        // Rows another claimer holds are skipped, not waited for (on
+        // SQLite, BEGIN IMMEDIATE: no other writer until this one commits).
+        let lost: Vec<JobRow> = match &mut *conn {
+            DbConnection::Postgresql(pg) => lost_leases!(&claim.kinds, now)
+                .limit(limit)
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+            DbConnection::Sqlite(sqlite) => {
+                lost_leases!(&claim.kinds, now).limit(limit).load(sqlite)?
+            }
+        };
+        let heads = heads(conn, &claim.kinds, now)?;
+        let running: HashMap<&str, i64> = heads
+            .iter()
+            .map(|h| (h.dealer.as_str(), h.running))
+            .collect();
+        let mut queued = Vec::new();
+        for (dealer, take) in shares(&heads, claim.limit, claim.max_running_per_dealer) {
+            let take = i64::try_from(take).unwrap_or(i64::MAX);
+            let jobs: Vec<JobRow> = match &mut *conn {
+                DbConnection::Postgresql(pg) => queued_due!(&claim.kinds, now)
+                    .filter(jobs::dealer.eq(&dealer))
+                    .limit(take)
+                    .for_update()
+                    .skip_locked()
+                    .load(pg)?,
+                DbConnection::Sqlite(sqlite) => queued_due!(&claim.kinds, now)
+                    .filter(jobs::dealer.eq(&dealer))
+                    .limit(take)
+                    .load(sqlite)?,
+            };
+            queued.push((jobs, running.get(dealer.as_str()).copied().unwrap_or(0)));
+        }
+        let mut batch = fair_batch(lost, queued, claim.limit, claim.max_running_per_dealer);
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let ids: Vec<&str> = batch.iter().map(|j| j.id.as_str()).collect();
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&ids)))
+            .set((
+                jobs::state.eq(RUNNING),
+                jobs::attempts.eq(jobs::attempts + 1),
+                jobs::lease_owner.eq(&claim.worker),
+                jobs::lease_expires_at.eq(lease_until),
+            ))
+            .execute(conn)?;
+        // The first start is kept across attempts.
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq_any(&ids))
+                .filter(jobs::started_at.is_null()),
+        )
+        .set(jobs::started_at.eq(now))
+        .execute(conn)?;
+        for job in &mut batch {
+            job.state = RUNNING.to_owned();
+            job.attempts += 1;
+            job.lease_owner = Some(claim.worker.clone());
+            job.lease_expires_at = Some(lease_until);
+            job.started_at = job.started_at.or(Some(now));
+        }
+        Ok(batch)
+    })
+}
+
+/// The first `limit` of `due` (in claim order) with no two of one serial key
+/// or one unique key: those run one at a time, so the later one waits.
+fn one_per_key(due: impl IntoIterator<Item = JobRow>, limit: usize) -> Vec<JobRow> {
+    let mut keys = std::collections::HashSet::new();
+    let mut batch = Vec::new();
+    for job in due {
+        if batch.len() == limit {
+            break;
+        }
+        let serial = job
+            .serial_key
+            .as_ref()
+            .map(|k| ("s", job.dealer.clone(), k.clone()));
+        let unique = job
+            .unique_key
+            .as_ref()
+            .map(|k| ("u", job.dealer.clone(), k.clone()));
+        if [&serial, &unique]
+            .into_iter()
+            .flatten()
+            .any(|key| keys.contains(key))
+        {
+            continue;
+        }
+        keys.extend(serial.into_iter().chain(unique));
+        batch.push(job);
+    }
+    batch
+}
+/// Ends the running jobs whose lease ran out and that must not be claimed
+/// again: those asked to stop end cancelled, those out of attempts dead.
+/// Rows another claimer is settling right now are skipped, not waited for, so
+/// two claimers never wait on each other here.
+fn settle_lost_leases(conn: &mut DbConnection, now: NaiveDateTime) -> Result<(), Fail> {
+    macro_rules! expired {
+        () => {
+            jobs::table
+                .filter(jobs::state.eq(RUNNING))
+                .filter(jobs::lease_expires_at.lt(now))
+                .select(jobs::id)
+        };
+    }
+    let (cancelled, dead): (Vec<String>, Vec<String>) = match &mut *conn {
+        DbConnection::Postgresql(pg) => (
+            expired!()
+                .filter(jobs::cancel_requested.eq(true))
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+            expired!()
+                .filter(jobs::cancel_requested.eq(false))
+                .filter(jobs::attempts.ge(jobs::max_attempts))
+                .for_update()
+                .skip_locked()
+                .load(pg)?,
+        ),
+        // One writer at a time: nothing to skip.
+        DbConnection::Sqlite(sqlite) => (
+            expired!()
+                .filter(jobs::cancel_requested.eq(true))
+                .load(sqlite)?,
+            expired!()
+                .filter(jobs::cancel_requested.eq(false))
+                .filter(jobs::attempts.ge(jobs::max_attempts))
+                .load(sqlite)?,
+        ),
+    };
+    if !cancelled.is_empty() {
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&cancelled)))
+            .set((
+                jobs::state.eq(JobState::Cancelled.as_str()),
+                jobs::finished_at.eq(now),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+    }
+    if !dead.is_empty() {
+        diesel::update(jobs::table.filter(jobs::id.eq_any(&dead)))
+            .set((
+                jobs::state.eq(JobState::Dead.as_str()),
+                jobs::finished_at.eq(now),
+                jobs::last_error.eq(LOST_ON_LAST_ATTEMPT),
+                jobs::lease_owner.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(dealer: &str, running: i64, minute: u32) -> Head {
+        Head {
+            dealer: dealer.into(),
+            head_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 3)
+                .and_then(|d| d.and_hms_opt(8, minute, 0)),
+            running,
+        }
+    }
+
+    #[test]
+    fn slots_go_to_the_dealer_with_the_fewest_jobs_running() {
+        // A has 6 running and an older head; B has none: B gets slots until
+        // it has as many as A, then they alternate.
+        let s = shares(&[head("a", 6, 0), head("b", 0, 5)], 8, 0);
+        assert_eq!(s, [("a".to_owned(), 2), ("b".to_owned(), 14)]);
+        // Equal load: the older head first.
+        let s = shares(&[head("a", 0, 0), head("b", 0, 5)], 1, 0);
+        assert_eq!(s, [("a".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_dealer_at_its_cap_gets_no_slot() {
+        let s = shares(&[head("a", 4, 0), head("b", 3, 5)], 8, 4);
+        assert_eq!(s, [("b".to_owned(), 2)]);
+        assert!(shares(&[head("a", 4, 0)], 8, 4).is_empty());
+    }
+}
