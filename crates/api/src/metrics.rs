@@ -1,4 +1,4 @@
-//! Prometheus metrics: requests by route template and status, upstream calls
+//! Prometheus metrics (B10): requests by route template and status, upstream calls
 //! by provider, connection and outcome, the job queue (jobs by kind and state,
 //! due jobs and the age of the oldest, job durations, progress of running
 //! imports and reconciles), webhook deliveries by outcome, the process's

@@ -1,5 +1,6 @@
 //! Cross-cutting request handling, built once: request ids and access logs,
-//! metrics, problem+json for every error, bearer auth, and Idempotency-Key.
+//! metrics, problem+json for every error, bearer auth, and Idempotency-Key
+//! (B3, B10).
 
 use std::time::Instant;
 

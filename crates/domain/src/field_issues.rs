@@ -1,4 +1,4 @@
-//! Fields of a link that did not sync (S18, S19): a conflict held because
+//! Fields of a link that did not sync (S18, S19, B11): a conflict held because
 //! both sides changed the field since the last sync, or a value Stages
 //! refused. Each is kept on its link until it settles (the sides agree, a
 //! resolution picks a side, billing corrects the refused value), listed in

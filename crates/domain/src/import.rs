@@ -1,4 +1,4 @@
-//! Alarm.com imports (A1-A5): customers and users (reps) brought over from an
+//! Alarm.com imports (A1, A2 rep linking, A3, A4 run state, A5): customers and users (reps) brought over from an
 //! Alarm.com connection into the billing records, filtered on our side (ADC
 //! filters nothing), each record once per connection, in a background run that
 //! records every record's outcome with its effects, so a run killed at any

@@ -1,6 +1,7 @@
-//! Getting records into and out of the link table (S4-S9, S12, S13): push a
-//! billing site or system to Stages, link existing records, point a link
-//! elsewhere, unlink. Every rule of the External tab is enforced here.
+//! Getting records into and out of the link table (S4, S5, S6, S7, S8, S9,
+//! S12, S13): push a billing site or system to Stages (with a dry run, B6),
+//! link existing records, point a link elsewhere, unlink. Every rule of the
+//! External tab is enforced here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! The database connection over both backends: the `MultiConnection` enum, the
+//! The database connection over both backends (B9: SQLite by default,
+//! PostgreSQL for several replicas): the `MultiConnection` enum, the
 //! choice of backend from the URL, the r2d2 pool and its SQLite settings, and the
 //! few helpers the repositories share (backend-specific statements, transactions).
 

@@ -1,4 +1,4 @@
-//! `IdempotencyStore` on diesel: a request with an `Idempotency-Key` claims a row
+//! `IdempotencyStore` on diesel (B3): a request with an `Idempotency-Key` claims a row
 //! before it runs and stores its answer after, so a retry replays that answer.
 //! Claims are race-safe by construction: an insert that does nothing on conflict,
 //! and a takeover of a stale claim that only one conditional update can win.

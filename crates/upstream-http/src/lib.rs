@@ -1,5 +1,5 @@
 //! What every outbound HTTP client of the service shares, so a rule about
-//! calling out is written once: the webhook deliveries of `api`, and the
+//! calling out (the egress policy, B13) is written once: the webhook deliveries of `api`, and the
 //! Stages and Alarm.com clients.
 //!
 //! - [`EgressPolicy`]: which addresses a call made on a tenant's behalf may

@@ -1,4 +1,4 @@
-//! The conflict inbox (S11, S18, S19): fields of links that did not sync,
+//! The conflict inbox (S11, S18, S19, B11): fields of links that did not sync,
 //! either held because both sides changed them since the last sync or
 //! refused by Stages; and their resolution, one side per field or per link,
 //! through the same decision as a record sync (`:sync`).

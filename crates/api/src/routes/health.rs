@@ -1,4 +1,4 @@
-//! Probes for orchestrators and scrapers: liveness, readiness, metrics.
+//! Probes for orchestrators and scrapers (B10): liveness, readiness, metrics.
 
 use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};

@@ -1,5 +1,6 @@
-//! Push, link, edit link, unlink, the mappings list, and reconcile: every way
-//! a record gets into the link table or out of it.
+//! Push (S5, S9, dry run B6), link (S7), edit link (S12), unlink (S8, S13),
+//! the mappings list (S3), and reconcile (B4): every way a record gets into
+//! the link table or out of it.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

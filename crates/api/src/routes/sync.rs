@@ -1,5 +1,6 @@
-//! Sync of one link: the field-by-field diff, record sync with a choice per
-//! field, and account sync of a whole record from one side.
+//! Sync of one link (S10, S11): the field-by-field diff, record sync with a
+//! choice per field (with a dry run, B6), and account sync of a whole record
+//! from one side.
 
 use std::collections::BTreeMap;
 
