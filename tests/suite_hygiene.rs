@@ -305,3 +305,54 @@ fn the_job_scan_finds_hand_built_jobs_and_nothing_else() {
         "a\n"
     );
 }
+
+/// The ids of `FEATURES.md` (seed features S, Alarm.com A, isp I, beyond B).
+fn feature_ids() -> Vec<String> {
+    [("S", 20), ("A", 5), ("I", 5), ("B", 15)]
+        .into_iter()
+        .flat_map(|(prefix, n)| (1..=n).map(move |i| format!("{prefix}{i}")))
+        .collect()
+}
+
+/// The ids named in the `//!` module headers of `text`, as whole words (a
+/// range such as `S4-S9` names only its ends).
+fn header_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("//!"))
+        .flat_map(|l| {
+            l.split(|c: char| !c.is_ascii_alphanumeric())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Each feature is found, by its id, in the header of a module that does it
+/// (`grep -rw S7 crates` leads to the code).
+#[test]
+fn every_feature_id_is_in_a_module_header() {
+    let mut sources = Vec::new();
+    files(&workspace().join("crates"), &["rs"], &mut sources);
+    let mut named = std::collections::BTreeSet::new();
+    for path in &sources {
+        let text = std::fs::read_to_string(path).expect("a readable source file");
+        named.extend(header_ids(&text));
+    }
+    let missing: Vec<String> = feature_ids()
+        .into_iter()
+        .filter(|id| !named.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "no module header names {missing:?}");
+}
+
+#[test]
+fn the_header_scan_reads_only_headers_and_whole_ids() {
+    let text = "//! Pushes (S5, S9) and ranges S4-S6.\n// S7 in a plain comment\nfn s10() {}\n";
+    assert_eq!(
+        header_ids(text)
+            .iter()
+            .filter(|w| w.starts_with('S') && w.len() <= 3)
+            .collect::<Vec<_>>(),
+        ["S5", "S9", "S4", "S6"]
+    );
+}
