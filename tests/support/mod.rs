@@ -275,6 +275,33 @@ impl Service {
         r.text().await.unwrap()
     }
 
+    /// Runs SQL on the service's database beside it (sqlite3 or psql, which
+    /// waits for a lock the service holds); returns what it printed.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = match self.database_url.strip_prefix("sqlite://") {
+            Some(path) => Command::new("sqlite3")
+                .args(["-cmd", ".timeout 10000", path, sql])
+                .output(),
+            None => Command::new("psql")
+                .args([
+                    &self.database_url,
+                    "-qtAX",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql,
+                ])
+                .output(),
+        }
+        .expect("the database client runs");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The process id (worker ids carry it: `host-pid`).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -144,8 +144,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let workers = settings.server.workers;
     let state = web::Data::new(build_state(settings).await?);
     let limit = state.settings.server.max_body_bytes;
-    let purge_state = state.clone();
-    tokio::spawn(async move { purge_idempotency_keys(purge_state).await });
+    let retention_state = state.clone();
+    tokio::spawn(async move { crate::retention::run(retention_state).await });
     let stats_state = state.clone();
     tokio::spawn(async move { refresh_job_stats(stats_state).await });
     state.verifier.watch_jwks();
@@ -228,24 +228,6 @@ async fn refresh_job_stats(state: web::Data<AppState>) {
         match state.store.job_stats(now).await {
             Ok(stats) => state.metrics.set_job_stats(&kinds, &stats, now),
             Err(e) => tracing::warn!(error = %e, "reading the job figures for /metrics failed"),
-        }
-    }
-}
-
-/// Idempotency keys are kept `idempotency.ttl_hours`; older ones go hourly.
-async fn purge_idempotency_keys(state: web::Data<AppState>) {
-    let ttl = chrono::Duration::hours(state.settings.idempotency.ttl_hours as i64);
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        match state
-            .idempotency
-            .purge_idempotency_keys(chrono::Utc::now() - ttl)
-            .await
-        {
-            Ok(n) if n > 0 => tracing::info!(purged = n, "old idempotency keys removed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
         }
     }
 }

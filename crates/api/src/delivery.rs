@@ -89,11 +89,16 @@ async fn deliver(
         state.metrics.delivery("skipped");
         return Ok(serde_json::json!({"skipped": "the subscription is disabled"}));
     }
-    let event = state
-        .events
-        .event(&job.dealer, p.event_id)
-        .await
-        .map_err(transient)?;
+    let event = match state.events.event(&job.dealer, p.event_id).await {
+        Ok(event) => event,
+        // Written with its deliveries, so only retention (B15) removes it:
+        // a delivery retried by hand long after.
+        Err(StoreError::NotFound) => {
+            state.metrics.delivery("skipped");
+            return Ok(serde_json::json!({"skipped": "the event is past its retention"}));
+        }
+        Err(e) => return Err(transient(e)),
+    };
     let secret = state
         .webhooks
         .subscription_secret(&job.dealer, p.subscription_id)

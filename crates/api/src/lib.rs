@@ -17,6 +17,7 @@ pub mod problem;
 pub mod problem_codes;
 pub mod provider_payloads;
 pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod worker;

@@ -1,7 +1,8 @@
 //! Prometheus metrics (B10): requests by route template and status, upstream calls
 //! by provider, connection and outcome, the job queue (jobs by kind and state,
 //! due jobs and the age of the oldest, job durations, progress of running
-//! imports and reconciles), webhook deliveries by outcome, the process's
+//! imports and reconciles), webhook deliveries by outcome, the size of the
+//! tables history piles up in and what retention (B15) purged, the process's
 //! memory, CPU and file descriptors, and the build.
 //!
 //! [`EXPORTED`] lists every family with its type: `make deploy-check` reads it
@@ -32,6 +33,9 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("crosslink_job_progress_items_planned", "gauge"),
     ("crosslink_job_stats_age_seconds", "gauge"),
     ("crosslink_webhook_deliveries_total", "counter"),
+    ("crosslink_table_rows", "gauge"),
+    ("crosslink_table_oldest_age_seconds", "gauge"),
+    ("crosslink_retention_purged_rows_total", "counter"),
     ("crosslink_build_info", "gauge"),
     ("process_cpu_seconds_total", "counter"),
     ("process_resident_memory_bytes", "gauge"),
@@ -57,6 +61,9 @@ pub struct Metrics {
     job_stats_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     job_stats_age: Gauge,
     deliveries: IntCounterVec,
+    table_rows: IntGaugeVec,
+    table_oldest: GaugeVec,
+    purged: IntCounterVec,
 }
 
 fn register(registry: &Registry, metric: impl Collector + Clone + 'static) {
@@ -172,6 +179,31 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let table_rows = IntGaugeVec::new(
+            Opts::new(
+                "crosslink_table_rows",
+                "Rows of a table history piles up in (and links), read every minute",
+            ),
+            &["table"],
+        )
+        .expect("static metric definition");
+        let table_oldest = GaugeVec::new(
+            Opts::new(
+                "crosslink_table_oldest_age_seconds",
+                "Age of a table's oldest row when last read (0: empty); \
+                 retention keeps it near the setting",
+            ),
+            &["table"],
+        )
+        .expect("static metric definition");
+        let purged = IntCounterVec::new(
+            Opts::new(
+                "crosslink_retention_purged_rows_total",
+                "Rows the retention purge deleted, by kind of history",
+            ),
+            &["history"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "crosslink_build_info",
@@ -195,6 +227,9 @@ impl Metrics {
         register(&registry, progress_planned.clone());
         register(&registry, job_stats_age.clone());
         register(&registry, deliveries.clone());
+        register(&registry, table_rows.clone());
+        register(&registry, table_oldest.clone());
+        register(&registry, purged.clone());
         register(&registry, build_info);
         register(&registry, ProcessCollector::new());
         Self {
@@ -212,7 +247,34 @@ impl Metrics {
             job_stats_at: Default::default(),
             job_stats_age,
             deliveries,
+            table_rows,
+            table_oldest,
+            purged,
         }
+    }
+
+    /// Sets each table's rows and the age of its oldest row from a fresh read.
+    pub fn set_table_figures(
+        &self,
+        figures: &[domain::store::TableFigures],
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        for f in figures {
+            let age = f.oldest.map_or(0.0, |oldest| {
+                (now - oldest).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            self.table_rows
+                .with_label_values(&[f.table])
+                .set(i64::try_from(f.rows).unwrap_or(i64::MAX));
+            self.table_oldest.with_label_values(&[f.table]).set(age);
+        }
+    }
+
+    /// Rows of one kind of history the purge deleted.
+    pub fn purged(&self, history: domain::store::History, rows: u64) {
+        self.purged
+            .with_label_values(&[history.as_str()])
+            .inc_by(rows);
     }
 
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -478,6 +540,15 @@ mod tests {
         domain::upstream::CallObserver::observe(&m, "stages", "c", "ok", 0.1);
         m.job_ended("reconcile", "succeeded", 1.0);
         m.delivery("delivered");
+        m.purged(domain::store::History::Events, 3);
+        m.set_table_figures(
+            &[domain::store::TableFigures {
+                table: "events",
+                rows: 1,
+                oldest: None,
+            }],
+            chrono::Utc::now(),
+        );
         let stats = link_store::JobStats::default();
         m.set_job_stats(&["reconcile".to_owned()], &stats, chrono::Utc::now());
         let mut seen: Vec<(String, &str)> = m

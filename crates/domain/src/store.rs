@@ -720,3 +720,75 @@ pub trait InboundLookup: Send + Sync {
         id: crate::connection::ConnectionId,
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>>;
 }
+
+/// A kind of history that piles up as the service works, and that the purger
+/// (B15) deletes once it is older than its retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum History {
+    /// The change feed; an event a queued or running webhook delivery will
+    /// still read is kept.
+    Events,
+    Audit,
+    CallbackLog,
+    IdempotencyKeys,
+    /// Succeeded and cancelled jobs, by when they ended.
+    FinishedJobs,
+    /// Dead jobs and jobs failed for good, by when they ended.
+    DeadJobs,
+    /// The outcome of each record of an import, by when the import ended.
+    ImportItems,
+}
+
+impl History {
+    pub const ALL: [History; 7] = [
+        History::Events,
+        History::Audit,
+        History::CallbackLog,
+        History::IdempotencyKeys,
+        History::FinishedJobs,
+        History::DeadJobs,
+        History::ImportItems,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Audit => "audit",
+            Self::CallbackLog => "callback_log",
+            Self::IdempotencyKeys => "idempotency_keys",
+            Self::FinishedJobs => "finished_jobs",
+            Self::DeadJobs => "dead_jobs",
+            Self::ImportItems => "import_items",
+        }
+    }
+}
+
+/// The size of one table, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFigures {
+    pub table: &'static str,
+    pub rows: u64,
+    /// When its oldest row was written; `None` when it is empty.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Bounded growth (B15): history is deleted in small batches, each its own
+/// short statement, so a purge never holds locks that requests wait on.
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// Deletes at most `limit` rows of `history` written (or, for jobs and
+    /// import items, ended) before `before`; returns how many went. Fewer
+    /// than `limit` means none is left. Never deletes a row still needed: a
+    /// queued or running job, a job a batch, an import or a connection's
+    /// migration reads its state from, an event a pending delivery will
+    /// send, the items of an import that has not ended.
+    async fn purge_history(
+        &self,
+        history: History,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
+
+    /// Rows and the oldest row of each table history piles up in, and of links.
+    async fn table_figures(&self) -> StoreResult<Vec<TableFigures>>;
+}

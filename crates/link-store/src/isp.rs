@@ -27,9 +27,6 @@ use crate::schema::{callback_log, isp_accounts, webhook_inbox};
 use crate::Store;
 
 const PENDING: &str = "pending";
-/// The health report looks back a day; a week of log is kept, older rows go
-/// as new ones of the same connection and source arrive.
-const CALLBACK_LOG_DAYS: i64 = 7;
 const ACTIVE: &str = "active";
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -113,16 +110,9 @@ impl CallbackLogRow {
     }
 }
 
-/// Writes one log row and drops that connection's and source's rows past the retention.
+/// Writes one log row. The health report looks back a day; older rows go
+/// with the retention purge (`retention.callback_log_days`, B15).
 fn log_callback(conn: &mut crate::db::DbConnection, row: &CallbackLogRow) -> Result<(), Fail> {
-    let horizon = row.received_at - chrono::Duration::days(CALLBACK_LOG_DAYS);
-    diesel::delete(
-        callback_log::table
-            .filter(callback_log::connection_id.eq(&row.connection_id))
-            .filter(callback_log::source.eq(&row.source))
-            .filter(callback_log::received_at.lt(horizon)),
-    )
-    .execute(conn)?;
     diesel::insert_into(callback_log::table)
         .values(row)
         .execute(conn)?;

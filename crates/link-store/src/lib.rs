@@ -18,6 +18,7 @@ mod isp;
 mod jobs;
 mod links;
 mod migrate;
+mod retention;
 mod schema;
 mod webhooks;
 
