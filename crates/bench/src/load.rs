@@ -98,6 +98,7 @@ pub async fn run(make: MakeRequest, ok: &'static [u16], load: Load) -> anyhow::R
         ok,
         load.concurrency,
         load.warmup,
+        None,
         Arc::new(move || Instant::now() >= until),
     )
     .await
@@ -108,11 +109,14 @@ pub type Stop = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// [`run`] until `stop` says so rather than for a fixed time: for loads
 /// that end with an event (a burst sent, a job done) or last as long as one.
+/// With `pace`, a worker starts a request at most once per `pace` (a rate
+/// the system is meant to keep up with, rather than all it can take).
 pub async fn run_until(
     make: MakeRequest,
     ok: &'static [u16],
     concurrency: usize,
     warmup: Duration,
+    pace: Option<Duration>,
     stop: Stop,
 ) -> anyhow::Result<LoadResult> {
     let start = Instant::now();
@@ -126,7 +130,14 @@ pub async fn run_until(
             let mut rng = Rng::new(0x5EED_0000_0000_0000 | w as u64);
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut last = start;
+            // Paced workers start spread over one interval, not all at once.
+            let mut next_at =
+                start + pace.map_or(Duration::ZERO, |p| p * w as u32 / concurrency as u32);
             for seq in 0.. {
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += p;
+                }
                 if stop() {
                     break;
                 }

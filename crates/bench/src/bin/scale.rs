@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
                 "callback": cli.callback_workers, "feed": cli.feed_workers,
                 "burst": cli.burst_workers,
             },
+            "edit_rate": cli.edit_rate,
+            "callback_rate": cli.callback_rate,
             "idle_secs": cli.idle_secs,
             "stages_rps": cli.stages_rps,
             "crosslink_bin": cli.crosslink_bin,

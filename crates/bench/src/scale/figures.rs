@@ -2,6 +2,8 @@
 //! table's enqueue-to-start per dealer and window (the tenant-fair queue's
 //! figure), the database's size, and the WAL written.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -175,4 +177,72 @@ impl WalMark {
             &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')", self.0),
         )?))
     }
+}
+
+/// Autovacuum's work done by hand while the server runs without it (test
+/// clusters turn it off for speed): every few seconds, VACUUM ANALYZE or
+/// ANALYZE the run's tables past autovacuum's default thresholds. Without
+/// it the jobs table keeps the statistics of its empty start, and the
+/// claim's walk over the dealers reads every queued job once per dealer.
+pub struct Housekeeping {
+    stop: Arc<AtomicBool>,
+    task: Option<tokio::task::JoinHandle<u64>>,
+}
+
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+impl Housekeeping {
+    /// Starts it when `autovacuum` is off on the server; else does nothing.
+    pub fn start(db: &PgDatabase) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let on = psql_query(&db.url, "SHOW autovacuum")?.trim() == "on";
+        let task = (!on).then(|| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acted = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(HOUSEKEEPING_EVERY).await;
+                    let db = db.clone();
+                    // psql blocks: off the load's threads.
+                    let run = tokio::task::spawn_blocking(move || housekeep(&db));
+                    match run.await {
+                        Ok(Ok(n)) => acted += n,
+                        Ok(Err(e)) => eprintln!("bench-scale: housekeeping: {e:#}"),
+                        Err(e) => eprintln!("bench-scale: housekeeping: {e}"),
+                    }
+                }
+                acted
+            })
+        });
+        Ok(Housekeeping { stop, task })
+    }
+
+    /// Stops it: `None` when autovacuum was on, else the VACUUM and ANALYZE runs made.
+    pub async fn stop(mut self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        Some(self.task.take()?.await.unwrap_or(0))
+    }
+}
+
+/// One round: autovacuum's default thresholds (50 rows + 20 % dead for a
+/// vacuum, 50 + 10 % changed for an analyze); one statement per call, as
+/// VACUUM cannot run in a transaction.
+fn housekeep(db: &PgDatabase) -> anyhow::Result<u64> {
+    let due = psql_query(
+        &db.url,
+        "SELECT relname, n_dead_tup > 50 + 0.2 * n_live_tup \
+         FROM pg_stat_user_tables WHERE schemaname = current_schema() \
+         AND (n_dead_tup > 50 + 0.2 * n_live_tup OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)",
+    )?;
+    let mut acted = 0;
+    for row in due.lines() {
+        let sql = match fields(row)[..] {
+            [table, "t"] => format!("VACUUM (ANALYZE) {table}"),
+            [table, _] => format!("ANALYZE {table}"),
+            _ => continue,
+        };
+        psql_query(&db.url, &sql)?;
+        acted += 1;
+    }
+    Ok(acted)
 }

@@ -48,6 +48,14 @@ pub struct Sizes {
     pub callback_workers: usize,
     pub feed_workers: usize,
     pub burst_workers: usize,
+    /// Edits and callbacks per second over all their workers (0: as fast as they go).
+    pub edit_rate: f64,
+    pub callback_rate: f64,
+}
+
+/// The interval each of `workers` keeps between requests for `rate` a second in all.
+fn pace(rate: f64, workers: usize) -> Option<Duration> {
+    (rate > 0.0).then(|| Duration::from_secs_f64(workers as f64 / rate))
 }
 
 /// The background load never outlasts its duration by more than this,
@@ -245,38 +253,53 @@ pub async fn run(w: Arc<World>, sizes: Sizes) -> anyhow::Result<Mixed> {
         })
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let background: Vec<(&'static str, MakeRequest, &'static [u16], usize)> = vec![
+    let edit_pace = pace(sizes.edit_rate, sizes.edit_workers);
+    let callback_pace = pace(sizes.callback_rate, sizes.callback_workers);
+    type Background = (
+        &'static str,
+        MakeRequest,
+        &'static [u16],
+        usize,
+        Option<Duration>,
+    );
+    let background: Vec<Background> = vec![
         (
             "link lookup by billing id (GET /v1/links?billing_id=)",
             lookups(w.clone()),
             &[200],
             sizes.lookup_workers,
+            None,
         ),
         (
             "billing site edit, Auto Sync on (PUT /v1/billing/sites)",
             edits(w.clone()),
             &[200],
             sizes.edit_workers,
+            edit_pace,
         ),
         (
             "Stages callback (POST /v1/webhooks/stages)",
             callbacks(w.clone(), run_id),
             &[202],
             sizes.callback_workers,
+            callback_pace,
         ),
         (
             "change-feed page (GET /v1/events?after=)",
             feed(w.clone()),
             &[200],
             sizes.feed_workers,
+            None,
         ),
     ];
     let mut tasks = Vec::new();
-    for (name, make, ok, workers) in background.into_iter().filter(|b| b.3 > 0) {
+    for (name, make, ok, workers, pace) in background.into_iter().filter(|b| b.3 > 0) {
         let stop = stop.clone();
         tasks.push((
             name,
-            tokio::spawn(async move { load::run_until(make, ok, workers, WARMUP, stop).await }),
+            tokio::spawn(
+                async move { load::run_until(make, ok, workers, WARMUP, pace, stop).await },
+            ),
         ));
     }
     let burst_task = {
@@ -296,6 +319,7 @@ pub async fn run(w: Arc<World>, sizes: Sizes) -> anyhow::Result<Mixed> {
                 &[200],
                 sizes.burst_workers,
                 Duration::ZERO,
+                None,
                 until,
             )
             .await;

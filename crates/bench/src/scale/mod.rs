@@ -83,6 +83,14 @@ pub struct Cli {
     pub feed_workers: usize,
     #[arg(long, default_value_t = 4)]
     pub burst_workers: usize,
+    /// Billing edits per second of the other dealers, over the edit workers
+    /// (0: as fast as they go, which on 2 cores enqueues more pushes than the
+    /// workers run, so every job waits longer and longer whatever the burst does).
+    #[arg(long, default_value_t = 40.0)]
+    pub edit_rate: f64,
+    /// Stages callbacks per second, over the callback workers (0: as fast as they go).
+    #[arg(long, default_value_t = 20.0)]
+    pub callback_rate: f64,
     /// Seconds of lookups alone before the mix (their baseline).
     #[arg(long, default_value_t = 10.0)]
     pub idle_secs: f64,
@@ -92,7 +100,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     pub stages_rps: u32,
     /// Longest wait for the queue to empty after the load.
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = 180.0)]
     pub drain_timeout: f64,
     /// Leave the run's database on the server (its name is printed).
     #[arg(long)]
@@ -273,6 +281,7 @@ async fn measure(cli: &Cli, s: &Setup) -> anyhow::Result<Vec<Bench>> {
     let size_before = figures::database_size(pg)?;
     let tables_before = figures::table_sizes(pg)?;
     let rss_idle = memory_mib(pid).map_or(f64::NAN, |(_, rss)| rss);
+    let housekeeping = figures::Housekeeping::start(pg)?;
     let (idle, _) = step(
         "lookups alone",
         mix::idle_lookups(s.world.clone(), cli.lookup_workers, cli.idle_secs),
@@ -288,6 +297,8 @@ async fn measure(cli: &Cli, s: &Setup) -> anyhow::Result<Vec<Bench>> {
         callback_workers: cli.callback_workers,
         feed_workers: cli.feed_workers,
         burst_workers: cli.burst_workers,
+        edit_rate: cli.edit_rate,
+        callback_rate: cli.callback_rate,
     };
     let wal = figures::WalMark::now(pg)?;
     let cpu = CpuProbe::start(pid, Some(pg))?;
@@ -299,7 +310,9 @@ async fn measure(cli: &Cli, s: &Setup) -> anyhow::Result<Vec<Bench>> {
         figures::drain(pg, Duration::from_secs_f64(cli.drain_timeout)),
     )
     .await?;
+    let housekept = housekeeping.stop().await;
     let after = rows::After {
+        housekept,
         size: figures::database_size(pg)?,
         tables: figures::table_sizes(pg)?,
         memory: memory_mib(pid).unwrap_or((f64::NAN, f64::NAN)),

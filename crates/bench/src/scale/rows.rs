@@ -24,6 +24,8 @@ pub struct After {
     pub drain_secs: f64,
     /// Jobs still queued or running when the drain gave up.
     pub left: u64,
+    /// VACUUM and ANALYZE runs the bench made for an autovacuum that is off.
+    pub housekept: Option<u64>,
 }
 
 /// Enqueue-to-start by window.
@@ -168,7 +170,17 @@ fn operations(r: &Run) -> Vec<Bench> {
                 .against("the same lookups alone, p99", r.idle.percentile_ms(99.0)),
             );
         } else {
-            rows.extend(latency_rows(name, l, workers, ""));
+            let rate = match i {
+                1 => cli.edit_rate,
+                2 => cli.callback_rate,
+                _ => 0.0,
+            };
+            let paced = if rate > 0.0 {
+                format!(", paced at {rate:.0}/s")
+            } else {
+                String::new()
+            };
+            rows.extend(latency_rows(name, l, workers, &paced));
         }
     }
     rows.extend(latency_rows(
@@ -257,8 +269,18 @@ fn fairness(r: &Run) -> Vec<Bench> {
             f.burst_dealer.p50_ms
         )),
         Bench::new("queue drained after the load", PG, r.after.drain_secs, "s").note(format!(
-            "{} still queued or running at the end; {} failed or dead; jobs by kind and state: {}",
-            r.after.left, r.after.dead_or_failed, r.after.jobs
+            "{} still queued or running at the end; {} failed or dead; jobs by kind and state: \
+             {}{}",
+            r.after.left,
+            r.after.dead_or_failed,
+            r.after.jobs,
+            match r.after.housekept {
+                None => String::new(),
+                Some(n) => format!(
+                    "; autovacuum is off on this server, so the bench ran VACUUM/ANALYZE at \
+                     autovacuum's default thresholds every 5 s ({n} runs)"
+                ),
+            }
         )),
     ]
 }
