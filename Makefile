@@ -30,7 +30,7 @@ bench: deps
 ## One PostgreSQL primary at scale (B15, B9): 1,000 dealers x 1,000 links seeded
 ## by SQL, a mixed load with one dealer's 50,000-edit burst and another's
 ## reconcile; per-operation p50/p99, the other dealers' job waits during the
-## burst, database growth, memory (target/bench/scale.md and .json; ~10 min).
+## burst, database growth, memory (target/bench/scale.md and .json; ~6 min on 2 cores).
 bench-scale: deps postgres
 	CARGO="$(CARGO)" ./scripts/bench-scale.sh
 

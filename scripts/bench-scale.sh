@@ -3,7 +3,7 @@
 # PostgreSQL primary with 1,000 dealers x 1,000 links (seeded by SQL in a
 # database made for the run and dropped after it) under a mixed load, one
 # dealer's 50,000-edit burst and another's reconcile in the middle. Prints the
-# table, also in target/bench/scale.md and scale.json. Takes about 10 minutes
+# table, also in target/bench/scale.md and scale.json. Takes about 6 minutes
 # on 2 cores. Extra arguments go to crosslink-bench-scale (e.g. --dealers 100
 # --duration 30 --burst-edits 5000 for a quick run; --help for all).
 set -euo pipefail
