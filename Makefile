@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test soak bench lint fmt openapi build postgres deps deploy-check readme-check client-scenario browser-check fuzz
+.PHONY: run test soak bench bench-scale lint fmt openapi build postgres deps deploy-check readme-check client-scenario browser-check fuzz
 
 ## Build everything and start the demo: service on SQLite + seeded Stages simulator.
 run: deps
@@ -26,6 +26,13 @@ test: deps postgres
 ## (release build; SQLite and PostgreSQL; target/bench/results.md and .json).
 bench: deps
 	CARGO="$(CARGO)" ./scripts/bench.sh
+
+## One PostgreSQL primary at scale (B15, B9): 1,000 dealers x 1,000 links seeded
+## by SQL, a mixed load with one dealer's 50,000-edit burst and another's
+## reconcile; per-operation p50/p99, the other dealers' job waits during the
+## burst, database growth, memory (target/bench/scale.md and .json; ~6 min on 2 cores).
+bench-scale: deps postgres
+	CARGO="$(CARGO)" ./scripts/bench-scale.sh
 
 ## Long randomized runs of the convergence test on both backends: random
 ## seeds (each printed; CONVERGENCE_SEED=N replays one), SOAK_RUNS runs of

@@ -92,23 +92,57 @@ pub type MakeRequest = Arc<dyn Fn(&Turn, &mut Rng) -> reqwest::RequestBuilder + 
 /// Sends `make(turn, rng)` from `load.concurrency` workers; any answer whose
 /// status is not in `ok` (or a transport error) fails the run.
 pub async fn run(make: MakeRequest, ok: &'static [u16], load: Load) -> anyhow::Result<LoadResult> {
+    let until = Instant::now() + load.warmup + load.duration;
+    run_until(
+        make,
+        ok,
+        load.concurrency,
+        load.warmup,
+        None,
+        Arc::new(move || Instant::now() >= until),
+    )
+    .await
+}
+
+/// Whether a run of [`run_until`] is over; asked before each request.
+pub type Stop = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// [`run`] until `stop` says so rather than for a fixed time: for loads
+/// that end with an event (a burst sent, a job done) or last as long as one.
+/// With `pace`, a worker starts a request at most once per `pace` (a rate
+/// the system is meant to keep up with, rather than all it can take).
+pub async fn run_until(
+    make: MakeRequest,
+    ok: &'static [u16],
+    concurrency: usize,
+    warmup: Duration,
+    pace: Option<Duration>,
+    stop: Stop,
+) -> anyhow::Result<LoadResult> {
     let start = Instant::now();
-    let measure_from = start + load.warmup;
-    let until = measure_from + load.duration;
-    let mut workers = Vec::with_capacity(load.concurrency);
-    for w in 0..load.concurrency {
+    let measure_from = start + warmup;
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
         let make = make.clone();
+        let stop = stop.clone();
         workers.push(tokio::spawn(async move {
             // Deterministic per worker, so runs ask for the same ids.
             let mut rng = Rng::new(0x5EED_0000_0000_0000 | w as u64);
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut last = start;
+            // Paced workers start spread over one interval, not all at once.
+            let mut next_at =
+                start + pace.map_or(Duration::ZERO, |p| p * w as u32 / concurrency as u32);
             for seq in 0.. {
-                let rb = make(&Turn { worker: w, seq }, &mut rng);
-                let sent = Instant::now();
-                if sent >= until {
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += p;
+                }
+                if stop() {
                     break;
                 }
+                let rb = make(&Turn { worker: w, seq }, &mut rng);
+                let sent = Instant::now();
                 let (client, req) = rb.build_split();
                 let req = req.map_err(|e| format!("building a request: {e}"))?;
                 let (method, url) = (req.method().clone(), req.url().clone());

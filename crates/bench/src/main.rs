@@ -9,23 +9,16 @@
 //! Adding a benchmark: write a function in `scenarios` that returns its
 //! [`report::Bench`] rows and call it from [`run`].
 
-mod cost;
-mod imports;
-mod load;
-mod report;
-mod scenarios;
-mod service;
-mod sync;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use load::Load;
-use report::{Bench, Report};
-use service::{Api, Backend, Database, Env, Service};
+use bench::load::Load;
+use bench::report::{Bench, Report};
+use bench::service::{Api, Backend, Database, Env, Service};
+use bench::{cost, imports, scenarios, service, sync};
 
 #[derive(Parser, Debug)]
 #[command(

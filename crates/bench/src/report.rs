@@ -101,8 +101,13 @@ pub fn number(v: f64) -> String {
 
 impl Report {
     pub fn markdown(&self) -> String {
+        self.markdown_titled("crosslink benchmarks")
+    }
+
+    /// [`Report::markdown`] under another heading (`make bench-scale`'s table).
+    pub fn markdown_titled(&self, title: &str) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "# crosslink benchmarks\n");
+        let _ = writeln!(md, "# {title}\n");
         let _ = writeln!(
             md,
             "Run {} on {} CPUs, {:.0} s in all. Ratio = figure / baseline, both measured in this run.\n",
@@ -141,10 +146,15 @@ impl Report {
 
     /// Writes `results.md` and `results.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let md = dir.join("results.md");
-        std::fs::write(&md, self.markdown())
+        self.write_named(dir, "results", "crosslink benchmarks")
+    }
+
+    /// Writes `{stem}.md` (headed `title`) and `{stem}.json` into `dir`.
+    pub fn write_named(&self, dir: &Path, stem: &str, title: &str) -> anyhow::Result<()> {
+        let md = dir.join(format!("{stem}.md"));
+        std::fs::write(&md, self.markdown_titled(title))
             .with_context(|| format!("writing {}", md.display()))?;
-        let json = dir.join("results.json");
+        let json = dir.join(format!("{stem}.json"));
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(&json, text + "\n")
             .with_context(|| format!("writing {}", json.display()))?;

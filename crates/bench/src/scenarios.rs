@@ -111,12 +111,17 @@ pub async fn seeded_sim(sites: usize) -> anyhow::Result<stages_sim::Sim> {
 /// Without the automatic migration (S20): the reconcile benchmark asks for
 /// its own reconcile and counts what that one takes over.
 pub async fn connect(api: &Api, sim: &stages_sim::Sim) -> anyhow::Result<String> {
+    connect_to(api, &sim.base_url()).await
+}
+
+/// [`connect`] to the simulator at `endpoint`.
+pub async fn connect_to(api: &Api, endpoint: &str) -> anyhow::Result<String> {
     let c = api
         .call(
             Method::POST,
             "/v1/connections",
             Some(
-                &json!({"provider": "stages", "name": "bench", "endpoint": sim.base_url(),
+                &json!({"provider": "stages", "name": "bench", "endpoint": endpoint,
                 "auth_mode": "dealer", "migrate_on_connect": false}),
             ),
             &[201],

@@ -187,6 +187,39 @@ pub fn psql_query(url: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
 }
 
+/// [`psql_query`] for a script too long for a command line: sent on stdin.
+pub fn psql_script(url: &str, sql: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("psql")
+        .args([
+            url,
+            "-qtAX",
+            "-F",
+            "\u{1f}",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    let mut stdin = child.stdin.take().context("psql without stdin")?;
+    stdin.write_all(sql.as_bytes())?;
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let head: String = sql.chars().take(200).collect();
+        bail!(
+            "psql script {head:?}...: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
 /// A running `crosslink serve`; killed on drop if not stopped.
 pub struct Service {
     child: Child,
