@@ -13,7 +13,7 @@ use chrono::NaiveDateTime;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
 
 use super::{JobRow, LOST_ON_LAST_ATTEMPT, QUEUED, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{write_transaction, DbConnection, Fail};
@@ -101,8 +101,8 @@ macro_rules! lost_leases {
 struct Head {
     #[diesel(sql_type = Text)]
     dealer: String,
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    head_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = Timestamp)]
+    head_at: NaiveDateTime,
     #[diesel(sql_type = BigInt)]
     running: i64,
 }
@@ -122,22 +122,29 @@ fn heads(conn: &mut DbConnection, kinds: &[String], now: NaiveDateTime) -> Resul
         return Ok(Vec::new());
     }
     let query = |now_param: &str| {
-        let due = format!(
-            "j.state = 'queued' AND j.run_at <= {now_param} AND j.cancel_requested = FALSE \
-             AND j.kind IN ({kinds})"
-        );
+        let due = |t: &str| {
+            format!(
+                "{t}.state = 'queued' AND {t}.run_at <= {now_param} \
+                 AND {t}.cancel_requested = FALSE AND {t}.kind IN ({kinds})"
+            )
+        };
+        // Each step finds the next dealer's oldest due job by one probe of
+        // the (dealer, run_at, id) index of queued jobs.
         format!(
-            "WITH RECURSIVE heads(dealer) AS ( \
-               SELECT (SELECT j.dealer FROM jobs j WHERE {due} ORDER BY j.dealer LIMIT 1) \
+            "WITH RECURSIVE heads(dealer, head_at) AS ( \
+               SELECT j.dealer, j.run_at FROM jobs j WHERE j.id = \
+                 (SELECT f.id FROM jobs f WHERE {first} \
+                  ORDER BY f.dealer, f.run_at, f.id LIMIT 1) \
                UNION ALL \
-               SELECT (SELECT j.dealer FROM jobs j WHERE {due} AND j.dealer > heads.dealer \
-                       ORDER BY j.dealer LIMIT 1) \
-               FROM heads WHERE heads.dealer IS NOT NULL) \
-             SELECT h.dealer AS dealer, \
-               (SELECT MIN(j.run_at) FROM jobs j WHERE {due} AND j.dealer = h.dealer) AS head_at, \
+               SELECT j.dealer, j.run_at FROM heads h JOIN jobs j ON j.id = \
+                 (SELECT n.id FROM jobs n WHERE {next} AND n.dealer > h.dealer \
+                  ORDER BY n.dealer, n.run_at, n.id LIMIT 1)) \
+             SELECT h.dealer AS dealer, h.head_at AS head_at, \
                (SELECT COUNT(*) FROM jobs r WHERE r.dealer = h.dealer AND r.state = 'running') \
                  AS running \
-             FROM heads h WHERE h.dealer IS NOT NULL"
+             FROM heads h",
+            first = due("f"),
+            next = due("n"),
         )
     };
     Ok(match conn {
@@ -235,6 +242,19 @@ fn claim_batch(
     write_transaction(conn, |conn| {
         if claim.settle_lost_leases {
             settle_lost_leases(conn, now)?;
+        }
+        if let DbConnection::Postgresql(pg) = &mut *conn {
+            // Ordered index walks, whatever the statistics say: planned for
+            // the empty queue ANALYZE last saw, the walk over dealers took
+            // bitmap scans and sorts of every queued row per dealer (5 s a
+            // claim at 40,000 queued over 1,000 dealers, against 10 ms).
+            // Local to this transaction.
+            diesel::sql_query(
+                "SELECT set_config('enable_seqscan', 'off', true), \
+                 set_config('enable_bitmapscan', 'off', true), \
+                 set_config('enable_sort', 'off', true)",
+            )
+            .execute(pg)?;
         }
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
         // Rows another claimer holds are skipped, not waited for (on
@@ -402,7 +422,8 @@ mod tests {
         Head {
             dealer: dealer.into(),
             head_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 3)
-                .and_then(|d| d.and_hms_opt(8, minute, 0)),
+                .and_then(|d| d.and_hms_opt(8, minute, 0))
+                .unwrap(),
             running,
         }
     }
