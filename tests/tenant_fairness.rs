@@ -3,7 +3,8 @@
 //! edit. B's push is claimed while A's backlog is still there (the claim
 //! shares its slots out by dealer), not after it, and A's pushes all run.
 //! Ordering, not timing, is what is asserted: the figure of how long B waits
-//! comes from `make bench-scale`.
+//! comes from `make bench-scale`. On one service (both backends) and on
+//! three replicas sharing one PostgreSQL.
 
 mod support;
 
@@ -90,19 +91,22 @@ fn queued_of(svc: &Service, dealer: &str) -> usize {
     .unwrap()
 }
 
-async fn one_dealers_backlog_does_not_hold_up_anothers_push(backend: Backend) {
+/// The scenario on one service or on replicas sharing one database: set
+/// up through the first, B's edit through the second, watched from the last.
+async fn backlog_scenario(backend: Backend, replicas: &[Service]) {
     let slow = start_sim(0).await;
     let quick = start_sim(0).await;
-    let svc = Service::start_on(backend, Vec::new()).await;
-    let (a, a_cid, _, a_link) = dealer_with_a_linked_site(&svc, &slow, "dealer-a", "9100001").await;
-    let (b, _, b_site, _) = dealer_with_a_linked_site(&svc, &quick, "dealer-b", "9100002").await;
+    let svc = &replicas[0];
+    let (editor, watcher) = (&replicas[1 % replicas.len()], &replicas[replicas.len() - 1]);
+    let (a, a_cid, _, a_link) = dealer_with_a_linked_site(svc, &slow, "dealer-a", "9100001").await;
+    let (b, _, b_site, _) = dealer_with_a_linked_site(svc, &quick, "dealer-b", "9100002").await;
     // A's Stages answers slowly: its pushes hold their slots a while.
     slow.state()
         .add_fault(stages_sim::FaultRule::parse("* /api/v1/*=latency:100").unwrap())
         .unwrap();
-    queue_backlog(&svc, backend, "dealer-a", &a_link, BACKLOG);
+    queue_backlog(svc, backend, "dealer-a", &a_link, BACKLOG);
 
-    let edit = svc
+    let edit = editor
         .call(
             Method::PUT,
             &format!("/v1/billing/sites/{b_site}"),
@@ -113,7 +117,7 @@ async fn one_dealers_backlog_does_not_hold_up_anothers_push(backend: Backend) {
     assert_eq!(edit.status, 200, "{}", edit.text);
     let mut pushed: Option<Value> = None;
     for _ in 0..600 {
-        let jobs = svc
+        let jobs = watcher
             .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &b, None)
             .await;
         pushed = jobs.body["items"]
@@ -124,7 +128,7 @@ async fn one_dealers_backlog_does_not_hold_up_anothers_push(backend: Backend) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let left = queued_of(&svc, "dealer-a");
+    let left = queued_of(svc, "dealer-a");
     assert!(pushed.is_some(), "B's push did not run");
     // Claimed oldest first, B's push would have waited for all of A's.
     assert!(
@@ -149,12 +153,35 @@ async fn one_dealers_backlog_does_not_hold_up_anothers_push(backend: Backend) {
         .await;
     assert_eq!(off.status, 200, "{}", off.text);
     for _ in 0..1200 {
-        if queued_of(&svc, "dealer-a") == 0 {
+        if queued_of(svc, "dealer-a") == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(queued_of(&svc, "dealer-a"), 0, "A's backlog drains");
+    assert_eq!(queued_of(svc, "dealer-a"), 0, "A's backlog drains");
+}
+
+async fn one_dealers_backlog_does_not_hold_up_anothers_push(backend: Backend) {
+    let svc = Service::start_on(backend, Vec::new()).await;
+    backlog_scenario(backend, std::slice::from_ref(&svc)).await;
 }
 
 on_both_backends!(one_dealers_backlog_does_not_hold_up_anothers_push);
+
+/// Three replicas on one PostgreSQL: the cap and the shares count every
+/// replica's running jobs, so B is not held up on any of them.
+#[tokio::test]
+async fn on_three_replicas_one_dealers_backlog_does_not_hold_up_anothers_push() {
+    let schema = PgSchema::new();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            Service::start_with(ServiceOptions {
+                database_url: Some(schema.url()),
+                env: Vec::new(),
+            })
+            .await,
+        );
+    }
+    backlog_scenario(Backend::Postgres, &replicas).await;
+}
