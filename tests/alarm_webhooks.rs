@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
@@ -71,25 +69,11 @@ fn now() -> i64 {
 
 /// Rows of the inbox for a connection, read straight from the database.
 fn inbox_rows(svc: &Service, cid: &str) -> usize {
-    let sql = format!("SELECT count(*) FROM webhook_inbox WHERE connection_id = '{cid}'");
-    let out = if let Some(path) = svc.database_url.strip_prefix("sqlite://") {
-        Command::new("sqlite3")
-            .arg(path)
-            .arg(&sql)
-            .output()
-            .unwrap()
-    } else {
-        Command::new("psql")
-            .args([&svc.database_url, "-qtAX", "-c", &sql])
-            .output()
-            .unwrap()
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    svc.sql(&format!(
+        "SELECT count(*) FROM webhook_inbox WHERE connection_id = '{cid}'"
+    ))
+    .parse()
+    .unwrap()
 }
 
 async fn rotate(svc: &Service, admin: &Who, cid: &str) -> (String, String) {

@@ -410,21 +410,7 @@ fn kept_answers(svc: &Service) -> String {
 }
 
 fn count_rows(svc: &Service, sql: &str) -> u64 {
-    let out = match svc.database_url.strip_prefix("sqlite://") {
-        Some(path) => std::process::Command::new("sqlite3")
-            .args([path, sql])
-            .output(),
-        None => std::process::Command::new("psql")
-            .args([&svc.database_url, "-qtAX", "-c", sql])
-            .output(),
-    }
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    svc.sql(sql).parse().unwrap()
 }
 
 async fn idempotent_answers_are_sealed_and_refusals_do_not_use_the_key(backend: Backend) {

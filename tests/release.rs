@@ -22,22 +22,9 @@ struct World {
 async fn world(backend: Backend) -> World {
     let sim = start_sim(3).await;
     let svc = Service::start_on(backend, Vec::new()).await;
-    let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    let a = svc
-        .call(
-            Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
     // The migration (nothing to take over here) is over before the test starts.
-    svc.migration_settled(&op, &cid).await;
+    let cid = svc.stages_connection(&Who::admin("acme"), &sim).await;
     let sites = sim
         .state()
         .sites()

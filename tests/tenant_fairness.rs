@@ -24,19 +24,7 @@ async fn dealer_with_a_linked_site(
     code: &str,
 ) -> (Who, String, String, String) {
     let admin = Who::admin(dealer);
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    let a = svc
-        .call(
-            Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    svc.migration_settled(&admin, &cid).await;
+    let cid = svc.stages_connection(&admin, sim).await;
     let made = svc
         .call(
             Method::POST,

@@ -361,6 +361,25 @@ impl Service {
         panic!("jobs did not settle; log:\n{}", self.logs());
     }
 
+    /// A dealer-mode Stages connection of `admin`'s dealer to `sim`, with
+    /// the simulator's credentials stored and the migration they queue over.
+    pub async fn stages_connection(&self, admin: &Who, sim: &stages_sim::Sim) -> String {
+        let cid = self
+            .create_connection(admin, "Stages", &sim.base_url(), "dealer")
+            .await;
+        let a = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/connections/{cid}/credentials/dealer"),
+                admin,
+                Some(serde_json::json!({"username": SIM_USER, "password": SIM_PASSWORD})),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        self.migration_settled(admin, &cid).await;
+        cid
+    }
+
     /// Points `sim`'s callbacks at this service's webhook of connection
     /// `cid`, with a freshly rotated inbound credential; returns its secret.
     pub async fn connect_callbacks(&self, admin: &Who, cid: &str, sim: &stages_sim::Sim) -> String {

@@ -107,7 +107,7 @@ fn store_not_found(what: impl Into<String>) -> impl FnOnce(StoreError) -> Operat
 
 /// An id a request body gives that names nothing: a 422 on that field,
 /// whatever the route (an id in the path that names nothing is a 404).
-fn body_reference(
+pub(crate) fn body_reference(
     field: impl Into<String>,
     what: impl Into<String>,
 ) -> impl FnOnce(StoreError) -> OperationError {

@@ -159,14 +159,15 @@ async fn existing_customer(
     caller: &Caller,
     id: &BillingId,
 ) -> Result<(), OperationError> {
-    match ports.billing.customer(&caller.dealer, id).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound) => Err(OperationError::Invalid(ValidationError::field(
+    ports
+        .billing
+        .customer(&caller.dealer, id)
+        .await
+        .map(drop)
+        .map_err(linking::body_reference(
             "customer.customer_id",
             format!("no billing customer '{id}'"),
-        ))),
-        Err(e) => Err(e.into()),
-    }
+        ))
 }
 
 fn created(

@@ -111,16 +111,22 @@ struct Head {
 /// the queued jobs' (dealer, run_at) index from one dealer to the next, so
 /// it costs one index seek per dealer, however many jobs each has queued.
 fn heads(conn: &mut DbConnection, kinds: &[String], now: NaiveDateTime) -> Result<Vec<Head>, Fail> {
-    // The kinds are the service's own names (checked), never a caller's text.
+    // The kinds are the service's own names, never a caller's text; one
+    // that could not be written into the statement as it is is a bug, and
+    // said so rather than never claimed.
+    if let Some(bad) = kinds
+        .iter()
+        .find(|k| !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    {
+        return Err(crate::connections::corrupt(format!(
+            "job kind '{bad}' is not a plain name"
+        )));
+    }
     let kinds = kinds
         .iter()
-        .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
         .map(|k| format!("'{k}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    if kinds.is_empty() {
-        return Ok(Vec::new());
-    }
     let query = |now_param: &str| {
         let due = |t: &str| {
             format!(
@@ -196,23 +202,23 @@ fn is_bulk(kind: &str) -> bool {
     domain::jobs::kinds::BULK.contains(&kind)
 }
 
-/// The claim's batch out of the candidates: lost leases first, then by
-/// dealer share (jobs running plus the job's place in its dealer's queue,
-/// interactive before bulk), then age; no two of one key; no dealer past
-/// its cap.
+/// The claim's batch out of the candidates (each dealer's queued jobs, with
+/// `running` of each dealer): lost leases first, then by dealer share (jobs
+/// running plus the job's place in its dealer's queue, interactive before
+/// bulk), then age; no two of one key; no dealer past its cap.
 fn fair_batch(
     lost: Vec<JobRow>,
-    queued: Vec<(Vec<JobRow>, i64)>,
+    queued: Vec<Vec<JobRow>>,
+    running: &HashMap<&str, i64>,
     limit: usize,
     cap: usize,
 ) -> Vec<JobRow> {
     let mut ranked: Vec<(i64, JobRow)> = lost.into_iter().map(|j| (i64::MIN, j)).collect();
-    let mut running: HashMap<String, i64> = HashMap::new();
-    for (mut jobs, dealer_running) in queued {
+    for mut jobs in queued {
         // Stable: oldest first within interactive, then within bulk.
         jobs.sort_by_key(|j| is_bulk(&j.kind));
         for (place, job) in jobs.into_iter().enumerate() {
-            running.insert(job.dealer.clone(), dealer_running);
+            let dealer_running = running.get(job.dealer.as_str()).copied().unwrap_or(0);
             ranked.push((dealer_running.saturating_add(place as i64), job));
         }
     }
@@ -222,7 +228,7 @@ fn fair_batch(
         if cap == 0 || j.state == RUNNING {
             return true;
         }
-        let now_running = running.get(&j.dealer).copied().unwrap_or(0);
+        let now_running = running.get(j.dealer.as_str()).copied().unwrap_or(0);
         let n = taken.entry(j.dealer.clone()).or_insert(0);
         if now_running.saturating_add(*n) >= cap as i64 {
             return false;
@@ -289,9 +295,15 @@ fn claim_batch(
                     .limit(take)
                     .load(sqlite)?,
             };
-            queued.push((jobs, running.get(dealer.as_str()).copied().unwrap_or(0)));
+            queued.push(jobs);
         }
-        let mut batch = fair_batch(lost, queued, claim.limit, claim.max_running_per_dealer);
+        let mut batch = fair_batch(
+            lost,
+            queued,
+            &running,
+            claim.limit,
+            claim.max_running_per_dealer,
+        );
         if batch.is_empty() {
             return Ok(batch);
         }
