@@ -279,6 +279,9 @@ pub struct RetentionSettings {
     pub dead_jobs_days: u64,
     /// Each record's outcome of an import, from when the import ended.
     pub import_items_days: u64,
+    /// Batches and imports themselves (what is left of their items and their
+    /// job with them), from when they ended; what an import matched stays.
+    pub runs_days: u64,
     /// Most rows one purge statement deletes.
     pub batch_size: u32,
     /// Pause between two batches, so requests get the database in between.
@@ -320,6 +323,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("retention.finished_jobs_days", "7"),
     ("retention.dead_jobs_days", "30"),
     ("retention.import_items_days", "30"),
+    ("retention.runs_days", "90"),
     ("retention.batch_size", "500"),
     ("retention.batch_pause_ms", "100"),
     ("retention.interval_secs", "600"),

@@ -52,6 +52,7 @@ impl Policy {
                     History::ImportItems => {
                         (r.import_items_days > 0).then(|| days(r.import_items_days))
                     }
+                    History::Runs => (r.runs_days > 0).then(|| days(r.runs_days)),
                 };
                 kept.map(|k| (history, k))
             })

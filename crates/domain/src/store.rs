@@ -737,10 +737,13 @@ pub enum History {
     DeadJobs,
     /// The outcome of each record of an import, by when the import ended.
     ImportItems,
+    /// Batches and imports themselves (their items and their job with
+    /// them), by when they ended.
+    Runs,
 }
 
 impl History {
-    pub const ALL: [History; 7] = [
+    pub const ALL: [History; 8] = [
         History::Events,
         History::Audit,
         History::CallbackLog,
@@ -748,6 +751,7 @@ impl History {
         History::FinishedJobs,
         History::DeadJobs,
         History::ImportItems,
+        History::Runs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -759,6 +763,7 @@ impl History {
             Self::FinishedJobs => "finished_jobs",
             Self::DeadJobs => "dead_jobs",
             Self::ImportItems => "import_items",
+            Self::Runs => "runs",
         }
     }
 }
@@ -781,7 +786,8 @@ pub trait RetentionStore: Send + Sync {
     /// than `limit` means none is left. Never deletes a row still needed: a
     /// queued or running job, a job a batch, an import or a connection's
     /// migration reads its state from, an event a pending delivery will
-    /// send, the items of an import that has not ended.
+    /// send, the items of an import that has not ended, a batch or an import
+    /// that has not ended.
     async fn purge_history(
         &self,
         history: History,

@@ -18,8 +18,8 @@ use domain::store::{History, RetentionStore, StoreResult, TableFigures};
 use crate::connections::{from_db_time, to_db_time};
 use crate::db::{write_transaction, DbConnection, Fail};
 use crate::schema::{
-    audit_log, batches, callback_log, connections, events, idempotency_keys, import_items, imports,
-    jobs, links,
+    audit_log, batch_items, batches, callback_log, connections, events, idempotency_keys,
+    import_items, imports, jobs, links,
 };
 use crate::Store;
 
@@ -78,6 +78,7 @@ impl RetentionStore for Store {
                     purge_jobs(conn, &[JobState::Dead, JobState::Failed], before, limit)
                 }
                 History::ImportItems => purge_import_items(conn, before, limit),
+                History::Runs => purge_runs(conn, before, limit),
             })?;
             Ok(purged as u64)
         })
@@ -86,15 +87,22 @@ impl RetentionStore for Store {
 
     async fn table_figures(&self) -> StoreResult<Vec<TableFigures>> {
         self.run(|conn, _| {
-            // One statement per table; the caller reads them every minute or
-            // so, never per scrape.
+            let estimates = live_row_estimates(conn)?;
+            // One or two statements per table; the caller reads them every
+            // minute or so, never per scrape. The oldest row is an index probe
+            // where the purger has an age index, a scan of a bounded table
+            // elsewhere.
             macro_rules! figures {
                 ($table:ident, $age:expr) => {{
-                    let (rows, oldest): (i64, Option<NaiveDateTime>) = $table::table
-                        .select((count_star(), min($age)))
-                        .first(conn)?;
+                    let table = stringify!($table);
+                    let oldest: Option<NaiveDateTime> =
+                        $table::table.select(min($age)).first(conn)?;
+                    let rows = match estimates.get(table) {
+                        Some(&n) if n >= EXACT_COUNT_BELOW => n,
+                        _ => $table::table.select(count_star()).first::<i64>(conn)?,
+                    };
                     TableFigures {
-                        table: stringify!($table),
+                        table,
                         rows: rows.max(0) as u64,
                         oldest: oldest.map(from_db_time),
                     }
@@ -107,11 +115,42 @@ impl RetentionStore for Store {
                 figures!(idempotency_keys, idempotency_keys::created_at),
                 figures!(jobs, jobs::created_at),
                 figures!(import_items, import_items::created_at),
+                figures!(imports, imports::created_at),
+                figures!(batches, batches::created_at),
                 figures!(links, links::created_at),
             ])
         })
         .await
     }
+}
+
+/// Tables at least this large are not counted row by row on PostgreSQL: a
+/// `count(*)` of millions of rows is seconds of scanning every minute.
+const EXACT_COUNT_BELOW: i64 = 100_000;
+
+#[derive(QueryableByName)]
+struct LiveRows {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    relname: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n_live_tup: i64,
+}
+
+/// PostgreSQL's running count of live rows per table, kept by its statistics
+/// system on every commit (autovacuum or not); SQLite has none, and counts.
+fn live_row_estimates(conn: &mut DbConnection) -> Result<BTreeMap<String, i64>, Fail> {
+    let DbConnection::Postgresql(pg) = conn else {
+        return Ok(BTreeMap::new());
+    };
+    let rows: Vec<LiveRows> = diesel::sql_query(
+        "SELECT relname::text AS relname, n_live_tup FROM pg_stat_user_tables \
+         WHERE schemaname = current_schema()",
+    )
+    .load(pg)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.relname, r.n_live_tup))
+        .collect())
 }
 
 /// Events before `before`, except those a queued or running delivery will
@@ -236,4 +275,100 @@ fn purge_import_items(
         purged += deleted;
     }
     Ok(purged)
+}
+
+/// The items of batches that ended before `before`, oldest batch first, up to
+/// `limit` over as many batches as it takes (as for import items above).
+fn purge_batch_items(
+    conn: &mut DbConnection,
+    before: NaiveDateTime,
+    limit: i64,
+) -> Result<usize, Fail> {
+    let mut purged = 0;
+    while (purged as i64) < limit {
+        let ended: Option<String> = batches::table
+            .filter(batches::finished_at.lt(before))
+            .filter(exists(
+                batch_items::table.filter(batch_items::batch_id.eq(batches::id)),
+            ))
+            .order(batches::finished_at)
+            .select(batches::id)
+            .first(conn)
+            .optional()?;
+        let Some(batch) = ended else { break };
+        let doomed = batch_items::table
+            .filter(batch_items::batch_id.eq(&batch))
+            .select(batch_items::position)
+            .limit(limit - purged as i64)
+            .load::<i64>(conn)?;
+        let deleted = diesel::delete(
+            batch_items::table
+                .filter(batch_items::batch_id.eq(&batch))
+                .filter(batch_items::position.eq_any(doomed)),
+        )
+        .execute(conn)?;
+        if deleted == 0 {
+            break;
+        }
+        purged += deleted;
+    }
+    Ok(purged)
+}
+
+/// Batches and imports that ended before `before`, with their job. Their
+/// items go first, at most `limit` rows a call, so a run of 100,000 records
+/// is never one long delete; a run and its job go once none of its items is
+/// left. `imported_records` stay: later imports match against them,
+/// whichever run wrote them.
+fn purge_runs(conn: &mut DbConnection, before: NaiveDateTime, limit: i64) -> Result<usize, Fail> {
+    let mut purged = purge_import_items(conn, before, limit)?;
+    purged += purge_batch_items(conn, before, limit - purged as i64)?;
+    let room = limit - purged as i64;
+    if room <= 0 {
+        return Ok(purged);
+    }
+    let mut gone: Vec<String> = batches::table
+        .filter(batches::finished_at.lt(before))
+        .filter(not(exists(
+            batch_items::table.filter(batch_items::batch_id.eq(batches::id)),
+        )))
+        .order(batches::finished_at)
+        .select(batches::id)
+        .limit(room)
+        .load(conn)?;
+    let batches_gone = diesel::delete(
+        batches::table
+            .filter(batches::id.eq_any(&gone))
+            .filter(batches::finished_at.lt(before)),
+    )
+    .execute(conn)?;
+    let imports: Vec<String> = imports::table
+        .filter(imports::finished_at.lt(before))
+        .filter(not(exists(
+            import_items::table.filter(import_items::import_id.eq(imports::id)),
+        )))
+        .order(imports::finished_at)
+        .select(imports::id)
+        .limit(room - batches_gone as i64)
+        .load(conn)?;
+    let imports_gone = diesel::delete(
+        imports::table
+            .filter(imports::id.eq_any(&imports))
+            .filter(imports::finished_at.lt(before)),
+    )
+    .execute(conn)?;
+    gone.extend(imports);
+    // A run's job shares its id; one still queued or running (a run ended
+    // by hand while its job winds down) stays for the jobs' own purge.
+    diesel::delete(
+        jobs::table
+            .filter(jobs::id.eq_any(gone))
+            .filter(jobs::finished_at.is_not_null())
+            .filter(not(jobs::state.eq_any([
+                JobState::Queued.as_str(),
+                JobState::Running.as_str(),
+            ]))),
+    )
+    .execute(conn)?;
+    Ok(purged + batches_gone + imports_gone)
 }

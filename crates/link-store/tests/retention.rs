@@ -210,6 +210,11 @@ store_test!(events_a_pending_delivery_sends_stay, |db| async move {
     );
     let links = figures.iter().find(|f| f.table == "links").unwrap();
     assert_eq!((links.rows, links.oldest), (0, None));
+    let tables: Vec<&str> = figures.iter().map(|f| f.table).collect();
+    assert!(
+        tables.contains(&"imports") && tables.contains(&"batches"),
+        "{tables:?}"
+    );
 });
 
 store_test!(old_callbacks_and_idempotency_keys_go, |db| async move {
@@ -255,3 +260,79 @@ store_test!(old_callbacks_and_idempotency_keys_go, |db| async move {
     assert_eq!(db.count("idempotency_keys"), 1);
     assert_eq!(db.count("idempotency_keys WHERE idem_key = 'k3'"), 1);
 });
+
+fn add_batch(db: &TestDb, id: &str, ended: Option<i64>, items: usize) {
+    let finished = ended.map_or("NULL".to_owned(), |d| format!("'{}'", ago(d)));
+    db.execute(&format!(
+        "INSERT INTO batches (id, dealer, operation, dry_run, total, succeeded, failed, \
+         created_by, created_at, finished_at) \
+         VALUES ('{id}', 'd1', 'sync', false, {items}, {items}, 0, 'alice', '{}', {finished})",
+        ago(40)
+    ));
+    for position in 0..items {
+        db.execute(&format!(
+            "INSERT INTO batch_items (batch_id, position, subject, input, state) \
+             VALUES ('{id}', {position}, 's{position}', '{{}}', 'succeeded')"
+        ));
+    }
+}
+
+store_test!(
+    ended_runs_go_with_their_items_and_job_and_imported_records_stay,
+    |db| async move {
+        let store = db.store().await;
+        add_batch(&db, "batch-old", Some(12), 6);
+        add_job(&db, "batch-old", "batch", "succeeded", 40, Some(12));
+        add_batch(&db, "batch-running", None, 2);
+        add_job(&db, "batch-running", "batch", "running", 1, None);
+        add_batch(&db, "batch-recent", Some(1), 1);
+        add_import(&db, "import-old", Some(11), 3);
+        add_job(&db, "import-old", "import", "succeeded", 40, Some(11));
+        add_import(&db, "import-running", None, 2);
+        add_import(&db, "import-recent", Some(2), 1);
+        let connection = store
+            .insert_connection(new_connection("d1", "Alarm", ProviderKind::AlarmCom))
+            .await
+            .unwrap();
+        db.execute(&format!(
+            "INSERT INTO imported_records (connection_id, kind, external_id, dealer, billing_id, \
+             import_id, imported_at) VALUES ('{}', 'customer', 'x0', 'd1', 'b0', 'import-old', '{}')",
+            connection.id.0,
+            ago(11)
+        ));
+        let mut rounds = Vec::new();
+        loop {
+            let n = store
+                .purge_history(History::Runs, horizon(), 4)
+                .await
+                .unwrap();
+            rounds.push(n);
+            if n < 4 {
+                break;
+            }
+        }
+        // Items first, four rows a call: the import's 3 and one of the
+        // batch's, then 4 more of the batch's; then its last one and the two
+        // runs, now empty.
+        assert_eq!(rounds, [3 + 1, 4, 1 + 2]);
+        assert_eq!(db.count("batches"), 2);
+        assert_eq!(db.count("imports"), 2);
+        assert_eq!(
+            db.count("batch_items"),
+            3,
+            "running and recent batches keep theirs"
+        );
+        assert_eq!(db.count("import_items"), 3);
+        assert_eq!(db.count("jobs WHERE id IN ('batch-old', 'import-old')"), 0);
+        assert_eq!(db.count("jobs WHERE id = 'batch-running'"), 1);
+        assert_eq!(
+            db.count("imported_records WHERE import_id = 'import-old'"),
+            1,
+            "what an import matched outlives the run"
+        );
+        assert_eq!(
+            store.purge_history(History::Runs, horizon(), 4).await,
+            Ok(0)
+        );
+    }
+);

@@ -273,6 +273,7 @@ fn retention_settings_have_defaults_and_read_the_environment() {
         (r.finished_jobs_days, r.dead_jobs_days, r.import_items_days),
         (7, 30, 30)
     );
+    assert_eq!(r.runs_days, 90);
     assert_eq!((r.batch_size, r.interval_secs), (500, 600));
     assert_eq!(s.idempotency.ttl_hours, 24, "the old key keeps working");
     let s = Settings::load_strict(
