@@ -7,6 +7,8 @@
 //! `sync::decide`, so both directions agree on who wins (`settle`). Fields
 //! that did not sync (held conflicts, refusals) are kept on the link.
 
+pub mod jobs;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
