@@ -3,25 +3,30 @@
 //! everything that does not add up is reported as drift, never guessed at.
 //! A link whose billing id was cleared or changed in Stages (Stages then stops
 //! calling back for it) is drift too, and with `repair` its id is written back.
+//!
+//! A run goes in four steps: read what Stages holds and what the service
+//! knows (`read`), decide each record (`plan`), then take over and repair
+//! (`apply`), reporting progress and stopping when the job is cancelled.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::NewAuditEntry;
-use crate::billing::BillingId;
 use crate::connection::ConnectionId;
 use crate::jobs::{
     new_job, summary, Attempt, Done, HasJobPorts, JobError, JobKind, NewJob, RunJob,
 };
-use crate::link::{Link, LinkFilter, LinkId, LinkKind, NewLink};
+use crate::link::LinkKind;
 use crate::linking::LinkingPorts;
 use crate::operations::{stages_as_caller, OperationError};
-use crate::stages::{StagesDeviceQuery, StagesSiteQuery};
-use crate::store::{PageRequest, StoreError};
+use crate::store::StoreError;
 use crate::tenancy::{Caller, Role, UserId};
+
+mod apply;
+mod plan;
+mod read;
 
 /// A reconcile of one connection, as a job; one queued at a time per
 /// connection and mode.
@@ -172,21 +177,6 @@ impl ReconcileReport {
     }
 }
 
-/// A Stages record and the billing id it carries.
-struct Claim {
-    external_id: String,
-    billing_id: String,
-    /// A device's site number.
-    site_no: Option<String>,
-}
-
-/// The links of one kind on the connection, both ways.
-#[derive(Default)]
-struct Known {
-    by_billing: HashMap<String, Link>,
-    by_external: HashMap<String, Link>,
-}
-
 /// How a reconcile runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mode {
@@ -213,10 +203,6 @@ pub async fn reconcile(
             other => other.into(),
         })?;
     let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
-    let upstream = |error| OperationError::Upstream {
-        connection: connection.name.as_str().to_owned(),
-        error,
-    };
     let mut report = ReconcileReport {
         dry_run,
         repair: mode.repair,
@@ -224,206 +210,35 @@ pub async fn reconcile(
     };
 
     // 1. Read Stages: every site and every device with their billing ids.
-    let mut site_claims = Vec::new();
-    // Every Stages record seen, with the billing id it carries.
-    let mut seen_sites: HashMap<String, Option<String>> = HashMap::new();
-    let mut token = None;
-    loop {
-        let page = api
-            .list_sites(&StagesSiteQuery {
-                page_token: token.take(),
-                page_size: Some(PAGE),
-                ..Default::default()
-            })
-            .await
-            .map_err(upstream)?;
-        for s in page.items {
-            report.sites_seen += 1;
-            let carried = s.billing_id.filter(|b| !b.is_empty());
-            seen_sites.insert(s.site_no.clone(), carried.clone());
-            if let Some(b) = carried {
-                site_claims.push(Claim {
-                    external_id: s.site_no,
-                    billing_id: b,
-                    site_no: None,
-                });
-            }
-        }
-        if !progress.report(report.sites_seen, None).await {
-            report.stopped = true;
-            return Ok(report);
-        }
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    let mut device_claims = Vec::new();
-    let mut seen_devices: HashMap<String, Option<String>> = HashMap::new();
-    loop {
-        let page = api
-            .list_all_devices(&StagesDeviceQuery {
-                page_token: token.take(),
-                page_size: Some(PAGE),
-                ..Default::default()
-            })
-            .await
-            .map_err(upstream)?;
-        for d in page.items {
-            report.devices_seen += 1;
-            let carried = d.fields.billing_id.filter(|b| !b.is_empty());
-            seen_devices.insert(d.device_id.clone(), carried.clone());
-            if let Some(b) = carried {
-                device_claims.push(Claim {
-                    external_id: d.device_id,
-                    billing_id: b,
-                    site_no: Some(d.site_no),
-                });
-            }
-        }
-        if !progress
-            .report(report.sites_seen + report.devices_seen, None)
-            .await
-        {
-            report.stopped = true;
-            return Ok(report);
-        }
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    let Some(sites) = read::read_sites(api.as_ref(), &connection, progress, &mut report).await?
+    else {
+        return Ok(stopped(report));
+    };
+    let Some(devices) =
+        read::read_devices(api.as_ref(), &connection, progress, &mut report).await?
+    else {
+        return Ok(stopped(report));
+    };
 
     // 2. What the service knows: links, deliberate unlinks, billing records.
-    let mut sites = Known::default();
-    let mut systems = Known::default();
-    let mut after = None;
-    loop {
-        let page = ports
-            .links
-            .list_links(
-                &caller.dealer,
-                &LinkFilter {
-                    connection_id: Some(connection_id),
-                    ..Default::default()
-                },
-                PageRequest { after, limit: 1000 },
-            )
-            .await?;
-        for l in page.items {
-            let known = match l.kind {
-                LinkKind::Site => &mut sites,
-                LinkKind::System => &mut systems,
-            };
-            known.by_billing.insert(l.billing_id.to_string(), l.clone());
-            known.by_external.insert(l.external_id.clone(), l);
-        }
-        match page.next_page_token {
-            Some(t) => after = Some(t),
-            None => break,
-        }
-    }
-    let tombstones: HashSet<(LinkKind, String)> = ports
-        .links
-        .deliberate_unlinks(&caller.dealer, connection_id)
-        .await?
-        .into_iter()
-        .flat_map(|t| {
-            [
-                (t.kind, t.billing_id.to_string()),
-                (t.kind, format!("ext:{}", t.external_id)),
-            ]
-        })
-        .collect();
-    let existing_sites = existing(ports, caller, LinkKind::Site, &site_claims).await?;
-    let existing_systems = existing(ports, caller, LinkKind::System, &device_claims).await?;
+    let ours = read::read_ours(ports, caller, connection_id, &sites, &devices).await?;
 
     // 3. Decide, sites first so devices can hang under sites taken over now.
-    let mut new_site_links: Vec<NewLink> = Vec::new();
-    let mut site_link_of: HashMap<String, LinkId> = sites
-        .by_external
-        .iter()
-        .map(|(ext, l)| (ext.clone(), l.id))
-        .collect();
-    for claim in decide(
-        LinkKind::Site,
-        &site_claims,
-        &sites,
-        &existing_sites,
-        &tombstones,
-        &mut report,
-    ) {
-        let id = LinkId::new();
-        site_link_of.insert(claim.external_id.clone(), id);
-        new_site_links.push(new_link(id, connection_id, LinkKind::Site, claim, None)?);
-    }
-    let mut new_system_links = Vec::new();
-    for claim in decide(
-        LinkKind::System,
-        &device_claims,
-        &systems,
-        &existing_systems,
-        &tombstones,
-        &mut report,
-    ) {
-        let site_no = claim.site_no.clone().unwrap_or_default();
-        match site_link_of.get(&site_no) {
-            Some(parent) => new_system_links.push(new_link(
-                LinkId::new(),
-                connection_id,
-                LinkKind::System,
-                claim,
-                Some(*parent),
-            )?),
-            None => report.drift(Drift {
-                kind: DriftKind::SiteNotLinked,
-                record: LinkKind::System,
-                external_id: claim.external_id.clone(),
-                billing_id: Some(claim.billing_id.clone()),
-                detail: format!(
-                    "device's Stages site '{site_no}' is not linked, so the device cannot be"
-                ),
-                repaired: false,
-            }),
-        }
-    }
-    for (kind, known, seen) in [
-        (LinkKind::Site, &sites, &seen_sites),
-        (LinkKind::System, &systems, &seen_devices),
-    ] {
-        let mut gone: Vec<&Link> = known
-            .by_external
-            .values()
-            .filter(|l| !seen.contains_key(&l.external_id))
-            .collect();
-        gone.sort_by_key(|l| l.id);
-        for l in gone {
-            report.drift(Drift {
-                kind: DriftKind::MissingExternal,
-                record: kind,
-                external_id: l.external_id.clone(),
-                billing_id: Some(l.billing_id.to_string()),
-                detail: format!(
-                    "link {} points at a Stages record that no longer exists",
-                    l.id
-                ),
-                repaired: false,
-            });
-        }
-    }
-
-    let mut lost = lost_ids(&sites, &seen_sites, &mut report);
-    lost.extend(lost_ids(&systems, &seen_devices, &mut report));
+    let plan = plan::plan(connection_id, &sites, &devices, &ours, &mut report)?;
 
     // 4. Take over and repair (unless this is a dry run).
     let total = report.sites_seen
         + report.devices_seen
-        + (new_site_links.len() + new_system_links.len()) as u64
-        + if mode.repair { lost.len() as u64 } else { 0 };
+        + (plan.new_site_links.len() + plan.new_system_links.len()) as u64
+        + if mode.repair {
+            plan.lost.len() as u64
+        } else {
+            0
+        };
     let mut done = report.sites_seen + report.devices_seen;
     for (kind, batch_source) in [
-        (LinkKind::Site, new_site_links),
-        (LinkKind::System, new_system_links),
+        (LinkKind::Site, plan.new_site_links),
+        (LinkKind::System, plan.new_system_links),
     ] {
         if dry_run {
             for _ in &batch_source {
@@ -432,17 +247,16 @@ pub async fn reconcile(
             continue;
         }
         for batch in batch_source.chunks(200) {
-            take_over(ports, caller, batch, &mut report).await?;
+            apply::take_over(ports, caller, batch, &mut report).await?;
             done += batch.len() as u64;
             if !progress.report(done, Some(total)).await {
-                report.stopped = true;
-                return Ok(report);
+                return Ok(stopped(report));
             }
         }
     }
     if mode.repair {
-        for chunk in lost.chunks(200) {
-            repair(
+        for chunk in plan.lost.chunks(200) {
+            apply::repair(
                 ports,
                 caller,
                 api.as_ref(),
@@ -454,8 +268,7 @@ pub async fn reconcile(
             .await?;
             done += chunk.len() as u64;
             if !progress.report(done, Some(total)).await {
-                report.stopped = true;
-                return Ok(report);
+                return Ok(stopped(report));
             }
         }
     }
@@ -463,309 +276,8 @@ pub async fn reconcile(
     Ok(report)
 }
 
-/// A link whose Stages record lost its billing id (or carries another).
-struct Lost {
-    link: Link,
-    /// What the record carries instead (none when cleared).
-    carried: Option<String>,
-    /// Its drift item's place in the report, if it made the list.
-    item: Option<usize>,
-}
-
-/// Reports every link whose Stages record is there but does not carry the
-/// link's billing id; these are what a repair writes back.
-fn lost_ids(
-    known: &Known,
-    seen: &HashMap<String, Option<String>>,
-    report: &mut ReconcileReport,
-) -> Vec<Lost> {
-    let mut lost: Vec<Lost> = known
-        .by_external
-        .values()
-        .filter_map(|l| {
-            let carried = seen.get(&l.external_id)?;
-            (carried.as_deref() != Some(l.billing_id.as_str())).then(|| Lost {
-                link: l.clone(),
-                carried: carried.clone(),
-                item: None,
-            })
-        })
-        .collect();
-    lost.sort_by_key(|l| l.link.id);
-    for l in &mut lost {
-        let (kind, detail) = match &l.carried {
-            None => (
-                DriftKind::BillingIdCleared,
-                format!(
-                    "link {} is there but the Stages record carries no billing id, so Stages does not call back for it",
-                    l.link.id
-                ),
-            ),
-            Some(other) => (
-                DriftKind::BillingIdChanged,
-                format!(
-                    "link {} is there but the Stages record carries billing id '{other}'",
-                    l.link.id
-                ),
-            ),
-        };
-        let at = report.drift.len();
-        report.drift(Drift {
-            kind,
-            record: l.link.kind,
-            external_id: l.link.external_id.clone(),
-            billing_id: Some(l.link.billing_id.to_string()),
-            detail,
-            repaired: false,
-        });
-        l.item = (report.drift.len() > at).then_some(at);
-    }
-    lost
-}
-
-/// Writes each lost link's billing id back to its Stages record, audited. A
-/// record Stages refuses to change is left as reported; an upstream that is
-/// down fails the run (it is retried, and what was written stays written).
-async fn repair(
-    ports: LinkingPorts<'_>,
-    caller: &Caller,
-    api: &dyn crate::stages::StagesApi,
-    connection: &crate::connection::Connection,
-    lost: &[Lost],
-    dry_run: bool,
-    report: &mut ReconcileReport,
-) -> Result<(), OperationError> {
-    let mut entries = Vec::new();
-    for l in lost {
-        let outcome = if dry_run {
-            Ok(())
-        } else {
-            crate::linking::set_billing_id(
-                api,
-                l.link.kind,
-                &l.link.external_id,
-                l.link.billing_id.as_str(),
-            )
-            .await
-        };
-        let note = match outcome {
-            Ok(()) => {
-                report.repaired.add(l.link.kind);
-                if !dry_run {
-                    entries.push(repair_audit(caller, l));
-                }
-                None
-            }
-            Err(e) if e.is_transient() || matches!(e, crate::stages::StagesError::Unauthorized) => {
-                // Record what was written before giving up.
-                ports.audit.record_audit(&caller.dealer, entries).await?;
-                return Err(crate::operations::upstream(connection)(e));
-            }
-            Err(e) => Some(format!("; not repaired: {e}")),
-        };
-        if let Some(item) = l.item.and_then(|i| report.drift.get_mut(i)) {
-            match note {
-                None => item.repaired = true,
-                Some(note) => item.detail.push_str(&note),
-            }
-        }
-    }
-    if !entries.is_empty() {
-        ports.audit.record_audit(&caller.dealer, entries).await?;
-    }
-    Ok(())
-}
-
-fn repair_audit(caller: &Caller, l: &Lost) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: format!("system:reconcile ({})", caller.user),
-        action: "reconcile_repair".into(),
-        connection_id: Some(l.link.connection_id),
-        kind: l.link.kind.as_str().into(),
-        billing_id: Some(l.link.billing_id.to_string()),
-        external_id: Some(l.link.external_id.clone()),
-        before: Some(serde_json::json!({"stages_billing_id": l.carried})),
-        after: Some(serde_json::json!({"stages_billing_id": l.link.billing_id.as_str()})),
-    }
-}
-
-async fn existing(
-    ports: LinkingPorts<'_>,
-    caller: &Caller,
-    kind: LinkKind,
-    claims: &[Claim],
-) -> Result<HashSet<String>, OperationError> {
-    let mut ids: Vec<String> = claims.iter().map(|c| c.billing_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    let mut found = HashSet::new();
-    for chunk in ids.chunks(500) {
-        found.extend(
-            ports
-                .billing
-                .existing_billing_ids(&caller.dealer, kind, chunk)
-                .await?,
-        );
-    }
-    Ok(found)
-}
-
-/// The claims that can be taken over; every other claim is counted or reported.
-fn decide<'c>(
-    kind: LinkKind,
-    claims: &'c [Claim],
-    known: &Known,
-    existing: &HashSet<String>,
-    tombstones: &HashSet<(LinkKind, String)>,
-    report: &mut ReconcileReport,
-) -> Vec<&'c Claim> {
-    let mut claimants: HashMap<&str, usize> = HashMap::new();
-    for c in claims {
-        *claimants.entry(c.billing_id.as_str()).or_default() += 1;
-    }
-    let mut takeovers = Vec::new();
-    for c in claims {
-        let drift = |kind_of: DriftKind, detail: String| Drift {
-            kind: kind_of,
-            record: kind,
-            external_id: c.external_id.clone(),
-            billing_id: Some(c.billing_id.clone()),
-            detail,
-            repaired: false,
-        };
-        if let Some(l) = known.by_external.get(&c.external_id) {
-            if l.billing_id.as_str() == c.billing_id {
-                report.already_linked.add(kind);
-            }
-            // Otherwise the record is linked but carries another id: that
-            // link is reported (billing_id_changed) by `lost_ids`, once.
-        } else if let Some(l) = known.by_billing.get(&c.billing_id) {
-            report.drift(drift(
-                DriftKind::LinkedElsewhere,
-                format!(
-                    "billing record is linked to Stages record '{}'",
-                    l.external_id
-                ),
-            ));
-        } else if claimants[c.billing_id.as_str()] > 1 {
-            report.drift(drift(
-                DriftKind::DuplicateClaim,
-                format!(
-                    "{} Stages records carry this billing id",
-                    claimants[c.billing_id.as_str()]
-                ),
-            ));
-        } else if !existing.contains(&c.billing_id) {
-            report.drift(drift(
-                DriftKind::UnknownBillingRecord,
-                "no billing record has this id".into(),
-            ));
-        } else if tombstones.contains(&(kind, c.billing_id.clone()))
-            || tombstones.contains(&(kind, format!("ext:{}", c.external_id)))
-        {
-            report.drift(drift(
-                DriftKind::DeliberatelyUnlinked,
-                "unlinked on purpose; link it again to restore".into(),
-            ));
-        } else {
-            takeovers.push(c);
-        }
-    }
-    takeovers
-}
-
-fn new_link(
-    id: LinkId,
-    connection_id: ConnectionId,
-    kind: LinkKind,
-    claim: &Claim,
-    parent_id: Option<LinkId>,
-) -> Result<NewLink, OperationError> {
-    Ok(NewLink {
-        id,
-        connection_id,
-        kind,
-        billing_id: BillingId::parse(&claim.billing_id).map_err(|why| {
-            OperationError::Conflict {
-                code: "bad_billing_id",
-                message: format!(
-                    "Stages record '{}' carries an unusable billing id: {why}",
-                    claim.external_id
-                ),
-            }
-        })?,
-        external_id: claim.external_id.clone(),
-        parent_id,
-    })
-}
-
-fn takeover_audit(caller: &Caller, l: &NewLink) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: format!("system:reconcile ({})", caller.user),
-        action: "reconcile_link".into(),
-        connection_id: Some(l.connection_id),
-        kind: l.kind.as_str().into(),
-        billing_id: Some(l.billing_id.to_string()),
-        external_id: Some(l.external_id.clone()),
-        before: None,
-        after: Some(serde_json::json!({"link_id": l.id, "external_id": l.external_id})),
-    }
-}
-
-/// Inserts a batch at once; when something in it conflicts (a link made
-/// meanwhile), one by one, reporting the ones that lost.
-async fn take_over(
-    ports: LinkingPorts<'_>,
-    caller: &Caller,
-    batch: &[NewLink],
-    report: &mut ReconcileReport,
-) -> Result<(), OperationError> {
-    let audit = batch.iter().map(|l| takeover_audit(caller, l)).collect();
-    match ports
-        .links
-        .insert_links(&caller.dealer, batch.to_vec(), audit)
-        .await
-    {
-        Ok(created) => {
-            for l in created {
-                report.taken_over.add(l.kind);
-            }
-            Ok(())
-        }
-        Err(StoreError::Conflict(_)) => {
-            for l in batch {
-                match ports
-                    .links
-                    .insert_links(
-                        &caller.dealer,
-                        vec![l.clone()],
-                        vec![takeover_audit(caller, l)],
-                    )
-                    .await
-                {
-                    Ok(_) => report.taken_over.add(l.kind),
-                    Err(StoreError::Conflict(why)) => report.drift(Drift {
-                        kind: DriftKind::LinkedElsewhere,
-                        record: l.kind,
-                        external_id: l.external_id.clone(),
-                        billing_id: Some(l.billing_id.to_string()),
-                        detail: why,
-                        repaired: false,
-                    }),
-                    // A site taken over by someone else meanwhile leaves its devices orphaned: report.
-                    Err(StoreError::NotFound) => report.drift(Drift {
-                        kind: DriftKind::SiteNotLinked,
-                        record: l.kind,
-                        external_id: l.external_id.clone(),
-                        billing_id: Some(l.billing_id.to_string()),
-                        detail: "its site link could not be made".into(),
-                        repaired: false,
-                    }),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+/// The report of a run stopped early because its job was cancelled.
+fn stopped(mut report: ReconcileReport) -> ReconcileReport {
+    report.stopped = true;
+    report
 }
