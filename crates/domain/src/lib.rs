@@ -23,7 +23,6 @@ pub mod secret;
 pub mod send_to_billing;
 pub mod stages;
 pub mod stages_tab;
-pub mod stages_views;
 pub mod store;
 pub mod sync;
 pub mod tenancy;
@@ -40,6 +39,9 @@ pub use secret::Secret;
 pub use link_sync as syncing;
 #[doc(hidden)]
 pub use link_sync::jobs as syncing_jobs;
+// The old path of the Stages tab's views (once `stages_views`).
+#[doc(hidden)]
+pub use stages_tab::views as stages_views;
 
 use serde::{Deserialize, Serialize};
 

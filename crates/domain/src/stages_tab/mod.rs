@@ -2,6 +2,8 @@
 //! history newest first with date and test filters, clearing every test of a
 //! site, and what Stages says about a billing customer's devices.
 
+pub mod views;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
