@@ -39,9 +39,9 @@ pub use secret::Secret;
 pub use link_sync as syncing;
 #[doc(hidden)]
 pub use link_sync::jobs as syncing_jobs;
-// The old path of the Stages tab's views (once `stages_views`).
+// The old path of the Stages tab's views and edits (once `stages_views`).
 #[doc(hidden)]
-pub use stages_tab::views as stages_views;
+pub use stages_tab as stages_views;
 
 use serde::{Deserialize, Serialize};
 
