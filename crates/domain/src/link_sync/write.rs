@@ -50,11 +50,11 @@ pub(super) fn stages_change(sides: &Sides, by: By<'_>, values: &Values) -> Vec<N
     .collect()
 }
 
-/// Writes `values` to the billing record of a link, with its event and its
-/// audit entry in the same transaction, and publishes the change on the
-/// feed. Auto Sync skips `connection_id`, where the values came from. The
-/// record must still be as read (`VersionMismatch` otherwise), so a billing
-/// edit made meanwhile is never overwritten.
+/// Writes `values` to the billing record of a link and publishes the change
+/// on the feed, with its audit entry, in one transaction. Auto Sync skips
+/// `connection_id`, where the values came from. The record must still be as
+/// read (`VersionMismatch` otherwise), so a billing edit made meanwhile is
+/// never overwritten.
 pub(super) async fn write_to_billing(
     ports: LinkingPorts<'_>,
     dealer: &DealerId,
