@@ -17,9 +17,9 @@ use domain::jobs::{
     backoff, kinds, outage_delay, Attempt, Done, HasJobPorts, Job, JobFailure, JobId, JobPorts,
     JobState, Registry,
 };
+use domain::link_sync::jobs::{ApplyStagesCallback, AutoSyncPush};
 use domain::reconcile::ReconcileJob;
 use domain::store::Claim;
-use domain::syncing_jobs::{ApplyStagesCallback, AutoSyncPush};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 

@@ -484,8 +484,8 @@ mod tests {
         use crate::events::{SubscriptionId, WebhookDelivery};
         use crate::import::{AdcImportJob, ImportId};
         use crate::link::{LinkId, LinkKind};
+        use crate::link_sync::jobs::{ApplyStagesCallback, AutoSyncPush, StagesRecord};
         use crate::reconcile::ReconcileJob;
-        use crate::syncing_jobs::{ApplyStagesCallback, AutoSyncPush, StagesRecord};
 
         fn check<J: JobKind + PartialEq + std::fmt::Debug>(job: J, stored: serde_json::Value) {
             let row = new_job(&DealerId("d1".into()), &job, "u1", Utc::now());

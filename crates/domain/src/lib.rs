@@ -13,6 +13,7 @@ pub mod import;
 pub mod isp;
 pub mod jobs;
 pub mod link;
+pub mod link_sync;
 pub mod linking;
 pub mod migration;
 pub mod operations;
@@ -22,11 +23,8 @@ pub mod secret;
 pub mod send_to_billing;
 pub mod stages;
 pub mod stages_tab;
-pub mod stages_views;
 pub mod store;
 pub mod sync;
-pub mod syncing;
-pub mod syncing_jobs;
 pub mod tenancy;
 pub mod test_mode;
 pub mod upstream;
@@ -34,6 +32,16 @@ pub mod validation;
 pub mod wizard;
 
 pub use secret::Secret;
+
+// The old paths of `link_sync` (once `syncing` and `syncing_jobs`), for the
+// code that still names them; new code names `link_sync`.
+#[doc(hidden)]
+pub use link_sync as syncing;
+#[doc(hidden)]
+pub use link_sync::jobs as syncing_jobs;
+// The old path of the Stages tab's views and edits (once `stages_views`).
+#[doc(hidden)]
+pub use stages_tab as stages_views;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::billing::{BillingId, CustomerFields, CustomerKind};
 use crate::connection::Connection;
+use crate::link_sync::stages_as_dealer;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
 use crate::stages::SendToBillingTarget;
 use crate::store::StoreError;
-use crate::syncing::stages_as_dealer;
 use crate::wizard::{self, Puller};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -16,8 +16,8 @@ use domain::connection::CredentialOwner;
 use domain::link::{
     ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
 };
+use domain::link_sync::LinkToSettle;
 use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
-use domain::syncing::LinkToSettle;
 
 use crate::billing::find_linked;
 use crate::connections::{find_connection, read_credential};

@@ -3,7 +3,7 @@
 //! Auto Sync pushes (S19) all go through the same pure steps here —
 //! normalise, diff against the last synced values, merge — so they agree on
 //! what "changed" means. Reading records and calling Stages stay with the
-//! operations; nothing here does I/O.
+//! use cases in `link_sync` (and the other operations); nothing here does I/O.
 
 pub mod decide;
 pub mod fields;

@@ -1,4 +1,4 @@
-//! The jobs of the sync use cases (`syncing`): the Auto Sync push of a linked
+//! The jobs of the automatic syncs (S18, S19): the Auto Sync push of a linked
 //! billing record, and applying a stored Stages callback. Both read and write
 //! one Stages record, so both take that record's serial key.
 
@@ -97,8 +97,7 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for AutoSyncPush {
     async fn run(self, ctx: &C, attempt: Attempt<'_>) -> Result<Done, JobError> {
         let ports = ctx.job_ports();
         let (outcome, settlement) =
-            crate::syncing::auto_sync_push(ports.linking, &attempt.job.dealer, self.link_id)
-                .await?;
+            super::auto_sync_push(ports.linking, &attempt.job.dealer, self.link_id).await?;
         Ok(summary(&outcome)?.settling(settlement))
     }
 }
@@ -171,13 +170,9 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
             .connection(dealer, self.connection_id)
             .await
             .map_err(OperationError::from)?;
-        let mut outcome = crate::syncing::apply_stages_callback(
-            ports.linking,
-            ports.events,
-            &connection,
-            &callback,
-        )
-        .await?;
+        let mut outcome =
+            super::apply_stages_callback(ports.linking, ports.events, &connection, &callback)
+                .await?;
         let note = format!("{}: {}", outcome.outcome, outcome.detail);
         ports
             .inbox

@@ -1,0 +1,209 @@
+//! Updates from Stages (S18): applying a stored Stages callback about a
+//! linked record settles the link as an Auto Sync push does, and says how it
+//! ended (applied, held, echo, ...); a callback about a record not linked on
+//! the connection is reported as an event.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::audit;
+use crate::connection::Connection;
+use crate::events::{types, NewEvent};
+use crate::field_issues::LinkSettlement;
+use crate::link::LinkKind;
+use crate::linking::{link_of_external, LinkingPorts};
+use crate::operations::OperationError;
+use crate::stages::{StagesCallback, StagesCallbackEvent, StagesError};
+use crate::store::EventStore;
+use crate::sync::{self, Snapshot, Values};
+
+use super::jobs::auto_sync_on;
+use super::settle::{settle, Settled};
+use super::sides::{load_sides, snapshot_of, stages_as_dealer, Sides};
+use super::write::By;
+
+/// How a Stages callback ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallbackOutcome {
+    /// applied, held, echo, awaiting_sync, unchanged, unmatched, gone
+    pub outcome: &'static str,
+    pub applied: Values,
+    pub detail: String,
+    /// The link's new base and field issues, stored with the job's end.
+    #[serde(skip)]
+    pub settlement: Option<LinkSettlement>,
+}
+
+/// Updates from Stages (S18): a callback about a linked record settles the
+/// link as an Auto Sync push does (`sync::decide`, one rule for both
+/// directions): Stages' changes that its callbacks carry (`site.updated`:
+/// address, info, phone; `device.updated`: transmitter code) reach billing,
+/// a field billing changed too is held as a conflict rather than
+/// overwritten, and billing's own pending changes go to Stages when Auto Sync
+/// is on. The values are read from Stages when the callback is applied, so
+/// callbacks applied out of order still leave billing with Stages' latest;
+/// our own push coming back (an echo) finds both sides equal. Unknown or
+/// unlinked records are reported as events.
+pub async fn apply_stages_callback(
+    ports: LinkingPorts<'_>,
+    events: &dyn EventStore,
+    connection: &Connection,
+    callback: &StagesCallback,
+) -> Result<CallbackOutcome, OperationError> {
+    let dealer = &connection.dealer;
+    let (kind, external_id, changes) = match &callback.event {
+        StagesCallbackEvent::SiteUpdated {
+            site_no, changes, ..
+        } => (LinkKind::Site, site_no, changes),
+        StagesCallbackEvent::DeviceUpdated {
+            device_id, changes, ..
+        } => (LinkKind::System, device_id, changes),
+        StagesCallbackEvent::SendToBilling { .. } => {
+            return Ok(not_settled(
+                "unsupported",
+                "site.send_to_billing is answered when it is received".into(),
+            ))
+        }
+    };
+    let Some(link) = link_of_external(ports, dealer, connection.id, kind, external_id).await?
+    else {
+        return unmatched(events, connection, kind, external_id, changes).await;
+    };
+    let api = stages_as_dealer(ports, connection).await?;
+    let sides = match load_sides(ports, dealer, link.clone(), connection.clone(), api).await {
+        Ok(sides) => sides,
+        Err(OperationError::Upstream {
+            error: StagesError::NotFound(_),
+            ..
+        }) => {
+            return Ok(not_settled(
+                "gone",
+                format!("Stages {} '{external_id}' no longer exists", kind.as_str()),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let base = snapshot_of(&link);
+    let (settled, settlement) = settle(
+        ports,
+        dealer,
+        &sides,
+        auto_sync_on(connection.status, connection.auto_sync),
+        // When Stages says its record changed, for `newest_wins`.
+        Some(callback.occurred_at),
+        By {
+            source: "stages",
+            action: "stages_callback",
+            actor: &audit::callback_actor(&callback.event_id),
+        },
+    )
+    .await?;
+    let what = format!("billing {} '{}'", kind.as_str(), link.billing_id);
+    let (outcome, detail) = settled_outcome(kind, &what, &sides, base.as_ref(), changes, &settled);
+    Ok(CallbackOutcome {
+        outcome,
+        applied: settled.pulled,
+        detail,
+        settlement: Some(settlement),
+    })
+}
+
+/// A callback that settled nothing, and why.
+fn not_settled(outcome: &'static str, detail: String) -> CallbackOutcome {
+    CallbackOutcome {
+        outcome,
+        applied: Values::new(),
+        detail,
+        settlement: None,
+    }
+}
+
+/// A callback about a record not linked on the connection: reported as an
+/// event, and nothing else is done.
+async fn unmatched(
+    events: &dyn EventStore,
+    connection: &Connection,
+    kind: LinkKind,
+    external_id: &str,
+    changes: &BTreeMap<String, String>,
+) -> Result<CallbackOutcome, OperationError> {
+    events
+        .record_events(
+            &connection.dealer,
+            vec![NewEvent {
+                event_type: types::STAGES_CALLBACK_UNMATCHED.into(),
+                subject_kind: kind.as_str().into(),
+                subject_id: external_id.to_owned(),
+                connection_id: Some(connection.id),
+                data: serde_json::json!({"reason": "not linked on this connection", "changes": changes}),
+            }],
+        )
+        .await?;
+    Ok(not_settled(
+        "unmatched",
+        format!(
+            "Stages {} '{external_id}' is not linked on this connection",
+            kind.as_str()
+        ),
+    ))
+}
+
+/// How a callback about `what` ended once its link was settled, judged by
+/// the fields it names: applied when billing took Stages' values; held when
+/// one of them changed on both sides; awaiting_sync when one that callbacks
+/// do not carry still differs; echo when Stages holds what was last synced
+/// (our own push coming back); unchanged otherwise.
+fn settled_outcome(
+    kind: LinkKind,
+    what: &str,
+    sides: &Sides,
+    base: Option<&Snapshot>,
+    changes: &BTreeMap<String, String>,
+    settled: &Settled,
+) -> (&'static str, String) {
+    let fields = sync::fields_for(kind);
+    // The fields this callback names, by their billing names.
+    let named: Vec<&sync::MappedField> = fields
+        .iter()
+        .filter(|f| changes.contains_key(f.stages_name))
+        .collect();
+    if !settled.pulled.is_empty() {
+        ("applied", format!("{what} updated from Stages"))
+    } else if named
+        .iter()
+        .any(|f| settled.held.iter().any(|h| h == f.name))
+    {
+        (
+            "held",
+            format!(
+                "{what}: both sides changed {} since the last sync; held as a conflict",
+                settled.held.join(", ")
+            ),
+        )
+    } else if named.iter().any(|f| {
+        !f.from_stages_callback
+            && sides.external_values.get(f.name) != sides.billing_values.get(f.name)
+    }) {
+        (
+            "awaiting_sync",
+            format!(
+                "{what}: Stages' callbacks do not carry {}; a sync of the link takes it",
+                named
+                    .iter()
+                    .filter(|f| !f.from_stages_callback)
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if named.iter().any(|f| {
+        base.and_then(|b| b.get(f.name))
+            .zip(sides.external_values.get(f.name))
+            .is_some_and(|(synced, now)| f.normalizer.equal(synced, now))
+    }) {
+        ("echo", format!("nothing new for {what}"))
+    } else {
+        ("unchanged", format!("nothing new for {what}"))
+    }
+}
