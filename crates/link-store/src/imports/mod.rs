@@ -4,9 +4,11 @@
 //! `imported_records` rows, its events and the run's counts, so a run killed
 //! at any point has recorded either all of a record's effects or none; the
 //! primary key of `imported_records` (connection, kind, ADC id) refuses a
-//! second import of one record, whatever happens.
+//! second import of one record, whatever happens. Recording a chunk is in
+//! `record`, the lookups of other tables a run makes in `lookups`.
 
-use std::collections::{HashMap, HashSet};
+mod lookups;
+mod record;
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
@@ -15,8 +17,8 @@ use domain::billing::BillingId;
 use domain::connection::ConnectionId;
 use domain::events::NewEvent;
 use domain::import::{
-    Import, ImportCounts, ImportId, ImportItem, ImportKind, ImportSpec, ImportStore, ImportWrite,
-    ItemOutcome, NewImport, RecordOutcome,
+    Import, ImportCounts, ImportId, ImportItem, ImportKind, ImportSpec, ImportStore, ItemOutcome,
+    NewImport, RecordOutcome,
 };
 use domain::jobs::{Job, JobState, NewJob};
 use domain::store::{PageRequest, StoreError, StoreResult};
@@ -24,17 +26,11 @@ use domain::tenancy::DealerId;
 use domain::Page;
 
 use crate::audit::{parse_uuid, uuid_text};
-use crate::billing::insert_new_records;
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{
-    conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
-    IN_CHUNK,
-};
-use crate::events::{insert_events, insert_many_events};
+use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
+use crate::events::insert_events;
 use crate::jobs::enqueue_within;
-use crate::schema::{
-    billing_customers, billing_users, import_items, imported_records, imports, isp_accounts,
-};
+use crate::schema::{import_items, imported_records, imports};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -167,380 +163,6 @@ fn find_import(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<O
         .select(ImportRow::as_select())
         .first(conn)
         .optional()
-}
-
-/// Rows per multi-row insert: 500 rows of at most 8 columns stay far under
-/// SQLite's 32,766 bound parameters (PostgreSQL takes 65,535).
-const ROWS_PER_INSERT: usize = 500;
-
-/// Of `external_ids`, those the run `id` has recorded an item for.
-fn recorded_among(
-    conn: &mut DbConnection,
-    id: &str,
-    external_ids: &[&str],
-) -> Result<HashSet<String>, Fail> {
-    let mut found = HashSet::new();
-    for chunk in external_ids.chunks(IN_CHUNK) {
-        let rows: Vec<String> = import_items::table
-            .filter(import_items::import_id.eq(id))
-            .filter(import_items::external_id.eq_any(chunk))
-            .select(import_items::external_id)
-            .load(conn)?;
-        found.extend(rows);
-    }
-    Ok(found)
-}
-
-/// Of `external_ids`, those imported on the connection, with their billing ids.
-fn imported_among(
-    conn: &mut DbConnection,
-    connection_id: &str,
-    kind: &str,
-    external_ids: &[&str],
-) -> Result<HashMap<String, String>, Fail> {
-    let mut found = HashMap::new();
-    for chunk in external_ids.chunks(IN_CHUNK) {
-        let rows: Vec<(String, String)> = imported_records::table
-            .filter(imported_records::connection_id.eq(connection_id))
-            .filter(imported_records::kind.eq(kind))
-            .filter(imported_records::external_id.eq_any(chunk))
-            .select((imported_records::external_id, imported_records::billing_id))
-            .load(conn)?;
-        found.extend(rows);
-    }
-    Ok(found)
-}
-
-/// Of `ids`, the billing customers (or users) of the dealer that exist.
-fn existing_billing_ids(
-    conn: &mut DbConnection,
-    dealer: &str,
-    users: bool,
-    ids: &[&str],
-) -> Result<HashSet<String>, Fail> {
-    let mut found = HashSet::new();
-    for chunk in ids.chunks(IN_CHUNK) {
-        let rows: Vec<String> = if users {
-            billing_users::table
-                .filter(billing_users::dealer.eq(dealer))
-                .filter(billing_users::id.eq_any(chunk))
-                .select(billing_users::id)
-                .load(conn)?
-        } else {
-            billing_customers::table
-                .filter(billing_customers::dealer.eq(dealer))
-                .filter(billing_customers::id.eq_any(chunk))
-                .select(billing_customers::id)
-                .load(conn)?
-        };
-        found.extend(rows);
-    }
-    Ok(found)
-}
-
-/// The last seq the run gave an item (0 before its first). Not `seen`:
-/// records counted as imported before the run have no item.
-fn last_seq(conn: &mut DbConnection, id: &str) -> Result<i64, Fail> {
-    Ok(import_items::table
-        .filter(import_items::import_id.eq(id))
-        .select(diesel::dsl::max(import_items::seq))
-        .first::<Option<i64>>(conn)?
-        .unwrap_or(0))
-}
-
-/// An item as recorded, before its row is made.
-struct Recorded {
-    external_id: String,
-    outcome: ItemOutcome,
-    billing_id: Option<String>,
-    reason: Option<String>,
-}
-
-/// Records a chunk of outcomes with their effects, set-based: a few lookups
-/// for the whole chunk (recorded already, imported meanwhile, billing id
-/// taken), then one multi-row insert per table (billing records, mappings,
-/// items, events) and one update of the run's counts, however many records.
-fn record_blocking(
-    conn: &mut DbConnection,
-    dealer: &str,
-    id: &str,
-    outcomes: Vec<RecordOutcome>,
-) -> Result<ImportCounts, Fail> {
-    let mut import = find_import(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
-    let kind = ImportKind::parse(&import.kind)
-        .map(record_kind)
-        .ok_or_else(|| corrupt(format!("import {id} has a bad kind")))?;
-    let ids: Vec<&str> = outcomes.iter().map(RecordOutcome::external_id).collect();
-    let mut recorded_before = recorded_among(conn, id, &ids)?;
-    // Recorded by an attempt before this one, or twice in one chunk.
-    let outcomes: Vec<RecordOutcome> = outcomes
-        .into_iter()
-        .filter(|o| recorded_before.insert(o.external_id().to_owned()))
-        .collect();
-
-    let (mut to_import, mut customer_ids, mut user_ids) = (Vec::new(), Vec::new(), Vec::new());
-    for outcome in &outcomes {
-        match outcome {
-            RecordOutcome::Imported {
-                external_id, write, ..
-            } => {
-                to_import.push(external_id.as_str());
-                match write.as_ref() {
-                    ImportWrite::Customer { id, .. } => customer_ids.push(id.as_str()),
-                    ImportWrite::User { id, .. } => user_ids.push(id.as_str()),
-                }
-            }
-            RecordOutcome::Matched { external_id, .. } => to_import.push(external_id.as_str()),
-            _ => {}
-        }
-    }
-    let meanwhile = imported_among(conn, &import.connection_id, kind, &to_import)?;
-    let mut taken_customers = existing_billing_ids(conn, dealer, false, &customer_ids)?;
-    let mut taken_users = existing_billing_ids(conn, dealer, true, &user_ids)?;
-
-    let now = to_db_time(Utc::now());
-    let first_seq = last_seq(conn, id)? + 1;
-    let mut items = Vec::with_capacity(outcomes.len());
-    let mut writes = Vec::new();
-    let mut mappings = Vec::new();
-    let mut links = Vec::new();
-    let mut events: Vec<NewEvent> = Vec::new();
-    for (seq, outcome) in (first_seq..).zip(outcomes) {
-        let recorded = match outcome {
-            RecordOutcome::Imported {
-                external_id,
-                write,
-                events: record_events,
-                note,
-            } => {
-                let billing_id = write.billing_id().as_str().to_owned();
-                let (taken, what) = match write.as_ref() {
-                    ImportWrite::Customer { .. } => (&mut taken_customers, "billing customer"),
-                    ImportWrite::User { .. } => (&mut taken_users, "billing user"),
-                };
-                if let Some(before) = meanwhile.get(&external_id) {
-                    Recorded {
-                        external_id,
-                        outcome: ItemOutcome::AlreadyImported,
-                        billing_id: Some(before.clone()),
-                        reason: None,
-                    }
-                // Taken before, or by an earlier record of this chunk.
-                } else if !taken.insert(billing_id.clone()) {
-                    Recorded {
-                        external_id,
-                        outcome: ItemOutcome::Failed,
-                        billing_id: None,
-                        reason: Some(format!(
-                            "{what} '{billing_id}' exists already and was not imported from this connection"
-                        )),
-                    }
-                } else {
-                    mappings.push(ImportedRow {
-                        connection_id: import.connection_id.clone(),
-                        kind: kind.to_owned(),
-                        external_id: external_id.clone(),
-                        dealer: dealer.to_owned(),
-                        billing_id: billing_id.clone(),
-                        import_id: import.id.clone(),
-                        imported_at: now,
-                    });
-                    writes.push(*write);
-                    events.extend(record_events);
-                    Recorded {
-                        external_id,
-                        outcome: ItemOutcome::Imported,
-                        billing_id: Some(billing_id),
-                        reason: note,
-                    }
-                }
-            }
-            RecordOutcome::AlreadyImported {
-                external_id,
-                billing_id,
-            } => Recorded {
-                external_id,
-                outcome: ItemOutcome::AlreadyImported,
-                billing_id: Some(billing_id.as_str().to_owned()),
-                reason: None,
-            },
-            RecordOutcome::Matched {
-                external_id,
-                billing_id,
-                how,
-                link,
-            } => {
-                if let Some(before) = meanwhile.get(&external_id) {
-                    Recorded {
-                        external_id,
-                        outcome: ItemOutcome::AlreadyImported,
-                        billing_id: Some(before.clone()),
-                        reason: None,
-                    }
-                } else {
-                    // Remembered like an import, so later runs count it
-                    // without reading it again.
-                    mappings.push(ImportedRow {
-                        connection_id: import.connection_id.clone(),
-                        kind: kind.to_owned(),
-                        external_id: external_id.clone(),
-                        dealer: dealer.to_owned(),
-                        billing_id: billing_id.as_str().to_owned(),
-                        import_id: import.id.clone(),
-                        imported_at: now,
-                    });
-                    if let Some(link) = link {
-                        links.push((billing_id.as_str().to_owned(), link));
-                    }
-                    Recorded {
-                        external_id,
-                        outcome: ItemOutcome::AlreadyImported,
-                        billing_id: Some(billing_id.as_str().to_owned()),
-                        reason: Some(how),
-                    }
-                }
-            }
-            RecordOutcome::Planned {
-                external_id,
-                outcome,
-                billing_id,
-                reason,
-            } => Recorded {
-                external_id,
-                outcome,
-                billing_id: billing_id.map(|b| b.as_str().to_owned()),
-                reason: Some(reason),
-            },
-            RecordOutcome::FilteredOut {
-                external_id,
-                reason,
-            } => Recorded {
-                external_id,
-                outcome: ItemOutcome::FilteredOut,
-                billing_id: None,
-                reason: Some(reason),
-            },
-            RecordOutcome::Failed {
-                external_id,
-                reason,
-            } => Recorded {
-                external_id,
-                outcome: ItemOutcome::Failed,
-                billing_id: None,
-                reason: Some(reason),
-            },
-        };
-        import.seen += 1;
-        match recorded.outcome {
-            ItemOutcome::Imported => import.imported += 1,
-            ItemOutcome::AlreadyImported => import.already_imported += 1,
-            ItemOutcome::FilteredOut => import.filtered_out += 1,
-            ItemOutcome::Failed => import.failed += 1,
-        }
-        items.push(ItemRow {
-            import_id: id.to_owned(),
-            seq,
-            external_id: recorded.external_id,
-            outcome: recorded.outcome.as_str().to_owned(),
-            billing_id: recorded.billing_id,
-            reason: recorded.reason,
-            created_at: now,
-        });
-    }
-    if items.is_empty() {
-        return Ok(import.counts());
-    }
-
-    let (mut customers, mut users) = (Vec::new(), Vec::new());
-    for write in &writes {
-        match write {
-            ImportWrite::Customer { id, fields } => customers.push((id.as_str(), fields)),
-            ImportWrite::User { id, fields } => users.push((id.as_str(), fields)),
-        }
-    }
-    // A record made by someone else since the look above: the chunk is
-    // written again from the start (the job's next attempt), and then fails.
-    conflict_on_unique(
-        insert_new_records(conn, dealer, &customers, &users, now),
-        || "a billing record of this import was created meanwhile; try again".to_owned(),
-    )?;
-    // The primary key is the last word on "never twice".
-    for chunk in mappings.chunks(ROWS_PER_INSERT) {
-        conflict_on_unique(
-            per_backend!(&mut *conn, |c| diesel::insert_into(imported_records::table)
-                .values(chunk)
-                .execute(c)),
-            || "an Alarm.com record of this import was imported meanwhile; try again".to_owned(),
-        )?;
-    }
-    if !links.is_empty() {
-        crate::isp::record_found_accounts(
-            conn,
-            dealer,
-            &import.connection_id,
-            links,
-            &import.created_by,
-            now,
-        )?;
-    }
-    for chunk in items.chunks(ROWS_PER_INSERT) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(import_items::table)
-            .values(chunk)
-            .execute(c))?;
-    }
-    write_counts(conn, &import, now)?;
-    // Last: the feed's lock (PostgreSQL) is held for the shortest time.
-    insert_many_events(conn, dealer, events)?;
-    Ok(import.counts())
-}
-
-fn write_counts(
-    conn: &mut DbConnection,
-    import: &ImportRow,
-    now: NaiveDateTime,
-) -> Result<(), Fail> {
-    diesel::update(imports::table.filter(imports::id.eq(&import.id)))
-        .set((
-            imports::seen.eq(import.seen),
-            imports::imported.eq(import.imported),
-            imports::already_imported.eq(import.already_imported),
-            imports::filtered_out.eq(import.filtered_out),
-            imports::failed.eq(import.failed),
-            imports::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Sets how many records of the run were imported before it ran (they have
-/// no item): the count an earlier attempt set is replaced, not added to.
-fn record_before_blocking(
-    conn: &mut DbConnection,
-    dealer: &str,
-    id: &str,
-    count: u64,
-) -> Result<ImportCounts, Fail> {
-    let mut import = find_import(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
-    // Already-imported items come from records imported while the run went
-    // on (and from users matched by login name); the rest was counted here.
-    let listed: i64 = if import.already_imported == 0 {
-        0
-    } else {
-        import_items::table
-            .filter(import_items::import_id.eq(id))
-            .filter(import_items::outcome.eq(ItemOutcome::AlreadyImported.as_str()))
-            .count()
-            .get_result(conn)?
-    };
-    let counted_before = import.already_imported - listed;
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    if count == counted_before {
-        return Ok(import.counts());
-    }
-    import.seen += count - counted_before;
-    import.already_imported = listed + count;
-    write_counts(conn, &import, to_db_time(Utc::now()))?;
-    Ok(import.counts())
 }
 
 #[async_trait]
@@ -676,31 +298,7 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let external_ids = external_ids.to_vec();
         self.run(move |conn, _| {
-            let query = imported_records::table
-                .filter(imported_records::connection_id.eq(&connection_id))
-                .filter(imported_records::kind.eq(record_kind(kind)))
-                .filter(imported_records::dealer.eq(&dealer))
-                .select((imported_records::external_id, imported_records::billing_id));
-            // One query whatever the number of ids: a long list (a run's
-            // whole customer list) reads the connection's records of the
-            // kind and keeps those asked for, rather than hundreds of `IN`s.
-            let rows: Vec<(String, String)> = if external_ids.len() <= IN_CHUNK {
-                query
-                    .filter(imported_records::external_id.eq_any(&external_ids))
-                    .load(conn)?
-            } else {
-                let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
-                let mut rows: Vec<(String, String)> = query.load(conn)?;
-                rows.retain(|(e, _)| wanted.contains(e.as_str()));
-                rows
-            };
-            rows.into_iter()
-                .map(|(e, b)| {
-                    BillingId::parse(&b)
-                        .map(|b| (e, b))
-                        .map_err(|_| corrupt(format!("imported record billing id '{b}'")))
-                })
-                .collect()
+            lookups::imported_records(conn, &dealer, &connection_id, kind, &external_ids)
         })
         .await
     }
@@ -713,22 +311,8 @@ impl ImportStore for Store {
     ) -> StoreResult<Vec<(String, BillingId)>> {
         let dealer = dealer.0.clone();
         let connection_id = uuid_text(connection_id.0);
-        self.run(move |conn, _| {
-            let rows: Vec<(String, String)> = imported_records::table
-                .filter(imported_records::connection_id.eq(&connection_id))
-                .filter(imported_records::kind.eq(record_kind(kind)))
-                .filter(imported_records::dealer.eq(&dealer))
-                .select((imported_records::external_id, imported_records::billing_id))
-                .load(conn)?;
-            rows.into_iter()
-                .map(|(e, b)| {
-                    BillingId::parse(&b)
-                        .map(|b| (e, b))
-                        .map_err(|_| corrupt(format!("imported record billing id '{b}'")))
-                })
-                .collect()
-        })
-        .await
+        self.run(move |conn, _| lookups::all_imported_records(conn, &dealer, &connection_id, kind))
+            .await
     }
 
     async fn isp_linked_customers(
@@ -741,23 +325,7 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let external_ids = external_ids.to_vec();
         self.run(move |conn, _| {
-            // A connection has few ISP accounts next to its customer list:
-            // read them all and keep those asked for.
-            let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
-            let rows: Vec<(Option<String>, String)> = isp_accounts::table
-                .filter(isp_accounts::connection_id.eq(&connection_id))
-                .filter(isp_accounts::dealer.eq(&dealer))
-                .filter(isp_accounts::external_id.is_not_null())
-                .select((isp_accounts::external_id, isp_accounts::billing_customer_id))
-                .load(conn)?;
-            rows.into_iter()
-                .filter_map(|(e, b)| e.filter(|e| wanted.contains(e.as_str())).map(|e| (e, b)))
-                .map(|(e, b)| {
-                    BillingId::parse(&b)
-                        .map(|b| (e, b))
-                        .map_err(|_| corrupt(format!("ISP account billing customer id '{b}'")))
-                })
-                .collect()
+            lookups::isp_linked_customers(conn, &dealer, &connection_id, &external_ids)
         })
         .await
     }
@@ -772,27 +340,7 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let billing_ids = billing_ids.to_vec();
         self.run(move |conn, _| {
-            let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
-            let found = existing_billing_ids(conn, &dealer, false, &ids)?;
-            let mut accounts: HashMap<String, String> = HashMap::new();
-            let found_ids: Vec<&str> = found.iter().map(String::as_str).collect();
-            for chunk in found_ids.chunks(IN_CHUNK) {
-                let rows: Vec<(String, Option<String>)> = isp_accounts::table
-                    .filter(isp_accounts::connection_id.eq(&connection_id))
-                    .filter(isp_accounts::billing_customer_id.eq_any(chunk))
-                    .select((isp_accounts::billing_customer_id, isp_accounts::external_id))
-                    .load(conn)?;
-                accounts.extend(rows.into_iter().map(|(b, e)| (b, e.unwrap_or_default())));
-            }
-            found
-                .into_iter()
-                .map(|b| {
-                    let account = accounts.get(&b).cloned();
-                    BillingId::parse(&b)
-                        .map(|id| (id, account))
-                        .map_err(|_| corrupt(format!("billing customer id '{b}'")))
-                })
-                .collect()
+            lookups::billing_customers_among(conn, &dealer, &connection_id, &billing_ids)
         })
         .await
     }
@@ -804,16 +352,8 @@ impl ImportStore for Store {
     ) -> StoreResult<Vec<BillingId>> {
         let dealer = dealer.0.clone();
         let billing_ids = billing_ids.to_vec();
-        self.run(move |conn, _| {
-            let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
-            existing_billing_ids(conn, &dealer, true, &ids)?
-                .into_iter()
-                .map(|b| {
-                    BillingId::parse(&b).map_err(|_| corrupt(format!("billing user id '{b}'")))
-                })
-                .collect()
-        })
-        .await
+        self.run(move |conn, _| lookups::billing_users_among(conn, &dealer, &billing_ids))
+            .await
     }
 
     async fn billing_user_logins(
@@ -821,22 +361,8 @@ impl ImportStore for Store {
         dealer: &DealerId,
     ) -> StoreResult<Vec<(String, BillingId)>> {
         let dealer = dealer.0.clone();
-        self.run(move |conn, _| {
-            let rows: Vec<(String, String)> = billing_users::table
-                .filter(billing_users::dealer.eq(&dealer))
-                .filter(billing_users::login_name.ne(""))
-                .select((billing_users::login_name, billing_users::id))
-                .order(billing_users::id.asc())
-                .load(conn)?;
-            rows.into_iter()
-                .map(|(login, id)| {
-                    BillingId::parse(&id)
-                        .map(|id| (login, id))
-                        .map_err(|_| corrupt(format!("billing user id '{id}'")))
-                })
-                .collect()
-        })
-        .await
+        self.run(move |conn, _| lookups::billing_user_logins(conn, &dealer))
+            .await
     }
 
     async fn record_imported_before(
@@ -849,7 +375,7 @@ impl ImportStore for Store {
         let id = uuid_text(id.0);
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                record_before_blocking(conn, &dealer, &id, count)
+                record::record_before_blocking(conn, &dealer, &id, count)
             })
         })
         .await
@@ -864,7 +390,9 @@ impl ImportStore for Store {
         let dealer = dealer.0.clone();
         let id = uuid_text(id.0);
         self.run(move |conn, _| {
-            write_transaction(conn, |conn| record_blocking(conn, &dealer, &id, outcomes))
+            write_transaction(conn, |conn| {
+                record::record_blocking(conn, &dealer, &id, outcomes)
+            })
         })
         .await
     }
