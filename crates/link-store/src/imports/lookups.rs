@@ -1,0 +1,184 @@
+//! What an import run looks up besides its own rows: which Alarm.com
+//! records were imported (or are linked through ISP accounts) into which
+//! billing records, and which billing customers and users exist.
+
+use std::collections::{HashMap, HashSet};
+
+use diesel::prelude::*;
+use domain::billing::BillingId;
+use domain::import::ImportKind;
+
+use super::record_kind;
+use crate::connections::corrupt;
+use crate::db::{DbConnection, Fail, IN_CHUNK};
+use crate::schema::{billing_customers, billing_users, imported_records, isp_accounts};
+
+/// Rows of (external id or login, billing id text) as the domain's pairs;
+/// a billing id that does not read is an unreadable row, named by `what`.
+fn parse_billing_pairs(
+    rows: impl IntoIterator<Item = (String, String)>,
+    what: &str,
+) -> Result<Vec<(String, BillingId)>, Fail> {
+    rows.into_iter()
+        .map(|(e, b)| {
+            BillingId::parse(&b)
+                .map(|b| (e, b))
+                .map_err(|_| corrupt(format!("{what} '{b}'")))
+        })
+        .collect()
+}
+
+/// Of `ids`, the billing customers (or users) of the dealer that exist.
+pub(super) fn existing_billing_ids(
+    conn: &mut DbConnection,
+    dealer: &str,
+    users: bool,
+    ids: &[&str],
+) -> Result<HashSet<String>, Fail> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows: Vec<String> = if users {
+            billing_users::table
+                .filter(billing_users::dealer.eq(dealer))
+                .filter(billing_users::id.eq_any(chunk))
+                .select(billing_users::id)
+                .load(conn)?
+        } else {
+            billing_customers::table
+                .filter(billing_customers::dealer.eq(dealer))
+                .filter(billing_customers::id.eq_any(chunk))
+                .select(billing_customers::id)
+                .load(conn)?
+        };
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// Of `external_ids`, those imported on the connection as `kind`, with their
+/// billing records.
+pub(super) fn imported_records(
+    conn: &mut DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    kind: ImportKind,
+    external_ids: &[String],
+) -> Result<Vec<(String, BillingId)>, Fail> {
+    let query = imported_records::table
+        .filter(imported_records::connection_id.eq(connection_id))
+        .filter(imported_records::kind.eq(record_kind(kind)))
+        .filter(imported_records::dealer.eq(dealer))
+        .select((imported_records::external_id, imported_records::billing_id));
+    // One query whatever the number of ids: a long list (a run's
+    // whole customer list) reads the connection's records of the
+    // kind and keeps those asked for, rather than hundreds of `IN`s.
+    let rows: Vec<(String, String)> = if external_ids.len() <= IN_CHUNK {
+        query
+            .filter(imported_records::external_id.eq_any(external_ids))
+            .load(conn)?
+    } else {
+        let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
+        let mut rows: Vec<(String, String)> = query.load(conn)?;
+        rows.retain(|(e, _)| wanted.contains(e.as_str()));
+        rows
+    };
+    parse_billing_pairs(rows, "imported record billing id")
+}
+
+/// Every record imported on the connection as `kind`, with its billing record.
+pub(super) fn all_imported_records(
+    conn: &mut DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    kind: ImportKind,
+) -> Result<Vec<(String, BillingId)>, Fail> {
+    let rows: Vec<(String, String)> = imported_records::table
+        .filter(imported_records::connection_id.eq(connection_id))
+        .filter(imported_records::kind.eq(record_kind(kind)))
+        .filter(imported_records::dealer.eq(dealer))
+        .select((imported_records::external_id, imported_records::billing_id))
+        .load(conn)?;
+    parse_billing_pairs(rows, "imported record billing id")
+}
+
+/// Of `external_ids`, those linked to a billing customer through an ISP
+/// account of the connection, with that customer.
+pub(super) fn isp_linked_customers(
+    conn: &mut DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    external_ids: &[String],
+) -> Result<Vec<(String, BillingId)>, Fail> {
+    // A connection has few ISP accounts next to its customer list:
+    // read them all and keep those asked for.
+    let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
+    let rows: Vec<(Option<String>, String)> = isp_accounts::table
+        .filter(isp_accounts::connection_id.eq(connection_id))
+        .filter(isp_accounts::dealer.eq(dealer))
+        .filter(isp_accounts::external_id.is_not_null())
+        .select((isp_accounts::external_id, isp_accounts::billing_customer_id))
+        .load(conn)?;
+    let rows = rows
+        .into_iter()
+        .filter_map(|(e, b)| e.filter(|e| wanted.contains(e.as_str())).map(|e| (e, b)));
+    parse_billing_pairs(rows, "ISP account billing customer id")
+}
+
+/// Of `billing_ids`, the billing customers that exist, each with the
+/// provider customer id of its ISP account on the connection when it has one
+/// (empty while that account is being provisioned).
+pub(super) fn billing_customers_among(
+    conn: &mut DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    billing_ids: &[String],
+) -> Result<Vec<(BillingId, Option<String>)>, Fail> {
+    let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
+    let found = existing_billing_ids(conn, dealer, false, &ids)?;
+    let mut accounts: HashMap<String, String> = HashMap::new();
+    let found_ids: Vec<&str> = found.iter().map(String::as_str).collect();
+    for chunk in found_ids.chunks(IN_CHUNK) {
+        let rows: Vec<(String, Option<String>)> = isp_accounts::table
+            .filter(isp_accounts::connection_id.eq(connection_id))
+            .filter(isp_accounts::billing_customer_id.eq_any(chunk))
+            .select((isp_accounts::billing_customer_id, isp_accounts::external_id))
+            .load(conn)?;
+        accounts.extend(rows.into_iter().map(|(b, e)| (b, e.unwrap_or_default())));
+    }
+    found
+        .into_iter()
+        .map(|b| {
+            let account = accounts.get(&b).cloned();
+            BillingId::parse(&b)
+                .map(|id| (id, account))
+                .map_err(|_| corrupt(format!("billing customer id '{b}'")))
+        })
+        .collect()
+}
+
+/// Of `billing_ids`, the billing users that exist.
+pub(super) fn billing_users_among(
+    conn: &mut DbConnection,
+    dealer: &str,
+    billing_ids: &[String],
+) -> Result<Vec<BillingId>, Fail> {
+    let ids: Vec<&str> = billing_ids.iter().map(String::as_str).collect();
+    existing_billing_ids(conn, dealer, true, &ids)?
+        .into_iter()
+        .map(|b| BillingId::parse(&b).map_err(|_| corrupt(format!("billing user id '{b}'"))))
+        .collect()
+}
+
+/// The login names of the dealer's billing users that have one, with the user.
+pub(super) fn billing_user_logins(
+    conn: &mut DbConnection,
+    dealer: &str,
+) -> Result<Vec<(String, BillingId)>, Fail> {
+    let rows: Vec<(String, String)> = billing_users::table
+        .filter(billing_users::dealer.eq(dealer))
+        .filter(billing_users::login_name.ne(""))
+        .select((billing_users::login_name, billing_users::id))
+        .order(billing_users::id.asc())
+        .load(conn)?;
+    parse_billing_pairs(rows, "billing user id")
+}
