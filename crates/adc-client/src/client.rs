@@ -11,10 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use domain::adc::*;
 use domain::upstream::CallObserver;
-use governor::DefaultDirectRateLimiter;
 use tokio::sync::OnceCell;
 
-use crate::connector::AdcClientSettings;
 use crate::operation::*;
 use crate::soap::parse_bool;
 use crate::transport::Transport;
@@ -43,14 +41,12 @@ impl std::fmt::Debug for HttpAdcClient {
 
 impl HttpAdcClient {
     pub(crate) fn new(
-        http: reqwest::Client,
-        settings: AdcClientSettings,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        channel: upstream_http::Channel,
         target: AdcTarget,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            transport: Transport::new(http, settings, limiter, target, observer),
+            transport: Transport::new(channel, target, observer),
             caller_version: OnceCell::new(),
             dealer_id: OnceCell::new(),
         }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::{UpstreamErrorKind, UpstreamFailure};
 use crate::Page;
 
 /// A Stages site (an account of the central station).
@@ -625,27 +626,30 @@ pub enum StagesError {
     EgressRefused(String),
 }
 
+impl UpstreamFailure for StagesError {
+    fn upstream_kind(&self) -> UpstreamErrorKind {
+        match self {
+            Self::Unauthorized => UpstreamErrorKind::Unauthorized,
+            Self::NotFound(_) => UpstreamErrorKind::NotFound,
+            Self::Rejected { .. } => UpstreamErrorKind::Rejected,
+            Self::RateLimited { .. } => UpstreamErrorKind::RateLimited,
+            Self::Unreachable(_) => UpstreamErrorKind::Unreachable,
+            Self::Timeout => UpstreamErrorKind::Timeout,
+            Self::BadAnswer(_) => UpstreamErrorKind::BadAnswer,
+            Self::EgressRefused(_) => UpstreamErrorKind::EgressRefused,
+        }
+    }
+}
+
 impl StagesError {
     /// A short stable name of the kind of failure (a metric label).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unauthorized => "unauthorized",
-            Self::NotFound(_) => "not_found",
-            Self::Rejected { .. } => "rejected",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unreachable(_) => "unreachable",
-            Self::Timeout => "timeout",
-            Self::BadAnswer(_) => "bad_answer",
-            Self::EgressRefused(_) => "egress_refused",
-        }
+        self.upstream_kind().as_str()
     }
 
     /// Worth trying again later (by a job; the client retries safe calls itself).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::Unreachable(_) | Self::Timeout | Self::BadAnswer(_)
-        )
+        self.upstream_kind().is_transient()
     }
 }
 
