@@ -1,19 +1,18 @@
-//! The connector: one HTTP client, and one rate limiter per connection.
+//! The connector: Alarm.com's defaults for the shared
+//! `upstream_http::Connector` (one HTTP client, one rate limiter per
+//! connection).
 //!
 //! Clients are cheap and made per call site; the connection pool and the
-//! per-connection request budget must outlive them, so both live here.
+//! per-connection request budget must outlive them, so both live there.
 //! ADC documents no rate limit, and public scripts throttle themselves, so
 //! the budget is ours to keep.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::adc::{AdcApi, AdcConnector, AdcTarget};
 use domain::upstream::CallObserver;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use upstream_http::EgressPolicy;
+use upstream_http::{EgressPolicy, RetryPolicy};
 
 use crate::client::HttpAdcClient;
 
@@ -71,27 +70,29 @@ pub struct BuildError(String);
 /// Makes [`HttpAdcClient`]s that share one connection pool and, per
 /// connection key, one rate limiter.
 pub struct HttpAdcConnector {
-    http: reqwest::Client,
+    connector: upstream_http::Connector,
     settings: AdcClientSettings,
-    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl HttpAdcConnector {
     pub fn new(settings: AdcClientSettings) -> Result<Self, BuildError> {
-        let http = upstream_http::apply(reqwest::Client::builder(), &settings.egress)
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            // A redirect would resend the credentials elsewhere, and turn the
-            // POST into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("crosslink-adc-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+        let connector = upstream_http::Connector::new(upstream_http::Settings {
+            user_agent: concat!("crosslink-adc-client/", env!("CARGO_PKG_VERSION")),
+            timeout: settings.timeout,
+            connect_timeout: settings.connect_timeout,
+            retry: RetryPolicy {
+                max_retries: settings.max_retries,
+                base_delay: settings.retry_base_delay,
+                max_delay: settings.max_retry_delay,
+            },
+            requests_per_second: settings.requests_per_second,
+            egress: settings.egress.clone(),
+        })
+        .map_err(|e| BuildError(e.to_string()))?;
         Ok(Self {
-            http,
+            connector,
             settings,
-            limiters: Mutex::new(HashMap::new()),
             observer: None,
         })
     }
@@ -108,24 +109,8 @@ impl HttpAdcConnector {
 
     /// A client for `target`, as its concrete type.
     pub fn client(&self, target: AdcTarget) -> HttpAdcClient {
-        let limiter = self.limiter(&target.key);
-        let observer = self.observer.clone();
-        HttpAdcClient::new(
-            self.http.clone(),
-            self.settings.clone(),
-            limiter,
-            target,
-            observer,
-        )
-    }
-
-    fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let rps = NonZeroU32::new(self.settings.requests_per_second)?;
-        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        let limiter = limiters
-            .entry(key.to_owned())
-            .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps))));
-        Some(Arc::clone(limiter))
+        let channel = self.connector.channel(&target.key);
+        HttpAdcClient::new(channel, target, self.observer.clone())
     }
 }
 

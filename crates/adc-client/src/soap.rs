@@ -11,31 +11,7 @@ use crate::operation::Operation;
 use crate::xml::{self, Element};
 
 /// How one attempt failed, and whether another attempt may help.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub error: AdcError,
-    /// Transient: worth another attempt, if the operation may be repeated.
-    pub retryable: bool,
-    pub retry_after: Option<Duration>,
-}
-
-impl Failure {
-    pub fn permanent(error: AdcError) -> Self {
-        Self {
-            error,
-            retryable: false,
-            retry_after: None,
-        }
-    }
-
-    pub fn transient(error: AdcError) -> Self {
-        Self {
-            error,
-            retryable: true,
-            retry_after: None,
-        }
-    }
-}
+pub(crate) type Failure = upstream_http::Failure<AdcError>;
 
 /// Reads an HTTP answer to `op`: the `<op>Result` element on success (`None`
 /// for an operation that returns nothing).
@@ -185,13 +161,7 @@ fn classify_fault(message: String, retry_after: Option<Duration>) -> Failure {
     } else if has(&["not found", "does not exist", "no such", "unknown customer"]) {
         Failure::permanent(AdcError::NotFound(message))
     } else if has(&["throttl", "rate limit", "too many requests"]) {
-        Failure {
-            error: AdcError::RateLimited {
-                retry_after_secs: retry_after.map(ceil_secs),
-            },
-            retryable: true,
-            retry_after,
-        }
+        rate_limited(retry_after)
     } else {
         Failure::permanent(AdcError::Fault { message })
     }
@@ -203,20 +173,8 @@ fn status_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Fa
     match status {
         401 | 403 => Failure::permanent(AdcError::Unauthorized),
         408 => Failure::transient(AdcError::Timeout),
-        429 => Failure {
-            error: AdcError::RateLimited {
-                retry_after_secs: retry_after.map(ceil_secs),
-            },
-            retryable: true,
-            retry_after,
-        },
-        503 if retry_after.is_some() => Failure {
-            error: AdcError::RateLimited {
-                retry_after_secs: retry_after.map(ceil_secs),
-            },
-            retryable: true,
-            retry_after,
-        },
+        429 => rate_limited(retry_after),
+        503 if retry_after.is_some() => rate_limited(retry_after),
         500..=599 => Failure::transient(AdcError::BadAnswer(format!("HTTP {status}: {detail}"))),
         // A 404 or 405 says the endpoint is not an ADC dealer host.
         _ => Failure::permanent(AdcError::BadAnswer(format!(
@@ -225,8 +183,12 @@ fn status_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Fa
     }
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// ADC asks to slow down: worth waiting for, on a read.
+fn rate_limited(retry_after: Option<Duration>) -> Failure {
+    Failure::transient(AdcError::RateLimited {
+        retry_after_secs: retry_after.map(upstream_http::ceil_secs),
+    })
+    .after(retry_after)
 }
 
 /// A short printable excerpt of a body for an error message.
@@ -236,17 +198,6 @@ fn snippet(body: &[u8]) -> String {
         return "no body".to_owned();
     }
     text
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -490,18 +441,5 @@ mod tests {
             Ok(())
         );
         assert_eq!(check_success(&CREATE_CUSTOMER, None), Ok(()));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let wait = parse_retry_after(&later).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -1,43 +1,35 @@
-//! One call to ADC: envelope, URL, rate limit, retries, error mapping.
+//! One call to ADC: envelope, URL, and what each failure means.
 //!
 //! Every operation goes through here, so the rules for what may be repeated
-//! and what each failure means are the same for all. The envelope carries
+//! and what each failure means are the same for all. The rate limit, the
+//! retries and the transport errors are `upstream_http`'s. The envelope carries
 //! the password: it is never logged, and neither is any request body.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use domain::adc::{AdcError, AdcResult, AdcTarget};
-use domain::upstream::CallObserver;
-use governor::DefaultDirectRateLimiter;
-use rand::Rng;
+use domain::upstream::{observed, CallObserver};
 use tracing::Instrument;
+use upstream_http::{Channel, TransportError};
 
-use crate::connector::AdcClientSettings;
 use crate::operation::Operation;
 use crate::soap::{self, Failure};
 use crate::xml::{self, Element, Node};
 
 pub(crate) struct Transport {
-    http: reqwest::Client,
-    settings: AdcClientSettings,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    channel: Channel,
     target: AdcTarget,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Transport {
     pub fn new(
-        http: reqwest::Client,
-        settings: AdcClientSettings,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        channel: Channel,
         target: AdcTarget,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            http,
-            settings,
-            limiter,
+            channel,
             target,
             observer,
         }
@@ -55,22 +47,22 @@ impl Transport {
             connection = %self.target.key,
             operation = op.name,
         );
-        let started = Instant::now();
-        let result = async {
+        let call = async {
             let result = self.call_with_retries(op, &body).await?;
             soap::check_success(op, result.as_ref())?;
             Ok(result)
         }
-        .instrument(span)
-        .await;
-        if let Some(observer) = &self.observer {
-            let outcome = result.as_ref().map_or_else(AdcError::kind, |_| "ok");
-            let seconds = started.elapsed().as_secs_f64();
-            observer.observe("alarm_com", &self.target.key, outcome, seconds);
-        }
-        result
+        .instrument(span);
+        observed(
+            self.observer.as_deref(),
+            "alarm_com",
+            &self.target.key,
+            call,
+        )
+        .await
     }
 
+    /// Reads are repeated, changes never are (see [`Operation::read_only`]).
     async fn call_with_retries(&self, op: &Operation, body: &[Node]) -> AdcResult<Option<Element>> {
         let credentials = xml::Credentials {
             user: &self.target.username,
@@ -84,53 +76,12 @@ impl Transport {
                 ),
             })?;
         let url = service_url(&self.target.endpoint, op)?;
-        // The resolver checks host names; an address in the URL reaches no resolver.
-        self.settings
-            .egress
+        self.channel
             .check_literal(&url)
             .map_err(|refused| AdcError::EgressRefused(refused.to_string()))?;
-        let mut retries = 0u32;
-        loop {
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
-            }
-            let failure = match self.attempt(op, &url, &envelope).await {
-                Ok(result) => return Ok(result),
-                Err(f) => f,
-            };
-            if !op.read_only || !failure.retryable || retries >= self.settings.max_retries {
-                return Err(failure.error);
-            }
-            let delay = match failure.retry_after {
-                Some(wait) if wait > self.settings.max_retry_delay => {
-                    tracing::debug!(
-                        retry_after_ms = wait.as_millis() as u64,
-                        "retry-after longer than we wait"
-                    );
-                    return Err(failure.error);
-                }
-                Some(wait) => wait,
-                None => self.backoff(retries),
-            };
-            retries += 1;
-            tracing::debug!(
-                retry = retries,
-                delay_ms = delay.as_millis() as u64,
-                error = %failure.error,
-                "retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Full jitter: uniform in `0..=min(max, base * 2^retries)`.
-    fn backoff(&self, retries: u32) -> Duration {
-        let ceiling = self
-            .settings
-            .retry_base_delay
-            .saturating_mul(2u32.saturating_pow(retries))
-            .min(self.settings.max_retry_delay);
-        rand::thread_rng().gen_range(Duration::ZERO..=ceiling)
+        self.channel
+            .with_retries(op.read_only, |_| self.attempt(op, &url, &envelope))
+            .await
     }
 
     async fn attempt(
@@ -139,45 +90,21 @@ impl Transport {
         url: &url::Url,
         envelope: &[u8],
     ) -> Result<Option<Element>, Failure> {
-        let started = Instant::now();
-        let sent = self
-            .http
+        let request = self
+            .channel
+            .http()
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", op.soap_action())
             .header(reqwest::header::ACCEPT, "text/xml")
-            .body(envelope.to_vec())
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let failure = transport_failure(op, e);
-                tracing::debug!(
-                    latency_ms = started.elapsed().as_millis() as u64,
-                    error = %failure.error,
-                    "no answer"
-                );
-                return Err(failure);
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(soap::parse_retry_after);
-        let body = response.bytes().await;
-        tracing::debug!(
-            status,
-            latency_ms = started.elapsed().as_millis() as u64,
-            "answer"
-        );
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => return Err(transport_failure(op, e)),
-        };
-        soap::read_answer(op, status, retry_after, &body)
+            .body(envelope.to_vec());
+        let answer = self
+            .channel
+            .send(request, op.name)
+            .await
+            .map_err(transport_failure)?;
+        let body = answer.body.map_err(transport_failure)?;
+        soap::read_answer(op, answer.status.as_u16(), answer.retry_after, &body)
     }
 }
 
@@ -198,41 +125,24 @@ fn service_url(endpoint: &url::Url, op: &Operation) -> AdcResult<url::Url> {
     Ok(url)
 }
 
-/// A request that got no (complete) answer. Each is transient; whether it is
-/// repeated depends on the operation.
-fn transport_failure(op: &Operation, e: reqwest::Error) -> Failure {
-    if let Some(refused) = upstream_http::refusal_in(&e) {
+/// A request that got no (complete) answer. Each is transient but a
+/// refusal or a request that cannot be built; whether it is repeated
+/// depends on the operation.
+fn transport_failure(e: TransportError) -> Failure {
+    match e {
         // Nothing was sent, and the same name resolves the same way again.
-        return Failure::permanent(AdcError::EgressRefused(refused.to_string()));
-    }
-    let e = e.without_url();
-    if e.is_timeout() {
-        return Failure::transient(AdcError::Timeout);
-    }
-    let error = AdcError::Unreachable(detail(op, &e));
-    if e.is_builder() {
-        Failure::permanent(error)
-    } else {
-        Failure::transient(error)
-    }
-}
-
-/// `"GetRepList: error sending request: ...: Connection refused"`, with each
-/// cause once.
-fn detail(op: &Operation, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = op.name.to_owned();
-    let mut seen: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !seen.iter().any(|s| s.contains(&text)) {
-            out.push_str(": ");
-            out.push_str(&text);
-            seen.push(text);
+        TransportError::EgressRefused(refused) => {
+            Failure::permanent(AdcError::EgressRefused(refused.to_string()))
         }
-        next = err.source();
+        TransportError::Timeout
+        | TransportError::Connect {
+            timed_out: true, ..
+        } => Failure::transient(AdcError::Timeout),
+        TransportError::Request { detail } => Failure::permanent(AdcError::Unreachable(detail)),
+        TransportError::Connect { detail, .. } | TransportError::Broken { detail } => {
+            Failure::transient(AdcError::Unreachable(detail))
+        }
     }
-    out
 }
 
 #[cfg(test)]
@@ -259,30 +169,5 @@ mod tests {
             "http://127.0.0.1:9/adc/WebServices/DealerManagement.asmx"
         );
         assert!(service_url(&url("mailto:x@y"), &GET_REP_LIST).is_err());
-    }
-
-    #[test]
-    fn backoff_stays_under_the_cap() {
-        let transport = Transport::new(
-            reqwest::Client::new(),
-            AdcClientSettings {
-                retry_base_delay: Duration::from_millis(100),
-                max_retry_delay: Duration::from_millis(300),
-                ..AdcClientSettings::default()
-            },
-            None,
-            AdcTarget {
-                key: "k".into(),
-                endpoint: url("http://h/"),
-                username: "u".into(),
-                password: "p".into(),
-            },
-            None,
-        );
-        for retries in 0..40 {
-            let cap = Duration::from_millis(100 * 2u64.pow(retries.min(20)))
-                .min(Duration::from_millis(300));
-            assert!(transport.backoff(retries) <= cap);
-        }
     }
 }

@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::{UpstreamErrorKind, UpstreamFailure};
+
 /// ADC's own id of a customer (a "CustomerId", an integer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -386,36 +388,35 @@ pub enum AdcError {
     EgressRefused(String),
 }
 
+impl UpstreamFailure for AdcError {
+    fn upstream_kind(&self) -> UpstreamErrorKind {
+        match self {
+            Self::Unauthorized => UpstreamErrorKind::Unauthorized,
+            Self::NotFound(_) => UpstreamErrorKind::NotFound,
+            Self::Rejected { .. } => UpstreamErrorKind::Rejected,
+            Self::PermissionDenied { .. } => UpstreamErrorKind::PermissionDenied,
+            Self::Fault { .. } => UpstreamErrorKind::Fault,
+            Self::ServerFault { .. } => UpstreamErrorKind::ServerFault,
+            Self::RateLimited { .. } => UpstreamErrorKind::RateLimited,
+            Self::Unreachable(_) => UpstreamErrorKind::Unreachable,
+            Self::Timeout => UpstreamErrorKind::Timeout,
+            Self::BadAnswer(_) => UpstreamErrorKind::BadAnswer,
+            Self::EgressRefused(_) => UpstreamErrorKind::EgressRefused,
+        }
+    }
+}
+
 impl AdcError {
     /// A short stable name of the kind of failure (a metric label).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unauthorized => "unauthorized",
-            Self::NotFound(_) => "not_found",
-            Self::Rejected { .. } => "rejected",
-            Self::PermissionDenied { .. } => "permission_denied",
-            Self::Fault { .. } => "fault",
-            Self::ServerFault { .. } => "server_fault",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unreachable(_) => "unreachable",
-            Self::Timeout => "timeout",
-            Self::BadAnswer(_) => "bad_answer",
-            Self::EgressRefused(_) => "egress_refused",
-        }
+        self.upstream_kind().as_str()
     }
 
     /// Worth trying again later (by a job, or an import within its run; the
     /// client retries reads itself). A fault the request caused is ADC's
     /// deliberate answer, so it is not; a server-side one is.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. }
-                | Self::Unreachable(_)
-                | Self::Timeout
-                | Self::BadAnswer(_)
-                | Self::ServerFault { .. }
-        )
+        self.upstream_kind().is_transient()
     }
 }
 

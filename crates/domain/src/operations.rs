@@ -10,6 +10,7 @@ use crate::connection::{AuthMode, Connection, ConnectionId, ProviderKind};
 use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
+use crate::upstream::{UpstreamErrorKind, UpstreamFailure};
 use crate::Secret;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -354,11 +355,20 @@ fn adc_failure(connection: &Connection, e: crate::adc::AdcError) -> OperationErr
                 connection.name.as_str()
             ),
         },
-        other => OperationError::Provider {
-            connection: connection.name.as_str().to_owned(),
-            timeout: matches!(other, AdcError::Timeout),
-            message: other.to_string(),
-        },
+        other => provider_failure(connection, &other),
+    }
+}
+
+/// An Alarm.com failure that is the provider's to fix or outlast: a 502
+/// (a 504 when it timed out) naming the connection, and transient for jobs.
+pub(crate) fn provider_failure(
+    connection: &Connection,
+    error: &crate::adc::AdcError,
+) -> OperationError {
+    OperationError::Provider {
+        connection: connection.name.as_str().to_owned(),
+        timeout: error.upstream_kind() == UpstreamErrorKind::Timeout,
+        message: error.to_string(),
     }
 }
 

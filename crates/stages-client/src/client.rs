@@ -7,11 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use domain::stages::*;
 use domain::upstream::CallObserver;
 use domain::Page;
-use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
 use serde::Deserialize;
 
-use crate::connector::ClientSettings;
 use crate::transport::{Request, Transport};
 
 /// A Stages connection: one endpoint, one set of credentials.
@@ -63,14 +61,12 @@ fn history_request<'a>(
 
 impl HttpStagesClient {
     pub(crate) fn new(
-        http: reqwest::Client,
-        settings: ClientSettings,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        channel: upstream_http::Channel,
         target: StagesTarget,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            transport: Transport::new(http, settings, limiter, target, observer),
+            transport: Transport::new(channel, target, observer),
         }
     }
 

@@ -1,17 +1,15 @@
-//! The connector: one HTTP client and one rate limiter per connection.
+//! The connector: Stages' defaults for the shared `upstream_http::Connector`
+//! (one HTTP client, one rate limiter per connection).
 //!
 //! Clients are cheap and made per call site; the connection pool and the
-//! per-connection request budget must outlive them, so both live here.
+//! per-connection request budget must outlive them, so both live there.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::stages::{StagesApi, StagesConnector, StagesTarget};
 use domain::upstream::CallObserver;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use upstream_http::EgressPolicy;
+use upstream_http::{EgressPolicy, RetryPolicy};
 
 use crate::client::HttpStagesClient;
 
@@ -62,32 +60,32 @@ impl Default for ClientSettings {
 #[error("cannot build the Stages HTTP client: {0}")]
 pub struct BuildError(String);
 
-/// Makes [`HttpStagesClient`]s that share one connection pool.
+/// Makes [`HttpStagesClient`]s that share one connection pool and, per
+/// connection key, one rate limiter.
 pub struct HttpStagesConnector {
-    http: reqwest::Client,
+    connector: upstream_http::Connector,
     settings: ClientSettings,
-    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl HttpStagesConnector {
     pub fn new(settings: ClientSettings) -> Result<Self, BuildError> {
-        let http = upstream_http::apply(reqwest::Client::builder(), &settings.egress)
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            // The API never redirects; following one would resend credentials
-            // and may turn a POST into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "crosslink-stages-client/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+        let connector = upstream_http::Connector::new(upstream_http::Settings {
+            user_agent: concat!("crosslink-stages-client/", env!("CARGO_PKG_VERSION")),
+            timeout: settings.timeout,
+            connect_timeout: settings.connect_timeout,
+            retry: RetryPolicy {
+                max_retries: settings.max_retries,
+                base_delay: settings.retry_base_delay,
+                max_delay: settings.max_retry_delay,
+            },
+            requests_per_second: settings.requests_per_second,
+            egress: settings.egress.clone(),
+        })
+        .map_err(|e| BuildError(e.to_string()))?;
         Ok(Self {
-            http,
+            connector,
             settings,
-            limiters: Mutex::new(HashMap::new()),
             observer: None,
         })
     }
@@ -104,24 +102,8 @@ impl HttpStagesConnector {
 
     /// A client for `target`, as its concrete type.
     pub fn client(&self, target: StagesTarget) -> HttpStagesClient {
-        let limiter = self.limiter(&target.key);
-        let observer = self.observer.clone();
-        HttpStagesClient::new(
-            self.http.clone(),
-            self.settings.clone(),
-            limiter,
-            target,
-            observer,
-        )
-    }
-
-    fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let rps = NonZeroU32::new(self.settings.requests_per_second)?;
-        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        let limiter = limiters
-            .entry(key.to_owned())
-            .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps))));
-        Some(Arc::clone(limiter))
+        let channel = self.connector.channel(&target.key);
+        HttpStagesClient::new(channel, target, self.observer.clone())
     }
 }
 

@@ -1,21 +1,22 @@
-//! One call to Stages: URL, auth, rate limit, retries, and error mapping.
+//! One call to Stages: URL, auth, and what each answer means.
 //!
 //! Kept apart from the routes so that every call gets the same rules for
-//! what may be retried and what each failure means to the service.
+//! what may be retried and what each failure means to the service. The rate
+//! limit, the retries and the transport errors are `upstream_http`'s.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::stages::{StagesError, StagesResult, StagesTarget};
-use domain::upstream::CallObserver;
-use governor::DefaultDirectRateLimiter;
-use rand::Rng;
+use domain::upstream::{observed, CallObserver};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tracing::Instrument;
+use upstream_http::{Channel, TransportError};
 
-use crate::connector::ClientSettings;
+/// How one attempt failed, and what that says about trying again.
+type Failure = upstream_http::Failure<StagesError>;
 
 /// A request, before it is sent.
 pub(crate) struct Request<'a> {
@@ -55,46 +56,19 @@ impl<'a> Request<'a> {
 }
 
 pub(crate) struct Transport {
-    http: reqwest::Client,
-    settings: ClientSettings,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    channel: Channel,
     target: StagesTarget,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
-/// How one attempt failed, and what that says about trying again.
-struct Failure {
-    error: StagesError,
-    /// Worth another attempt if the method allows it.
-    retryable: bool,
-    /// Stages may have acted on the request before it failed.
-    maybe_done: bool,
-    retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn permanent(error: StagesError) -> Self {
-        Self {
-            error,
-            retryable: false,
-            maybe_done: false,
-            retry_after: None,
-        }
-    }
-}
-
 impl Transport {
     pub fn new(
-        http: reqwest::Client,
-        settings: ClientSettings,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        channel: Channel,
         target: StagesTarget,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
         Self {
-            http,
-            settings,
-            limiter,
+            channel,
             target,
             observer,
         }
@@ -128,77 +102,38 @@ impl Transport {
             method = %req.method,
             route = req.route,
         );
-        let started = Instant::now();
-        let result = self.call_with_retries(&req).instrument(span).await;
-        if let Some(observer) = &self.observer {
-            let outcome = result.as_ref().map_or_else(StagesError::kind, |_| "ok");
-            let seconds = started.elapsed().as_secs_f64();
-            observer.observe("stages", &self.target.key, outcome, seconds);
-        }
-        result
+        let call = self.call_with_retries(&req).instrument(span);
+        observed(self.observer.as_deref(), "stages", &self.target.key, call).await
     }
 
+    /// Reads, `PATCH` and `DELETE` are repeated; a `POST` never is (see
+    /// [`ClientSettings`](crate::ClientSettings)).
     async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
         let url = self.url(req)?;
-        // The resolver checks host names; an address in the URL reaches no resolver.
-        self.settings
-            .egress
+        self.channel
             .check_literal(&url)
             .map_err(|refused| StagesError::EgressRefused(refused.to_string()))?;
-        let may_retry = req.method != Method::POST;
-        let mut retries = 0u32;
-        let mut maybe_done = false;
-        loop {
-            if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
-            }
-            let failure = match self.attempt(req, &url).await {
-                Ok(body) => return Ok(body),
-                Err(f) => f,
-            };
-            // A DELETE that Stages may already have carried out, now answered
-            // with "no such record": the record is gone, which is what was asked.
-            if req.method == Method::DELETE
-                && maybe_done
-                && matches!(failure.error, StagesError::NotFound(_))
-            {
-                tracing::debug!("already deleted by an earlier attempt");
-                return Ok(Vec::new());
-            }
-            if !may_retry || !failure.retryable || retries >= self.settings.max_retries {
-                return Err(failure.error);
-            }
-            let delay = match failure.retry_after {
-                Some(wait) if wait > self.settings.max_retry_delay => {
-                    tracing::debug!(
-                        retry_after_ms = wait.as_millis() as u64,
-                        "retry-after too long"
-                    );
-                    return Err(failure.error);
+        let safe = req.method != Method::POST;
+        self.channel
+            .with_retries(safe, |earlier_maybe_done| {
+                let url = &url;
+                async move {
+                    match self.attempt(req, url).await {
+                        // A DELETE that Stages may already have carried out, now answered
+                        // with "no such record": the record is gone, which is what was asked.
+                        Err(failure)
+                            if req.method == Method::DELETE
+                                && earlier_maybe_done
+                                && matches!(failure.error, StagesError::NotFound(_)) =>
+                        {
+                            tracing::debug!("already deleted by an earlier attempt");
+                            Ok(Vec::new())
+                        }
+                        other => other,
+                    }
                 }
-                Some(wait) => wait,
-                None => self.backoff(retries),
-            };
-            maybe_done |= failure.maybe_done;
-            retries += 1;
-            tracing::debug!(
-                retry = retries,
-                delay_ms = delay.as_millis() as u64,
-                error = %failure.error,
-                "retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Full jitter: uniform in `0..=min(max, base * 2^retries)`.
-    fn backoff(&self, retries: u32) -> Duration {
-        let ceiling = self
-            .settings
-            .retry_base_delay
-            .saturating_mul(2u32.saturating_pow(retries))
-            .min(self.settings.max_retry_delay);
-        rand::thread_rng().gen_range(Duration::ZERO..=ceiling)
+            })
+            .await
     }
 
     fn url(&self, req: &Request<'_>) -> StagesResult<url::Url> {
@@ -214,9 +149,9 @@ impl Transport {
     }
 
     async fn attempt(&self, req: &Request<'_>, url: &url::Url) -> Result<Vec<u8>, Failure> {
-        let started = Instant::now();
         let mut builder = self
-            .http
+            .channel
+            .http()
             .request(req.method.clone(), url.clone())
             .basic_auth(&self.target.username, Some(&self.target.password))
             .header(reqwest::header::ACCEPT, "application/json");
@@ -225,89 +160,36 @@ impl Transport {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let response = match builder.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let failure = transport_failure(req, e);
-                tracing::debug!(
-                    latency_ms = started.elapsed().as_millis() as u64,
-                    error = %failure.error,
-                    "no answer"
-                );
-                return Err(failure);
-            }
-        };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = response.bytes().await;
-        tracing::debug!(
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_millis() as u64,
-            "answer"
-        );
-        if status.is_success() {
-            return match body {
-                Ok(b) => Ok(b.to_vec()),
-                Err(e) => Err(transport_failure(req, e)),
-            };
+        let label = format!("{} {}", req.method, req.route);
+        let answer = self
+            .channel
+            .send(builder, &label)
+            .await
+            .map_err(transport_failure)?;
+        if answer.status.is_success() {
+            return answer.body.map_err(transport_failure);
         }
         // The error body is a courtesy; a status without one still counts.
-        let body = body.map(|b| b.to_vec()).unwrap_or_default();
-        Err(status_failure(status, &body, retry_after))
+        let body = answer.body.unwrap_or_default();
+        Err(status_failure(answer.status, &body, answer.retry_after))
     }
 }
 
 /// A request that got no (complete) answer.
-fn transport_failure(req: &Request<'_>, e: reqwest::Error) -> Failure {
-    if let Some(refused) = upstream_http::refusal_in(&e) {
+fn transport_failure(e: TransportError) -> Failure {
+    match e {
         // Nothing was sent, and the same name resolves the same way again.
-        return Failure::permanent(StagesError::EgressRefused(refused.to_string()));
-    }
-    let e = e.without_url();
-    if e.is_connect() {
-        // Nothing was sent: safe to try again, whatever the method.
-        return Failure {
-            error: StagesError::Unreachable(detail(req, &e)),
-            retryable: true,
-            maybe_done: false,
-            retry_after: None,
-        };
-    }
-    let error = if e.is_timeout() {
-        StagesError::Timeout
-    } else if e.is_builder() {
-        return Failure::permanent(StagesError::Unreachable(detail(req, &e)));
-    } else {
-        StagesError::Unreachable(detail(req, &e))
-    };
-    Failure {
-        error,
-        retryable: true,
-        maybe_done: true,
-        retry_after: None,
-    }
-}
-
-/// `"GET /api/v1/ping: error sending request: ...: Connection refused"`, with
-/// each cause once.
-fn detail(req: &Request<'_>, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = format!("{} {}", req.method, req.route);
-    let mut seen: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !seen.iter().any(|s| s.contains(&text)) {
-            out.push_str(": ");
-            out.push_str(&text);
-            seen.push(text);
+        TransportError::EgressRefused(refused) => {
+            Failure::permanent(StagesError::EgressRefused(refused.to_string()))
         }
-        next = err.source();
+        // Nothing was sent: safe to try again, whatever the method.
+        TransportError::Connect { detail, .. } => {
+            Failure::transient(StagesError::Unreachable(detail)).not_done()
+        }
+        TransportError::Timeout => Failure::transient(StagesError::Timeout),
+        TransportError::Request { detail } => Failure::permanent(StagesError::Unreachable(detail)),
+        TransportError::Broken { detail } => Failure::transient(StagesError::Unreachable(detail)),
     }
-    out
 }
 
 #[derive(Deserialize)]
@@ -334,18 +216,21 @@ fn status_failure(status: StatusCode, body: &[u8], retry_after: Option<Duration>
         ),
         Err(_) => (fallback_code(status), fallback_message(status, body)),
     };
-    let retryable = |error| Failure {
-        error,
-        retryable: true,
-        maybe_done: !matches!(status, StatusCode::TOO_MANY_REQUESTS),
-        retry_after,
+    let retryable = |error| {
+        let failure = Failure::transient(error).after(retry_after);
+        // A 429 says Stages did nothing with the request.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            failure.not_done()
+        } else {
+            failure
+        }
     };
     match status.as_u16() {
         401 | 403 => Failure::permanent(StagesError::Unauthorized),
         404 => Failure::permanent(StagesError::NotFound(message)),
         408 => retryable(StagesError::Timeout),
         429 => retryable(StagesError::RateLimited {
-            retry_after_secs: retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            retry_after_secs: retry_after.map(upstream_http::ceil_secs),
         }),
         400..=499 => Failure::permanent(StagesError::Rejected { code, message }),
         500..=599 => retryable(StagesError::BadAnswer(format!(
@@ -377,17 +262,6 @@ fn fallback_message(status: StatusCode, body: &[u8]) -> String {
             .to_owned();
     }
     text
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[derive(Debug, PartialEq)]
@@ -470,20 +344,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let wait = parse_retry_after(&later).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
     fn status_mapping() {
         let body = br#"{"error":{"code":"duplicate_transmitter_code","message":"taken"}}"#;
         let f = status_failure(StatusCode::CONFLICT, body, None);
@@ -550,30 +410,5 @@ mod tests {
         };
         assert!(message.starts_with("line break [2J yyy"), "{message}");
         assert_eq!(message.chars().count(), 203);
-    }
-
-    #[test]
-    fn backoff_stays_under_the_cap() {
-        let transport = Transport::new(
-            reqwest::Client::new(),
-            ClientSettings {
-                retry_base_delay: Duration::from_millis(100),
-                max_retry_delay: Duration::from_millis(300),
-                ..ClientSettings::default()
-            },
-            None,
-            StagesTarget {
-                key: "k".into(),
-                endpoint: base("http://h/"),
-                username: "u".into(),
-                password: "p".into(),
-            },
-            None,
-        );
-        for retries in 0..40 {
-            let cap = Duration::from_millis(100 * 2u64.pow(retries.min(20)))
-                .min(Duration::from_millis(300));
-            assert!(transport.backoff(retries) <= cap);
-        }
     }
 }

@@ -15,11 +15,30 @@
 //!   [`EgressPolicy::check_literal`] before sending.
 //! - [`EgressPolicy::check_url`]: the early check, when a URL is stored.
 //! - [`excerpt`]: the most of an upstream answer that may be shown to anyone.
+//!
+//! And what the two upstream clients (Stages over JSON, Alarm.com over SOAP)
+//! share, so that each keeps only its wire format:
+//!
+//! - [`Connector`]: the pooled HTTP client (timeouts, egress policy, no
+//!   proxy, no redirects) and one rate limiter per connection key; a
+//!   [`Channel`] per connection sends requests and names each failure with a
+//!   typed [`TransportError`] (egress refused, could not connect, timed out,
+//!   connection broken).
+//! - [`RetryPolicy`]: only calls the client calls safe are repeated, after
+//!   a [`Failure`] that says another attempt may help; exponential backoff
+//!   with full jitter, `Retry-After` honoured up to the cap
+//!   ([`parse_retry_after`]).
+//!
+//! The simulators share none of this: they stay independent of the clients.
 
+mod connector;
 mod excerpt;
 mod policy;
 mod resolve;
+mod retry;
 
+pub use connector::{Answer, Channel, Connector, Settings, TransportError};
 pub use excerpt::{excerpt, excerpt_bytes, EXCERPT_CHARS};
 pub use policy::{classify, embedded_ipv4, AllowListError, EgressPolicy, Refused};
 pub use resolve::{apply, refusal_in, PolicyResolver};
+pub use retry::{ceil_secs, parse_retry_after, Failure, RetryPolicy};

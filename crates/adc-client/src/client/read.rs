@@ -1,102 +1,16 @@
-//! `AdcApi` over the SOAP operations of `ADC-API.md`: what each method sends
-//! and how its result becomes a domain record.
+//! Reading ADC's results into domain records: customers, reps, service
+//! plans, and the value helpers the readers share.
 //!
 //! Results are read by element name along a few alternative paths, because
 //! public scripts show only some of ADC's result fields; an element we do
 //! not know is ignored and one that is missing leaves its field empty.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 use domain::adc::*;
-use domain::upstream::CallObserver;
-use governor::DefaultDirectRateLimiter;
-use tokio::sync::OnceCell;
 
-use crate::connector::AdcClientSettings;
-use crate::operation::*;
 use crate::soap::parse_bool;
-use crate::transport::Transport;
 use crate::unpublished;
-use crate::xml::{Element, Fields, Node};
-
-/// An ADC connection: one endpoint, one login.
-///
-/// Made by [`crate::HttpAdcConnector`], whose pool and rate limiter it shares.
-/// It remembers ADC's `CallerVersion` and the dealer id after the first call
-/// that needs them.
-pub struct HttpAdcClient {
-    transport: Transport,
-    caller_version: OnceCell<i32>,
-    dealer_id: OnceCell<i64>,
-}
-
-impl std::fmt::Debug for HttpAdcClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `AdcTarget`'s Debug leaves the password out.
-        f.debug_struct("HttpAdcClient")
-            .field("target", self.transport.target())
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpAdcClient {
-    pub(crate) fn new(
-        http: reqwest::Client,
-        settings: AdcClientSettings,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
-        target: AdcTarget,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Self {
-        Self {
-            transport: Transport::new(http, settings, limiter, target, observer),
-            caller_version: OnceCell::new(),
-            dealer_id: OnceCell::new(),
-        }
-    }
-
-    pub fn target(&self) -> &AdcTarget {
-        self.transport.target()
-    }
-
-    /// The dealer id of the login (`GetDealerId`), fetched once.
-    pub async fn dealer_id(&self) -> AdcResult<i64> {
-        self.dealer_id
-            .get_or_try_init(|| self.fetch_dealer_id())
-            .await
-            .copied()
-    }
-
-    async fn fetch_dealer_id(&self) -> AdcResult<i64> {
-        let result = self.transport.call(&GET_DEALER_ID, Vec::new()).await?;
-        scalar(&GET_DEALER_ID, result.as_ref())
-    }
-
-    async fn caller_version(&self) -> AdcResult<i32> {
-        self.caller_version
-            .get_or_try_init(|| self.fetch_caller_version())
-            .await
-            .copied()
-    }
-
-    async fn fetch_caller_version(&self) -> AdcResult<i32> {
-        let result = self
-            .transport
-            .call(&GET_LATEST_CALLER_VERSION, Vec::new())
-            .await?;
-        scalar(&GET_LATEST_CALLER_VERSION, result.as_ref())
-    }
-}
-
-/// A result that is one number (`<GetDealerIdResult>123</GetDealerIdResult>`).
-fn scalar<T: std::str::FromStr>(op: &Operation, result: Option<&Element>) -> AdcResult<T> {
-    let text = result.and_then(Element::value).unwrap_or_default();
-    text.parse().map_err(|_| {
-        let text = upstream_http::excerpt(text);
-        AdcError::BadAnswer(format!("{} answered {text:?}, not a number", op.name))
-    })
-}
+use crate::xml::Element;
 
 /// The first non-blank value among alternative paths (`"ModemInfo/PanelType"`).
 pub(crate) fn value_at<'a>(el: &'a Element, paths: &[&str]) -> Option<&'a str> {
@@ -136,10 +50,6 @@ fn date_of(el: &Element, paths: &[&str]) -> Option<DateTime<Utc>> {
     (at.year() > 1).then_some(at)
 }
 
-fn xsd_date_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 fn address_of(el: Option<&Element>) -> AdcAddress {
     let Some(el) = el else {
         return AdcAddress::default();
@@ -154,83 +64,8 @@ fn address_of(el: Option<&Element>) -> AdcAddress {
     }
 }
 
-fn address_fields(address: &AdcAddress) -> Fields {
-    Fields::new()
-        .some_text("Street1", &address.street1)
-        .some_text("Street2", &address.street2)
-        .some_text("City", &address.city)
-        .some_text("State", &address.state)
-        .some_text("Zip", &address.zip)
-        .some_text("CountryId", &address.country_id)
-}
-
-/// The children of `CreateCustomer`'s `input` (and of `CreateCommitment`'s,
-/// see `unpublished`), in the order of `ADC-API.md`.
-pub(crate) fn customer_input(customer: &NewAdcCustomer) -> Fields {
-    let account = &customer.account_address;
-    let account_address = Fields::new()
-        .some_text("FirstName", &account.first_name)
-        .some_text("LastName", &account.last_name)
-        .some_text("CompanyName", &account.company_name)
-        .some_text("Phone", &account.phone);
-    let account_address = address_fields(&account.address)
-        .into_nodes()
-        .into_iter()
-        .fold(account_address, Fields::node);
-    Fields::new()
-        .group("CustomerAccountAddress", account_address)
-        .some_text("CustomerAccountEmail", &customer.email)
-        .some_text("CustomerAccountPhone", &customer.phone)
-        .some_text("DealerCustomerId", &customer.dealer_customer_id)
-        .text("DesiredLoginName", customer.desired_login_name.clone())
-        .group(
-            "InstallationAddress",
-            address_fields(&customer.installation_address),
-        )
-        .some_text("InstallationTimeZone", &customer.installation_time_zone)
-        .some_text("PanelType", &customer.panel_type)
-        .some_text("ModemSerialNumber", &customer.modem_serial_number)
-        .some_text(
-            "CentralStationAccountNumber",
-            &customer.central_station.account_number,
-        )
-        .some_text(
-            "CentralStationReceiverNumber",
-            &customer.central_station.receiver_number,
-        )
-        .list(
-            "AddOnFeatures",
-            "AddOnFeatureEnum",
-            &customer.add_on_features,
-        )
-        .some_text("SalesRepLoginName", &customer.sales_rep_login_name)
-        .some_text("InstallerLoginName", &customer.installer_login_name)
-        .opt("BranchId", customer.branch_id)
-        .opt("PackageId", customer.package_id)
-        .opt("BuilderProgramId", customer.builder_program_id)
-        .some_text("InstallType", &customer.install_type)
-}
-
-fn customer_list_input(query: &AdcCustomerQuery) -> Vec<Node> {
-    let input = Fields::new()
-        .bool("IncludeTermed", query.include_terminated)
-        .opt("StartDate", query.start_date.map(xsd_date_time))
-        .opt("EndDate", query.end_date.map(xsd_date_time))
-        .bool("ExcludeCommitments", query.exclude_commitments)
-        .bool("ExcludeCustomers", query.exclude_customers)
-        .list("PanelVersions", "PanelVersionEnum", &query.panel_versions)
-        .opt(
-            "AlternateId",
-            query
-                .alternate_id
-                .as_deref()
-                .filter(|s| !s.trim().is_empty()),
-        );
-    vec![Node::parent("input", input.into_nodes())]
-}
-
 /// `<int>1</int><int>2</int>` (an `ArrayOfInt`), or items with a `CustomerId`.
-fn read_customer_ids(result: Option<&Element>) -> AdcResult<Vec<AdcCustomerId>> {
+pub(super) fn read_customer_ids(result: Option<&Element>) -> AdcResult<Vec<AdcCustomerId>> {
     let Some(result) = result else {
         return Ok(Vec::new());
     };
@@ -280,7 +115,10 @@ fn list_of(el: &Element, path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResult<AdcCustomer> {
+pub(super) fn read_customer(
+    requested: AdcCustomerId,
+    result: Option<&Element>,
+) -> AdcResult<AdcCustomer> {
     let Some(r) = result else {
         return Err(AdcError::NotFound(format!("customer {requested}")));
     };
@@ -293,43 +131,7 @@ fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResul
             ))
         })?,
     };
-    let service_plan = id_of(
-        r,
-        &[
-            "ServicePlan/PackageId",
-            "ServicePlanInfo/PackageId",
-            "PackageId",
-        ],
-    )
-    .filter(|id| *id > 0)
-    .map(|id| ServicePlan {
-        package_id: AdcPackageId(id),
-        name: text_of(
-            r,
-            &[
-                "ServicePlanName",
-                "ServicePlan/Name",
-                "ServicePlan/PackageName",
-                "ServicePlanInfo/PackageName",
-                "ServicePlanInfo/PackageDescription",
-                "PackageName",
-            ],
-        ),
-    });
-    let mut add_on_features = list_of(r, "AddOnFeatures");
-    if add_on_features.is_empty() {
-        add_on_features = list_of(r, "ServicePlanInfo/AddOns");
-    }
-    let two_way_voice = add_on_features
-        .iter()
-        .any(|f| f.eq_ignore_ascii_case("TwoWayVoice"))
-        || bool_of(
-            r,
-            &[
-                "TwoWayVoiceEnabled",
-                "CentralStationInfo/TwoWayVoiceEnabled",
-            ],
-        );
+    let (add_on_features, two_way_voice) = add_ons_of(r);
     Ok(AdcCustomer {
         customer_id,
         dealer_customer_id: text_of(r, &["DealerCustomerId"]),
@@ -388,7 +190,7 @@ fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResul
                 "ModemSerialNumber",
             ],
         ),
-        service_plan,
+        service_plan: service_plan_of(r),
         add_on_features,
         sales_rep_login_name: text_of(r, &["SalesRepLoginName", "SalesRep/RepLoginName"]),
         sales_rep_support_id: id_of(
@@ -398,22 +200,7 @@ fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResul
         .filter(|id| *id > 0),
         installer_login_name: text_of(r, &["InstallerLoginName"]),
         install_type: text_of(r, &["InstallType"]),
-        central_station: AdcCentralStationInfo {
-            account_number: text_of(
-                r,
-                &[
-                    "CentralStationAccountNumber",
-                    "CentralStationInfo/AccountNumber",
-                ],
-            ),
-            receiver_number: text_of(
-                r,
-                &[
-                    "CentralStationReceiverNumber",
-                    "CentralStationInfo/ReceiverNumber",
-                ],
-            ),
-        },
+        central_station: central_station_of(r),
         two_way_voice,
         join_date: date_of(r, &["JoinDate"]),
         created_date: date_of(r, &["CreatedDate", "CustomerCreatedDate"]),
@@ -421,7 +208,74 @@ fn read_customer(requested: AdcCustomerId, result: Option<&Element>) -> AdcResul
     })
 }
 
-fn read_rep(el: &Element) -> Option<AdcRep> {
+/// The customer's service plan: its package, read along the paths ADC's
+/// answers have shown; none when no package id above 0 is given.
+fn service_plan_of(r: &Element) -> Option<ServicePlan> {
+    id_of(
+        r,
+        &[
+            "ServicePlan/PackageId",
+            "ServicePlanInfo/PackageId",
+            "PackageId",
+        ],
+    )
+    .filter(|id| *id > 0)
+    .map(|id| ServicePlan {
+        package_id: AdcPackageId(id),
+        name: text_of(
+            r,
+            &[
+                "ServicePlanName",
+                "ServicePlan/Name",
+                "ServicePlan/PackageName",
+                "ServicePlanInfo/PackageName",
+                "ServicePlanInfo/PackageDescription",
+                "PackageName",
+            ],
+        ),
+    })
+}
+
+/// The add-on names, and whether two-way voice is on (an add-on, or a flag
+/// of its own in some answers).
+fn add_ons_of(r: &Element) -> (Vec<String>, bool) {
+    let mut add_on_features = list_of(r, "AddOnFeatures");
+    if add_on_features.is_empty() {
+        add_on_features = list_of(r, "ServicePlanInfo/AddOns");
+    }
+    let two_way_voice = add_on_features
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case("TwoWayVoice"))
+        || bool_of(
+            r,
+            &[
+                "TwoWayVoiceEnabled",
+                "CentralStationInfo/TwoWayVoiceEnabled",
+            ],
+        );
+    (add_on_features, two_way_voice)
+}
+
+fn central_station_of(r: &Element) -> AdcCentralStationInfo {
+    AdcCentralStationInfo {
+        account_number: text_of(
+            r,
+            &[
+                "CentralStationAccountNumber",
+                "CentralStationInfo/AccountNumber",
+            ],
+        ),
+        receiver_number: text_of(
+            r,
+            &[
+                "CentralStationReceiverNumber",
+                "CentralStationInfo/ReceiverNumber",
+            ],
+        ),
+    }
+}
+
+pub(super) fn read_rep(el: &Element) -> Option<AdcRep> {
     let login_name = value_at(el, &["RepLoginName", "LoginName"])?.to_owned();
     let address = el.child("Address").or_else(|| el.child("RepAddress"));
     let roles = el
@@ -470,7 +324,7 @@ fn read_rep(el: &Element) -> Option<AdcRep> {
     })
 }
 
-fn read_service_plans(result: Option<&Element>) -> Vec<ServicePlan> {
+pub(super) fn read_service_plans(result: Option<&Element>) -> Vec<ServicePlan> {
     let Some(result) = result else {
         return Vec::new();
     };
@@ -490,160 +344,10 @@ fn read_service_plans(result: Option<&Element>) -> Vec<ServicePlan> {
         .collect()
 }
 
-#[async_trait]
-impl AdcApi for HttpAdcClient {
-    async fn check_credentials(&self) -> AdcResult<()> {
-        // Always a call: a check must reach ADC even when the id is known.
-        let dealer_id = self.fetch_dealer_id().await?;
-        let _ = self.dealer_id.set(dealer_id);
-        Ok(())
-    }
-
-    async fn latest_caller_version(&self) -> AdcResult<i32> {
-        self.caller_version().await
-    }
-
-    async fn customer_ids(&self, query: &AdcCustomerQuery) -> AdcResult<Vec<AdcCustomerId>> {
-        let result = self
-            .transport
-            .call(&GET_CUSTOMER_LIST_V2, customer_list_input(query))
-            .await?;
-        read_customer_ids(result.as_ref())
-    }
-
-    async fn customer(&self, id: AdcCustomerId) -> AdcResult<AdcCustomer> {
-        let caller_version = self.caller_version().await?;
-        let input = Fields::new()
-            .text("CallerVersion", caller_version.to_string())
-            .text("CustomerId", id.to_string());
-        let body = vec![Node::parent("input", input.into_nodes())];
-        let result = self.transport.call(&GET_CUSTOMER_INFO_V2, body).await?;
-        read_customer(id, result.as_ref())
-    }
-
-    async fn create_customer(&self, customer: &NewAdcCustomer) -> AdcResult<AdcCustomerId> {
-        let body = vec![Node::parent("input", customer_input(customer).into_nodes())];
-        let result = self.transport.call(&CREATE_CUSTOMER, body).await?;
-        result
-            .as_ref()
-            .and_then(|r| id_of(r, &["CustomerId"]))
-            .filter(|id| *id > 0)
-            .map(AdcCustomerId)
-            .ok_or_else(|| {
-                AdcError::BadAnswer("CreateCustomer succeeded without a CustomerId".into())
-            })
-    }
-
-    async fn create_commitment(
-        &self,
-        commitment: &NewAdcCommitment,
-    ) -> AdcResult<CreatedAdcCommitment> {
-        let result = self
-            .transport
-            .call(
-                &unpublished::CREATE_COMMITMENT,
-                unpublished::create_commitment_body(commitment),
-            )
-            .await?;
-        unpublished::read_created_commitment(result.as_ref())
-    }
-
-    async fn terminate_customer(&self, id: AdcCustomerId) -> AdcResult<()> {
-        self.transport
-            .call(
-                &TERMINATE_CUSTOMER,
-                unpublished::terminate_customer_body(id),
-            )
-            .await
-            .map(drop)
-    }
-
-    async fn change_service_plan(
-        &self,
-        id: AdcCustomerId,
-        package_id: AdcPackageId,
-        add_ons: Option<&[String]>,
-    ) -> AdcResult<()> {
-        self.transport
-            .call(
-                &unpublished::CHANGE_SERVICE_PLAN,
-                unpublished::change_service_plan_body(id, package_id, add_ons),
-            )
-            .await
-            .map(drop)
-    }
-
-    async fn update_central_station_info(
-        &self,
-        id: AdcCustomerId,
-        info: &AdcCentralStationInfo,
-    ) -> AdcResult<()> {
-        let input = Fields::new()
-            .text("CustomerId", id.to_string())
-            .text("AccountNumber", info.account_number.clone())
-            .text("ReceiverNumber", info.receiver_number.clone());
-        let body = vec![Node::parent("input", input.into_nodes())];
-        self.transport
-            .call(&UPDATE_CENTRAL_STATION_INFO_V2, body)
-            .await
-            .map(drop)
-    }
-
-    async fn reps(&self) -> AdcResult<Vec<AdcRep>> {
-        let result = self.transport.call(&GET_REP_LIST, Vec::new()).await?;
-        Ok(result
-            .map(|r| r.children.iter().filter_map(read_rep).collect())
-            .unwrap_or_default())
-    }
-
-    async fn service_plans(&self) -> AdcResult<Vec<ServicePlan>> {
-        let dealer_id = self.dealer_id().await?;
-        let caller_version = self.caller_version().await?;
-        let input = Fields::new()
-            .text("DealerId", dealer_id.to_string())
-            .text("CallerVersion", caller_version.to_string());
-        let body = vec![Node::parent("input", input.into_nodes())];
-        let result = self.transport.call(&GET_PACKAGE_IDS, body).await?;
-        Ok(read_service_plans(result.as_ref()))
-    }
-
-    async fn permissions(&self) -> AdcResult<AdcPermissions> {
-        let result = self
-            .transport
-            .call(&unpublished::GET_DEALER_PERMISSIONS, Vec::new())
-            .await?;
-        Ok(unpublished::read_permissions(result.as_ref()))
-    }
-
-    async fn sub_dealers(&self) -> AdcResult<Vec<AdcSubDealer>> {
-        let result = self
-            .transport
-            .call(&unpublished::GET_SUB_DEALER_LIST, Vec::new())
-            .await?;
-        Ok(unpublished::read_sub_dealers(result.as_ref()))
-    }
-
-    async fn roles(&self) -> AdcResult<Vec<AdcRole>> {
-        let result = self
-            .transport
-            .call(&unpublished::GET_ROLE_LIST, Vec::new())
-            .await?;
-        Ok(unpublished::read_roles(result.as_ref()))
-    }
-
-    async fn builder_programs(&self) -> AdcResult<Vec<AdcBuilderProgram>> {
-        let result = self
-            .transport
-            .call(&unpublished::GET_BUILDER_PROGRAM_LIST, Vec::new())
-            .await?;
-        Ok(unpublished::read_builder_programs(result.as_ref()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::{self, Content};
+    use crate::xml;
 
     fn el(xml: &str) -> Element {
         xml::parse(xml.as_bytes()).unwrap()
@@ -824,99 +528,6 @@ mod tests {
                     name: "Gold".into()
                 }
             ]
-        );
-    }
-
-    fn names(nodes: &[Node]) -> Vec<&str> {
-        nodes.iter().map(|n| n.name.as_ref()).collect()
-    }
-
-    fn child<'a>(nodes: &'a [Node], name: &str) -> &'a Node {
-        nodes.iter().find(|n| n.name == name).unwrap()
-    }
-
-    #[test]
-    fn create_customer_input_follows_the_published_names() {
-        let customer = NewAdcCustomer {
-            account_address: AdcAccountAddress {
-                first_name: "John".into(),
-                last_name: "Smith".into(),
-                address: AdcAddress {
-                    street1: "1 Main".into(),
-                    ..AdcAddress::default()
-                },
-                ..AdcAccountAddress::default()
-            },
-            email: "j@example.com".into(),
-            desired_login_name: "jsmith".into(),
-            installation_address: AdcAddress {
-                city: "Springfield".into(),
-                ..AdcAddress::default()
-            },
-            central_station: AdcCentralStationInfo {
-                account_number: "A1".into(),
-                receiver_number: String::new(),
-            },
-            add_on_features: vec!["TwoWayVoice".into()],
-            package_id: Some(AdcPackageId(12)),
-            ..NewAdcCustomer::default()
-        };
-        let nodes = customer_input(&customer).into_nodes();
-        assert_eq!(
-            names(&nodes),
-            [
-                "CustomerAccountAddress",
-                "CustomerAccountEmail",
-                "DesiredLoginName",
-                "InstallationAddress",
-                "CentralStationAccountNumber",
-                "AddOnFeatures",
-                "PackageId"
-            ]
-        );
-        match &child(&nodes, "CustomerAccountAddress").content {
-            Content::Children(c) => assert_eq!(names(c), ["FirstName", "LastName", "Street1"]),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            child(&nodes, "AddOnFeatures").content,
-            Content::Children(vec![Node::text("AddOnFeatureEnum", "TwoWayVoice")])
-        );
-        assert_eq!(
-            child(&nodes, "PackageId").content,
-            Content::Text("12".into())
-        );
-    }
-
-    #[test]
-    fn customer_list_input_writes_dates_as_xsd_date_times() {
-        let query = AdcCustomerQuery {
-            include_terminated: true,
-            start_date: Some("2024-01-02T03:04:05Z".parse().unwrap()),
-            panel_versions: vec!["IQPanel2".into()],
-            ..AdcCustomerQuery::default()
-        };
-        let body = customer_list_input(&query);
-        let Content::Children(input) = &body[0].content else {
-            panic!("no input");
-        };
-        assert_eq!(
-            names(input),
-            [
-                "IncludeTermed",
-                "StartDate",
-                "ExcludeCommitments",
-                "ExcludeCustomers",
-                "PanelVersions"
-            ]
-        );
-        assert_eq!(
-            child(input, "StartDate").content,
-            Content::Text("2024-01-02T03:04:05Z".into())
-        );
-        assert_eq!(
-            child(input, "IncludeTermed").content,
-            Content::Text("true".into())
         );
     }
 }
