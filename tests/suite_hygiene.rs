@@ -356,3 +356,89 @@ fn the_header_scan_reads_only_headers_and_whole_ids() {
         ["S5", "S9", "S4", "S6"]
     );
 }
+
+/// Longest source file and longest function a newcomer is asked to hold in
+/// their head (issue 17). The simulators, which stand in for whole upstream
+/// systems, and diesel's generated schema are outside the rule.
+const MAX_FILE_LINES: usize = 800;
+const MAX_FUNCTION_LINES: usize = 120;
+
+fn outside_the_size_rule(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    ["crates/stages-sim/", "crates/adc-sim/", "link-store/src/schema.rs"]
+        .iter()
+        .any(|p| text.contains(p))
+}
+
+/// Functions of `text` longer than `max` lines, as (first line, name,
+/// lines): from the line of `fn` to the `}` at the same indentation.
+fn long_functions(text: &str, max: usize) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let mut rest = code;
+        for qualifier in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+            rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+        }
+        let Some(signature) = rest.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = signature
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // The signature ends at `{` (a body follows), `;` (none) or `}` (a
+        // body on one line).
+        let Some(open) = (start..lines.len()).find(|&i| {
+            let l = lines[i].trim_end();
+            l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+        }) else {
+            continue;
+        };
+        if !lines[open].trim_end().ends_with('{') {
+            continue;
+        }
+        let close = format!("{indent}}}");
+        if let Some(end) = (open + 1..lines.len()).find(|&i| lines[i].trim_end() == close) {
+            let length = end - start + 1;
+            if length > max {
+                out.push((start + 1, name, length));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_source_file_or_function_is_too_long_to_hold() {
+    let mut sources = Vec::new();
+    files(&workspace().join("crates"), &["rs"], &mut sources);
+    let mut too_long = Vec::new();
+    for path in sources.iter().filter(|p| !outside_the_size_rule(p)) {
+        let text = std::fs::read_to_string(path).expect("a readable source file");
+        let shown = path.strip_prefix(workspace()).unwrap_or(path).display();
+        let lines = text.lines().count();
+        if lines > MAX_FILE_LINES {
+            too_long.push(format!("{shown}: {lines} lines"));
+        }
+        for (line, name, length) in long_functions(&text, MAX_FUNCTION_LINES) {
+            too_long.push(format!("{shown}:{line}: fn {name} is {length} lines"));
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function: {too_long:#?}"
+    );
+}
+
+#[test]
+fn the_function_scan_measures_bodies_and_skips_declarations() {
+    let body = "        x += 1;\n".repeat(3);
+    let text = format!(
+        "impl A {{\n    pub(crate) async fn long(\n        a: u8,\n    ) -> u8 {{\n{body}    }}\n    fn decl(&self);\n    fn short() {{}}\n}}\n"
+    );
+    assert_eq!(long_functions(&text, 5), [(2, "long".to_owned(), 7)]);
+    assert!(long_functions(&text, 7).is_empty());
+}

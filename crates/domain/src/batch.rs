@@ -27,10 +27,10 @@ use crate::link::LinkId;
 use crate::linking::{self, LinkRequest, LinkingPorts, PushRequest};
 use crate::operations::{stages_as_caller, OperationError};
 use crate::reconcile::Progress;
-use crate::stages_views::{self, TestRequest};
+use crate::stages_tab::{self, TestRequest};
 use crate::store::{JobStore, PageRequest, StoreError, StoreResult};
 use crate::sync::{FieldChoice, Side};
-use crate::syncing;
+use crate::link_sync;
 use crate::tenancy::{Caller, DealerId, Role, UserId};
 use crate::validation::ValidationError;
 use crate::Page;
@@ -639,23 +639,23 @@ async fn run_item(
         }
         BatchItemInput::Sync { link_id, choices } => {
             let outcome =
-                syncing::sync_link(ports, caller, link_id, &choices, batch.dry_run).await?;
+                link_sync::sync_link(ports, caller, link_id, &choices, batch.dry_run).await?;
             value(serde_json::to_value(outcome))
         }
         BatchItemInput::AccountSync { link_id, side } => {
-            let outcomes = syncing::account_sync(ports, caller, link_id, side).await?;
+            let outcomes = link_sync::account_sync(ports, caller, link_id, side).await?;
             value(serde_json::to_value(
                 serde_json::json!({ "items": outcomes }),
             ))
         }
         BatchItemInput::Test { device_id, request } => {
             let started =
-                stages_views::start_test(ports, caller, connection()?, &device_id, &request)
+                stages_tab::start_test(ports, caller, connection()?, &device_id, &request)
                     .await?;
             value(serde_json::to_value(started))
         }
         BatchItemInput::EndTest { device_id, test_id } => {
-            stages_views::end_test(ports, caller, connection()?, &device_id, &test_id).await?;
+            stages_tab::end_test(ports, caller, connection()?, &device_id, &test_id).await?;
             Ok(serde_json::json!({ "ended": true }))
         }
     }

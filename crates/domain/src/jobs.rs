@@ -101,9 +101,9 @@ pub mod kinds {
 
     pub const RECONCILE: &str = crate::reconcile::ReconcileJob::KIND;
     /// Push a linked billing record's changed fields to Stages (Auto Sync outbox).
-    pub const AUTO_SYNC_PUSH: &str = crate::syncing_jobs::AutoSyncPush::KIND;
+    pub const AUTO_SYNC_PUSH: &str = crate::link_sync::jobs::AutoSyncPush::KIND;
     /// Apply a stored Stages callback to the billing records.
-    pub const STAGES_CALLBACK: &str = crate::syncing_jobs::ApplyStagesCallback::KIND;
+    pub const STAGES_CALLBACK: &str = crate::link_sync::jobs::ApplyStagesCallback::KIND;
     /// Deliver one event to one webhook subscription.
     pub const WEBHOOK_DELIVERY: &str = crate::events::WebhookDelivery::KIND;
     /// Run (or resume) an Alarm.com import.

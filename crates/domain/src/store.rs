@@ -389,7 +389,7 @@ pub trait LinkStore: Send + Sync {
         &self,
         dealer: &DealerId,
         id: LinkId,
-    ) -> StoreResult<crate::syncing::LinkToSettle>;
+    ) -> StoreResult<crate::link_sync::LinkToSettle>;
     /// Ordered by id.
     async fn list_links(
         &self,

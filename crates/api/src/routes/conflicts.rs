@@ -12,7 +12,7 @@ use domain::field_issues::{FieldIssue, FieldIssueFilter, IssueKind};
 use domain::link::LinkId;
 use domain::store::PageRequest;
 use domain::sync::FieldChoice;
-use domain::syncing;
+use domain::link_sync;
 use domain::tenancy::Role;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
@@ -263,7 +263,7 @@ pub async fn resolve_conflicts(
         let result = if choices.is_empty() {
             Ok(Vec::new())
         } else {
-            syncing::sync_link(state.linking(), caller, link_id, &choices, false)
+            link_sync::sync_link(state.linking(), caller, link_id, &choices, false)
                 .await
                 .map(|_| fields)
         };

@@ -5,7 +5,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use domain::stages::{ContactPhone, StagesContactPatch, StagesDevicePatch};
-use domain::stages_views::{self, SiteView, SiteViewItems, TestRequest};
+use domain::stages_tab::{self, SiteView, SiteViewItems, TestRequest};
 use domain::tenancy::Role;
 use domain::test_mode::{LocalReading, TestWindow, WindowEnd};
 use domain::validation::ValidationError;
@@ -104,7 +104,7 @@ async fn site_view(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let (cid, site_no) = path.into_inner();
-    let items = stages_views::site_view(
+    let items = stages_tab::site_view(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -222,7 +222,7 @@ pub async fn device_configurations(
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
     paged(
-        stages_views::device_configurations(
+        stages_tab::device_configurations(
             state.linking(),
             caller,
             connection_id(&cid)?,
@@ -288,7 +288,7 @@ pub async fn create_contact(
     if body.0.name.trim().is_empty() {
         return Err(ValidationError::field("name", "must not be empty").into());
     }
-    let contact = stages_views::create_contact(
+    let contact = stages_tab::create_contact(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -366,7 +366,7 @@ pub async fn update_contact(
         expire_date: b.expire_date,
         pin: b.pin,
     };
-    let contact = stages_views::update_contact(
+    let contact = stages_tab::update_contact(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -397,7 +397,7 @@ pub async fn create_configuration(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let (cid, device_id) = path.into_inner();
-    let config = stages_views::create_configuration(
+    let config = stages_tab::create_configuration(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -497,7 +497,7 @@ pub async fn edit_device(
         config_only: b.config_only,
         billing_id: None,
     };
-    let edited = stages_views::edit_device(
+    let edited = stages_tab::edit_device(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -534,7 +534,7 @@ pub async fn device_tests(
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
     paged(
-        stages_views::list_tests(state.linking(), caller, connection_id(&cid)?, &device_id).await?,
+        stages_tab::list_tests(state.linking(), caller, connection_id(&cid)?, &device_id).await?,
         &page,
     )
 }
@@ -656,7 +656,7 @@ pub async fn start_test(
     let caller = auth.require(Role::Operator)?;
     let (cid, device_id) = path.into_inner();
     let request = test_request(&state, body.0)?;
-    let started = stages_views::start_test(
+    let started = stages_tab::start_test(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -693,7 +693,7 @@ pub async fn end_test(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let (cid, device_id, test_id) = path.into_inner();
-    stages_views::end_test(
+    stages_tab::end_test(
         state.linking(),
         caller,
         connection_id(&cid)?,
@@ -740,7 +740,7 @@ pub async fn site_tests(
     let caller = auth.require(Role::Operator)?;
     let (cid, site_no) = path.into_inner();
     let request = test_request(&state, body.0)?;
-    let (window, results) = stages_views::start_site_tests(
+    let (window, results) = stages_tab::start_site_tests(
         state.linking(),
         caller,
         connection_id(&cid)?,

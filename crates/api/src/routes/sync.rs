@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use domain::link::LinkId;
 use domain::sync::{FieldChoice, FieldDiff, FieldStatus, Side};
-use domain::syncing::{self, SyncOutcome};
+use domain::link_sync::{self, SyncOutcome};
 use domain::tenancy::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -138,7 +138,7 @@ pub async fn diff(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
-    let d = syncing::link_diff(state.linking(), caller, link_id(&path)?).await?;
+    let d = link_sync::link_diff(state.linking(), caller, link_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(LinkDiffResponse {
         link_id: d.link_id.0,
         kind: d.kind.into(),
@@ -209,7 +209,7 @@ pub async fn sync_link(
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect();
-    let outcome = syncing::sync_link(
+    let outcome = link_sync::sync_link(
         state.linking(),
         caller,
         link_id(&path)?,
@@ -244,7 +244,7 @@ pub struct AccountSyncResponse {
 /// Sync a record with its hierarchy.
 ///
 /// Takes every mapped field from one side (billing or Stages) and writes it to the other.
-/// Syncing a system also syncs its site; syncing a site syncs the site only.
+/// Syncing a system also syncs its site; link_sync a site syncs the site only.
 #[utoipa::path(post, path = "/v1/links/{link_id}:account-sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path)),
     request_body = AccountSyncRequest,
@@ -262,7 +262,7 @@ pub async fn account_sync(
         SideDto::Billing => Side::Billing,
         SideDto::External => Side::External,
     };
-    let outcomes = syncing::account_sync(state.linking(), caller, link_id(&path)?, side).await?;
+    let outcomes = link_sync::account_sync(state.linking(), caller, link_id(&path)?, side).await?;
     Ok(HttpResponse::Ok().json(AccountSyncResponse {
         items: outcomes.into_iter().map(Into::into).collect(),
     }))

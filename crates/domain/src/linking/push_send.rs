@@ -235,7 +235,7 @@ pub(super) async fn confirm_pushed(
                     .set_link_snapshot(
                         &caller.dealer,
                         d.link_id,
-                        crate::syncing::pushed_snapshot(
+                        crate::link_sync::pushed_snapshot(
                             LinkKind::Site,
                             &crate::sync::billing_site_values(&site.fields),
                         ),
@@ -327,7 +327,7 @@ async fn adopt_pushed_device(
         .set_link_snapshot(
             &caller.dealer,
             link_id,
-            crate::syncing::pushed_snapshot(
+            crate::link_sync::pushed_snapshot(
                 LinkKind::System,
                 &crate::sync::billing_system_values(&fields),
             ),

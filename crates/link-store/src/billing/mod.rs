@@ -470,15 +470,15 @@ pub(crate) fn find_linked(
     dealer: &str,
     kind: LinkKind,
     id: &str,
-) -> Result<Option<domain::syncing::LinkedRecord>, Fail> {
+) -> Result<Option<domain::link_sync::LinkedRecord>, Fail> {
     Ok(match kind {
         LinkKind::Site => SiteRow::find(conn, dealer, id)?
             .map(SiteRow::into_record)
             .transpose()?
-            .map(domain::syncing::LinkedRecord::Site),
+            .map(domain::link_sync::LinkedRecord::Site),
         LinkKind::System => SystemRow::find(conn, dealer, id)?
             .map(SystemRow::into_record)
             .transpose()?
-            .map(domain::syncing::LinkedRecord::System),
+            .map(domain::link_sync::LinkedRecord::System),
     })
 }

@@ -9,7 +9,7 @@ use domain::billing::{BillingWrite, BillingWritten};
 use domain::connection::{ConnectionId, ConnectionStatus};
 use domain::events::NewEvent;
 use domain::link::{LinkId, LinkKind};
-use domain::syncing_jobs::{AutoSyncPush, StagesRecord};
+use domain::link_sync::jobs::{AutoSyncPush, StagesRecord};
 use domain::tenancy::DealerId;
 
 use super::customers::save_customer;

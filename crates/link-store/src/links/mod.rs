@@ -25,7 +25,7 @@ use domain::link::{
     ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
 };
 use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
-use domain::syncing::LinkToSettle;
+use domain::link_sync::LinkToSettle;
 use domain::tenancy::DealerId;
 use domain::Page;
 

@@ -7,7 +7,7 @@ use domain::audit::NewAuditEntry;
 use domain::connection::CredentialOwner;
 use domain::link::LinkId;
 use domain::store::StoreError;
-use domain::syncing::LinkToSettle;
+use domain::link_sync::LinkToSettle;
 
 use super::find_link;
 use crate::audit::{insert_audit, uuid_text};
