@@ -199,15 +199,7 @@ impl Run<'_> {
                 .map_err(store_failed)?
                 .into_iter()
                 .collect(),
-            by_login: self
-                .ports
-                .imports
-                .billing_user_logins(self.dealer)
-                .await
-                .map_err(store_failed)?
-                .into_iter()
-                .map(|(login, id)| (login.trim().to_lowercase(), id))
-                .collect(),
+            by_login: self.billing_user_logins().await?,
             default_rep: options.default_rep.clone(),
         })
     }

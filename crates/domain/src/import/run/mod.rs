@@ -5,7 +5,7 @@
 //! reports, why it stops, and how a dry run only lists what it would do; the
 //! customer and user runs are in [`customers`] and [`users`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -210,6 +210,20 @@ impl Run<'_> {
         } else {
             Ok(())
         }
+    }
+
+    /// Lowercased login name → the billing user that has it: an Alarm.com
+    /// user, or a customer's rep, with that login is that billing user.
+    async fn billing_user_logins(&self) -> Result<HashMap<String, BillingId>, ImportRunError> {
+        Ok(self
+            .ports
+            .imports
+            .billing_user_logins(self.dealer)
+            .await
+            .map_err(store_failed)?
+            .into_iter()
+            .map(|(login, id)| (login.trim().to_lowercase(), id))
+            .collect())
     }
 
     async fn record(&self, outcomes: Vec<RecordOutcome>) -> Result<ImportCounts, ImportRunError> {

@@ -36,15 +36,7 @@ impl Run<'_> {
             .iter()
             .filter(|(id, _)| !self.done.contains(id))
             .collect();
-        let logins: HashMap<String, BillingId> = self
-            .ports
-            .imports
-            .billing_user_logins(self.dealer)
-            .await
-            .map_err(store_failed)?
-            .into_iter()
-            .map(|(login, id)| (login.trim().to_lowercase(), id))
-            .collect();
+        let logins = self.billing_user_logins().await?;
         let mut counts = self.import.counts;
         self.report(counts, total).await?;
         for chunk in todo.chunks(self.settings.chunk) {
