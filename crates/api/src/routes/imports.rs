@@ -5,15 +5,12 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use domain::billing::BillingId;
 use domain::import::{
-    CustomerFilters, CustomerOptions, Import, ImportCounts, ImportId, ImportItem, ImportKind,
-    ImportPorts, ImportSpec, ItemOutcome, UserFilters, UserOptions,
+    Import, ImportCounts, ImportId, ImportItem, ImportKind, ImportPorts, ImportRequest, ImportSpec,
+    ItemOutcome, RequestedFilters, RequestedIds, RequestedOptions,
 };
 use domain::jobs::{Job, JobState};
-use domain::store::StoreError;
 use domain::tenancy::Role;
-use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -80,51 +77,21 @@ pub enum IdItem {
     Text(String),
 }
 
-impl IdList {
-    /// The ids, each once, in the order given; refusals go to `v` under `field`.
-    fn parse(self, v: &mut ValidationError, field: &str) -> Vec<i64> {
-        let raw: Vec<String> = match self {
-            Self::Text(t) => t
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            Self::List(items) => items
-                .into_iter()
-                .map(|i| match i {
-                    IdItem::Number(n) => n.to_string(),
-                    IdItem::Text(t) => t.trim().to_owned(),
-                })
-                .collect(),
-        };
-        if raw.len() > 10_000 {
-            v.push(field, "at most 10000 ids");
-            return Vec::new();
+impl From<IdList> for RequestedIds {
+    fn from(ids: IdList) -> Self {
+        match ids {
+            IdList::Text(t) => Self::Text(t),
+            IdList::List(items) => Self::List(
+                items
+                    .into_iter()
+                    .map(|i| match i {
+                        IdItem::Number(n) => n.to_string(),
+                        IdItem::Text(t) => t,
+                    })
+                    .collect(),
+            ),
         }
-        let mut ids = Vec::with_capacity(raw.len());
-        for (i, r) in raw.iter().enumerate() {
-            match r.parse::<i64>() {
-                Ok(n) if n > 0 => {
-                    if !ids.contains(&n) {
-                        ids.push(n)
-                    }
-                }
-                _ => v.push(
-                    format!("{field}[{i}]"),
-                    format!(
-                        "'{}' is not an Alarm.com id (a positive whole number)",
-                        short(r)
-                    ),
-                ),
-            }
-        }
-        ids
     }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 /// Filters of a run; a record must match every filter given. Customer runs
@@ -176,172 +143,31 @@ pub struct StartImportRequest {
     pub dry_run: bool,
 }
 
-fn text(v: &mut ValidationError, field: &str, value: Option<String>, max: usize) -> String {
-    let value = value.unwrap_or_default().trim().to_owned();
-    if value.chars().count() > max {
-        v.push(field, format!("must be at most {max} characters"));
-    } else if value.chars().any(char::is_control) {
-        v.push(field, "must not contain control characters");
-    }
-    value
-}
-
-fn tags(v: &mut ValidationError, tags: Vec<String>) -> Vec<String> {
-    if tags.len() > 50 {
-        v.push("options.tags", "at most 50 tags");
-    }
-    let mut out: Vec<String> = Vec::new();
-    for (i, t) in tags.into_iter().enumerate() {
-        let t = text(v, &format!("options.tags[{i}]"), Some(t), 50);
-        if t.is_empty() {
-            v.push(format!("options.tags[{i}]"), "must not be empty");
-        } else if !out.contains(&t) {
-            out.push(t);
+impl From<StartImportRequest> for ImportRequest {
+    fn from(body: StartImportRequest) -> Self {
+        let (f, o) = (body.filters, body.options);
+        Self {
+            connection_id: body.connection_id,
+            kind: match body.kind {
+                ImportKindDto::Customers => ImportKind::Customers,
+                ImportKindDto::Users => ImportKind::Users,
+            },
+            filters: RequestedFilters {
+                customer_ids: f.customer_ids.map(Into::into),
+                sub_dealer_ids: f.sub_dealer_ids,
+                support_ids: f.support_ids.map(Into::into),
+                roles: f.roles,
+            },
+            options: RequestedOptions {
+                office_location: o.office_location,
+                tags: o.tags,
+                default_rep: o.default_rep,
+                active: o.active,
+                can_login: o.can_login,
+                permission_group: o.permission_group,
+            },
+            dry_run: body.dry_run,
         }
-    }
-    out
-}
-
-fn not_for(v: &mut ValidationError, field: &str, given: bool, kind: &str) {
-    if given {
-        v.push(field, format!("does not apply to {kind} imports"));
-    }
-}
-
-fn sub_dealers(v: &mut ValidationError, ids: Vec<i64>) -> Vec<i64> {
-    if ids.iter().any(|id| *id <= 0) {
-        v.push("filters.sub_dealer_ids", "sub-dealer ids are positive");
-    }
-    let mut out = Vec::new();
-    for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out
-}
-
-/// The body as the domain's spec, every refusal at once.
-fn spec_of(body: StartImportRequest) -> ApiResult<(domain::connection::ConnectionId, ImportSpec)> {
-    let mut v = ValidationError::default();
-    let cid = Uuid::parse_str(body.connection_id.trim())
-        .map(domain::connection::ConnectionId)
-        .map_err(|_| v.push("connection_id", "is not a connection id"))
-        .ok();
-    let f = body.filters;
-    let o = body.options;
-    let dry_run = body.dry_run;
-    let spec = match body.kind {
-        ImportKindDto::Customers => {
-            not_for(
-                &mut v,
-                "filters.support_ids",
-                f.support_ids.is_some(),
-                "customer",
-            );
-            not_for(&mut v, "filters.roles", !f.roles.is_empty(), "customer");
-            not_for(&mut v, "options.active", o.active.is_some(), "customer");
-            not_for(
-                &mut v,
-                "options.can_login",
-                o.can_login.is_some(),
-                "customer",
-            );
-            not_for(
-                &mut v,
-                "options.permission_group",
-                o.permission_group.is_some(),
-                "customer",
-            );
-            let customer_ids = f
-                .customer_ids
-                .map(|ids| ids.parse(&mut v, "filters.customer_ids"))
-                .unwrap_or_default()
-                .into_iter()
-                .map(domain::adc::AdcCustomerId)
-                .collect();
-            let default_rep = o
-                .default_rep
-                .as_deref()
-                .map(str::trim)
-                .filter(|r| !r.is_empty());
-            let default_rep =
-                default_rep.and_then(|r| v.check("options.default_rep", BillingId::parse(r)));
-            ImportSpec::Customers {
-                filters: CustomerFilters {
-                    customer_ids,
-                    sub_dealer_ids: sub_dealers(&mut v, f.sub_dealer_ids),
-                },
-                options: CustomerOptions {
-                    office_location: text(
-                        &mut v,
-                        "options.office_location",
-                        o.office_location,
-                        100,
-                    ),
-                    tags: tags(&mut v, o.tags),
-                    default_rep,
-                    dry_run,
-                },
-            }
-        }
-        ImportKindDto::Users => {
-            not_for(
-                &mut v,
-                "filters.customer_ids",
-                f.customer_ids.is_some(),
-                "user",
-            );
-            not_for(
-                &mut v,
-                "options.office_location",
-                o.office_location.is_some(),
-                "user",
-            );
-            not_for(
-                &mut v,
-                "options.default_rep",
-                o.default_rep.is_some(),
-                "user",
-            );
-            let support_ids = f
-                .support_ids
-                .map(|ids| ids.parse(&mut v, "filters.support_ids"))
-                .unwrap_or_default();
-            let mut roles: Vec<String> = Vec::new();
-            for (i, r) in f.roles.into_iter().enumerate() {
-                let r = text(&mut v, &format!("filters.roles[{i}]"), Some(r), 100);
-                if r.is_empty() {
-                    v.push(format!("filters.roles[{i}]"), "must not be empty");
-                } else if !roles.contains(&r) {
-                    roles.push(r);
-                }
-            }
-            ImportSpec::Users {
-                filters: UserFilters {
-                    support_ids,
-                    roles,
-                    sub_dealer_ids: sub_dealers(&mut v, f.sub_dealer_ids),
-                },
-                options: UserOptions {
-                    active: o.active.unwrap_or(true),
-                    can_login: o.can_login.unwrap_or(false),
-                    permission_group: text(
-                        &mut v,
-                        "options.permission_group",
-                        o.permission_group,
-                        100,
-                    ),
-                    tags: tags(&mut v, o.tags),
-                    dry_run,
-                },
-            }
-        }
-    };
-    v.into_result()?;
-    match cid {
-        Some(cid) => Ok((cid, spec)),
-        None => Err(ValidationError::field("connection_id", "is not a connection id").into()),
     }
 }
 
@@ -525,33 +351,6 @@ fn import_id(raw: &str) -> ApiResult<ImportId> {
         .map_err(|_| ApiError::not_found("no such import"))
 }
 
-fn import_not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("no such import"),
-        other => other.into(),
-    }
-}
-
-async fn load(
-    state: &AppState,
-    dealer: &domain::tenancy::DealerId,
-    id: ImportId,
-) -> ApiResult<(Import, Job)> {
-    // The job first: a run records its last counts before its job ends, so
-    // counts read after an ended job are final.
-    let job = state
-        .jobs
-        .job(dealer, id.job_id())
-        .await
-        .map_err(import_not_found)?;
-    let import = state
-        .imports
-        .import(dealer, id)
-        .await
-        .map_err(import_not_found)?;
-    Ok((import, job))
-}
-
 /// Start an Alarm.com import.
 ///
 /// Starts a background job that imports Alarm.com customers or users into the billing records,
@@ -569,7 +368,7 @@ pub async fn start_import(
     body: JsonBody<StartImportRequest>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
-    let (cid, spec) = spec_of(body.0)?;
+    let (cid, spec) = ImportSpec::new(body.0.into())?;
     let (import, job) =
         domain::import::start_import(state.import_ports(), caller, cid, spec).await?;
     Ok(HttpResponse::Accepted()
@@ -590,19 +389,20 @@ pub async fn list_imports(
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
-    let found = state
-        .imports
-        .list_imports(&caller.dealer, page.to_request()?)
-        .await?;
-    let mut items = Vec::with_capacity(found.items.len());
-    for listed in found.items {
-        // As `load`: the job, then the run's counts read after it.
-        let (import, job) = load(&state, &caller.dealer, listed.id).await?;
-        items.push(respond(import, job));
-    }
+    let found = domain::import::list_imports(
+        state.jobs.as_ref(),
+        state.imports.as_ref(),
+        &caller.dealer,
+        page.to_request()?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(ImportList {
         next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items,
+        items: found
+            .items
+            .into_iter()
+            .map(|(import, job)| respond(import, job))
+            .collect(),
     }))
 }
 
@@ -619,7 +419,13 @@ pub async fn get_import(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
-    let (import, job) = load(&state, &caller.dealer, import_id(&path)?).await?;
+    let (import, job) = domain::import::import_with_job(
+        state.jobs.as_ref(),
+        state.imports.as_ref(),
+        &caller.dealer,
+        import_id(&path)?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(respond(import, job)))
 }
 
@@ -643,16 +449,14 @@ pub async fn import_items(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
     let id = import_id(&path)?;
-    let found = state
-        .imports
-        .import_items(
-            &caller.dealer,
-            id,
-            filter.outcome.map(Into::into),
-            page.to_request()?,
-        )
-        .await
-        .map_err(import_not_found)?;
+    let found = domain::import::import_items(
+        state.imports.as_ref(),
+        &caller.dealer,
+        id,
+        filter.outcome.map(Into::into),
+        page.to_request()?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(ImportItemList {
         next_page_token: found.next_page_token.as_deref().map(encode_page_token),
         items: found.items.into_iter().map(Into::into).collect(),
@@ -676,29 +480,13 @@ pub async fn cancel_import(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let id = import_id(&path)?;
-    // Another dealer's import is not found before anything is asked of its job.
-    state
-        .imports
-        .import(&caller.dealer, id)
-        .await
-        .map_err(import_not_found)?;
-    let job = state
-        .jobs
-        .cancel_job(&caller.dealer, id.job_id())
-        .await
-        .map_err(import_not_found)?;
-    // A queued run never starts: it ends here, with its summary.
-    if job.state == JobState::Cancelled {
-        domain::import::finish_import(
-            state.imports.as_ref(),
-            &caller.dealer,
-            id,
-            JobState::Cancelled,
-            None,
-        )
-        .await?;
-    }
-    let (import, job) = load(&state, &caller.dealer, id).await?;
+    let (import, job) = domain::import::cancel_import(
+        state.jobs.as_ref(),
+        state.imports.as_ref(),
+        &caller.dealer,
+        id,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(respond(import, job)))
 }
 

@@ -1,0 +1,235 @@
+//! Starting a run (A5 precondition): only from an Alarm.com connection that is
+//! active and holds the dealer credentials. Its filters are checked against
+//! what the Alarm.com account has (sub-dealers, roles), its default rep
+//! against billing, and the run is stored with its queued job.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{AdcImportJob, Import, ImportId, ImportPorts, ImportSpec, NewImport};
+use crate::adc::{AdcApi, AdcConnector, AdcError, AdcTarget};
+use crate::connection::{
+    Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
+};
+use crate::jobs::Job;
+use crate::operations::OperationError;
+use crate::store::{ConnectionStore, StoreError};
+use crate::tenancy::{Caller, DealerId};
+use crate::validation::ValidationError;
+
+/// The ADC client of an import-ready connection (A5): an Alarm.com
+/// connection that is active and holds the dealer credentials.
+pub async fn import_source(
+    store: &dyn ConnectionStore,
+    connector: &dyn AdcConnector,
+    dealer: &DealerId,
+    connection: &Connection,
+) -> Result<std::sync::Arc<dyn AdcApi>, OperationError> {
+    let name = connection.name.as_str();
+    if connection.provider != ProviderKind::AlarmCom {
+        return Err(OperationError::WrongProvider(format!(
+            "connection '{name}' is a {} connection; imports come from an Alarm.com connection",
+            connection.provider.as_str()
+        )));
+    }
+    if connection.status != ConnectionStatus::Active {
+        return Err(OperationError::Conflict {
+            code: "provider_inactive",
+            message: format!(
+                "the Alarm.com provider entry '{name}' is inactive; an admin makes it active (PATCH the connection with status active) before importing"
+            ),
+        });
+    }
+    let credential = store
+        .credential(dealer, connection.id, &CredentialOwner::Dealer)
+        .await?
+        .ok_or_else(|| {
+            OperationError::MissingCredentials(format!(
+                "the Alarm.com provider entry '{name}' is not linked: it has no API credentials; an admin sets them with PUT /v1/connections/{}/credentials/dealer",
+                connection.id
+            ))
+        })?;
+    Ok(connector.connect(AdcTarget {
+        key: connection.id.to_string(),
+        endpoint: connection.endpoint.url().clone(),
+        username: credential.username,
+        password: credential.password.expose().to_owned(),
+    }))
+}
+
+/// What the filters can be chosen from: the dealer's sub-dealers and the
+/// roles its users hold, read from Alarm.com through an import-ready connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterChoices {
+    pub sub_dealers: Vec<crate::adc::AdcSubDealer>,
+    pub roles: Vec<crate::adc::AdcRole>,
+}
+
+pub async fn filter_choices(
+    ports: ImportPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+) -> Result<FilterChoices, OperationError> {
+    let connection = ports
+        .connections
+        .connection(&caller.dealer, connection_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => OperationError::NotFound("no such connection".into()),
+            other => other.into(),
+        })?;
+    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let failed = |e: AdcError| OperationError::Provider {
+        connection: connection.name.as_str().to_owned(),
+        timeout: matches!(e, AdcError::Timeout),
+        message: e.to_string(),
+    };
+    Ok(FilterChoices {
+        sub_dealers: adc.sub_dealers().await.map_err(failed)?,
+        roles: adc.roles().await.map_err(failed)?,
+    })
+}
+
+/// Checks the precondition and the options, then stores the run with its
+/// queued job (A5: nothing starts unless the provider entry is active and linked).
+pub async fn start_import(
+    ports: ImportPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    spec: ImportSpec,
+) -> Result<(Import, Job), OperationError> {
+    let connection = match ports
+        .connections
+        .connection(&caller.dealer, connection_id)
+        .await
+    {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => {
+            return Err(ValidationError::field("connection_id", "no such connection").into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    check_filter_ids(adc.as_ref(), &connection, &spec).await?;
+    if let ImportSpec::Customers { options, .. } = &spec {
+        if let Some(rep) = &options.default_rep {
+            match ports.billing.user(&caller.dealer, rep).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound) => {
+                    return Err(ValidationError::field(
+                        "options.default_rep",
+                        format!("no billing user '{rep}'"),
+                    )
+                    .into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let id = ImportId(Uuid::now_v7());
+    let job = AdcImportJob::new_job(id, connection_id, caller);
+    let new = NewImport {
+        id,
+        dealer: caller.dealer.clone(),
+        connection_id,
+        spec,
+        created_by: caller.user.0.clone(),
+    };
+    Ok(ports.imports.create_import(new, job).await?)
+}
+
+/// The sub-dealer and role ids of the filters against the filter choices
+/// of the Alarm.com account (a filter on an id it does not have would
+/// quietly match nothing). Alarm.com is asked only when such a filter is given.
+async fn check_filter_ids(
+    adc: &dyn AdcApi,
+    connection: &Connection,
+    spec: &ImportSpec,
+) -> Result<(), OperationError> {
+    let (sub_dealer_ids, roles): (&[i64], &[String]) = match spec {
+        ImportSpec::Customers { filters, .. } => (&filters.sub_dealer_ids, &[]),
+        ImportSpec::Users { filters, .. } => (&filters.sub_dealer_ids, &filters.roles),
+    };
+    let failed = |e: AdcError| OperationError::Provider {
+        connection: connection.name.as_str().to_owned(),
+        timeout: matches!(e, AdcError::Timeout),
+        message: format!("reading the filter choices: {e}"),
+    };
+    let mut v = ValidationError::default();
+    if !sub_dealer_ids.is_empty() {
+        let known = adc.sub_dealers().await.map_err(failed)?;
+        let unknown = unknown_filter_ids(sub_dealer_ids, &known);
+        if !unknown.is_empty() {
+            v.push(
+                "filters.sub_dealer_ids",
+                format!(
+                    "no sub-dealer {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    if !roles.is_empty() {
+        let known = adc.roles().await.map_err(failed)?;
+        let unknown = unknown_roles(roles, &known);
+        if !unknown.is_empty() {
+            v.push(
+                "filters.roles",
+                format!(
+                    "no role {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    unknown.join(", ")
+                ),
+            );
+        }
+    }
+    v.into_result().map_err(OperationError::from)
+}
+
+/// The filter's sub-dealer ids that are not among `known`.
+pub fn unknown_filter_ids(ids: &[i64], known: &[crate::adc::AdcSubDealer]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| !known.iter().any(|k| k.id == **id))
+        .map(i64::to_string)
+        .collect()
+}
+
+/// The filter's roles (a name, any case, or an id) that are not among `known`.
+pub fn unknown_roles(roles: &[String], known: &[crate::adc::AdcRole]) -> Vec<String> {
+    roles
+        .iter()
+        .filter(|wanted| {
+            let wanted = wanted.trim();
+            !known
+                .iter()
+                .any(|k| k.name.eq_ignore_ascii_case(wanted) || wanted.parse::<i64>() == Ok(k.id))
+        })
+        .map(|r| format!("'{}'", r.trim()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adc::{AdcRole, AdcSubDealer};
+
+    #[test]
+    fn filter_ids_are_checked_against_the_choices() {
+        let subs = [AdcSubDealer {
+            id: 201,
+            name: "North".into(),
+        }];
+        assert!(unknown_filter_ids(&[201], &subs).is_empty());
+        assert_eq!(unknown_filter_ids(&[201, 999], &subs), vec!["999"]);
+        let roles = [AdcRole {
+            id: 3,
+            name: "Sales Rep".into(),
+        }];
+        let asked = [
+            "sales rep".to_owned(),
+            "3".into(),
+            "Wizard".into(),
+            "7".into(),
+        ];
+        assert_eq!(unknown_roles(&asked, &roles), vec!["'Wizard'", "'7'"]);
+    }
+}
