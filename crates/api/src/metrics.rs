@@ -114,6 +114,18 @@ impl Families<'_> {
         register(self.0, m.clone());
         m
     }
+
+    /// The running build's name, and the process's own figures (read at each scrape).
+    fn build_and_process(&self) {
+        self.int_gauges(
+            "crosslink_build_info",
+            "Always 1; the labels name the running build",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        register(self.0, ProcessCollector::new());
+    }
 }
 
 impl Metrics {
@@ -209,14 +221,7 @@ impl Metrics {
             "Rows the retention purge deleted, by kind of history",
             &["history"],
         );
-        f.int_gauges(
-            "crosslink_build_info",
-            "Always 1; the labels name the running build",
-            &["version"],
-        )
-        .with_label_values(&[env!("CARGO_PKG_VERSION")])
-        .set(1);
-        register(&registry, ProcessCollector::new());
+        f.build_and_process();
         Self {
             registry,
             requests,
