@@ -72,166 +72,156 @@ fn register(registry: &Registry, metric: impl Collector + Clone + 'static) {
         .expect("each metric is registered once");
 }
 
+/// Makes metric families, registering each on the registry as it is made,
+/// so a family cannot be defined and then forgotten.
+struct Families<'a>(&'a Registry);
+
+impl Families<'_> {
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let m =
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+        register(self.0, m.clone());
+        m
+    }
+
+    fn histograms(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        let m = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("static metric definition");
+        register(self.0, m.clone());
+        m
+    }
+
+    fn int_gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+        register(self.0, m.clone());
+        m
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let m = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+        register(self.0, m.clone());
+        m
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        let m = Gauge::with_opts(Opts::new(name, help)).expect("static metric definition");
+        register(self.0, m.clone());
+        m
+    }
+
+    /// The running build's name, and the process's own figures (read at each scrape).
+    fn build_and_process(&self) {
+        self.int_gauges(
+            "crosslink_build_info",
+            "Always 1; the labels name the running build",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        register(self.0, ProcessCollector::new());
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("crosslink_http_requests_total", "HTTP requests answered"),
+        let f = Families(&registry);
+        let requests = f.counters(
+            "crosslink_http_requests_total",
+            "HTTP requests answered",
             &["method", "route", "status"],
-        )
-        .expect("static metric definition");
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "crosslink_http_request_duration_seconds",
-                "Time to answer an HTTP request",
-            )
-            .buckets(vec![
+        );
+        let latency = f.histograms(
+            "crosslink_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            ],
             &["method", "route", "status"],
-        )
-        .expect("static metric definition");
-        let upstream_calls = IntCounterVec::new(
-            Opts::new(
-                "crosslink_upstream_calls_total",
-                "Calls to upstream systems (after retries) by connection and outcome",
-            ),
+        );
+        let upstream_calls = f.counters(
+            "crosslink_upstream_calls_total",
+            "Calls to upstream systems (after retries) by connection and outcome",
             &["provider", "connection", "outcome"],
-        )
-        .expect("static metric definition");
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "crosslink_upstream_call_duration_seconds",
-                "Time an upstream call took, retries included",
-            )
-            .buckets(vec![
+        );
+        let upstream_latency = f.histograms(
+            "crosslink_upstream_call_duration_seconds",
+            "Time an upstream call took, retries included",
+            vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            ],
             &["provider", "outcome"],
-        )
-        .expect("static metric definition");
-        let jobs = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_jobs",
-                "Jobs in the queue by kind and state (queued, running, failed, dead), \
-                 all replicas; ended jobs are counted by crosslink_job_duration_seconds",
-            ),
+        );
+        let jobs = f.int_gauges(
+            "crosslink_jobs",
+            "Jobs in the queue by kind and state (queued, running, failed, dead), \
+             all replicas; ended jobs are counted by crosslink_job_duration_seconds",
             &["kind", "state"],
-        )
-        .expect("static metric definition");
-        let queue_depth = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_job_queue_depth",
-                "Queued jobs that are due now, by kind (all replicas)",
-            ),
+        );
+        let queue_depth = f.int_gauges(
+            "crosslink_job_queue_depth",
+            "Queued jobs that are due now, by kind (all replicas)",
             &["kind"],
-        )
-        .expect("static metric definition");
-        let oldest_due = GaugeVec::new(
-            Opts::new(
-                "crosslink_job_queue_oldest_due_age_seconds",
-                "How long the oldest due queued job of a kind has waited (0: none waits)",
-            ),
+        );
+        let oldest_due = f.gauges(
+            "crosslink_job_queue_oldest_due_age_seconds",
+            "How long the oldest due queued job of a kind has waited (0: none waits)",
             &["kind"],
-        )
-        .expect("static metric definition");
-        let job_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "crosslink_job_duration_seconds",
-                "Time one attempt of a job took, by kind and outcome \
-                 (succeeded, retry, failed, dead, cancelled, unrecorded)",
-            )
-            .buckets(vec![
+        );
+        let job_duration = f.histograms(
+            "crosslink_job_duration_seconds",
+            "Time one attempt of a job took, by kind and outcome \
+             (succeeded, retry, failed, dead, cancelled, unrecorded)",
+            vec![
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-            ]),
+            ],
             &["kind", "outcome"],
-        )
-        .expect("static metric definition");
-        let progress_done = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_job_progress_items_done",
-                "Items done so far by the running jobs of a kind (imports, reconciles)",
-            ),
+        );
+        let progress_done = f.int_gauges(
+            "crosslink_job_progress_items_done",
+            "Items done so far by the running jobs of a kind (imports, reconciles)",
             &["kind"],
-        )
-        .expect("static metric definition");
-        let progress_planned = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_job_progress_items_planned",
-                "Items the running jobs of a kind plan to do, where they know",
-            ),
+        );
+        let progress_planned = f.int_gauges(
+            "crosslink_job_progress_items_planned",
+            "Items the running jobs of a kind plan to do, where they know",
             &["kind"],
-        )
-        .expect("static metric definition");
-        let job_stats_age = Gauge::with_opts(Opts::new(
+        );
+        let job_stats_age = f.gauge(
             "crosslink_job_stats_age_seconds",
             "Seconds since the job figures were last read from the database \
              (-1: never; they are read every few seconds)",
-        ))
-        .expect("static metric definition");
+        );
         job_stats_age.set(-1.0);
-        let deliveries = IntCounterVec::new(
-            Opts::new(
-                "crosslink_webhook_deliveries_total",
-                "Outbound webhook delivery attempts by outcome (delivered, gone, \
-                 rejected, unreachable, skipped)",
-            ),
+        let deliveries = f.counters(
+            "crosslink_webhook_deliveries_total",
+            "Outbound webhook delivery attempts by outcome (delivered, gone, \
+             rejected, unreachable, skipped)",
             &["outcome"],
-        )
-        .expect("static metric definition");
-        let table_rows = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_table_rows",
-                "Rows of a table history piles up in (and links), read every minute",
-            ),
+        );
+        let table_rows = f.int_gauges(
+            "crosslink_table_rows",
+            "Rows of a table history piles up in (and links), read every minute",
             &["table"],
-        )
-        .expect("static metric definition");
-        let table_oldest = GaugeVec::new(
-            Opts::new(
-                "crosslink_table_oldest_age_seconds",
-                "Age of a table's oldest row when last read (0: empty); \
-                 retention keeps it near the setting",
-            ),
+        );
+        let table_oldest = f.gauges(
+            "crosslink_table_oldest_age_seconds",
+            "Age of a table's oldest row when last read (0: empty); \
+             retention keeps it near the setting",
             &["table"],
-        )
-        .expect("static metric definition");
-        let purged = IntCounterVec::new(
-            Opts::new(
-                "crosslink_retention_purged_rows_total",
-                "Rows the retention purge deleted, by kind of history",
-            ),
+        );
+        let purged = f.counters(
+            "crosslink_retention_purged_rows_total",
+            "Rows the retention purge deleted, by kind of history",
             &["history"],
-        )
-        .expect("static metric definition");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "crosslink_build_info",
-                "Always 1; the labels name the running build",
-            ),
-            &["version"],
-        )
-        .expect("static metric definition");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        register(&registry, requests.clone());
-        register(&registry, latency.clone());
-        register(&registry, upstream_calls.clone());
-        register(&registry, upstream_latency.clone());
-        register(&registry, jobs.clone());
-        register(&registry, queue_depth.clone());
-        register(&registry, oldest_due.clone());
-        register(&registry, job_duration.clone());
-        register(&registry, progress_done.clone());
-        register(&registry, progress_planned.clone());
-        register(&registry, job_stats_age.clone());
-        register(&registry, deliveries.clone());
-        register(&registry, table_rows.clone());
-        register(&registry, table_oldest.clone());
-        register(&registry, purged.clone());
-        register(&registry, build_info);
-        register(&registry, ProcessCollector::new());
+        );
+        f.build_and_process();
         Self {
             registry,
             requests,

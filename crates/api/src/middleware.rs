@@ -301,27 +301,10 @@ pub async fn idempotency(
             req.into_response(ApiError::unauthorized("send a bearer token").error_response())
         );
     };
-    let limit = crate::extract::body_limit(req.request());
-    let body = match req.extract::<web::Payload>().await {
-        Ok(payload) => match payload.to_bytes_limited(limit).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Ok(req.into_response(e.error_response())),
-            Err(_) => {
-                let e = crate::extract::too_large(limit);
-                return Ok(req.into_response(e.error_response()));
-            }
-        },
-        Err(e) => return Ok(req.into_response(e.error_response())),
+    let body = match read_body(&mut req).await {
+        Ok(body) => body,
+        Err(refused) => return Ok(req.into_response(refused)),
     };
-    let mut hasher = Sha256::new();
-    hasher.update(req.method().as_str());
-    hasher.update([0]);
-    hasher.update(req.path());
-    hasher.update([0]);
-    hasher.update(req.query_string());
-    hasher.update([0]);
-    hasher.update(&body);
-    let fingerprint = hex::encode(hasher.finalize());
     let scope = IdempotencyScope {
         dealer: caller.dealer.clone(),
         user: caller.user.0.clone(),
@@ -330,34 +313,15 @@ pub async fn idempotency(
     let stale_after = chrono::Duration::minutes(5);
     let begun = state
         .idempotency
-        .begin(&scope, &fingerprint, chrono::Utc::now(), stale_after)
+        .begin(
+            &scope,
+            &fingerprint(&req, &body),
+            chrono::Utc::now(),
+            stale_after,
+        )
         .await;
-    match begun {
-        Err(e) => return Ok(req.into_response(ApiError::from(e).error_response())),
-        Ok(IdempotencyBegin::Replay(stored)) => {
-            let mut res =
-                HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
-            for (name, value) in &stored.headers {
-                res.append_header((name.as_str(), value.as_str()));
-            }
-            res.insert_header(("idempotent-replayed", "true"));
-            return Ok(req.into_response(res.body(stored.body)));
-        }
-        Ok(IdempotencyBegin::InFlight) => {
-            let e = ApiError::conflict(
-                "idempotency_in_flight",
-                "a request with this Idempotency-Key is still being processed; retry later",
-            );
-            return Ok(req.into_response(e.error_response()));
-        }
-        Ok(IdempotencyBegin::Mismatch) => {
-            let e = ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with another request; use a new key",
-            );
-            return Ok(req.into_response(e.error_response()));
-        }
-        Ok(IdempotencyBegin::Started) => {}
+    if let Some(answer) = earlier_answer(begun) {
+        return Ok(req.into_response(answer));
     }
     req.set_payload(bytes_payload(body));
     let res = match next.call(req).await {
@@ -367,13 +331,79 @@ pub async fn idempotency(
             return Err(e);
         }
     };
+    Ok(settle(&state, &scope, res).await)
+}
+
+/// The whole body, read here to fingerprint it and then handed on to the
+/// handler; a body that cannot be read is answered at once.
+async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse> {
+    let limit = crate::extract::body_limit(req.request());
+    let payload = req
+        .extract::<web::Payload>()
+        .await
+        .map_err(|e| e.error_response())?;
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(e.error_response()),
+        Err(_) => Err(crate::extract::too_large(limit).error_response()),
+    }
+}
+
+/// What makes two requests with one key the same request: method, path,
+/// query and body.
+fn fingerprint(req: &ServiceRequest, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(req.method().as_str());
+    hasher.update([0]);
+    hasher.update(req.path());
+    hasher.update([0]);
+    hasher.update(req.query_string());
+    hasher.update([0]);
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+/// The answer the key already has, when the handler must not run: the kept
+/// first answer, or why the key cannot be used now. `None`: the key is ours.
+fn earlier_answer(begun: domain::store::StoreResult<IdempotencyBegin>) -> Option<HttpResponse> {
+    let e = match begun {
+        Ok(IdempotencyBegin::Started) => return None,
+        Ok(IdempotencyBegin::Replay(stored)) => {
+            let mut res =
+                HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
+            for (name, value) in &stored.headers {
+                res.append_header((name.as_str(), value.as_str()));
+            }
+            res.insert_header(("idempotent-replayed", "true"));
+            return Some(res.body(stored.body));
+        }
+        Ok(IdempotencyBegin::InFlight) => ApiError::conflict(
+            "idempotency_in_flight",
+            "a request with this Idempotency-Key is still being processed; retry later",
+        ),
+        Ok(IdempotencyBegin::Mismatch) => ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request; use a new key",
+        ),
+        Err(e) => ApiError::from(e),
+    };
+    Some(e.error_response())
+}
+
+/// After the handler: its answer is kept for replays of the key, or the key
+/// is let go when the answer promised nothing.
+async fn settle(
+    state: &AppState,
+    scope: &IdempotencyScope,
+    res: ServiceResponse<BoxBody>,
+) -> ServiceResponse<BoxBody> {
     if res.status().is_server_error() || refused_before_any_effect(res.status()) {
         // Nothing was promised, or nothing was done: the caller may retry
         // with the same key (a corrected request included), as Stripe allows.
-        if let Err(e) = state.idempotency.release(&scope).await {
+        if let Err(e) = state.idempotency.release(scope).await {
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
-        return Ok(res);
+        return res;
     }
     let (req, res) = res.into_parts();
     let (head, body) = res.into_parts();
@@ -389,11 +419,11 @@ pub async fn idempotency(
         headers,
         body: bytes.to_vec(),
     };
-    if let Err(e) = state.idempotency.finish(&scope, &stored).await {
+    if let Err(e) = state.idempotency.finish(scope, &stored).await {
         tracing::warn!(error = %e, "could not store an idempotent answer");
     }
     let res = head.set_body(BoxBody::new(bytes));
-    Ok(ServiceResponse::new(req, res))
+    ServiceResponse::new(req, res)
 }
 
 /// Answers given before a handler changed anything: the request was refused

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod batch;
 pub mod billing;
 pub mod connection;
+pub mod connection_setup;
 pub mod events;
 pub mod field_issues;
 pub mod import;

@@ -1,0 +1,164 @@
+//! Billing systems (the alarm systems at a billing site): upsert, read with
+//! their links and live Stages status, delete.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::billing::{BillingRecord, SystemFields};
+use domain::link::LinkKind;
+use domain::tenancy::Role;
+use domain::validation::ValidationError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::fields::{reference, text};
+use super::{
+    id_to_read, id_to_write, links_of, live, meta, not_found_as, respond, LiveStatusResponse,
+    RecordMeta,
+};
+use crate::auth::Auth;
+use crate::extract::{etag, if_match, JsonBody};
+use crate::problem::ApiResult;
+use crate::routes::links::LinkResponse;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PutSystemRequest {
+    /// The billing site the system belongs to.
+    pub site_id: String,
+    pub system_number: String,
+    pub panel_type: String,
+    pub location: String,
+    pub info: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemResponse {
+    #[serde(flatten)]
+    pub meta: RecordMeta,
+    pub site_id: String,
+    pub system_number: String,
+    pub panel_type: String,
+    pub location: String,
+    pub info: String,
+    pub links: Vec<LinkResponse>,
+    /// On a read: what Stages says now about the linked device (on test, in alarm).
+    pub stages_status: Vec<LiveStatusResponse>,
+}
+
+fn system_response(r: BillingRecord<SystemFields>, links: Vec<LinkResponse>) -> SystemResponse {
+    let meta = meta(&r);
+    let f = r.fields;
+    SystemResponse {
+        meta,
+        site_id: f.site_id.to_string(),
+        system_number: f.system_number,
+        panel_type: f.panel_type,
+        location: f.location,
+        info: f.info,
+        links,
+        stages_status: Vec::new(),
+    }
+}
+
+fn system_fields(b: PutSystemRequest) -> ApiResult<SystemFields> {
+    let mut v = ValidationError::default();
+    let site_id = reference(&mut v, "site_id", &b.site_id);
+    let system_number = text(&mut v, "system_number", b.system_number, 64, false);
+    let panel_type = text(&mut v, "panel_type", b.panel_type, 100, false);
+    let location = text(&mut v, "location", b.location, 200, false);
+    let info = text(&mut v, "info", b.info, 4000, true);
+    v.into_result()?;
+    Ok(SystemFields {
+        site_id: site_id.expect("checked above"),
+        system_number,
+        panel_type,
+        location,
+        info,
+    })
+}
+
+/// Create or replace a billing system.
+///
+/// Writes the service's copy of a billing system (an alarm system at a billing site). With `If-
+/// Match` the replace happens only if nobody changed it since you read it. When the system is
+/// linked and Auto Sync is on, the change is pushed to its Stages device afterwards by a
+/// background job; this call itself never calls Stages.
+#[utoipa::path(put, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
+    params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = PutSystemRequest,
+    responses((status = 200, description = "Replaced", body = SystemResponse), (status = 201, description = "Created", body = SystemResponse),
+        (status = 409, description = "The site does not exist", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn put_system(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<PutSystemRequest>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let id = id_to_write(&path)?;
+    let fields = system_fields(body.0)?;
+    let (upserted, links) = state
+        .billing
+        .upsert_system_linked(&caller.dealer, &id, fields, if_match(&req)?)
+        .await?;
+    let links = links.into_iter().map(Into::into).collect();
+    Ok(respond(upserted, req.path(), |r| system_response(r, links)))
+}
+
+/// Read a billing system.
+///
+/// The service's copy of one billing system, with its links and, per linked device, its live
+/// status in Stages (read now; a Stages failure shows in that entry's `error`, not as a failed
+/// answer). Changes nothing.
+#[utoipa::path(get, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["viewer"])),
+    params(("system_id" = String, Path)),
+    responses((status = 200, description = "The system with its links", body = SystemResponse),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_system(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = id_to_read(&path, "system")?;
+    let s = state
+        .billing
+        .system(&caller.dealer, &id)
+        .await
+        .map_err(not_found_as("system", &id))?;
+    let links = links_of(&state, &caller.dealer, LinkKind::System, &id).await?;
+    let mut body = system_response(s.clone(), links);
+    body.stages_status = live(&state, caller, LinkKind::System, &id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(s.version)))
+        .json(body))
+}
+
+/// Delete a billing system.
+///
+/// Removes the service's copy of a billing system. Refused while it is linked. Never deletes
+/// anything in Stages.
+#[utoipa::path(delete, path = "/v1/billing/systems/{system_id}", tag = "billing", security(("bearer" = ["operator"])),
+    params(("system_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::problem::Problem, content_type = "application/problem+json")))]
+pub async fn delete_system(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let id = id_to_read(&path, "system")?;
+    state
+        .billing
+        .delete_system(&caller.dealer, &id, if_match(&req)?)
+        .await
+        .map_err(not_found_as("system", &id))?;
+    Ok(HttpResponse::NoContent().finish())
+}
