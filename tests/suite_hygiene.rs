@@ -365,9 +365,13 @@ const MAX_FUNCTION_LINES: usize = 120;
 
 fn outside_the_size_rule(path: &Path) -> bool {
     let text = path.to_string_lossy();
-    ["crates/stages-sim/", "crates/adc-sim/", "link-store/src/schema.rs"]
-        .iter()
-        .any(|p| text.contains(p))
+    [
+        "crates/stages-sim/",
+        "crates/adc-sim/",
+        "link-store/src/schema.rs",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
 }
 
 /// Functions of `text` longer than `max` lines, as (first line, name,
@@ -379,7 +383,14 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, String, usize)> {
         let code = line.trim_start();
         let indent = &line[..line.len() - code.len()];
         let mut rest = code;
-        for qualifier in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+        for qualifier in [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "async ",
+            "unsafe ",
+        ] {
             rest = rest.strip_prefix(qualifier).unwrap_or(rest);
         }
         let Some(signature) = rest.strip_prefix("fn ") else {

@@ -24,13 +24,13 @@ use crate::jobs::{
     new_job, summary, Attempt, Done, Job, JobError, JobId, JobKind, JobState, NewJob, RunJob,
 };
 use crate::link::LinkId;
+use crate::link_sync;
 use crate::linking::{self, LinkRequest, LinkingPorts, PushRequest};
 use crate::operations::{stages_as_caller, OperationError};
 use crate::reconcile::Progress;
 use crate::stages_tab::{self, TestRequest};
 use crate::store::{JobStore, PageRequest, StoreError, StoreResult};
 use crate::sync::{FieldChoice, Side};
-use crate::link_sync;
 use crate::tenancy::{Caller, DealerId, Role, UserId};
 use crate::validation::ValidationError;
 use crate::Page;
@@ -650,8 +650,7 @@ async fn run_item(
         }
         BatchItemInput::Test { device_id, request } => {
             let started =
-                stages_tab::start_test(ports, caller, connection()?, &device_id, &request)
-                    .await?;
+                stages_tab::start_test(ports, caller, connection()?, &device_id, &request).await?;
             value(serde_json::to_value(started))
         }
         BatchItemInput::EndTest { device_id, test_id } => {

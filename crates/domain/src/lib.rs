@@ -34,16 +34,6 @@ pub mod wizard;
 
 pub use secret::Secret;
 
-// The old paths of `link_sync` (once `syncing` and `syncing_jobs`), for the
-// code that still names them; new code names `link_sync`.
-#[doc(hidden)]
-pub use link_sync as syncing;
-#[doc(hidden)]
-pub use link_sync::jobs as syncing_jobs;
-// The old path of the Stages tab's views and edits (once `stages_views`).
-#[doc(hidden)]
-pub use stages_tab as stages_views;
-
 use serde::{Deserialize, Serialize};
 
 /// One page of a list; `next_page_token` is opaque and absent on the last page.

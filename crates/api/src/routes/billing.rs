@@ -134,7 +134,7 @@ async fn live(
     id: &BillingId,
 ) -> ApiResult<Vec<LiveStatusResponse>> {
     Ok(
-        domain::stages_views::live_status(state.linking(), caller, kind, id)
+        domain::stages_tab::live_status(state.linking(), caller, kind, id)
             .await?
             .into_iter()
             .map(live_status_response)
@@ -142,7 +142,7 @@ async fn live(
     )
 }
 
-fn live_status_response(l: domain::stages_views::LiveStatus) -> LiveStatusResponse {
+fn live_status_response(l: domain::stages_tab::LiveStatus) -> LiveStatusResponse {
     LiveStatusResponse {
         connection_id: l.connection_id.0,
         device_id: l.device_id,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use domain::link::LinkId;
-use domain::sync::{FieldChoice, FieldDiff, FieldStatus, Side};
 use domain::link_sync::{self, SyncOutcome};
+use domain::sync::{FieldChoice, FieldDiff, FieldStatus, Side};
 use domain::tenancy::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -244,7 +244,7 @@ pub struct AccountSyncResponse {
 /// Sync a record with its hierarchy.
 ///
 /// Takes every mapped field from one side (billing or Stages) and writes it to the other.
-/// Syncing a system also syncs its site; link_sync a site syncs the site only.
+/// Syncing a system also syncs its site; syncing a site syncs the site only.
 #[utoipa::path(post, path = "/v1/links/{link_id}:account-sync", tag = "sync", security(("bearer" = ["operator"])),
     params(("link_id" = Uuid, Path)),
     request_body = AccountSyncRequest,

@@ -24,8 +24,8 @@ use domain::connection::ConnectionId;
 use domain::link::{
     ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
 };
-use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
 use domain::link_sync::LinkToSettle;
+use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 

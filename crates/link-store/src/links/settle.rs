@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use domain::audit::NewAuditEntry;
 use domain::connection::CredentialOwner;
 use domain::link::LinkId;
-use domain::store::StoreError;
 use domain::link_sync::LinkToSettle;
+use domain::store::StoreError;
 
 use super::find_link;
 use crate::audit::{insert_audit, uuid_text};
