@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod openapi_examples;
+pub mod openapi_problems;
 pub mod problem;
 pub mod problem_codes;
 pub mod provider_payloads;

@@ -54,6 +54,17 @@ fn job(kind: &str, state: &str) -> Value {
 
 /// The request body example of each operation that takes one.
 pub fn request_examples() -> Vec<(&'static str, Value)> {
+    [
+        billing_requests(),
+        connection_requests(),
+        stages_requests(),
+        work_requests(),
+    ]
+    .concat()
+}
+
+/// Billing records and conflict resolutions.
+fn billing_requests() -> Vec<(&'static str, Value)> {
     vec![
         (
             "put_customer",
@@ -96,6 +107,12 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
                 ]
             }),
         ),
+    ]
+}
+
+/// Connections, credentials and Alarm.com accounts.
+fn connection_requests() -> Vec<(&'static str, Value)> {
+    vec![
         (
             "create_connection",
             json!({
@@ -126,6 +143,12 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             "change_service_plan",
             json!({"package_id": 1003, "add_on_features": ["TwoWayVoice"]}),
         ),
+    ]
+}
+
+/// Pushes, the wizard and the Stages tab.
+fn stages_requests() -> Vec<(&'static str, Value)> {
+    vec![
         (
             "push",
             json!({
@@ -191,6 +214,12 @@ pub fn request_examples() -> Vec<(&'static str, Value)> {
             "update_contact",
             json!({"phones": [{"kind": "work", "number": "614-555-0199"}]}),
         ),
+    ]
+}
+
+/// Batches, imports, links and syncs, subscriptions, and what providers post.
+fn work_requests() -> Vec<(&'static str, Value)> {
+    vec![
         (
             "start_batch",
             json!({

@@ -406,15 +406,23 @@ pub fn throughput_rows(
     direct: &Direct,
     variants: &[Variant],
 ) -> Vec<Bench> {
+    let mut rows = delivery_rows(backend, sizes, direct, variants);
+    rows.extend(start_rows(backend, variants));
+    rows.extend(cost_rows(backend, direct, variants));
+    rows
+}
+
+/// Edits and pushes per second, and when the edits settled.
+fn delivery_rows(
+    backend: Backend,
+    sizes: AutoSyncSizes,
+    direct: &Direct,
+    variants: &[Variant],
+) -> Vec<Bench> {
     let label = backend.label();
     let rps = match sizes.stages_rps {
         0 => "the client-side Stages rate limit off (--sync-stages-rps)".to_owned(),
         r => format!("the client-side Stages rate limit at {r}/s (--sync-stages-rps)"),
-    };
-    let baseline = "worker idle poll interval (IDLE_POLL)";
-    let database = match backend {
-        Backend::Sqlite => "service",
-        Backend::Postgres => "service + PostgreSQL",
     };
     let mut rows = Vec::new();
     let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
@@ -504,6 +512,17 @@ pub fn throughput_rows(
             )),
         )
     });
+    rows
+}
+
+/// How long a job waited from enqueue to start, against the idle poll.
+fn start_rows(backend: Backend, variants: &[Variant]) -> Vec<Bench> {
+    let label = backend.label();
+    let baseline = "worker idle poll interval (IDLE_POLL)";
+    let mut rows = Vec::new();
+    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
+        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
+    };
     each(&|v, r| {
         Some(
             Bench::new(
@@ -541,6 +560,20 @@ pub fn throughput_rows(
             .against(baseline, IDLE_POLL_MS),
         )
     });
+    rows
+}
+
+/// What a push cost: CPU, and on PostgreSQL commits and statements.
+fn cost_rows(backend: Backend, direct: &Direct, variants: &[Variant]) -> Vec<Bench> {
+    let label = backend.label();
+    let database = match backend {
+        Backend::Sqlite => "service",
+        Backend::Postgres => "service + PostgreSQL",
+    };
+    let mut rows = Vec::new();
+    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
+        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
+    };
     each(&|v, r| {
         let pg_part = match (r.cpu.database_ms, backend) {
             (Some(ms), _) => format!(
