@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use domain::operations::OperationError;
 use domain::stages::StagesError;
 use domain::store::StoreError;
+use domain::upstream::{UpstreamErrorKind, UpstreamFailure};
 use domain::validation::{FieldError, ValidationError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -280,21 +281,24 @@ impl From<OperationError> for ApiError {
             OperationError::Upstream { connection, error } => stages_error(&connection, error),
             OperationError::Provider {
                 connection,
-                message,
-                timeout,
-            } => Self::new(
-                if timeout {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                },
-                if timeout {
-                    "upstream_timeout"
-                } else {
-                    "upstream_failed"
-                },
-                format!("the provider of connection '{connection}' failed: {message}"),
-            ),
+                doing,
+                error,
+            } => {
+                let timeout = error.upstream_kind() == UpstreamErrorKind::Timeout;
+                Self::new(
+                    if timeout {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    },
+                    if timeout {
+                        "upstream_timeout"
+                    } else {
+                        "upstream_failed"
+                    },
+                    format!("the provider of connection '{connection}' failed: {doing}{error}"),
+                )
+            }
             OperationError::PartialEdit { made, error } => {
                 let inner = Self::from(*error);
                 let mut e = Self::new(

@@ -10,7 +10,6 @@ use crate::connection::{AuthMode, Connection, ConnectionId, ProviderKind};
 use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
-use crate::upstream::{UpstreamErrorKind, UpstreamFailure};
 use crate::Secret;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,12 +37,14 @@ pub enum OperationError {
         connection: String,
         error: StagesError,
     },
-    /// An interactive services provider (Alarm.com, ...) failed.
-    #[error("{connection}: {message}")]
+    /// An interactive services provider (Alarm.com, ...) failed: the
+    /// connection's name, what the service was doing when it says so, and
+    /// the provider's error as the client typed it.
+    #[error("{connection}: {doing}{error}")]
     Provider {
         connection: String,
-        message: String,
-        timeout: bool,
+        doing: &'static str,
+        error: crate::adc::AdcError,
     },
     /// A push stopped part way: `done` is what exists and is linked now; the
     /// same push again finishes the rest.
@@ -367,8 +368,8 @@ pub(crate) fn provider_failure(
 ) -> OperationError {
     OperationError::Provider {
         connection: connection.name.as_str().to_owned(),
-        timeout: error.upstream_kind() == UpstreamErrorKind::Timeout,
-        message: error.to_string(),
+        doing: "",
+        error: error.clone(),
     }
 }
 

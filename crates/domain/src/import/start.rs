@@ -79,11 +79,7 @@ pub async fn filter_choices(
             other => other.into(),
         })?;
     let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
-    let failed = |e: AdcError| OperationError::Provider {
-        connection: connection.name.as_str().to_owned(),
-        timeout: matches!(e, AdcError::Timeout),
-        message: e.to_string(),
-    };
+    let failed = |e: AdcError| crate::operations::provider_failure(&connection, &e);
     Ok(FilterChoices {
         sub_dealers: adc.sub_dealers().await.map_err(failed)?,
         roles: adc.roles().await.map_err(failed)?,
@@ -150,10 +146,10 @@ async fn check_filter_ids(
         ImportSpec::Customers { filters, .. } => (&filters.sub_dealer_ids, &[]),
         ImportSpec::Users { filters, .. } => (&filters.sub_dealer_ids, &filters.roles),
     };
-    let failed = |e: AdcError| OperationError::Provider {
+    let failed = |error: AdcError| OperationError::Provider {
         connection: connection.name.as_str().to_owned(),
-        timeout: matches!(e, AdcError::Timeout),
-        message: format!("reading the filter choices: {e}"),
+        doing: "reading the filter choices: ",
+        error,
     };
     let mut v = ValidationError::default();
     if !sub_dealer_ids.is_empty() {

@@ -203,11 +203,7 @@ fn provider_error(connection: &Connection, e: AdcError) -> OperationError {
             code: "egress_refused",
             message: format!("{provider} was not called: {message}"),
         },
-        other => OperationError::Provider {
-            connection: connection.name.as_str().to_owned(),
-            timeout: matches!(other, AdcError::Timeout),
-            message: other.to_string(),
-        },
+        other => crate::operations::provider_failure(connection, &other),
     }
 }
 
