@@ -357,8 +357,8 @@ fn the_header_scan_reads_only_headers_and_whole_ids() {
     );
 }
 
-/// Longest source file and longest function a newcomer is asked to hold in
-/// their head (issue 17). The simulators, which stand in for whole upstream
+/// Longest source file and longest function (of `crates/*/src`) a newcomer
+/// is asked to hold in their head (issue 17). The simulators, which stand in for whole upstream
 /// systems, and diesel's generated schema are outside the rule.
 const MAX_FILE_LINES: usize = 800;
 const MAX_FUNCTION_LINES: usize = 120;
@@ -427,7 +427,8 @@ fn no_source_file_or_function_is_too_long_to_hold() {
     let mut sources = Vec::new();
     files(&workspace().join("crates"), &["rs"], &mut sources);
     let mut too_long = Vec::new();
-    for path in sources.iter().filter(|p| !outside_the_size_rule(p)) {
+    let source = |p: &&PathBuf| p.to_string_lossy().contains("/src/") && !outside_the_size_rule(p);
+    for path in sources.iter().filter(source) {
         let text = std::fs::read_to_string(path).expect("a readable source file");
         let shown = path.strip_prefix(workspace()).unwrap_or(path).display();
         let lines = text.lines().count();

@@ -241,6 +241,10 @@ impl Service {
             database_url,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // The service closes a connection idle for 5 s (actix's
+                // keep-alive); a request sent on it just then fails with an
+                // incomplete message. Dropping idle ones sooner avoids that race.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
             stdout: lines,

@@ -11,3 +11,4 @@ pub mod scale;
 pub mod scenarios;
 pub mod service;
 pub mod sync;
+pub mod sync_rows;

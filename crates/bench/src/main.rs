@@ -18,7 +18,7 @@ use clap::Parser;
 use bench::load::Load;
 use bench::report::{Bench, Report};
 use bench::service::{Api, Backend, Database, Env, Service};
-use bench::{cost, imports, scenarios, service, sync};
+use bench::{cost, imports, scenarios, service, sync, sync_rows};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -390,16 +390,16 @@ async fn sync_benches(
         };
         runs.push((suffix, workers, run, cost));
     }
-    let variants: Vec<sync::Variant> = runs
+    let variants: Vec<sync_rows::Variant> = runs
         .iter()
-        .map(|(suffix, workers, run, cost)| sync::Variant {
+        .map(|(suffix, workers, run, cost)| sync_rows::Variant {
             suffix,
             workers,
             run,
             pg: cost.as_ref(),
         })
         .collect();
-    let mut rows = sync::throughput_rows(backend, sizes, &direct, &variants);
+    let mut rows = sync_rows::throughput_rows(backend, sizes, &direct, &variants);
 
     let svc = Service::spawn_with(env, db, &format!("{label}-sync-service"), &[rps]).await?;
     svc.wait_ready(http).await?;

@@ -246,67 +246,84 @@ fn purge_import_items(
     before: NaiveDateTime,
     limit: i64,
 ) -> Result<usize, Fail> {
-    let mut purged = 0;
-    while (purged as i64) < limit {
-        let ended: Option<String> = imports::table
-            .filter(imports::finished_at.lt(before))
-            .filter(exists(
-                import_items::table.filter(import_items::import_id.eq(imports::id)),
-            ))
-            .order(imports::finished_at)
-            .select(imports::id)
-            .first(conn)
-            .optional()?;
-        let Some(import) = ended else { break };
-        let doomed = import_items::table
-            .filter(import_items::import_id.eq(&import))
-            .select(import_items::seq)
-            .limit(limit - purged as i64)
-            .load::<i64>(conn)?;
-        let deleted = diesel::delete(
-            import_items::table
-                .filter(import_items::import_id.eq(&import))
-                .filter(import_items::seq.eq_any(doomed)),
-        )
-        .execute(conn)?;
-        if deleted == 0 {
-            break;
-        }
-        purged += deleted;
-    }
-    Ok(purged)
+    purge_items_of_ended_runs(
+        conn,
+        limit,
+        |conn| {
+            imports::table
+                .filter(imports::finished_at.lt(before))
+                .filter(exists(
+                    import_items::table.filter(import_items::import_id.eq(imports::id)),
+                ))
+                .order(imports::finished_at)
+                .select(imports::id)
+                .first(conn)
+                .optional()
+        },
+        |conn, import, n| {
+            let doomed = import_items::table
+                .filter(import_items::import_id.eq(import))
+                .select(import_items::seq)
+                .limit(n)
+                .load::<i64>(conn)?;
+            diesel::delete(
+                import_items::table
+                    .filter(import_items::import_id.eq(import))
+                    .filter(import_items::seq.eq_any(doomed)),
+            )
+            .execute(conn)
+        },
+    )
 }
 
-/// The items of batches that ended before `before`, oldest batch first, up to
-/// `limit` over as many batches as it takes (as for import items above).
+/// The items of batches that ended before `before`, as for imports above.
 fn purge_batch_items(
     conn: &mut DbConnection,
     before: NaiveDateTime,
     limit: i64,
 ) -> Result<usize, Fail> {
+    purge_items_of_ended_runs(
+        conn,
+        limit,
+        |conn| {
+            batches::table
+                .filter(batches::finished_at.lt(before))
+                .filter(exists(
+                    batch_items::table.filter(batch_items::batch_id.eq(batches::id)),
+                ))
+                .order(batches::finished_at)
+                .select(batches::id)
+                .first(conn)
+                .optional()
+        },
+        |conn, batch, n| {
+            let doomed = batch_items::table
+                .filter(batch_items::batch_id.eq(batch))
+                .select(batch_items::position)
+                .limit(n)
+                .load::<i64>(conn)?;
+            diesel::delete(
+                batch_items::table
+                    .filter(batch_items::batch_id.eq(batch))
+                    .filter(batch_items::position.eq_any(doomed)),
+            )
+            .execute(conn)
+        },
+    )
+}
+
+/// Up to `limit` items of ended runs: `oldest` names the run that ended
+/// first and still has items, `delete` deletes up to `n` of a run's items.
+fn purge_items_of_ended_runs(
+    conn: &mut DbConnection,
+    limit: i64,
+    oldest: impl Fn(&mut DbConnection) -> QueryResult<Option<String>>,
+    delete: impl Fn(&mut DbConnection, &str, i64) -> QueryResult<usize>,
+) -> Result<usize, Fail> {
     let mut purged = 0;
     while (purged as i64) < limit {
-        let ended: Option<String> = batches::table
-            .filter(batches::finished_at.lt(before))
-            .filter(exists(
-                batch_items::table.filter(batch_items::batch_id.eq(batches::id)),
-            ))
-            .order(batches::finished_at)
-            .select(batches::id)
-            .first(conn)
-            .optional()?;
-        let Some(batch) = ended else { break };
-        let doomed = batch_items::table
-            .filter(batch_items::batch_id.eq(&batch))
-            .select(batch_items::position)
-            .limit(limit - purged as i64)
-            .load::<i64>(conn)?;
-        let deleted = diesel::delete(
-            batch_items::table
-                .filter(batch_items::batch_id.eq(&batch))
-                .filter(batch_items::position.eq_any(doomed)),
-        )
-        .execute(conn)?;
+        let Some(run) = oldest(conn)? else { break };
+        let deleted = delete(conn, &run, limit - purged as i64)?;
         if deleted == 0 {
             break;
         }
