@@ -864,6 +864,9 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
         vec![
             ("CROSSLINK__JOBS__LEASE_SECS".to_owned(), "2".to_owned()),
             ("CROSSLINK__JOBS__RETRY_BASE_MS".to_owned(), "20".to_owned()),
+            // Longer than the hang below: the first attempt ends by the
+            // kill, never by the client giving up.
+            ("CROSSLINK__STAGES__TIMEOUT_MS".to_owned(), "20000".to_owned()),
         ]
     };
     let mut first = Service::start_on(backend, env()).await;
@@ -901,10 +904,13 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
         .as_str()
         .unwrap()
         .to_owned();
-    // The push hangs in Stages long enough to kill the worker running it.
+    // The push hangs in Stages long enough to kill the worker running it,
+    // even on a loaded machine. Only the push counts as running: the
+    // connection's first reconcile may be running too, and killing the
+    // service then left the push to the second one's first attempt.
     sim.state()
         .add_fault(
-            stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=latency:1500,times=1").unwrap(),
+            stages_sim::FaultRule::parse("PATCH /api/v1/sites/*=latency:4000,times=1").unwrap(),
         )
         .unwrap();
     first
@@ -915,15 +921,23 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
             Some(json!({"name": "Killed mid-push"})),
         )
         .await;
-    for _ in 0..100 {
+    let mut seen_running = false;
+    for _ in 0..200 {
         let running = first
-            .call(Method::GET, "/v1/jobs?state=running", &op, None)
+            .call(
+                Method::GET,
+                "/v1/jobs?state=running&kind=auto_sync_push",
+                &op,
+                None,
+            )
             .await;
         if !running.body["items"].as_array().unwrap().is_empty() {
+            seen_running = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(seen_running, "the push never showed as running");
     first.kill();
 
     // Another replica on the same database takes the job once its lease runs out.
