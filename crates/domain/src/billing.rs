@@ -9,9 +9,26 @@ use crate::tenancy::DealerId;
 
 /// An id given by the billing system: opaque, 1 to 128 characters, no `/`,
 /// no control characters (it travels in URL paths and in Stages' billing id).
+///
+/// Read from JSON through [`BillingId::parse`] too, so no body or payload
+/// holds one that skipped the check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct BillingId(String);
+
+impl From<BillingId> for String {
+    fn from(id: BillingId) -> String {
+        id.0
+    }
+}
+
+impl TryFrom<String> for BillingId {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
 
 impl BillingId {
     pub const MAX_CHARS: usize = 128;
@@ -221,6 +238,15 @@ mod tests {
             assert!(BillingId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(BillingId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn billing_ids_read_from_json_are_checked_too() {
+        let id: BillingId = serde_json::from_str("\"SITE-001\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"SITE-001\"");
+        let err = serde_json::from_str::<BillingId>("\"a/b\"").unwrap_err();
+        assert!(err.to_string().contains("must not contain '/'"), "{err}");
+        assert!(serde_json::from_str::<BillingId>("\"\"").is_err());
     }
 
     #[test]
