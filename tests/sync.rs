@@ -866,7 +866,10 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
             ("CROSSLINK__JOBS__RETRY_BASE_MS".to_owned(), "20".to_owned()),
             // Longer than the hang below: the first attempt ends by the
             // kill, never by the client giving up.
-            ("CROSSLINK__STAGES__TIMEOUT_MS".to_owned(), "20000".to_owned()),
+            (
+                "CROSSLINK__STAGES__TIMEOUT_MS".to_owned(),
+                "20000".to_owned(),
+            ),
         ]
     };
     let mut first = Service::start_on(backend, env()).await;
