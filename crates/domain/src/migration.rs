@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use crate::connection::{AuthMode, Connection, ProviderKind};
 use crate::jobs::{Job, JobState};
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::OperationError;
 use crate::reconcile::ReconcileJob;
 use crate::stages::StagesConnector;
 use crate::store::ConnectionStore;
 use crate::tenancy::{Caller, Role};
+use crate::upstream::{stages_client, ActingAs};
 
 /// Where a connection's migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,7 +100,8 @@ pub async fn after_dealer_credentials(
     if connection.auth_mode != AuthMode::Dealer || !armable(connection) {
         return None;
     }
-    let probe = match stages_as_caller(connections, stages, caller, connection).await {
+    let acting = ActingAs::Caller(caller);
+    let probe = match stages_client(connections, stages, acting, connection).await {
         Ok(api) => api.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };

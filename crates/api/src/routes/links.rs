@@ -609,10 +609,10 @@ pub async fn reconcile(
         })?;
     // The job acts with the caller's credentials (S2): without them it is
     // refused now, like every other Stages operation, not accepted to fail later.
-    domain::operations::stages_as_caller(
+    domain::upstream::stages_client(
         state.connections.as_ref(),
         state.stages.as_ref(),
-        caller,
+        domain::upstream::ActingAs::Caller(caller),
         &connection,
     )
     .await?;

@@ -20,9 +20,10 @@ use crate::jobs::{
 };
 use crate::link::LinkKind;
 use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::OperationError;
 use crate::store::StoreError;
 use crate::tenancy::{Caller, Role, UserId};
+use crate::upstream::{stages_client, ActingAs};
 
 mod apply;
 mod plan;
@@ -202,7 +203,8 @@ pub async fn reconcile(
             StoreError::NotFound => OperationError::NotFound("no such connection".into()),
             other => other.into(),
         })?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
     let mut report = ReconcileReport {
         dry_run,
         repair: mode.repair,
