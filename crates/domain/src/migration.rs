@@ -121,34 +121,17 @@ pub async fn after_dealer_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{
-        ConflictPolicy, ConnectionId, ConnectionName, ConnectionStatus, Endpoint, MigrationJob,
-        ProviderSettings,
-    };
+    use crate::connection::{test_connection, MigrationJob};
     use crate::jobs::JobId;
-    use crate::tenancy::DealerId;
 
     fn connection(on: bool, job: Option<JobState>) -> Connection {
-        let now = chrono::Utc::now();
         Connection {
-            id: ConnectionId::new(),
-            dealer: DealerId("d".into()),
-            name: ConnectionName::parse("Stages").unwrap(),
-            provider: ProviderKind::Stages,
-            endpoint: Endpoint::parse("http://h").unwrap(),
-            auth_mode: AuthMode::Dealer,
-            auto_sync: true,
-            conflict_policy: ConflictPolicy::Hold,
-            status: ConnectionStatus::Active,
-            settings: ProviderSettings::default(),
             migrate_on_connect: on,
             migration: job.map(|state| MigrationJob {
                 job_id: JobId::new(),
                 state,
             }),
-            version: 1,
-            created_at: now,
-            updated_at: now,
+            ..test_connection()
         }
     }
 

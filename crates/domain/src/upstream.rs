@@ -290,6 +290,78 @@ pub async fn observed<T, E: UpstreamFailure>(
 mod tests {
     use super::*;
 
+    use crate::connection::{test_connection, AuthMode};
+    use crate::tenancy::{Role, UserId};
+
+    fn caller(dealer: &str) -> Caller {
+        Caller {
+            dealer: DealerId(dealer.into()),
+            user: UserId("u1".into()),
+            roles: vec![Role::Operator],
+        }
+    }
+
+    #[test]
+    fn the_caller_acts_with_the_credential_of_the_auth_mode() {
+        let mut connection = test_connection();
+        let alice = caller("d");
+        let as_alice = ActingAs::Caller(&alice);
+        assert_eq!(as_alice.owner(&connection), CredentialOwner::Dealer);
+        connection.auth_mode = AuthMode::User;
+        assert_eq!(
+            as_alice.owner(&connection),
+            CredentialOwner::User(alice.user.clone())
+        );
+        assert_eq!(ActingAs::Dealer.owner(&connection), CredentialOwner::Dealer);
+    }
+
+    #[test]
+    fn a_caller_reads_only_their_own_dealers_credentials() {
+        let connection = test_connection();
+        let stranger = caller("other");
+        assert_eq!(ActingAs::Caller(&stranger).dealer(&connection).0, "other");
+        assert_eq!(ActingAs::Dealer.dealer(&connection).0, "d");
+    }
+
+    #[test]
+    fn a_connection_of_another_provider_is_refused() {
+        let connection = test_connection();
+        assert_eq!(check_provider(&connection, ProviderKind::Stages), Ok(()));
+        match check_provider(&connection, ProviderKind::AlarmCom) {
+            Err(OperationError::WrongProvider(why)) => {
+                assert!(why.contains("'Stages' is a stages connection"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_credential_says_whose_it_is() {
+        let connection = test_connection();
+        let missing = |owner: &CredentialOwner| match target_from(&connection, owner, None) {
+            Err(OperationError::MissingCredentials(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let dealer = missing(&CredentialOwner::Dealer);
+        assert!(dealer.contains("not linked to Stages"), "{dealer}");
+        assert!(dealer.contains("has no dealer credentials"), "{dealer}");
+        assert!(!dealer.contains("PUT"), "no route in the text: {dealer}");
+        let own = missing(&CredentialOwner::User(UserId("u1".into())));
+        assert!(own.contains("per-user credentials"), "{own}");
+    }
+
+    #[test]
+    fn a_target_is_the_connections_endpoint_with_the_login() {
+        let connection = test_connection();
+        let target = UpstreamTarget::of(&connection, "dealer", &Secret::new("pw"));
+        assert_eq!(target.key, connection.id.to_string());
+        assert_eq!(target.endpoint, *connection.endpoint.url());
+        assert_eq!(
+            (target.username.as_str(), target.password.as_str()),
+            ("dealer", "pw")
+        );
+    }
+
     #[test]
     fn target_debug_hides_the_password() {
         let target = UpstreamTarget {
