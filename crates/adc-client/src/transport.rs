@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use domain::adc::{AdcError, AdcResult, AdcTarget};
-use domain::upstream::{observed, CallObserver};
+use domain::adc::{AdcError, AdcResult};
+use domain::upstream::{observed, CallObserver, UpstreamTarget};
 use tracing::Instrument;
-use upstream_http::{Channel, TransportError};
+use upstream_http::{Channel, Connector, TransportError};
 
 use crate::operation::Operation;
 use crate::soap::{self, Failure};
@@ -18,24 +18,21 @@ use crate::xml::{self, Element, Node};
 
 pub(crate) struct Transport {
     channel: Channel,
-    target: AdcTarget,
+    target: UpstreamTarget,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Transport {
-    pub fn new(
-        channel: Channel,
-        target: AdcTarget,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Self {
+    /// A transport of `connector`'s, to `target`.
+    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            channel,
+            channel: connector.channel(&target.key),
+            observer: connector.observer(),
             target,
-            observer,
         }
     }
 
-    pub fn target(&self) -> &AdcTarget {
+    pub fn target(&self) -> &UpstreamTarget {
         &self.target
     }
 

@@ -5,9 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adc_client::{AdcClientSettings, HttpAdcConnector};
+use adc_client::HttpAdcConnector;
 use adc_sim::{Permissions, Sim, SimConfig};
 use domain::adc::*;
+use domain::upstream::UpstreamTarget;
+use upstream_http::{ClientSettings, Connector};
+
+/// A connector with these settings.
+fn connector_of(settings: ClientSettings) -> HttpAdcConnector {
+    HttpAdcConnector(Connector::new(settings).unwrap())
+}
 
 const USER: &str = "integration";
 const PASSWORD: &str = r#"s3cret<&>"'"#;
@@ -24,27 +31,25 @@ async fn sim(permissions: Permissions) -> Sim {
     .unwrap()
 }
 
-fn settings() -> AdcClientSettings {
-    AdcClientSettings {
+fn settings() -> ClientSettings {
+    ClientSettings {
         timeout: Duration::from_secs(10),
         retry_base_delay: Duration::from_millis(10),
         max_retry_delay: Duration::from_millis(100),
         requests_per_second: 0,
         // The simulator listens on loopback, which the default policy refuses.
         egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
-        ..AdcClientSettings::default()
+        ..adc_client::default_settings()
     }
 }
 
 fn client(sim: &Sim, password: &str) -> Arc<dyn AdcApi> {
-    HttpAdcConnector::new(settings())
-        .unwrap()
-        .connect(AdcTarget {
-            key: "sim".into(),
-            endpoint: url::Url::parse(&sim.base_url()).unwrap(),
-            username: USER.into(),
-            password: password.into(),
-        })
+    connector_of(settings()).connect(UpstreamTarget {
+        key: "sim".into(),
+        endpoint: url::Url::parse(&sim.base_url()).unwrap(),
+        username: USER.into(),
+        password: password.into(),
+    })
 }
 
 /// A customer the simulator accepts: named, on a known plan.
@@ -389,12 +394,11 @@ async fn reads_ride_out_injected_failures() {
     sim.state()
         .add_fault("GetPackageIds=throttle:1,times=1".parse().unwrap())
         .unwrap();
-    let api = HttpAdcConnector::new(AdcClientSettings {
+    let api = connector_of(ClientSettings {
         max_retry_delay: Duration::from_secs(2),
         ..settings()
     })
-    .unwrap()
-    .connect(AdcTarget {
+    .connect(UpstreamTarget {
         key: "sim".into(),
         endpoint: url::Url::parse(&sim.base_url()).unwrap(),
         username: USER.into(),

@@ -7,10 +7,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adc_client::{AdcClientSettings, HttpAdcConnector};
+use adc_client::{HttpAdcClient, HttpAdcConnector};
 use domain::adc::*;
+use domain::upstream::UpstreamTarget;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use upstream_http::{ClientSettings, Connector};
 
 /// What the stub does with one request.
 enum Reply {
@@ -18,6 +20,11 @@ enum Reply {
     Raw(String),
     /// Reads the request and says nothing for this long.
     Hang(Duration),
+}
+
+/// A connector with these settings.
+fn connector_of(settings: ClientSettings) -> HttpAdcConnector {
+    HttpAdcConnector(Connector::new(settings).unwrap())
 }
 
 fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -117,8 +124,8 @@ impl Stub {
         self.seen.lock().unwrap().len()
     }
 
-    fn target(&self, password: &str) -> AdcTarget {
-        AdcTarget {
+    fn target(&self, password: &str) -> UpstreamTarget {
+        UpstreamTarget {
             key: format!("stub-{}", self.endpoint.port().unwrap()),
             endpoint: self.endpoint.clone(),
             username: "dealer".into(),
@@ -126,10 +133,8 @@ impl Stub {
         }
     }
 
-    fn client(&self, settings: AdcClientSettings) -> Arc<dyn AdcApi> {
-        HttpAdcConnector::new(settings)
-            .unwrap()
-            .connect(self.target("secret"))
+    fn client(&self, settings: ClientSettings) -> Arc<dyn AdcApi> {
+        connector_of(settings).connect(self.target("secret"))
     }
 }
 
@@ -190,8 +195,8 @@ async fn serve(
 }
 
 /// Fast retries, no rate limit, so that tests measure behaviour, not sleeps.
-fn quick() -> AdcClientSettings {
-    AdcClientSettings {
+fn quick() -> ClientSettings {
+    ClientSettings {
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         max_retries: 2,
@@ -200,6 +205,7 @@ fn quick() -> AdcClientSettings {
         requests_per_second: 0,
         // The stub listens on loopback, which the default policy refuses.
         egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
+        ..adc_client::default_settings()
     }
 }
 
@@ -214,9 +220,7 @@ fn new_customer() -> NewAdcCustomer {
 async fn sends_a_soap_1_1_request_with_the_credentials_escaped() {
     let stub = Stub::start(vec![ok("GetRepList", REPS)]).await;
     let password = r#"p<w>&"d'"#;
-    let client = HttpAdcConnector::new(quick())
-        .unwrap()
-        .connect(stub.target(password));
+    let client = connector_of(quick()).connect(stub.target(password));
     let reps = client.reps().await.unwrap();
     assert_eq!(reps.len(), 1);
     assert_eq!(reps[0].login_name, "jdoe");
@@ -307,7 +311,7 @@ async fn no_change_is_retried() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let settings = AdcClientSettings {
+    let settings = ClientSettings {
         max_retry_delay: Duration::from_secs(2),
         ..quick()
     };
@@ -360,7 +364,7 @@ async fn malformed_xml_is_a_bad_answer() {
 
 #[tokio::test]
 async fn a_read_that_hangs_times_out_and_is_retried() {
-    let settings = AdcClientSettings {
+    let settings = ClientSettings {
         timeout: Duration::from_millis(200),
         max_retries: 1,
         ..quick()
@@ -379,7 +383,7 @@ async fn a_read_that_hangs_times_out_and_is_retried() {
 
 #[tokio::test]
 async fn a_create_that_hangs_times_out_once() {
-    let settings = AdcClientSettings {
+    let settings = ClientSettings {
         timeout: Duration::from_millis(200),
         ..quick()
     };
@@ -516,7 +520,7 @@ async fn an_unreachable_host_is_reported() {
         .local_addr()
         .unwrap()
         .port();
-    let client = HttpAdcConnector::new(quick()).unwrap().connect(AdcTarget {
+    let client = connector_of(quick()).connect(UpstreamTarget {
         key: "nobody".into(),
         endpoint: url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
         username: "u".into(),
@@ -529,12 +533,12 @@ async fn an_unreachable_host_is_reported() {
 
 #[tokio::test]
 async fn the_rate_limit_is_shared_per_connection_key() {
-    let settings = AdcClientSettings {
+    let settings = ClientSettings {
         requests_per_second: 2,
         ..quick()
     };
     let stub = Stub::start((0..4).map(|_| ok("GetDealerId", "5")).collect()).await;
-    let connector = HttpAdcConnector::new(settings).unwrap();
+    let connector = connector_of(settings);
     let started = Instant::now();
     // Two clients for one key draw on one budget: a burst of 2, then 2 a second.
     for _ in 0..2 {
@@ -553,13 +557,16 @@ async fn the_rate_limit_is_shared_per_connection_key() {
 
 #[tokio::test]
 async fn debug_output_never_shows_the_password() {
-    let connector = HttpAdcConnector::new(quick()).unwrap();
-    let client = connector.client(AdcTarget {
-        key: "k".into(),
-        endpoint: url::Url::parse("https://alarmadmin.example/").unwrap(),
-        username: "dealer".into(),
-        password: "hunter2".into(),
-    });
+    let connector = connector_of(quick());
+    let client = HttpAdcClient::new(
+        &connector.0,
+        UpstreamTarget {
+            key: "k".into(),
+            endpoint: url::Url::parse("https://alarmadmin.example/").unwrap(),
+            username: "dealer".into(),
+            password: "hunter2".into(),
+        },
+    );
     let shown = format!("{client:?} {connector:?}");
     assert!(shown.contains("dealer"));
     assert!(!shown.contains("hunter2"));
@@ -569,17 +576,17 @@ async fn debug_output_never_shows_the_password() {
 async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
     let stub = Stub::start(vec![ok("GetDealerId", "5")]).await;
     let port = stub.endpoint.port().unwrap();
-    let strict = AdcClientSettings {
+    let strict = ClientSettings {
         egress: upstream_http::EgressPolicy::default(),
         ..quick()
     };
-    let connector = HttpAdcConnector::new(strict).unwrap();
+    let connector = connector_of(strict);
     for endpoint in [
         stub.endpoint.to_string(),
         format!("http://localhost:{port}/"),
         format!("http://[::ffff:127.0.0.1]:{port}/"),
     ] {
-        let client = connector.connect(AdcTarget {
+        let client = connector.connect(UpstreamTarget {
             endpoint: url::Url::parse(&endpoint).unwrap(),
             ..stub.target("secret")
         });

@@ -6,6 +6,8 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use domain::upstream::CallObserver;
+use upstream_http::{ClientSettings, Connector};
 
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
@@ -39,28 +41,29 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     }
     let metrics = Metrics::new();
     let egress = settings.egress.policy()?;
-    let stages = stages_client::HttpStagesConnector::new(stages_client::ClientSettings {
+    let observer: Arc<dyn CallObserver> = Arc::new(metrics.clone());
+    let stages = Connector::new(ClientSettings {
         timeout: Duration::from_millis(settings.stages.timeout_ms),
         connect_timeout: Duration::from_millis(settings.stages.connect_timeout_ms),
         max_retries: settings.stages.max_retries,
         requests_per_second: settings.stages.requests_per_second,
         egress: egress.clone(),
-        ..Default::default()
+        ..stages_client::default_settings()
     })?
-    .with_observer(Arc::new(metrics.clone()));
-    let adc = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
+    .with_observer(observer.clone());
+    let adc = Connector::new(ClientSettings {
         timeout: Duration::from_millis(settings.adc.timeout_ms),
         requests_per_second: settings.adc.requests_per_second,
         egress: egress.clone(),
-        ..Default::default()
+        ..adc_client::default_settings()
     })?
-    .with_observer(Arc::new(metrics.clone()));
+    .with_observer(observer);
     let verifier = TokenVerifier::from_settings(&settings)?;
     Ok(AppState::new(
         settings,
         store,
-        Arc::new(stages),
-        Arc::new(adc),
+        Arc::new(stages_client::HttpStagesConnector(stages)),
+        Arc::new(adc_client::HttpAdcConnector(adc)),
         egress,
         verifier,
         metrics,

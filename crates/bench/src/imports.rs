@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use domain::adc::{AdcConnector, AdcCustomerQuery, AdcTarget};
+use domain::adc::{AdcConnector, AdcCustomerQuery};
+use domain::upstream::UpstreamTarget;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -55,13 +56,13 @@ impl Baseline {
 }
 
 pub async fn direct_read(sim: &adc_sim::Sim) -> anyhow::Result<Baseline> {
-    let connector = adc_client::HttpAdcConnector::new(adc_client::AdcClientSettings {
+    let connector = upstream_http::Connector::new(upstream_http::ClientSettings {
         requests_per_second: 0,
         // The simulator listens on loopback, which the default policy refuses.
         egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"])?,
-        ..Default::default()
+        ..adc_client::default_settings()
     })?;
-    let api = connector.connect(AdcTarget {
+    let api = adc_client::HttpAdcConnector(connector).connect(UpstreamTarget {
         key: "bench-direct".into(),
         endpoint: url::Url::parse(&sim.base_url())?,
         username: ADC_USER.into(),

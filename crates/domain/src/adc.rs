@@ -464,49 +464,14 @@ pub trait AdcApi: Send + Sync {
     async fn builder_programs(&self) -> AdcResult<Vec<AdcBuilderProgram>>;
 }
 
-/// Where and as whom to call ADC.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdcTarget {
-    /// A stable key for per-connection limits (the connection id).
-    pub key: String,
-    /// Base URL of the dealer host; the services live under `/WebServices/`.
-    pub endpoint: url::Url,
-    pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for AdcTarget {
-    // The password never reaches a log line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdcTarget")
-            .field("key", &self.key)
-            .field("endpoint", &self.endpoint.as_str())
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Makes an `AdcApi` for a target; implemented by `adc-client`.
 pub trait AdcConnector: Send + Sync {
-    fn connect(&self, target: AdcTarget) -> std::sync::Arc<dyn AdcApi>;
+    fn connect(&self, target: crate::upstream::UpstreamTarget) -> std::sync::Arc<dyn AdcApi>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_debug_hides_the_password() {
-        let target = AdcTarget {
-            key: "k".into(),
-            endpoint: url::Url::parse("https://alarmadmin.example/").unwrap(),
-            username: "integration".into(),
-            password: "hunter2".into(),
-        };
-        let shown = format!("{target:?}");
-        assert!(shown.contains("integration"));
-        assert!(!shown.contains("hunter2"));
-    }
 
     #[test]
     fn add_on_names_are_alarm_coms() {

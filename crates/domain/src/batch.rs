@@ -26,12 +26,13 @@ use crate::jobs::{
 use crate::link::LinkId;
 use crate::link_sync;
 use crate::linking::{self, LinkRequest, LinkingPorts, PushRequest};
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::OperationError;
 use crate::reconcile::Progress;
 use crate::stages_tab::{self, TestRequest};
 use crate::store::{JobStore, PageRequest, StoreError, StoreResult};
 use crate::sync::{FieldChoice, Side};
 use crate::tenancy::{Caller, DealerId, Role, UserId};
+use crate::upstream::{stages_client, ActingAs};
 use crate::validation::ValidationError;
 use crate::Page;
 
@@ -389,10 +390,10 @@ pub async fn start_batch(
         };
         // The job acts with the caller's credentials (S2): without them the
         // batch is refused now, not accepted to fail every item later.
-        stages_as_caller(
+        stages_client(
             ports.linking.connections,
             ports.linking.stages,
-            caller,
+            ActingAs::Caller(caller),
             &connection,
         )
         .await?;

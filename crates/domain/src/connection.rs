@@ -432,6 +432,30 @@ pub struct InboundCredential {
     pub rotated_at: DateTime<Utc>,
 }
 
+/// What unit tests start from: dealer `d`'s active Stages connection
+/// "Stages", in dealer auth mode.
+#[cfg(test)]
+pub(crate) fn test_connection() -> Connection {
+    let now = Utc::now();
+    Connection {
+        id: ConnectionId::new(),
+        dealer: DealerId("d".into()),
+        name: ConnectionName::parse("Stages").unwrap(),
+        provider: ProviderKind::Stages,
+        endpoint: Endpoint::parse("http://h").unwrap(),
+        auth_mode: AuthMode::Dealer,
+        auto_sync: true,
+        conflict_policy: ConflictPolicy::Hold,
+        status: ConnectionStatus::Active,
+        settings: ProviderSettings::default(),
+        migrate_on_connect: true,
+        migration: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,24 +517,7 @@ mod tests {
 
     #[test]
     fn user_mode_uses_the_callers_own_credential() {
-        let now = Utc::now();
-        let mut c = Connection {
-            id: ConnectionId::new(),
-            dealer: DealerId("d".into()),
-            name: ConnectionName::parse("Stages").unwrap(),
-            provider: ProviderKind::Stages,
-            endpoint: Endpoint::parse("http://h").unwrap(),
-            auth_mode: AuthMode::Dealer,
-            auto_sync: true,
-            conflict_policy: ConflictPolicy::Hold,
-            status: ConnectionStatus::Active,
-            settings: ProviderSettings::default(),
-            migrate_on_connect: true,
-            migration: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut c = test_connection();
         let u = UserId("u1".into());
         assert_eq!(c.credential_owner_for(&u), CredentialOwner::Dealer);
         c.auth_mode = AuthMode::User;

@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use crate::connection::{AuthMode, Connection, ProviderKind};
 use crate::jobs::{Job, JobState};
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::OperationError;
 use crate::reconcile::ReconcileJob;
 use crate::stages::StagesConnector;
 use crate::store::ConnectionStore;
 use crate::tenancy::{Caller, Role};
+use crate::upstream::{stages_client, ActingAs};
 
 /// Where a connection's migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,7 +100,8 @@ pub async fn after_dealer_credentials(
     if connection.auth_mode != AuthMode::Dealer || !armable(connection) {
         return None;
     }
-    let probe = match stages_as_caller(connections, stages, caller, connection).await {
+    let acting = ActingAs::Caller(caller);
+    let probe = match stages_client(connections, stages, acting, connection).await {
         Ok(api) => api.ping().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -119,34 +121,17 @@ pub async fn after_dealer_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{
-        ConflictPolicy, ConnectionId, ConnectionName, ConnectionStatus, Endpoint, MigrationJob,
-        ProviderSettings,
-    };
+    use crate::connection::{test_connection, MigrationJob};
     use crate::jobs::JobId;
-    use crate::tenancy::DealerId;
 
     fn connection(on: bool, job: Option<JobState>) -> Connection {
-        let now = chrono::Utc::now();
         Connection {
-            id: ConnectionId::new(),
-            dealer: DealerId("d".into()),
-            name: ConnectionName::parse("Stages").unwrap(),
-            provider: ProviderKind::Stages,
-            endpoint: Endpoint::parse("http://h").unwrap(),
-            auth_mode: AuthMode::Dealer,
-            auto_sync: true,
-            conflict_policy: ConflictPolicy::Hold,
-            status: ConnectionStatus::Active,
-            settings: ProviderSettings::default(),
             migrate_on_connect: on,
             migration: job.map(|state| MigrationJob {
                 job_id: JobId::new(),
                 state,
             }),
-            version: 1,
-            created_at: now,
-            updated_at: now,
+            ..test_connection()
         }
     }
 

@@ -1,15 +1,15 @@
 //! Use cases over the ports. Each is what one button of a billing screen does;
 //! the HTTP layer parses, authorises, and calls one of these.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::connection::{AuthMode, Connection, ConnectionId, ProviderKind};
-use crate::stages::{StagesApi, StagesConnector, StagesError, StagesTarget};
+use crate::connection::{Connection, ConnectionId, ProviderKind};
+use crate::stages::{StagesConnector, StagesError};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
+use crate::upstream::{adc_client, stages_client, ActingAs, UpstreamTarget};
 use crate::Secret;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,45 +79,6 @@ pub(crate) fn upstream(connection: &Connection) -> impl Fn(StagesError) -> Opera
     }
 }
 
-/// The `StagesApi` acting as the caller: the dealer's credential in dealer
-/// mode, the caller's own in user mode.
-pub async fn stages_as_caller(
-    store: &dyn ConnectionStore,
-    connector: &dyn StagesConnector,
-    caller: &Caller,
-    connection: &Connection,
-) -> Result<Arc<dyn StagesApi>, OperationError> {
-    if connection.provider != ProviderKind::Stages {
-        return Err(OperationError::WrongProvider(format!(
-            "connection '{}' is a {} connection, not a Stages one",
-            connection.name.as_str(),
-            connection.provider.as_str()
-        )));
-    }
-    let owner = connection.credential_owner_for(&caller.user);
-    let credential = store
-        .credential(&caller.dealer, connection.id, &owner)
-        .await?
-        .ok_or_else(|| {
-            OperationError::MissingCredentials(match connection.auth_mode {
-                AuthMode::Dealer => format!(
-                    "connection '{}' has no dealer credentials yet; an admin sets them with PUT .../credentials/dealer",
-                    connection.name.as_str()
-                ),
-                AuthMode::User => format!(
-                    "connection '{}' uses per-user credentials and you have not stored yours; set them with PUT .../credentials/me",
-                    connection.name.as_str()
-                ),
-            })
-        })?;
-    Ok(connector.connect(StagesTarget {
-        key: connection.id.to_string(),
-        endpoint: connection.endpoint.url().clone(),
-        username: credential.username,
-        password: credential.password.expose().to_owned(),
-    }))
-}
-
 /// Why a connection test failed, or that it did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,7 +130,7 @@ pub async fn test_connection(
     let connection = store.connection(&caller.dealer, id).await?;
     match connection.provider {
         ProviderKind::Stages => {}
-        ProviderKind::AlarmCom => return test_alarm_com(store, adc, caller, &connection).await,
+        ProviderKind::AlarmCom => return test_alarm_com(store, adc, &connection).await,
         ProviderKind::TotalConnect | ProviderKind::BrinksHome => {
             return Ok(ConnectionTestReport {
                 outcome: TestOutcome::NotVerified,
@@ -179,17 +140,9 @@ pub async fn test_connection(
             })
         }
     }
-    let api = match stages_as_caller(store, connector, caller, &connection).await {
+    let api = match stages_client(store, connector, ActingAs::Caller(caller), &connection).await {
         Ok(api) => api,
-        Err(OperationError::MissingCredentials(detail)) => {
-            return Ok(ConnectionTestReport {
-                outcome: TestOutcome::MissingCredentials,
-                detail,
-                latency_ms: 0,
-                permissions: None,
-            })
-        }
-        Err(other) => return Err(other),
+        Err(e) => return missing_credentials_report(e),
     };
     let started = Instant::now();
     let result = api.ping().await;
@@ -238,38 +191,34 @@ pub async fn test_connection(
     })
 }
 
+/// A test without the credentials to call with says so; any other failure
+/// to get a client is the request's.
+fn missing_credentials_report(
+    error: OperationError,
+) -> Result<ConnectionTestReport, OperationError> {
+    match error {
+        OperationError::MissingCredentials(detail) => Ok(ConnectionTestReport {
+            outcome: TestOutcome::MissingCredentials,
+            detail,
+            latency_ms: 0,
+            permissions: None,
+        }),
+        other => Err(other),
+    }
+}
+
 /// `:test` of an Alarm.com entry: the dealer credential (a cheap
 /// authenticated read), then what the login may do.
 async fn test_alarm_com(
     store: &dyn ConnectionStore,
     adc: &dyn crate::adc::AdcConnector,
-    caller: &Caller,
     connection: &Connection,
 ) -> Result<ConnectionTestReport, OperationError> {
     use crate::adc::AdcError;
-    let Some(credential) = store
-        .credential(
-            &caller.dealer,
-            connection.id,
-            &crate::connection::CredentialOwner::Dealer,
-        )
-        .await?
-    else {
-        return Ok(ConnectionTestReport {
-            outcome: TestOutcome::MissingCredentials,
-            detail: format!(
-                "connection '{}' has no Alarm.com credentials yet; an admin sets them with PUT .../credentials/dealer",
-                connection.name.as_str()
-            ),
-            latency_ms: 0,
-            permissions: None,
-        });
+    let api = match adc_client(store, adc, ActingAs::Dealer, connection).await {
+        Ok(api) => api,
+        Err(e) => return missing_credentials_report(e),
     };
-    let api = adc.connect(adc_target(
-        connection,
-        &credential.username,
-        &credential.password,
-    ));
     let endpoint = connection.endpoint.as_str();
     let started = Instant::now();
     let checked = match api.check_credentials().await {
@@ -373,15 +322,6 @@ pub(crate) fn provider_failure(
     }
 }
 
-fn adc_target(connection: &Connection, username: &str, password: &Secret) -> crate::adc::AdcTarget {
-    crate::adc::AdcTarget {
-        key: connection.id.to_string(),
-        endpoint: connection.endpoint.url().clone(),
-        username: username.to_owned(),
-        password: password.expose().to_owned(),
-    }
-}
-
 /// Checks credentials against the provider before they are saved (I1): a
 /// wrong password is refused with the provider's reason. Stages connections
 /// are checked with `:test` instead; providers without a client yet are stored as given.
@@ -395,13 +335,14 @@ pub async fn check_provider_credentials(
 ) -> Result<Option<String>, OperationError> {
     match connection.provider {
         ProviderKind::AlarmCom => adc
-            .connect(adc_target(connection, username, password))
+            .connect(UpstreamTarget::of(connection, username, password))
             .check_credentials()
             .await
             .map(|()| None)
             .map_err(|e| adc_failure(connection, e)),
         ProviderKind::Stages => Ok(Some(
-            "Stages credentials are not checked when saved; POST .../:test checks them".to_owned(),
+            "Stages credentials are not checked when saved; the connection test checks them"
+                .to_owned(),
         )),
         ProviderKind::TotalConnect | ProviderKind::BrinksHome => Ok(Some(not_verified(connection))),
     }
@@ -415,28 +356,9 @@ pub async fn service_plans(
     id: ConnectionId,
 ) -> Result<Vec<crate::adc::ServicePlan>, OperationError> {
     let connection = store.connection(&caller.dealer, id).await?;
-    if connection.provider != ProviderKind::AlarmCom {
-        return Err(OperationError::WrongProvider(format!(
-            "connection '{}' is a {} connection; service plans come from Alarm.com connections",
-            connection.name.as_str(),
-            connection.provider.as_str()
-        )));
-    }
-    let credential = store
-        .credential(&caller.dealer, id, &crate::connection::CredentialOwner::Dealer)
+    adc_client(store, adc, ActingAs::Dealer, &connection)
         .await?
-        .ok_or_else(|| {
-            OperationError::MissingCredentials(format!(
-                "connection '{}' has no credentials yet; an admin sets them with PUT .../credentials/dealer",
-                connection.name.as_str()
-            ))
-        })?;
-    adc.connect(adc_target(
-        &connection,
-        &credential.username,
-        &credential.password,
-    ))
-    .service_plans()
-    .await
-    .map_err(|e| adc_failure(&connection, e))
+        .service_plans()
+        .await
+        .map_err(|e| adc_failure(&connection, e))
 }

@@ -6,10 +6,11 @@
 use crate::audit::NewAuditEntry;
 use crate::link::{Link, LinkFilter, LinkId, LinkKind};
 use crate::linking::{put_back, set_billing_id, LinkingPorts};
-use crate::operations::{stages_as_caller, upstream, OperationError};
+use crate::operations::{upstream, OperationError};
 use crate::stages::{StagesApi, StagesError};
 use crate::store::{PageRequest, StoreError};
 use crate::tenancy::Caller;
+use crate::upstream::{stages_client, ActingAs};
 
 /// What one released link's Stages record carried.
 struct Held {
@@ -48,7 +49,8 @@ pub async fn release(
         .connections
         .connection(&caller.dealer, current.connection_id)
         .await?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
     let mut released = vec![current.clone()];
     if current.kind == LinkKind::Site {
         released.extend(children(ports, caller, current.id).await?);

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::billing::{BillingId, CustomerFields, CustomerKind};
 use crate::connection::Connection;
-use crate::link_sync::stages_as_dealer;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
 use crate::stages::SendToBillingTarget;
 use crate::store::StoreError;
+use crate::upstream::{stages_client, ActingAs};
 use crate::wizard::{self, Puller};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -73,7 +73,8 @@ pub async fn send_to_billing(
     {
         check_new_customer_name(*business, first_name, last_name)?;
     }
-    let api = stages_as_dealer(ports, connection).await?;
+    let acting = ActingAs::Dealer;
+    let api = stages_client(ports.connections, ports.stages, acting, connection).await?;
     let up = upstream(connection);
     let site = api.get_site(site_no).await.map_err(&up)?;
     let devices = api.list_devices(site_no).await.map_err(&up)?;

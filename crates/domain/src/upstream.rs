@@ -1,15 +1,189 @@
-//! What the upstream providers' failures have in common, and how calls to
-//! them went, for metrics.
+//! One way to reach an upstream provider, and what the providers' failures
+//! have in common.
 //!
-//! [`UpstreamErrorKind`] is the one classification of a provider's failure
-//! (Stages' `StagesError`, Alarm.com's `AdcError`): its stable name and
-//! whether trying again later may help are written here once. The clients
-//! report each call, after its retries, to an observer the service hands
-//! them ([`observed`]), so an operator sees which connection is failing and
-//! how.
+//! Reaching: [`stages_client`] and [`adc_client`] are the only doors from a
+//! connection to its provider's client. [`ActingAs`] decides whose stored
+//! credential is used (S1, S2: the caller's in user mode, the dealer's
+//! otherwise and for background work); the provider is checked, the
+//! credential read, and a missing one refused, here once. Both connectors
+//! take the same [`UpstreamTarget`]. Rules of one use case (an import needs
+//! an active entry, A5) stay with that use case, on top.
+//!
+//! Failures: [`UpstreamErrorKind`] is the one classification of a provider's
+//! failure (Stages' `StagesError`, Alarm.com's `AdcError`): its stable name
+//! and whether trying again later may help are written here once. The
+//! clients report each call, after its retries, to an observer the service
+//! hands them ([`observed`]), so an operator sees which connection is
+//! failing and how.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
+
+use crate::adc::{AdcApi, AdcConnector};
+use crate::connection::{Connection, Credential, CredentialOwner, ProviderKind};
+use crate::operations::OperationError;
+use crate::stages::{StagesApi, StagesConnector};
+use crate::store::ConnectionStore;
+use crate::tenancy::{Caller, DealerId};
+use crate::Secret;
+
+/// Where and as whom to call a provider; what both connectors take.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// A stable key for per-connection limits (the connection id).
+    pub key: String,
+    /// Base URL: Stages' protocol lives under `/api/v1/`, Alarm.com's
+    /// services under `/WebServices/`.
+    pub endpoint: url::Url,
+    pub username: String,
+    pub password: String,
+}
+
+impl UpstreamTarget {
+    /// `connection`'s endpoint with this login: a stored credential, or one
+    /// checked before it is stored (I1).
+    pub fn of(connection: &Connection, username: &str, password: &Secret) -> Self {
+        Self {
+            key: connection.id.to_string(),
+            endpoint: connection.endpoint.url().clone(),
+            username: username.to_owned(),
+            password: password.expose().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamTarget {
+    // The password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTarget")
+            .field("key", &self.key)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose stored credential a call uses.
+#[derive(Debug, Clone, Copy)]
+pub enum ActingAs<'a> {
+    /// The caller, on their request: the dealer credential in dealer auth
+    /// mode, the caller's own in user mode (S2).
+    Caller(&'a Caller),
+    /// The dealer: work nobody waits on (Auto Sync, callbacks, imports) has
+    /// no user to act as, and an Alarm.com login is the dealer's.
+    Dealer,
+}
+
+impl<'a> ActingAs<'a> {
+    fn owner(self, connection: &Connection) -> CredentialOwner {
+        match self {
+            Self::Caller(caller) => connection.credential_owner_for(&caller.user),
+            Self::Dealer => CredentialOwner::Dealer,
+        }
+    }
+
+    /// A caller reads only their own dealer's credentials, whatever
+    /// connection they were handed.
+    fn dealer<'c>(self, connection: &'c Connection) -> &'c DealerId
+    where
+        'a: 'c,
+    {
+        match self {
+            Self::Caller(caller) => &caller.dealer,
+            Self::Dealer => &connection.dealer,
+        }
+    }
+}
+
+/// The Stages client of `connection`, acting as `acting`.
+pub async fn stages_client(
+    connections: &dyn ConnectionStore,
+    stages: &dyn StagesConnector,
+    acting: ActingAs<'_>,
+    connection: &Connection,
+) -> Result<Arc<dyn StagesApi>, OperationError> {
+    let target = target(connections, acting, connection, ProviderKind::Stages).await?;
+    Ok(stages.connect(target))
+}
+
+/// [`stages_client`] acting as the dealer, with the dealer credential
+/// already read (by a store read that brings it along).
+pub fn stages_client_with(
+    stages: &dyn StagesConnector,
+    connection: &Connection,
+    dealer_credential: Option<Credential>,
+) -> Result<Arc<dyn StagesApi>, OperationError> {
+    check_provider(connection, ProviderKind::Stages)?;
+    let target = target_from(connection, &CredentialOwner::Dealer, dealer_credential)?;
+    Ok(stages.connect(target))
+}
+
+/// The Alarm.com client of `connection`, acting as `acting`.
+pub async fn adc_client(
+    connections: &dyn ConnectionStore,
+    adc: &dyn AdcConnector,
+    acting: ActingAs<'_>,
+    connection: &Connection,
+) -> Result<Arc<dyn AdcApi>, OperationError> {
+    let target = target(connections, acting, connection, ProviderKind::AlarmCom).await?;
+    Ok(adc.connect(target))
+}
+
+async fn target(
+    connections: &dyn ConnectionStore,
+    acting: ActingAs<'_>,
+    connection: &Connection,
+    provider: ProviderKind,
+) -> Result<UpstreamTarget, OperationError> {
+    check_provider(connection, provider)?;
+    let owner = acting.owner(connection);
+    let credential = connections
+        .credential(acting.dealer(connection), connection.id, &owner)
+        .await?;
+    target_from(connection, &owner, credential)
+}
+
+fn target_from(
+    connection: &Connection,
+    owner: &CredentialOwner,
+    credential: Option<Credential>,
+) -> Result<UpstreamTarget, OperationError> {
+    let credential = credential.ok_or_else(|| missing_credentials(connection, owner))?;
+    Ok(UpstreamTarget::of(
+        connection,
+        &credential.username,
+        &credential.password,
+    ))
+}
+
+fn check_provider(connection: &Connection, provider: ProviderKind) -> Result<(), OperationError> {
+    if connection.provider == provider {
+        return Ok(());
+    }
+    Err(OperationError::WrongProvider(format!(
+        "connection '{}' is a {} connection; this is for {} connections",
+        connection.name.as_str(),
+        connection.provider.as_str(),
+        provider.as_str()
+    )))
+}
+
+/// No credential of `owner` on `connection`. The dealer's is what links a
+/// provider entry to its provider (A5), whence the words.
+fn missing_credentials(connection: &Connection, owner: &CredentialOwner) -> OperationError {
+    let name = connection.name.as_str();
+    OperationError::MissingCredentials(match owner {
+        CredentialOwner::Dealer => format!(
+            "connection '{name}' is not linked to {}: it has no dealer credentials yet; an admin sets them first",
+            connection.provider.describe().name
+        ),
+        // The route stays in the text: the fix is the caller's own to make.
+        CredentialOwner::User(_) => format!(
+            "connection '{name}' uses per-user credentials and you have not stored yours; set them with PUT .../credentials/me"
+        ),
+    })
+}
 
 /// Told about every upstream call once it has ended.
 pub trait CallObserver: Send + Sync {
@@ -115,6 +289,91 @@ pub async fn observed<T, E: UpstreamFailure>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::connection::{test_connection, AuthMode};
+    use crate::tenancy::{Role, UserId};
+
+    fn caller(dealer: &str) -> Caller {
+        Caller {
+            dealer: DealerId(dealer.into()),
+            user: UserId("u1".into()),
+            roles: vec![Role::Operator],
+        }
+    }
+
+    #[test]
+    fn the_caller_acts_with_the_credential_of_the_auth_mode() {
+        let mut connection = test_connection();
+        let alice = caller("d");
+        let as_alice = ActingAs::Caller(&alice);
+        assert_eq!(as_alice.owner(&connection), CredentialOwner::Dealer);
+        connection.auth_mode = AuthMode::User;
+        assert_eq!(
+            as_alice.owner(&connection),
+            CredentialOwner::User(alice.user.clone())
+        );
+        assert_eq!(ActingAs::Dealer.owner(&connection), CredentialOwner::Dealer);
+    }
+
+    #[test]
+    fn a_caller_reads_only_their_own_dealers_credentials() {
+        let connection = test_connection();
+        let stranger = caller("other");
+        assert_eq!(ActingAs::Caller(&stranger).dealer(&connection).0, "other");
+        assert_eq!(ActingAs::Dealer.dealer(&connection).0, "d");
+    }
+
+    #[test]
+    fn a_connection_of_another_provider_is_refused() {
+        let connection = test_connection();
+        assert_eq!(check_provider(&connection, ProviderKind::Stages), Ok(()));
+        match check_provider(&connection, ProviderKind::AlarmCom) {
+            Err(OperationError::WrongProvider(why)) => {
+                assert!(why.contains("'Stages' is a stages connection"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_credential_says_whose_it_is() {
+        let connection = test_connection();
+        let missing = |owner: &CredentialOwner| match target_from(&connection, owner, None) {
+            Err(OperationError::MissingCredentials(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let dealer = missing(&CredentialOwner::Dealer);
+        assert!(dealer.contains("not linked to Stages"), "{dealer}");
+        assert!(dealer.contains("has no dealer credentials"), "{dealer}");
+        assert!(!dealer.contains("PUT"), "no route in the text: {dealer}");
+        let own = missing(&CredentialOwner::User(UserId("u1".into())));
+        assert!(own.contains("per-user credentials"), "{own}");
+    }
+
+    #[test]
+    fn a_target_is_the_connections_endpoint_with_the_login() {
+        let connection = test_connection();
+        let target = UpstreamTarget::of(&connection, "dealer", &Secret::new("pw"));
+        assert_eq!(target.key, connection.id.to_string());
+        assert_eq!(target.endpoint, *connection.endpoint.url());
+        assert_eq!(
+            (target.username.as_str(), target.password.as_str()),
+            ("dealer", "pw")
+        );
+    }
+
+    #[test]
+    fn target_debug_hides_the_password() {
+        let target = UpstreamTarget {
+            key: "k".into(),
+            endpoint: url::Url::parse("https://alarmadmin.example/").unwrap(),
+            username: "integration".into(),
+            password: "hunter2".into(),
+        };
+        let shown = format!("{target:?}");
+        assert!(shown.contains("integration"));
+        assert!(!shown.contains("hunter2"));
+    }
 
     #[test]
     fn only_failures_that_may_pass_are_transient() {

@@ -1,27 +1,26 @@
 //! `StagesApi` over the routes of `STAGES-API.md`: one method, one route.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::stages::*;
-use domain::upstream::CallObserver;
+use domain::upstream::{CallObserver, UpstreamTarget};
 use domain::Page;
 use reqwest::Method;
 use serde::Deserialize;
+use upstream_http::Connector;
 
 use crate::transport::{Request, Transport};
 
 /// A Stages connection: one endpoint, one set of credentials.
 ///
-/// Made by [`crate::HttpStagesConnector`], whose pool and rate limiter it shares.
+/// Made from a [`Connector`], whose pool and rate limiter it shares.
 pub struct HttpStagesClient {
     transport: Transport,
 }
 
 impl std::fmt::Debug for HttpStagesClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `StagesTarget`'s Debug leaves the password out.
+        // `UpstreamTarget`'s Debug leaves the password out.
         f.debug_struct("HttpStagesClient")
             .field("target", self.transport.target())
             .finish_non_exhaustive()
@@ -60,17 +59,14 @@ fn history_request<'a>(
 }
 
 impl HttpStagesClient {
-    pub(crate) fn new(
-        channel: upstream_http::Channel,
-        target: StagesTarget,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Self {
+    /// A client of `connector`'s, to `target`.
+    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            transport: Transport::new(channel, target, observer),
+            transport: Transport::new(connector, target),
         }
     }
 
-    pub fn target(&self) -> &StagesTarget {
+    pub fn target(&self) -> &UpstreamTarget {
         self.transport.target()
     }
 

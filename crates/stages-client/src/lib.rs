@@ -4,15 +4,18 @@
 //! the real protocol can replace ours in this crate alone. The rest of the
 //! service sees only `domain::stages::{StagesConnector, StagesApi, StagesError}`.
 //!
-//! - [`HttpStagesConnector`] owns one pooled `reqwest::Client` and one rate
+//! - [`HttpStagesConnector`] is the `StagesConnector` port over the shared
+//!   `upstream_http::Connector`: one pooled `reqwest::Client` and one rate
 //!   limiter per connection key, shared by every client made for that key.
 //! - [`HttpStagesClient`] maps each `StagesApi` call to its route, and each
 //!   failure to a `StagesError` the service can act on. It retries only calls
-//!   that are safe to repeat (see [`ClientSettings`]).
+//!   that are safe to repeat (see [`default_settings`]).
 
 mod client;
 mod connector;
+mod settings;
 mod transport;
 
 pub use client::HttpStagesClient;
-pub use connector::{BuildError, ClientSettings, HttpStagesConnector};
+pub use connector::HttpStagesConnector;
+pub use settings::default_settings;

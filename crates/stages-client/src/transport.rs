@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::stages::{StagesError, StagesResult, StagesTarget};
-use domain::upstream::{observed, CallObserver};
+use domain::stages::{StagesError, StagesResult};
+use domain::upstream::{observed, CallObserver, UpstreamTarget};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tracing::Instrument;
-use upstream_http::{Channel, TransportError};
+use upstream_http::{Channel, Connector, TransportError};
 
 /// How one attempt failed, and what that says about trying again.
 type Failure = upstream_http::Failure<StagesError>;
@@ -57,24 +57,21 @@ impl<'a> Request<'a> {
 
 pub(crate) struct Transport {
     channel: Channel,
-    target: StagesTarget,
+    target: UpstreamTarget,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Transport {
-    pub fn new(
-        channel: Channel,
-        target: StagesTarget,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Self {
+    /// A transport of `connector`'s, to `target`.
+    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            channel,
+            channel: connector.channel(&target.key),
+            observer: connector.observer(),
             target,
-            observer,
         }
     }
 
-    pub fn target(&self) -> &StagesTarget {
+    pub fn target(&self) -> &UpstreamTarget {
         &self.target
     }
 
@@ -107,7 +104,7 @@ impl Transport {
     }
 
     /// Reads, `PATCH` and `DELETE` are repeated; a `POST` never is (see
-    /// [`ClientSettings`](crate::ClientSettings)).
+    /// [`default_settings`](crate::default_settings)).
     async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
         let url = self.url(req)?;
         self.channel

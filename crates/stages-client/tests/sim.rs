@@ -6,8 +6,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use domain::stages::*;
-use stages_client::{ClientSettings, HttpStagesConnector};
+use domain::upstream::UpstreamTarget;
+use stages_client::HttpStagesConnector;
 use stages_sim::{FaultKind, FaultRule, Sim, SimConfig};
+use upstream_http::{ClientSettings, Connector};
+
+/// A connector with these settings.
+fn connector_of(settings: ClientSettings) -> HttpStagesConnector {
+    HttpStagesConnector(Connector::new(settings).unwrap())
+}
 
 const USER: &str = "dealer";
 const PASSWORD: &str = "s3cret";
@@ -33,11 +40,12 @@ fn quick() -> ClientSettings {
         requests_per_second: 0,
         // The simulator listens on loopback, which the default policy refuses.
         egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
+        ..stages_client::default_settings()
     }
 }
 
-fn target(sim: &Sim, username: &str, password: &str) -> StagesTarget {
-    StagesTarget {
+fn target(sim: &Sim, username: &str, password: &str) -> UpstreamTarget {
+    UpstreamTarget {
         key: "conn-1".into(),
         endpoint: url::Url::parse(&sim.base_url()).unwrap(),
         username: username.into(),
@@ -46,9 +54,7 @@ fn target(sim: &Sim, username: &str, password: &str) -> StagesTarget {
 }
 
 fn client_with(sim: &Sim, settings: ClientSettings) -> Arc<dyn StagesApi> {
-    HttpStagesConnector::new(settings)
-        .unwrap()
-        .connect(target(sim, USER, PASSWORD))
+    connector_of(settings).connect(target(sim, USER, PASSWORD))
 }
 
 fn client(sim: &Sim) -> Arc<dyn StagesApi> {
@@ -106,7 +112,7 @@ fn site(name: &str, billing_id: Option<&str>, xmits: &[&str]) -> NewStagesSite {
 #[tokio::test]
 async fn ping_checks_the_credentials() {
     let sim = start_sim(0).await;
-    let connector = HttpStagesConnector::new(quick()).unwrap();
+    let connector = connector_of(quick());
     connector
         .connect(target(&sim, USER, PASSWORD))
         .ping()
@@ -885,7 +891,7 @@ async fn simulator_down_is_unreachable() {
     assert!(err.is_transient());
 
     // A new connection is refused outright.
-    let fresh = HttpStagesConnector::new(quick()).unwrap().connect(down);
+    let fresh = connector_of(quick()).connect(down);
     let err = fresh.ping().await.unwrap_err();
     assert!(matches!(err, StagesError::Unreachable(_)), "{err:?}");
 }

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
 use domain::stages::*;
-use stages_client::{ClientSettings, HttpStagesConnector};
+use domain::upstream::UpstreamTarget;
+use stages_client::{HttpStagesClient, HttpStagesConnector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use upstream_http::{ClientSettings, Connector};
 
 /// What the stub does with one request.
 enum Reply {
@@ -21,6 +23,11 @@ enum Reply {
     Drop,
     /// Reads the request and says nothing for this long.
     Hang(Duration),
+}
+
+/// A connector with these settings.
+fn connector_of(settings: ClientSettings) -> HttpStagesConnector {
+    HttpStagesConnector(Connector::new(settings).unwrap())
 }
 
 fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -102,8 +109,8 @@ impl Stub {
         self.seen.lock().unwrap().len()
     }
 
-    fn target(&self) -> StagesTarget {
-        StagesTarget {
+    fn target(&self) -> UpstreamTarget {
+        UpstreamTarget {
             key: format!("stub-{}", self.endpoint.port().unwrap()),
             endpoint: self.endpoint.clone(),
             username: "user".into(),
@@ -112,9 +119,7 @@ impl Stub {
     }
 
     fn client(&self, settings: ClientSettings) -> Arc<dyn StagesApi> {
-        HttpStagesConnector::new(settings)
-            .unwrap()
-            .connect(self.target())
+        connector_of(settings).connect(self.target())
     }
 }
 
@@ -191,6 +196,7 @@ fn quick() -> ClientSettings {
         requests_per_second: 0,
         // The stub listens on loopback, which the default policy refuses.
         egress: upstream_http::EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
+        ..stages_client::default_settings()
     }
 }
 
@@ -482,14 +488,12 @@ async fn refused_connection_is_unreachable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
     drop(listener);
-    let client = HttpStagesConnector::new(quick())
-        .unwrap()
-        .connect(StagesTarget {
-            key: "gone".into(),
-            endpoint,
-            username: "user".into(),
-            password: "secret".into(),
-        });
+    let client = connector_of(quick()).connect(UpstreamTarget {
+        key: "gone".into(),
+        endpoint,
+        username: "user".into(),
+        password: "secret".into(),
+    });
     let err = client.ping().await.unwrap_err();
     match &err {
         StagesError::Unreachable(detail) => {
@@ -673,11 +677,10 @@ async fn created_answers_decode() {
 async fn one_rate_limit_per_connection_key() {
     let replies = (0..10).map(|_| ok("{}")).collect();
     let stub = Stub::start(replies).await;
-    let connector = HttpStagesConnector::new(ClientSettings {
+    let connector = connector_of(ClientSettings {
         requests_per_second: 5,
         ..quick()
-    })
-    .unwrap();
+    });
     // Two clients of one connection share its budget: a burst of 5, then 5 a second.
     let a = connector.connect(stub.target());
     let b = connector.connect(stub.target());
@@ -694,8 +697,8 @@ async fn one_rate_limit_per_connection_key() {
 #[tokio::test]
 async fn debug_output_leaves_the_password_out() {
     let stub = Stub::start(vec![]).await;
-    let connector = HttpStagesConnector::new(quick()).unwrap();
-    let client = connector.client(stub.target());
+    let connector = connector_of(quick());
+    let client = HttpStagesClient::new(&connector.0, stub.target());
     let text = format!("{client:?} {connector:?}");
     assert!(text.contains("user"));
     assert!(!text.contains("secret"));
@@ -709,14 +712,14 @@ async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
         egress: upstream_http::EgressPolicy::default(),
         ..quick()
     };
-    let connector = HttpStagesConnector::new(strict).unwrap();
+    let connector = connector_of(strict);
     // An address in the URL, a name resolving to loopback, loopback inside IPv6.
     for endpoint in [
         stub.endpoint.to_string(),
         format!("http://localhost:{port}/"),
         format!("http://[::ffff:127.0.0.1]:{port}/"),
     ] {
-        let client = connector.connect(StagesTarget {
+        let client = connector.connect(UpstreamTarget {
             endpoint: url::Url::parse(&endpoint).unwrap(),
             ..stub.target()
         });

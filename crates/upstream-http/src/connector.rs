@@ -1,9 +1,10 @@
 //! The connector of an upstream client: one pooled HTTP client, one rate
-//! limiter per connection key, and the [`Channel`] a client of one
-//! connection calls through.
+//! limiter per connection key, the observer every call is reported to, and
+//! the [`Channel`] a client of one connection calls through.
 //!
 //! Clients are cheap and made per call site; the connection pool and the
-//! per-connection request budget must outlive them, so both live here.
+//! per-connection request budget must outlive them, so both live here. A
+//! client crate adds only its defaults and its port over this connector.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,51 +16,93 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use crate::policy::{EgressPolicy, Refused};
 use crate::retry::{parse_retry_after, RetryPolicy};
 
-/// What every upstream client is tuned by; each client has its own
-/// defaults.
+/// What every upstream client is tuned by; each client crate gives its
+/// defaults and says which of its calls are retried.
+///
+/// Delays between attempts grow exponentially from `retry_base_delay` with
+/// full jitter, capped by `max_retry_delay`; a `Retry-After` is honoured as
+/// given, and one longer than `max_retry_delay` ends the call as rate
+/// limited instead of waiting. A call therefore takes at most
+/// `(max_retries + 1) * timeout + max_retries * max_retry_delay`
+/// plus any wait for the rate limiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub struct ClientSettings {
     /// `crosslink-<client>/<version>`.
     pub user_agent: &'static str,
     /// Whole request, from connecting to the last byte of the answer.
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    pub retry: RetryPolicy,
+    /// Retries after the first attempt, for the calls the client may repeat.
+    pub max_retries: u32,
+    pub retry_base_delay: Duration,
+    pub max_retry_delay: Duration,
     /// Per connection key (burst of the same size); 0 turns the limit off.
     pub requests_per_second: u32,
-    /// Which addresses calls may reach.
+    /// Which addresses calls may reach; the default refuses loopback,
+    /// private, link-local and the other special ranges.
     pub egress: EgressPolicy,
 }
 
+impl ClientSettings {
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base_delay: self.retry_base_delay,
+            max_delay: self.max_retry_delay,
+        }
+    }
+}
+
+/// The HTTP client could not be set up (TLS backend, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client of {user_agent}: {detail}")]
+pub struct BuildError {
+    user_agent: &'static str,
+    detail: String,
+}
+
 /// Makes [`Channel`]s that share one connection pool and, per connection
-/// key, one rate limiter.
-pub struct Connector {
+/// key, one rate limiter; `O` is what the clients report their calls to.
+pub struct Connector<O: ?Sized> {
     http: reqwest::Client,
-    retry: RetryPolicy,
-    egress: EgressPolicy,
-    requests_per_second: Option<NonZeroU32>,
+    settings: ClientSettings,
+    observer: Option<Arc<O>>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
 }
 
-impl Connector {
+impl<O: ?Sized> Connector<O> {
     /// The HTTP client: the timeouts, the egress policy on every address it
     /// connects to, no proxy, and no redirects (the upstream APIs never
     /// redirect; following one would resend the credentials elsewhere and
     /// may turn a POST into a GET).
-    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: ClientSettings) -> Result<Self, BuildError> {
         let http = crate::apply(reqwest::Client::builder(), &settings.egress)
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(settings.user_agent)
-            .build()?;
+            .build()
+            .map_err(|e| BuildError {
+                user_agent: settings.user_agent,
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             http,
-            retry: settings.retry,
-            egress: settings.egress,
-            requests_per_second: NonZeroU32::new(settings.requests_per_second),
+            settings,
+            observer: None,
             limiters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Every client made from here reports its calls to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<O>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// What the clients report their calls to, if anything.
+    pub fn observer(&self) -> Option<Arc<O>> {
+        self.observer.clone()
     }
 
     /// The channel of connection `key`, sharing its rate limiter with every
@@ -67,14 +110,14 @@ impl Connector {
     pub fn channel(&self, key: &str) -> Channel {
         Channel {
             http: self.http.clone(),
-            retry: self.retry,
-            egress: self.egress.clone(),
+            retry: self.settings.retry(),
+            egress: self.settings.egress.clone(),
             limiter: self.limiter(key),
         }
     }
 
     fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let rps = self.requests_per_second?;
+        let rps = NonZeroU32::new(self.settings.requests_per_second)?;
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         let limiter = limiters
             .entry(key.to_owned())
@@ -185,10 +228,10 @@ impl Channel {
     }
 }
 
-impl std::fmt::Debug for Connector {
+impl<O: ?Sized> std::fmt::Debug for Connector<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
-            .field("retry", &self.retry)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -239,16 +282,17 @@ fn detail(label: &str, e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
-    fn settings(requests_per_second: u32) -> Settings {
-        Settings {
+    /// No observer: the tests look at channels only.
+    type Plain = Connector<()>;
+
+    fn settings(requests_per_second: u32) -> ClientSettings {
+        ClientSettings {
             user_agent: "test",
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
-            retry: RetryPolicy {
-                max_retries: 0,
-                base_delay: Duration::ZERO,
-                max_delay: Duration::ZERO,
-            },
+            max_retries: 0,
+            retry_base_delay: Duration::ZERO,
+            max_retry_delay: Duration::ZERO,
             requests_per_second,
             egress: EgressPolicy::default(),
         }
@@ -256,20 +300,30 @@ mod tests {
 
     #[test]
     fn one_limiter_per_key() {
-        let connector = Connector::new(settings(5)).unwrap();
+        let connector = Plain::new(settings(5)).unwrap();
         let a = connector.channel("a").limiter.unwrap();
         let again = connector.channel("a").limiter.unwrap();
         let b = connector.channel("b").limiter.unwrap();
         assert!(Arc::ptr_eq(&a, &again));
         assert!(!Arc::ptr_eq(&a, &b));
-        let unlimited = Connector::new(settings(0)).unwrap();
+        let unlimited = Plain::new(settings(0)).unwrap();
         assert!(unlimited.channel("a").limiter.is_none());
+    }
+
+    #[test]
+    fn every_client_reports_to_the_one_observer() {
+        let observer = Arc::new(7);
+        let connector = Connector::new(settings(0))
+            .unwrap()
+            .with_observer(Arc::clone(&observer));
+        assert!(Arc::ptr_eq(&connector.observer().unwrap(), &observer));
+        assert!(Plain::new(settings(0)).unwrap().observer().is_none());
     }
 
     #[tokio::test]
     async fn a_refused_connection_sent_nothing() {
         // Port 9 on loopback: nothing listens there on a test machine.
-        let connector = Connector::new(Settings {
+        let connector = Plain::new(ClientSettings {
             egress: EgressPolicy::parse_allow(&["127.0.0.0/8"]).unwrap(),
             ..settings(0)
         })
@@ -287,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_host_name_is_an_egress_refusal() {
-        let connector = Connector::new(settings(0)).unwrap();
+        let connector = Plain::new(settings(0)).unwrap();
         let channel = connector.channel("k");
         let request = channel.http().get("http://localhost:9/x");
         match channel.send(request, "GET /x").await {

@@ -20,10 +20,11 @@
 //! share, so that each keeps only its wire format:
 //!
 //! - [`Connector`]: the pooled HTTP client (timeouts, egress policy, no
-//!   proxy, no redirects) and one rate limiter per connection key; a
-//!   [`Channel`] per connection sends requests and names each failure with a
-//!   typed [`TransportError`] (egress refused, could not connect, timed out,
-//!   connection broken).
+//!   proxy, no redirects), one rate limiter per connection key and the
+//!   observer of the calls, tuned by [`ClientSettings`]; a [`Channel`] per
+//!   connection sends requests and names each failure with a typed
+//!   [`TransportError`] (egress refused, could not connect, timed out,
+//!   connection broken). A client crate adds its defaults and its port.
 //! - [`RetryPolicy`]: only calls the client calls safe are repeated, after
 //!   a [`Failure`] that says another attempt may help; exponential backoff
 //!   with full jitter, `Retry-After` honoured up to the cap
@@ -37,7 +38,7 @@ mod policy;
 mod resolve;
 mod retry;
 
-pub use connector::{Answer, Channel, Connector, Settings, TransportError};
+pub use connector::{Answer, BuildError, Channel, ClientSettings, Connector, TransportError};
 pub use excerpt::{excerpt, excerpt_bytes, EXCERPT_CHARS};
 pub use policy::{classify, embedded_ipv4, AllowListError, EgressPolicy, Refused};
 pub use resolve::{apply, refusal_in, PolicyResolver};

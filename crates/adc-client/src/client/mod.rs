@@ -7,12 +7,11 @@
 mod input;
 mod read;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use domain::adc::*;
-use domain::upstream::CallObserver;
+use domain::upstream::{CallObserver, UpstreamTarget};
 use tokio::sync::OnceCell;
+use upstream_http::Connector;
 
 pub(crate) use input::customer_input;
 use input::customer_list_input;
@@ -26,7 +25,7 @@ use crate::xml::{Element, Fields, Node};
 
 /// An ADC connection: one endpoint, one login.
 ///
-/// Made by [`crate::HttpAdcConnector`], whose pool and rate limiter it shares.
+/// Made from a [`Connector`], whose pool and rate limiter it shares.
 /// It remembers ADC's `CallerVersion` and the dealer id after the first call
 /// that needs them.
 pub struct HttpAdcClient {
@@ -37,7 +36,7 @@ pub struct HttpAdcClient {
 
 impl std::fmt::Debug for HttpAdcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `AdcTarget`'s Debug leaves the password out.
+        // `UpstreamTarget`'s Debug leaves the password out.
         f.debug_struct("HttpAdcClient")
             .field("target", self.transport.target())
             .finish_non_exhaustive()
@@ -45,19 +44,16 @@ impl std::fmt::Debug for HttpAdcClient {
 }
 
 impl HttpAdcClient {
-    pub(crate) fn new(
-        channel: upstream_http::Channel,
-        target: AdcTarget,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Self {
+    /// A client of `connector`'s, to `target`.
+    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            transport: Transport::new(channel, target, observer),
+            transport: Transport::new(connector, target),
             caller_version: OnceCell::new(),
             dealer_id: OnceCell::new(),
         }
     }
 
-    pub fn target(&self) -> &AdcTarget {
+    pub fn target(&self) -> &UpstreamTarget {
         self.transport.target()
     }
 

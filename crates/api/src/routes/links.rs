@@ -598,35 +598,18 @@ pub async fn reconcile(
     _no_body: NoBody,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
-    let cid = connection_id(&path)?;
-    let connection = state
-        .connections
-        .connection(&caller.dealer, cid)
-        .await
-        .map_err(|e| match e {
-            domain::store::StoreError::NotFound => ApiError::not_found("no such connection"),
-            other => other.into(),
-        })?;
-    // The job acts with the caller's credentials (S2): without them it is
-    // refused now, like every other Stages operation, not accepted to fail later.
-    domain::operations::stages_as_caller(
-        state.connections.as_ref(),
-        state.stages.as_ref(),
+    let mode = domain::reconcile::Mode {
+        dry_run: query.dry_run,
+        repair: query.repair,
+    };
+    let job = domain::reconcile::start_reconcile(
+        state.linking(),
+        state.jobs.as_ref(),
         caller,
-        &connection,
+        connection_id(&path)?,
+        mode,
     )
     .await?;
-    let job = state
-        .jobs
-        .enqueue(
-            domain::reconcile::ReconcileJob {
-                connection_id: cid,
-                dry_run: query.dry_run,
-                repair: query.repair,
-            }
-            .new_job(caller),
-        )
-        .await?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/jobs/{}", job.id)))
         .json(JobResponse::from(job)))

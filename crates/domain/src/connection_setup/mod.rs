@@ -249,14 +249,7 @@ pub async fn update_connection(
                 return Err(OperationError::Store(StoreError::VersionMismatch).into());
             }
             changes.settings = Some(
-                crate::isp::settings_after(
-                    ports.connections,
-                    ports.adc,
-                    &caller.dealer,
-                    &current,
-                    &patch,
-                )
-                .await?,
+                crate::isp::settings_after(ports.connections, ports.adc, &current, &patch).await?,
             );
         }
         provider_rules(&current, &changes)?;

@@ -7,54 +7,34 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{AdcImportJob, Import, ImportId, ImportPorts, ImportSpec, NewImport};
-use crate::adc::{AdcApi, AdcConnector, AdcError, AdcTarget};
-use crate::connection::{
-    Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
-};
+use crate::adc::{AdcApi, AdcConnector, AdcError};
+use crate::connection::{Connection, ConnectionId, ConnectionStatus};
 use crate::jobs::Job;
 use crate::operations::OperationError;
 use crate::store::{ConnectionStore, StoreError};
-use crate::tenancy::{Caller, DealerId};
+use crate::tenancy::Caller;
+use crate::upstream::{adc_client, ActingAs};
 use crate::validation::ValidationError;
 
 /// The ADC client of an import-ready connection (A5): an Alarm.com
-/// connection that is active and holds the dealer credentials.
+/// connection that holds the dealer credentials and, on top of what every
+/// use of Alarm.com needs, is active.
 pub async fn import_source(
     store: &dyn ConnectionStore,
     connector: &dyn AdcConnector,
-    dealer: &DealerId,
     connection: &Connection,
 ) -> Result<std::sync::Arc<dyn AdcApi>, OperationError> {
-    let name = connection.name.as_str();
-    if connection.provider != ProviderKind::AlarmCom {
-        return Err(OperationError::WrongProvider(format!(
-            "connection '{name}' is a {} connection; imports come from an Alarm.com connection",
-            connection.provider.as_str()
-        )));
-    }
+    let adc = adc_client(store, connector, ActingAs::Dealer, connection).await?;
     if connection.status != ConnectionStatus::Active {
         return Err(OperationError::Conflict {
             code: "provider_inactive",
             message: format!(
-                "the Alarm.com provider entry '{name}' is inactive; an admin makes it active (PATCH the connection with status active) before importing"
+                "the Alarm.com provider entry '{}' is inactive; an admin makes it active before importing",
+                connection.name.as_str()
             ),
         });
     }
-    let credential = store
-        .credential(dealer, connection.id, &CredentialOwner::Dealer)
-        .await?
-        .ok_or_else(|| {
-            OperationError::MissingCredentials(format!(
-                "the Alarm.com provider entry '{name}' is not linked: it has no API credentials; an admin sets them with PUT /v1/connections/{}/credentials/dealer",
-                connection.id
-            ))
-        })?;
-    Ok(connector.connect(AdcTarget {
-        key: connection.id.to_string(),
-        endpoint: connection.endpoint.url().clone(),
-        username: credential.username,
-        password: credential.password.expose().to_owned(),
-    }))
+    Ok(adc)
 }
 
 /// What the filters can be chosen from: the dealer's sub-dealers and the
@@ -78,7 +58,7 @@ pub async fn filter_choices(
             StoreError::NotFound => OperationError::NotFound("no such connection".into()),
             other => other.into(),
         })?;
-    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let adc = import_source(ports.connections, ports.adc, &connection).await?;
     let failed = |e: AdcError| crate::operations::provider_failure(&connection, &e);
     Ok(FilterChoices {
         sub_dealers: adc.sub_dealers().await.map_err(failed)?,
@@ -105,7 +85,7 @@ pub async fn start_import(
         }
         Err(e) => return Err(e.into()),
     };
-    let adc = import_source(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let adc = import_source(ports.connections, ports.adc, &connection).await?;
     check_filter_ids(adc.as_ref(), &connection, &spec).await?;
     if let ImportSpec::Customers { options, .. } = &spec {
         if let Some(rep) = &options.default_rep {

@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{adc_as_dealer, not_found_as, provider_error, require_active, IspPorts};
+use super::{not_found_as, provider_error, require_active, IspPorts};
 use crate::adc::{AdcCustomer, AdcCustomerId, AdcError, AdcPackageId};
 use crate::billing::BillingId;
 use crate::connection::ConnectionId;
 use crate::operations::OperationError;
 use crate::store::StoreError;
 use crate::tenancy::{Caller, DealerId};
+use crate::upstream::{adc_client, ActingAs};
 use crate::validation::ValidationError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -189,7 +190,7 @@ pub async fn change_service_plan(
     let customer_id: AdcCustomerId = external
         .parse()
         .map_err(|_| StoreError::Unavailable(format!("ISP account {id} has a bad external id")))?;
-    let api = adc_as_dealer(ports.connections, ports.adc, dealer, &connection).await?;
+    let api = adc_client(ports.connections, ports.adc, ActingAs::Dealer, &connection).await?;
     api.change_service_plan(customer_id, package_id, add_ons.as_deref())
         .await
         .map_err(|e| match e {
@@ -260,7 +261,7 @@ pub async fn isp_account_with_provider(
                 "ISP account {id} has a bad external id"
             )))
         })?;
-        let api = adc_as_dealer(ports.connections, ports.adc, dealer, &connection).await?;
+        let api = adc_client(ports.connections, ports.adc, ActingAs::Dealer, &connection).await?;
         api.customer(customer_id)
             .await
             .map(|c| ProviderAccount::from(&c))

@@ -1,11 +1,12 @@
 //! Builder Programs (I5): the programs of an Alarm.com account, kept briefly
 //! per connection, and the check that a program chosen is one of them.
 
-use super::{adc_as_dealer, not_found_as, provider_error, IspPorts};
+use super::{not_found_as, provider_error, IspPorts};
 use crate::adc::{AdcApi, AdcBuilderProgram};
 use crate::connection::{Connection, ConnectionId};
 use crate::operations::OperationError;
 use crate::tenancy::Caller;
+use crate::upstream::{adc_client, ActingAs};
 use crate::validation::ValidationError;
 
 /// The Builder Programs of each connection, kept briefly (I5): the list
@@ -59,7 +60,7 @@ pub async fn builder_programs(
         .connection(&caller.dealer, connection_id)
         .await
         .map_err(not_found_as("no such connection".into()))?;
-    let api = adc_as_dealer(ports.connections, ports.adc, &caller.dealer, &connection).await?;
+    let api = adc_client(ports.connections, ports.adc, ActingAs::Dealer, &connection).await?;
     programs_of(ports, &connection, api.as_ref()).await
 }
 

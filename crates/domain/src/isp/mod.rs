@@ -12,19 +12,15 @@
 //! holds the ISP accounts, their plans and what the provider holds for them;
 //! [`provision`] creates or links one; [`builder_programs`] lists and checks
 //! Builder Programs; [`notices`] receives what providers send and reports on
-//! it. This module holds the storage port and what they share: reaching
-//! Alarm.com as the dealer, and its failures in terms of an operation.
-
-use std::sync::Arc;
+//! it. This module holds the storage port and what they share: Alarm.com's
+//! failures in terms of an operation (reaching it is `crate::upstream`'s).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::adc::{AdcApi, AdcConnector, AdcError, AdcPackageId, AdcTarget};
+use crate::adc::{AdcConnector, AdcError, AdcPackageId};
 use crate::billing::BillingId;
-use crate::connection::{
-    Connection, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
-};
+use crate::connection::{Connection, ConnectionId, ConnectionStatus};
 use crate::events::NewEvent;
 use crate::operations::OperationError;
 use crate::store::{BillingStore, ConnectionStore, PageRequest, StoreError, StoreResult};
@@ -183,7 +179,7 @@ fn provider_error(connection: &Connection, e: AdcError) -> OperationError {
         AdcError::Unauthorized => OperationError::Conflict {
             code: "provider_credentials",
             message: format!(
-                "{provider} refused the stored credentials of connection '{}'; an admin sets new ones with PUT .../credentials/dealer",
+                "{provider} refused the stored credentials of connection '{}'; an admin sets new ones",
                 connection.name.as_str()
             ),
         },
@@ -205,33 +201,6 @@ fn provider_error(connection: &Connection, e: AdcError) -> OperationError {
         },
         other => crate::operations::provider_failure(connection, &other),
     }
-}
-
-/// `AdcApi` with the connection's dealer credential.
-async fn adc_as_dealer(
-    connections: &dyn ConnectionStore,
-    adc: &dyn AdcConnector,
-    dealer: &DealerId,
-    connection: &Connection,
-) -> Result<Arc<dyn AdcApi>, OperationError> {
-    if connection.provider != ProviderKind::AlarmCom {
-        return Err(not_alarm_com(connection, "this"));
-    }
-    let credential = connections
-        .credential(dealer, connection.id, &CredentialOwner::Dealer)
-        .await?
-        .ok_or_else(|| {
-            OperationError::MissingCredentials(format!(
-                "connection '{}' has no credentials yet; an admin sets them with PUT .../credentials/dealer",
-                connection.name.as_str()
-            ))
-        })?;
-    Ok(adc.connect(AdcTarget {
-        key: connection.id.to_string(),
-        endpoint: connection.endpoint.url().clone(),
-        username: credential.username,
-        password: credential.password.expose().to_owned(),
-    }))
 }
 
 fn require_active(connection: &Connection) -> Result<(), OperationError> {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    adc_as_dealer, missing_billing_permission, not_alarm_com, not_found_as, provider_error,
+    missing_billing_permission, not_alarm_com, not_found_as, provider_error,
     uses_alarmnet_callbacks, IspStore,
 };
 use crate::adc::{AdcConnector, AdcCustomerId};
@@ -17,6 +17,7 @@ use crate::events::{types, NewEvent};
 use crate::operations::OperationError;
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::Caller;
+use crate::upstream::{adc_client, ActingAs};
 
 /// How one receiving endpoint fared over a period.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -200,7 +201,7 @@ pub async fn billing_notifications_report(
     if connection.provider != ProviderKind::AlarmCom {
         return Err(not_alarm_com(&connection, "billing notifications"));
     }
-    let asked = match adc_as_dealer(connections, adc, &caller.dealer, &connection).await {
+    let asked = match adc_client(connections, adc, ActingAs::Dealer, &connection).await {
         Ok(api) => api
             .permissions()
             .await

@@ -9,10 +9,9 @@ use chrono::Utc;
 
 use super::builder_programs::programs_of;
 use super::{
-    adc_as_dealer, check_builder_program, completed_from, missing_builder_permission,
-    not_alarm_com, not_found_as, pending_timeout, provider_error, require_active,
-    CompletedIspAccount, IspAccount, IspAccountId, IspAccountKind, IspAccountOrigin, IspPorts,
-    NewIspAccount,
+    check_builder_program, completed_from, missing_builder_permission, not_alarm_com, not_found_as,
+    pending_timeout, provider_error, require_active, CompletedIspAccount, IspAccount, IspAccountId,
+    IspAccountKind, IspAccountOrigin, IspPorts, NewIspAccount,
 };
 use crate::adc::{
     AdcAccountAddress, AdcAddress, AdcApi, AdcCentralStationInfo, AdcCustomer, AdcCustomerId,
@@ -23,6 +22,7 @@ use crate::connection::{Connection, ConnectionId, ProviderKind};
 use crate::operations::OperationError;
 use crate::store::StoreError;
 use crate::tenancy::{Caller, DealerId};
+use crate::upstream::{adc_client, ActingAs};
 use crate::validation::ValidationError;
 
 /// What to do for a billing customer at the provider.
@@ -158,7 +158,7 @@ pub async fn provision(
     let connection = provisioning_connection(ports, dealer, connection_id).await?;
     let (customer, site) = customer_and_site(ports, dealer, &request).await?;
     let asked = Provisioning::of(&request, &connection, &customer)?;
-    let api = adc_as_dealer(ports.connections, ports.adc, dealer, &connection).await?;
+    let api = adc_client(ports.connections, ports.adc, ActingAs::Dealer, &connection).await?;
     if let Some(program) = asked.builder_program_id {
         builder_program_allowed(ports, &connection, api.as_ref(), program).await?;
     }

@@ -2,13 +2,13 @@
 //! callback URL, I4 billing notifications, I5 Builder Program flag): a partial
 //! change, each changed field checked against the provider before it is kept.
 
-use super::{adc_as_dealer, missing_billing_permission, missing_builder_permission};
+use super::{missing_billing_permission, missing_builder_permission};
 use super::{not_alarm_com, provider_error};
 use crate::adc::{AdcConnector, AdcPackageId};
 use crate::connection::{Connection, Endpoint, ProviderKind, ProviderSettings};
 use crate::operations::OperationError;
 use crate::store::ConnectionStore;
-use crate::tenancy::DealerId;
+use crate::upstream::{adc_client, ActingAs};
 use crate::validation::ValidationError;
 
 /// A partial change of `ProviderSettings`; `None` leaves a field, `Some(None)` clears it.
@@ -38,7 +38,6 @@ pub fn uses_alarmnet_callbacks(provider: ProviderKind) -> bool {
 pub async fn settings_after(
     connections: &dyn ConnectionStore,
     adc: &dyn AdcConnector,
-    dealer: &DealerId,
     connection: &Connection,
     patch: &ProviderSettingsPatch,
 ) -> Result<ProviderSettings, OperationError> {
@@ -62,7 +61,7 @@ pub async fn settings_after(
         )));
     }
     if needs_alarm_com {
-        let api = adc_as_dealer(connections, adc, dealer, connection).await?;
+        let api = adc_client(connections, adc, ActingAs::Dealer, connection).await?;
         if let Some(Some(plan)) = patch.default_service_plan {
             let plans = api
                 .service_plans()

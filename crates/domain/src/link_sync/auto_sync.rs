@@ -12,10 +12,11 @@ use crate::operations::OperationError;
 use crate::store::StoreError;
 use crate::sync::Values;
 use crate::tenancy::DealerId;
+use crate::upstream::stages_client_with;
 
 use super::jobs::auto_sync_on;
 use super::settle::settle;
-use super::sides::{dealer_api, sides_with};
+use super::sides::sides_with;
 use super::write::By;
 
 /// What an Auto Sync push did.
@@ -65,7 +66,7 @@ pub async fn auto_sync_push(
     if !auto_sync_on(connection.status, connection.auto_sync) {
         return Ok(skipped("auto sync is off for this connection"));
     }
-    let api = dealer_api(ports, &connection, read.dealer_credential)?;
+    let api = stages_client_with(ports.stages, &connection, read.dealer_credential)?;
     let billing = read.billing.ok_or(StoreError::NotFound)?;
     let sides = sides_with(read.link, connection, api, billing).await?;
     let by = By {

@@ -17,10 +17,11 @@ use crate::operations::OperationError;
 use crate::stages::{StagesCallback, StagesCallbackEvent, StagesError};
 use crate::store::EventStore;
 use crate::sync::{self, Snapshot, Values};
+use crate::upstream::{stages_client, ActingAs};
 
 use super::jobs::auto_sync_on;
 use super::settle::{settle, Settled};
-use super::sides::{load_sides, snapshot_of, stages_as_dealer, Sides};
+use super::sides::{load_sides, snapshot_of, Sides};
 use super::write::By;
 
 /// How a Stages callback ended.
@@ -70,7 +71,8 @@ pub async fn apply_stages_callback(
     else {
         return unmatched(events, connection, kind, external_id, changes).await;
     };
-    let api = stages_as_dealer(ports, connection).await?;
+    let acting = ActingAs::Dealer;
+    let api = stages_client(ports.connections, ports.stages, acting, connection).await?;
     let sides = match load_sides(ports, dealer, link.clone(), connection.clone(), api).await {
         Ok(sides) => sides,
         Err(OperationError::Upstream {

@@ -29,4 +29,4 @@ pub use auto_sync::{auto_sync_push, AutoSyncOutcome};
 pub use callback::{apply_stages_callback, CallbackOutcome};
 pub use on_request::{account_sync, link_diff, sync_link, LinkDiff, SyncOutcome};
 pub use settle::Settled;
-pub use sides::{pushed_snapshot, stages_as_dealer, LinkToSettle, LinkedRecord};
+pub use sides::{pushed_snapshot, LinkToSettle, LinkedRecord};

@@ -3,19 +3,20 @@
 //! name, and the link's base (its last synced values). Sync on request reads
 //! Stages as the caller; the automatic syncs (Auto Sync, callbacks) have no
 //! user to act as and read it with the connection's dealer credential
-//! (`stages_as_dealer`).
+//! (`ActingAs::Dealer`).
 
 use std::sync::Arc;
 
 use crate::billing::{BillingSite, BillingSystem};
-use crate::connection::{Connection, Credential, CredentialOwner};
+use crate::connection::{Connection, Credential};
 use crate::link::{Link, LinkId, LinkKind};
 use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, upstream, OperationError};
-use crate::stages::{StagesApi, StagesTarget};
+use crate::operations::{upstream, OperationError};
+use crate::stages::StagesApi;
 use crate::store::StoreError;
 use crate::sync::{self, Snapshot, Values};
 use crate::tenancy::{Caller, DealerId};
+use crate::upstream::{stages_client, ActingAs};
 
 /// The records of one link, both sides, as they are now.
 pub(super) struct Sides {
@@ -50,39 +51,6 @@ pub(super) fn snapshot_of(link: &Link) -> Option<Snapshot> {
     link.last_synced
         .as_ref()
         .and_then(|v| serde_json::from_value(v.clone()).ok())
-}
-
-/// The Stages API with the dealer credential, for work nobody is waiting on
-/// (Auto Sync pushes, callbacks): it has no user to act as.
-pub async fn stages_as_dealer(
-    ports: LinkingPorts<'_>,
-    connection: &Connection,
-) -> Result<Arc<dyn StagesApi>, OperationError> {
-    let credential = ports
-        .connections
-        .credential(&connection.dealer, connection.id, &CredentialOwner::Dealer)
-        .await?;
-    dealer_api(ports, connection, credential)
-}
-
-/// [`stages_as_dealer`] with the credential already read.
-pub(super) fn dealer_api(
-    ports: LinkingPorts<'_>,
-    connection: &Connection,
-    credential: Option<Credential>,
-) -> Result<Arc<dyn StagesApi>, OperationError> {
-    let credential = credential.ok_or_else(|| {
-        OperationError::MissingCredentials(format!(
-            "connection '{}' has no dealer credentials; background sync acts with them",
-            connection.name.as_str()
-        ))
-    })?;
-    Ok(ports.stages.connect(StagesTarget {
-        key: connection.id.to_string(),
-        endpoint: connection.endpoint.url().clone(),
-        username: credential.username,
-        password: credential.password.expose().to_owned(),
-    }))
 }
 
 pub(super) async fn link_and_connection(
@@ -170,7 +138,8 @@ pub(super) async fn sides_as_caller(
     link_id: LinkId,
 ) -> Result<Sides, OperationError> {
     let (link, connection) = link_and_connection(ports, &caller.dealer, link_id).await?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
     load_sides(ports, &caller.dealer, link, connection, api).await
 }
 

@@ -28,10 +28,11 @@ use crate::audit::NewAuditEntry;
 use crate::billing::BillingId;
 use crate::connection::{Connection, ConnectionId};
 use crate::link::{Link, LinkKind, NewLink};
-use crate::operations::{stages_as_caller, upstream, OperationError};
+use crate::operations::{upstream, OperationError};
 use crate::stages::{StagesApi, StagesDevice, StagesError, StagesSite};
 use crate::store::{BillingStore, ConnectionStore, LinkStore, StoreError};
 use crate::tenancy::Caller;
+use crate::upstream::{stages_client, ActingAs};
 use crate::validation::ValidationError;
 
 pub(crate) use browse::link_of_external;
@@ -91,7 +92,8 @@ pub(crate) async fn load_connection(
         .connection(&caller.dealer, id)
         .await
         .map_err(store_not_found("no such connection"))?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
     Ok((connection, api))
 }
 

@@ -7,22 +7,26 @@
 //! A run goes in four steps: read what Stages holds and what the service
 //! knows (`read`), decide each record (`plan`), then take over and repair
 //! (`apply`), reporting progress and stopping when the job is cancelled.
+//! [`start_reconcile`] queues a run as a job of the caller who asked.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::ConnectionId;
+use crate::connection::{Connection, ConnectionId};
 use crate::jobs::{
-    new_job, summary, Attempt, Done, HasJobPorts, JobError, JobKind, NewJob, RunJob,
+    new_job, summary, Attempt, Done, HasJobPorts, Job, JobError, JobKind, NewJob, RunJob,
 };
 use crate::link::LinkKind;
 use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, OperationError};
-use crate::store::StoreError;
+use crate::operations::OperationError;
+use crate::stages::StagesApi;
+use crate::store::{JobStore, StoreError};
 use crate::tenancy::{Caller, Role, UserId};
+use crate::upstream::{stages_client, ActingAs};
 
 mod apply;
 mod plan;
@@ -186,14 +190,31 @@ pub struct Mode {
     pub repair: bool,
 }
 
-pub async fn reconcile(
+/// Queues a reconcile of the connection for `caller`. The job acts with the
+/// caller's credentials (S2): without them it is refused now, like every
+/// other Stages operation, not accepted to fail later.
+pub async fn start_reconcile(
     ports: LinkingPorts<'_>,
+    jobs: &dyn JobStore,
     caller: &Caller,
     connection_id: ConnectionId,
     mode: Mode,
-    progress: &dyn Progress,
-) -> Result<ReconcileReport, OperationError> {
-    let dry_run = mode.dry_run;
+) -> Result<Job, OperationError> {
+    stages_as(ports, caller, connection_id).await?;
+    let job = ReconcileJob {
+        connection_id,
+        dry_run: mode.dry_run,
+        repair: mode.repair,
+    };
+    Ok(jobs.enqueue(job.new_job(caller)).await?)
+}
+
+/// The caller's connection and its Stages client.
+async fn stages_as(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+) -> Result<(Connection, Arc<dyn StagesApi>), OperationError> {
     let connection = ports
         .connections
         .connection(&caller.dealer, connection_id)
@@ -202,7 +223,20 @@ pub async fn reconcile(
             StoreError::NotFound => OperationError::NotFound("no such connection".into()),
             other => other.into(),
         })?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
+    Ok((connection, api))
+}
+
+pub async fn reconcile(
+    ports: LinkingPorts<'_>,
+    caller: &Caller,
+    connection_id: ConnectionId,
+    mode: Mode,
+    progress: &dyn Progress,
+) -> Result<ReconcileReport, OperationError> {
+    let dry_run = mode.dry_run;
+    let (connection, api) = stages_as(ports, caller, connection_id).await?;
     let mut report = ReconcileReport {
         dry_run,
         repair: mode.repair,

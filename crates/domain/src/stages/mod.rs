@@ -5,7 +5,7 @@
 //! `stages-sim` serves the same JSON from its own, independent types.
 //!
 //! - `records`: the records (sites, devices, contacts, ...) and list queries.
-//! - here: the failures (`StagesError`), the port, its target and connector,
+//! - here: the failures (`StagesError`), the port and its connector,
 //!   and what Stages calls back with.
 
 mod records;
@@ -157,31 +157,9 @@ pub trait StagesApi: Send + Sync {
     async fn end_test(&self, device_id: &str, test_id: &str) -> StagesResult<()>;
 }
 
-/// Where and as whom to call Stages.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StagesTarget {
-    /// A stable key for per-connection limits (the connection id).
-    pub key: String,
-    /// Base URL; the protocol lives under `/api/v1/`.
-    pub endpoint: url::Url,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for StagesTarget {
-    // The password never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StagesTarget")
-            .field("key", &self.key)
-            .field("endpoint", &self.endpoint.as_str())
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Makes a `StagesApi` for a target; implemented by `stages-client`.
 pub trait StagesConnector: Send + Sync {
-    fn connect(&self, target: StagesTarget) -> std::sync::Arc<dyn StagesApi>;
+    fn connect(&self, target: crate::upstream::UpstreamTarget) -> std::sync::Arc<dyn StagesApi>;
 }
 
 /// A callback Stages sends to the service (outbound from Stages): HTTP Basic

@@ -15,10 +15,11 @@
 
 use crate::connection::{Connection, ConnectionId};
 use crate::linking::LinkingPorts;
-use crate::operations::{stages_as_caller, OperationError};
+use crate::operations::OperationError;
 use crate::stages::StagesApi;
 use crate::store::StoreError;
 use crate::tenancy::Caller;
+use crate::upstream::{stages_client, ActingAs};
 
 mod device_edit;
 mod edits;
@@ -57,6 +58,7 @@ pub async fn open(
             StoreError::NotFound => OperationError::NotFound("no such connection".into()),
             other => other.into(),
         })?;
-    let api = stages_as_caller(ports.connections, ports.stages, caller, &connection).await?;
+    let acting = ActingAs::Caller(caller);
+    let api = stages_client(ports.connections, ports.stages, acting, &connection).await?;
     Ok((connection, api))
 }

@@ -122,7 +122,7 @@ pub async fn run_import(
             }
             other => store_failed(other),
         })?;
-    let adc = import_source(ports.connections, ports.adc, dealer, &connection)
+    let adc = import_source(ports.connections, ports.adc, &connection)
         .await
         .map_err(|e| match e {
             OperationError::Store(s) => store_failed(s),
