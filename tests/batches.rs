@@ -113,19 +113,19 @@ impl World {
     /// Polls until the batch ends; returns it and every `done` figure seen.
     async fn finish(&self, id: &str) -> (Value, Vec<u64>) {
         let mut seen = Vec::new();
-        for _ in 0..6000 {
+        // Steady and close, so that progress between 0 and the end is seen.
+        let mut poll =
+            Poll::new(format!("batch {id} to end"), ENDED_LIMIT).every(Duration::from_millis(20));
+        loop {
             let b = self.batch(id).await;
             seen.push(b["progress"]["done"].as_u64().unwrap());
-            if !["queued", "running"].contains(&b["state"].as_str().unwrap()) {
+            if !wait::ongoing(&b) {
                 return (b, seen);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let tail = &seen[seen.len().saturating_sub(20)..];
+            poll.pause(|| format!("last: {b}, done seen {tail:?}"))
+                .await;
         }
-        let last = self.batch(id).await;
-        panic!(
-            "batch {id} did not end: {last}, done seen {:?}",
-            &seen[seen.len().saturating_sub(20)..]
-        );
     }
 
     /// Every item of the batch, page by page.
@@ -305,18 +305,18 @@ async fn a_batch_cancelled_half_way_leaves_nothing_half_done(backend: Backend) {
         .start(json!({"operation": "link", "connection_id": w.cid, "items": items}))
         .await;
     let id = started["id"].as_str().unwrap().to_owned();
-    loop {
-        let b = w.batch(&id).await;
-        let done = b["progress"]["done"].as_u64().unwrap();
-        assert!(
-            done < N as u64 / 2,
-            "the batch ran too far before the cancel: {b}"
-        );
-        if done >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let fifty = "50 items done before the cancel";
+    w.svc
+        .eventually(fifty, ENDED_LIMIT, || async {
+            let b = w.batch(&id).await;
+            let done = b["progress"]["done"].as_u64().unwrap();
+            assert!(
+                done < N as u64 / 2,
+                "the batch ran too far before the cancel: {b}"
+            );
+            (done >= 50).then_some(())
+        })
+        .await;
     let a = w
         .svc
         .call(

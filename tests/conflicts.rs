@@ -174,16 +174,11 @@ impl World {
         self.edit_site(site, field, billing).await;
         // The Auto Sync push has decided before the old callback arrives
         // (held, pushed into the outage, or pulled, as the policy says).
-        for _ in 0..1000 {
-            if self.pushes_tried().await > tried {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            self.pushes_tried().await > tried,
-            "the Auto Sync push never ran"
-        );
+        self.svc
+            .eventually("the Auto Sync push to run", STEP_LIMIT, || async {
+                (self.pushes_tried().await > tried).then_some(())
+            })
+            .await;
         self.sim.state().set_callbacks_paused(false);
         self.sim.state().clear_faults();
         self.quiesce().await;
@@ -217,13 +212,12 @@ impl World {
     /// and the client's one retry of it (`CROSSLINK__STAGES__MAX_RETRIES=1`
     /// in the harness), so no PATCH decided before now is still on its way.
     async fn wait_push_failed(&self, patches_before: u64) {
-        for _ in 0..1000 {
-            if self.site_patches() >= patches_before + 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the Auto Sync push never met the outage");
+        let what = "the Auto Sync push to meet the outage";
+        self.svc
+            .eventually(what, STEP_LIMIT, || async {
+                (self.site_patches() >= patches_before + 2).then_some(())
+            })
+            .await
     }
 
     async fn inbox(&self, query: &str) -> Vec<Value> {
@@ -602,12 +596,12 @@ async fn a_push_whose_billing_write_loses_a_race_keeps_its_base(backend: Backend
         .unwrap();
     w.edit_site("B1", "phone", "412-555-0199").await;
     // The push is on its way to Stages (held 1.5 s there): billing moves on.
-    for _ in 0..200 {
-        if w.sim.state().request_count("PATCH /api/v1/sites/{site_no}") > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let patches = || w.sim.state().request_count("PATCH /api/v1/sites/{site_no}");
+    w.svc
+        .eventually("the push to reach Stages", STEP_LIMIT, || async {
+            (patches() > 0).then_some(())
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.edit_site("B1", "phone", "(330) 555-0123").await;
     w.sim.state().set_callbacks_paused(false);

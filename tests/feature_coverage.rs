@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -128,27 +127,6 @@ async fn jobs(svc: &Service, who: &Who, query: &str) -> Vec<Value> {
         "one page holds them"
     );
     a.body["items"].as_array().unwrap().clone()
-}
-
-/// Waits until no job is queued or running and no simulator has a callback
-/// to send, three looks in a row (a retried job moves between the states).
-async fn quiesce(svc: &Service, who: &Who, sims: &[&stages_sim::Sim]) {
-    svc.quiesce(who, sims).await
-}
-
-/// Polls `check` (bounded) until it holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
 }
 
 /// Every audit entry matching `query`, paging through them, newest first.
@@ -696,7 +674,7 @@ async fn a_site_link_is_edited_to_another_stages_site(backend: Backend) {
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
-    quiesce(&svc, &op, &[&sim]).await;
+    svc.quiesce(&op, &[&sim]).await;
     assert_eq!(sim_site(&sim, &new_site)["info"], "Moved to the new site");
     assert_eq!(sim_site(&sim, &old_site)["info"], stages_before[0]["info"]);
 }
@@ -753,7 +731,7 @@ async fn a_change_after_an_unlink_is_not_pushed(backend: Backend) {
     }
     let (a_site, a_device, a_site_link, a_system_link) = pushed[&a].clone();
     let (b_site, _, b_site_link, b_system_link) = pushed[&b].clone();
-    quiesce(&svc, &op, &[&sim_a, &sim_b]).await;
+    svc.quiesce(&op, &[&sim_a, &sim_b]).await;
     let jobs_before: BTreeSet<String> = jobs(&svc, &op, "")
         .await
         .iter()
@@ -804,11 +782,12 @@ async fn a_change_after_an_unlink_is_not_pushed(backend: Backend) {
         .await;
     assert_eq!(put.status, 200, "{}", put.text);
     // The linked connection gets them; then all is quiet.
-    eventually("B's Stages has the new address", || async {
-        sim_site(&sim_b, &b_site)["address1"] == "99 Oak Ave"
+    let what = "B's Stages to have the new address";
+    svc.eventually(what, STEP_LIMIT, || async {
+        (sim_site(&sim_b, &b_site)["address1"] == "99 Oak Ave").then_some(())
     })
     .await;
-    quiesce(&svc, &op, &[&sim_a, &sim_b]).await;
+    svc.quiesce(&op, &[&sim_a, &sim_b]).await;
     // The unlinked connection's Stages got no request at all.
     let a_after = sim_a.state().stats();
     assert_eq!(
@@ -888,7 +867,7 @@ async fn a_change_after_an_unlink_is_not_pushed(backend: Backend) {
     changed["address1"] = json!("1 Relinked Rd");
     svc.call(Method::PUT, "/v1/billing/sites/S1", &op, Some(changed))
         .await;
-    quiesce(&svc, &op, &[&sim_a, &sim_b]).await;
+    svc.quiesce(&op, &[&sim_a, &sim_b]).await;
     assert_eq!(sim_site(&sim_a, &a_site)["address1"], "1 Relinked Rd");
     assert_eq!(sim_site(&sim_b, &b_site)["address1"], "1 Relinked Rd");
 }
@@ -1135,18 +1114,7 @@ async fn user_import(
         .await;
     assert_eq!(a.status, 202, "{}", a.text);
     let id = text(&a.body["id"]);
-    let mut run = Value::Null;
-    for _ in 0..1200 {
-        let a = svc
-            .call(Method::GET, &format!("/v1/imports/{id}"), who, None)
-            .await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        run = a.body;
-        if !["queued", "running"].contains(&run["state"].as_str().unwrap()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let run = svc.wait_ended(who, &format!("/v1/imports/{id}")).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let mut outcomes = BTreeMap::new();
     let mut reasons = BTreeMap::new();
@@ -1468,7 +1436,7 @@ async fn a_webhook_answered_with_5xx_is_retried_and_delivered_once(backend: Back
     };
     push("W1", "6650001").await;
     // The delivery job is written with the event: quiet means it has ended.
-    quiesce(&svc, &op, &[&sim]).await;
+    svc.quiesce(&op, &[&sim]).await;
 
     let got = seen.lock().unwrap().clone();
     let answered: Vec<u16> = got.iter().map(|d| d.answered).collect();
@@ -1524,7 +1492,7 @@ async fn a_webhook_answered_with_5xx_is_retried_and_delivered_once(backend: Back
 
     // The next event goes through at once, exactly once.
     push("W2", "6650002").await;
-    quiesce(&svc, &op, &[&sim]).await;
+    svc.quiesce(&op, &[&sim]).await;
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 4);
     assert_eq!(got[3].answered, 200);
@@ -1612,7 +1580,7 @@ async fn audit_entries_carry_their_connection_and_filter_by_it(backend: Backend)
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
-    quiesce(&svc, &op, &[&sim_a, &sim_b]).await;
+    svc.quiesce(&op, &[&sim_a, &sim_b]).await;
     let job = svc
         .call(
             Method::GET,
@@ -1819,26 +1787,28 @@ async fn json_logs_carry_the_request_id_and_no_secret(backend: Backend) {
     };
     // The access line is written as the answer goes out: wait for the last.
     let forged_id = format!("forged-{tag}");
-    let mut lines: Vec<Value> = Vec::new();
-    for _ in 0..400 {
-        lines = svc
-            .logs()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let v: Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"));
-                assert!(v.is_object(), "a log line is not an object: {l}");
-                v
-            })
-            .collect();
-        if lines.iter().any(|l| {
-            l["fields"]["message"] == "answered" && l["span"]["request_id"] == forged_id.as_str()
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let lines: Vec<Value> = svc
+        .eventually("the forged request's access line", STEP_LIMIT, || async {
+            let lines: Vec<Value> = svc
+                .logs()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"));
+                    assert!(v.is_object(), "a log line is not an object: {l}");
+                    v
+                })
+                .collect();
+            lines
+                .iter()
+                .any(|l| {
+                    l["fields"]["message"] == "answered"
+                        && l["span"]["request_id"] == forged_id.as_str()
+                })
+                .then_some(lines)
+        })
+        .await;
     let raw = svc.logs();
     let of = |rid: &str| -> Vec<&Value> {
         lines

@@ -78,17 +78,7 @@ async fn start(svc: &Service, who: &Who, body: Value) -> String {
 
 /// Polls the import until it has ended.
 async fn wait(svc: &Service, who: &Who, id: &str) -> Value {
-    for _ in 0..1200 {
-        let a = svc
-            .call(Method::GET, &format!("/v1/imports/{id}"), who, None)
-            .await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        if !["queued", "running"].contains(&a.body["state"].as_str().unwrap()) {
-            return a.body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("import {id} did not end; log:\n{}", svc.logs());
+    svc.wait_ended(who, &format!("/v1/imports/{id}")).await
 }
 
 /// Every item of an import, paging through them.
@@ -160,6 +150,16 @@ fn adc_id(v: &Value) -> Option<i64> {
 
 fn count(body: &Value, what: &str) -> u64 {
     body["counts"][what].as_u64().unwrap()
+}
+
+/// Waits until the import has seen 100 customers; returns how many it has.
+async fn seen_100(svc: &Service, who: &Who, id: &str) -> u64 {
+    let path = format!("/v1/imports/{id}");
+    svc.eventually("the import to see 100 customers", STEP_LIMIT, || async {
+        let a = svc.call(Method::GET, &path, who, None).await;
+        Some(count(&a.body, "seen")).filter(|seen| *seen >= 100)
+    })
+    .await
 }
 
 async fn a_filtered_import_takes_exactly_the_matching_customers(backend: Backend) {
@@ -398,17 +398,7 @@ async fn a_run_killed_half_way_resumes_with_nothing_imported_twice(backend: Back
     )
     .await;
     let total = listed(&adc).len() as u64;
-    let mut seen_at_kill = 0;
-    for _ in 0..600 {
-        let a = first
-            .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
-            .await;
-        seen_at_kill = count(&a.body, "seen");
-        if seen_at_kill >= 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen_at_kill = seen_100(&first, &op, &id).await;
     first.kill();
     assert!(
         seen_at_kill >= 100 && seen_at_kill < total,
@@ -799,15 +789,7 @@ async fn a_cancelled_run_stops_and_a_new_one_takes_up_the_rest(backend: Backend)
     let cid = alarm_com(&svc, &admin, &adc).await;
     let body = json!({"connection_id": cid, "kind": "customers"});
     let id = start(&svc, &op, body.clone()).await;
-    for _ in 0..600 {
-        let a = svc
-            .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
-            .await;
-        if count(&a.body, "seen") >= 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    seen_100(&svc, &op, &id).await;
     let viewer = Who::new("acme", "vic", "viewer");
     svc.call(
         Method::POST,
@@ -1253,6 +1235,9 @@ async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(back
     .await;
     let mut moves = BTreeSet::new();
     let mut paced = false;
+    // Steady, so that every move of the progress is seen.
+    let mut poll =
+        Poll::new(format!("import {id} to end"), ENDED_LIMIT).every(Duration::from_millis(40));
     let done = loop {
         let a = svc
             .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
@@ -1265,10 +1250,11 @@ async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(back
                 .is_some_and(|r| r > 0.0)
                 && a.body["progress"]["eta_seconds"].is_u64();
         }
-        if !["queued", "running"].contains(&state.as_str()) {
+        if !wait::ongoing(&a.body) {
             break a.body;
         }
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        poll.pause(|| format!("last: {}\n{}", a.text, svc.log_detail()))
+            .await;
     };
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert!(

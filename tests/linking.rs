@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
@@ -75,19 +77,9 @@ impl World {
     }
 
     async fn wait_job(&self, id: &str) -> Value {
-        for _ in 0..600 {
-            let a = self
-                .svc
-                .call(Method::GET, &format!("/v1/jobs/{id}"), &self.op, None)
-                .await;
-            assert_eq!(a.status, 200, "{}", a.text);
-            let state = a.body["state"].as_str().unwrap().to_owned();
-            if !["queued", "running"].contains(&state.as_str()) {
-                return a.body;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("job {id} did not finish");
+        self.svc
+            .wait_ended(&self.op, &format!("/v1/jobs/{id}"))
+            .await
     }
 }
 
@@ -754,12 +746,13 @@ async fn a_push_survives_a_lost_answer_and_a_failed_device_with_exactly_one_of_e
         .unwrap();
     let lost = w.post(&w.push_path(), body.clone()).await;
     assert_eq!(lost.assert_problem(504), "upstream_timeout");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(
-        w.sim.state().site_count(),
-        1,
-        "the site was created in Stages"
-    );
+    // Stages creates it once the latency is over, after the 504.
+    eventually(
+        "the site was created in Stages",
+        Duration::from_secs(10),
+        || async { (w.sim.state().site_count() == 1).then_some(()) },
+    )
+    .await;
 
     // The device went with the site in the same request (Stages stores a new
     // site whole), so sending the push again finds both by their billing ids.

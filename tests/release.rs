@@ -123,17 +123,12 @@ impl World {
             .await;
         assert_eq!(job.status, 202, "{}", job.text);
         let id = job.body["id"].as_str().unwrap().to_owned();
-        for _ in 0..600 {
-            let a = self
-                .call(Method::GET, &format!("/v1/jobs/{id}"), None)
-                .await;
-            if !["queued", "running"].contains(&a.body["state"].as_str().unwrap()) {
-                assert_eq!(a.body["state"], "succeeded", "{}", a.text);
-                return a.body["summary"].clone();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("reconcile {id} did not finish");
+        let done = self
+            .svc
+            .wait_ended(&self.op, &format!("/v1/jobs/{id}"))
+            .await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        done["summary"].clone()
     }
 
     async fn actions(&self, subject: &str) -> Vec<String> {

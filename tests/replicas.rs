@@ -124,30 +124,6 @@ async fn call_any(
     panic!("no replica answered {method} {path}");
 }
 
-/// Waits until no job of `kind` is queued or running (three looks in a row).
-async fn drained(svc: &Service, who: &Who, kind: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let mut quiet = 0;
-    while quiet < 3 {
-        assert!(Instant::now() < deadline, "{kind} jobs did not drain");
-        let mut busy = false;
-        for state in ["queued", "running"] {
-            let a = svc
-                .call(
-                    Method::GET,
-                    &format!("/v1/jobs?kind={kind}&state={state}&page_size=1"),
-                    who,
-                    None,
-                )
-                .await;
-            assert_eq!(a.status, 200, "{}", a.text);
-            busy |= !a.body["items"].as_array().unwrap().is_empty();
-        }
-        quiet = if busy { 0 } else { quiet + 1 };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn three_replicas_push_every_edit_once_with_one_killed_half_way() {
     push_every_edit_once(size("REPLICA_SITES", 10_000), FEW_WORKERS).await;
@@ -229,7 +205,9 @@ async fn push_every_edit_once(sites: usize, workers: Option<usize>) {
         )
         .await;
     assert_eq!(job.status, 202, "{}", job.text);
-    drained(&replicas[0], &op, "reconcile", Duration::from_secs(600)).await;
+    replicas[0]
+        .drained(&op, "reconcile", Duration::from_secs(600))
+        .await;
     let links = schema.query("SELECT count(*) FROM links WHERE kind = 'site'");
     assert_eq!(links.trim(), sites.to_string(), "every site linked");
     eprintln!("{:?}: reconciled", t0.elapsed());
@@ -267,13 +245,9 @@ async fn push_every_edit_once(sites: usize, workers: Option<usize>) {
     replicas[2].kill();
     edits.await.unwrap();
     eprintln!("{:?}: {sites} edits made", t0.elapsed());
-    drained(
-        &replicas[0],
-        &op,
-        "auto_sync_push",
-        Duration::from_secs(900),
-    )
-    .await;
+    replicas[0]
+        .drained(&op, "auto_sync_push", Duration::from_secs(900))
+        .await;
 
     eprintln!("{:?}: pushes drained", t0.elapsed());
     let mut wrong = Vec::new();
@@ -376,44 +350,32 @@ async fn three_replicas_import_every_customer_once_with_one_killed_half_way() {
 
     // Kill the replica running the import once it is half way (the import's
     // job has the import's id; worker ids are `host-pid`).
-    let mut killed = None;
-    for _ in 0..6000 {
-        let a = replicas[0]
-            .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
-            .await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        let seen = a.body["counts"]["seen"].as_u64().unwrap_or(0);
-        if seen as usize >= listed.len() / 2 {
-            let owner = schema.query(&format!(
-                "SELECT lease_owner FROM jobs WHERE id = '{id}' AND state = 'running'"
-            ));
-            let victim = replicas
-                .iter()
-                .position(|r| owner.trim().ends_with(&format!("-{}", r.pid())))
-                .unwrap_or_else(|| panic!("no replica runs the import: {owner:?}"));
-            replicas[victim].kill();
-            killed = Some((victim, seen));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (victim, seen_at_kill) = killed.expect("the import got half way");
+    let path = format!("/v1/imports/{id}");
+    let half_way = "the import to get half way";
+    let seen_at_kill = replicas[0]
+        .eventually(half_way, Duration::from_secs(300), || async {
+            let a = replicas[0].call(Method::GET, &path, &op, None).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            let seen = a.body["counts"]["seen"].as_u64().unwrap_or(0);
+            (seen as usize >= listed.len() / 2).then_some(seen)
+        })
+        .await;
+    let owner = schema.query(&format!(
+        "SELECT lease_owner FROM jobs WHERE id = '{id}' AND state = 'running'"
+    ));
+    let victim = replicas
+        .iter()
+        .position(|r| owner.trim().ends_with(&format!("-{}", r.pid())))
+        .unwrap_or_else(|| panic!("no replica runs the import: {owner:?}"));
+    replicas[victim].kill();
     assert!(
         (seen_at_kill as usize) < listed.len(),
         "killed before the end"
     );
     let survivor = &replicas[(victim + 1) % 3];
-    let mut done = Value::Null;
-    for _ in 0..9000 {
-        let a = survivor
-            .call(Method::GET, &format!("/v1/imports/{id}"), &op, None)
-            .await;
-        if !["queued", "running"].contains(&a.body["state"].as_str().unwrap_or("")) {
-            done = a.body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = survivor
+        .wait_ended_within(&op, &path, Duration::from_secs(900))
+        .await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(
         done["counts"]["imported"].as_u64().unwrap() as usize,

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -192,13 +192,13 @@ async fn history_past_its_retention_is_purged_in_batches(backend: Backend) {
     insert_all(&svc, &rows);
 
     // Requests keep being answered while the purger works through its batches.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut answered = 0;
-    loop {
+    let answered = std::cell::Cell::new(0);
+    let purged = "the purge to finish";
+    svc.eventually(purged, Duration::from_secs(60), || async {
         for path in ["/v1/events?limit=50", "/v1/jobs?limit=50", "/v1/audit"] {
             let a = svc.call(Method::GET, path, &admin, None).await;
             assert_eq!(a.status, 200, "{path}: {}", a.text);
-            answered += 1;
+            answered.set(answered.get() + 1);
         }
         // Each kind's young rows (ended jobs: two kinds), the recent and the running import's items.
         let left: u64 = [
@@ -211,17 +211,10 @@ async fn history_past_its_retention_is_purged_in_batches(backend: Backend) {
         .iter()
         .map(|from| count(&svc, from))
         .sum();
-        if left == 6 * young as u64 && count(&svc, "import_items") == 2 + 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the purge did not finish; log:\n{}",
-            svc.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered > 0);
+        (left == 6 * young as u64 && count(&svc, "import_items") == 2 + 4).then_some(())
+    })
+    .await;
+    assert!(answered.get() > 0);
 
     // What is younger than its retention, or still needed, stays.
     let young = young as u64;
@@ -270,14 +263,14 @@ async fn history_past_its_retention_is_purged_in_batches(backend: Backend) {
     }
 
     // /metrics shows the counts, read in the background after the purge.
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = svc.metrics().await;
-        if series(&text, "crosslink_table_rows{table=\"callback_log\"}") == Some(young as f64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let figures = "/metrics to show the purged counts";
+    let text = svc
+        .eventually(figures, STEP_LIMIT, || async {
+            let text = svc.metrics().await;
+            let rows = series(&text, "crosslink_table_rows{table=\"callback_log\"}");
+            (rows == Some(young as f64)).then_some(text)
+        })
+        .await;
     let rows = |t: &str| series(&text, &format!("crosslink_table_rows{{table=\"{t}\"}}"));
     assert_eq!(rows("callback_log"), Some(young as f64), "{text}");
     assert_eq!(rows("events"), Some((before.0 + young) as f64), "{text}");

@@ -473,20 +473,8 @@ async fn acme_world(svc: &Service, stages: &stages_sim::Sim, adc: &adc_sim::Sim)
     ok(&batch, "batch");
     let batch_id = batch.body["id"].as_str().unwrap().to_owned();
     // Ended before the sweep, so its cancel answers as listed below.
-    for _ in 0..300 {
-        let b = svc
-            .call(
-                Method::GET,
-                &format!("/v1/batches/{batch_id}"),
-                &admin,
-                None,
-            )
-            .await;
-        if !["queued", "running"].contains(&b.body["state"].as_str().unwrap_or("")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    svc.wait_ended(&admin, &format!("/v1/batches/{batch_id}"))
+        .await;
     let subscription = svc
         .call(
             Method::POST,
@@ -1227,28 +1215,19 @@ async fn keys_rotate_through_the_jwks_file_without_a_restart() {
     assert_eq!(a.status, 200, "{}", a.text);
 
     write(jwks(&[("k-new", NEW)]));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while status_of(token_with_kid("k-new", NEW)).await.status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new key was never taken"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    svc.eventually("the new key to be taken", STEP_LIMIT, || async {
+        (status_of(token_with_kid("k-new", NEW)).await.status == 200).then_some(())
+    })
+    .await;
     assert_eq!(status_of(token_with_kid("k-old", OLD)).await.status, 401);
 
     // A broken file: an error in the log, the keys in force kept.
     std::fs::write(&file, "{ \"keys\": [ { \"kty\": \"oct\" } ] }").unwrap();
     let errors = || svc.logs().matches("could not be re-read").count();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while errors() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no error logged: {}",
-            svc.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    svc.eventually("an error logged", STEP_LIMIT, || async {
+        (errors() > 0).then_some(())
+    })
+    .await;
     assert_eq!(status_of(token_with_kid("k-new", NEW)).await.status, 200);
     // SIGHUP reads it again (another error) and the service keeps running.
     let before = errors();
@@ -1257,14 +1236,9 @@ async fn keys_rotate_through_the_jwks_file_without_a_restart() {
         .status()
         .unwrap();
     assert!(hup.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while errors() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not re-read: {}",
-            svc.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    svc.eventually("SIGHUP to re-read the file", STEP_LIMIT, || async {
+        (errors() != before).then_some(())
+    })
+    .await;
     assert_eq!(status_of(token_with_kid("k-new", NEW)).await.status, 200);
 }

@@ -924,23 +924,19 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
             Some(json!({"name": "Killed mid-push"})),
         )
         .await;
-    let mut seen_running = false;
-    for _ in 0..200 {
-        let running = first
-            .call(
-                Method::GET,
-                "/v1/jobs?state=running&kind=auto_sync_push",
-                &op,
-                None,
-            )
-            .await;
-        if !running.body["items"].as_array().unwrap().is_empty() {
-            seen_running = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(seen_running, "the push never showed as running");
+    first
+        .eventually("the push to show as running", STEP_LIMIT, || async {
+            let running = first
+                .call(
+                    Method::GET,
+                    "/v1/jobs?state=running&kind=auto_sync_push",
+                    &op,
+                    None,
+                )
+                .await;
+            (!running.body["items"].as_array().unwrap().is_empty()).then_some(())
+        })
+        .await;
     first.kill();
 
     // Another replica on the same database takes the job once its lease runs out.
@@ -949,21 +945,15 @@ async fn a_worker_killed_in_the_middle_of_a_push_leaves_it_to_be_done_once(backe
         env: env(),
     })
     .await;
-    let mut done = Value::Null;
-    for _ in 0..200 {
-        let jobs = second
-            .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &op, None)
-            .await;
-        let items = jobs.body["items"].as_array().unwrap().clone();
-        if items
-            .iter()
-            .all(|j| !["queued", "running"].contains(&j["state"].as_str().unwrap()))
-        {
-            done = jobs.body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = second
+        .eventually("the push to be taken again", STEP_LIMIT, || async {
+            let jobs = second
+                .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &op, None)
+                .await;
+            let items = jobs.body["items"].as_array().unwrap();
+            (!items.iter().any(wait::ongoing)).then_some(jobs.body)
+        })
+        .await;
     let items = done["items"].as_array().expect("the job finished");
     assert_eq!(items.len(), 1, "{done}");
     assert_eq!(items[0]["state"], "succeeded", "{done}");
@@ -1523,18 +1513,21 @@ async fn metrics_show_jobs_by_state_durations_and_deliveries(backend: Backend) {
     assert_eq!(refused.lock().unwrap().len(), 10);
 
     let kind = r#"kind="webhook_delivery""#;
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = w.svc.metrics().await;
-        if series(
-            &metrics,
-            &format!("crosslink_jobs{{{kind},state=\"dead\"}}"),
-        ) == Some(1.0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let metrics = w
+        .svc
+        .eventually(
+            "/metrics to count the dead delivery",
+            STEP_LIMIT,
+            || async {
+                let metrics = w.svc.metrics().await;
+                let dead = series(
+                    &metrics,
+                    &format!("crosslink_jobs{{{kind},state=\"dead\"}}"),
+                );
+                (dead == Some(1.0)).then_some(metrics)
+            },
+        )
+        .await;
     let want = [
         (format!("crosslink_jobs{{{kind},state=\"dead\"}}"), 1.0),
         (format!("crosslink_jobs{{{kind},state=\"queued\"}}"), 0.0),

@@ -8,8 +8,10 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
 
 const BACKLOG: usize = 5_000;
@@ -103,21 +105,17 @@ async fn backlog_scenario(backend: Backend, replicas: &[Service]) {
         )
         .await;
     assert_eq!(edit.status, 200, "{}", edit.text);
-    let mut pushed: Option<Value> = None;
-    for _ in 0..600 {
-        let jobs = watcher
-            .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &b, None)
-            .await;
-        pushed = jobs.body["items"]
-            .as_array()
-            .and_then(|items| items.iter().find(|j| j["state"] == "succeeded").cloned());
-        if pushed.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    watcher
+        .eventually("B's push to run", Duration::from_secs(30), || async {
+            let jobs = watcher
+                .call(Method::GET, "/v1/jobs?kind=auto_sync_push", &b, None)
+                .await;
+            jobs.body["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|j| j["state"] == "succeeded").cloned())
+        })
+        .await;
     let left = queued_of(svc, "dealer-a");
-    assert!(pushed.is_some(), "B's push did not run");
     // Claimed oldest first, B's push would have waited for all of A's.
     assert!(
         left > BACKLOG / 2,
@@ -140,12 +138,10 @@ async fn backlog_scenario(backend: Backend, replicas: &[Service]) {
         )
         .await;
     assert_eq!(off.status, 200, "{}", off.text);
-    for _ in 0..1200 {
-        if queued_of(svc, "dealer-a") == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    svc.eventually("A's backlog to drain", Duration::from_secs(120), || async {
+        (queued_of(svc, "dealer-a") == 0).then_some(())
+    })
+    .await;
     assert_eq!(queued_of(svc, "dealer-a"), 0, "A's backlog drains");
 }
 

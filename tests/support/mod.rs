@@ -5,14 +5,19 @@
 #![allow(dead_code)]
 
 pub mod clock;
+pub mod wait;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+
+// Each test crate builds the harness whole; not all of them wait.
+#[allow(unused_imports)]
+pub use wait::{eventually, Poll};
 
 pub const JWT_SECRET: &str = "test-secret-for-the-e2e-suite-0123456789";
 pub const ISSUER: &str = "crosslink";
@@ -128,6 +133,15 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// How long a job, import or batch may take to end (a thousand-item batch
+/// paced at Stages' 20 calls a second takes about a minute).
+pub const ENDED_LIMIT: Duration = Duration::from_secs(120);
+/// How long a test waits for one step it has just caused (a push to run,
+/// a count or a metric to move, a log line to be written).
+pub const STEP_LIMIT: Duration = Duration::from_secs(20);
+/// How long the jobs and callbacks of a test may take to settle.
+pub const QUIESCE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running `crosslink serve`.
 pub struct Service {
@@ -252,16 +266,11 @@ impl Service {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "crosslink never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.eventually("crosslink to be ready", Duration::from_secs(60), || async {
+            let r = self.http.get(self.url("/readyz")).send().await;
+            r.is_ok_and(|r| r.status() == 200).then_some(())
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -342,22 +351,85 @@ impl Service {
         Answer::from(rb.send().await.expect("the service answers")).await
     }
 
+    /// `eventually`, whose failure shows this service's log.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        wait::until(Poll::new(what, limit), check, || self.log_detail()).await
+    }
+
+    /// The end of the log, to close a failed wait's message with (a run of
+    /// thousands logs too much to show whole; the file stays).
+    pub fn log_detail(&self) -> String {
+        const SHOWN: usize = 400;
+        let log = self.logs();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(SHOWN)..].join("\n");
+        format!(
+            "log ({} lines, the last {SHOWN} shown; whole at {}):\n{tail}",
+            lines.len(),
+            self.log.display()
+        )
+    }
+
+    /// GETs `path` (a job, an import, a batch) until its `state` is neither
+    /// queued nor running, and returns it.
+    pub async fn wait_ended(&self, who: &Who, path: &str) -> Value {
+        self.wait_ended_within(who, path, ENDED_LIMIT).await
+    }
+
+    /// `wait_ended` with a limit of the caller's (a run of thousands).
+    pub async fn wait_ended_within(&self, who: &Who, path: &str, limit: Duration) -> Value {
+        let mut poll = Poll::new(format!("{path} to end"), limit);
+        loop {
+            let a = self.call(reqwest::Method::GET, path, who, None).await;
+            assert_eq!(a.status, 200, "{path}: {}", a.text);
+            if !wait::ongoing(&a.body) {
+                return a.body;
+            }
+            poll.pause(|| format!("last: {}\n{}", a.text, self.log_detail()))
+                .await;
+        }
+    }
+
     /// Waits until no job of `who`'s dealer is queued or running and none of
     /// `sims` has a callback left to send, three looks in a row (a retried
     /// job moves between queued and running, so one look can miss it).
     pub async fn quiesce(&self, who: &Who, sims: &[&stages_sim::Sim]) {
+        self.settle(who, sims, None, QUIESCE_LIMIT, Duration::from_millis(50))
+            .await
+    }
+
+    /// Waits until no job of `kind` is queued or running, three looks in a
+    /// row 200 ms apart (a run of thousands, whose jobs queue more jobs).
+    pub async fn drained(&self, who: &Who, kind: &str, limit: Duration) {
+        let pause = Duration::from_millis(200);
+        self.settle(who, &[], Some(kind), limit, pause).await
+    }
+
+    async fn settle(
+        &self,
+        who: &Who,
+        sims: &[&stages_sim::Sim],
+        kind: Option<&str>,
+        limit: Duration,
+        pause: Duration,
+    ) {
+        let what = match kind {
+            Some(kind) => format!("{kind} jobs to drain"),
+            None => "jobs and callbacks to settle".to_owned(),
+        };
+        let filter = kind.map(|k| format!("&kind={k}")).unwrap_or_default();
+        // Steady, so that three quiet looks span some time.
+        let mut poll = Poll::new(what, limit).every(pause);
         let mut quiet = 0;
-        for _ in 0..600 {
+        loop {
             let mut busy = sims.iter().any(|s| s.state().callbacks_pending() > 0);
             for state in ["queued", "running"] {
-                let a = self
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/v1/jobs?state={state}"),
-                        who,
-                        None,
-                    )
-                    .await;
+                let path = format!("/v1/jobs?state={state}{filter}&page_size=1");
+                let a = self.call(reqwest::Method::GET, &path, who, None).await;
                 assert_eq!(a.status, 200, "{}", a.text);
                 busy |= !a.body["items"].as_array().unwrap().is_empty();
             }
@@ -365,9 +437,8 @@ impl Service {
             if quiet == 3 {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.pause(|| self.log_detail()).await;
         }
-        panic!("jobs did not settle; log:\n{}", self.logs());
     }
 
     /// A dealer-mode Stages connection of `admin`'s dealer to `sim`, with
@@ -418,26 +489,14 @@ impl Service {
     /// billing ids in Stages itself waits first, so the migration cannot take
     /// them over meanwhile.
     pub async fn migration_settled(&self, who: &Who, cid: &str) -> Value {
-        for _ in 0..600 {
-            let a = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/v1/connections/{cid}"),
-                    who,
-                    None,
-                )
-                .await;
+        let what = format!("the migration of {cid} to settle");
+        self.eventually(&what, QUIESCE_LIMIT, || async {
+            let path = format!("/v1/connections/{cid}");
+            let a = self.call(reqwest::Method::GET, &path, who, None).await;
             assert_eq!(a.status, 200, "{}", a.text);
-            let state = a.body["migration"]["state"].as_str().unwrap_or_default();
-            if !["queued", "running"].contains(&state) {
-                return a.body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "the migration of {cid} did not settle; log:\n{}",
-            self.logs()
-        );
+            (!wait::ongoing(&a.body["migration"])).then_some(a.body)
+        })
+        .await
     }
 
     /// Creates a Stages connection to `endpoint` as an admin of `who`'s dealer.
