@@ -431,6 +431,16 @@ pub fn decode_page_token(token: &str) -> Result<String, ApiError> {
         })
 }
 
+/// A page the store read as a list answer's two parts: each record as its
+/// answer, and the opaque token of the next page.
+pub fn page_parts<D, T: From<D>>(page: domain::Page<D>) -> (Vec<T>, Option<String>) {
+    let next_page_token = page.next_page_token.as_deref().map(encode_page_token);
+    (
+        page.items.into_iter().map(T::from).collect(),
+        next_page_token,
+    )
+}
+
 /// One page of a list that an upstream returns whole; the token is the offset.
 pub fn page_slice<T>(
     items: Vec<T>,

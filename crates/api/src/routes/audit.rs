@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, PageParams, Query};
+use crate::extract::{page_parts, PageParams, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
 
@@ -92,23 +92,20 @@ pub async fn list_audit(
             page.to_request()?,
         )
         .await?;
+    let (items, next_page_token) = page_parts(found.map(|a| AuditEntryResponse {
+        id: a.id,
+        at: a.at,
+        actor: a.entry.actor,
+        action: a.entry.action,
+        connection_id: a.entry.connection_id.map(|c| c.0),
+        kind: a.entry.kind,
+        billing_id: a.entry.billing_id,
+        external_id: a.entry.external_id,
+        before: a.entry.before,
+        after: a.entry.after,
+    }));
     Ok(HttpResponse::Ok().json(AuditList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found
-            .items
-            .into_iter()
-            .map(|a| AuditEntryResponse {
-                id: a.id,
-                at: a.at,
-                actor: a.entry.actor,
-                action: a.entry.action,
-                connection_id: a.entry.connection_id.map(|c| c.0),
-                kind: a.entry.kind,
-                billing_id: a.entry.billing_id,
-                external_id: a.entry.external_id,
-                before: a.entry.before,
-                after: a.entry.after,
-            })
-            .collect(),
+        items,
+        next_page_token,
     }))
 }

@@ -24,7 +24,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, from_value, JsonBody, NoBody, PageParams, Query};
+use crate::extract::{
+    encode_page_token, from_value, page_parts, JsonBody, NoBody, PageParams, Query,
+};
 use crate::problem::{ApiError, ApiResult, ProblemField};
 use crate::routes::jobs::{JobProgress, JobStateDto};
 use crate::routes::links::{billing_id, pairs, push_request, PushBody, SystemPairBody};
@@ -569,9 +571,10 @@ pub async fn batch_items(
         )
         .await
         .map_err(batch_not_found)?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(BatchItemList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 

@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, JsonBody, PageParams, Query};
+use crate::extract::{page_parts, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkKindDto;
 use crate::state::AppState;
@@ -158,9 +158,10 @@ pub async fn list_conflicts(
         .issues
         .list_field_issues(&caller.dealer, &filter, page.to_request()?)
         .await?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(ConflictList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams, Query};
+use crate::extract::{etag, if_match, page_parts, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -339,9 +339,10 @@ pub async fn list_subscriptions(
         .webhooks
         .list_subscriptions(&caller.dealer, page.to_request()?)
         .await?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(SubscriptionList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, JsonBody, NoBody, PageParams, Query};
+use crate::extract::{page_parts, JsonBody, NoBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::jobs::JobStateDto;
 use crate::state::AppState;
@@ -396,13 +396,10 @@ pub async fn list_imports(
         page.to_request()?,
     )
     .await?;
+    let (items, next_page_token) = page_parts(found.map(|(import, job)| respond(import, job)));
     Ok(HttpResponse::Ok().json(ImportList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found
-            .items
-            .into_iter()
-            .map(|(import, job)| respond(import, job))
-            .collect(),
+        items,
+        next_page_token,
     }))
 }
 
@@ -457,9 +454,10 @@ pub async fn import_items(
         page.to_request()?,
     )
     .await?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(ImportItemList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 

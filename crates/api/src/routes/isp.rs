@@ -19,9 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{
-    connection_id, encode_page_token, etag, if_match, JsonBody, PageParams, Query,
-};
+use crate::extract::{connection_id, etag, if_match, page_parts, JsonBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -483,9 +481,10 @@ pub async fn list_isp_accounts(
             domain::store::StoreError::NotFound => ApiError::not_found("no such connection"),
             other => other.into(),
         })?;
+    let (items, next_page_token) = page_parts(page);
     Ok(HttpResponse::Ok().json(IspAccountList {
-        next_page_token: page.next_page_token.as_deref().map(encode_page_token),
-        items: page.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 

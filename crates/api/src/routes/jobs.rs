@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, NoBody, PageParams, Query};
+use crate::extract::{page_parts, NoBody, PageParams, Query};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -225,8 +225,9 @@ pub async fn list_jobs(
             page.to_request()?,
         )
         .await?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(JobList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }

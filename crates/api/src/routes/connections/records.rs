@@ -16,9 +16,7 @@ use crate::auth::Auth;
 use crate::dto::{
     AuthModeDto, ConflictPolicyDto, ConnectionStatusDto, MigrationStateDto, ProviderDto,
 };
-use crate::extract::{
-    connection_id, encode_page_token, etag, if_match, JsonBody, PageParams, Query,
-};
+use crate::extract::{connection_id, etag, if_match, page_parts, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
 use crate::state::AppState;
 
@@ -207,9 +205,10 @@ pub async fn list_connections(
             page.to_request()?,
         )
         .await?;
+    let (items, next_page_token) = page_parts(page);
     Ok(HttpResponse::Ok().json(ConnectionList {
-        next_page_token: page.next_page_token.as_deref().map(encode_page_token),
-        items: page.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 
