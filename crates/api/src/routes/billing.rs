@@ -1,7 +1,8 @@
 //! The billing records (the service's copy of the billing system's customers,
 //! sites, systems and users): PUT is an upsert guarded by If-Match; GET of a
 //! site or system lists its links. One submodule per record kind; here the
-//! routes and what every kind's answers share.
+//! routes, what every kind's answers share, and the one body of their PUT,
+//! GET and DELETE (each kind a `RecordKind`).
 
 mod customers;
 mod fields;
@@ -10,10 +11,12 @@ mod systems;
 mod users;
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::billing::{BillingId, BillingRecord, Upserted};
-use domain::link::LinkKind;
+use domain::link::{Link, LinkKind};
+use domain::store::StoreResult;
+use domain::tenancy::{Caller, DealerId, Role};
 use domain::validation::ValidationError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -23,7 +26,8 @@ pub use sites::*;
 pub use systems::*;
 pub use users::*;
 
-use crate::extract::etag;
+use crate::auth::Auth;
+use crate::extract::{etag, if_match};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::links::LinkResponse;
 use crate::state::AppState;
@@ -78,21 +82,117 @@ fn not_found_as(what: &str, id: &BillingId) -> impl FnOnce(domain::store::StoreE
     }
 }
 
-fn respond<F, R: Serialize>(
-    upserted: Upserted<BillingRecord<F>>,
+/// What the four record kinds' PUT, GET and DELETE differ in: their body,
+/// their answer and their store calls. `put`, `get` and `delete` below are
+/// those routes' one body; each kind's handlers only name their kind.
+trait RecordKind {
+    /// As an answer names the kind: "no billing site 'x'".
+    const NAME: &'static str;
+    /// For the kinds that are linked (sites, systems): their links and the
+    /// live status of their devices are part of a read.
+    const LINK_KIND: Option<LinkKind> = None;
+    type Request;
+    type Fields;
+    type Response: Serialize;
+
+    fn fields(body: Self::Request) -> Result<Self::Fields, ValidationError>;
+    /// The answer, with the record's links and what Stages says now about
+    /// its devices (both empty for a kind that is not linked, and the
+    /// status empty on a write).
+    fn response(
+        record: BillingRecord<Self::Fields>,
+        links: Vec<LinkResponse>,
+        stages_status: Vec<LiveStatusResponse>,
+    ) -> Self::Response;
+    /// Writes the record; with its links, read in the same transaction, for
+    /// a kind that is linked.
+    async fn upsert(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: Self::Fields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingRecord<Self::Fields>>, Vec<Link>)>;
+    async fn read(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+    ) -> StoreResult<BillingRecord<Self::Fields>>;
+    async fn delete(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+
+    /// The answer to a read: for a linked kind, with its links and the live
+    /// status of its devices.
+    async fn read_answer(
+        state: &AppState,
+        caller: &Caller,
+        record: BillingRecord<Self::Fields>,
+    ) -> ApiResult<Self::Response> {
+        let Some(kind) = Self::LINK_KIND else {
+            return Ok(Self::response(record, Vec::new(), Vec::new()));
+        };
+        let (links, stages_status) = links_and_status(state, caller, kind, &record.id).await?;
+        Ok(Self::response(record, links, stages_status))
+    }
+}
+
+/// PUT: an upsert guarded by `If-Match`; 201 with `Location` when created.
+async fn put<K: RecordKind>(
+    state: &AppState,
+    auth: Auth,
+    req: &HttpRequest,
     path: &str,
-    to: impl FnOnce(BillingRecord<F>) -> R,
-) -> HttpResponse {
+    body: K::Request,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let id = id_to_write(path)?;
+    let fields = K::fields(body)?;
+    let (upserted, links) = K::upsert(state, &caller.dealer, &id, fields, if_match(req)?).await?;
+    let links = links.into_iter().map(Into::into).collect();
     let version = upserted.record.version;
     let mut res = if upserted.created {
         let mut r = HttpResponse::Created();
-        r.insert_header((header::LOCATION, path.to_owned()));
+        r.insert_header((header::LOCATION, req.path().to_owned()));
         r
     } else {
         HttpResponse::Ok()
     };
-    res.insert_header((header::ETAG, etag(version)))
-        .json(to(upserted.record))
+    Ok(res
+        .insert_header((header::ETAG, etag(version)))
+        .json(K::response(upserted.record, links, Vec::new())))
+}
+
+/// GET: the record with its version as the `ETag`.
+async fn get<K: RecordKind>(state: &AppState, auth: Auth, path: &str) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Viewer)?;
+    let id = id_to_read(path, K::NAME)?;
+    let record = K::read(state, &caller.dealer, &id)
+        .await
+        .map_err(not_found_as(K::NAME, &id))?;
+    let version = record.version;
+    let body = K::read_answer(state, caller, record).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(version)))
+        .json(body))
+}
+
+/// DELETE, guarded by `If-Match`; what still hangs on the record refuses it.
+async fn delete<K: RecordKind>(
+    state: &AppState,
+    auth: Auth,
+    req: &HttpRequest,
+    path: &str,
+) -> ApiResult<HttpResponse> {
+    let caller = auth.require(Role::Operator)?;
+    let id = id_to_read(path, K::NAME)?;
+    K::delete(state, &caller.dealer, &id, if_match(req)?)
+        .await
+        .map_err(not_found_as(K::NAME, &id))?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Common parts of every billing record answer.
@@ -127,21 +227,6 @@ pub struct LiveStatusResponse {
     pub error: Option<String>,
 }
 
-async fn live(
-    state: &AppState,
-    caller: &domain::tenancy::Caller,
-    kind: LinkKind,
-    id: &BillingId,
-) -> ApiResult<Vec<LiveStatusResponse>> {
-    Ok(
-        domain::stages_tab::live_status(state.linking(), caller, kind, id)
-            .await?
-            .into_iter()
-            .map(live_status_response)
-            .collect(),
-    )
-}
-
 fn live_status_response(l: domain::stages_tab::LiveStatus) -> LiveStatusResponse {
     LiveStatusResponse {
         connection_id: l.connection_id.0,
@@ -156,17 +241,25 @@ fn live_status_response(l: domain::stages_tab::LiveStatus) -> LiveStatusResponse
     }
 }
 
-async fn links_of(
+/// What a read of a linked kind (site, system) adds: its links on every
+/// connection, then what Stages says now about each linked device.
+async fn links_and_status(
     state: &AppState,
-    dealer: &domain::tenancy::DealerId,
+    caller: &Caller,
     kind: LinkKind,
     id: &BillingId,
-) -> ApiResult<Vec<LinkResponse>> {
-    Ok(state
+) -> ApiResult<(Vec<LinkResponse>, Vec<LiveStatusResponse>)> {
+    let links = state
         .links
-        .links_of_billing(dealer, kind, id)
+        .links_of_billing(&caller.dealer, kind, id)
         .await?
         .into_iter()
         .map(Into::into)
-        .collect())
+        .collect();
+    let status = domain::stages_tab::live_status(state.linking(), caller, kind, id)
+        .await?
+        .into_iter()
+        .map(live_status_response)
+        .collect();
+    Ok((links, status))
 }

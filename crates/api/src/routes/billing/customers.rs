@@ -1,24 +1,25 @@
 //! Billing customers: search, upsert, read (with what Stages says now about
 //! their devices) and delete.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
-use domain::billing::{BillingRecord, CustomerFields, CustomerKind};
+use domain::billing::{
+    BillingCustomer, BillingId, BillingRecord, CustomerFields, CustomerKind, Upserted,
+};
+use domain::link::Link;
+use domain::store::StoreResult;
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::Role;
+use domain::tenancy::{Caller, DealerId, Role};
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::fields::{checked, reference, tag_list, text};
-use super::{
-    id_to_read, id_to_write, live_status_response, meta, not_found_as, respond, LiveStatusResponse,
-    RecordMeta,
-};
+use super::{live_status_response, meta, LiveStatusResponse, RecordKind, RecordMeta};
 use crate::auth::Auth;
-use crate::extract::{encode_page_token, etag, if_match, JsonBody, PageParams, Query};
+use crate::extract::{page_parts, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
+use crate::routes::links::LinkResponse;
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
@@ -215,6 +216,75 @@ pub(crate) fn customer_fields(b: PutCustomerRequest) -> Result<CustomerFields, V
     Ok(f)
 }
 
+/// The billing customers as a `RecordKind`: never linked themselves; a
+/// read sums up what Stages says about the devices under their sites.
+struct Customers;
+
+impl RecordKind for Customers {
+    const NAME: &'static str = "customer";
+    type Request = PutCustomerRequest;
+    type Fields = CustomerFields;
+    type Response = CustomerResponse;
+
+    fn fields(body: PutCustomerRequest) -> Result<CustomerFields, ValidationError> {
+        customer_fields(body)
+    }
+
+    async fn upsert(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: CustomerFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingCustomer>, Vec<Link>)> {
+        let upserted = state
+            .billing
+            .upsert_customer(dealer, id, fields, expected_version)
+            .await?;
+        Ok((upserted, Vec::new()))
+    }
+
+    fn response(
+        record: BillingCustomer,
+        _: Vec<LinkResponse>,
+        _: Vec<LiveStatusResponse>,
+    ) -> CustomerResponse {
+        record.into()
+    }
+
+    async fn read(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+    ) -> StoreResult<BillingCustomer> {
+        state.billing.customer(dealer, id).await
+    }
+
+    async fn read_answer(
+        state: &AppState,
+        caller: &Caller,
+        record: BillingCustomer,
+    ) -> ApiResult<CustomerResponse> {
+        let status = domain::stages_tab::customer_status(state.linking(), caller, &record.id).await;
+        Ok(CustomerResponse {
+            stages_status: Some(status.into()),
+            ..record.into()
+        })
+    }
+
+    async fn delete(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        state
+            .billing
+            .delete_customer(dealer, id, expected_version)
+            .await
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CustomerSearch {
@@ -251,9 +321,10 @@ pub async fn search_customers(
         .billing
         .search_customers(&caller.dealer, q, page.to_request()?)
         .await?;
+    let (items, next_page_token) = page_parts(found);
     Ok(HttpResponse::Ok().json(CustomerList {
-        next_page_token: found.next_page_token.as_deref().map(encode_page_token),
-        items: found.items.into_iter().map(Into::into).collect(),
+        items,
+        next_page_token,
     }))
 }
 
@@ -275,14 +346,7 @@ pub async fn put_customer(
     path: web::Path<String>,
     body: JsonBody<PutCustomerRequest>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_write(&path)?;
-    let fields = customer_fields(body.0)?;
-    let upserted = state
-        .billing
-        .upsert_customer(&caller.dealer, &id, fields, if_match(&req)?)
-        .await?;
-    Ok(respond(upserted, req.path(), CustomerResponse::from))
+    super::put::<Customers>(&state, auth, &req, &path, body.0).await
 }
 
 /// Read a billing customer.
@@ -299,23 +363,7 @@ pub async fn get_customer(
     auth: Auth,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let id = id_to_read(&path, "customer")?;
-    let c = state
-        .billing
-        .customer(&caller.dealer, &id)
-        .await
-        .map_err(not_found_as("customer", &id))?;
-    let version = c.version;
-    let mut body = CustomerResponse::from(c);
-    body.stages_status = Some(
-        domain::stages_tab::customer_status(state.linking(), caller, &id)
-            .await
-            .into(),
-    );
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(version)))
-        .json(body))
+    super::get::<Customers>(&state, auth, &path).await
 }
 
 /// Delete a billing customer.
@@ -333,12 +381,5 @@ pub async fn delete_customer(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_read(&path, "customer")?;
-    state
-        .billing
-        .delete_customer(&caller.dealer, &id, if_match(&req)?)
-        .await
-        .map_err(not_found_as("customer", &id))?;
-    Ok(HttpResponse::NoContent().finish())
+    super::delete::<Customers>(&state, auth, &req, &path).await
 }

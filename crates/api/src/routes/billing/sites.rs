@@ -1,23 +1,20 @@
 //! Billing sites: upsert, read with their links and live Stages status,
 //! delete, and the connections a site can still be pushed to.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingRecord, SiteFields};
-use domain::link::LinkKind;
+use domain::billing::{BillingId, BillingSite, SiteFields, Upserted};
+use domain::link::{Link, LinkKind};
+use domain::store::StoreResult;
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::Role;
+use domain::tenancy::{DealerId, Role};
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{checked, reference, text};
-use super::{
-    id_to_read, id_to_write, links_of, live, meta, not_found_as, respond, LiveStatusResponse,
-    RecordMeta,
-};
+use super::{id_to_read, meta, LiveStatusResponse, RecordKind, RecordMeta};
 use crate::auth::Auth;
-use crate::extract::{etag, if_match, JsonBody};
+use crate::extract::JsonBody;
 use crate::problem::ApiResult;
 use crate::routes::connections::{ConnectionList, ConnectionResponse};
 use crate::routes::links::LinkResponse;
@@ -56,25 +53,6 @@ pub struct SiteResponse {
     pub stages_status: Vec<LiveStatusResponse>,
 }
 
-fn site_response(r: BillingRecord<SiteFields>, links: Vec<LinkResponse>) -> SiteResponse {
-    let meta = meta(&r);
-    let f = r.fields;
-    SiteResponse {
-        meta,
-        customer_id: f.customer_id.map(|c| c.to_string()),
-        name: f.name,
-        address1: f.address1,
-        address2: f.address2,
-        city: f.city,
-        state: f.state,
-        zip: f.zip,
-        phone: f.phone,
-        info: f.info,
-        links,
-        stages_status: Vec::new(),
-    }
-}
-
 pub(crate) fn site_fields(b: PutSiteRequest) -> Result<SiteFields, ValidationError> {
     let mut v = ValidationError::default();
     let customer_id = b
@@ -99,6 +77,74 @@ pub(crate) fn site_fields(b: PutSiteRequest) -> Result<SiteFields, ValidationErr
     Ok(f)
 }
 
+/// The billing sites as a `RecordKind`: written with their links, read
+/// with them and with the live status of their devices.
+struct Sites;
+
+impl RecordKind for Sites {
+    const NAME: &'static str = "site";
+    const LINK_KIND: Option<LinkKind> = Some(LinkKind::Site);
+    type Request = PutSiteRequest;
+    type Fields = SiteFields;
+    type Response = SiteResponse;
+
+    fn fields(body: PutSiteRequest) -> Result<SiteFields, ValidationError> {
+        site_fields(body)
+    }
+
+    async fn upsert(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SiteFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingSite>, Vec<Link>)> {
+        state
+            .billing
+            .upsert_site_linked(dealer, id, fields, expected_version)
+            .await
+    }
+
+    fn response(
+        record: BillingSite,
+        links: Vec<LinkResponse>,
+        stages_status: Vec<LiveStatusResponse>,
+    ) -> SiteResponse {
+        let meta = meta(&record);
+        let f = record.fields;
+        SiteResponse {
+            meta,
+            customer_id: f.customer_id.map(|c| c.to_string()),
+            name: f.name,
+            address1: f.address1,
+            address2: f.address2,
+            city: f.city,
+            state: f.state,
+            zip: f.zip,
+            phone: f.phone,
+            info: f.info,
+            links,
+            stages_status,
+        }
+    }
+
+    async fn read(state: &AppState, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSite> {
+        state.billing.site(dealer, id).await
+    }
+
+    async fn delete(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        state
+            .billing
+            .delete_site(dealer, id, expected_version)
+            .await
+    }
+}
+
 /// Create or replace a billing site.
 ///
 /// Writes the service's copy of a billing site of an existing customer. With `If-Match` the
@@ -119,15 +165,7 @@ pub async fn put_site(
     path: web::Path<String>,
     body: JsonBody<PutSiteRequest>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_write(&path)?;
-    let fields = site_fields(body.0)?;
-    let (upserted, links) = state
-        .billing
-        .upsert_site_linked(&caller.dealer, &id, fields, if_match(&req)?)
-        .await?;
-    let links = links.into_iter().map(Into::into).collect();
-    Ok(respond(upserted, req.path(), |r| site_response(r, links)))
+    super::put::<Sites>(&state, auth, &req, &path, body.0).await
 }
 
 /// Read a billing site.
@@ -144,19 +182,7 @@ pub async fn get_site(
     auth: Auth,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let id = id_to_read(&path, "site")?;
-    let s = state
-        .billing
-        .site(&caller.dealer, &id)
-        .await
-        .map_err(not_found_as("site", &id))?;
-    let links = links_of(&state, &caller.dealer, LinkKind::Site, &id).await?;
-    let mut body = site_response(s.clone(), links);
-    body.stages_status = live(&state, caller, LinkKind::Site, &id).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(s.version)))
-        .json(body))
+    super::get::<Sites>(&state, auth, &path).await
 }
 
 /// Delete a billing site.
@@ -174,14 +200,7 @@ pub async fn delete_site(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_read(&path, "site")?;
-    state
-        .billing
-        .delete_site(&caller.dealer, &id, if_match(&req)?)
-        .await
-        .map_err(not_found_as("site", &id))?;
-    Ok(HttpResponse::NoContent().finish())
+    super::delete::<Sites>(&state, auth, &req, &path).await
 }
 
 /// List where a site can be pushed.

@@ -1,22 +1,19 @@
 //! Billing systems (the alarm systems at a billing site): upsert, read with
 //! their links and live Stages status, delete.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingRecord, SystemFields};
-use domain::link::LinkKind;
-use domain::tenancy::Role;
+use domain::billing::{BillingId, BillingSystem, SystemFields, Upserted};
+use domain::link::{Link, LinkKind};
+use domain::store::StoreResult;
+use domain::tenancy::DealerId;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{reference, text};
-use super::{
-    id_to_read, id_to_write, links_of, live, meta, not_found_as, respond, LiveStatusResponse,
-    RecordMeta,
-};
+use super::{meta, LiveStatusResponse, RecordKind, RecordMeta};
 use crate::auth::Auth;
-use crate::extract::{etag, if_match, JsonBody};
+use crate::extract::JsonBody;
 use crate::problem::ApiResult;
 use crate::routes::links::LinkResponse;
 use crate::state::AppState;
@@ -46,22 +43,7 @@ pub struct SystemResponse {
     pub stages_status: Vec<LiveStatusResponse>,
 }
 
-fn system_response(r: BillingRecord<SystemFields>, links: Vec<LinkResponse>) -> SystemResponse {
-    let meta = meta(&r);
-    let f = r.fields;
-    SystemResponse {
-        meta,
-        site_id: f.site_id.to_string(),
-        system_number: f.system_number,
-        panel_type: f.panel_type,
-        location: f.location,
-        info: f.info,
-        links,
-        stages_status: Vec::new(),
-    }
-}
-
-fn system_fields(b: PutSystemRequest) -> ApiResult<SystemFields> {
+fn system_fields(b: PutSystemRequest) -> Result<SystemFields, ValidationError> {
     let mut v = ValidationError::default();
     let site_id = reference(&mut v, "site_id", &b.site_id);
     let system_number = text(&mut v, "system_number", b.system_number, 64, false);
@@ -76,6 +58,74 @@ fn system_fields(b: PutSystemRequest) -> ApiResult<SystemFields> {
         location,
         info,
     })
+}
+
+/// The billing systems as a `RecordKind`: written with their links, read
+/// with them and with the live status of their device.
+struct Systems;
+
+impl RecordKind for Systems {
+    const NAME: &'static str = "system";
+    const LINK_KIND: Option<LinkKind> = Some(LinkKind::System);
+    type Request = PutSystemRequest;
+    type Fields = SystemFields;
+    type Response = SystemResponse;
+
+    fn fields(body: PutSystemRequest) -> Result<SystemFields, ValidationError> {
+        system_fields(body)
+    }
+
+    async fn upsert(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: SystemFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingSystem>, Vec<Link>)> {
+        state
+            .billing
+            .upsert_system_linked(dealer, id, fields, expected_version)
+            .await
+    }
+
+    fn response(
+        record: BillingSystem,
+        links: Vec<LinkResponse>,
+        stages_status: Vec<LiveStatusResponse>,
+    ) -> SystemResponse {
+        let meta = meta(&record);
+        let f = record.fields;
+        SystemResponse {
+            meta,
+            site_id: f.site_id.to_string(),
+            system_number: f.system_number,
+            panel_type: f.panel_type,
+            location: f.location,
+            info: f.info,
+            links,
+            stages_status,
+        }
+    }
+
+    async fn read(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+    ) -> StoreResult<BillingSystem> {
+        state.billing.system(dealer, id).await
+    }
+
+    async fn delete(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        state
+            .billing
+            .delete_system(dealer, id, expected_version)
+            .await
+    }
 }
 
 /// Create or replace a billing system.
@@ -98,15 +148,7 @@ pub async fn put_system(
     path: web::Path<String>,
     body: JsonBody<PutSystemRequest>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_write(&path)?;
-    let fields = system_fields(body.0)?;
-    let (upserted, links) = state
-        .billing
-        .upsert_system_linked(&caller.dealer, &id, fields, if_match(&req)?)
-        .await?;
-    let links = links.into_iter().map(Into::into).collect();
-    Ok(respond(upserted, req.path(), |r| system_response(r, links)))
+    super::put::<Systems>(&state, auth, &req, &path, body.0).await
 }
 
 /// Read a billing system.
@@ -123,19 +165,7 @@ pub async fn get_system(
     auth: Auth,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let id = id_to_read(&path, "system")?;
-    let s = state
-        .billing
-        .system(&caller.dealer, &id)
-        .await
-        .map_err(not_found_as("system", &id))?;
-    let links = links_of(&state, &caller.dealer, LinkKind::System, &id).await?;
-    let mut body = system_response(s.clone(), links);
-    body.stages_status = live(&state, caller, LinkKind::System, &id).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(s.version)))
-        .json(body))
+    super::get::<Systems>(&state, auth, &path).await
 }
 
 /// Delete a billing system.
@@ -153,12 +183,5 @@ pub async fn delete_system(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_read(&path, "system")?;
-    state
-        .billing
-        .delete_system(&caller.dealer, &id, if_match(&req)?)
-        .await
-        .map_err(not_found_as("system", &id))?;
-    Ok(HttpResponse::NoContent().finish())
+    super::delete::<Systems>(&state, auth, &req, &path).await
 }

@@ -1,20 +1,22 @@
 //! Billing users (reps and staff): upsert, read and delete. Imports link an
 //! Alarm.com customer's rep to one of them.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingRecord, UserFields};
+use domain::billing::{BillingId, BillingRecord, BillingUser, Upserted, UserFields};
+use domain::link::Link;
+use domain::store::StoreResult;
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::Role;
+use domain::tenancy::DealerId;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{checked, tag_list, text};
-use super::{id_to_read, id_to_write, meta, not_found_as, respond, RecordMeta};
+use super::{meta, LiveStatusResponse, RecordKind, RecordMeta};
 use crate::auth::Auth;
-use crate::extract::{etag, if_match, JsonBody};
+use crate::extract::JsonBody;
 use crate::problem::ApiResult;
+use crate::routes::links::LinkResponse;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -84,7 +86,7 @@ impl From<BillingRecord<UserFields>> for UserResponse {
     }
 }
 
-fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
+fn user_fields(b: PutUserRequest) -> Result<UserFields, ValidationError> {
     let mut v = ValidationError::default();
     let tags = tag_list(&mut v, b.tags);
     let f = UserFields {
@@ -111,6 +113,59 @@ fn user_fields(b: PutUserRequest) -> ApiResult<UserFields> {
     Ok(f)
 }
 
+/// The billing users as a `RecordKind`: never linked; a read is the
+/// service's copy alone.
+struct Users;
+
+impl RecordKind for Users {
+    const NAME: &'static str = "user";
+    type Request = PutUserRequest;
+    type Fields = UserFields;
+    type Response = UserResponse;
+
+    fn fields(body: PutUserRequest) -> Result<UserFields, ValidationError> {
+        user_fields(body)
+    }
+
+    async fn upsert(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        fields: UserFields,
+        expected_version: Option<i64>,
+    ) -> StoreResult<(Upserted<BillingUser>, Vec<Link>)> {
+        let upserted = state
+            .billing
+            .upsert_user(dealer, id, fields, expected_version)
+            .await?;
+        Ok((upserted, Vec::new()))
+    }
+
+    fn response(
+        record: BillingUser,
+        _: Vec<LinkResponse>,
+        _: Vec<LiveStatusResponse>,
+    ) -> UserResponse {
+        record.into()
+    }
+
+    async fn read(state: &AppState, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingUser> {
+        state.billing.user(dealer, id).await
+    }
+
+    async fn delete(
+        state: &AppState,
+        dealer: &DealerId,
+        id: &BillingId,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        state
+            .billing
+            .delete_user(dealer, id, expected_version)
+            .await
+    }
+}
+
 /// Create or replace a billing user.
 ///
 /// Writes the service's copy of a billing user (a rep or staff member). Imports link an
@@ -128,14 +183,7 @@ pub async fn put_user(
     path: web::Path<String>,
     body: JsonBody<PutUserRequest>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_write(&path)?;
-    let fields = user_fields(body.0)?;
-    let upserted = state
-        .billing
-        .upsert_user(&caller.dealer, &id, fields, if_match(&req)?)
-        .await?;
-    Ok(respond(upserted, req.path(), UserResponse::from))
+    super::put::<Users>(&state, auth, &req, &path, body.0).await
 }
 
 /// Read a billing user.
@@ -151,16 +199,7 @@ pub async fn get_user(
     auth: Auth,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let id = id_to_read(&path, "user")?;
-    let u = state
-        .billing
-        .user(&caller.dealer, &id)
-        .await
-        .map_err(not_found_as("user", &id))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(u.version)))
-        .json(UserResponse::from(u)))
+    super::get::<Users>(&state, auth, &path).await
 }
 
 /// Delete a billing user.
@@ -176,12 +215,5 @@ pub async fn delete_user(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Operator)?;
-    let id = id_to_read(&path, "user")?;
-    state
-        .billing
-        .delete_user(&caller.dealer, &id, if_match(&req)?)
-        .await
-        .map_err(not_found_as("user", &id))?;
-    Ok(HttpResponse::NoContent().finish())
+    super::delete::<Users>(&state, auth, &req, &path).await
 }
