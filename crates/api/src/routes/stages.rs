@@ -74,6 +74,38 @@ impl From<SiteExtrasBody> for StagesSiteExtras {
     }
 }
 
+/// `$record { f: $from.f, ... }` for each listed field `f`, then `$rest`:
+/// a body and a Stages record that name their fields alike.
+macro_rules! move_fields {
+    ($record:ident from $from:ident [$($field:ident),* $(,)?] { $($rest:tt)* }) => {
+        $record { $($field: $from.$field,)* $($rest)* }
+    };
+}
+
+/// Builds `$record` from `$from`, moving the device fields that the device
+/// bodies and the Stages device records share (listed once, here), then
+/// those in braces, which differ between them.
+macro_rules! with_device_fields {
+    ($record:ident from $from:ident { $($rest:tt)* }) => {
+        $crate::routes::stages::move_fields!($record from $from [
+            alt_device_id, oos_category, device_type, timer_test_type, timer_test_days,
+            timer_test_hours, timer_test_minutes, fail_event, ivr_number, primary_xmit,
+            comm_type, line_security, lid_type, url_text, url_target, signal_format,
+            entry_period, exit_period, location, info, silent, config_only,
+        ] { $($rest)* })
+    };
+}
+
+/// As `with_device_fields`, for the contact fields.
+macro_rules! with_contact_fields {
+    ($record:ident from $from:ident { $($rest:tt)* }) => {
+        $crate::routes::stages::move_fields!($record from $from [
+            name, relation, authority, email, has_keys, ecv, effective_date, expire_date,
+        ] { $($rest)* })
+    };
+}
+pub(crate) use {move_fields, with_contact_fields, with_device_fields};
+
 /// Every device field of a Stages device (a billing system).
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -109,64 +141,20 @@ pub struct DeviceFieldsBody {
 
 impl From<DeviceFieldsBody> for StagesDeviceFields {
     fn from(b: DeviceFieldsBody) -> Self {
-        Self {
+        with_device_fields!(Self from b {
             transmitter_code: b.transmitter_code,
-            alt_device_id: b.alt_device_id,
-            oos_category: b.oos_category,
-            device_type: b.device_type,
-            timer_test_type: b.timer_test_type,
-            timer_test_days: b.timer_test_days,
-            timer_test_hours: b.timer_test_hours,
-            timer_test_minutes: b.timer_test_minutes,
-            fail_event: b.fail_event,
-            ivr_number: b.ivr_number,
-            primary_xmit: b.primary_xmit,
-            comm_type: b.comm_type,
-            line_security: b.line_security,
-            lid_type: b.lid_type,
-            url_text: b.url_text,
-            url_target: b.url_target,
-            signal_format: b.signal_format,
-            entry_period: b.entry_period,
-            exit_period: b.exit_period,
-            location: b.location,
-            info: b.info,
             first_signal_at: b.first_signal_at,
-            silent: b.silent,
-            config_only: b.config_only,
             billing_id: None,
-        }
+        })
     }
 }
 
 impl From<StagesDeviceFields> for DeviceFieldsBody {
     fn from(f: StagesDeviceFields) -> Self {
-        Self {
+        with_device_fields!(Self from f {
             transmitter_code: f.transmitter_code,
-            alt_device_id: f.alt_device_id,
-            oos_category: f.oos_category,
-            device_type: f.device_type,
-            timer_test_type: f.timer_test_type,
-            timer_test_days: f.timer_test_days,
-            timer_test_hours: f.timer_test_hours,
-            timer_test_minutes: f.timer_test_minutes,
-            fail_event: f.fail_event,
-            ivr_number: f.ivr_number,
-            primary_xmit: f.primary_xmit,
-            comm_type: f.comm_type,
-            line_security: f.line_security,
-            lid_type: f.lid_type,
-            url_text: f.url_text,
-            url_target: f.url_target,
-            signal_format: f.signal_format,
-            entry_period: f.entry_period,
-            exit_period: f.exit_period,
-            location: f.location,
-            info: f.info,
             first_signal_at: f.first_signal_at,
-            silent: f.silent,
-            config_only: f.config_only,
-        }
+        })
     }
 }
 
@@ -201,6 +189,15 @@ pub struct PhoneBody {
     pub number: String,
 }
 
+impl From<PhoneBody> for ContactPhone {
+    fn from(p: PhoneBody) -> Self {
+        Self {
+            kind: p.kind.as_str().to_owned(),
+            number: p.number,
+        }
+    }
+}
+
 /// A Stages site contact (Stages-only; billing contacts are separate).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -229,24 +226,9 @@ pub struct ContactBody {
 impl From<ContactBody> for NewStagesContact {
     fn from(b: ContactBody) -> Self {
         Self {
-            fields: StagesContactFields {
-                name: b.name,
-                relation: b.relation,
-                authority: b.authority,
-                phones: b
-                    .phones
-                    .into_iter()
-                    .map(|p| ContactPhone {
-                        kind: p.kind.as_str().to_owned(),
-                        number: p.number,
-                    })
-                    .collect(),
-                email: b.email,
-                has_keys: b.has_keys,
-                ecv: b.ecv,
-                effective_date: b.effective_date,
-                expire_date: b.expire_date,
-            },
+            fields: with_contact_fields!(StagesContactFields from b {
+                phones: b.phones.into_iter().map(Into::into).collect(),
+            }),
             pin: b.pin,
         }
     }

@@ -4,8 +4,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use domain::stages::{ContactPhone, StagesContactPatch, StagesDevicePatch};
-use domain::stages_tab::{self, SiteView, SiteViewItems, TestRequest};
+use domain::stages::{StagesContactPatch, StagesDevicePatch};
+use domain::stages_tab::{self, HistoryQuery, SiteView, SiteViewItems, TestRequest};
 use domain::tenancy::Role;
 use domain::test_mode::{LocalReading, TestWindow, WindowEnd};
 use domain::validation::ValidationError;
@@ -15,7 +15,10 @@ use utoipa::ToSchema;
 use crate::auth::Auth;
 use crate::extract::{connection_id, page_slice, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
-use crate::routes::stages::{ConfigurationBody, ContactBody, PhoneBody, StagesDeviceResponse};
+use crate::routes::stages::{
+    with_contact_fields, with_device_fields, ConfigurationBody, ContactBody, PhoneBody,
+    StagesDeviceResponse,
+};
 use crate::routes::stages_tab_edits::{self, HistoryParams};
 use crate::state::AppState;
 
@@ -95,27 +98,57 @@ fn paged<T: Serialize>(items: Vec<T>, page: &PageParams) -> ApiResult<HttpRespon
     }))
 }
 
-async fn site_view(
+/// What a live list of the Stages tab reads: a view of a site, or of a
+/// device; every one of them is read whole from Stages and paged here.
+enum Listing {
+    Site(SiteView),
+    SiteHistory(HistoryParams),
+    DeviceConfigurations,
+    DeviceHistory(HistoryParams),
+    DeviceTests,
+}
+
+/// The one body of the list routes: `path` is the connection and the site
+/// number or device id the listing reads.
+async fn listing(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
-    view: SiteView,
+    what: Listing,
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Viewer)?;
-    let (cid, site_no) = path.into_inner();
-    let items = stages_tab::site_view(
-        state.linking(),
-        caller,
-        connection_id(&cid)?,
-        &site_no,
-        view,
-    )
-    .await?;
-    match items {
-        SiteViewItems::Devices(d) => paged(d, &page),
-        SiteViewItems::Notes(n) => paged(n, &page),
-        SiteViewItems::Contacts(c) => paged(c, &page),
+    let (cid, id) = path.into_inner();
+    let ports = state.linking();
+    // A history's filters are checked before its connection id, as they were
+    // when each route had its own body.
+    let history = match &what {
+        Listing::SiteHistory(filter) | Listing::DeviceHistory(filter) => filter.to_query()?,
+        _ => HistoryQuery::default(),
+    };
+    let cid = connection_id(&cid)?;
+    match what {
+        Listing::Site(view) => match stages_tab::site_view(ports, caller, cid, &id, view).await? {
+            SiteViewItems::Devices(d) => paged(d, &page),
+            SiteViewItems::Notes(n) => paged(n, &page),
+            SiteViewItems::Contacts(c) => paged(c, &page),
+        },
+        Listing::SiteHistory(_) => paged(
+            stages_tab::site_history(ports, caller, cid, &id, &history).await?,
+            &page,
+        ),
+        Listing::DeviceConfigurations => paged(
+            stages_tab::device_configurations(ports, caller, cid, &id).await?,
+            &page,
+        ),
+        Listing::DeviceHistory(_) => paged(
+            stages_tab::device_history(ports, caller, cid, &id, &history).await?,
+            &page,
+        ),
+        Listing::DeviceTests => paged(
+            stages_tab::list_tests(ports, caller, cid, &id).await?,
+            &page,
+        ),
     }
 }
 
@@ -134,7 +167,7 @@ pub async fn site_devices(
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    site_view(state, auth, path, page, SiteView::Devices).await
+    listing(state, auth, path, page, Listing::Site(SiteView::Devices)).await
 }
 
 /// List a Stages site's notes.
@@ -151,7 +184,7 @@ pub async fn site_notes(
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    site_view(state, auth, path, page, SiteView::Notes).await
+    listing(state, auth, path, page, Listing::Site(SiteView::Notes)).await
 }
 
 /// List a Stages site's contacts.
@@ -169,7 +202,7 @@ pub async fn site_contacts(
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    site_view(state, auth, path, page, SiteView::Contacts).await
+    listing(state, auth, path, page, Listing::Site(SiteView::Contacts)).await
 }
 
 /// Read a Stages site's history.
@@ -189,20 +222,7 @@ pub async fn site_history(
     filter: Query<HistoryParams>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let (cid, site_no) = path.into_inner();
-    let query = filter.to_query()?;
-    paged(
-        domain::stages_tab::site_history(
-            state.linking(),
-            caller,
-            connection_id(&cid)?,
-            &site_no,
-            &query,
-        )
-        .await?,
-        &page,
-    )
+    listing(state, auth, path, page, Listing::SiteHistory(filter.0)).await
 }
 
 /// List a device's zones.
@@ -219,18 +239,7 @@ pub async fn device_configurations(
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let (cid, device_id) = path.into_inner();
-    paged(
-        stages_tab::device_configurations(
-            state.linking(),
-            caller,
-            connection_id(&cid)?,
-            &device_id,
-        )
-        .await?,
-        &page,
-    )
+    listing(state, auth, path, page, Listing::DeviceConfigurations).await
 }
 
 /// Read a device's history.
@@ -250,20 +259,7 @@ pub async fn device_history(
     filter: Query<HistoryParams>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let (cid, device_id) = path.into_inner();
-    let query = filter.to_query()?;
-    paged(
-        domain::stages_tab::device_history(
-            state.linking(),
-            caller,
-            connection_id(&cid)?,
-            &device_id,
-            &query,
-        )
-        .await?,
-        &page,
-    )
+    listing(state, auth, path, page, Listing::DeviceHistory(filter.0)).await
 }
 
 /// Add a contact to a Stages site.
@@ -347,25 +343,10 @@ pub async fn update_contact(
     if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ValidationError::field("name", "must not be empty").into());
     }
-    let patch = StagesContactPatch {
-        name: b.name,
-        relation: b.relation,
-        authority: b.authority,
-        phones: b.phones.map(|p| {
-            p.into_iter()
-                .map(|p| ContactPhone {
-                    kind: p.kind.as_str().to_owned(),
-                    number: p.number,
-                })
-                .collect()
-        }),
-        email: b.email,
-        has_keys: b.has_keys,
-        ecv: b.ecv,
-        effective_date: b.effective_date,
-        expire_date: b.expire_date,
+    let patch = with_contact_fields!(StagesContactPatch from b {
+        phones: b.phones.map(|p| p.into_iter().map(Into::into).collect()),
         pin: b.pin,
-    };
+    });
     let contact = stages_tab::update_contact(
         state.linking(),
         caller,
@@ -472,31 +453,7 @@ pub async fn edit_device(
     let caller = auth.require(Role::Operator)?;
     let (cid, device_id) = path.into_inner();
     let b = body.0;
-    let patch = StagesDevicePatch {
-        alt_device_id: b.alt_device_id,
-        oos_category: b.oos_category,
-        device_type: b.device_type,
-        timer_test_type: b.timer_test_type,
-        timer_test_days: b.timer_test_days,
-        timer_test_hours: b.timer_test_hours,
-        timer_test_minutes: b.timer_test_minutes,
-        fail_event: b.fail_event,
-        ivr_number: b.ivr_number,
-        primary_xmit: b.primary_xmit,
-        comm_type: b.comm_type,
-        line_security: b.line_security,
-        lid_type: b.lid_type,
-        url_text: b.url_text,
-        url_target: b.url_target,
-        signal_format: b.signal_format,
-        entry_period: b.entry_period,
-        exit_period: b.exit_period,
-        location: b.location,
-        info: b.info,
-        silent: b.silent,
-        config_only: b.config_only,
-        billing_id: None,
-    };
+    let patch = with_device_fields!(StagesDevicePatch from b { billing_id: None });
     let edited = stages_tab::edit_device(
         state.linking(),
         caller,
@@ -531,12 +488,7 @@ pub async fn device_tests(
     path: web::Path<(String, String)>,
     page: Query<PageParams>,
 ) -> ApiResult<HttpResponse> {
-    let caller = auth.require(Role::Viewer)?;
-    let (cid, device_id) = path.into_inner();
-    paged(
-        stages_tab::list_tests(state.linking(), caller, connection_id(&cid)?, &device_id).await?,
-        &page,
-    )
+    listing(state, auth, path, page, Listing::DeviceTests).await
 }
 
 /// A test window in the site's local time, e.g. `2027-03-14T01:30` (no
