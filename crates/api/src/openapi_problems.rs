@@ -115,9 +115,9 @@ impl Modify for CommonProblems {
 
 /// The problem codes only some operations answer, by operation id; the
 /// codes an operation's shape implies (a token, a body, an id in the path,
-/// `If-Match`, `Idempotency-Key`, a call to Stages as the caller) are added
-/// by [`implied_codes`]. `code:status` pins a code answered with several
-/// statuses to the one this operation uses.
+/// `If-Match`, `Idempotency-Key`, a call to Stages as the caller or to
+/// Alarm.com) are added by [`implied_codes`]. `code:status` pins a code
+/// answered with several statuses to the one this operation uses.
 const OPERATION_CODES: &[(&str, &[&str])] = &[
     ("readyz", &["not_ready"]),
     ("problem_page", &["not_found"]),
@@ -164,19 +164,6 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
             "validation",
             "payload_too_large",
             "bad_body",
-        ],
-    ),
-    (
-        "service_plans",
-        &[
-            "wrong_provider",
-            "credentials_required",
-            "provider_credentials",
-            "provider_permission",
-            "provider_rejected",
-            "upstream_failed",
-            "upstream_timeout",
-            "egress_refused:409",
         ],
     ),
     ("put_site", &["conflict"]),
@@ -278,64 +265,18 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
             "bad_body",
         ],
     ),
-    (
-        "filter_choices",
-        &[
-            "not_found",
-            "wrong_provider",
-            "provider_inactive",
-            "credentials_required",
-            "provider_credentials",
-            "provider_permission",
-            "provider_rejected",
-            "upstream_failed",
-            "upstream_timeout",
-            "egress_refused:409",
-        ],
-    ),
+    ("filter_choices", &["not_found", "provider_inactive"]),
     (
         "create_isp_account",
         &[
-            "wrong_provider",
             "connection_inactive",
-            "credentials_required",
             "isp_account_exists",
             "builder_program_off",
-            "provider_credentials",
-            "provider_permission",
-            "provider_rejected",
-            "upstream_failed",
-            "upstream_timeout",
-            "egress_refused:409",
         ],
     ),
     (
         "change_service_plan",
-        &[
-            "wrong_provider",
-            "connection_inactive",
-            "credentials_required",
-            "isp_account_pending",
-            "provider_credentials",
-            "provider_permission",
-            "provider_rejected",
-            "upstream_failed",
-            "upstream_timeout",
-            "egress_refused:409",
-        ],
-    ),
-    (
-        "builder_programs",
-        &[
-            "wrong_provider",
-            "credentials_required",
-            "provider_credentials",
-            "provider_permission",
-            "provider_rejected",
-            "upstream_failed",
-            "upstream_timeout",
-            "egress_refused:409",
-        ],
+        &["connection_inactive", "isp_account_pending"],
     ),
     ("callback_health", &["wrong_provider"]),
     ("billing_notifications", &["wrong_provider"]),
@@ -375,6 +316,32 @@ const STAGES_CODES: &[&str] = &[
     "upstream_bad_answer",
     "upstream_rate_limited",
 ];
+
+/// The codes a call to Alarm.com with a connection's stored credentials can
+/// answer: not an Alarm.com connection or none stored, Alarm.com refusing or
+/// failing, or the egress policy keeping the call in.
+const ALARM_COM_CODES: &[&str] = &[
+    "wrong_provider",
+    "credentials_required",
+    "provider_credentials",
+    "provider_permission",
+    "provider_rejected",
+    "upstream_failed",
+    "upstream_timeout",
+    "egress_refused:409",
+];
+
+/// The operations that call Alarm.com with a connection's stored credentials.
+fn calls_alarm_com(operation_id: &str) -> bool {
+    matches!(
+        operation_id,
+        "service_plans"
+            | "filter_choices"
+            | "create_isp_account"
+            | "change_service_plan"
+            | "builder_programs"
+    )
+}
 
 /// The codes an operation's shape implies.
 fn implied_codes(
@@ -425,6 +392,9 @@ fn implied_codes(
     }
     if calls_stages_as_caller(method, path) {
         codes.extend(STAGES_CODES);
+    }
+    if calls_alarm_com(operation.operation_id.as_deref().unwrap_or_default()) {
+        codes.extend(ALARM_COM_CODES);
     }
     if path.starts_with("/v1/") {
         // Every operation there reads the database.
