@@ -112,7 +112,7 @@ trait RecordKind {
         id: &BillingId,
         fields: Self::Fields,
         expected_version: Option<i64>,
-    ) -> StoreResult<(Upserted<BillingRecord<Self::Fields>>, Vec<Link>)>;
+    ) -> StoreResult<Written<Self::Fields>>;
     async fn read(
         state: &AppState,
         dealer: &DealerId,
@@ -139,6 +139,100 @@ trait RecordKind {
         Ok(Self::response(record, links, stages_status))
     }
 }
+
+/// A kind's write, with its links for a linked kind (none for the others).
+type Written<F> = (Upserted<BillingRecord<F>>, Vec<Link>);
+
+/// What the store's upsert of a kind answers, as a [`Written`].
+trait IntoWritten<F> {
+    fn into_written(self) -> Written<F>;
+}
+
+impl<F> IntoWritten<F> for Upserted<BillingRecord<F>> {
+    fn into_written(self) -> Written<F> {
+        (self, Vec::new())
+    }
+}
+
+impl<F> IntoWritten<F> for Written<F> {
+    fn into_written(self) -> Written<F> {
+        self
+    }
+}
+
+/// The answer of a kind that is never linked: the record alone.
+fn unlinked<F, R: From<BillingRecord<F>>>(
+    record: BillingRecord<F>,
+    _: Vec<LinkResponse>,
+    _: Vec<LiveStatusResponse>,
+) -> R {
+    record.into()
+}
+
+/// Declares a record kind and its `RecordKind` from what sets it apart, so
+/// that each kind is a row: its name in answers, the kind of its links (for
+/// a linked kind), its body and fields with the check between them, its
+/// answer, and `BillingStore`'s upsert, read and delete of it. Items after
+/// `;` replace a default of the trait (a read answer of its own).
+macro_rules! record_kind {
+    ($(#[$doc:meta])* $kind:ident = $name:literal, links: $links:expr,
+        $request:ty => $fields:ty = $check:path, answer: $response:ty = $answer:path,
+        store: $upsert:ident, $read:ident, $delete:ident $(; $($own:tt)*)?) => {
+        $(#[$doc])*
+        struct $kind;
+
+        impl $crate::routes::billing::RecordKind for $kind {
+            const NAME: &'static str = $name;
+            const LINK_KIND: Option<domain::link::LinkKind> = $links;
+            type Request = $request;
+            type Fields = $fields;
+            type Response = $response;
+
+            fn fields(body: $request) -> Result<$fields, domain::validation::ValidationError> {
+                $check(body)
+            }
+
+            fn response(
+                record: domain::billing::BillingRecord<$fields>,
+                links: Vec<$crate::routes::links::LinkResponse>,
+                stages_status: Vec<$crate::routes::billing::LiveStatusResponse>,
+            ) -> $response {
+                $answer(record, links, stages_status)
+            }
+
+            async fn upsert(
+                state: &$crate::state::AppState,
+                dealer: &domain::tenancy::DealerId,
+                id: &domain::billing::BillingId,
+                fields: $fields,
+                expected_version: Option<i64>,
+            ) -> domain::store::StoreResult<$crate::routes::billing::Written<$fields>> {
+                let written = state.billing.$upsert(dealer, id, fields, expected_version).await?;
+                Ok($crate::routes::billing::IntoWritten::into_written(written))
+            }
+
+            async fn read(
+                state: &$crate::state::AppState,
+                dealer: &domain::tenancy::DealerId,
+                id: &domain::billing::BillingId,
+            ) -> domain::store::StoreResult<domain::billing::BillingRecord<$fields>> {
+                state.billing.$read(dealer, id).await
+            }
+
+            async fn delete(
+                state: &$crate::state::AppState,
+                dealer: &domain::tenancy::DealerId,
+                id: &domain::billing::BillingId,
+                expected_version: Option<i64>,
+            ) -> domain::store::StoreResult<()> {
+                state.billing.$delete(dealer, id, expected_version).await
+            }
+
+            $($($own)*)?
+        }
+    };
+}
+use record_kind;
 
 /// PUT: an upsert guarded by `If-Match`; 201 with `Location` when created.
 async fn put<K: RecordKind>(

@@ -3,23 +3,18 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
-use domain::billing::{
-    BillingCustomer, BillingId, BillingRecord, CustomerFields, CustomerKind, Upserted,
-};
-use domain::link::Link;
-use domain::store::StoreResult;
+use domain::billing::{BillingCustomer, BillingRecord, CustomerFields, CustomerKind};
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::{Caller, DealerId, Role};
+use domain::tenancy::{Caller, Role};
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::fields::{checked, reference, tag_list, text};
-use super::{live_status_response, meta, LiveStatusResponse, RecordKind, RecordMeta};
+use super::{live_status_response, meta, record_kind, unlinked, LiveStatusResponse, RecordMeta};
 use crate::auth::Auth;
 use crate::extract::{page_parts, JsonBody, PageParams, Query};
 use crate::problem::ApiResult;
-use crate::routes::links::LinkResponse;
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
@@ -216,49 +211,13 @@ pub(crate) fn customer_fields(b: PutCustomerRequest) -> Result<CustomerFields, V
     Ok(f)
 }
 
-/// The billing customers as a `RecordKind`: never linked themselves; a
-/// read sums up what Stages says about the devices under their sites.
-struct Customers;
-
-impl RecordKind for Customers {
-    const NAME: &'static str = "customer";
-    type Request = PutCustomerRequest;
-    type Fields = CustomerFields;
-    type Response = CustomerResponse;
-
-    fn fields(body: PutCustomerRequest) -> Result<CustomerFields, ValidationError> {
-        customer_fields(body)
-    }
-
-    async fn upsert(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        fields: CustomerFields,
-        expected_version: Option<i64>,
-    ) -> StoreResult<(Upserted<BillingCustomer>, Vec<Link>)> {
-        let upserted = state
-            .billing
-            .upsert_customer(dealer, id, fields, expected_version)
-            .await?;
-        Ok((upserted, Vec::new()))
-    }
-
-    fn response(
-        record: BillingCustomer,
-        _: Vec<LinkResponse>,
-        _: Vec<LiveStatusResponse>,
-    ) -> CustomerResponse {
-        record.into()
-    }
-
-    async fn read(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-    ) -> StoreResult<BillingCustomer> {
-        state.billing.customer(dealer, id).await
-    }
+record_kind!(
+    /// The billing customers: never linked themselves; a read sums up what
+    /// Stages says now about the devices under their sites.
+    Customers = "customer", links: None,
+    PutCustomerRequest => CustomerFields = customer_fields,
+    answer: CustomerResponse = unlinked,
+    store: upsert_customer, customer, delete_customer;
 
     async fn read_answer(
         state: &AppState,
@@ -271,19 +230,7 @@ impl RecordKind for Customers {
             ..record.into()
         })
     }
-
-    async fn delete(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()> {
-        state
-            .billing
-            .delete_customer(dealer, id, expected_version)
-            .await
-    }
-}
+);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

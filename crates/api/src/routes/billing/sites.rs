@@ -2,17 +2,16 @@
 //! delete, and the connections a site can still be pushed to.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingId, BillingSite, SiteFields, Upserted};
-use domain::link::{Link, LinkKind};
-use domain::store::StoreResult;
+use domain::billing::{BillingRecord, SiteFields};
+use domain::link::LinkKind;
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::{DealerId, Role};
+use domain::tenancy::Role;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{checked, reference, text};
-use super::{id_to_read, meta, LiveStatusResponse, RecordKind, RecordMeta};
+use super::{id_to_read, meta, record_kind, LiveStatusResponse, RecordMeta};
 use crate::auth::Auth;
 use crate::extract::JsonBody;
 use crate::problem::ApiResult;
@@ -53,6 +52,29 @@ pub struct SiteResponse {
     pub stages_status: Vec<LiveStatusResponse>,
 }
 
+fn site_response(
+    r: BillingRecord<SiteFields>,
+    links: Vec<LinkResponse>,
+    stages_status: Vec<LiveStatusResponse>,
+) -> SiteResponse {
+    let meta = meta(&r);
+    let f = r.fields;
+    SiteResponse {
+        meta,
+        customer_id: f.customer_id.map(|c| c.to_string()),
+        name: f.name,
+        address1: f.address1,
+        address2: f.address2,
+        city: f.city,
+        state: f.state,
+        zip: f.zip,
+        phone: f.phone,
+        info: f.info,
+        links,
+        stages_status,
+    }
+}
+
 pub(crate) fn site_fields(b: PutSiteRequest) -> Result<SiteFields, ValidationError> {
     let mut v = ValidationError::default();
     let customer_id = b
@@ -77,73 +99,13 @@ pub(crate) fn site_fields(b: PutSiteRequest) -> Result<SiteFields, ValidationErr
     Ok(f)
 }
 
-/// The billing sites as a `RecordKind`: written with their links, read
-/// with them and with the live status of their devices.
-struct Sites;
-
-impl RecordKind for Sites {
-    const NAME: &'static str = "site";
-    const LINK_KIND: Option<LinkKind> = Some(LinkKind::Site);
-    type Request = PutSiteRequest;
-    type Fields = SiteFields;
-    type Response = SiteResponse;
-
-    fn fields(body: PutSiteRequest) -> Result<SiteFields, ValidationError> {
-        site_fields(body)
-    }
-
-    async fn upsert(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        fields: SiteFields,
-        expected_version: Option<i64>,
-    ) -> StoreResult<(Upserted<BillingSite>, Vec<Link>)> {
-        state
-            .billing
-            .upsert_site_linked(dealer, id, fields, expected_version)
-            .await
-    }
-
-    fn response(
-        record: BillingSite,
-        links: Vec<LinkResponse>,
-        stages_status: Vec<LiveStatusResponse>,
-    ) -> SiteResponse {
-        let meta = meta(&record);
-        let f = record.fields;
-        SiteResponse {
-            meta,
-            customer_id: f.customer_id.map(|c| c.to_string()),
-            name: f.name,
-            address1: f.address1,
-            address2: f.address2,
-            city: f.city,
-            state: f.state,
-            zip: f.zip,
-            phone: f.phone,
-            info: f.info,
-            links,
-            stages_status,
-        }
-    }
-
-    async fn read(state: &AppState, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingSite> {
-        state.billing.site(dealer, id).await
-    }
-
-    async fn delete(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()> {
-        state
-            .billing
-            .delete_site(dealer, id, expected_version)
-            .await
-    }
-}
+record_kind!(
+    /// The billing sites: written with their links, read with them and with
+    /// the live status of their devices.
+    Sites = "site", links: Some(LinkKind::Site),
+    PutSiteRequest => SiteFields = site_fields, answer: SiteResponse = site_response,
+    store: upsert_site_linked, site, delete_site
+);
 
 /// Create or replace a billing site.
 ///

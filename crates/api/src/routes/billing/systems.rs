@@ -2,16 +2,14 @@
 //! their links and live Stages status, delete.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingId, BillingSystem, SystemFields, Upserted};
-use domain::link::{Link, LinkKind};
-use domain::store::StoreResult;
-use domain::tenancy::DealerId;
+use domain::billing::{BillingRecord, SystemFields};
+use domain::link::LinkKind;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{reference, text};
-use super::{meta, LiveStatusResponse, RecordKind, RecordMeta};
+use super::{meta, record_kind, LiveStatusResponse, RecordMeta};
 use crate::auth::Auth;
 use crate::extract::JsonBody;
 use crate::problem::ApiResult;
@@ -43,6 +41,25 @@ pub struct SystemResponse {
     pub stages_status: Vec<LiveStatusResponse>,
 }
 
+fn system_response(
+    r: BillingRecord<SystemFields>,
+    links: Vec<LinkResponse>,
+    stages_status: Vec<LiveStatusResponse>,
+) -> SystemResponse {
+    let meta = meta(&r);
+    let f = r.fields;
+    SystemResponse {
+        meta,
+        site_id: f.site_id.to_string(),
+        system_number: f.system_number,
+        panel_type: f.panel_type,
+        location: f.location,
+        info: f.info,
+        links,
+        stages_status,
+    }
+}
+
 fn system_fields(b: PutSystemRequest) -> Result<SystemFields, ValidationError> {
     let mut v = ValidationError::default();
     let site_id = reference(&mut v, "site_id", &b.site_id);
@@ -60,73 +77,13 @@ fn system_fields(b: PutSystemRequest) -> Result<SystemFields, ValidationError> {
     })
 }
 
-/// The billing systems as a `RecordKind`: written with their links, read
-/// with them and with the live status of their device.
-struct Systems;
-
-impl RecordKind for Systems {
-    const NAME: &'static str = "system";
-    const LINK_KIND: Option<LinkKind> = Some(LinkKind::System);
-    type Request = PutSystemRequest;
-    type Fields = SystemFields;
-    type Response = SystemResponse;
-
-    fn fields(body: PutSystemRequest) -> Result<SystemFields, ValidationError> {
-        system_fields(body)
-    }
-
-    async fn upsert(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        fields: SystemFields,
-        expected_version: Option<i64>,
-    ) -> StoreResult<(Upserted<BillingSystem>, Vec<Link>)> {
-        state
-            .billing
-            .upsert_system_linked(dealer, id, fields, expected_version)
-            .await
-    }
-
-    fn response(
-        record: BillingSystem,
-        links: Vec<LinkResponse>,
-        stages_status: Vec<LiveStatusResponse>,
-    ) -> SystemResponse {
-        let meta = meta(&record);
-        let f = record.fields;
-        SystemResponse {
-            meta,
-            site_id: f.site_id.to_string(),
-            system_number: f.system_number,
-            panel_type: f.panel_type,
-            location: f.location,
-            info: f.info,
-            links,
-            stages_status,
-        }
-    }
-
-    async fn read(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-    ) -> StoreResult<BillingSystem> {
-        state.billing.system(dealer, id).await
-    }
-
-    async fn delete(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()> {
-        state
-            .billing
-            .delete_system(dealer, id, expected_version)
-            .await
-    }
-}
+record_kind!(
+    /// The billing systems: written with their links, read with them and
+    /// with the live status of their device.
+    Systems = "system", links: Some(LinkKind::System),
+    PutSystemRequest => SystemFields = system_fields, answer: SystemResponse = system_response,
+    store: upsert_system_linked, system, delete_system
+);
 
 /// Create or replace a billing system.
 ///

@@ -2,21 +2,17 @@
 //! Alarm.com customer's rep to one of them.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::billing::{BillingId, BillingRecord, BillingUser, Upserted, UserFields};
-use domain::link::Link;
-use domain::store::StoreResult;
+use domain::billing::{BillingRecord, UserFields};
 use domain::sync::normalize::Normalizer;
-use domain::tenancy::DealerId;
 use domain::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::fields::{checked, tag_list, text};
-use super::{meta, LiveStatusResponse, RecordKind, RecordMeta};
+use super::{meta, record_kind, unlinked, RecordMeta};
 use crate::auth::Auth;
 use crate::extract::JsonBody;
 use crate::problem::ApiResult;
-use crate::routes::links::LinkResponse;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -113,58 +109,12 @@ fn user_fields(b: PutUserRequest) -> Result<UserFields, ValidationError> {
     Ok(f)
 }
 
-/// The billing users as a `RecordKind`: never linked; a read is the
-/// service's copy alone.
-struct Users;
-
-impl RecordKind for Users {
-    const NAME: &'static str = "user";
-    type Request = PutUserRequest;
-    type Fields = UserFields;
-    type Response = UserResponse;
-
-    fn fields(body: PutUserRequest) -> Result<UserFields, ValidationError> {
-        user_fields(body)
-    }
-
-    async fn upsert(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        fields: UserFields,
-        expected_version: Option<i64>,
-    ) -> StoreResult<(Upserted<BillingUser>, Vec<Link>)> {
-        let upserted = state
-            .billing
-            .upsert_user(dealer, id, fields, expected_version)
-            .await?;
-        Ok((upserted, Vec::new()))
-    }
-
-    fn response(
-        record: BillingUser,
-        _: Vec<LinkResponse>,
-        _: Vec<LiveStatusResponse>,
-    ) -> UserResponse {
-        record.into()
-    }
-
-    async fn read(state: &AppState, dealer: &DealerId, id: &BillingId) -> StoreResult<BillingUser> {
-        state.billing.user(dealer, id).await
-    }
-
-    async fn delete(
-        state: &AppState,
-        dealer: &DealerId,
-        id: &BillingId,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()> {
-        state
-            .billing
-            .delete_user(dealer, id, expected_version)
-            .await
-    }
-}
+record_kind!(
+    /// The billing users: never linked; a read is the service's copy alone.
+    Users = "user", links: None,
+    PutUserRequest => UserFields = user_fields, answer: UserResponse = unlinked,
+    store: upsert_user, user, delete_user
+);
 
 /// Create or replace a billing user.
 ///
