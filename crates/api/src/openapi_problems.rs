@@ -35,20 +35,53 @@ fn calls_stages_as_caller(method: &str, path: &str) -> bool {
         )
 }
 
+/// A problem+json response: what every problem answer of the document is.
+fn problem(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// Calls `f` with each operation of the document, its method and its path.
+fn each_operation(
+    openapi: &mut utoipa::openapi::OpenApi,
+    mut f: impl FnMut(&'static str, &str, &mut utoipa::openapi::path::Operation),
+) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                f(method, path, operation);
+            }
+        }
+    }
+}
+
+/// Whether the operation takes a bearer token.
+fn takes_bearer(operation: &utoipa::openapi::path::Operation) -> bool {
+    operation
+        .security
+        .iter()
+        .flatten()
+        .any(|s| serde_json::to_value(s).is_ok_and(|v| v.get("bearer").is_some()))
+}
+
 impl Modify for CommonProblems {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build()
-        };
+        use utoipa::openapi::{Ref, RefOr};
         let mut rate_limited = problem(
             "`rate_limited`: the dealer sent more requests than `rate_limit` allows (per dealer, per replica); retry after `Retry-After` seconds",
         );
@@ -68,48 +101,31 @@ impl Modify for CommonProblems {
             .get_or_insert_with(Default::default)
             .responses
             .insert("TooManyRequests".to_owned(), RefOr::T(rate_limited));
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                ("get", &mut item.get),
-                ("put", &mut item.put),
-                ("post", &mut item.post),
-                ("delete", &mut item.delete),
-                ("patch", &mut item.patch),
-            ];
-            for (method, operation) in operations {
-                let Some(operation) = operation else {
-                    continue;
-                };
-                let bearer = operation
-                    .security
-                    .iter()
-                    .flatten()
-                    .any(|s| serde_json::to_value(s).is_ok_and(|v| v.get("bearer").is_some()));
-                // Described by `ProblemCodes`, from the codes each answers.
-                let mut common = Vec::new();
-                if bearer {
-                    common.extend(["401", "403"]);
-                    operation
-                        .responses
-                        .responses
-                        .entry("429".to_owned())
-                        .or_insert_with(|| Ref::from_response_name("TooManyRequests").into());
-                }
-                if operation.request_body.is_some() {
-                    common.extend(["400", "413", "415", "422"]);
-                }
-                if calls_stages_as_caller(method, path) {
-                    common.push("409");
-                }
-                for status in common {
-                    operation
-                        .responses
-                        .responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| problem("").into());
-                }
+        each_operation(openapi, |method, path, operation| {
+            // Described by `ProblemCodes`, from the codes each answers.
+            let mut common = Vec::new();
+            if takes_bearer(operation) {
+                common.extend(["401", "403"]);
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| Ref::from_response_name("TooManyRequests").into());
             }
-        }
+            if operation.request_body.is_some() {
+                common.extend(["400", "413", "415", "422"]);
+            }
+            if calls_stages_as_caller(method, path) {
+                common.push("409");
+            }
+            for status in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem("").into());
+            }
+        });
     }
 }
 
@@ -147,25 +163,7 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     ("put_my_credentials", &["dealer_auth_mode"]),
     ("get_my_credentials", &["dealer_auth_mode"]),
     ("delete_my_credentials", &["dealer_auth_mode"]),
-    (
-        "test_connection",
-        &[
-            "wrong_provider",
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
-    ),
-    (
-        "rotate_inbound_credentials",
-        &[
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
-    ),
+    ("test_connection", &["wrong_provider"]),
     ("put_site", &["conflict"]),
     ("put_system", &["conflict"]),
     ("delete_customer", &["conflict"]),
@@ -189,15 +187,6 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     (
         "edit_link",
         &["already_linked", "claimed_in_stages", "upstream_rejected"],
-    ),
-    (
-        "reconcile",
-        &[
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
     ),
     ("sync_link", &["unknown_field", "upstream_rejected"]),
     ("account_sync", &["unknown_field", "upstream_rejected"]),
@@ -224,26 +213,8 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     ("start_test", &["device_state", "upstream_rejected"]),
     ("site_tests", &["upstream_rejected"]),
     ("end_test", &["upstream_rejected"]),
-    (
-        "retry_job",
-        &[
-            "conflict",
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
-    ),
-    (
-        "cancel_job",
-        &[
-            "conflict",
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
-    ),
+    ("retry_job", &["conflict"]),
+    ("cancel_job", &["conflict"]),
     (
         "start_import",
         &[
@@ -255,16 +226,7 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     ),
     ("start_batch", &["credentials_required", "wrong_provider"]),
     ("cancel_batch", &["conflict"]),
-    (
-        "cancel_import",
-        &[
-            "conflict",
-            "malformed_json",
-            "validation",
-            "payload_too_large",
-            "bad_body",
-        ],
-    ),
+    ("cancel_import", &["conflict"]),
     ("filter_choices", &["not_found", "provider_inactive"]),
     (
         "create_isp_account",
@@ -304,6 +266,29 @@ const OPERATION_CODES: &[(&str, &[&str])] = &[
     ),
     ("alarmnet_callback", &["unauthorized"]),
 ];
+
+/// The codes of an operation that takes no body but reads one if sent (the
+/// `NoBody` extractor: nothing or `{}`); the document shows no request body,
+/// so [`implied_codes`] cannot see it.
+const EMPTY_BODY_CODES: &[&str] = &[
+    "malformed_json",
+    "validation",
+    "payload_too_large",
+    "bad_body",
+];
+
+/// The operations that take an empty body and list its codes.
+fn takes_empty_body(operation_id: &str) -> bool {
+    matches!(
+        operation_id,
+        "test_connection"
+            | "rotate_inbound_credentials"
+            | "reconcile"
+            | "retry_job"
+            | "cancel_job"
+            | "cancel_import"
+    )
+}
 
 /// The codes Stages calls made as the caller can answer.
 const STAGES_CODES: &[&str] = &[
@@ -351,12 +336,7 @@ fn implied_codes(
 ) -> Vec<&'static str> {
     use utoipa::openapi::path::ParameterIn;
     let mut codes = Vec::new();
-    let bearer = operation
-        .security
-        .iter()
-        .flatten()
-        .any(|s| serde_json::to_value(s).is_ok_and(|v| v.get("bearer").is_some()));
-    if bearer {
+    if takes_bearer(operation) {
         codes.extend(["unauthorized", "forbidden", "rate_limited"]);
     }
     let parameters = operation.parameters.iter().flatten();
@@ -393,8 +373,12 @@ fn implied_codes(
     if calls_stages_as_caller(method, path) {
         codes.extend(STAGES_CODES);
     }
-    if calls_alarm_com(operation.operation_id.as_deref().unwrap_or_default()) {
+    let id = operation.operation_id.as_deref().unwrap_or_default();
+    if calls_alarm_com(id) {
         codes.extend(ALARM_COM_CODES);
+    }
+    if takes_empty_body(id) {
+        codes.extend(EMPTY_BODY_CODES);
     }
     if path.starts_with("/v1/") {
         // Every operation there reads the database.
@@ -479,88 +463,66 @@ pub(crate) struct ProblemCodes;
 
 impl Modify for ProblemCodes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                ("get", &mut item.get),
-                ("put", &mut item.put),
-                ("post", &mut item.post),
-                ("delete", &mut item.delete),
-                ("patch", &mut item.patch),
-            ];
-            for (method, operation) in operations {
-                let Some(operation) = operation else {
+        use utoipa::openapi::RefOr;
+        each_operation(openapi, |method, path, operation| {
+            let codes = operation_codes(method, path, operation);
+            describe_idempotency_key(operation);
+            for (status, _) in &codes {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem("").into());
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else {
                     continue;
                 };
-                let codes = operation_codes(method, path, operation);
-                describe_idempotency_key(operation);
-                for (status, _) in &codes {
-                    operation
-                        .responses
-                        .responses
-                        .entry(status.to_string())
-                        .or_insert_with(|| {
-                            ResponseBuilder::new()
-                                .content(
-                                    "application/problem+json",
-                                    ContentBuilder::new()
-                                        .schema(Some(Ref::from_schema_name("Problem")))
-                                        .build(),
-                                )
-                                .build()
-                                .into()
-                        });
-                }
-                for (status, response) in operation.responses.responses.iter_mut() {
-                    let RefOr::T(response) = response else {
-                        continue;
-                    };
-                    let Ok(status) = status.parse::<u16>() else {
-                        continue;
-                    };
-                    let here: Vec<String> = codes
-                        .iter()
-                        .filter(|(s, _)| *s == status)
-                        .filter_map(|(_, c)| crate::problem_codes::find(c))
-                        .map(|e| format!("`{}` ({})", e.code, e.title))
-                        .collect();
-                    if here.is_empty() {
-                        continue;
-                    }
-                    let own = response.description.trim().trim_end_matches('.');
-                    response.description = if own.is_empty() {
-                        format!("Codes: {}.", here.join("; "))
-                    } else {
-                        format!("{own}. Codes: {}.", here.join("; "))
-                    };
-                }
-                let listed: Vec<String> = codes
+                let Ok(status) = status.parse::<u16>() else {
+                    continue;
+                };
+                let here: Vec<String> = codes
                     .iter()
-                    .map(|(status, code)| {
-                        format!(
-                            "[`{code}`]({}) ({status})",
-                            crate::problem_codes::type_uri(code)
-                        )
-                    })
+                    .filter(|(s, _)| *s == status)
+                    .filter_map(|(_, c)| crate::problem_codes::find(c))
+                    .map(|e| format!("`{}` ({})", e.code, e.title))
                     .collect();
-                if !listed.is_empty() {
-                    let description = operation.description.get_or_insert_with(String::new);
-                    if !description.is_empty() {
-                        description.push_str("\n\n");
-                    }
-                    description.push_str("**Problem codes:** ");
-                    description.push_str(&listed.join(", "));
-                    description.push('.');
+                if here.is_empty() {
+                    continue;
                 }
-                let extension: serde_json::Map<String, serde_json::Value> = codes
-                    .iter()
-                    .map(|(status, code)| ((*code).to_owned(), (*status).into()))
-                    .collect();
-                operation
-                    .extensions
-                    .get_or_insert_with(Default::default)
-                    .insert("x-problem-codes".to_owned(), extension.into());
+                let own = response.description.trim().trim_end_matches('.');
+                response.description = if own.is_empty() {
+                    format!("Codes: {}.", here.join("; "))
+                } else {
+                    format!("{own}. Codes: {}.", here.join("; "))
+                };
             }
-        }
+            let listed: Vec<String> = codes
+                .iter()
+                .map(|(status, code)| {
+                    format!(
+                        "[`{code}`]({}) ({status})",
+                        crate::problem_codes::type_uri(code)
+                    )
+                })
+                .collect();
+            if !listed.is_empty() {
+                let description = operation.description.get_or_insert_with(String::new);
+                if !description.is_empty() {
+                    description.push_str("\n\n");
+                }
+                description.push_str("**Problem codes:** ");
+                description.push_str(&listed.join(", "));
+                description.push('.');
+            }
+            let extension: serde_json::Map<String, serde_json::Value> = codes
+                .iter()
+                .map(|(status, code)| ((*code).to_owned(), (*status).into()))
+                .collect();
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-problem-codes".to_owned(), extension.into());
+        });
     }
 }
