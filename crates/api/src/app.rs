@@ -173,9 +173,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             pool = state.settings.jobs.pool_size(),
             "job runners starting"
         );
-        let nice = state.settings.jobs.nice;
-        crate::job_runtime::start(jobs, worker_id, concurrency, nice)
-            .context("cannot start the job runners' threads")?;
+        tokio::spawn(async move { crate::worker::run(jobs, worker_id, concurrency).await });
     }
     let mut server = HttpServer::new(move || {
         App::new()

@@ -106,10 +106,6 @@ pub struct JobSettings {
     /// (0: no cap); `auto`: three quarters of this process's `workers`, so
     /// one dealer's slow jobs always leave room for the others'.
     pub max_running_per_dealer: AutoOr,
-    /// How far below the request handlers the job runners' threads ask the
-    /// OS to schedule them (a nice increment, 0 to 19; 0: the same), so that
-    /// on a busy machine a waiting request gets the CPU before a job does.
-    pub nice: i32,
 }
 
 /// A count given in the settings, or `auto` for one the service sizes.
@@ -338,7 +334,6 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("jobs.lease_secs", "30"),
     ("jobs.outage_patience_secs", "86400"),
     ("jobs.max_running_per_dealer", "auto"),
-    ("jobs.nice", "5"),
     ("rate_limit.requests_per_second", "50"),
     ("rate_limit.burst", "200"),
     // A list; empty: no special-purpose range allowed.
@@ -557,12 +552,6 @@ impl Settings {
             return Err(
                 "retention.batch_size and retention.interval_secs must be at least 1".into(),
             );
-        }
-        if !(0..=19).contains(&self.jobs.nice) {
-            return Err(format!(
-                "jobs.nice is {}; it must be between 0 (jobs scheduled like requests) and 19",
-                self.jobs.nice
-            ));
         }
         if production
             && hs

@@ -8,7 +8,6 @@ pub mod config;
 pub mod delivery;
 pub mod dto;
 pub mod extract;
-pub mod job_runtime;
 pub mod keys;
 pub mod metrics;
 pub mod middleware;

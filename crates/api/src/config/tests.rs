@@ -45,21 +45,6 @@ fn the_egress_allow_list_is_read_from_a_file_or_as_text() {
 }
 
 #[test]
-fn the_job_runners_nice_increment_is_checked() {
-    let mut s = Settings::load(None).unwrap();
-    assert_eq!(s.jobs.nice, 5, "jobs yield to requests by default");
-    for ok in [0, 19] {
-        s.jobs.nice = ok;
-        assert!(s.check().is_ok(), "{ok}");
-    }
-    for bad in [-1, 20] {
-        s.jobs.nice = bad;
-        let err = s.check().unwrap_err();
-        assert!(err.contains("jobs.nice"), "{err}");
-    }
-}
-
-#[test]
 fn job_sizes_are_auto_or_given() {
     let auto = JobSettings {
         workers: AutoOr::Auto,
@@ -69,7 +54,6 @@ fn job_sizes_are_auto_or_given() {
         lease_secs: 1,
         outage_patience_secs: 1,
         max_running_per_dealer: AutoOr::Auto,
-        nice: 5,
     };
     assert!(auto.pool_size() >= 2);
     assert_eq!(auto.concurrency(), 4 * auto.pool_size() as usize);
