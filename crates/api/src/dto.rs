@@ -4,6 +4,7 @@
 use domain::connection::{
     AuthMode, ConflictPolicy, ConnectionStatus, ProviderCategory, ProviderKind,
 };
+use domain::linking::PushAction as DomainPushAction;
 use domain::migration::MigrationState;
 use domain::operations::TestOutcome;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,12 @@ mirror_enum!(
     MigrationStateDto <=> MigrationState { Pending, Queued, Running, Done, Failed, Off }
 );
 mirror_enum!(
+    /// What a push did with one record: `created` in Stages, `reused` (an
+    /// existing Stages record of the same billing id was linked),
+    /// `already_linked` (nothing to do), or, in a dry run, `would_create`.
+    PushAction <=> DomainPushAction { Created, Reused, AlreadyLinked, WouldCreate }
+);
+mirror_enum!(
     /// The result of a connection test.
     TestOutcomeDto <=> TestOutcome { Ok, MissingCredentials, BadCredentials, Unreachable, Timeout, RateLimited, BadAnswer, NotVerified, EgressRefused }
 );
@@ -64,18 +71,6 @@ mirror_enum!(
 // the OpenAPI document their values (`#[schema(value_type = ...)]`); what is
 // accepted and answered on the wire is the string itself. Unit tests keep
 // each in step with the values the code can produce.
-
-/// What a push did with one record: `created` in Stages, `reused` (an
-/// existing Stages record of the same billing id was linked),
-/// `already_linked` (nothing to do), or, in a dry run, `would_create`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PushAction {
-    Created,
-    Reused,
-    AlreadyLinked,
-    WouldCreate,
-}
 
 /// The kind of a background job.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
@@ -205,17 +200,13 @@ mod tests {
     #[test]
     fn the_documented_answers_are_the_ones_made() {
         // The strings the handlers and the domain write.
-        let push = ["created", "reused", "already_linked", "would_create"];
-        for (v, s) in [
-            PushAction::Created,
-            PushAction::Reused,
-            PushAction::AlreadyLinked,
-            PushAction::WouldCreate,
-        ]
-        .into_iter()
-        .zip(push)
-        {
-            assert_eq!(wire(v), s);
+        for v in [
+            DomainPushAction::Created,
+            DomainPushAction::Reused,
+            DomainPushAction::AlreadyLinked,
+            DomainPushAction::WouldCreate,
+        ] {
+            assert_eq!(wire(PushAction::from(v)), wire(v));
         }
         assert_eq!(wire(ReceiptStatus::Accepted), "accepted");
         assert_eq!(wire(ReceiptStatus::Duplicate), "duplicate");

@@ -156,8 +156,7 @@ pub struct PushedRecordResponse {
     pub kind: LinkKindDto,
     pub billing_id: String,
     pub external_id: Option<String>,
-    #[schema(value_type = crate::dto::PushAction)]
-    pub action: String,
+    pub action: crate::dto::PushAction,
     pub link_id: Option<Uuid>,
 }
 
@@ -285,7 +284,7 @@ pub async fn push(
                 kind: r.kind.into(),
                 billing_id: r.billing_id,
                 external_id: r.external_id,
-                action: r.action.to_owned(),
+                action: r.action.into(),
                 link_id: r.link_id.map(|l| l.0),
             })
             .collect(),

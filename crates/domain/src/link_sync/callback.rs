@@ -24,11 +24,46 @@ use super::settle::{settle, Settled};
 use super::sides::{load_sides, snapshot_of, Sides};
 use super::write::By;
 
+/// What applying a Stages callback came to (a job summary's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackResult {
+    /// Billing took Stages' values.
+    Applied,
+    /// A field it names changed on both sides: held as a conflict.
+    Held,
+    /// Our own push coming back: Stages holds what was last synced.
+    Echo,
+    /// A field it names is one callbacks do not carry; a sync takes it.
+    AwaitingSync,
+    Unchanged,
+    /// The Stages record is not linked on the connection.
+    Unmatched,
+    /// The Stages record no longer exists.
+    Gone,
+    /// An event answered when it is received, not applied later.
+    Unsupported,
+}
+
+impl CallbackResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Held => "held",
+            Self::Echo => "echo",
+            Self::AwaitingSync => "awaiting_sync",
+            Self::Unchanged => "unchanged",
+            Self::Unmatched => "unmatched",
+            Self::Gone => "gone",
+            Self::Unsupported => "unsupported",
+        }
+    }
+}
+
 /// How a Stages callback ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallbackOutcome {
-    /// applied, held, echo, awaiting_sync, unchanged, unmatched, gone
-    pub outcome: &'static str,
+    pub outcome: CallbackResult,
     pub applied: Values,
     pub detail: String,
     /// The link's new base and field issues, stored with the job's end.
@@ -62,7 +97,7 @@ pub async fn apply_stages_callback(
         } => (LinkKind::System, device_id, changes),
         StagesCallbackEvent::SendToBilling { .. } => {
             return Ok(not_settled(
-                "unsupported",
+                CallbackResult::Unsupported,
                 "site.send_to_billing is answered when it is received".into(),
             ))
         }
@@ -80,7 +115,7 @@ pub async fn apply_stages_callback(
             ..
         }) => {
             return Ok(not_settled(
-                "gone",
+                CallbackResult::Gone,
                 format!("Stages {} '{external_id}' no longer exists", kind.as_str()),
             ))
         }
@@ -112,7 +147,7 @@ pub async fn apply_stages_callback(
 }
 
 /// A callback that settled nothing, and why.
-fn not_settled(outcome: &'static str, detail: String) -> CallbackOutcome {
+fn not_settled(outcome: CallbackResult, detail: String) -> CallbackOutcome {
     CallbackOutcome {
         outcome,
         applied: Values::new(),
@@ -143,7 +178,7 @@ async fn unmatched(
         )
         .await?;
     Ok(not_settled(
-        "unmatched",
+        CallbackResult::Unmatched,
         format!(
             "Stages {} '{external_id}' is not linked on this connection",
             kind.as_str()
@@ -163,7 +198,7 @@ fn settled_outcome(
     base: Option<&Snapshot>,
     changes: &BTreeMap<String, String>,
     settled: &Settled,
-) -> (&'static str, String) {
+) -> (CallbackResult, String) {
     let fields = sync::fields_for(kind);
     // The fields this callback names, by their billing names.
     let named: Vec<&sync::MappedField> = fields
@@ -171,13 +206,16 @@ fn settled_outcome(
         .filter(|f| changes.contains_key(f.stages_name))
         .collect();
     if !settled.pulled.is_empty() {
-        ("applied", format!("{what} updated from Stages"))
+        (
+            CallbackResult::Applied,
+            format!("{what} updated from Stages"),
+        )
     } else if named
         .iter()
         .any(|f| settled.held.iter().any(|h| h == f.name))
     {
         (
-            "held",
+            CallbackResult::Held,
             format!(
                 "{what}: both sides changed {} since the last sync; held as a conflict",
                 settled.held.join(", ")
@@ -188,7 +226,7 @@ fn settled_outcome(
             && sides.external_values.get(f.name) != sides.billing_values.get(f.name)
     }) {
         (
-            "awaiting_sync",
+            CallbackResult::AwaitingSync,
             format!(
                 "{what}: Stages' callbacks do not carry {}; a sync of the link takes it",
                 named
@@ -204,8 +242,8 @@ fn settled_outcome(
             .zip(sides.external_values.get(f.name))
             .is_some_and(|(synced, now)| f.normalizer.equal(synced, now))
     }) {
-        ("echo", format!("nothing new for {what}"))
+        (CallbackResult::Echo, format!("nothing new for {what}"))
     } else {
-        ("unchanged", format!("nothing new for {what}"))
+        (CallbackResult::Unchanged, format!("nothing new for {what}"))
     }
 }

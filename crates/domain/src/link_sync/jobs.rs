@@ -173,7 +173,7 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
         let mut outcome =
             super::apply_stages_callback(ports.linking, ports.events, &connection, &callback)
                 .await?;
-        let note = format!("{}: {}", outcome.outcome, outcome.detail);
+        let note = format!("{}: {}", outcome.outcome.as_str(), outcome.detail);
         ports
             .inbox
             .mark_callback(dealer, self.connection_id, &self.event_id, &note)

@@ -26,7 +26,7 @@ mod sides;
 mod write;
 
 pub use auto_sync::{auto_sync_push, AutoSyncOutcome};
-pub use callback::{apply_stages_callback, CallbackOutcome};
+pub use callback::{apply_stages_callback, CallbackOutcome, CallbackResult};
 pub use on_request::{account_sync, link_diff, sync_link, LinkDiff, SyncOutcome};
 pub use settle::Settled;
 pub use sides::{pushed_snapshot, LinkToSettle, LinkedRecord};

@@ -44,7 +44,8 @@ pub(crate) use field_checks::{
 };
 pub use link_existing::{link, LinkRequest, SystemPair};
 pub use push::{
-    push, push_targets, PushOutcome, PushRequest, PushSystem, PushedRecord, StagesSiteExtras,
+    push, push_targets, PushAction, PushOutcome, PushRequest, PushSystem, PushedRecord,
+    StagesSiteExtras,
 };
 pub use unlink::unlink;
 

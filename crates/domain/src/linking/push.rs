@@ -69,6 +69,20 @@ pub enum PushRequest {
     System(PushSystem),
 }
 
+/// What a push did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushAction {
+    /// Made in Stages.
+    Created,
+    /// Found in Stages by its billing id (an earlier attempt made it) and linked.
+    Reused,
+    /// Linked already: nothing to do.
+    AlreadyLinked,
+    /// In a dry run: would be made in Stages.
+    WouldCreate,
+}
+
 /// What a push did (or, in a dry run, would do) to one record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushedRecord {
@@ -76,8 +90,7 @@ pub struct PushedRecord {
     pub billing_id: String,
     /// The Stages site number or device id (none in a dry run of a new record).
     pub external_id: Option<String>,
-    /// created, reused (found by its billing id after an earlier attempt), already_linked, would_create
-    pub action: &'static str,
+    pub action: PushAction,
     pub link_id: Option<LinkId>,
 }
 
@@ -449,9 +462,9 @@ fn dry_run_outcome(
         billing_id: site.id.to_string(),
         external_id: site_link.map(|l| l.external_id.clone()),
         action: if site_link.is_some() {
-            "already_linked"
+            PushAction::AlreadyLinked
         } else {
-            "would_create"
+            PushAction::WouldCreate
         },
         link_id: site_link.map(|l| l.id),
     }];
@@ -461,9 +474,9 @@ fn dry_run_outcome(
             billing_id: s.system.id.to_string(),
             external_id: s.existing.as_ref().map(|l| l.external_id.clone()),
             action: if s.existing.is_some() {
-                "already_linked"
+                PushAction::AlreadyLinked
             } else {
-                "would_create"
+                PushAction::WouldCreate
             },
             link_id: s.existing.as_ref().map(|l| l.id),
         });
@@ -511,7 +524,7 @@ async fn claim_push<'a>(
                 kind: LinkKind::System,
                 billing_id: system.id.to_string(),
                 external_id: Some(link.external_id.clone()),
-                action: "already_linked",
+                action: PushAction::AlreadyLinked,
                 link_id: Some(link.id),
             }),
             None => {

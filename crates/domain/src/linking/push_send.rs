@@ -12,7 +12,8 @@ use crate::tenancy::Caller;
 
 use super::claims::claim_lost;
 use super::push::{
-    new_device_for, new_site_for, PushOutcome, PushSystem, PushedRecord, StagesSiteExtras,
+    new_device_for, new_site_for, PushAction, PushOutcome, PushSystem, PushedRecord,
+    StagesSiteExtras,
 };
 use super::{audit, LinkingPorts};
 
@@ -21,7 +22,7 @@ pub(super) struct Pushed<'a> {
     kind: LinkKind,
     billing_id: BillingId,
     external_id: String,
-    action: &'static str,
+    action: PushAction,
     link_id: LinkId,
     parent_id: Option<LinkId>,
     /// A system's device as it was asked for.
@@ -70,7 +71,7 @@ pub(super) async fn push_claimed<'a>(
                         kind: LinkKind::Site,
                         billing_id: site.id.clone(),
                         external_id: existing.site_no.clone(),
-                        action: "reused",
+                        action: PushAction::Reused,
                         link_id: site_link_id,
                         parent_id: None,
                         system: None,
@@ -112,7 +113,7 @@ async fn create_site<'a>(
         kind: LinkKind::Site,
         billing_id: site.id.clone(),
         external_id: created.site.site_no.clone(),
-        action: "created",
+        action: PushAction::Created,
         link_id: site_link_id,
         parent_id: None,
         system: None,
@@ -133,7 +134,7 @@ async fn create_site<'a>(
             kind: LinkKind::System,
             billing_id: system.id.clone(),
             external_id: device.device_id.clone(),
-            action: "created",
+            action: PushAction::Created,
             link_id: *id,
             parent_id: Some(site_link_id),
             system: Some((system, spec)),
@@ -156,7 +157,7 @@ async fn add_devices<'a>(
     let up = upstream(connection);
     let mut existing: Option<Vec<StagesDevice>> = None;
     for (system, spec, id) in todo {
-        let step: Result<(String, &'static str), StagesError> = async {
+        let step: Result<(String, PushAction), StagesError> = async {
             if existing.is_none() {
                 existing = Some(api.list_devices(site_no).await?);
             }
@@ -165,12 +166,12 @@ async fn add_devices<'a>(
                     .find(|d| d.fields.billing_id.as_deref() == Some(system.id.as_str()))
             });
             match found {
-                Some(d) => Ok((d.device_id.clone(), "reused")),
+                Some(d) => Ok((d.device_id.clone(), PushAction::Reused)),
                 None => {
                     let d = api
                         .create_device(site_no, &new_device_for(system, spec))
                         .await?;
-                    Ok((d.device_id, "created"))
+                    Ok((d.device_id, PushAction::Created))
                 }
             }
         }
@@ -364,7 +365,7 @@ pub(super) fn push_answer(
                 kind: LinkKind::Site,
                 billing_id: site.id.to_string(),
                 external_id: Some(link.external_id.clone()),
-                action: "already_linked",
+                action: PushAction::AlreadyLinked,
                 link_id: Some(link.id),
             },
         );
@@ -373,7 +374,10 @@ pub(super) fn push_answer(
     all.extend(already_linked);
     if let Some((failed, error)) = failure {
         return Err(
-            match (failed, all.iter().any(|r| r.action != "already_linked")) {
+            match (
+                failed,
+                all.iter().any(|r| r.action != PushAction::AlreadyLinked),
+            ) {
                 // Nothing was made: the plain failure (a refusal is a 422 and not
                 // worth sending again; a transient one is).
                 (_, false) | (None, _) => error,

@@ -430,7 +430,7 @@ fn pushed_outcome(
             system_id: r.billing_id.clone(),
             device_id: r.external_id.clone().unwrap_or_default(),
             link_id: r.link_id.ok_or_else(unlinked)?,
-            device: if r.action == "reused" {
+            device: if r.action == crate::linking::PushAction::Reused {
                 "reused"
             } else {
                 "created"
