@@ -8,6 +8,27 @@ use crate::report::Bench;
 use crate::service::Backend;
 use crate::sync::{AutoSyncSizes, Direct, Throughput, IDLE_POLL_MS, LOOK_EVERY, QUIET_LOOKS};
 
+/// The rows made per variant (the service's defaults and each other
+/// `jobs.workers`), each row maker skipping the variants it has nothing for.
+struct PerVariant<'a> {
+    variants: &'a [Variant<'a>],
+    rows: Vec<Bench>,
+}
+
+impl<'a> PerVariant<'a> {
+    fn new(variants: &'a [Variant<'a>]) -> Self {
+        Self {
+            variants,
+            rows: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, row: impl Fn(&Variant, &Throughput) -> Option<Bench>) {
+        let rows = self.variants.iter().filter_map(|v| row(v, v.run));
+        self.rows.extend(rows);
+    }
+}
+
 /// A throughput run with how its service was set up, for the rows.
 pub struct Variant<'a> {
     /// Added to the row names ("" for the service's defaults).
@@ -45,11 +66,8 @@ fn delivery_rows(
         0 => "the client-side Stages rate limit off (--sync-stages-rps)".to_owned(),
         r => format!("the client-side Stages rate limit at {r}/s (--sync-stages-rps)"),
     };
-    let mut rows = Vec::new();
-    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
-        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
-    };
-    each(&|v, r| {
+    let mut rows = PerVariant::new(variants);
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!(
@@ -66,7 +84,7 @@ fn delivery_rows(
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!(
@@ -95,7 +113,7 @@ fn delivery_rows(
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!(
@@ -117,7 +135,7 @@ fn delivery_rows(
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!("Auto Sync: last edit to quiescence{}", v.suffix),
@@ -133,18 +151,15 @@ fn delivery_rows(
             )),
         )
     });
-    rows
+    rows.rows
 }
 
 /// How long a job waited from enqueue to start, against the idle poll.
 fn start_rows(backend: Backend, variants: &[Variant]) -> Vec<Bench> {
     let label = backend.label();
     let baseline = "worker idle poll interval (IDLE_POLL)";
-    let mut rows = Vec::new();
-    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
-        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
-    };
-    each(&|v, r| {
+    let mut rows = PerVariant::new(variants);
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!(
@@ -167,7 +182,7 @@ fn start_rows(backend: Backend, variants: &[Variant]) -> Vec<Bench> {
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         Some(
             Bench::new(
                 format!(
@@ -181,7 +196,7 @@ fn start_rows(backend: Backend, variants: &[Variant]) -> Vec<Bench> {
             .against(baseline, IDLE_POLL_MS),
         )
     });
-    rows
+    rows.rows
 }
 
 /// What a push cost: CPU, and on PostgreSQL commits and statements.
@@ -191,11 +206,8 @@ fn cost_rows(backend: Backend, direct: &Direct, variants: &[Variant]) -> Vec<Ben
         Backend::Sqlite => "service",
         Backend::Postgres => "service + PostgreSQL",
     };
-    let mut rows = Vec::new();
-    let mut each = |f: &dyn Fn(&Variant, &Throughput) -> Option<Bench>| {
-        rows.extend(variants.iter().filter_map(|v| f(v, v.run)));
-    };
-    each(&|v, r| {
+    let mut rows = PerVariant::new(variants);
+    rows.add(|v, r| {
         let pg_part = match (r.cpu.database_ms, backend) {
             (Some(ms), _) => format!(
                 " + PostgreSQL {:.2} ms ({} processes: the database's backends and the \
@@ -227,7 +239,7 @@ fn cost_rows(backend: Backend, direct: &Direct, variants: &[Variant]) -> Vec<Ben
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         let pg = v.pg?;
         let statements = match &pg.statements {
             Ok((n, _)) => format!(
@@ -253,7 +265,7 @@ fn cost_rows(backend: Backend, direct: &Direct, variants: &[Variant]) -> Vec<Ben
             )),
         )
     });
-    each(&|v, r| {
+    rows.add(|v, r| {
         let (n, top) = v.pg?.statements.as_ref().ok()?;
         let top = top
             .iter()
@@ -277,5 +289,5 @@ fn cost_rows(backend: Backend, direct: &Direct, variants: &[Variant]) -> Vec<Ben
             )),
         )
     });
-    rows
+    rows.rows
 }

@@ -247,3 +247,25 @@ fn settled_outcome(
         (CallbackResult::Unchanged, format!("nothing new for {what}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CallbackResult;
+
+    #[test]
+    fn a_callback_result_is_named_alike_in_job_notes_and_summaries() {
+        use CallbackResult::*;
+        for r in [
+            Applied,
+            Held,
+            Echo,
+            AwaitingSync,
+            Unchanged,
+            Unmatched,
+            Gone,
+            Unsupported,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+}
