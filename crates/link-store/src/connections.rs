@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
 use domain::audit::NewAuditEntry;
 use domain::connection::{
     AuthMode, ConflictPolicy, Connection, ConnectionChanges, ConnectionId, ConnectionName,
@@ -20,7 +21,7 @@ use crate::audit::uuid_text;
 use crate::crypto::Cipher;
 use crate::db::{conflict_on_unique, per_backend, write_transaction, DbConnection, Fail};
 use crate::jobs::enqueue_within;
-use crate::schema::{connections, credentials, inbound_credentials, jobs};
+use crate::schema::{connections, credentials, inbound_credentials};
 use crate::Store;
 
 /// Largest page the store returns, whatever the caller asks.
@@ -234,18 +235,21 @@ pub(crate) fn read_credential(
 /// The state of a connection's migration job goes with every read of it.
 type WithMigration = (ConnectionRow, Option<String>);
 
-macro_rules! with_migration {
-    () => {
-        connections::table
-            .left_join(jobs::table.on(jobs::id.nullable().eq(connections::migration_job_id)))
-    };
+/// The state of the connection's migration job, looked up by its id. Raw
+/// SQL: a correlated subquery goes to the job's primary key whatever the
+/// planner's statistics say, where SQLite planned the equivalent left join
+/// as a read of the whole queue once `jobs` had been analyzed nearly empty.
+fn migration_state() -> diesel::expression::SqlLiteral<Nullable<Text>> {
+    diesel::dsl::sql::<Nullable<Text>>(
+        "(SELECT jobs.state FROM jobs WHERE jobs.id = connections.migration_job_id)",
+    )
 }
 
 fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<WithMigration> {
-    with_migration!()
+    connections::table
         .filter(connections::dealer.eq(dealer))
         .filter(connections::id.eq(id))
-        .select((ConnectionRow::as_select(), jobs::state.nullable()))
+        .select((ConnectionRow::as_select(), migration_state()))
         .first(conn)
 }
 
@@ -388,9 +392,9 @@ impl ConnectionStore for Store {
         let dealer = dealer.0.clone();
         let limit = page.limit.clamp(1, MAX_PAGE_SIZE) as usize;
         self.run(move |conn, _| {
-            let mut query = with_migration!()
+            let mut query = connections::table
                 .filter(connections::dealer.eq(dealer))
-                .select((ConnectionRow::as_select(), jobs::state.nullable()))
+                .select((ConnectionRow::as_select(), migration_state()))
                 .order(connections::id.asc())
                 // One more than asked tells whether another page follows.
                 .limit(limit as i64 + 1)
@@ -731,9 +735,9 @@ impl InboundLookup for Store {
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
         let id = id_text(id);
         self.run(move |conn, cipher| {
-            let row = with_migration!()
+            let row = connections::table
                 .filter(connections::id.eq(&id))
-                .select((ConnectionRow::as_select(), jobs::state.nullable()))
+                .select((ConnectionRow::as_select(), migration_state()))
                 .first(conn)
                 .optional()?;
             let Some((row, migration)) = row else {

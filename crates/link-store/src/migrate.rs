@@ -132,16 +132,18 @@ impl Store {
         .await
     }
 
-    /// Refreshes PostgreSQL's statistics of the job queue alone: its queued
-    /// rows come and go by the thousand in a burst, and the claim's walk over
-    /// dealers is only quick on a plan that knows it (B15). SQLite's planner
-    /// takes the index without statistics, and its ANALYZE would wait on the
-    /// one writer, so it is left alone.
+    /// Refreshes the statistics of the job queue alone: its queued rows
+    /// come and go by the thousand in a burst, and a plan made for the
+    /// queue as ANALYZE last saw it can be far off (B15): PostgreSQL walked
+    /// the dealers by sorting every queued row, SQLite read the whole table
+    /// where it believed it held one row. SQLite samples, so its write lock
+    /// is held for a moment.
     pub async fn refresh_job_statistics(&self) -> Result<(), StoreError> {
         self.run(|conn, _| {
-            if let DbConnection::Postgresql(pg) = conn {
-                diesel::sql_query("ANALYZE jobs").execute(pg)?;
+            if let DbConnection::Sqlite(_) = conn {
+                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
             }
+            diesel::sql_query("ANALYZE jobs").execute(conn)?;
             Ok(())
         })
         .await

@@ -127,39 +127,51 @@ fn heads(conn: &mut DbConnection, kinds: &[String], now: NaiveDateTime) -> Resul
         .map(|k| format!("'{k}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let query = |now_param: &str| {
+    // `indexed_by` is SQLite's: left to itself, its planner sorted every
+    // queued row for the first dealer (through the state index) and read
+    // the whole table at each step, inside the claim's write lock.
+    let query = |now_param: &str, indexed_by: &str| {
         let due = |t: &str| {
             format!(
                 "{t}.state = 'queued' AND {t}.run_at <= {now_param} \
                  AND {t}.cancel_requested = FALSE AND {t}.kind IN ({kinds})"
             )
         };
-        // Each step finds the next dealer's oldest due job by one probe of
-        // the (dealer, run_at, id) index of queued jobs.
+        let queued = |t: &str| format!("jobs {t} {indexed_by}");
+        // Each step finds the next dealer with a due job by one probe of
+        // the (dealer, run_at, id) index of queued jobs; then one probe
+        // per dealer finds its oldest due job.
         format!(
-            "WITH RECURSIVE heads(dealer, head_at) AS ( \
-               SELECT j.dealer, j.run_at FROM jobs j WHERE j.id = \
-                 (SELECT f.id FROM jobs f WHERE {first} \
-                  ORDER BY f.dealer, f.run_at, f.id LIMIT 1) \
+            "WITH RECURSIVE heads(dealer) AS ( \
+               SELECT (SELECT f.dealer FROM {jobs_f} WHERE {first} \
+                 ORDER BY f.dealer LIMIT 1) \
                UNION ALL \
-               SELECT j.dealer, j.run_at FROM heads h JOIN jobs j ON j.id = \
-                 (SELECT n.id FROM jobs n WHERE {next} AND n.dealer > h.dealer \
-                  ORDER BY n.dealer, n.run_at, n.id LIMIT 1)) \
-             SELECT h.dealer AS dealer, h.head_at AS head_at, \
+               SELECT (SELECT n.dealer FROM {jobs_n} WHERE {next} AND n.dealer > h.dealer \
+                 ORDER BY n.dealer LIMIT 1) \
+               FROM heads h WHERE h.dealer IS NOT NULL) \
+             SELECT h.dealer AS dealer, \
+               (SELECT q.run_at FROM {jobs_q} WHERE {oldest} AND q.dealer = h.dealer \
+                 ORDER BY q.dealer, q.run_at LIMIT 1) AS head_at, \
                (SELECT COUNT(*) FROM jobs r WHERE r.dealer = h.dealer AND r.state = 'running') \
                  AS running \
-             FROM heads h",
+             FROM heads h WHERE h.dealer IS NOT NULL",
+            jobs_f = queued("f"),
+            jobs_n = queued("n"),
+            jobs_q = queued("q"),
             first = due("f"),
             next = due("n"),
+            oldest = due("q"),
         )
     };
     Ok(match conn {
-        DbConnection::Postgresql(pg) => diesel::sql_query(query("$1"))
+        DbConnection::Postgresql(pg) => diesel::sql_query(query("$1", ""))
             .bind::<Timestamp, _>(now)
             .load(pg)?,
-        DbConnection::Sqlite(sqlite) => diesel::sql_query(query("?1"))
-            .bind::<Timestamp, _>(now)
-            .load(sqlite)?,
+        DbConnection::Sqlite(sqlite) => {
+            diesel::sql_query(query("?1", "INDEXED BY jobs_queued_by_dealer"))
+                .bind::<Timestamp, _>(now)
+                .load(sqlite)?
+        }
     })
 }
 
