@@ -66,6 +66,13 @@ impl HasJobPorts for AppState {
 /// busy runner claims several jobs per statement rather than one at a time.
 const GATHER: Duration = Duration::from_millis(5);
 
+/// The least time between two claims while they come back short. What is
+/// due but not claimed is held back (its dealer at its cap, its key
+/// running), and every billing edit wakes the runner: without a spacing a
+/// burst of edits made a claim per edit that took nothing (a write
+/// transaction each, holding SQLite's one writer).
+const SHORT_CLAIM_SPACING: Duration = Duration::from_millis(10);
+
 /// How often the runner also ends the jobs whose lease ran out for good.
 const SETTLE_LOST_EVERY: Duration = Duration::from_secs(2);
 
@@ -100,6 +107,8 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
     let mut settled_at: Option<Instant> = None;
     loop {
         let permits = free_slots(&slots, want).await;
+        let asked = permits.len();
+        let claimed_at = tokio::time::Instant::now();
         let settle = settled_at.is_none_or(|t| t.elapsed() >= SETTLE_LOST_EVERY);
         let claim = Claim {
             kinds: &kinds,
@@ -130,13 +139,16 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
                         run_one(&state, &runner, job, permit).await
                     });
                 }
-                // Nothing due: wait for an enqueue here or in another
-                // replica (LISTEN on PostgreSQL), or poll.
-                if claimed == 0 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = state.jobs_wake.notified() => {}
+                // Nothing more due for now: wait for an enqueue here or in
+                // another replica (LISTEN on PostgreSQL) or an end, or poll.
+                if claimed < asked {
+                    if claimed == 0 {
+                        tokio::select! {
+                            _ = tokio::time::sleep(IDLE_POLL) => {}
+                            _ = state.jobs_wake.notified() => {}
+                        }
                     }
+                    tokio::time::sleep_until(claimed_at + SHORT_CLAIM_SPACING).await;
                 }
             }
             Err(e) => {
