@@ -4,6 +4,7 @@
 //! the ids found in Stages name).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::connection::{Connection, ConnectionId};
 use crate::link::{Link, LinkFilter, LinkKind};
@@ -13,7 +14,7 @@ use crate::stages::{StagesApi, StagesDeviceQuery, StagesSiteQuery};
 use crate::store::PageRequest;
 use crate::tenancy::Caller;
 
-use super::{Progress, ReconcileReport, PAGE};
+use super::{Progress, PAGE};
 
 /// A Stages record and the billing id it carries.
 pub(super) struct Claim {
@@ -30,15 +31,18 @@ pub(super) struct Seen {
     pub(super) claims: Vec<Claim>,
     /// Every Stages record seen, with the billing id it carries.
     pub(super) carried: HashMap<String, Option<String>>,
+    /// Records seen (a record listed twice counts twice).
+    pub(super) count: u64,
 }
 
 /// Every site of the connection's Stages, a page at a time; `None` when the
-/// run was cancelled meanwhile.
+/// run was cancelled meanwhile. `read` counts the records read by this and
+/// by [`read_devices`], which runs beside it.
 pub(super) async fn read_sites(
     api: &dyn StagesApi,
     connection: &Connection,
     progress: &dyn Progress,
-    report: &mut ReconcileReport,
+    read: &AtomicU64,
 ) -> Result<Option<Seen>, OperationError> {
     let mut seen = Seen::default();
     let mut token = None;
@@ -51,8 +55,8 @@ pub(super) async fn read_sites(
             })
             .await
             .map_err(upstream(connection))?;
+        let n = page.items.len() as u64;
         for s in page.items {
-            report.sites_seen += 1;
             let carried = s.billing_id.filter(|b| !b.is_empty());
             seen.carried.insert(s.site_no.clone(), carried.clone());
             if let Some(b) = carried {
@@ -63,7 +67,9 @@ pub(super) async fn read_sites(
                 });
             }
         }
-        if !progress.report(report.sites_seen, None).await {
+        seen.count += n;
+        let so_far = read.fetch_add(n, Ordering::Relaxed) + n;
+        if !progress.report(so_far, None).await {
             return Ok(None);
         }
         match page.next_page_token {
@@ -73,13 +79,13 @@ pub(super) async fn read_sites(
     }
 }
 
-/// Every device of the connection's Stages (after its sites), a page at a
-/// time; `None` when the run was cancelled meanwhile.
+/// Every device of the connection's Stages, a page at a time; `None` when
+/// the run was cancelled meanwhile. `read` as for [`read_sites`].
 pub(super) async fn read_devices(
     api: &dyn StagesApi,
     connection: &Connection,
     progress: &dyn Progress,
-    report: &mut ReconcileReport,
+    read: &AtomicU64,
 ) -> Result<Option<Seen>, OperationError> {
     let mut seen = Seen::default();
     let mut token = None;
@@ -92,8 +98,8 @@ pub(super) async fn read_devices(
             })
             .await
             .map_err(upstream(connection))?;
+        let n = page.items.len() as u64;
         for d in page.items {
-            report.devices_seen += 1;
             let carried = d.fields.billing_id.filter(|b| !b.is_empty());
             seen.carried.insert(d.device_id.clone(), carried.clone());
             if let Some(b) = carried {
@@ -104,10 +110,9 @@ pub(super) async fn read_devices(
                 });
             }
         }
-        if !progress
-            .report(report.sites_seen + report.devices_seen, None)
-            .await
-        {
+        seen.count += n;
+        let so_far = read.fetch_add(n, Ordering::Relaxed) + n;
+        if !progress.report(so_far, None).await {
             return Ok(None);
         }
         match page.next_page_token {
