@@ -283,7 +283,8 @@ pub async fn reconcile(
         paging.as_secs_f64(),
     )
     .note(format!(
-        "{sites} sites, {} devices read, {taken} links created",
+        "{sites} sites, {} devices read, {taken} links created; the client-side Stages \
+         rate limit off",
         summary["devices_seen"]
     ))])
 }
