@@ -514,8 +514,8 @@ pub struct Claim<'a> {
     pub now: DateTime<Utc>,
     /// Most jobs to take.
     pub limit: usize,
-    /// Also end the jobs whose lease ran out for good (asked to stop, or out
-    /// of attempts): housekeeping a worker does now and then, not per claim.
+    /// Also take back the jobs whose lease ran out (first), or end them if
+    /// asked to stop or out of attempts: done now and then, not per claim.
     pub settle_lost_leases: bool,
     /// Most jobs of one dealer running at once, on every replica (0: no
     /// cap), so one dealer's slow jobs never hold every slot (B15).

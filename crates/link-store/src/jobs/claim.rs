@@ -13,7 +13,7 @@ use chrono::NaiveDateTime;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
 
 use super::{JobRow, LOST_ON_LAST_ATTEMPT, QUEUED, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{write_transaction, DbConnection, Fail};
@@ -277,7 +277,10 @@ fn claim_batch(
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
         // Rows another claimer holds are skipped, not waited for (on
         // SQLite, BEGIN IMMEDIATE: no other writer until this one commits).
+        // Lost leases are rare (a replica died): looked for with the
+        // housekeeping, not at every claim.
         let lost: Vec<JobRow> = match &mut *conn {
+            _ if !claim.settle_lost_leases => Vec::new(),
             DbConnection::Postgresql(pg) => lost_leases!(&claim.kinds, now)
                 .limit(limit)
                 .for_update()
@@ -326,16 +329,12 @@ fn claim_batch(
                 jobs::attempts.eq(jobs::attempts + 1),
                 jobs::lease_owner.eq(&claim.worker),
                 jobs::lease_expires_at.eq(lease_until),
+                // The first start is kept across attempts.
+                jobs::started_at.eq(sql::<Nullable<Timestamp>>("COALESCE(started_at, ")
+                    .bind::<Timestamp, _>(now)
+                    .sql(")")),
             ))
             .execute(conn)?;
-        // The first start is kept across attempts.
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq_any(&ids))
-                .filter(jobs::started_at.is_null()),
-        )
-        .set(jobs::started_at.eq(now))
-        .execute(conn)?;
         for job in &mut batch {
             job.state = RUNNING.to_owned();
             job.attempts += 1;
