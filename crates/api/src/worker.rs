@@ -73,7 +73,8 @@ const GATHER: Duration = Duration::from_millis(5);
 /// transaction each, holding SQLite's one writer).
 const SHORT_CLAIM_SPACING: Duration = Duration::from_millis(10);
 
-/// How often the runner also ends the jobs whose lease ran out for good.
+/// How often the runner also looks after the jobs whose lease ran out: it
+/// takes them back first, or ends those asked to stop or out of attempts.
 const SETTLE_LOST_EVERY: Duration = Duration::from_secs(2);
 
 /// Most successes recorded in one transaction.
