@@ -193,18 +193,31 @@ fn notify_workers(conn: &mut DbConnection) -> Result<(), Fail> {
 pub(crate) const JOBS_CHANNEL: &str = "crosslink_jobs";
 
 /// The queued job of `key`, if any.
+///
+/// On PostgreSQL the job is locked (`FOR SHARE`) until the caller's
+/// transaction ends. An edit coalesces into the queued job and commits its
+/// change after this; a claim in between (`SKIP LOCKED`) would otherwise
+/// start the job, read the record before the edit committed, and leave the
+/// edit with no job to push it. SQLite has one writer, so no claim can
+/// come in between.
 fn queued_with_key(
     conn: &mut DbConnection,
     dealer: &str,
     key: &str,
 ) -> QueryResult<Option<JobRow>> {
-    jobs::table
-        .filter(jobs::dealer.eq(dealer))
-        .filter(jobs::unique_key.eq(key))
-        .filter(jobs::state.eq(QUEUED))
-        .select(JobRow::as_select())
-        .first(conn)
-        .optional()
+    macro_rules! queued {
+        () => {
+            jobs::table
+                .filter(jobs::dealer.eq(dealer))
+                .filter(jobs::unique_key.eq(key))
+                .filter(jobs::state.eq(QUEUED))
+                .select(JobRow::as_select())
+        };
+    }
+    match conn {
+        DbConnection::Postgresql(pg) => queued!().for_share().first(pg).optional(),
+        DbConnection::Sqlite(sqlite) => queued!().first(sqlite).optional(),
+    }
 }
 
 /// Enqueues on `conn`, inside whatever transaction the caller holds: the
