@@ -22,7 +22,8 @@ pub fn billing_id(n: u64) -> String {
     format!("B-{n}")
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The middle of `v` (the mean of the two middle ones for an even count).
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
