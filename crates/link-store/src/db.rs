@@ -134,31 +134,46 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
     }
 }
 
-/// Settings every PostgreSQL connection gets when the pool opens it.
+/// Settings a PostgreSQL connection gets when its pool opens it.
 ///
 /// diesel prepares its statements once per connection, and after five runs
 /// PostgreSQL may switch a prepared statement to a generic plan, made without
 /// the parameters' values and kept for as long as the connection lives, however
 /// much the tables grow. Made while a table was small, such a plan read all of
-/// a dealer's billing sites for each primary-key lookup. A custom plan per run
-/// costs a little planning and always sees the tables as they are now.
+/// a dealer's billing sites for each primary-key lookup. So the store's main
+/// pool plans every run ([`PostgresSetup::EVERY_RUN_PLANNED`]), which sees the
+/// tables as they are now.
+///
+/// Planning is most of PostgreSQL's work for a point read, though: the link
+/// lookup by billing id, the read billing front ends make on every screen,
+/// ran at 6,400/s planned each time and 10,000-12,000/s with a kept plan
+/// (crosslink-bench, 20,000 links, 16 in flight). Its pool
+/// ([`PostgresSetup::KEPT_INDEX_PLANS`]) keeps one generic plan per statement
+/// and has sequential scans priced out, so the plan it keeps walks an index
+/// even when it was made on an empty table. Only point reads whose filter
+/// leads an index go through that pool.
+///
 /// `plan_cache_mode` is a plain session setting (any role may set it) of
 /// PostgreSQL 12 and later; an older server keeps its default, with a warning.
 #[derive(Debug)]
-pub(crate) struct PostgresSetup;
+pub(crate) struct PostgresSetup(&'static str);
 
-pub(crate) const POSTGRES_SETUP: &str = "SET plan_cache_mode = force_custom_plan";
+impl PostgresSetup {
+    pub(crate) const EVERY_RUN_PLANNED: Self = Self("SET plan_cache_mode = force_custom_plan");
+    pub(crate) const KEPT_INDEX_PLANS: Self =
+        Self("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off");
+}
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for PostgresSetup {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
-        match conn.batch_execute(POSTGRES_SETUP) {
+        match conn.batch_execute(self.0) {
             // PostgreSQL 11 or older: 'unrecognized configuration parameter'.
             Err(DieselError::DatabaseError(_, info))
                 if info.message().contains("plan_cache_mode") =>
             {
                 tracing::warn!(
                     error = info.message(),
-                    "this PostgreSQL cannot plan each run of a prepared statement (version 12 or later can)"
+                    "this PostgreSQL cannot choose how prepared statements are planned (version 12 or later can)"
                 );
                 Ok(())
             }

@@ -94,6 +94,9 @@ pub struct Store {
 
 struct Inner {
     pool: Pool<Manager>,
+    /// PostgreSQL only: the point reads' own connections, which keep their
+    /// plans (see [`db::PostgresSetup`]). Opened on first use.
+    lookups: Option<Pool<Manager>>,
     target: Target,
     /// Shared with the store's other pools (see [`Store::another_pool`]).
     cipher: Arc<Cipher>,
@@ -114,7 +117,7 @@ impl Store {
     /// It does not migrate; call [`Store::migrate`] for that.
     pub fn open(url: &str, key: SecretKey, options: StoreOptions) -> Result<Store, StoreOpenError> {
         let target = Target::parse(url)?;
-        Self::with_pool(target, Arc::new(Cipher::new(&key)), options)
+        Self::with_pool(target, Arc::new(Cipher::new(&key)), options, true)
     }
 
     /// Another pool on the same database with the same key (the job
@@ -128,6 +131,7 @@ impl Store {
             self.inner.target.clone(),
             Arc::clone(&self.inner.cipher),
             options,
+            false,
         )
     }
 
@@ -135,6 +139,7 @@ impl Store {
         target: Target,
         cipher: Arc<Cipher>,
         options: StoreOptions,
+        point_reads: bool,
     ) -> Result<Store, StoreOpenError> {
         let backend = backend_of(&target);
         let mut builder = Pool::builder()
@@ -147,7 +152,7 @@ impl Store {
             .connection_timeout(options.connect_timeout);
         match &target {
             Target::Postgres(_) => {
-                builder = builder.connection_customizer(Box::new(PostgresSetup));
+                builder = builder.connection_customizer(Box::new(PostgresSetup::EVERY_RUN_PLANNED));
             }
             Target::SqliteFile(path) => {
                 db::create_parent_dir(path)?;
@@ -170,9 +175,22 @@ impl Store {
                     backend: backend.as_str(),
                     reason: e.to_string(),
                 })?;
+        let lookups = match &target {
+            Target::Postgres(_) if point_reads => Some(
+                Pool::builder()
+                    .max_size(options.pool_size.max(1))
+                    .min_idle(Some(0))
+                    .test_on_check_out(false)
+                    .connection_timeout(options.connect_timeout)
+                    .connection_customizer(Box::new(PostgresSetup::KEPT_INDEX_PLANS))
+                    .build_unchecked(Manager::new(target.clone())),
+            ),
+            _ => None,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
+                lookups,
                 target,
                 cipher,
             }),
@@ -207,10 +225,28 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
     {
+        self.run_on(|inner| &inner.pool, f).await
+    }
+
+    /// As [`Store::run`], for a point read whose filter leads an index: on
+    /// PostgreSQL it runs on the connections that keep their plans.
+    async fn run_point_read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
+    {
+        self.run_on(|inner| inner.lookups.as_ref().unwrap_or(&inner.pool), f)
+            .await
+    }
+
+    async fn run_on<T, F>(&self, pool: fn(&Inner) -> &Pool<Manager>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .pool
+            let mut conn = pool(&inner)
                 .get()
                 .map_err(|e| db::unavailable(&format!("no database connection: {e}")))?;
             f(&mut conn, &inner.cipher).map_err(Fail::into_store_error)

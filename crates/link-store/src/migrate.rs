@@ -175,7 +175,7 @@ impl Store {
     }
 }
 
-fn migrate_postgres(conn: &mut PgConnection) -> Result<Vec<String>, MigrateError> {
+pub(crate) fn migrate_postgres(conn: &mut PgConnection) -> Result<Vec<String>, MigrateError> {
     lock(conn, "SELECT pg_advisory_lock($1)")
         .map_err(|e| MigrateError::Unavailable(format!("cannot take the migration lock: {e}")))?;
     let result = apply_pending(conn, POSTGRES_MIGRATIONS);

@@ -303,8 +303,16 @@ impl LinkStore for Store {
         page: PageRequest,
     ) -> StoreResult<Page<Link>> {
         let dealer = dealer.0.clone();
-        let filter = filter.clone();
         let limit = page_limit(&page);
+        if let Some(billing_id) = lookups::billing_id_lookup(filter, &page) {
+            let billing_id = billing_id.to_owned();
+            return self
+                .run_point_read(move |conn, _| {
+                    lookups::links_of_billing_id(conn, &dealer, &billing_id, limit)
+                })
+                .await;
+        }
+        let filter = filter.clone();
         self.run(move |conn, _| lookups::list_links(conn, dealer, filter, page, limit))
             .await
     }
