@@ -734,7 +734,8 @@ impl InboundLookup for Store {
         id: ConnectionId,
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
         let id = id_text(id);
-        self.run(move |conn, cipher| {
+        // Read on every callback, by primary keys only.
+        self.run_point_read(move |conn, cipher| {
             let row = connections::table
                 .filter(connections::id.eq(&id))
                 .select((ConnectionRow::as_select(), migration_state()))
