@@ -735,7 +735,7 @@ impl InboundLookup for Store {
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
         let id = id_text(id);
         // Read on every callback, by primary keys only.
-        self.run_point_read(move |conn, cipher| {
+        self.run_index_read(move |conn, cipher| {
             let row = connections::table
                 .filter(connections::id.eq(&id))
                 .select((ConnectionRow::as_select(), migration_state()))

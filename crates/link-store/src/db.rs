@@ -150,7 +150,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
 /// (crosslink-bench, 20,000 links, 16 in flight). Its pool
 /// ([`PostgresSetup::KEPT_INDEX_PLANS`]) keeps one generic plan per statement
 /// and has sequential scans priced out, so the plan it keeps walks an index
-/// even when it was made on an empty table. Only point reads whose filter
+/// even when it was made on an empty table. Only reads whose filter
 /// leads an index go through that pool.
 ///
 /// `plan_cache_mode` is a plain session setting (any role may set it) of

@@ -200,7 +200,8 @@ impl EventStore for Store {
         let dealer = dealer.0.clone();
         let types = types.to_vec();
         let limit = i64::from(limit.min(MAX_PAGE_SIZE));
-        self.run(move |conn, _| {
+        // Polled by every feed reader: one dealer's events in `events_dealer_seq` order.
+        self.run_index_read(move |conn, _| {
             let mut query = events::table
                 .filter(events::dealer.eq(dealer))
                 .select(EventRow::as_select())

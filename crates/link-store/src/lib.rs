@@ -94,7 +94,7 @@ pub struct Store {
 
 struct Inner {
     pool: Pool<Manager>,
-    /// PostgreSQL only: the point reads' own connections, which keep their
+    /// PostgreSQL only: the index reads' own connections, which keep their
     /// plans (see [`db::PostgresSetup`]). Opened on first use.
     lookups: Option<Pool<Manager>>,
     target: Target,
@@ -139,7 +139,7 @@ impl Store {
         target: Target,
         cipher: Arc<Cipher>,
         options: StoreOptions,
-        point_reads: bool,
+        index_reads: bool,
     ) -> Result<Store, StoreOpenError> {
         let backend = backend_of(&target);
         let mut builder = Pool::builder()
@@ -176,7 +176,7 @@ impl Store {
                     reason: e.to_string(),
                 })?;
         let lookups = match &target {
-            Target::Postgres(_) if point_reads => Some(
+            Target::Postgres(_) if index_reads => Some(
                 Pool::builder()
                     .max_size(options.pool_size.max(1))
                     .min_idle(Some(0))
@@ -228,9 +228,11 @@ impl Store {
         self.run_on(|inner| &inner.pool, f).await
     }
 
-    /// As [`Store::run`], for a point read whose filter leads an index: on
+    /// As [`Store::run`], for a read outside a transaction whose filter leads
+    /// an index, the same whatever the values (a record by its key, a page of
+    /// one dealer's feed): on
     /// PostgreSQL it runs on the connections that keep their plans.
-    async fn run_point_read<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn run_index_read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,

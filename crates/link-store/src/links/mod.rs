@@ -307,7 +307,7 @@ impl LinkStore for Store {
         if let Some(billing_id) = lookups::billing_id_lookup(filter, &page) {
             let billing_id = billing_id.to_owned();
             return self
-                .run_point_read(move |conn, _| {
+                .run_index_read(move |conn, _| {
                     lookups::links_of_billing_id(conn, &dealer, &billing_id, limit)
                 })
                 .await;
