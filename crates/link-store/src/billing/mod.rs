@@ -24,10 +24,9 @@ use domain::store::{BillingStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
-use crate::audit::uuid_text;
 use crate::connections::{corrupt, from_db_time};
 use crate::db::{in_given_order, page_limit, write_transaction, DbConnection, Fail, IN_CHUNK};
-use crate::links::links_of_record;
+use crate::links::{record_links, RecordLink};
 use crate::schema::{billing_sites, billing_systems};
 use crate::Store;
 
@@ -253,11 +252,11 @@ impl BillingStore for Store {
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
                 let saved = save_site(conn, &dealer, &id, &fields, expected_version)?;
+                let links = record_links(conn, &dealer, LinkKind::Site, &id)?;
                 if saved.changed {
-                    enqueue_auto_sync(conn, &dealer, LinkKind::Site, &id, None)?;
+                    enqueue_auto_sync(conn, &dealer, &links, None)?;
                 }
-                let links = links_of_record(conn, &dealer, LinkKind::Site, &id)?;
-                Ok((saved.upserted, links))
+                Ok((saved.upserted, RecordLink::confirmed(links)))
             })
         })
         .await
@@ -301,11 +300,11 @@ impl BillingStore for Store {
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
                 let saved = save_system(conn, &dealer, &id, &fields, expected_version)?;
+                let links = record_links(conn, &dealer, LinkKind::System, &id)?;
                 if saved.changed {
-                    enqueue_auto_sync(conn, &dealer, LinkKind::System, &id, None)?;
+                    enqueue_auto_sync(conn, &dealer, &links, None)?;
                 }
-                let links = links_of_record(conn, &dealer, LinkKind::System, &id)?;
-                Ok((saved.upserted, links))
+                Ok((saved.upserted, RecordLink::confirmed(links)))
             })
         })
         .await
@@ -402,10 +401,8 @@ impl BillingStore for Store {
         audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten> {
         let dealer = dealer.0.clone();
-        let origin = origin.map(|c| uuid_text(c.0));
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                let origin = origin.as_deref();
                 write_billing_blocking(conn, &dealer, write, None, events, origin, audit)
             })
         })
@@ -422,10 +419,8 @@ impl BillingStore for Store {
         audit: Vec<NewAuditEntry>,
     ) -> StoreResult<BillingWritten> {
         let dealer = dealer.0.clone();
-        let origin = origin.map(|c| uuid_text(c.0));
         self.run(move |conn, _| {
             write_transaction(conn, |conn| {
-                let origin = origin.as_deref();
                 let version = Some(version);
                 write_billing_blocking(conn, &dealer, write, version, events, origin, audit)
             })

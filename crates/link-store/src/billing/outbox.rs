@@ -3,12 +3,11 @@
 //! makes itself (`write_billing`) its audit entries and events.
 
 use chrono::Utc;
-use diesel::prelude::*;
 use domain::audit::NewAuditEntry;
 use domain::billing::{BillingWrite, BillingWritten};
 use domain::connection::{ConnectionId, ConnectionStatus};
 use domain::events::NewEvent;
-use domain::link::{LinkId, LinkKind};
+use domain::link::LinkKind;
 use domain::link_sync::jobs::{AutoSyncPush, StagesRecord};
 use domain::tenancy::DealerId;
 
@@ -16,55 +15,39 @@ use super::customers::save_customer;
 use super::sites::save_site;
 use super::systems::save_system;
 use super::users::save_user;
-use crate::audit::{insert_audit, parse_uuid};
+use crate::audit::insert_audit;
 use crate::connections::corrupt;
 use crate::db::{DbConnection, Fail};
 use crate::events::insert_events;
 use crate::jobs::enqueue_within;
-use crate::schema::{connections, links};
+use crate::links::{record_links, RecordLink};
 
-/// The Auto Sync outbox (S19): an [`AutoSyncPush`] for each link of the
-/// record on a connection where Auto Sync is on (the rule is the domain's),
-/// but `origin` (the connection a change came from does not get it back).
-/// The push's definition builds the job: it coalesces quick edits and takes
-/// turns with the callbacks of its Stages record.
+/// The Auto Sync outbox (S19): an [`AutoSyncPush`] for each of the record's
+/// `links` (read by [`record_links`]) on a connection where Auto Sync is on
+/// (the rule is the domain's), but `origin` (the connection a change came
+/// from does not get it back). The push's definition builds the job: it
+/// coalesces quick edits and takes turns with the callbacks of its Stages
+/// record.
 pub(super) fn enqueue_auto_sync(
     conn: &mut DbConnection,
     dealer: &str,
-    kind: LinkKind,
-    billing_id: &str,
-    origin: Option<&str>,
+    links: &[RecordLink],
+    origin: Option<ConnectionId>,
 ) -> Result<(), Fail> {
-    let mut query = links::table
-        .inner_join(connections::table)
-        .filter(links::dealer.eq(dealer))
-        .filter(links::kind.eq(kind.as_str()))
-        .filter(links::billing_id.eq(billing_id))
-        .select((
-            links::id,
-            links::connection_id,
-            links::external_id,
-            connections::status,
-            connections::auto_sync,
-        ))
-        .order(links::id.asc())
-        .into_boxed();
-    if let Some(origin) = origin {
-        query = query.filter(links::connection_id.ne(origin));
-    }
-    let linked: Vec<(String, String, String, String, bool)> = query.load(conn)?;
     let now = Utc::now();
     let dealer_id = DealerId(dealer.to_owned());
-    for (link_id, connection_id, external_id, status, auto_sync) in linked {
-        let status = ConnectionStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("connection status '{status}'")))?;
+    for l in links
+        .iter()
+        .filter(|l| Some(l.link.connection_id) != origin)
+    {
+        let status = ConnectionStatus::parse(&l.status)
+            .ok_or_else(|| corrupt(format!("connection status '{}'", l.status)))?;
         let record = StagesRecord {
-            connection_id: ConnectionId(parse_uuid(&connection_id, "connection")?),
-            kind,
-            external_id,
+            connection_id: l.link.connection_id,
+            kind: l.link.kind,
+            external_id: l.link.external_id.clone(),
         };
-        let link_id = LinkId(parse_uuid(&link_id, "link")?);
-        if let Some(push) = AutoSyncPush::for_link(link_id, record, status, auto_sync) {
+        if let Some(push) = AutoSyncPush::for_link(l.link.id, record, status, l.auto_sync) {
             enqueue_within(conn, push.new_job(&dealer_id, now))?;
         }
     }
@@ -77,7 +60,7 @@ pub(super) fn write_billing_blocking(
     write: BillingWrite,
     expected_version: Option<i64>,
     events: Vec<NewEvent>,
-    origin: Option<&str>,
+    origin: Option<ConnectionId>,
     audit: Vec<NewAuditEntry>,
 ) -> Result<BillingWritten, Fail> {
     let (written, changed, linked) = match &write {
@@ -110,7 +93,8 @@ pub(super) fn write_billing_blocking(
     };
     if changed {
         if let Some((kind, id)) = linked {
-            enqueue_auto_sync(conn, dealer, kind, id.as_str(), origin)?;
+            let links = record_links(conn, dealer, kind, id.as_str())?;
+            enqueue_auto_sync(conn, dealer, &links, origin)?;
         }
         insert_audit(conn, dealer, audit)?;
         // Last: the feed's lock (PostgreSQL) is held for the shortest time.

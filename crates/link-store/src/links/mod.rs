@@ -32,7 +32,7 @@ use domain::Page;
 use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{conflict_on_foreign_key, page_limit, write_transaction, DbConnection, Fail};
-use crate::schema::{deliberate_unlinks, links};
+use crate::schema::{connections, deliberate_unlinks, links};
 use crate::Store;
 use insert::{confirm_blocking, insert_links_blocking, release_blocking};
 use relinks::{claim_relinks_blocking, confirm_relinks_blocking, relink_blocking};
@@ -187,6 +187,59 @@ fn link_write(result: QueryResult<usize>, row: &LinkRow) -> Result<usize, Fail> 
             "the connection or the parent link was removed meanwhile; try again".to_owned()
         }),
     }
+}
+
+/// A link of a billing record, claims included, with its connection's
+/// status and Auto Sync switch.
+pub(crate) struct RecordLink {
+    pub(crate) link: Link,
+    pub(crate) claimed: bool,
+    pub(crate) status: String,
+    pub(crate) auto_sync: bool,
+}
+
+impl RecordLink {
+    /// The confirmed links among `links` (what [`links_of_record`] reads).
+    pub(crate) fn confirmed(links: Vec<RecordLink>) -> Vec<Link> {
+        links
+            .into_iter()
+            .filter(|l| !l.claimed)
+            .map(|l| l.link)
+            .collect()
+    }
+}
+
+/// The links of one billing record on every connection, claims included,
+/// with what Auto Sync asks of their connections: a billing edit's pushes
+/// and its answer come from this one read.
+pub(crate) fn record_links(
+    conn: &mut DbConnection,
+    dealer: &str,
+    kind: LinkKind,
+    billing_id: &str,
+) -> Result<Vec<RecordLink>, Fail> {
+    let rows: Vec<(LinkRow, String, bool)> = links::table
+        .inner_join(connections::table)
+        .filter(links::dealer.eq(dealer))
+        .filter(links::kind.eq(kind.as_str()))
+        .filter(links::billing_id.eq(billing_id))
+        .select((
+            LinkRow::as_select(),
+            connections::status,
+            connections::auto_sync,
+        ))
+        .order(links::id.asc())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(row, status, auto_sync)| {
+            Ok(RecordLink {
+                claimed: row.claim_expires_at.is_some(),
+                link: row.into_domain()?,
+                status,
+                auto_sync,
+            })
+        })
+        .collect()
 }
 
 /// The links of one billing record on every connection (claims left out).
