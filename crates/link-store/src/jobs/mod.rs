@@ -180,16 +180,9 @@ fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
 mod claim;
 use claim::{claim_due, Claiming};
 
-/// Wakes the workers of every replica listening on PostgreSQL (see
-/// [`crate::Store::listen_for_jobs`]); delivered when the transaction commits.
-fn notify_workers(conn: &mut DbConnection) -> Result<(), Fail> {
-    if let DbConnection::Postgresql(pg) = conn {
-        diesel::sql_query(format!("NOTIFY {JOBS_CHANNEL}")).execute(pg)?;
-    }
-    Ok(())
-}
-
-/// The PostgreSQL channel on which a new job is announced.
+/// The PostgreSQL channel on which a new job is announced, by a trigger on
+/// its insert (migration 000018), so every replica's runners wake up
+/// ([`crate::Store::listen_for_jobs`]); delivered when the transaction commits.
 pub(crate) const JOBS_CHANNEL: &str = "crosslink_jobs";
 
 /// The queued job of `key`, if any.
@@ -236,7 +229,6 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
             .on_conflict_do_nothing()
             .execute(c))?;
         if inserted == 1 {
-            notify_workers(conn)?;
             return Ok(row);
         }
         if let Some(key) = &row.unique_key {

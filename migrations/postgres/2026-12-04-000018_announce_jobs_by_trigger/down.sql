@@ -1,0 +1,2 @@
+DROP TRIGGER jobs_announce ON jobs;
+DROP FUNCTION crosslink_announce_job();
