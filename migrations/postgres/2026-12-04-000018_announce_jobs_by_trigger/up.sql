@@ -3,10 +3,12 @@
 -- own: one more round trip for each billing edit and each callback. A row
 -- trigger fires only for a row inserted, not for an insert that coalesced
 -- into a queued job (ON CONFLICT DO NOTHING), and PostgreSQL delivers one
--- notification per channel and payload per transaction, at commit.
+-- notification per channel and payload per transaction, at commit. The
+-- payload names the schema, so deployments (or tests) sharing a database can
+-- tell their announcements apart; the runners only need to wake.
 CREATE FUNCTION crosslink_announce_job() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('crosslink_jobs', '');
+    PERFORM pg_notify('crosslink_jobs', current_schema());
     RETURN NULL;
 END
 $$;
