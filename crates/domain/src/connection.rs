@@ -412,6 +412,10 @@ pub struct Credential {
     pub username: String,
     pub password: crate::Secret,
     pub updated_at: DateTime<Utc>,
+    /// The connection's endpoint, read in the same statement as the
+    /// credential: a move to another server drops the credential, so this is
+    /// the only origin it may be sent to.
+    pub endpoint: Endpoint,
 }
 
 impl Connection {

@@ -24,7 +24,7 @@ use crate::adc::{AdcApi, AdcConnector};
 use crate::connection::{Connection, Credential, CredentialOwner, ProviderKind};
 use crate::operations::OperationError;
 use crate::stages::{StagesApi, StagesConnector};
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::{Caller, DealerId};
 use crate::Secret;
 
@@ -150,6 +150,15 @@ fn target_from(
     credential: Option<Credential>,
 ) -> Result<UpstreamTarget, OperationError> {
     let credential = credential.ok_or_else(|| missing_credentials(connection, owner))?;
+    if !credential.endpoint.same_origin(&connection.endpoint) {
+        // The connection moved between its read and the credential's (a
+        // PATCH committed in between): the credential belongs to the other
+        // server, and must never be sent to the one read before.
+        return Err(OperationError::Store(StoreError::Unavailable(format!(
+            "connection '{}' was moved to another server while this request read it; try again",
+            connection.name.as_str()
+        ))));
+    }
     Ok(UpstreamTarget::of(
         connection,
         &credential.username,
@@ -298,6 +307,49 @@ mod tests {
             dealer: DealerId(dealer.into()),
             user: UserId("u1".into()),
             roles: vec![Role::Operator],
+        }
+    }
+
+    /// A credential read after a PATCH moved the connection belongs to the
+    /// new server: with the endpoint read before the move there is no
+    /// target, so the password never reaches the old one. A new path on the
+    /// same server keeps the credential, as the store does.
+    #[test]
+    fn a_credential_goes_only_to_the_server_it_was_read_with() {
+        let connection = test_connection();
+        let credential = |endpoint: &str| Credential {
+            username: "u".into(),
+            password: Secret::new("p"),
+            updated_at: connection.updated_at,
+            endpoint: crate::connection::Endpoint::parse(endpoint).unwrap(),
+        };
+        let here = connection.endpoint.as_str().to_owned();
+        let target = target_from(
+            &connection,
+            &CredentialOwner::Dealer,
+            Some(credential(&here)),
+        );
+        assert!(target.is_ok());
+        let same_server = format!("{}/other/path/", here.trim_end_matches('/'));
+        let target = target_from(
+            &connection,
+            &CredentialOwner::Dealer,
+            Some(credential(&same_server)),
+        );
+        assert!(target.is_ok(), "a new path on the same server");
+        for elsewhere in ["http://127.0.0.1:1/", "https://elsewhere.example/"] {
+            let target = target_from(
+                &connection,
+                &CredentialOwner::Dealer,
+                Some(credential(elsewhere)),
+            );
+            assert!(
+                matches!(
+                    target,
+                    Err(OperationError::Store(StoreError::Unavailable(_)))
+                ),
+                "{elsewhere}: {target:?}"
+            );
         }
     }
 

@@ -214,14 +214,17 @@ pub(crate) fn read_credential(
     owner: &CredentialOwner,
 ) -> Result<Option<Credential>, Fail> {
     let (id, owner) = (id_text(id), owner_text(owner));
+    // One statement, so the endpoint is the one the credential was kept for
+    // (a move to another server deletes the credential in its transaction).
     let row = credentials::table
+        .inner_join(connections::table)
         .filter(credentials::dealer.eq(dealer))
         .filter(credentials::connection_id.eq(&id))
         .filter(credentials::owner.eq(&owner))
-        .select(CredentialRow::as_select())
-        .first(conn)
+        .select((CredentialRow::as_select(), connections::endpoint))
+        .first::<(CredentialRow, String)>(conn)
         .optional()?;
-    let Some(row) = row else {
+    let Some((row, endpoint)) = row else {
         require_connection(conn, dealer, &id)?;
         return Ok(None);
     };
@@ -229,7 +232,22 @@ pub(crate) fn read_credential(
         password: open_secret(cipher, &credential_aad(&id, &owner), &row.secret)?,
         username: row.username,
         updated_at: from_db_time(row.updated_at),
+        endpoint: stored_endpoint(&id, &endpoint)?,
     }))
+}
+
+fn stored_endpoint(id: &str, endpoint: &str) -> Result<Endpoint, Fail> {
+    Endpoint::parse(endpoint).map_err(|_| corrupt(format!("connection {id} has a bad endpoint")))
+}
+
+/// The endpoint of the dealer's connection `id` (NotFound when there is none).
+fn endpoint_of(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<Endpoint, Fail> {
+    let endpoint: String = connections::table
+        .filter(connections::dealer.eq(dealer))
+        .filter(connections::id.eq(id))
+        .select(connections::endpoint)
+        .first(conn)?;
+    stored_endpoint(id, &endpoint)
 }
 
 /// The state of a connection's migration job goes with every read of it.
@@ -552,14 +570,16 @@ impl ConnectionStore for Store {
                 username,
                 updated_at: now,
             };
-            write_transaction(conn, |conn| {
-                require_connection(conn, &row.dealer, &row.connection_id)?;
-                upsert_credential(conn, &row)
+            let endpoint = write_transaction(conn, |conn| {
+                let endpoint = endpoint_of(conn, &row.dealer, &row.connection_id)?;
+                upsert_credential(conn, &row)?;
+                Ok::<_, Fail>(endpoint)
             })?;
             Ok(Credential {
                 username: row.username,
                 password,
                 updated_at: from_db_time(now),
+                endpoint,
             })
         })
         .await

@@ -461,11 +461,13 @@ store_test!(credentials_stay_bound_to_their_endpoint, |db| async move {
         .await
         .unwrap();
     assert!(!same.credentials_dropped);
-    assert!(store
+    // A credential is read with the endpoint it is kept for.
+    let kept = store
         .credential(&d, c.id, &CredentialOwner::Dealer)
         .await
         .unwrap()
-        .is_some());
+        .expect("kept");
+    assert_eq!(kept.endpoint, same.connection.endpoint);
 
     // Another host drops every credential, in one go with an audit entry.
     let moved = store
