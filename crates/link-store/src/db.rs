@@ -144,10 +144,11 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
 /// pool plans every run ([`PostgresSetup::EVERY_RUN_PLANNED`]), which sees the
 /// tables as they are now.
 ///
-/// Planning is most of PostgreSQL's work for a point read, though: the link
+/// Planning is much of PostgreSQL's work for a point read, though: the link
 /// lookup by billing id, the read billing front ends make on every screen,
-/// ran at 6,400/s planned each time and 10,000-12,000/s with a kept plan
-/// (crosslink-bench, 20,000 links, 16 in flight). Its pool
+/// answered 7,355-9,606/s planned each time and 7,786-14,811/s with a kept
+/// plan (crosslink-bench side by side, 2,000 and 20,000 links, 16 in
+/// flight; this machine's runs spread by 15 %). Its pool
 /// ([`PostgresSetup::KEPT_INDEX_PLANS`]) keeps one generic plan per statement
 /// and has sequential scans priced out, so the plan it keeps walks an index
 /// even when it was made on an empty table. Only reads whose filter
