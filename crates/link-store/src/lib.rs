@@ -96,7 +96,7 @@ struct Inner {
     pool: Pool<Manager>,
     /// PostgreSQL only: the index reads' own connections, which keep their
     /// plans (see [`db::PostgresSetup`]). Opened on first use.
-    lookups: Option<Pool<Manager>>,
+    index_reads: Option<Pool<Manager>>,
     target: Target,
     /// Shared with the store's other pools (see [`Store::another_pool`]).
     cipher: Arc<Cipher>,
@@ -175,7 +175,7 @@ impl Store {
                     backend: backend.as_str(),
                     reason: e.to_string(),
                 })?;
-        let lookups = match &target {
+        let index_reads = match &target {
             Target::Postgres(_) if index_reads => Some(
                 Pool::builder()
                     .max_size(options.pool_size.max(1))
@@ -190,7 +190,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
-                lookups,
+                index_reads,
                 target,
                 cipher,
             }),
@@ -230,14 +230,14 @@ impl Store {
 
     /// As [`Store::run`], for a read outside a transaction whose filter leads
     /// an index, the same whatever the values (a record by its key, a page of
-    /// one dealer's feed): on
-    /// PostgreSQL it runs on the connections that keep their plans.
+    /// one dealer's feed): on PostgreSQL it runs on the connections that keep
+    /// their plans.
     async fn run_index_read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
     {
-        self.run_on(|inner| inner.lookups.as_ref().unwrap_or(&inner.pool), f)
+        self.run_on(|inner| inner.index_reads.as_ref().unwrap_or(&inner.pool), f)
             .await
     }
 
