@@ -3,7 +3,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use domain::operations::OperationError;
+use domain::operations::{NextStep, OperationError};
 use domain::stages::StagesError;
 use domain::store::StoreError;
 use domain::upstream::{UpstreamErrorKind, UpstreamFailure};
@@ -276,7 +276,12 @@ impl From<OperationError> for ApiError {
             OperationError::NotFound(what) => Self::not_found(what),
             OperationError::Invalid(v) => v.into(),
             OperationError::Conflict { code, message } => Self::conflict(code, message),
-            OperationError::MissingCredentials(why) => Self::conflict("credentials_required", why),
+            OperationError::MissingCredentials { message, next } => {
+                Self::conflict("credentials_required", with_next_step(message, next))
+            }
+            OperationError::ClaimedInStages { message, next } => {
+                Self::conflict("claimed_in_stages", with_next_step(message, next))
+            }
             OperationError::WrongProvider(why) => Self::conflict("wrong_provider", why),
             OperationError::Upstream { connection, error } => stages_error(&connection, error),
             OperationError::Provider {
@@ -382,6 +387,23 @@ pub fn describe_operation_error(e: &OperationError) -> serde_json::Value {
     serde_json::to_value(problem).unwrap_or_default()
 }
 
+/// A problem's detail ends with the request that clears it, where the domain
+/// names one: routes are this crate's to word.
+fn with_next_step(message: String, next: Option<NextStep>) -> String {
+    match next {
+        None => message,
+        Some(NextStep::ReleaseLink(link)) => {
+            format!("{message} (DELETE /v1/links/{link}?release=true)")
+        }
+        Some(NextStep::ReleaseTheLinkMadeAgain) => {
+            format!("{message} (DELETE /v1/links/{{link_id}}?release=true)")
+        }
+        Some(NextStep::StoreOwnCredentials(connection)) => {
+            format!("{message}; set them with PUT /v1/connections/{connection}/credentials/me")
+        }
+    }
+}
+
 fn is_transient(e: &OperationError) -> bool {
     match e {
         OperationError::Upstream { error, .. } => error.is_transient(),
@@ -416,5 +438,39 @@ mod tests {
         assert!(e.detail.contains("Rapid"));
         let e = stages_error("Rapid", StagesError::BadAnswer("HTTP 500".into()));
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn a_next_step_named_by_the_domain_is_worded_as_its_request() {
+        let link = domain::link::LinkId(uuid::Uuid::nil());
+        let e = ApiError::from(OperationError::ClaimedInStages {
+            message: "taken".into(),
+            next: Some(NextStep::ReleaseLink(link)),
+        });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "claimed_in_stages")
+        );
+        assert_eq!(
+            e.detail,
+            format!("taken (DELETE /v1/links/{link}?release=true)")
+        );
+        let connection = domain::connection::ConnectionId(uuid::Uuid::nil());
+        let e = ApiError::from(OperationError::MissingCredentials {
+            message: "none".into(),
+            next: Some(NextStep::StoreOwnCredentials(connection)),
+        });
+        assert_eq!(e.code, "credentials_required");
+        assert!(
+            e.detail
+                .ends_with(&format!("PUT /v1/connections/{connection}/credentials/me")),
+            "{}",
+            e.detail
+        );
+        let e = ApiError::from(OperationError::MissingCredentials {
+            message: "an admin sets them".into(),
+            next: None,
+        });
+        assert_eq!(e.detail, "an admin sets them");
     }
 }

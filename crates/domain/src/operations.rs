@@ -25,9 +25,20 @@ pub enum OperationError {
     /// The request is well formed but conflicts with the current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    /// The caller has no upstream credential to act with.
-    #[error("{0}")]
-    MissingCredentials(String),
+    /// The caller has no upstream credential to act with; `next` is set
+    /// when the caller can store one themselves.
+    #[error("{message}")]
+    MissingCredentials {
+        message: String,
+        next: Option<NextStep>,
+    },
+    /// A Stages record carries the billing id of another record (S6), so it
+    /// cannot be linked; `next` is the request that frees it, if one does.
+    #[error("{message}")]
+    ClaimedInStages {
+        message: String,
+        next: Option<NextStep>,
+    },
     /// The operation does not apply to this connection's provider.
     #[error("{0}")]
     WrongProvider(String),
@@ -69,6 +80,18 @@ pub enum OperationError {
         left: Vec<String>,
         error: Box<OperationError>,
     },
+}
+
+/// A request the caller can make to clear an error. The domain names the step;
+/// the API words it as the route that takes it, so no route is named here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Delete this link with release: the billing ids in Stages are cleared.
+    ReleaseLink(crate::link::LinkId),
+    /// Delete with release the link the caller is told to make again.
+    ReleaseTheLinkMadeAgain,
+    /// Store the caller's own credentials on this connection.
+    StoreOwnCredentials(ConnectionId),
 }
 
 /// Turns a Stages failure into the operation's error, naming the connection.
@@ -197,9 +220,9 @@ fn missing_credentials_report(
     error: OperationError,
 ) -> Result<ConnectionTestReport, OperationError> {
     match error {
-        OperationError::MissingCredentials(detail) => Ok(ConnectionTestReport {
+        OperationError::MissingCredentials { message, .. } => Ok(ConnectionTestReport {
             outcome: TestOutcome::MissingCredentials,
-            detail,
+            detail: message,
             latency_ms: 0,
             permissions: None,
         }),

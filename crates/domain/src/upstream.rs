@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::adc::{AdcApi, AdcConnector};
 use crate::connection::{Connection, Credential, CredentialOwner, ProviderKind};
-use crate::operations::OperationError;
+use crate::operations::{NextStep, OperationError};
 use crate::stages::{StagesApi, StagesConnector};
 use crate::store::{ConnectionStore, StoreError};
 use crate::tenancy::{Caller, DealerId};
@@ -182,16 +182,22 @@ fn check_provider(connection: &Connection, provider: ProviderKind) -> Result<(),
 /// provider entry to its provider (A5), whence the words.
 fn missing_credentials(connection: &Connection, owner: &CredentialOwner) -> OperationError {
     let name = connection.name.as_str();
-    OperationError::MissingCredentials(match owner {
-        CredentialOwner::Dealer => format!(
-            "connection '{name}' is not linked to {}: it has no dealer credentials yet; an admin sets them first",
-            connection.provider.describe().name
-        ),
-        // The route stays in the text: the fix is the caller's own to make.
-        CredentialOwner::User(_) => format!(
-            "connection '{name}' uses per-user credentials and you have not stored yours; set them with PUT .../credentials/me"
-        ),
-    })
+    match owner {
+        CredentialOwner::Dealer => OperationError::MissingCredentials {
+            message: format!(
+                "connection '{name}' is not linked to {}: it has no dealer credentials yet; an admin sets them first",
+                connection.provider.describe().name
+            ),
+            next: None,
+        },
+        // The fix is the caller's own to make: the API names the request.
+        CredentialOwner::User(_) => OperationError::MissingCredentials {
+            message: format!(
+                "connection '{name}' uses per-user credentials and you have not stored yours"
+            ),
+            next: Some(NextStep::StoreOwnCredentials(connection.id)),
+        },
+    }
 }
 
 /// Told about every upstream call once it has ended.
@@ -391,15 +397,16 @@ mod tests {
     fn a_missing_credential_says_whose_it_is() {
         let connection = test_connection();
         let missing = |owner: &CredentialOwner| match target_from(&connection, owner, None) {
-            Err(OperationError::MissingCredentials(why)) => why,
+            Err(OperationError::MissingCredentials { message, next }) => (message, next),
             other => panic!("{other:?}"),
         };
-        let dealer = missing(&CredentialOwner::Dealer);
+        let (dealer, next) = missing(&CredentialOwner::Dealer);
         assert!(dealer.contains("not linked to Stages"), "{dealer}");
         assert!(dealer.contains("has no dealer credentials"), "{dealer}");
-        assert!(!dealer.contains("PUT"), "no route in the text: {dealer}");
-        let own = missing(&CredentialOwner::User(UserId("u1".into())));
+        assert_eq!(next, None, "only an admin sets the dealer's: {dealer}");
+        let (own, next) = missing(&CredentialOwner::User(UserId("u1".into())));
         assert!(own.contains("per-user credentials"), "{own}");
+        assert_eq!(next, Some(NextStep::StoreOwnCredentials(connection.id)));
     }
 
     #[test]

@@ -139,7 +139,7 @@ async fn check_filter_ids(
             v.push(
                 "filters.sub_dealer_ids",
                 format!(
-                    "no sub-dealer {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    "no sub-dealer {} in the Alarm.com account; the import filter choices list those it has",
                     unknown.join(", ")
                 ),
             );
@@ -152,7 +152,7 @@ async fn check_filter_ids(
             v.push(
                 "filters.roles",
                 format!(
-                    "no role {} in the Alarm.com account; GET /v1/imports/filter-choices lists them",
+                    "no role {} in the Alarm.com account; the import filter choices list those it has",
                     unknown.join(", ")
                 ),
             );

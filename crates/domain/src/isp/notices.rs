@@ -206,7 +206,7 @@ pub async fn billing_notifications_report(
             .permissions()
             .await
             .map_err(|e| provider_error(&connection, e).to_string()),
-        Err(OperationError::MissingCredentials(why)) => Err(why),
+        Err(OperationError::MissingCredentials { message, .. }) => Err(message),
         Err(other) => return Err(other),
     };
     let enabled = connection.settings.billing_notifications;

@@ -6,7 +6,7 @@
 use crate::billing::BillingId;
 use crate::connection::ConnectionId;
 use crate::link::{Link, LinkId, LinkKind, NewLink};
-use crate::operations::OperationError;
+use crate::operations::{NextStep, OperationError};
 use crate::stages::{
     StagesApi, StagesDevice, StagesDevicePatch, StagesError, StagesSite, StagesSitePatch,
 };
@@ -99,22 +99,32 @@ pub(super) async fn claimed_elsewhere(
         Ok(other) => link_on(ports.links, caller, connection_id, kind, &other).await?,
         Err(_) => None,
     };
-    let advice = match holder {
-        Some(l) if l.external_id == id => format!(
-            "link {} holds it; delete that link with DELETE /v1/links/{}?release=true to clear the billing id in Stages, then link again",
-            l.id, l.id
+    let (advice, next) = match holder {
+        Some(l) if l.external_id == id => (
+            format!(
+                "link {} holds it; delete that link with release to clear the billing id in Stages, then link again",
+                l.id
+            ),
+            Some(NextStep::ReleaseLink(l.id)),
         ),
-        Some(l) => format!(
-            "that record is linked to {what} '{}' here, so this is a stale copy: clear the billing id of '{id}' in Stages",
-            l.external_id
+        // Only Stages' copy is stale: no request here clears it.
+        Some(l) => (
+            format!(
+                "that record is linked to {what} '{}' here, so this is a stale copy: clear the billing id of '{id}' in Stages",
+                l.external_id
+            ),
+            None,
         ),
-        None => format!(
-            "no link of this connection holds that record (an older integration's id, or a link deleted without release): link '{b}' to '{id}' again and delete that link with release=true (DELETE /v1/links/{{link_id}}?release=true), or clear the billing id in Stages"
+        None => (
+            format!(
+                "no link of this connection holds that record (an older integration's id, or a link deleted without release): link '{b}' to '{id}' again and delete that link with release, or clear the billing id in Stages"
+            ),
+            Some(NextStep::ReleaseTheLinkMadeAgain),
         ),
     };
-    Ok(Some(OperationError::Conflict {
-        code: "claimed_in_stages",
+    Ok(Some(OperationError::ClaimedInStages {
         message: format!("{what} '{id}' carries billing id '{b}' of another record; {advice}"),
+        next,
     }))
 }
 
