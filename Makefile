@@ -13,10 +13,13 @@ run: deps
 	./scripts/dev-run.sh
 
 ## Every test: unit, store suite on SQLite and PostgreSQL, end to end.
+## Half as many tests again as cores run at once: most of an end-to-end
+## test's time is spent waiting on a service, so a core per test idles.
+TEST_THREADS ?= $(shell echo $$(( $$(nproc) * 3 / 2 )))
 test: deps postgres
 	$(CARGO) build --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS); \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi

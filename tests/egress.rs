@@ -266,6 +266,9 @@ async fn a_stored_target_refused_later_fails_its_calls_for_good(backend: Backend
             .await;
         assert_eq!(a.status, 200, "{}", a.text);
     }
+    // Killed with its migration done: a job it held would wait out its lease
+    // (30 s) before the next service took it back.
+    first.migration_settled(&admin, &cid).await;
     first.kill();
 
     // The same database, now allowing the simulator's address only.

@@ -398,7 +398,7 @@ impl Service {
     /// `sims` has a callback left to send, three looks in a row (a retried
     /// job moves between queued and running, so one look can miss it).
     pub async fn quiesce(&self, who: &Who, sims: &[&stages_sim::Sim]) {
-        self.settle(who, sims, None, QUIESCE_LIMIT, Duration::from_millis(50))
+        self.settle(who, sims, None, QUIESCE_LIMIT, Duration::from_millis(25))
             .await
     }
 
