@@ -357,6 +357,16 @@ pub fn connection_id(raw: &str) -> Result<domain::connection::ConnectionId, ApiE
         .map_err(|_| ApiError::not_found("no such connection"))
 }
 
+/// A Stages site number from a path: text that cannot be one names no site.
+pub fn site_no(raw: &str) -> Result<domain::stages::SiteNo, ApiError> {
+    domain::stages::SiteNo::parse(raw).map_err(|_| ApiError::not_found("no such Stages site"))
+}
+
+/// A Stages device id from a path: text that cannot be one names no device.
+pub fn device_id(raw: &str) -> Result<domain::stages::DeviceId, ApiError> {
+    domain::stages::DeviceId::parse(raw).map_err(|_| ApiError::not_found("no such Stages device"))
+}
+
 /// The version an `If-Match` header asks for: `None` without the header.
 /// `*` matches any version; anything unparseable can never match.
 pub fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {

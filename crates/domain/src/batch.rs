@@ -28,6 +28,7 @@ use crate::link_sync;
 use crate::linking::{self, LinkRequest, LinkingPorts, PushRequest};
 use crate::operations::OperationError;
 use crate::reconcile::Progress;
+use crate::stages::DeviceId;
 use crate::stages_tab::{self, TestRequest};
 use crate::store::{JobStore, PageRequest, StoreError, StoreResult};
 use crate::sync::{FieldChoice, Side};
@@ -125,11 +126,11 @@ pub enum BatchItemInput {
         side: Side,
     },
     Test {
-        device_id: String,
+        device_id: DeviceId,
         request: TestRequest,
     },
     EndTest {
-        device_id: String,
+        device_id: DeviceId,
         test_id: String,
     },
 }
@@ -156,7 +157,7 @@ impl BatchItemInput {
             }) => billing_site_id.to_string(),
             Self::Push(PushRequest::System(s)) => s.billing_system_id.to_string(),
             Self::Sync { link_id, .. } | Self::AccountSync { link_id, .. } => link_id.0.to_string(),
-            Self::Test { device_id, .. } => device_id.clone(),
+            Self::Test { device_id, .. } => device_id.to_string(),
             Self::EndTest { device_id, test_id } => format!("{device_id}/{test_id}"),
         }
     }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::billing::BillingId;
 use crate::connection::ConnectionId;
+use crate::stages::{DeviceId, SiteNo};
 use crate::tenancy::DealerId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,6 +76,18 @@ pub struct Link {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Link {
+    /// The Stages site a site link holds.
+    pub fn site_no(&self) -> SiteNo {
+        SiteNo::known(&self.external_id)
+    }
+
+    /// The Stages device a system link holds.
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::known(&self.external_id)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

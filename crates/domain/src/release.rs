@@ -136,8 +136,8 @@ async fn children(
 /// The billing id a link's Stages record carries now.
 async fn carried_by(api: &dyn StagesApi, link: &Link) -> Result<Option<String>, StagesError> {
     let carried = match link.kind {
-        LinkKind::Site => api.get_site(&link.external_id).await?.billing_id,
-        LinkKind::System => api.get_device(&link.external_id).await?.fields.billing_id,
+        LinkKind::Site => api.get_site(&link.site_no()).await?.billing_id,
+        LinkKind::System => api.get_device(&link.device_id()).await?.fields.billing_id,
     };
     Ok(carried.filter(|b| !b.is_empty()))
 }

@@ -11,6 +11,7 @@ use crate::connection::Connection;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
 use crate::stages::SendToBillingTarget;
+use crate::stages::SiteNo;
 use crate::store::StoreError;
 use crate::upstream::{stages_client, ActingAs};
 use crate::wizard::{self, Puller};
@@ -60,7 +61,7 @@ pub fn check_new_customer_name(
 pub async fn send_to_billing(
     ports: LinkingPorts<'_>,
     connection: &Connection,
-    site_no: &str,
+    site_no: &SiteNo,
     target: &SendToBillingTarget,
 ) -> Result<SentToBilling, OperationError> {
     let dealer = &connection.dealer;

@@ -123,7 +123,7 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_json(req).await
     }
 
-    async fn get_site(&self, site_no: &str) -> StagesResult<StagesSite> {
+    async fn get_site(&self, site_no: &SiteNo) -> StagesResult<StagesSite> {
         let segments = ["sites", site_no];
         let req = Request::new(Method::GET, "/api/v1/sites/{site_no}", &segments);
         self.transport.call_json(req).await
@@ -131,7 +131,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn update_site(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         patch: &StagesSitePatch,
     ) -> StagesResult<StagesSite> {
         let segments = ["sites", site_no];
@@ -141,7 +141,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn site_history(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> StagesResult<Vec<StagesHistoryEntry>> {
@@ -155,7 +155,7 @@ impl StagesApi for HttpStagesClient {
         .await
     }
 
-    async fn list_devices(&self, site_no: &str) -> StagesResult<Vec<StagesDevice>> {
+    async fn list_devices(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesDevice>> {
         let segments = ["sites", site_no, "devices"];
         self.items(Request::new(
             Method::GET,
@@ -190,7 +190,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn create_device(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         device: &NewStagesDevice,
     ) -> StagesResult<StagesDevice> {
         let segments = ["sites", site_no, "devices"];
@@ -199,7 +199,7 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_json(req).await
     }
 
-    async fn get_device(&self, device_id: &str) -> StagesResult<StagesDevice> {
+    async fn get_device(&self, device_id: &DeviceId) -> StagesResult<StagesDevice> {
         let segments = ["devices", device_id];
         let req = Request::new(Method::GET, "/api/v1/devices/{device_id}", &segments);
         self.transport.call_json(req).await
@@ -207,7 +207,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn update_device(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         patch: &StagesDevicePatch,
     ) -> StagesResult<StagesDevice> {
         let segments = ["devices", device_id];
@@ -218,8 +218,8 @@ impl StagesApi for HttpStagesClient {
 
     async fn change_transmitter_code(
         &self,
-        device_id: &str,
-        new_code: &str,
+        device_id: &DeviceId,
+        new_code: &TransmitterCode,
     ) -> StagesResult<StagesDevice> {
         let segments = ["devices", device_id, "change-xmit"];
         let body = ChangeXmit {
@@ -236,7 +236,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn device_history(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> StagesResult<Vec<StagesHistoryEntry>> {
@@ -250,7 +250,10 @@ impl StagesApi for HttpStagesClient {
         .await
     }
 
-    async fn list_configurations(&self, device_id: &str) -> StagesResult<Vec<StagesConfiguration>> {
+    async fn list_configurations(
+        &self,
+        device_id: &DeviceId,
+    ) -> StagesResult<Vec<StagesConfiguration>> {
         let segments = ["devices", device_id, "configurations"];
         self.items(Request::new(
             Method::GET,
@@ -262,7 +265,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn create_configuration(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         config: &NewStagesConfiguration,
     ) -> StagesResult<StagesConfiguration> {
         let segments = ["devices", device_id, "configurations"];
@@ -277,7 +280,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn update_configuration(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         config_id: &str,
         patch: &StagesConfigurationPatch,
     ) -> StagesResult<StagesConfiguration> {
@@ -291,7 +294,7 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_json(req).await
     }
 
-    async fn list_contacts(&self, site_no: &str) -> StagesResult<Vec<StagesContact>> {
+    async fn list_contacts(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesContact>> {
         let segments = ["sites", site_no, "contacts"];
         self.items(Request::new(
             Method::GET,
@@ -303,7 +306,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn create_contact(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         contact: &NewStagesContact,
     ) -> StagesResult<StagesContact> {
         let segments = ["sites", site_no, "contacts"];
@@ -314,7 +317,7 @@ impl StagesApi for HttpStagesClient {
 
     async fn update_contact(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         contact_id: &str,
         patch: &StagesContactPatch,
     ) -> StagesResult<StagesContact> {
@@ -328,7 +331,7 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_json(req).await
     }
 
-    async fn delete_contact(&self, site_no: &str, contact_id: &str) -> StagesResult<()> {
+    async fn delete_contact(&self, site_no: &SiteNo, contact_id: &str) -> StagesResult<()> {
         let segments = ["sites", site_no, "contacts", contact_id];
         let req = Request::new(
             Method::DELETE,
@@ -338,7 +341,7 @@ impl StagesApi for HttpStagesClient {
         self.transport.call_empty(req).await
     }
 
-    async fn list_notes(&self, site_no: &str) -> StagesResult<Vec<StagesNote>> {
+    async fn list_notes(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesNote>> {
         let segments = ["sites", site_no, "notes"];
         self.items(Request::new(
             Method::GET,
@@ -348,14 +351,18 @@ impl StagesApi for HttpStagesClient {
         .await
     }
 
-    async fn create_note(&self, site_no: &str, note: &NewStagesNote) -> StagesResult<StagesNote> {
+    async fn create_note(
+        &self,
+        site_no: &SiteNo,
+        note: &NewStagesNote,
+    ) -> StagesResult<StagesNote> {
         let segments = ["sites", site_no, "notes"];
         let req =
             Request::new(Method::POST, "/api/v1/sites/{site_no}/notes", &segments).json(note)?;
         self.transport.call_json(req).await
     }
 
-    async fn list_tests(&self, device_id: &str) -> StagesResult<Vec<StagesTest>> {
+    async fn list_tests(&self, device_id: &DeviceId) -> StagesResult<Vec<StagesTest>> {
         let segments = ["devices", device_id, "tests"];
         self.items(Request::new(
             Method::GET,
@@ -365,14 +372,18 @@ impl StagesApi for HttpStagesClient {
         .await
     }
 
-    async fn start_test(&self, device_id: &str, test: &NewStagesTest) -> StagesResult<StagesTest> {
+    async fn start_test(
+        &self,
+        device_id: &DeviceId,
+        test: &NewStagesTest,
+    ) -> StagesResult<StagesTest> {
         let segments = ["devices", device_id, "tests"];
         let req = Request::new(Method::POST, "/api/v1/devices/{device_id}/tests", &segments)
             .json(test)?;
         self.transport.call_json(req).await
     }
 
-    async fn end_test(&self, device_id: &str, test_id: &str) -> StagesResult<()> {
+    async fn end_test(&self, device_id: &DeviceId, test_id: &str) -> StagesResult<()> {
         let segments = ["devices", device_id, "tests", test_id];
         let req = Request::new(
             Method::DELETE,

@@ -268,7 +268,7 @@ async fn duplicate_transmitter_code_is_rejected() {
     assert_eq!(sim.state().site_count(), 2);
 
     let err = client
-        .change_transmitter_code(&second.devices[0].device_id, "555000")
+        .change_transmitter_code(&second.devices[0].device_id, &xmit("555000"))
         .await
         .unwrap_err();
     assert!(
@@ -278,12 +278,12 @@ async fn duplicate_transmitter_code_is_rejected() {
 
     // A free code is taken, and the old one is free again.
     let moved = client
-        .change_transmitter_code(&first.devices[0].device_id, "555999")
+        .change_transmitter_code(&first.devices[0].device_id, &xmit("555999"))
         .await
         .unwrap();
     assert_eq!(moved.fields.transmitter_code, "555999");
     client
-        .change_transmitter_code(&second.devices[0].device_id, "555000")
+        .change_transmitter_code(&second.devices[0].device_id, &xmit("555000"))
         .await
         .unwrap();
 }
@@ -403,7 +403,7 @@ async fn listing_pages_through_every_device_of_the_central_station() {
     let client = client(&sim);
     let mut per_site = Vec::new();
     for s in sim.state().sites() {
-        per_site.extend(client.list_devices(&s.site_no).await.unwrap());
+        per_site.extend(client.list_devices(&site_no(&s.site_no)).await.unwrap());
     }
     let per_site_requests = sim
         .state()
@@ -454,9 +454,15 @@ async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
     let sim = start_sim(20).await;
     let client = client(&sim);
     let sites = sim.state().sites();
-    let first_site = client.list_devices(&sites[0].site_no).await.unwrap();
-    let other_site = client.list_devices(&sites[5].site_no).await.unwrap();
-    let link = |device_id: String, billing_id: &'static str| {
+    let first_site = client
+        .list_devices(&site_no(&sites[0].site_no))
+        .await
+        .unwrap();
+    let other_site = client
+        .list_devices(&site_no(&sites[5].site_no))
+        .await
+        .unwrap();
+    let link = |device_id: domain::stages::DeviceId, billing_id: &'static str| {
         let client = Arc::clone(&client);
         async move {
             client
@@ -497,7 +503,7 @@ async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
     let (of_site, _) = every_device(
         client.as_ref(),
         StagesDeviceQuery {
-            site_no: Some(sites[0].site_no.clone()),
+            site_no: Some(site_no(&sites[0].site_no)),
             page_size: Some(1),
             ..Default::default()
         },
@@ -505,12 +511,15 @@ async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
     .await;
     assert_eq!(
         of_site,
-        client.list_devices(&sites[0].site_no).await.unwrap()
+        client
+            .list_devices(&site_no(&sites[0].site_no))
+            .await
+            .unwrap()
     );
     let (none, _) = every_device(
         client.as_ref(),
         StagesDeviceQuery {
-            site_no: Some("99999".into()),
+            site_no: Some(site_no("99999")),
             ..Default::default()
         },
     )
@@ -550,7 +559,7 @@ async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
     let (both, _) = every_device(
         client.as_ref(),
         StagesDeviceQuery {
-            site_no: Some(sites[0].site_no.clone()),
+            site_no: Some(site_no(&sites[0].site_no)),
             has_billing_id: Some(true),
             ..Default::default()
         },
@@ -560,7 +569,7 @@ async fn all_devices_are_filtered_by_billing_id_site_and_linkage() {
     let (both, _) = every_device(
         client.as_ref(),
         StagesDeviceQuery {
-            site_no: Some(sites[0].site_no.clone()),
+            site_no: Some(site_no(&sites[0].site_no)),
             billing_id: Some("SYS-B".into()),
             ..Default::default()
         },
@@ -861,10 +870,13 @@ async fn odd_ids_are_not_found_rather_than_misrouted() {
     let sim = start_sim(1).await;
     let client = client(&sim);
     for id in ["no/such site", "../ping", "10001?x=1", "%2F"] {
-        let err = client.get_site(id).await.unwrap_err();
+        let err = client.get_site(&site_no(id)).await.unwrap_err();
         assert!(matches!(err, StagesError::NotFound(_)), "{id}: {err:?}");
     }
-    let err = client.get_device("D-does-not-exist").await.unwrap_err();
+    let err = client
+        .get_device(&device_id("D-does-not-exist"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StagesError::NotFound(_)), "{err:?}");
 }
 
@@ -1067,4 +1079,16 @@ async fn a_hung_request_ends_at_the_timeout() {
         started.elapsed()
     );
     assert_eq!(sim.state().request_count("GET /api/v1/ping"), 2);
+}
+
+fn site_no(text: &str) -> domain::stages::SiteNo {
+    domain::stages::SiteNo::parse(text).unwrap()
+}
+
+fn device_id(text: &str) -> domain::stages::DeviceId {
+    domain::stages::DeviceId::parse(text).unwrap()
+}
+
+fn xmit(text: &str) -> domain::stages::TransmitterCode {
+    domain::stages::TransmitterCode::parse(text).unwrap()
 }

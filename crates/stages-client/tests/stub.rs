@@ -222,7 +222,10 @@ async fn sends_basic_auth_and_maps_401_without_retrying() {
 async fn forbidden_is_unauthorized_too() {
     let stub = Stub::start(vec![reply(403, &[], "")]).await;
     assert_eq!(
-        stub.client(quick()).get_site("S-1").await.unwrap_err(),
+        stub.client(quick())
+            .get_site(&site_no("S-1"))
+            .await
+            .unwrap_err(),
         StagesError::Unauthorized
     );
 }
@@ -230,7 +233,11 @@ async fn forbidden_is_unauthorized_too() {
 #[tokio::test]
 async fn not_found_carries_the_message() {
     let stub = Stub::start(vec![error(404, "not_found", "no site S-9")]).await;
-    let err = stub.client(quick()).get_site("S-9").await.unwrap_err();
+    let err = stub
+        .client(quick())
+        .get_site(&site_no("S-9"))
+        .await
+        .unwrap_err();
     assert_eq!(err, StagesError::NotFound("no site S-9".into()));
     assert_eq!(stub.count(), 1);
 }
@@ -263,14 +270,14 @@ async fn rejection_without_an_error_body_still_maps() {
     let stub = Stub::start(vec![reply(422, &[], "bad field"), reply(400, &[], "")]).await;
     let client = stub.client(quick());
     assert_eq!(
-        client.get_site("S-1").await.unwrap_err(),
+        client.get_site(&site_no("S-1")).await.unwrap_err(),
         StagesError::Rejected {
             code: "http_422".into(),
             message: "bad field".into()
         }
     );
     assert_eq!(
-        client.get_site("S-1").await.unwrap_err(),
+        client.get_site(&site_no("S-1")).await.unwrap_err(),
         StagesError::Rejected {
             code: "http_400".into(),
             message: "Bad Request".into()
@@ -294,7 +301,7 @@ async fn retry_after_is_honoured_on_reads() {
         ..quick()
     });
     let started = Instant::now();
-    let site = client.get_site("S-1").await.unwrap();
+    let site = client.get_site(&site_no("S-1")).await.unwrap();
     assert_eq!(site.site_no, "S-1");
     assert_eq!(site.billing_id.as_deref(), Some("B-1"));
     assert!(
@@ -309,7 +316,11 @@ async fn retry_after_is_honoured_on_reads() {
 async fn retry_after_beyond_the_cap_is_handed_back() {
     let stub = Stub::start(vec![reply(429, &[("retry-after", "60")], ""), ok(SITE)]).await;
     let started = Instant::now();
-    let err = stub.client(quick()).get_site("S-1").await.unwrap_err();
+    let err = stub
+        .client(quick())
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         StagesError::RateLimited {
@@ -326,7 +337,7 @@ async fn rate_limited_post_is_not_retried() {
     let err = stub
         .client(quick())
         .create_note(
-            "S-1",
+            &site_no("S-1"),
             &NewStagesNote {
                 text: "hi".into(),
                 effective_at: None,
@@ -347,7 +358,11 @@ async fn rate_limited_post_is_not_retried() {
 #[tokio::test]
 async fn server_error_on_a_read_is_retried() {
     let stub = Stub::start(vec![error(503, "unavailable", "maintenance"), ok(SITE)]).await;
-    let site = stub.client(quick()).get_site("S-1").await.unwrap();
+    let site = stub
+        .client(quick())
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap();
     assert_eq!(site.name, "Home");
     assert_eq!(stub.count(), 2);
 }
@@ -374,7 +389,11 @@ async fn retries_are_bounded() {
         ok(SITE),
     ])
     .await;
-    let err = stub.client(quick()).get_site("S-1").await.unwrap_err();
+    let err = stub
+        .client(quick())
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap_err();
     assert_eq!(err, StagesError::BadAnswer("HTTP 503: three".into()));
     assert_eq!(stub.count(), 3);
 
@@ -383,7 +402,11 @@ async fn retries_are_bounded() {
         max_retries: 0,
         ..quick()
     };
-    let err = stub.client(no_retries).get_site("S-1").await.unwrap_err();
+    let err = stub
+        .client(no_retries)
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap_err();
     assert_eq!(err, StagesError::BadAnswer("HTTP 500: one".into()));
     assert_eq!(stub.count(), 1);
 }
@@ -396,7 +419,7 @@ async fn patch_is_retried_with_the_same_body() {
         ..Default::default()
     };
     stub.client(quick())
-        .update_site("S-1", &patch)
+        .update_site(&site_no("S-1"), &patch)
         .await
         .unwrap();
     let seen = stub.seen();
@@ -413,7 +436,11 @@ async fn patch_is_retried_with_the_same_body() {
 #[tokio::test]
 async fn malformed_success_body_is_a_bad_answer_and_not_retried() {
     let stub = Stub::start(vec![ok(r#"{"site_no": 12"#), ok(SITE)]).await;
-    let err = stub.client(quick()).get_site("S-1").await.unwrap_err();
+    let err = stub
+        .client(quick())
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap_err();
     match err {
         StagesError::BadAnswer(m) => assert!(m.starts_with("malformed"), "{m}"),
         other => panic!("{other:?}"),
@@ -422,7 +449,11 @@ async fn malformed_success_body_is_a_bad_answer_and_not_retried() {
 
     // Valid JSON of the wrong shape is just as malformed.
     let stub = Stub::start(vec![ok(r#"{"things":[]}"#)]).await;
-    let err = stub.client(quick()).list_devices("S-1").await.unwrap_err();
+    let err = stub
+        .client(quick())
+        .list_devices(&site_no("S-1"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StagesError::BadAnswer(m) if m.starts_with("malformed")));
 }
 
@@ -440,14 +471,18 @@ async fn dropped_connection_is_unreachable() {
 #[tokio::test]
 async fn dropped_connection_is_retried_for_reads_only() {
     let stub = Stub::start(vec![Reply::Drop, ok(r#"{"items":[]}"#)]).await;
-    let devices = stub.client(quick()).list_devices("S-1").await.unwrap();
+    let devices = stub
+        .client(quick())
+        .list_devices(&site_no("S-1"))
+        .await
+        .unwrap();
     assert!(devices.is_empty());
     assert_eq!(stub.count(), 2);
 
     let stub = Stub::start(vec![Reply::Drop, ok("{}")]).await;
     let err = stub
         .client(quick())
-        .change_transmitter_code("D-1", "5555")
+        .change_transmitter_code(&device_id("D-1"), &xmit("5555"))
         .await
         .unwrap_err();
     assert!(matches!(err, StagesError::Unreachable(_)), "{err:?}");
@@ -479,7 +514,10 @@ async fn timeout_on_a_read_is_retried() {
         timeout: Duration::from_millis(300),
         ..quick()
     };
-    stub.client(settings).get_site("S-1").await.unwrap();
+    stub.client(settings)
+        .get_site(&site_no("S-1"))
+        .await
+        .unwrap();
     assert_eq!(stub.count(), 2);
 }
 
@@ -509,8 +547,8 @@ async fn refused_connection_is_unreachable() {
 async fn path_segments_are_percent_encoded() {
     let stub = Stub::start(vec![ok(SITE), ok(r#"{"items":[]}"#)]).await;
     let client = stub.client(quick());
-    client.get_site("A/1 ?#%").await.unwrap();
-    client.list_tests("../x").await.unwrap();
+    client.get_site(&site_no("A/1 ?#%")).await.unwrap();
+    client.list_tests(&device_id("../x")).await.unwrap();
     let seen = stub.seen();
     assert_eq!(seen[0].target, "/api/v1/sites/A%2F1%20%3F%23%25");
     assert_eq!(seen[1].target, "/api/v1/devices/..%2Fx/tests");
@@ -521,7 +559,7 @@ async fn ids_no_url_can_carry_are_not_found_without_a_call() {
     let stub = Stub::start(vec![]).await;
     let client = stub.client(quick());
     for id in ["", ".", ".."] {
-        let err = client.get_site(id).await.unwrap_err();
+        let err = client.get_site(&site_no(id)).await.unwrap_err();
         assert!(matches!(err, StagesError::NotFound(_)), "{err:?}");
     }
     assert_eq!(stub.count(), 0);
@@ -558,7 +596,7 @@ async fn site_query_and_history_range_go_in_the_query_string() {
     let from = chrono::Utc.with_ymd_and_hms(2024, 3, 1, 5, 0, 0).unwrap();
     let to = chrono::Utc.with_ymd_and_hms(2024, 3, 2, 5, 0, 0).unwrap();
     client
-        .device_history("D-1", Some(from), Some(to))
+        .device_history(&device_id("D-1"), Some(from), Some(to))
         .await
         .unwrap();
 
@@ -585,7 +623,7 @@ async fn device_query_goes_in_the_query_string() {
     let page = client
         .list_all_devices(&StagesDeviceQuery {
             billing_id: Some("SYS 1&2".into()),
-            site_no: Some("10001".into()),
+            site_no: Some(site_no("10001")),
             has_billing_id: Some(false),
             page_token: Some("t=1".into()),
             page_size: Some(500),
@@ -614,7 +652,10 @@ async fn device_query_goes_in_the_query_string() {
 #[tokio::test]
 async fn delete_accepts_204() {
     let stub = Stub::start(vec![reply(204, &[], "")]).await;
-    stub.client(quick()).end_test("D-1", "T-1").await.unwrap();
+    stub.client(quick())
+        .end_test(&device_id("D-1"), "T-1")
+        .await
+        .unwrap();
     let seen = stub.seen();
     assert_eq!(seen[0].method, "DELETE");
     assert_eq!(seen[0].target, "/api/v1/devices/D-1/tests/T-1");
@@ -627,14 +668,17 @@ async fn delete_that_may_have_happened_then_404_is_done() {
         error(404, "not_found", "no test"),
     ])
     .await;
-    stub.client(quick()).end_test("D-1", "T-1").await.unwrap();
+    stub.client(quick())
+        .end_test(&device_id("D-1"), "T-1")
+        .await
+        .unwrap();
     assert_eq!(stub.count(), 2);
 
     // A first-attempt 404 is a plain NotFound.
     let stub = Stub::start(vec![error(404, "not_found", "no contact")]).await;
     let err = stub
         .client(quick())
-        .delete_contact("S-1", "C-1")
+        .delete_contact(&site_no("S-1"), "C-1")
         .await
         .unwrap_err();
     assert_eq!(err, StagesError::NotFound("no contact".into()));
@@ -734,4 +778,16 @@ async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
     // The operator's allow-list lets the range through.
     stub.client(quick()).ping().await.unwrap();
     assert_eq!(stub.count(), 1);
+}
+
+fn site_no(text: &str) -> domain::stages::SiteNo {
+    domain::stages::SiteNo::parse(text).unwrap()
+}
+
+fn device_id(text: &str) -> domain::stages::DeviceId {
+    domain::stages::DeviceId::parse(text).unwrap()
+}
+
+fn xmit(text: &str) -> domain::stages::TransmitterCode {
+    domain::stages::TransmitterCode::parse(text).unwrap()
 }

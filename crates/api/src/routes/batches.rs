@@ -14,6 +14,7 @@ use domain::connection::ConnectionId;
 use domain::jobs::Job;
 use domain::link::LinkId;
 use domain::linking::LinkRequest;
+use domain::stages::DeviceId;
 use domain::store::StoreError;
 use domain::sync::Side;
 use domain::tenancy::Role;
@@ -221,7 +222,7 @@ fn item(
         BatchOperation::Test => {
             let b: TestItem = read(raw, at)?;
             let mut v = ValidationError::default();
-            not_empty(&mut v, "device_id".into(), &b.device_id);
+            let device_id = v.check("device_id", DeviceId::parse(&b.device_id));
             checked(v)?;
             let request = test_request(
                 state,
@@ -235,18 +236,18 @@ fn item(
             )
             .map_err(|e| under(at, e))?;
             BatchItemInput::Test {
-                device_id: b.device_id,
+                device_id: device_id.expect("checked"),
                 request,
             }
         }
         BatchOperation::EndTest => {
             let b: EndTestItem = read(raw, at)?;
             let mut v = ValidationError::default();
-            not_empty(&mut v, "device_id".into(), &b.device_id);
+            let device_id = v.check("device_id", DeviceId::parse(&b.device_id));
             not_empty(&mut v, "test_id".into(), &b.test_id);
             checked(v)?;
             BatchItemInput::EndTest {
-                device_id: b.device_id,
+                device_id: device_id.expect("checked"),
                 test_id: b.test_id,
             }
         }

@@ -277,7 +277,7 @@ impl From<Browsed<StagesSite>> for StagesSiteResponse {
     fn from(b: Browsed<StagesSite>) -> Self {
         let s = b.record;
         Self {
-            site_no: s.site_no,
+            site_no: s.site_no.into(),
             name: s.name,
             address1: s.address1,
             address2: s.address2,
@@ -342,8 +342,8 @@ impl From<Browsed<StagesDevice>> for StagesDeviceResponse {
         let d = b.record;
         let billing_id = d.fields.billing_id.clone();
         Self {
-            device_id: d.device_id,
-            site_no: d.site_no,
+            device_id: d.device_id.into(),
+            site_no: d.site_no.into(),
             status: d.status.into(),
             fields: d.fields.into(),
             billing_id,
@@ -486,7 +486,13 @@ pub async fn get_site(
     let caller = auth.require(Role::Viewer)?;
     let (cid, site_no) = path.into_inner();
     let cid = connection_id(&cid)?;
-    let (site, devices) = linking::stages_site(state.linking(), caller, cid, &site_no).await?;
+    let (site, devices) = linking::stages_site(
+        state.linking(),
+        caller,
+        cid,
+        &crate::extract::site_no(&site_no)?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(StagesSiteDetail {
         site: site.into(),
         devices: devices.into_iter().map(Into::into).collect(),
@@ -510,6 +516,12 @@ pub async fn get_device(
     let caller = auth.require(Role::Viewer)?;
     let (cid, device_id) = path.into_inner();
     let cid = connection_id(&cid)?;
-    let device = linking::stages_device(state.linking(), caller, cid, &device_id).await?;
+    let device = linking::stages_device(
+        state.linking(),
+        caller,
+        cid,
+        &crate::extract::device_id(&device_id)?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(StagesDeviceResponse::from(device)))
 }

@@ -128,25 +128,38 @@ async fn listing(
     };
     let cid = connection_id(&cid)?;
     match what {
-        Listing::Site(view) => match stages_tab::site_view(ports, caller, cid, &id, view).await? {
-            SiteViewItems::Devices(d) => paged(d, &page),
-            SiteViewItems::Notes(n) => paged(n, &page),
-            SiteViewItems::Contacts(c) => paged(c, &page),
-        },
+        Listing::Site(view) => {
+            match stages_tab::site_view(ports, caller, cid, &crate::extract::site_no(&id)?, view)
+                .await?
+            {
+                SiteViewItems::Devices(d) => paged(d, &page),
+                SiteViewItems::Notes(n) => paged(n, &page),
+                SiteViewItems::Contacts(c) => paged(c, &page),
+            }
+        }
         Listing::SiteHistory(_) => paged(
-            stages_tab::site_history(ports, caller, cid, &id, &history).await?,
+            stages_tab::site_history(ports, caller, cid, &crate::extract::site_no(&id)?, &history)
+                .await?,
             &page,
         ),
         Listing::DeviceConfigurations => paged(
-            stages_tab::device_configurations(ports, caller, cid, &id).await?,
+            stages_tab::device_configurations(ports, caller, cid, &crate::extract::device_id(&id)?)
+                .await?,
             &page,
         ),
         Listing::DeviceHistory(_) => paged(
-            stages_tab::device_history(ports, caller, cid, &id, &history).await?,
+            stages_tab::device_history(
+                ports,
+                caller,
+                cid,
+                &crate::extract::device_id(&id)?,
+                &history,
+            )
+            .await?,
             &page,
         ),
         Listing::DeviceTests => paged(
-            stages_tab::list_tests(ports, caller, cid, &id).await?,
+            stages_tab::list_tests(ports, caller, cid, &crate::extract::device_id(&id)?).await?,
             &page,
         ),
     }
@@ -288,7 +301,7 @@ pub async fn create_contact(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &site_no,
+        &crate::extract::site_no(&site_no)?,
         &body.0.into(),
     )
     .await?;
@@ -351,7 +364,7 @@ pub async fn update_contact(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &site_no,
+        &crate::extract::site_no(&site_no)?,
         &contact_id,
         &patch,
     )
@@ -382,7 +395,7 @@ pub async fn create_configuration(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &device_id,
+        &crate::extract::device_id(&device_id)?,
         &body.0.into(),
     )
     .await?;
@@ -458,7 +471,7 @@ pub async fn edit_device(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &device_id,
+        &crate::extract::device_id(&device_id)?,
         &patch,
         b.transmitter_code.as_deref(),
     )
@@ -612,7 +625,7 @@ pub async fn start_test(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &device_id,
+        &crate::extract::device_id(&device_id)?,
         &request,
     )
     .await?;
@@ -649,7 +662,7 @@ pub async fn end_test(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &device_id,
+        &crate::extract::device_id(&device_id)?,
         &test_id,
     )
     .await?;
@@ -696,7 +709,7 @@ pub async fn site_tests(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &site_no,
+        &crate::extract::site_no(&site_no)?,
         &request,
     )
     .await?;
@@ -705,7 +718,7 @@ pub async fn site_tests(
         devices: results
             .into_iter()
             .map(|r| DeviceTestResultResponse {
-                device_id: r.device_id,
+                device_id: r.device_id.into(),
                 test: r.test.and_then(|t| serde_json::to_value(t).ok()),
                 error: r.error,
             })

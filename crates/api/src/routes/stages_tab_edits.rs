@@ -69,7 +69,7 @@ pub async fn delete_contact(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &site_no,
+        &crate::extract::site_no(&site_no)?,
         &contact_id,
     )
     .await?;
@@ -120,7 +120,7 @@ pub async fn update_zone(
         state.linking(),
         caller,
         connection_id(&cid)?,
-        &device_id,
+        &crate::extract::device_id(&device_id)?,
         &zone,
         &patch,
     )
@@ -158,14 +158,14 @@ pub async fn clear_site_tests(
 ) -> ApiResult<HttpResponse> {
     let caller = auth.require(Role::Operator)?;
     let (cid, site_no) = path.into_inner();
-    let results =
-        stages_tab::clear_site_tests(state.linking(), caller, connection_id(&cid)?, &site_no)
-            .await?;
+    let cid = connection_id(&cid)?;
+    let site_no = crate::extract::site_no(&site_no)?;
+    let results = stages_tab::clear_site_tests(state.linking(), caller, cid, &site_no).await?;
     Ok(HttpResponse::Ok().json(ClearSiteTestsResponse {
         devices: results
             .into_iter()
             .map(|r| DeviceTestsClearedResponse {
-                device_id: r.device_id,
+                device_id: r.device_id.into(),
                 ended: r.ended,
                 error: r.error,
             })

@@ -65,7 +65,7 @@ async fn send_to_billing(
     connection: &domain::connection::Connection,
     event_id: &str,
     body: &[u8],
-    site_no: &str,
+    site_no: &domain::stages::SiteNo,
     target: &domain::stages::SendToBillingTarget,
 ) -> ApiResult<HttpResponse> {
     use domain::store::{IdempotencyBegin, IdempotencyScope, StoredResponse};

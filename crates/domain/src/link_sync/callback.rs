@@ -91,10 +91,10 @@ pub async fn apply_stages_callback(
     let (kind, external_id, changes) = match &callback.event {
         StagesCallbackEvent::SiteUpdated {
             site_no, changes, ..
-        } => (LinkKind::Site, site_no, changes),
+        } => (LinkKind::Site, site_no.as_str(), changes),
         StagesCallbackEvent::DeviceUpdated {
             device_id, changes, ..
-        } => (LinkKind::System, device_id, changes),
+        } => (LinkKind::System, device_id.as_str(), changes),
         StagesCallbackEvent::SendToBilling { .. } => {
             return Ok(not_settled(
                 CallbackResult::Unsupported,

@@ -126,10 +126,10 @@ impl JobKind for ApplyStagesCallback {
 
 impl ApplyStagesCallback {
     pub fn new(connection_id: ConnectionId, callback: &StagesCallback) -> Self {
-        let record = |kind, external_id: &String| StagesRecord {
+        let record = |kind, external_id: &str| StagesRecord {
             connection_id,
             kind,
-            external_id: external_id.clone(),
+            external_id: external_id.to_owned(),
         };
         let stages_record = match &callback.event {
             StagesCallbackEvent::SiteUpdated { site_no, .. } => {

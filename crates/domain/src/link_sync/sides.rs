@@ -99,7 +99,7 @@ pub(super) async fn sides_with(
     let (billing, billing_values, external_values) = match billing {
         LinkedRecord::Site(site) => {
             let external = api
-                .get_site(&link.external_id)
+                .get_site(&link.site_no())
                 .await
                 .map_err(upstream(&connection))?;
             let values = sync::billing_site_values(&site.fields);
@@ -111,7 +111,7 @@ pub(super) async fn sides_with(
         }
         LinkedRecord::System(system) => {
             let external = api
-                .get_device(&link.external_id)
+                .get_device(&link.device_id())
                 .await
                 .map_err(upstream(&connection))?;
             let values = sync::billing_system_values(&system.fields);

@@ -9,9 +9,10 @@ use crate::events::{types, NewEvent};
 use crate::link::LinkKind;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
-use crate::stages::StagesError;
+use crate::stages::{StagesError, TransmitterCode};
 use crate::sync::{self, Values};
 use crate::tenancy::DealerId;
+use crate::validation::ValidationError;
 
 use super::sides::{LinkedRecord, Sides};
 
@@ -141,23 +142,25 @@ pub(super) async fn write_to_stages(sides: &Sides, values: &Values) -> Result<()
             let patch = sync::stages_site_patch(values).map_err(invalid)?;
             sides
                 .api
-                .update_site(&sides.link.external_id, &patch)
+                .update_site(&sides.link.site_no(), &patch)
                 .await
                 .map_err(upstream(&sides.connection))?;
         }
         LinkKind::System => {
             let update = sync::stages_device_update(values).map_err(invalid)?;
             if let Some(code) = &update.new_transmitter_code {
+                let code = TransmitterCode::parse(code)
+                    .map_err(|why| ValidationError::field("system_number", why))?;
                 sides
                     .api
-                    .change_transmitter_code(&sides.link.external_id, code)
+                    .change_transmitter_code(&sides.link.device_id(), &code)
                     .await
                     .map_err(upstream(&sides.connection))?;
             }
             if update.patch != Default::default() {
                 sides
                     .api
-                    .update_device(&sides.link.external_id, &update.patch)
+                    .update_device(&sides.link.device_id(), &update.patch)
                     .await
                     .map_err(upstream(&sides.connection))?;
             }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use crate::connection::ConnectionId;
 use crate::link::{Link, LinkFilter, LinkKind};
 use crate::operations::{upstream, OperationError};
-use crate::stages::{LookupList, StagesDevice, StagesSite, StagesSiteQuery};
+use crate::stages::{DeviceId, LookupList, SiteNo, StagesDevice, StagesSite, StagesSiteQuery};
 use crate::store::PageRequest;
 use crate::tenancy::Caller;
 
@@ -74,7 +74,7 @@ pub async fn browse_sites(
         .list_sites(&query)
         .await
         .map_err(upstream(&connection))?;
-    let ids: Vec<String> = page.items.iter().map(|s| s.site_no.clone()).collect();
+    let ids: Vec<String> = page.items.iter().map(|s| s.site_no.to_string()).collect();
     let linked: HashSet<String> = ports
         .links
         .linked_external_ids(&caller.dealer, connection_id, LinkKind::Site, &ids)
@@ -83,7 +83,7 @@ pub async fn browse_sites(
         .collect();
     let mut items = Vec::new();
     for site in page.items {
-        let is_linked = linked.contains(&site.site_no);
+        let is_linked = linked.contains(site.site_no.as_str());
         if unlinked && is_linked {
             continue;
         }
@@ -112,7 +112,7 @@ pub async fn stages_site(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
 ) -> Result<(Browsed<StagesSite>, Vec<Browsed<StagesDevice>>), OperationError> {
     let (connection, api) = load_connection(ports, caller, connection_id).await?;
     let site = api.get_site(site_no).await.map_err(upstream(&connection))?;
@@ -154,7 +154,7 @@ pub async fn stages_device(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
 ) -> Result<Browsed<StagesDevice>, OperationError> {
     let (connection, api) = load_connection(ports, caller, connection_id).await?;
     let device = api

@@ -8,7 +8,8 @@ use crate::connection::ConnectionId;
 use crate::link::{Link, LinkId, LinkKind, NewLink};
 use crate::operations::{NextStep, OperationError};
 use crate::stages::{
-    StagesApi, StagesDevice, StagesDevicePatch, StagesError, StagesSite, StagesSitePatch,
+    DeviceId, SiteNo, StagesApi, StagesDevice, StagesDevicePatch, StagesError, StagesSite,
+    StagesSitePatch,
 };
 use crate::store::{LinkStore, StoreError};
 use crate::tenancy::Caller;
@@ -149,7 +150,8 @@ pub(super) async fn restore_device_billing_id(api: &dyn StagesApi, before: &Stag
     }
 }
 
-/// Writes one billing id to a Stages site or device (`""` clears it).
+/// Writes one billing id to a Stages site or device (`""` clears it);
+/// `external_id` is a link's, or one Stages has answered for.
 pub(crate) async fn set_billing_id(
     api: &dyn StagesApi,
     kind: LinkKind,
@@ -159,7 +161,7 @@ pub(crate) async fn set_billing_id(
     match kind {
         LinkKind::Site => api
             .update_site(
-                external_id,
+                &SiteNo::known(external_id),
                 &StagesSitePatch {
                     billing_id: Some(billing_id.to_owned()),
                     ..Default::default()
@@ -169,7 +171,7 @@ pub(crate) async fn set_billing_id(
             .map(drop),
         LinkKind::System => api
             .update_device(
-                external_id,
+                &DeviceId::known(external_id),
                 &StagesDevicePatch {
                     billing_id: Some(billing_id.to_owned()),
                     ..Default::default()

@@ -335,12 +335,9 @@ async fn read_left_behind(
 ) -> Result<(), OperationError> {
     for p in plan.iter().filter(|p| p.link.external_id != p.new) {
         let billing_id = match p.link.kind {
-            LinkKind::Site => api
-                .get_site(&p.link.external_id)
-                .await
-                .map(|s| s.billing_id),
+            LinkKind::Site => api.get_site(&p.link.site_no()).await.map(|s| s.billing_id),
             LinkKind::System => api
-                .get_device(&p.link.external_id)
+                .get_device(&p.link.device_id())
                 .await
                 .map(|d| d.fields.billing_id),
         };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::connection::Connection;
 use crate::operations::{upstream, OperationError};
-use crate::stages::{LookupList, StagesApi, StagesDeviceFields};
+use crate::stages::{LookupList, StagesApi, StagesDeviceFields, TransmitterCode};
 use crate::validation::ValidationError;
 
 use super::StagesSiteExtras;
@@ -94,14 +94,8 @@ pub(crate) fn is_period(s: &str) -> bool {
 }
 
 pub(crate) fn check_device_fields(v: &mut ValidationError, prefix: &str, d: &StagesDeviceFields) {
-    let code = d.transmitter_code.trim();
-    if code.is_empty() {
-        v.push(format!("{prefix}.transmitter_code"), "must not be empty");
-    } else if code.chars().count() > 32 || code.chars().any(char::is_control) {
-        v.push(
-            format!("{prefix}.transmitter_code"),
-            "must be at most 32 printable characters",
-        );
+    if let Err(why) = TransmitterCode::parse_trimmed(&d.transmitter_code) {
+        v.push(format!("{prefix}.transmitter_code"), why);
     }
     for (field, value) in [
         ("entry_period", &d.entry_period),

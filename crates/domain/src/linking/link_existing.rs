@@ -228,7 +228,7 @@ async fn check_free(
     let existing_site_link =
         link_on(ports.links, caller, connection.id, LinkKind::Site, &site.id).await?;
     if let Some(l) = &existing_site_link {
-        if l.external_id != stages_site.site_no {
+        if stages_site.site_no != l.external_id {
             return Err(OperationError::Conflict {
                 code: "already_linked",
                 message: format!(
@@ -287,7 +287,7 @@ fn new_links(
             connection_id: connection.id,
             kind: LinkKind::Site,
             billing_id: site.id.clone(),
-            external_id: stages_site.site_no.clone(),
+            external_id: stages_site.site_no.to_string(),
             parent_id: None,
         });
     }

@@ -29,7 +29,7 @@ use crate::billing::BillingId;
 use crate::connection::{Connection, ConnectionId};
 use crate::link::{Link, LinkKind, NewLink};
 use crate::operations::{upstream, OperationError};
-use crate::stages::{StagesApi, StagesDevice, StagesError, StagesSite};
+use crate::stages::{DeviceId, SiteNo, StagesApi, StagesDevice, StagesError, StagesSite};
 use crate::store::{BillingStore, ConnectionStore, LinkStore, StoreError};
 use crate::tenancy::Caller;
 use crate::upstream::{stages_client, ActingAs};
@@ -120,7 +120,8 @@ pub(crate) async fn named_site(
     field: &str,
     site_no: &str,
 ) -> Result<StagesSite, OperationError> {
-    match api.get_site(site_no).await {
+    let site_no = SiteNo::parse(site_no).map_err(|why| ValidationError::field(field, why))?;
+    match api.get_site(&site_no).await {
         Ok(s) => Ok(s),
         Err(StagesError::NotFound(_)) => Err(OperationError::Invalid(ValidationError::field(
             field,
@@ -136,7 +137,8 @@ async fn named_device(
     field: &str,
     device_id: &str,
 ) -> Result<StagesDevice, OperationError> {
-    match api.get_device(device_id).await {
+    let device_id = DeviceId::parse(device_id).map_err(|why| ValidationError::field(field, why))?;
+    match api.get_device(&device_id).await {
         Ok(d) => Ok(d),
         Err(StagesError::NotFound(_)) => Err(OperationError::Invalid(ValidationError::field(
             field,

@@ -7,6 +7,7 @@ use crate::billing::{BillingId, BillingSite, BillingSystem};
 use crate::connection::{Connection, ConnectionId};
 use crate::link::{ConfirmLink, Link, LinkId, LinkKind, NewLink};
 use crate::operations::{upstream, OperationError};
+use crate::stages::{DeviceId, SiteNo};
 use crate::stages::{NewStagesContact, StagesApi, StagesDevice, StagesError, StagesSiteQuery};
 use crate::tenancy::Caller;
 
@@ -51,7 +52,7 @@ pub(super) async fn push_claimed<'a>(
     let up = upstream(connection);
     let mut done = Vec::new();
     let site_no = match site_link {
-        Some(link) => link.external_id.clone(),
+        Some(link) => link.site_no(),
         None => {
             let (extras, contacts) = new_site.expect("a system push needs a linked site");
             let found = api
@@ -70,7 +71,7 @@ pub(super) async fn push_claimed<'a>(
                     done.push(Pushed {
                         kind: LinkKind::Site,
                         billing_id: site.id.clone(),
-                        external_id: existing.site_no.clone(),
+                        external_id: existing.site_no.to_string(),
                         action: PushAction::Reused,
                         link_id: site_link_id,
                         parent_id: None,
@@ -112,7 +113,7 @@ async fn create_site<'a>(
     done.push(Pushed {
         kind: LinkKind::Site,
         billing_id: site.id.clone(),
-        external_id: created.site.site_no.clone(),
+        external_id: created.site.site_no.to_string(),
         action: PushAction::Created,
         link_id: site_link_id,
         parent_id: None,
@@ -133,7 +134,7 @@ async fn create_site<'a>(
         done.push(Pushed {
             kind: LinkKind::System,
             billing_id: system.id.clone(),
-            external_id: device.device_id.clone(),
+            external_id: device.device_id.to_string(),
             action: PushAction::Created,
             link_id: *id,
             parent_id: Some(site_link_id),
@@ -149,7 +150,7 @@ async fn create_site<'a>(
 async fn add_devices<'a>(
     connection: &Connection,
     api: &dyn StagesApi,
-    site_no: &str,
+    site_no: &SiteNo,
     site_link_id: LinkId,
     todo: &'a [(BillingSystem, &'a PushSystem, LinkId)],
     mut done: Vec<Pushed<'a>>,
@@ -157,7 +158,7 @@ async fn add_devices<'a>(
     let up = upstream(connection);
     let mut existing: Option<Vec<StagesDevice>> = None;
     for (system, spec, id) in todo {
-        let step: Result<(String, PushAction), StagesError> = async {
+        let step: Result<(DeviceId, PushAction), StagesError> = async {
             if existing.is_none() {
                 existing = Some(api.list_devices(site_no).await?);
             }
@@ -180,7 +181,7 @@ async fn add_devices<'a>(
             Ok((device_id, action)) => done.push(Pushed {
                 kind: LinkKind::System,
                 billing_id: system.id.clone(),
-                external_id: device_id,
+                external_id: device_id.into(),
                 action,
                 link_id: *id,
                 parent_id: Some(site_link_id),

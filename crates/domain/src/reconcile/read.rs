@@ -58,10 +58,10 @@ pub(super) async fn read_sites(
         let n = page.items.len() as u64;
         for s in page.items {
             let carried = s.billing_id.filter(|b| !b.is_empty());
-            seen.carried.insert(s.site_no.clone(), carried.clone());
+            seen.carried.insert(s.site_no.to_string(), carried.clone());
             if let Some(b) = carried {
                 seen.claims.push(Claim {
-                    external_id: s.site_no,
+                    external_id: s.site_no.into(),
                     billing_id: b,
                     site_no: None,
                 });
@@ -101,12 +101,13 @@ pub(super) async fn read_devices(
         let n = page.items.len() as u64;
         for d in page.items {
             let carried = d.fields.billing_id.filter(|b| !b.is_empty());
-            seen.carried.insert(d.device_id.clone(), carried.clone());
+            seen.carried
+                .insert(d.device_id.to_string(), carried.clone());
             if let Some(b) = carried {
                 seen.claims.push(Claim {
-                    external_id: d.device_id,
+                    external_id: d.device_id.into(),
                     billing_id: b,
-                    site_no: Some(d.site_no),
+                    site_no: Some(d.site_no.into()),
                 });
             }
         }

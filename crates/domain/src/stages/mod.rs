@@ -4,12 +4,15 @@
 //! (docs/stages-protocol.md). `stages-client` implements the port over HTTP;
 //! `stages-sim` serves the same JSON from its own, independent types.
 //!
+//! - `ids`: Stages' keys (site number, device id, transmitter code) and their checks.
 //! - `records`: the records (sites, devices, contacts, ...) and list queries.
 //! - here: the failures (`StagesError`), the port and its connector,
 //!   and what Stages calls back with.
 
+mod ids;
 mod records;
 
+pub use ids::{DeviceId, SiteNo, TransmitterCode};
 pub use records::*;
 
 use async_trait::async_trait;
@@ -84,77 +87,88 @@ pub trait StagesApi: Send + Sync {
 
     async fn list_sites(&self, query: &StagesSiteQuery) -> StagesResult<Page<StagesSite>>;
     async fn create_site(&self, site: &NewStagesSite) -> StagesResult<CreatedStagesSite>;
-    async fn get_site(&self, site_no: &str) -> StagesResult<StagesSite>;
-    async fn update_site(&self, site_no: &str, patch: &StagesSitePatch)
-        -> StagesResult<StagesSite>;
+    async fn get_site(&self, site_no: &SiteNo) -> StagesResult<StagesSite>;
+    async fn update_site(
+        &self,
+        site_no: &SiteNo,
+        patch: &StagesSitePatch,
+    ) -> StagesResult<StagesSite>;
     async fn site_history(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> StagesResult<Vec<StagesHistoryEntry>>;
 
-    async fn list_devices(&self, site_no: &str) -> StagesResult<Vec<StagesDevice>>;
+    async fn list_devices(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesDevice>>;
     /// Every device of the central station, paged; for reconcile and lookups by billing id.
     async fn list_all_devices(&self, query: &StagesDeviceQuery)
         -> StagesResult<Page<StagesDevice>>;
     async fn create_device(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         device: &NewStagesDevice,
     ) -> StagesResult<StagesDevice>;
-    async fn get_device(&self, device_id: &str) -> StagesResult<StagesDevice>;
+    async fn get_device(&self, device_id: &DeviceId) -> StagesResult<StagesDevice>;
     async fn update_device(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         patch: &StagesDevicePatch,
     ) -> StagesResult<StagesDevice>;
     async fn change_transmitter_code(
         &self,
-        device_id: &str,
-        new_code: &str,
+        device_id: &DeviceId,
+        new_code: &TransmitterCode,
     ) -> StagesResult<StagesDevice>;
     async fn device_history(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> StagesResult<Vec<StagesHistoryEntry>>;
 
-    async fn list_configurations(&self, device_id: &str) -> StagesResult<Vec<StagesConfiguration>>;
+    async fn list_configurations(
+        &self,
+        device_id: &DeviceId,
+    ) -> StagesResult<Vec<StagesConfiguration>>;
     async fn create_configuration(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         config: &NewStagesConfiguration,
     ) -> StagesResult<StagesConfiguration>;
 
     async fn update_configuration(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         config_id: &str,
         patch: &StagesConfigurationPatch,
     ) -> StagesResult<StagesConfiguration>;
 
-    async fn list_contacts(&self, site_no: &str) -> StagesResult<Vec<StagesContact>>;
+    async fn list_contacts(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesContact>>;
     async fn create_contact(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         contact: &NewStagesContact,
     ) -> StagesResult<StagesContact>;
     async fn update_contact(
         &self,
-        site_no: &str,
+        site_no: &SiteNo,
         contact_id: &str,
         patch: &StagesContactPatch,
     ) -> StagesResult<StagesContact>;
-    async fn delete_contact(&self, site_no: &str, contact_id: &str) -> StagesResult<()>;
+    async fn delete_contact(&self, site_no: &SiteNo, contact_id: &str) -> StagesResult<()>;
 
-    async fn list_notes(&self, site_no: &str) -> StagesResult<Vec<StagesNote>>;
-    async fn create_note(&self, site_no: &str, note: &NewStagesNote) -> StagesResult<StagesNote>;
+    async fn list_notes(&self, site_no: &SiteNo) -> StagesResult<Vec<StagesNote>>;
+    async fn create_note(&self, site_no: &SiteNo, note: &NewStagesNote)
+        -> StagesResult<StagesNote>;
 
-    async fn list_tests(&self, device_id: &str) -> StagesResult<Vec<StagesTest>>;
-    async fn start_test(&self, device_id: &str, test: &NewStagesTest) -> StagesResult<StagesTest>;
-    async fn end_test(&self, device_id: &str, test_id: &str) -> StagesResult<()>;
+    async fn list_tests(&self, device_id: &DeviceId) -> StagesResult<Vec<StagesTest>>;
+    async fn start_test(
+        &self,
+        device_id: &DeviceId,
+        test: &NewStagesTest,
+    ) -> StagesResult<StagesTest>;
+    async fn end_test(&self, device_id: &DeviceId, test_id: &str) -> StagesResult<()>;
 }
 
 /// Makes a `StagesApi` for a target; implemented by `stages-client`.
@@ -179,7 +193,7 @@ pub enum StagesCallbackEvent {
     /// Stages field name (address1, address2, city, state, zip, phone, info, ...).
     #[serde(rename = "site.updated")]
     SiteUpdated {
-        site_no: String,
+        site_no: SiteNo,
         #[serde(default)]
         billing_id: Option<String>,
         changes: std::collections::BTreeMap<String, String>,
@@ -187,8 +201,8 @@ pub enum StagesCallbackEvent {
     /// Device fields changed in Stages (`transmitter_code`, ...).
     #[serde(rename = "device.updated")]
     DeviceUpdated {
-        device_id: String,
-        site_no: String,
+        device_id: DeviceId,
+        site_no: SiteNo,
         #[serde(default)]
         billing_id: Option<String>,
         changes: std::collections::BTreeMap<String, String>,
@@ -196,7 +210,7 @@ pub enum StagesCallbackEvent {
     /// Stages sends a whole site to billing: as a new customer or to an existing one.
     #[serde(rename = "site.send_to_billing")]
     SendToBilling {
-        site_no: String,
+        site_no: SiteNo,
         target: SendToBillingTarget,
     },
 }

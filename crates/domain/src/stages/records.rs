@@ -8,10 +8,12 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::ids::{DeviceId, SiteNo};
+
 /// A Stages site (an account of the central station).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesSite {
-    pub site_no: String,
+    pub site_no: SiteNo,
     pub name: String,
     #[serde(default)]
     pub address1: String,
@@ -242,10 +244,10 @@ pub struct StagesDeviceFields {
     pub billing_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesDevice {
-    pub device_id: String,
-    pub site_no: String,
+    pub device_id: DeviceId,
+    pub site_no: SiteNo,
     #[serde(flatten)]
     pub fields: StagesDeviceFields,
     #[serde(default)]
@@ -341,7 +343,7 @@ pub struct StagesConfigurationPatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesConfiguration {
     pub config_id: String,
-    pub device_id: String,
+    pub device_id: DeviceId,
     #[serde(flatten)]
     pub fields: NewStagesConfiguration,
 }
@@ -388,7 +390,7 @@ pub struct NewStagesContact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesContact {
     pub contact_id: String,
-    pub site_no: String,
+    pub site_no: SiteNo,
     #[serde(flatten)]
     pub fields: StagesContactFields,
     #[serde(default)]
@@ -431,7 +433,7 @@ pub struct NewStagesNote {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesNote {
     pub note_id: String,
-    pub site_no: String,
+    pub site_no: SiteNo,
     pub text: String,
     #[serde(default)]
     pub effective_at: Option<DateTime<Utc>>,
@@ -451,8 +453,9 @@ pub enum HistoryKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesHistoryEntry {
     pub history_id: String,
+    /// Empty for an entry of the site itself (a site's history has both).
     pub device_id: String,
-    pub site_no: String,
+    pub site_no: SiteNo,
     pub occurred_at: DateTime<Utc>,
     pub kind: HistoryKind,
     #[serde(default)]
@@ -498,7 +501,7 @@ pub struct NewStagesTest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesTest {
     pub test_id: String,
-    pub device_id: String,
+    pub device_id: DeviceId,
     #[serde(rename = "type")]
     pub test_type: TestType,
     pub effective: DateTime<Utc>,
@@ -588,7 +591,7 @@ pub struct StagesDeviceQuery {
     /// Only the device whose billing id is this.
     pub billing_id: Option<String>,
     /// Only the devices of this site.
-    pub site_no: Option<String>,
+    pub site_no: Option<SiteNo>,
     /// `Some(true)`: only devices with a billing id; `Some(false)`: only those without.
     pub has_billing_id: Option<bool>,
     pub page_token: Option<String>,

@@ -11,6 +11,7 @@ use crate::events::{types, NewEvent};
 use crate::link::LinkKind;
 use crate::linking::{link_of_external, LinkingPorts};
 use crate::operations::{upstream, OperationError};
+use crate::stages::{DeviceId, TransmitterCode};
 use crate::stages::{LookupList, StagesApi, StagesDevice, StagesDevicePatch};
 use crate::sync::{self, Snapshot, Values};
 use crate::tenancy::Caller;
@@ -37,7 +38,7 @@ pub async fn edit_device(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     patch: &StagesDevicePatch,
     new_transmitter_code: Option<&str>,
 ) -> Result<DeviceEdited, OperationError> {
@@ -55,7 +56,7 @@ pub async fn edit_device(
     let mut made = Vec::new();
     if let Some(code) = new_code {
         device = api
-            .change_transmitter_code(device_id, code)
+            .change_transmitter_code(device_id, &TransmitterCode::known(code))
             .await
             .map_err(&up)?;
         made.push(format!("transmitter_code changed to '{code}'"));
@@ -90,13 +91,8 @@ async fn check_device_edit(
 ) -> Result<(), OperationError> {
     let mut v = ValidationError::default();
     if let Some(code) = new_code {
-        if code.is_empty() {
-            v.push("transmitter_code", "must not be empty");
-        } else if code.chars().count() > 32 || code.chars().any(char::is_control) {
-            v.push(
-                "transmitter_code",
-                "must be at most 32 printable characters",
-            );
+        if let Err(why) = TransmitterCode::parse(code) {
+            v.push("transmitter_code", why);
         }
     }
     for (field, value) in [
@@ -136,7 +132,7 @@ async fn follow_in_billing(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     device: StagesDevice,
 ) -> Result<DeviceEdited, OperationError> {
     let Some(link) = link_of_external(

@@ -5,6 +5,7 @@
 use crate::connection::ConnectionId;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
+use crate::stages::{DeviceId, SiteNo};
 use crate::stages::{
     NewStagesConfiguration, NewStagesContact, StagesConfiguration, StagesConfigurationPatch,
     StagesContact, StagesContactPatch,
@@ -18,7 +19,7 @@ pub async fn create_contact(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     contact: &NewStagesContact,
 ) -> Result<StagesContact, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -31,7 +32,7 @@ pub async fn update_contact(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     contact_id: &str,
     patch: &StagesContactPatch,
 ) -> Result<StagesContact, OperationError> {
@@ -45,7 +46,7 @@ pub async fn create_configuration(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     config: &NewStagesConfiguration,
 ) -> Result<StagesConfiguration, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -58,7 +59,7 @@ pub async fn delete_contact(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     contact_id: &str,
 ) -> Result<(), OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -111,7 +112,7 @@ pub async fn update_zone(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     zone: &str,
     patch: &StagesConfigurationPatch,
 ) -> Result<StagesConfiguration, OperationError> {
@@ -132,7 +133,7 @@ mod tests {
     fn zone(id: &str, point: u32) -> StagesConfiguration {
         StagesConfiguration {
             config_id: id.into(),
-            device_id: "D-1".into(),
+            device_id: DeviceId::parse("D-1").unwrap(),
             fields: NewStagesConfiguration {
                 point,
                 ..Default::default()

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::{Connection, ConnectionId};
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
+use crate::stages::{DeviceId, SiteNo};
 use crate::stages::{NewStagesTest, StagesApi, StagesDevice, StagesError, StagesTest, TestType};
 use crate::tenancy::Caller;
 use crate::test_mode::{self, TestEnd, TestWindow, TestWindowError};
@@ -20,7 +21,7 @@ pub async fn list_tests(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
 ) -> Result<Vec<StagesTest>, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
     api.list_tests(device_id)
@@ -53,7 +54,7 @@ fn window_error(e: TestWindowError, end: &TestEnd) -> OperationError {
 async fn window_for(
     api: &dyn StagesApi,
     connection: &Connection,
-    site_no: &str,
+    site_no: &SiteNo,
     request: &TestRequest,
 ) -> Result<TestWindow, OperationError> {
     let site = api.get_site(site_no).await.map_err(upstream(connection))?;
@@ -117,7 +118,7 @@ pub async fn start_test(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     request: &TestRequest,
 ) -> Result<StartedTest, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -134,7 +135,7 @@ pub async fn end_test(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     test_id: &str,
 ) -> Result<(), OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -146,7 +147,7 @@ pub async fn end_test(
 /// The outcome for one device of a site-wide test.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceTestResult {
-    pub device_id: String,
+    pub device_id: DeviceId,
     pub test: Option<StagesTest>,
     /// Why this device is not on test.
     pub error: Option<String>,
@@ -157,7 +158,7 @@ pub async fn start_site_tests(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     request: &TestRequest,
 ) -> Result<(TestWindow, Vec<DeviceTestResult>), OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -188,7 +189,7 @@ pub async fn start_site_tests(
 /// What clearing the tests of a site did on one device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceTestsCleared {
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// The tests ended (current and scheduled).
     pub ended: Vec<String>,
     /// Why a test of this device (or the device's list) could not be ended.
@@ -201,7 +202,7 @@ pub async fn clear_site_tests(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
 ) -> Result<Vec<DeviceTestsCleared>, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
     let up = upstream(&connection);

@@ -80,7 +80,7 @@ pub async fn live_status(
         };
         let Some(api) = api else { continue };
         for d in device_links {
-            out.push(match api.get_device(&d.external_id).await {
+            out.push(match api.get_device(&d.device_id()).await {
                 Ok(device) => LiveStatus {
                     connection_id: link.connection_id,
                     device_id: d.external_id,

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::connection::ConnectionId;
 use crate::linking::LinkingPorts;
 use crate::operations::{upstream, OperationError};
+use crate::stages::{DeviceId, SiteNo};
 use crate::stages::{
     StagesConfiguration, StagesContact, StagesDevice, StagesHistoryEntry, StagesNote,
 };
@@ -35,7 +36,7 @@ pub async fn site_view(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     view: SiteView,
 ) -> Result<SiteViewItems, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -53,7 +54,7 @@ pub async fn device_configurations(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
 ) -> Result<Vec<StagesConfiguration>, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
     api.list_configurations(device_id)
@@ -116,7 +117,7 @@ pub async fn site_history(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    site_no: &str,
+    site_no: &SiteNo,
     query: &HistoryQuery,
 ) -> Result<Vec<StagesHistoryEntry>, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -131,7 +132,7 @@ pub async fn device_history(
     ports: LinkingPorts<'_>,
     caller: &Caller,
     connection_id: ConnectionId,
-    device_id: &str,
+    device_id: &DeviceId,
     query: &HistoryQuery,
 ) -> Result<Vec<StagesHistoryEntry>, OperationError> {
     let (connection, api) = open(ports, caller, connection_id).await?;
@@ -140,7 +141,7 @@ pub async fn device_history(
         .await
         .map_err(upstream(&connection))?;
     // Only this device's entries, whatever Stages sends along.
-    history.retain(|h| h.device_id == device_id);
+    history.retain(|h| *device_id == h.device_id);
     Ok(query.apply(history))
 }
 
@@ -153,7 +154,7 @@ mod tests {
         StagesHistoryEntry {
             history_id: id.into(),
             device_id: "D-1".into(),
-            site_no: "10001".into(),
+            site_no: SiteNo::parse("10001").unwrap(),
             occurred_at: at.parse().unwrap(),
             kind: HistoryKind::Signal,
             event_code: "E130".into(),

@@ -16,7 +16,8 @@ use crate::link::{claim_placeholder, ConfirmLink, LinkId, LinkKind, NewLink};
 use crate::linking::{self, check_lookups, device_lookup_checks, LinkingPorts};
 use crate::operations::{upstream, OperationError};
 use crate::stages::{
-    NewStagesDevice, StagesApi, StagesDevice, StagesDevicePatch, StagesSite, StagesSitePatch,
+    DeviceId, NewStagesDevice, SiteNo, StagesApi, StagesDevice, StagesDevicePatch, StagesSite,
+    StagesSitePatch,
 };
 use crate::sync::{self, Snapshot};
 use crate::tenancy::Caller;
@@ -125,7 +126,7 @@ pub async fn pull(
 pub(crate) async fn refuse_linked_site(
     ports: LinkingPorts<'_>,
     connection: &Connection,
-    site_no: &str,
+    site_no: &SiteNo,
 ) -> Result<(), OperationError> {
     match linking::link_of_external(
         ports,
@@ -160,7 +161,7 @@ pub(crate) struct Puller<'a> {
 
 /// One billing system of a pull: of a device the site has, or of a new one.
 struct Planned<'a> {
-    device_id: Option<String>,
+    device_id: Option<DeviceId>,
     system_id: BillingId,
     fields: SystemFields,
     link_id: LinkId,
@@ -174,7 +175,7 @@ struct Planned<'a> {
 struct Written {
     /// Stages records that carry one of this pull's billing ids.
     site_id_written: bool,
-    devices: Vec<String>,
+    devices: Vec<DeviceId>,
     records: bool,
 }
 
@@ -191,7 +192,7 @@ pub(crate) async fn pull_site(
     customer: Option<CustomerFields>,
 ) -> Result<WizardOutcome, OperationError> {
     let dealer = &p.connection.dealer;
-    let site_no = site.site_no.as_str();
+    let site_no = &site.site_no;
     let site_id = new_id("SITE");
     let site_link = LinkId::new();
     let mut planned: Vec<Planned<'_>> = taken
@@ -282,13 +283,13 @@ pub(crate) async fn pull_site(
         customer_id: customer_id.to_string(),
         customer_created: customer_made,
         site_id: site_id.to_string(),
-        site_no: site_no.to_owned(),
+        site_no: site_no.to_string(),
         site_link_id: site_link,
         systems: planned
             .into_iter()
             .map(|s| WizardSystem {
                 system_id: s.system_id.to_string(),
-                device_id: s.device_id.unwrap_or_default(),
+                device_id: s.device_id.map(String::from).unwrap_or_default(),
                 link_id: s.link_id,
                 device: s.device,
             })
@@ -300,7 +301,7 @@ pub(crate) async fn pull_site(
 /// has by its id, each new device by a placeholder until it exists.
 fn claims_of(
     connection: &Connection,
-    site_no: &str,
+    site_no: &SiteNo,
     site_id: &BillingId,
     site_link: LinkId,
     planned: &[Planned<'_>],
@@ -310,7 +311,7 @@ fn claims_of(
         connection_id: connection.id,
         kind: LinkKind::Site,
         billing_id: site_id.clone(),
-        external_id: site_no.to_owned(),
+        external_id: site_no.to_string(),
         parent_id: None,
     }];
     claims.extend(planned.iter().map(|s| {
@@ -321,8 +322,8 @@ fn claims_of(
             billing_id: s.system_id.clone(),
             external_id: s
                 .device_id
-                .clone()
-                .unwrap_or_else(|| claim_placeholder(s.link_id)),
+                .as_ref()
+                .map_or_else(|| claim_placeholder(s.link_id), ToString::to_string),
             parent_id: Some(site_link),
         }
     }));
@@ -343,7 +344,7 @@ async fn pull_claimed(
 ) -> Result<(), OperationError> {
     let dealer = &p.connection.dealer;
     let up = upstream(p.connection);
-    let site_no = site.site_no.as_str();
+    let site_no = &site.site_no;
     // A billing id in Stages that names a billing site is one no link holds
     // (unlinked on purpose): refused. One that names no billing record (left
     // by an earlier failed attempt) does not count.
@@ -478,7 +479,7 @@ async fn make_records(
 #[allow(clippy::too_many_arguments)]
 async fn confirm_pull(
     p: &Puller<'_>,
-    site_no: &str,
+    site_no: &SiteNo,
     site_link: LinkId,
     site_id: &BillingId,
     site_fields: &SiteFields,
@@ -493,7 +494,7 @@ async fn confirm_pull(
         site_link,
         LinkKind::Site,
         site_id,
-        site_no,
+        site_no.as_str(),
         sync::billing_site_values(site_fields),
     )];
     for s in planned {
@@ -561,7 +562,7 @@ async fn confirm_pull(
     .chain(planned.iter().map(|s| ConfirmLink {
         link_id: s.link_id,
         // A new device's claim held a placeholder until now.
-        external_id: s.new.and(s.device_id.clone()),
+        external_id: s.new.and(s.device_id.as_ref().map(ToString::to_string)),
     }))
     .collect();
     p.ports
@@ -573,14 +574,14 @@ async fn confirm_pull(
 }
 
 /// Clears billing ids a failed pull wrote to Stages (best effort).
-async fn clear_stages_ids(api: &dyn StagesApi, site_no: Option<&str>, devices: &[String]) {
+async fn clear_stages_ids(api: &dyn StagesApi, site_no: Option<&SiteNo>, devices: &[DeviceId]) {
     if let Some(site_no) = site_no {
         let clear = StagesSitePatch {
             billing_id: Some(String::new()),
             ..Default::default()
         };
         if let Err(e) = api.update_site(site_no, &clear).await {
-            tracing::warn!(error = %e, site_no, "could not clear a billing id after a failed pull");
+            tracing::warn!(error = %e, %site_no, "could not clear a billing id after a failed pull");
         }
     }
     for d in devices {
