@@ -17,6 +17,9 @@ const MAX_CODE_CHARS: usize = 32;
 fn check(text: &str, max_chars: usize) -> Result<(), String> {
     if text.trim().is_empty() {
         Err("must not be empty".to_owned())
+    } else if crate::validation::is_dot_segment(text) {
+        // No URL can carry one: parsers resolve it, even as %2E%2E.
+        Err("must not be . or ..".to_owned())
     } else if text.chars().count() > max_chars || text.chars().any(char::is_control) {
         Err(format!("must be at most {max_chars} printable characters"))
     } else {
@@ -142,6 +145,11 @@ mod tests {
         assert!(DeviceId::parse(&"d".repeat(64)).is_ok());
         assert!(DeviceId::parse(&"d".repeat(65)).is_err());
         assert!(SiteNo::parse("S\n1").is_err());
+        assert!(DeviceId::parse("..").is_err() && SiteNo::parse(".").is_err());
+        assert!(
+            SiteNo::parse("A/1 ?#%").is_ok(),
+            "the client encodes the rest"
+        );
     }
 
     #[test]
