@@ -2,7 +2,10 @@
 //! every end-to-end file under `tests/` is registered and therefore runs
 //! (`crates/api` sets `autotests = false`), and no test holds a literal
 //! calendar date later than today, which would turn CI red by itself on the
-//! day it passes.
+//! day it passes; and a test on the in-process service that leaves a job
+//! behind fails.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -453,4 +456,49 @@ fn the_function_scan_measures_bodies_and_skips_declarations() {
     );
     assert_eq!(long_functions(&text, 5), [(2, "long".to_owned(), 7)]);
     assert!(long_functions(&text, 7).is_empty());
+}
+
+/// A test on the in-process service fails when it leaves a job queued: a
+/// green run cannot hide work that never ran.
+#[tokio::test]
+#[should_panic(expected = "left jobs behind")]
+async fn a_test_that_leaves_a_job_queued_fails() {
+    let sim = support::start_sim(0).await;
+    let svc = support::Service::in_process(support::Backend::Sqlite, Vec::new()).await;
+    let admin = support::Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    // Working credentials queue the connection's migration (S20); nothing
+    // runs it before the service drops.
+    let put = svc
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(serde_json::json!({"username": support::SIM_USER, "password": support::SIM_PASSWORD})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+}
+
+/// The same test passes once the queue has run.
+#[tokio::test]
+async fn a_test_that_runs_its_jobs_leaves_none() {
+    let sim = support::start_sim(0).await;
+    let svc = support::Service::in_process(support::Backend::Sqlite, Vec::new()).await;
+    let admin = support::Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    let put = svc
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(serde_json::json!({"username": support::SIM_USER, "password": support::SIM_PASSWORD})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert!(svc.run_pending_jobs().await >= 1, "the migration ran here");
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod clock;
+pub mod in_process;
 pub mod wait;
 
 use std::io::{BufRead, BufReader};
@@ -143,9 +144,12 @@ pub const STEP_LIMIT: Duration = Duration::from_secs(20);
 /// How long the jobs and callbacks of a test may take to settle.
 pub const QUIESCE_LIMIT: Duration = Duration::from_secs(60);
 
-/// A running `crosslink serve`.
+/// A running `crosslink serve`: the binary, or the same service in the
+/// test's process (`Service::in_process`), which runs no job runner: its
+/// waits run the queue instead (see `in_process`).
 pub struct Service {
-    child: Child,
+    child: Option<Child>,
+    in_process: Option<in_process::InProcess>,
     /// Keeps a PostgreSQL schema alive as long as the service.
     _schema: Option<PgSchema>,
     pub base: String,
@@ -186,6 +190,43 @@ impl Service {
         service
     }
 
+    /// The service in this process on a fresh SQLite file or PostgreSQL
+    /// schema, with `env` as `start_on` takes it; jobs run when the test
+    /// waits (`eventually`, `quiesce`, `wait_ended`) or asks
+    /// (`run_pending_jobs`), and none may be left when it ends.
+    pub async fn in_process(backend: Backend, env: Vec<(String, String)>) -> Self {
+        let schema = (backend == Backend::Postgres).then(PgSchema::new);
+        let dir = scratch_dir("app");
+        let database_url = schema.as_ref().map_or_else(
+            || format!("sqlite://{}", dir.join("crosslink.db").display()),
+            PgSchema::url,
+        );
+        let mut vars = service_env(&database_url);
+        vars.push(("CROSSLINK__JOBS__WORKERS".into(), "0".into()));
+        vars.extend(env);
+        let (app, base) = in_process::InProcess::start(vars).await;
+        Self {
+            child: None,
+            in_process: Some(app),
+            _schema: schema,
+            base,
+            log: dir.join("crosslink.log"),
+            dir,
+            database_url,
+            http: http_client(),
+            stdout: Default::default(),
+        }
+    }
+
+    /// Runs every due job to its end, in this process: the in-process
+    /// service's queue (a binary runs its own: nothing to do).
+    pub async fn run_pending_jobs(&self) -> usize {
+        match &self.in_process {
+            Some(app) => app.run_pending_jobs().await,
+            None => 0,
+        }
+    }
+
     /// Starts the binary without waiting for readiness.
     pub fn spawn(options: ServiceOptions) -> Self {
         let dir = scratch_dir("svc");
@@ -199,30 +240,10 @@ impl Service {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "debug")
-            .env("CROSSLINK__SERVER__BIND", "127.0.0.1:0")
-            .env("CROSSLINK__SERVER__WORKERS", "2")
-            .env("CROSSLINK__DATABASE__URL", &database_url)
-            .env("CROSSLINK__DATABASE__POOL_SIZE", "4")
-            .env("CROSSLINK__AUTH__HS256_SECRET", JWT_SECRET)
-            .env("CROSSLINK__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)
-            .env("CROSSLINK__STAGES__TIMEOUT_MS", "1500")
-            .env("CROSSLINK__STAGES__CONNECT_TIMEOUT_MS", "500")
-            .env("CROSSLINK__STAGES__MAX_RETRIES", "1")
-            // The suite drives one dealer hard; the rate limit has a test of its own.
-            .env("CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND", "0")
-            // Nor is the client-side pacing of Stages calls (20/s) what the
-            // suite tests (the client's own tests do): with it, every read
-            // of a linked billing record (which asks Stages for its status)
-            // waited its turn, and the longest test spent most of its time so.
-            .env("CROSSLINK__STAGES__REQUESTS_PER_SECOND", "0")
-            // The simulators and test receivers listen on loopback, which the
-            // egress policy refuses unless allowed (a test may override this).
-            .env("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8")
+            .envs(service_env(&database_url))
+            .envs(options.env)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in options.env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("the crosslink binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -247,20 +268,14 @@ impl Service {
             }
         };
         Self {
-            child,
+            child: Some(child),
+            in_process: None,
             _schema: None,
             base,
             dir,
             log,
             database_url,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                // The service closes a connection idle for 5 s (actix's
-                // keep-alive); a request sent on it just then fails with an
-                // incomplete message. Dropping idle ones sooner avoids that race.
-                .pool_idle_timeout(Duration::from_secs(2))
-                .build()
-                .unwrap(),
+            http: http_client(),
             stdout: lines,
         }
     }
@@ -322,12 +337,17 @@ impl Service {
 
     /// The process id (worker ids carry it: `host-pid`).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("a process of its own").id()
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(app) = &self.in_process {
+            app.stop();
+        }
     }
 
     /// A request with a token for `who`.
@@ -351,13 +371,21 @@ impl Service {
         Answer::from(rb.send().await.expect("the service answers")).await
     }
 
-    /// `eventually`, whose failure shows this service's log.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, check: F) -> T
+    /// `eventually`, whose failure shows this service's log; in process,
+    /// the due jobs run before each look.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        wait::until(Poll::new(what, limit), check, || self.log_detail()).await
+        let mut poll = Poll::new(what, limit);
+        loop {
+            self.run_pending_jobs().await;
+            if let Some(value) = check().await {
+                return value;
+            }
+            poll.pause(|| self.log_detail()).await;
+        }
     }
 
     /// The end of the log, to close a failed wait's message with (a run of
@@ -384,6 +412,7 @@ impl Service {
     pub async fn wait_ended_within(&self, who: &Who, path: &str, limit: Duration) -> Value {
         let mut poll = Poll::new(format!("{path} to end"), limit);
         loop {
+            self.run_pending_jobs().await;
             let a = self.call(reqwest::Method::GET, path, who, None).await;
             assert_eq!(a.status, 200, "{path}: {}", a.text);
             if !wait::ongoing(&a.body) {
@@ -425,7 +454,11 @@ impl Service {
         // Steady, so that three quiet looks span some time.
         let mut poll = Poll::new(what, limit).every(pause);
         let mut quiet = 0;
+        // In process no runner moves a job between looks: one quiet look,
+        // after the queue ran dry, is enough.
+        let enough = if self.in_process.is_some() { 1 } else { 3 };
         loop {
+            let ran = self.run_pending_jobs().await;
             let mut busy = sims.iter().any(|s| s.state().callbacks_pending() > 0);
             for state in ["queued", "running"] {
                 let path = format!("/v1/jobs?state={state}{filter}&page_size=1");
@@ -433,8 +466,8 @@ impl Service {
                 assert_eq!(a.status, 200, "{}", a.text);
                 busy |= !a.body["items"].as_array().unwrap().is_empty();
             }
-            quiet = if busy { 0 } else { quiet + 1 };
-            if quiet == 3 {
+            quiet = if busy || ran > 0 { 0 } else { quiet + 1 };
+            if quiet == enough {
                 return;
             }
             poll.pause(|| self.log_detail()).await;
@@ -522,8 +555,50 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if let Some(app) = &self.in_process {
+            app.check_no_jobs_left();
+        }
         self.kill();
     }
+}
+
+/// What every test's service runs with, binary or in process.
+fn service_env(database_url: &str) -> Vec<(String, String)> {
+    [
+        ("CROSSLINK__SERVER__BIND", "127.0.0.1:0"),
+        ("CROSSLINK__SERVER__WORKERS", "2"),
+        ("CROSSLINK__DATABASE__URL", database_url),
+        ("CROSSLINK__DATABASE__POOL_SIZE", "4"),
+        ("CROSSLINK__AUTH__HS256_SECRET", JWT_SECRET),
+        ("CROSSLINK__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY),
+        ("CROSSLINK__STAGES__TIMEOUT_MS", "1500"),
+        ("CROSSLINK__STAGES__CONNECT_TIMEOUT_MS", "500"),
+        ("CROSSLINK__STAGES__MAX_RETRIES", "1"),
+        // The suite drives one dealer hard; the rate limit has a test of its own.
+        ("CROSSLINK__RATE_LIMIT__REQUESTS_PER_SECOND", "0"),
+        // Nor is the client-side pacing of Stages calls (20/s) what the
+        // suite tests (the client's own tests do): with it, every read of a
+        // linked billing record (which asks Stages for its status) waited
+        // its turn, and the longest test spent most of its time so.
+        ("CROSSLINK__STAGES__REQUESTS_PER_SECOND", "0"),
+        // The simulators and test receivers listen on loopback, which the
+        // egress policy refuses unless allowed (a test may override this).
+        ("CROSSLINK__EGRESS__ALLOW", "127.0.0.0/8"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        // The service closes a connection idle for 5 s (actix's keep-alive);
+        // a request sent on it just then fails with an incomplete message.
+        // Dropping idle ones sooner avoids that race.
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
 }
 
 /// An answer, read whole.

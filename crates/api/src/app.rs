@@ -146,7 +146,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let json = settings.log.format.eq_ignore_ascii_case("json");
     let workers = settings.server.workers;
     let state = web::Data::new(build_state(settings).await?);
-    let limit = state.settings.server.max_body_bytes;
     let retention_state = state.clone();
     tokio::spawn(async move { crate::retention::run(retention_state).await });
     let stats_state = state.clone();
@@ -175,6 +174,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
         tokio::spawn(async move { crate::worker::run(jobs, worker_id, concurrency).await });
     }
+    let (server, addrs) = http_server(state, &bind, workers)?;
+    for addr in addrs {
+        tracing::info!(%addr, "crosslink listening");
+        println!("{}", listening_line(addr, json));
+    }
+    server.await?;
+    Ok(())
+}
+
+/// The HTTP server of `state`, bound to `bind` with `workers` threads (0:
+/// one a core), not yet running; and the addresses it listens on.
+pub fn http_server(
+    state: web::Data<AppState>,
+    bind: &str,
+    workers: usize,
+) -> anyhow::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
+    let limit = state.settings.server.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -187,17 +203,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .wrap(from_fn(middleware::problem_details))
             .wrap(from_fn(middleware::observe))
     })
-    .bind(&bind)
+    .bind(bind)
     .with_context(|| format!("cannot listen on {bind}"))?;
     if workers > 0 {
         server = server.workers(workers);
     }
-    for addr in server.addrs() {
-        tracing::info!(%addr, "crosslink listening");
-        println!("{}", listening_line(addr, json));
-    }
-    server.run().await?;
-    Ok(())
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
 }
 
 /// The line on stdout that says where the service listens (scripts and the

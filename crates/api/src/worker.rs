@@ -19,7 +19,7 @@ use domain::jobs::{
 };
 use domain::link_sync::jobs::{ApplyStagesCallback, AutoSyncPush};
 use domain::reconcile::ReconcileJob;
-use domain::store::Claim;
+use domain::store::{Claim, StoreError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
@@ -333,35 +333,9 @@ async fn run_one_inner(
             Ok("succeeded".to_owned())
         }
         Err(e) => {
-            let settings = &state.settings.jobs;
-            let at = Utc::now()
-                + backoff(
-                    job.attempts,
-                    chrono::Duration::milliseconds(settings.retry_base_ms as i64),
-                    chrono::Duration::milliseconds(settings.retry_cap_ms as i64),
-                    rand::random::<f64>(),
-                );
-            let age = Utc::now() - job.created_at;
-            let patient = age < chrono::Duration::seconds(settings.outage_patience_secs as i64);
-            let failure = match e {
-                JobError::Permanent(error) => JobFailure::Permanent { error },
-                JobError::Unavailable(error) if patient => JobFailure::Wait {
-                    error,
-                    at: Utc::now()
-                        + outage_delay(
-                            age,
-                            chrono::Duration::milliseconds(settings.retry_base_ms as i64),
-                            chrono::Duration::milliseconds(settings.retry_cap_ms as i64),
-                            rand::random::<f64>(),
-                        ),
-                },
-                JobError::Transient(error) | JobError::Unavailable(error) => {
-                    JobFailure::Retry { error, at }
-                }
-            };
             let recorded = state
                 .jobs
-                .fail_job(job.id, worker_id, failure)
+                .fail_job(job.id, worker_id, failure_of(state, &job, e))
                 .await
                 .map(|s| s.as_str().to_owned());
             runner.held.lock().expect("held jobs").remove(&job.id);
@@ -384,6 +358,67 @@ async fn run_one_inner(
         Err(e) => {
             state.metrics.job_ended(&kind, "unrecorded", seconds);
             tracing::warn!(error = %e, "recording the end of a job failed")
+        }
+    }
+}
+
+/// What a failed attempt of `job` leaves: an end for good, a retry after
+/// the backoff, or, while an upstream is down, a wait that uses no attempt.
+fn failure_of(state: &AppState, job: &Job, e: JobError) -> JobFailure {
+    let settings = &state.settings.jobs;
+    let base = chrono::Duration::milliseconds(settings.retry_base_ms as i64);
+    let cap = chrono::Duration::milliseconds(settings.retry_cap_ms as i64);
+    let age = Utc::now() - job.created_at;
+    let patient = age < chrono::Duration::seconds(settings.outage_patience_secs as i64);
+    match e {
+        JobError::Permanent(error) => JobFailure::Permanent { error },
+        JobError::Unavailable(error) if patient => JobFailure::Wait {
+            error,
+            at: Utc::now() + outage_delay(age, base, cap, rand::random::<f64>()),
+        },
+        JobError::Transient(error) | JobError::Unavailable(error) => JobFailure::Retry {
+            error,
+            at: Utc::now() + backoff(job.attempts, base, cap, rand::random::<f64>()),
+        },
+    }
+}
+
+/// Runs every job that is due now, one at a time in this task, until none
+/// is: what a test drives in place of a runner (as crates.io's
+/// `run_pending_background_jobs`). Jobs these queue run too, once due; one
+/// whose retry comes later stays queued. Returns how many attempts ran.
+pub async fn run_pending(state: &web::Data<AppState>) -> Result<usize, StoreError> {
+    const WORKER: &str = "run-pending";
+    let registry = registry();
+    let kinds = registry.kinds();
+    let mut ran = 0;
+    loop {
+        let claim = Claim {
+            kinds: &kinds,
+            worker: WORKER,
+            lease: lease(state),
+            now: Utc::now(),
+            limit: 16,
+            settle_lost_leases: true,
+            max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
+        };
+        let jobs = state.jobs.claim_jobs(claim).await?;
+        if jobs.is_empty() {
+            return Ok(ran);
+        }
+        for job in jobs {
+            ran += 1;
+            let attempt = Attempt {
+                job: &job,
+                worker: WORKER,
+            };
+            match registry.run(state.get_ref(), attempt).await {
+                Ok(done) => record_ends(state, WORKER, vec![(job.id, done)]).await,
+                Err(e) => {
+                    let failure = failure_of(state, &job, e);
+                    state.jobs.fail_job(job.id, WORKER, failure).await?;
+                }
+            }
         }
     }
 }
