@@ -19,7 +19,7 @@ struct World {
 
 async fn world(backend: Backend) -> World {
     let sim = start_sim(0).await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let cid = svc
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
@@ -33,6 +33,8 @@ async fn world(backend: Backend) -> World {
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
+    // The connection's migration (S20), which working credentials queue.
+    svc.run_pending_jobs().await;
     World {
         sim,
         svc,

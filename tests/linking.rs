@@ -18,7 +18,7 @@ struct World {
 
 async fn world(backend: Backend, seed_sites: usize) -> World {
     let sim = start_sim(seed_sites).await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let cid = svc
         .create_connection(&admin, "Stages", &sim.base_url(), "dealer")

@@ -21,7 +21,7 @@ struct World {
 
 async fn world(backend: Backend) -> World {
     let sim = start_sim(3).await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let op = Who::new("acme", "olivia", "operator");
     // The migration (nothing to take over here) is over before the test starts.
     let cid = svc.stages_connection(&Who::admin("acme"), &sim).await;
@@ -37,6 +37,8 @@ async fn world(backend: Backend) -> World {
             )
         })
         .collect();
+    // The connection's migration (S20), which working credentials queue.
+    svc.run_pending_jobs().await;
     let w = World {
         sim,
         svc,
