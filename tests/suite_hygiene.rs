@@ -458,47 +458,38 @@ fn the_function_scan_measures_bodies_and_skips_declarations() {
     assert!(long_functions(&text, 7).is_empty());
 }
 
+/// An in-process service with a Stages connection whose working credentials
+/// have just queued its migration (S20); the simulator stays up with it.
+async fn a_queued_migration() -> (stages_sim::Sim, support::Service) {
+    let sim = support::start_sim(0).await;
+    let svc = support::Service::in_process(support::Backend::Sqlite, Vec::new()).await;
+    let admin = support::Who::admin("acme");
+    let cid = svc
+        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
+        .await;
+    let put = svc
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/connections/{cid}/credentials/dealer"),
+            &admin,
+            Some(serde_json::json!({"username": support::SIM_USER, "password": support::SIM_PASSWORD})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    (sim, svc)
+}
+
 /// A test on the in-process service fails when it leaves a job queued: a
 /// green run cannot hide work that never ran.
 #[tokio::test]
 #[should_panic(expected = "left jobs behind")]
 async fn a_test_that_leaves_a_job_queued_fails() {
-    let sim = support::start_sim(0).await;
-    let svc = support::Service::in_process(support::Backend::Sqlite, Vec::new()).await;
-    let admin = support::Who::admin("acme");
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    // Working credentials queue the connection's migration (S20); nothing
-    // runs it before the service drops.
-    let put = svc
-        .call(
-            reqwest::Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(serde_json::json!({"username": support::SIM_USER, "password": support::SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.text);
+    let (_sim, _svc) = a_queued_migration().await;
 }
 
 /// The same test passes once the queue has run.
 #[tokio::test]
 async fn a_test_that_runs_its_jobs_leaves_none() {
-    let sim = support::start_sim(0).await;
-    let svc = support::Service::in_process(support::Backend::Sqlite, Vec::new()).await;
-    let admin = support::Who::admin("acme");
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    let put = svc
-        .call(
-            reqwest::Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(serde_json::json!({"username": support::SIM_USER, "password": support::SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.text);
+    let (_sim, svc) = a_queued_migration().await;
     assert!(svc.run_pending_jobs().await >= 1, "the migration ran here");
 }
