@@ -48,7 +48,7 @@ impl World {
     /// A service with an Alarm.com connection whose credentials are `user`'s.
     async fn start(backend: Backend, user: &str, password: &str) -> Self {
         let adc = adc_sim().await;
-        let svc = Service::start_on(backend, Vec::new()).await;
+        let svc = Service::in_process(backend, Vec::new()).await;
         let admin = Who::admin("acme");
         let op = Who::new("acme", "op-1", "operator");
         let cid = alarm_com_connection(&svc, &admin, &adc, "Alarm.com", user, password).await;

@@ -30,7 +30,7 @@ async fn older_integration(backend: Backend) -> (stages_sim::Sim, Service) {
             )
             .unwrap();
     }
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let op = Who::new("acme", "olivia", "operator");
     for i in 0..SITES {
         for (path, body) in [
