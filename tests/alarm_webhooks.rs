@@ -129,7 +129,7 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
     })
     .await
     .unwrap();
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let created = svc
         .call(
@@ -373,7 +373,7 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
 }
 
 async fn alarmnet_callbacks_are_verified_stored_and_counted(backend: Backend) {
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let viewer = Who::new("acme", "v", "viewer");
     let created = svc

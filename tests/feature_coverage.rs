@@ -458,7 +458,7 @@ async fn without_own_credentials_no_stages_operation_reaches_stages(backend: Bac
 /// a missing system are refused with nothing changed; a stale ETag is 412.
 async fn a_site_link_is_edited_to_another_stages_site(backend: Backend) {
     let sim = start_sim(0).await;
-    let svc = Service::start_on(backend, quick_jobs()).await;
+    let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let cid = dealer_connection(&svc, &admin, "Stages", &sim).await;
@@ -689,7 +689,7 @@ async fn a_site_link_is_edited_to_another_stages_site(backend: Backend) {
 async fn a_change_after_an_unlink_is_not_pushed(backend: Backend) {
     let sim_a = start_sim(0).await;
     let sim_b = start_sim(0).await;
-    let svc = Service::start_on(backend, quick_jobs()).await;
+    let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let a = dealer_connection(&svc, &admin, "Stages A", &sim_a).await;
@@ -908,7 +908,7 @@ fn typed<T: serde::de::DeserializeOwned>(items: &[Value]) -> Vec<T> {
 /// zone created through the service arrive in Stages with the values given.
 async fn notes_and_history_are_what_stages_holds(backend: Backend) {
     let sim = start_sim(3).await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let viewer = Who::new("acme", "vic", "viewer");
     let op = Who::new("acme", "olivia", "operator");
@@ -1172,7 +1172,7 @@ async fn user_import_filters_take_exactly_the_matching_users(backend: Backend) {
             })
         })
         .unwrap();
-    let svc = Service::start_on(
+    let svc = Service::in_process(
         backend,
         vec![("CROSSLINK__ADC__REQUESTS_PER_SECOND".into(), "0".into())],
     )
@@ -1386,7 +1386,7 @@ fn signature_valid(secret: &str, d: &Delivery) -> bool {
 /// first attempt.
 async fn a_webhook_answered_with_5xx_is_retried_and_delivered_once(backend: Backend) {
     let sim = start_sim(0).await;
-    let svc = Service::start_on(backend, quick_jobs()).await;
+    let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let cid = dealer_connection(&svc, &admin, "Stages", &sim).await;
@@ -1512,7 +1512,7 @@ async fn a_webhook_answered_with_5xx_is_retried_and_delivered_once(backend: Back
 async fn audit_entries_carry_their_connection_and_filter_by_it(backend: Backend) {
     let sim_a = start_sim(0).await;
     let sim_b = start_sim(0).await;
-    let svc = Service::start_on(backend, quick_jobs()).await;
+    let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
     let a = dealer_connection(&svc, &admin, "Stages A", &sim_a).await;

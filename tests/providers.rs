@@ -21,7 +21,7 @@ async fn adc_sim() -> adc_sim::Sim {
 
 async fn alarm_com_credentials_are_checked_when_saved(backend: Backend) {
     let adc = adc_sim().await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let created = svc
         .call(
@@ -169,7 +169,7 @@ async fn alarm_com_credentials_are_checked_when_saved(backend: Backend) {
 /// says its credentials are stored but not verified.
 async fn the_test_checks_alarm_com_entries_and_names_what_is_unchecked(backend: Backend) {
     let adc = adc_sim().await;
-    let svc = Service::start_on(backend, Vec::new()).await;
+    let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
     let viewer = Who::new("acme", "vera", "viewer");
     let create = |provider: &str, endpoint: String| {
