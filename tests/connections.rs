@@ -10,7 +10,7 @@ use support::*;
 #[tokio::test]
 async fn a_dealer_connects_to_stages_and_tests_the_connection() {
     let sim = start_sim(3).await;
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("acme");
 
     let providers = svc.call(Method::GET, "/v1/providers", &admin, None).await;
@@ -101,12 +101,14 @@ async fn a_dealer_connects_to_stages_and_tests_the_connection() {
         .await;
     assert_eq!(t.body["ok"], false);
     assert_eq!(t.body["outcome"], "bad_credentials", "{}", t.text);
+    // The migration (S20) that working credentials queued.
+    svc.run_pending_jobs().await;
 }
 
 #[tokio::test]
 async fn the_test_tells_unreachable_and_timeout_apart() {
     let sim = start_sim(0).await;
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("acme");
 
     // Latency beyond the service's 1.5 s timeout (the harness sets it).
@@ -164,12 +166,14 @@ async fn the_test_tells_unreachable_and_timeout_apart() {
         .await;
     assert_eq!(t.status, 200);
     assert_eq!(t.body["outcome"], "unreachable", "{}", t.text);
+    // The migration (S20) that working credentials queued.
+    svc.run_pending_jobs().await;
 }
 
 #[tokio::test]
 async fn in_user_mode_each_user_keeps_their_own_credentials() {
     let sim = start_sim(0).await;
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("acme");
     let one = Who::new("acme", "userone", "operator");
     let two = Who::new("acme", "usertwo", "viewer");
@@ -255,11 +259,13 @@ async fn in_user_mode_each_user_keeps_their_own_credentials() {
         .await
         .assert_problem(409);
     assert_eq!(code, "dealer_auth_mode");
+    // The migration (S20) that working credentials queued.
+    svc.run_pending_jobs().await;
 }
 
 #[tokio::test]
 async fn names_are_unique_per_dealer_and_changes_need_the_current_etag() {
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let acme = Who::admin("acme");
     let other = Who::admin("other");
     let cid = svc
@@ -331,7 +337,7 @@ async fn names_are_unique_per_dealer_and_changes_need_the_current_etag() {
 
 #[tokio::test]
 async fn lists_page_with_opaque_tokens_and_filter_by_provider() {
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("pager");
     for i in 0..7 {
         svc.create_connection(&admin, &format!("conn {i}"), "http://127.0.0.1:9", "dealer")
@@ -387,7 +393,7 @@ async fn lists_page_with_opaque_tokens_and_filter_by_provider() {
 #[tokio::test]
 async fn an_idempotency_key_replays_refuses_other_bodies_and_guards_in_flight() {
     let sim = start_sim(0).await;
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("idem");
     let body = json!({"provider": "stages", "name": "Once", "endpoint": "http://127.0.0.1:9"});
     let post = |b: serde_json::Value, key: &'static str| {
@@ -455,11 +461,13 @@ async fn an_idempotency_key_replays_refuses_other_bodies_and_guards_in_flight() 
     let first = Answer::from(slow.await.unwrap().unwrap()).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.body["outcome"], "ok", "{}", first.text);
+    // The migration (S20) that working credentials queued.
+    svc.run_pending_jobs().await;
 }
 
 #[tokio::test]
 async fn inbound_credentials_show_the_secret_only_when_rotated() {
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("acme");
     let cid = svc
         .create_connection(&admin, "Stages", "http://127.0.0.1:9", "dealer")
@@ -494,7 +502,7 @@ async fn inbound_credentials_show_the_secret_only_when_rotated() {
 #[tokio::test]
 async fn http_conventions_304_allow_retry_after_and_location() {
     let sim = start_sim(2).await;
-    let svc = Service::start().await;
+    let svc = Service::in_process(Backend::Sqlite, Vec::new()).await;
     let admin = Who::admin("conventions");
     let cid = svc
         .create_connection(&admin, "Conv", &sim.base_url(), "dealer")
@@ -562,4 +570,6 @@ async fn http_conventions_304_allow_retry_after_and_location() {
         job.headers["location"].to_str().unwrap(),
         format!("/v1/jobs/{}", job.body["id"].as_str().unwrap())
     );
+    // The migration (S20) that working credentials queued.
+    svc.run_pending_jobs().await;
 }
