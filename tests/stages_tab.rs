@@ -642,8 +642,14 @@ async fn stages_sends_sites_to_billing_as_new_and_existing_customers(backend: Ba
     );
 
     // The same event again: the same answer, nothing made twice.
-    let again = send(&w, event).await;
+    let again = send(&w, event.clone()).await;
     assert_eq!(again["body"], *body);
+    // Its id with another body is refused, naming the event.
+    let mut other = event;
+    other["target"]["last_name"] = json!("Other Engines LLC");
+    let reused = send(&w, other).await;
+    assert_eq!(reused["status"], 422, "{reused}");
+    assert_eq!(reused["body"]["code"], "event_id_reused", "{reused}");
     let created = w
         .call(
             Method::GET,

@@ -320,7 +320,7 @@ pub async fn idempotency(
             stale_after,
         )
         .await;
-    if let Some(answer) = earlier_answer(begun) {
+    if let Some(answer) = earlier_answer(begun, &HEADER_KEY) {
         return Ok(req.into_response(answer));
     }
     req.set_payload(bytes_payload(body));
@@ -363,9 +363,32 @@ fn fingerprint(req: &ServiceRequest, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// How a key's refusals are worded: (code, detail) for a key still in
+/// flight, and for a key sent again with another request.
+pub(crate) struct KeyRefusals {
+    pub in_flight: (&'static str, &'static str),
+    pub reused: (&'static str, &'static str),
+}
+
+/// An `Idempotency-Key` header's refusals.
+const HEADER_KEY: KeyRefusals = KeyRefusals {
+    in_flight: (
+        "idempotency_in_flight",
+        "a request with this Idempotency-Key is still being processed; retry later",
+    ),
+    reused: (
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request; use a new key",
+    ),
+};
+
 /// The answer the key already has, when the handler must not run: the kept
-/// first answer, or why the key cannot be used now. `None`: the key is ours.
-fn earlier_answer(begun: domain::store::StoreResult<IdempotencyBegin>) -> Option<HttpResponse> {
+/// first answer, or why the key cannot be used now (worded by `words`).
+/// `None`: the key is ours. Callbacks keyed by their event id use it too.
+pub(crate) fn earlier_answer(
+    begun: domain::store::StoreResult<IdempotencyBegin>,
+    words: &KeyRefusals,
+) -> Option<HttpResponse> {
     let e = match begun {
         Ok(IdempotencyBegin::Started) => return None,
         Ok(IdempotencyBegin::Replay(stored)) => {
@@ -377,14 +400,8 @@ fn earlier_answer(begun: domain::store::StoreResult<IdempotencyBegin>) -> Option
             res.insert_header(("idempotent-replayed", "true"));
             return Some(res.body(stored.body));
         }
-        Ok(IdempotencyBegin::InFlight) => ApiError::conflict(
-            "idempotency_in_flight",
-            "a request with this Idempotency-Key is still being processed; retry later",
-        ),
-        Ok(IdempotencyBegin::Mismatch) => ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request; use a new key",
-        ),
+        Ok(IdempotencyBegin::InFlight) => ApiError::conflict(words.in_flight.0, words.in_flight.1),
+        Ok(IdempotencyBegin::Mismatch) => ApiError::unprocessable(words.reused.0, words.reused.1),
         Err(e) => ApiError::from(e),
     };
     Some(e.error_response())

@@ -58,6 +58,15 @@ pub struct SentToBillingResponse {
     pub systems: Vec<SentSystemResponse>,
 }
 
+/// A callback's event id as an idempotency key: its refusals name the event.
+const EVENT_ID_KEY: crate::middleware::KeyRefusals = crate::middleware::KeyRefusals {
+    in_flight: ("in_flight", "this event is being processed; retry shortly"),
+    reused: (
+        "event_id_reused",
+        "this event id was sent before with another body",
+    ),
+};
+
 /// Stages waits for this answer, so it is worked out now, not by a job. The
 /// event id is an idempotency key: the same event again gets the same answer.
 async fn send_to_billing(
@@ -68,7 +77,7 @@ async fn send_to_billing(
     site_no: &domain::stages::SiteNo,
     target: &domain::stages::SendToBillingTarget,
 ) -> ApiResult<HttpResponse> {
-    use domain::store::{IdempotencyBegin, IdempotencyScope, StoredResponse};
+    use domain::store::{IdempotencyScope, StoredResponse};
     use sha2::{Digest, Sha256};
     let scope = IdempotencyScope {
         dealer: connection.dealer.clone(),
@@ -76,7 +85,7 @@ async fn send_to_billing(
         key: event_id.to_owned(),
     };
     let fingerprint = hex::encode(Sha256::digest(body));
-    match state
+    let begun = state
         .idempotency
         .begin(
             &scope,
@@ -84,29 +93,9 @@ async fn send_to_billing(
             chrono::Utc::now(),
             chrono::Duration::minutes(5),
         )
-        .await?
-    {
-        IdempotencyBegin::Replay(stored) => {
-            return Ok(HttpResponse::build(
-                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-            )
-            .content_type("application/json")
-            .insert_header(("idempotent-replayed", "true"))
-            .body(stored.body))
-        }
-        IdempotencyBegin::InFlight => {
-            return Err(ApiError::conflict(
-                "in_flight",
-                "this event is being processed; retry shortly",
-            ))
-        }
-        IdempotencyBegin::Mismatch => {
-            return Err(ApiError::unprocessable(
-                "event_id_reused",
-                "this event id was sent before with another body",
-            ))
-        }
-        IdempotencyBegin::Started => {}
+        .await;
+    if let Some(answer) = crate::middleware::earlier_answer(begun, &EVENT_ID_KEY) {
+        return Ok(answer);
     }
     let outcome =
         domain::send_to_billing::send_to_billing(state.linking(), connection, site_no, target)
