@@ -28,7 +28,7 @@ fn check(text: &str, max_chars: usize) -> Result<(), String> {
 }
 
 macro_rules! stages_key {
-    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -57,7 +57,7 @@ macro_rules! stages_key {
             fn try_from(text: String) -> Result<Self, String> {
                 match check(&text, $max) {
                     Ok(()) => Ok(Self(text)),
-                    Err(why) => Err(format!("a {} {why}", stringify!($name))),
+                    Err(why) => Err(format!("{} {why}", $what)),
                 }
             }
         }
@@ -113,17 +113,20 @@ macro_rules! stages_key {
 stages_key!(
     /// A Stages site number (`site_no`): the key of a site in Stages' URLs.
     SiteNo,
+    "a Stages site number",
     MAX_KEY_CHARS
 );
 stages_key!(
     /// A Stages device id: the key of a device in Stages' URLs.
     DeviceId,
+    "a Stages device id",
     MAX_KEY_CHARS
 );
 stages_key!(
     /// A device's transmitter code (CSID, Xmit#), trimmed: what the receiver
     /// reports the account by; Stages refuses one that another device holds.
     TransmitterCode,
+    "a transmitter code",
     MAX_CODE_CHARS
 );
 
@@ -170,7 +173,11 @@ mod tests {
         let site: Result<SiteNo, _> = serde_json::from_str("\"S-1\"");
         assert_eq!(site.unwrap(), "S-1");
         let empty: Result<DeviceId, _> = serde_json::from_str("\"\"");
-        assert!(empty.unwrap_err().to_string().contains("must not be empty"));
+        let why = empty.unwrap_err().to_string();
+        assert!(
+            why.contains("a Stages device id must not be empty"),
+            "{why}"
+        );
         assert_eq!(
             serde_json::to_string(&SiteNo::parse("S-2").unwrap()).unwrap(),
             "\"S-2\""
