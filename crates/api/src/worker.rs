@@ -111,15 +111,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
         let asked = permits.len();
         let claimed_at = tokio::time::Instant::now();
         let settle = settled_at.is_none_or(|t| t.elapsed() >= SETTLE_LOST_EVERY);
-        let claim = Claim {
-            kinds: &kinds,
-            worker: &worker_id,
-            lease: lease(&state),
-            now: Utc::now(),
-            limit: permits.len(),
-            settle_lost_leases: settle,
-            max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
-        };
+        let claim = claim(&state, &kinds, &worker_id, permits.len(), settle);
         match state.jobs.claim_jobs(claim).await {
             Ok(jobs) => {
                 if settle {
@@ -280,6 +272,26 @@ async fn record_ends(state: &AppState, worker_id: &str, done: Vec<(JobId, Done)>
     }
 }
 
+/// A claim, now, of up to `limit` due jobs of `kinds` for `worker`, with
+/// this service's lease and cap of running jobs per dealer.
+fn claim<'a>(
+    state: &AppState,
+    kinds: &'a [String],
+    worker: &'a str,
+    limit: usize,
+    settle_lost_leases: bool,
+) -> Claim<'a> {
+    Claim {
+        kinds,
+        worker,
+        lease: lease(state),
+        now: Utc::now(),
+        limit,
+        settle_lost_leases,
+        max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
+    }
+}
+
 fn lease(state: &AppState) -> chrono::Duration {
     chrono::Duration::seconds(state.settings.jobs.lease_secs.max(1) as i64)
 }
@@ -393,16 +405,10 @@ pub async fn run_pending(state: &web::Data<AppState>) -> Result<usize, StoreErro
     let kinds = registry.kinds();
     let mut ran = 0;
     loop {
-        let claim = Claim {
-            kinds: &kinds,
-            worker: WORKER,
-            lease: lease(state),
-            now: Utc::now(),
-            limit: 16,
-            settle_lost_leases: true,
-            max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
-        };
-        let jobs = state.jobs.claim_jobs(claim).await?;
+        let jobs = state
+            .jobs
+            .claim_jobs(claim(state, &kinds, WORKER, 16, true))
+            .await?;
         if jobs.is_empty() {
             return Ok(ran);
         }
