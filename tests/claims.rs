@@ -21,20 +21,8 @@ async fn world(backend: Backend) -> World {
     let sim = start_sim(0).await;
     let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    let a = svc
-        .call(
-            Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    // The connection's migration (S20), which working credentials queue.
-    svc.run_pending_jobs().await;
+    // Credentials stored and the migration (S20) they queue over.
+    let cid = svc.stages_connection(&admin, &sim).await;
     World {
         sim,
         svc,

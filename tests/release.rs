@@ -37,8 +37,6 @@ async fn world(backend: Backend) -> World {
             )
         })
         .collect();
-    // The connection's migration (S20), which working credentials queue.
-    svc.run_pending_jobs().await;
     let w = World {
         sim,
         svc,

@@ -23,8 +23,6 @@ async fn world(backend: Backend) -> World {
     let svc = Service::in_process(backend, Vec::new()).await;
     let op = Who::new("acme", "olivia", "operator");
     let cid = svc.stages_connection(&Who::admin("acme"), &sim).await;
-    // The connection's migration (S20), which working credentials queue.
-    svc.run_pending_jobs().await;
     World { sim, svc, op, cid }
 }
 

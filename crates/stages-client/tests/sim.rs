@@ -1,6 +1,9 @@
 //! The client against the simulator, started in-process: the protocol end to
 //! end, and the simulator's injected faults seen through `StagesError`.
 
+mod keys;
+
+use keys::{device_id, site_no, xmit};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1079,16 +1082,4 @@ async fn a_hung_request_ends_at_the_timeout() {
         started.elapsed()
     );
     assert_eq!(sim.state().request_count("GET /api/v1/ping"), 2);
-}
-
-fn site_no(text: &str) -> domain::stages::SiteNo {
-    domain::stages::SiteNo::parse(text).unwrap()
-}
-
-fn device_id(text: &str) -> domain::stages::DeviceId {
-    domain::stages::DeviceId::parse(text).unwrap()
-}
-
-fn xmit(text: &str) -> domain::stages::TransmitterCode {
-    domain::stages::TransmitterCode::parse(text).unwrap()
 }

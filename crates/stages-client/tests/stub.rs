@@ -3,6 +3,9 @@
 //! The simulator covers the protocol's behaviour; this stub covers what a
 //! simulator is awkward at: exact bytes, exact request counts, broken answers.
 
+mod keys;
+
+use keys::{device_id, site_no, xmit};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -780,16 +783,4 @@ async fn the_default_egress_policy_refuses_loopback_before_anything_is_sent() {
     // The operator's allow-list lets the range through.
     stub.client(quick()).ping().await.unwrap();
     assert_eq!(stub.count(), 1);
-}
-
-fn site_no(text: &str) -> domain::stages::SiteNo {
-    domain::stages::SiteNo::parse(text).unwrap()
-}
-
-fn device_id(text: &str) -> domain::stages::DeviceId {
-    domain::stages::DeviceId::parse(text).unwrap()
-}
-
-fn xmit(text: &str) -> domain::stages::TransmitterCode {
-    domain::stages::TransmitterCode::parse(text).unwrap()
 }
