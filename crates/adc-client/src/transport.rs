@@ -5,43 +5,26 @@
 //! retries and the transport errors are `upstream_http`'s. The envelope carries
 //! the password: it is never logged, and neither is any request body.
 
-use std::sync::Arc;
-
 use domain::adc::{AdcError, AdcResult};
 use domain::upstream::{observed, CallObserver, UpstreamTarget};
 use tracing::Instrument;
-use upstream_http::{Channel, Connector, TransportError};
+use upstream_http::{TransportError, Upstream};
 
 use crate::operation::Operation;
 use crate::soap::{self, Failure};
 use crate::xml::{self, Element, Node};
 
 pub(crate) struct Transport {
-    channel: Channel,
-    target: UpstreamTarget,
-    observer: Option<Arc<dyn CallObserver>>,
+    pub upstream: Upstream<UpstreamTarget, dyn CallObserver>,
 }
 
 impl Transport {
-    /// A transport of `connector`'s, to `target`.
-    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
-        Self {
-            channel: connector.channel(&target.key),
-            observer: connector.observer(),
-            target,
-        }
-    }
-
-    pub fn target(&self) -> &UpstreamTarget {
-        &self.target
-    }
-
     /// Calls `op` with `body` as the children of its element, and returns its
     /// `<op>Result` once it is known to have succeeded (`Success` not false).
     pub async fn call(&self, op: &Operation, body: Vec<Node>) -> AdcResult<Option<Element>> {
         let span = tracing::debug_span!(
             "adc_call",
-            connection = %self.target.key,
+            connection = %self.upstream.target.key,
             operation = op.name,
         );
         let call = async {
@@ -51,9 +34,9 @@ impl Transport {
         }
         .instrument(span);
         observed(
-            self.observer.as_deref(),
+            self.upstream.observer.as_deref(),
             "alarm_com",
-            &self.target.key,
+            &self.upstream.target.key,
             call,
         )
         .await
@@ -62,8 +45,8 @@ impl Transport {
     /// Reads are repeated, changes never are (see [`Operation::read_only`]).
     async fn call_with_retries(&self, op: &Operation, body: &[Node]) -> AdcResult<Option<Element>> {
         let credentials = xml::Credentials {
-            user: &self.target.username,
-            password: &self.target.password,
+            user: &self.upstream.target.username,
+            password: &self.upstream.target.password,
         };
         let envelope =
             xml::envelope(&credentials, op.name, body).map_err(|e| AdcError::Rejected {
@@ -72,11 +55,13 @@ impl Transport {
                     e.element
                 ),
             })?;
-        let url = service_url(&self.target.endpoint, op)?;
-        self.channel
+        let url = service_url(&self.upstream.target.endpoint, op)?;
+        self.upstream
+            .channel
             .check_literal(&url)
             .map_err(|refused| AdcError::EgressRefused(refused.to_string()))?;
-        self.channel
+        self.upstream
+            .channel
             .with_retries(op.read_only, |_| self.attempt(op, &url, &envelope))
             .await
     }
@@ -88,6 +73,7 @@ impl Transport {
         envelope: &[u8],
     ) -> Result<Option<Element>, Failure> {
         let request = self
+            .upstream
             .channel
             .http()
             .post(url.clone())
@@ -96,6 +82,7 @@ impl Transport {
             .header(reqwest::header::ACCEPT, "text/xml")
             .body(envelope.to_vec());
         let answer = self
+            .upstream
             .channel
             .send(request, op.name)
             .await

@@ -22,7 +22,7 @@ impl std::fmt::Debug for HttpStagesClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // `UpstreamTarget`'s Debug leaves the password out.
         f.debug_struct("HttpStagesClient")
-            .field("target", self.transport.target())
+            .field("target", self.target())
             .finish_non_exhaustive()
     }
 }
@@ -62,12 +62,14 @@ impl HttpStagesClient {
     /// A client of `connector`'s, to `target`.
     pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            transport: Transport::new(connector, target),
+            transport: Transport {
+                upstream: connector.upstream(&target.key.clone(), target),
+            },
         }
     }
 
     pub fn target(&self) -> &UpstreamTarget {
-        self.transport.target()
+        &self.transport.upstream.target
     }
 
     async fn items<T: serde::de::DeserializeOwned>(

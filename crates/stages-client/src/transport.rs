@@ -4,7 +4,6 @@
 //! what may be retried and what each failure means to the service. The rate
 //! limit, the retries and the transport errors are `upstream_http`'s.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use domain::stages::{StagesError, StagesResult};
@@ -13,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tracing::Instrument;
-use upstream_http::{Channel, Connector, TransportError};
+use upstream_http::{TransportError, Upstream};
 
 /// How one attempt failed, and what that says about trying again.
 type Failure = upstream_http::Failure<StagesError>;
@@ -56,25 +55,10 @@ impl<'a> Request<'a> {
 }
 
 pub(crate) struct Transport {
-    channel: Channel,
-    target: UpstreamTarget,
-    observer: Option<Arc<dyn CallObserver>>,
+    pub upstream: Upstream<UpstreamTarget, dyn CallObserver>,
 }
 
 impl Transport {
-    /// A transport of `connector`'s, to `target`.
-    pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
-        Self {
-            channel: connector.channel(&target.key),
-            observer: connector.observer(),
-            target,
-        }
-    }
-
-    pub fn target(&self) -> &UpstreamTarget {
-        &self.target
-    }
-
     /// Sends `req` (retrying when its method allows) and decodes the 2xx body.
     pub async fn call_json<T: DeserializeOwned>(&self, req: Request<'_>) -> StagesResult<T> {
         let route = req.route;
@@ -95,23 +79,31 @@ impl Transport {
     async fn call(&self, req: Request<'_>) -> StagesResult<Vec<u8>> {
         let span = tracing::debug_span!(
             "stages_call",
-            connection = %self.target.key,
+            connection = %self.upstream.target.key,
             method = %req.method,
             route = req.route,
         );
         let call = self.call_with_retries(&req).instrument(span);
-        observed(self.observer.as_deref(), "stages", &self.target.key, call).await
+        observed(
+            self.upstream.observer.as_deref(),
+            "stages",
+            &self.upstream.target.key,
+            call,
+        )
+        .await
     }
 
     /// Reads, `PATCH` and `DELETE` are repeated; a `POST` never is (see
     /// [`default_settings`](crate::default_settings)).
     async fn call_with_retries(&self, req: &Request<'_>) -> StagesResult<Vec<u8>> {
         let url = self.url(req)?;
-        self.channel
+        self.upstream
+            .channel
             .check_literal(&url)
             .map_err(|refused| StagesError::EgressRefused(refused.to_string()))?;
         let safe = req.method != Method::POST;
-        self.channel
+        self.upstream
+            .channel
             .with_retries(safe, |earlier_maybe_done| {
                 let url = &url;
                 async move {
@@ -134,23 +126,27 @@ impl Transport {
     }
 
     fn url(&self, req: &Request<'_>) -> StagesResult<url::Url> {
-        build_url(&self.target.endpoint, req.segments, &req.query).map_err(|e| match e {
+        build_url(&self.upstream.target.endpoint, req.segments, &req.query).map_err(|e| match e {
             UrlError::BadSegment(s) => {
                 StagesError::NotFound(format!("{s:?} cannot name a Stages record ({})", req.route))
             }
             UrlError::NotABase => StagesError::Unreachable(format!(
                 "a {}: endpoint cannot take the API's path",
-                self.target.endpoint.scheme()
+                self.upstream.target.endpoint.scheme()
             )),
         })
     }
 
     async fn attempt(&self, req: &Request<'_>, url: &url::Url) -> Result<Vec<u8>, Failure> {
         let mut builder = self
+            .upstream
             .channel
             .http()
             .request(req.method.clone(), url.clone())
-            .basic_auth(&self.target.username, Some(&self.target.password))
+            .basic_auth(
+                &self.upstream.target.username,
+                Some(&self.upstream.target.password),
+            )
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(body) = &req.body {
             builder = builder
@@ -159,6 +155,7 @@ impl Transport {
         }
         let label = format!("{} {}", req.method, req.route);
         let answer = self
+            .upstream
             .channel
             .send(builder, &label)
             .await

@@ -1,6 +1,7 @@
 //! The connector of an upstream client: one pooled HTTP client, one rate
 //! limiter per connection key, the observer every call is reported to, and
-//! the [`Channel`] a client of one connection calls through.
+//! the [`Channel`] a client of one connection calls through ([`Upstream`]
+//! bundles the three for one target).
 //!
 //! Clients are cheap and made per call site; the connection pool and the
 //! per-connection request budget must outlive them, so both live here. A
@@ -116,6 +117,16 @@ impl<O: ?Sized> Connector<O> {
         }
     }
 
+    /// `target` as a client reaches it: through the channel of connection
+    /// `key`, reporting to this connector's observer.
+    pub fn upstream<T>(&self, key: &str, target: T) -> Upstream<T, O> {
+        Upstream {
+            channel: self.channel(key),
+            target,
+            observer: self.observer(),
+        }
+    }
+
     fn limiter(&self, key: &str) -> Option<Arc<DefaultDirectRateLimiter>> {
         let rps = NonZeroU32::new(self.settings.requests_per_second)?;
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,6 +135,15 @@ impl<O: ?Sized> Connector<O> {
             .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps))));
         Some(Arc::clone(limiter))
     }
+}
+
+/// What a client's transport holds for one upstream target: the channel it
+/// sends through, the target (endpoint and credentials), and the observer its
+/// calls are reported to. The client adds only its wire format.
+pub struct Upstream<T, O: ?Sized> {
+    pub channel: Channel,
+    pub target: T,
+    pub observer: Option<Arc<O>>,
 }
 
 /// How one client of one connection reaches its upstream.

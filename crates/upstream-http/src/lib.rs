@@ -38,7 +38,9 @@ mod policy;
 mod resolve;
 mod retry;
 
-pub use connector::{Answer, BuildError, Channel, ClientSettings, Connector, TransportError};
+pub use connector::{
+    Answer, BuildError, Channel, ClientSettings, Connector, TransportError, Upstream,
+};
 pub use excerpt::{excerpt, excerpt_bytes, EXCERPT_CHARS};
 pub use policy::{classify, embedded_ipv4, AllowListError, EgressPolicy, Refused};
 pub use resolve::{apply, refusal_in, PolicyResolver};

@@ -38,7 +38,7 @@ impl std::fmt::Debug for HttpAdcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // `UpstreamTarget`'s Debug leaves the password out.
         f.debug_struct("HttpAdcClient")
-            .field("target", self.transport.target())
+            .field("target", self.target())
             .finish_non_exhaustive()
     }
 }
@@ -47,14 +47,16 @@ impl HttpAdcClient {
     /// A client of `connector`'s, to `target`.
     pub fn new(connector: &Connector<dyn CallObserver>, target: UpstreamTarget) -> Self {
         Self {
-            transport: Transport::new(connector, target),
+            transport: Transport {
+                upstream: connector.upstream(&target.key.clone(), target),
+            },
             caller_version: OnceCell::new(),
             dealer_id: OnceCell::new(),
         }
     }
 
     pub fn target(&self) -> &UpstreamTarget {
-        self.transport.target()
+        &self.transport.upstream.target
     }
 
     /// The dealer id of the login (`GetDealerId`), fetched once.
