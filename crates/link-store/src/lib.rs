@@ -25,7 +25,7 @@ mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::r2d2::Pool;
+use diesel::r2d2::{Pool, PooledConnection};
 use domain::store::StoreError;
 
 pub use connections::MAX_PAGE_SIZE;
@@ -237,8 +237,23 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &Cipher) -> Result<T, Fail> + Send + 'static,
     {
+        if let Some(mut conn) = self.inline_read_connection() {
+            return f(&mut conn, &self.inner.cipher).map_err(Fail::into_store_error);
+        }
         self.run_on(|inner| inner.index_reads.as_ref().unwrap_or(&inner.pool), f)
             .await
+    }
+
+    /// SQLite only, and only when a connection is free at once: one for an
+    /// index read on the calling thread. Such a read takes microseconds and,
+    /// in WAL mode, never waits for a writer, while the hop to a blocking
+    /// thread and back costs two thread wake-ups; a PostgreSQL read waits on
+    /// the network, so it keeps to the blocking threads.
+    fn inline_read_connection(&self) -> Option<PooledConnection<Manager>> {
+        match self.inner.target {
+            Target::SqliteFile(_) | Target::SqliteMemory => self.inner.pool.try_get(),
+            Target::Postgres(_) => None,
+        }
     }
 
     async fn run_on<T, F>(&self, pool: fn(&Inner) -> &Pool<Manager>, f: F) -> Result<T, StoreError>
