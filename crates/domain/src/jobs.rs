@@ -198,6 +198,20 @@ pub struct Done {
     pub summary: serde_json::Value,
     /// The link the job settled, stored in the same transaction as its end.
     pub settlement: Option<LinkSettlement>,
+    /// The stored callback the job processed, marked with its outcome in the
+    /// same transaction as its end: a job that ends is never left unmarked,
+    /// and a mark never stands for a job that runs again.
+    pub processed: Option<ProcessedCallback>,
+}
+
+/// How the processing of a stored callback ended (S17).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedCallback {
+    pub dealer: DealerId,
+    pub connection_id: crate::connection::ConnectionId,
+    pub event_id: String,
+    /// `applied: ...`, `echo: ...`, `unmatched: ...`; a later mark replaces it.
+    pub outcome: String,
 }
 
 impl From<serde_json::Value> for Done {
@@ -205,6 +219,7 @@ impl From<serde_json::Value> for Done {
         Self {
             summary,
             settlement: None,
+            processed: None,
         }
     }
 }
@@ -214,15 +229,17 @@ impl Done {
         self.settlement = settlement;
         self
     }
+
+    pub fn marking(mut self, processed: ProcessedCallback) -> Self {
+        self.processed = Some(processed);
+        self
+    }
 }
 
 /// A job's summary, recorded with its end.
 pub fn summary<T: Serialize>(outcome: &T) -> Result<Done, JobError> {
     let summary = serde_json::to_value(outcome).map_err(|e| JobError::Permanent(e.to_string()))?;
-    Ok(Done {
-        summary,
-        settlement: None,
-    })
+    Ok(Done::from(summary))
 }
 
 /// One attempt of a claimed job, as its runner sees it.

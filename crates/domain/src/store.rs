@@ -592,7 +592,8 @@ pub trait JobStore: Send + Sync {
     /// Records the success of several jobs of `worker` in one transaction;
     /// answers the ids whose lease the worker had lost (not recorded: they
     /// run again where they are leased now).
-    /// Each job's settlement, if any, is stored in the same transaction.
+    /// Each job's settlement and processed callback, if any, are stored in
+    /// the same transaction.
     async fn complete_jobs(
         &self,
         worker: &str,
@@ -694,14 +695,6 @@ pub trait InboxStore: Send + Sync {
         payload: serde_json::Value,
         job: NewJob,
     ) -> StoreResult<bool>;
-    /// Records how processing ended (applied, echo, unmatched: ...).
-    async fn mark_callback(
-        &self,
-        dealer: &DealerId,
-        connection_id: crate::connection::ConnectionId,
-        event_id: &str,
-        outcome: &str,
-    ) -> StoreResult<()>;
     /// The stored callback, for the job that processes it.
     async fn callback(
         &self,

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use domain::connection::ConnectionId;
-use domain::jobs::NewJob;
+use domain::jobs::{NewJob, ProcessedCallback};
 use domain::store::{InboxStore, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
-use crate::db::{per_backend, write_transaction, Fail};
+use crate::db::{per_backend, write_transaction, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::schema::webhook_inbox as inbox;
 use crate::Store;
@@ -36,6 +36,28 @@ macro_rules! stored_callback {
             .filter(inbox::connection_id.eq($connection))
             .filter(inbox::event_id.eq($event))
     };
+}
+
+/// Marks the callback processed now, within the transaction that records
+/// its job's end; marking again replaces the outcome. A callback gone with
+/// its connection has nothing to mark.
+pub(crate) fn mark_processed(
+    conn: &mut DbConnection,
+    processed: &ProcessedCallback,
+    now: NaiveDateTime,
+) -> Result<(), Fail> {
+    let connection = uuid_text(processed.connection_id.0);
+    diesel::update(stored_callback!(
+        &processed.dealer.0,
+        &connection,
+        &processed.event_id
+    ))
+    .set((
+        inbox::outcome.eq(Some(&processed.outcome)),
+        inbox::processed_at.eq(Some(now)),
+    ))
+    .execute(conn)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -77,34 +99,6 @@ impl InboxStore for Store {
                 enqueue_within(conn, job)?;
                 Ok::<_, Fail>(true)
             })
-        })
-        .await
-    }
-
-    /// Marks it processed now; marking again replaces the outcome.
-    async fn mark_callback(
-        &self,
-        dealer: &DealerId,
-        connection_id: ConnectionId,
-        event_id: &str,
-        outcome: &str,
-    ) -> StoreResult<()> {
-        let dealer = dealer.0.clone();
-        let connection = uuid_text(connection_id.0);
-        let event_id = event_id.to_owned();
-        let outcome = outcome.to_owned();
-        let now = to_db_time(Utc::now());
-        self.run(move |conn, _| {
-            let updated = diesel::update(stored_callback!(&dealer, &connection, &event_id))
-                .set((
-                    inbox::outcome.eq(Some(outcome)),
-                    inbox::processed_at.eq(Some(now)),
-                ))
-                .execute(conn)?;
-            if updated == 0 {
-                return Err(StoreError::NotFound.into());
-            }
-            Ok(())
         })
         .await
     }

@@ -17,12 +17,12 @@ use domain::connection::{
     ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner, Endpoint,
     InboundCredential, ProviderKind,
 };
-use domain::jobs::{JobId, NewJob};
+use domain::jobs::{Done, JobId, JobState, NewJob, ProcessedCallback};
 use domain::store::{
-    AuditStore, ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore,
+    AuditStore, Claim, ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore,
     InboundLookup, InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
 };
-use domain::tenancy::UserId;
+use domain::tenancy::{DealerId, UserId};
 use domain::Secret;
 use link_store::{Backend, SecretKey, Store, StoreOpenError, StoreOptions};
 
@@ -818,6 +818,38 @@ fn callback_job(dealer_id: &str) -> NewJob {
     }
 }
 
+/// Claims one queued callback job and records its end with `processed`.
+async fn end_callback_job(store: &Store, processed: ProcessedCallback) {
+    let kinds = vec!["stages_callback".to_owned()];
+    let claimed = store
+        .claim_jobs(Claim {
+            kinds: &kinds,
+            worker: "w1",
+            lease: TimeDelta::seconds(30),
+            now: Utc::now(),
+            limit: 1,
+            settle_lost_leases: false,
+            max_running_per_dealer: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "a callback job is queued");
+    let done = Done::from(serde_json::json!({})).marking(processed);
+    let lost = store
+        .complete_jobs("w1", vec![(claimed[0].id, done)])
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    assert_eq!(
+        store
+            .job(&claimed[0].dealer, claimed[0].id)
+            .await
+            .unwrap()
+            .state,
+        JobState::Succeeded
+    );
+}
+
 store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     let store = db.store().await;
     let d = dealer("d1");
@@ -899,22 +931,26 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     assert_eq!(enqueued, 1, "exactly one job is enqueued");
     assert_eq!(db.count("webhook_inbox WHERE event_id = 'race'"), 1);
 
-    // Processing ends with an outcome.
+    // Processing ends with an outcome, marked with the job's end.
     assert_eq!(db.count("webhook_inbox WHERE processed_at IS NULL"), 3);
-    store
-        .mark_callback(&d, c.id, "e1", "applied")
-        .await
-        .unwrap();
+    let processed = |dealer: &DealerId, event_id: &str, outcome: &str| ProcessedCallback {
+        dealer: dealer.clone(),
+        connection_id: c.id,
+        event_id: event_id.into(),
+        outcome: outcome.into(),
+    };
+    end_callback_job(&store, processed(&d, "e1", "applied")).await;
     assert_eq!(
         db.count("webhook_inbox WHERE outcome = 'applied' AND processed_at IS NOT NULL"),
         1
     );
-    store.mark_callback(&d, c.id, "e1", "echo").await.unwrap();
+    end_callback_job(&store, processed(&d, "e1", "echo")).await;
     assert_eq!(db.count("webhook_inbox WHERE outcome = 'echo'"), 1);
-    assert_eq!(
-        store.mark_callback(&d, c.id, "nope", "applied").await,
-        Err(StoreError::NotFound)
-    );
+    // A mark of another dealer's, or of no stored callback, changes nothing
+    // (and the job still ends).
+    end_callback_job(&store, processed(&dealer("d2"), "e1", "x")).await;
+    assert_eq!(db.count("webhook_inbox WHERE outcome = 'echo'"), 1);
+    assert_eq!(db.count("webhook_inbox WHERE processed_at IS NOT NULL"), 1);
     assert_eq!(
         store.callback(&d, c.id, "nope").await,
         Err(StoreError::NotFound)
@@ -930,10 +966,6 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     );
     assert_eq!(
         store.callback(&d2, c.id, "e1").await,
-        Err(StoreError::NotFound)
-    );
-    assert_eq!(
-        store.mark_callback(&d2, c.id, "e1", "x").await,
         Err(StoreError::NotFound)
     );
     // A job of another dealer is refused.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::{ConnectionId, ConnectionStatus};
 use crate::jobs::{
     new_job, stages_record_key, summary, Attempt, Done, HasJobPorts, JobError, JobKind, NewJob,
-    RunJob,
+    ProcessedCallback, RunJob,
 };
 use crate::link::{LinkId, LinkKind};
 use crate::operations::OperationError;
@@ -173,13 +173,13 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
         let mut outcome =
             super::apply_stages_callback(ports.linking, ports.events, &connection, &callback)
                 .await?;
-        let note = format!("{}: {}", outcome.outcome.as_str(), outcome.detail);
-        ports
-            .inbox
-            .mark_callback(dealer, self.connection_id, &self.event_id, &note)
-            .await
-            .map_err(OperationError::from)?;
+        let processed = ProcessedCallback {
+            dealer: dealer.clone(),
+            connection_id: self.connection_id,
+            event_id: self.event_id,
+            outcome: format!("{}: {}", outcome.outcome.as_str(), outcome.detail),
+        };
         let settlement = outcome.settlement.take();
-        Ok(summary(&outcome)?.settling(settlement))
+        Ok(summary(&outcome)?.settling(settlement).marking(processed))
     }
 }

@@ -25,6 +25,7 @@ use crate::db::{
     conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
 };
 use crate::field_issues::apply_settlement;
+use crate::inbox::mark_processed;
 use crate::schema::jobs;
 use crate::Store;
 
@@ -583,9 +584,14 @@ impl JobStore for Store {
                     if !complete_one(conn, &uuid_text(id.0), &worker, summary, now)? {
                         // Whoever holds the job now settles the link.
                         lost.push(id);
-                    } else if let Some(settlement) = done.settlement {
-                        // A link unlinked meanwhile has nothing to keep.
-                        apply_settlement(conn, settlement)?;
+                    } else {
+                        if let Some(settlement) = done.settlement {
+                            // A link unlinked meanwhile has nothing to keep.
+                            apply_settlement(conn, settlement)?;
+                        }
+                        if let Some(processed) = &done.processed {
+                            mark_processed(conn, processed, now)?;
+                        }
                     }
                 }
                 Ok(lost)
