@@ -257,10 +257,35 @@ type WithMigration = (ConnectionRow, Option<String>);
 /// SQL: a correlated subquery goes to the job's primary key whatever the
 /// planner's statistics say, where SQLite planned the equivalent left join
 /// as a read of the whole queue once `jobs` had been analyzed nearly empty.
-fn migration_state() -> diesel::expression::SqlLiteral<Nullable<Text>> {
-    diesel::dsl::sql::<Nullable<Text>>(
-        "(SELECT jobs.state FROM jobs WHERE jobs.id = connections.migration_job_id)",
-    )
+fn migration_state() -> MigrationState {
+    MigrationState
+}
+
+/// The subquery of [`migration_state`] as a type of its own rather than a
+/// `sql()` literal: diesel prepares a statement only when its SQL follows
+/// from its type, so with a literal in it every read of a connection (one per
+/// Stages callback) was parsed again by PostgreSQL.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct MigrationState;
+
+impl diesel::Expression for MigrationState {
+    type SqlType = Nullable<Text>;
+}
+
+impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for MigrationState {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        out.push_sql("(SELECT jobs.state FROM jobs WHERE jobs.id = connections.migration_job_id)");
+        Ok(())
+    }
+}
+
+impl diesel::AppearsOnTable<connections::table> for MigrationState {}
+impl diesel::SelectableExpression<connections::table> for MigrationState {}
+impl diesel::expression::ValidGrouping<()> for MigrationState {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
 }
 
 fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<WithMigration> {
