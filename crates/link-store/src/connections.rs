@@ -257,14 +257,9 @@ type WithMigration = (ConnectionRow, Option<String>);
 /// SQL: a correlated subquery goes to the job's primary key whatever the
 /// planner's statistics say, where SQLite planned the equivalent left join
 /// as a read of the whole queue once `jobs` had been analyzed nearly empty.
-fn migration_state() -> MigrationState {
-    MigrationState
-}
-
-/// The subquery of [`migration_state`] as a type of its own rather than a
-/// `sql()` literal: diesel prepares a statement only when its SQL follows
-/// from its type, so with a literal in it every read of a connection (one per
-/// Stages callback) was parsed again by PostgreSQL.
+/// A type of its own, not a `sql()` literal: diesel prepares a statement only
+/// when its SQL follows from its type, so with a literal every connection
+/// read (one per Stages callback) was parsed again by PostgreSQL.
 #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
 struct MigrationState;
 
@@ -292,7 +287,7 @@ fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<With
     connections::table
         .filter(connections::dealer.eq(dealer))
         .filter(connections::id.eq(id))
-        .select((ConnectionRow::as_select(), migration_state()))
+        .select((ConnectionRow::as_select(), MigrationState))
         .first(conn)
 }
 
@@ -437,7 +432,7 @@ impl ConnectionStore for Store {
         self.run(move |conn, _| {
             let mut query = connections::table
                 .filter(connections::dealer.eq(dealer))
-                .select((ConnectionRow::as_select(), migration_state()))
+                .select((ConnectionRow::as_select(), MigrationState))
                 .order(connections::id.asc())
                 // One more than asked tells whether another page follows.
                 .limit(limit as i64 + 1)
@@ -783,7 +778,7 @@ impl InboundLookup for Store {
         self.run_index_read(move |conn, cipher| {
             let row = connections::table
                 .filter(connections::id.eq(&id))
-                .select((ConnectionRow::as_select(), migration_state()))
+                .select((ConnectionRow::as_select(), MigrationState))
                 .first(conn)
                 .optional()?;
             let Some((row, migration)) = row else {
