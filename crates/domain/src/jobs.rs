@@ -204,7 +204,7 @@ pub struct Done {
     pub processed: Option<ProcessedCallback>,
 }
 
-/// How the processing of a stored callback ended (S17).
+/// How the processing of a stored Stages callback ended (S18).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedCallback {
     pub dealer: DealerId,

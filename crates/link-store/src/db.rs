@@ -554,7 +554,6 @@ mod tests {
             Target::SqliteMemory
         );
         assert!(Target::parse("mysql://h/db").is_err());
-
         assert!(Target::parse("sqlite://").is_err());
         assert!(Target::parse("").is_err());
     }
