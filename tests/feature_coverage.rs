@@ -35,30 +35,6 @@ fn text(v: &Value) -> String {
         .to_owned()
 }
 
-/// A dealer-mode Stages connection to `sim`, with the dealer credentials set.
-async fn dealer_connection(
-    svc: &Service,
-    admin: &Who,
-    name: &str,
-    sim: &stages_sim::Sim,
-) -> String {
-    let cid = svc
-        .create_connection(admin, name, &sim.base_url(), "dealer")
-        .await;
-    let a = svc
-        .call(
-            Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    // Its migration (S20) is over before the test writes to Stages itself.
-    svc.migration_settled(admin, &cid).await;
-    cid
-}
-
 /// A site made in the simulator (as a Stages operator would) with
 /// `codes.len()` devices; returns (site_no, device ids in the codes' order).
 fn stages_site(
@@ -461,7 +437,7 @@ async fn a_site_link_is_edited_to_another_stages_site(backend: Backend) {
     let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
-    let cid = dealer_connection(&svc, &admin, "Stages", &sim).await;
+    let cid = svc.stages_connection_named(&admin, "Stages", &sim).await;
     let (old_site, old_dev) = stages_site(&sim, "Old site", &["6630001", "6630002"], None);
     let (new_site, new_dev) = stages_site(&sim, "New site", &["6630011", "6630012"], None);
     // Linked to another billing site already.
@@ -692,8 +668,12 @@ async fn a_change_after_an_unlink_is_not_pushed(backend: Backend) {
     let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
-    let a = dealer_connection(&svc, &admin, "Stages A", &sim_a).await;
-    let b = dealer_connection(&svc, &admin, "Stages B", &sim_b).await;
+    let a = svc
+        .stages_connection_named(&admin, "Stages A", &sim_a)
+        .await;
+    let b = svc
+        .stages_connection_named(&admin, "Stages B", &sim_b)
+        .await;
     let site = json!({"name": "Lovelace home", "address1": "12 Elm St", "city": "Columbus",
         "state": "Ohio", "zip": "43004", "phone": "(614) 555-0101"});
     svc.call(Method::PUT, "/v1/billing/sites/S1", &op, Some(site.clone()))
@@ -912,7 +892,7 @@ async fn notes_and_history_are_what_stages_holds(backend: Backend) {
     let admin = Who::admin("acme");
     let viewer = Who::new("acme", "vic", "viewer");
     let op = Who::new("acme", "olivia", "operator");
-    let cid = dealer_connection(&svc, &admin, "Stages", &sim).await;
+    let cid = svc.stages_connection_named(&admin, "Stages", &sim).await;
     let authority = stages_sim::lookups::codes("authorities")[0];
     let site_no = sim.state().sites()[0].site_no.clone();
     let device_id = text(&to_json(&sim.state().devices(&site_no)[0])["device_id"]);
@@ -1389,7 +1369,7 @@ async fn a_webhook_answered_with_5xx_is_retried_and_delivered_once(backend: Back
     let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
-    let cid = dealer_connection(&svc, &admin, "Stages", &sim).await;
+    let cid = svc.stages_connection_named(&admin, "Stages", &sim).await;
     let (url, seen) = scripted_receiver(vec![503, 500]).await;
     let sub = svc
         .call(
@@ -1515,8 +1495,12 @@ async fn audit_entries_carry_their_connection_and_filter_by_it(backend: Backend)
     let svc = Service::in_process(backend, quick_jobs()).await;
     let admin = Who::admin("acme");
     let op = Who::new("acme", "olivia", "operator");
-    let a = dealer_connection(&svc, &admin, "Stages A", &sim_a).await;
-    let b = dealer_connection(&svc, &admin, "Stages B", &sim_b).await;
+    let a = svc
+        .stages_connection_named(&admin, "Stages A", &sim_a)
+        .await;
+    let b = svc
+        .stages_connection_named(&admin, "Stages B", &sim_b)
+        .await;
     for (path, body) in [
         ("/v1/billing/sites/S1", json!({"name": "One"})),
         ("/v1/billing/systems/SYS1", json!({"site_id": "S1"})),

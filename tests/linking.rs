@@ -20,22 +20,10 @@ async fn world(backend: Backend, seed_sites: usize) -> World {
     let sim = start_sim(seed_sites).await;
     let svc = Service::in_process(backend, Vec::new()).await;
     let admin = Who::admin("acme");
-    let cid = svc
-        .create_connection(&admin, "Stages", &sim.base_url(), "dealer")
-        .await;
-    let a = svc
-        .call(
-            Method::PUT,
-            &format!("/v1/connections/{cid}/credentials/dealer"),
-            &admin,
-            Some(json!({"username": SIM_USER, "password": SIM_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, 200);
-    let op = Who::new("acme", "olivia", "operator");
     // The migration (S20) of the new connection finds nothing to take over;
     // it is over before a test sets billing ids in Stages itself.
-    svc.migration_settled(&op, &cid).await;
+    let cid = svc.stages_connection(&admin, &sim).await;
+    let op = Who::new("acme", "olivia", "operator");
     World { sim, svc, op, cid }
 }
 

@@ -477,8 +477,19 @@ impl Service {
     /// A dealer-mode Stages connection of `admin`'s dealer to `sim`, with
     /// the simulator's credentials stored and the migration they queue over.
     pub async fn stages_connection(&self, admin: &Who, sim: &stages_sim::Sim) -> String {
+        self.stages_connection_named(admin, "Stages", sim).await
+    }
+
+    /// As [`Service::stages_connection`], named `name` (a dealer's second
+    /// connection needs a name of its own).
+    pub async fn stages_connection_named(
+        &self,
+        admin: &Who,
+        name: &str,
+        sim: &stages_sim::Sim,
+    ) -> String {
         let cid = self
-            .create_connection(admin, "Stages", &sim.base_url(), "dealer")
+            .create_connection(admin, name, &sim.base_url(), "dealer")
             .await;
         let a = self
             .call(
