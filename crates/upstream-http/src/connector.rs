@@ -102,13 +102,13 @@ impl<O: ?Sized> Connector<O> {
     }
 
     /// What the clients report their calls to, if anything.
-    pub fn observer(&self) -> Option<Arc<O>> {
+    fn observer(&self) -> Option<Arc<O>> {
         self.observer.clone()
     }
 
     /// The channel of connection `key`, sharing its rate limiter with every
     /// other client of that key.
-    pub fn channel(&self, key: &str) -> Channel {
+    fn channel(&self, key: &str) -> Channel {
         Channel {
             http: self.http.clone(),
             retry: self.settings.retry(),
