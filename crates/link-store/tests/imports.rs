@@ -331,6 +331,24 @@ store_test!(
             .await
             .unwrap()
             .is_empty());
+        // What a customer run sets aside before reading: every id, and only
+        // to the connection's dealer.
+        let mut ids = store
+            .all_imported_external_ids(&d, cid, ImportKind::Customers)
+            .await
+            .unwrap();
+        ids.sort_by_key(|id| id.parse::<u32>().unwrap());
+        assert_eq!(ids, list[..800].to_vec());
+        assert!(store
+            .all_imported_external_ids(&d, cid, ImportKind::Users)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .all_imported_external_ids(&dealer("d2"), cid, ImportKind::Customers)
+            .await
+            .unwrap()
+            .is_empty());
 
         let second = new_run(&store, cid).await;
         let counts = store.record_imported_before(&d, second, 800).await.unwrap();

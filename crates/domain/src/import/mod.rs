@@ -156,6 +156,13 @@ pub trait ImportStore: Send + Sync {
         kind: ImportKind,
         external_ids: &[String],
     ) -> StoreResult<Vec<(String, BillingId)>>;
+    /// The external ids of every record of `kind` imported on the connection.
+    async fn all_imported_external_ids(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: ImportKind,
+    ) -> StoreResult<Vec<String>>;
     /// Every record of `kind` imported on the connection.
     async fn all_imported_records(
         &self,

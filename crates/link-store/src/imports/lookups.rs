@@ -11,7 +11,9 @@ use domain::import::ImportKind;
 use super::record_kind;
 use crate::connections::corrupt;
 use crate::db::{DbConnection, Fail, IN_CHUNK};
-use crate::schema::{billing_customers, billing_users, imported_records, isp_accounts};
+use crate::schema::{
+    billing_customers, billing_users, connections, imported_records, isp_accounts,
+};
 
 /// Rows of (external id or login, billing id text) as the domain's pairs;
 /// a billing id that does not read is an unreadable row, named by `what`.
@@ -64,25 +66,40 @@ pub(super) fn imported_records(
     kind: ImportKind,
     external_ids: &[String],
 ) -> Result<Vec<(String, BillingId)>, Fail> {
-    let query = imported_records::table
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for chunk in external_ids.chunks(IN_CHUNK) {
+        rows.extend(
+            imported_records::table
+                .filter(imported_records::connection_id.eq(connection_id))
+                .filter(imported_records::kind.eq(record_kind(kind)))
+                .filter(imported_records::dealer.eq(dealer))
+                .filter(imported_records::external_id.eq_any(chunk))
+                .select((imported_records::external_id, imported_records::billing_id))
+                .load::<(String, String)>(conn)?,
+        );
+    }
+    parse_billing_pairs(rows, "imported record billing id")
+}
+
+/// The external ids of every record imported on the dealer's connection as
+/// `kind`. Only the primary key's columns are read, so the scan is of that
+/// index alone (the heap too on PostgreSQL until a vacuum marks its pages
+/// all-visible); the dealer is checked once, on the connection.
+pub(super) fn all_imported_external_ids(
+    conn: &mut DbConnection,
+    dealer: &str,
+    connection_id: &str,
+    kind: ImportKind,
+) -> Result<Vec<String>, Fail> {
+    let dealers_connection = connections::table
+        .filter(connections::id.eq(connection_id))
+        .filter(connections::dealer.eq(dealer));
+    Ok(imported_records::table
         .filter(imported_records::connection_id.eq(connection_id))
         .filter(imported_records::kind.eq(record_kind(kind)))
-        .filter(imported_records::dealer.eq(dealer))
-        .select((imported_records::external_id, imported_records::billing_id));
-    // One query whatever the number of ids: a long list (a run's
-    // whole customer list) reads the connection's records of the
-    // kind and keeps those asked for, rather than hundreds of `IN`s.
-    let rows: Vec<(String, String)> = if external_ids.len() <= IN_CHUNK {
-        query
-            .filter(imported_records::external_id.eq_any(external_ids))
-            .load(conn)?
-    } else {
-        let wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
-        let mut rows: Vec<(String, String)> = query.load(conn)?;
-        rows.retain(|(e, _)| wanted.contains(e.as_str()));
-        rows
-    };
-    parse_billing_pairs(rows, "imported record billing id")
+        .filter(diesel::dsl::exists(dealers_connection))
+        .select(imported_records::external_id)
+        .load(conn)?)
 }
 
 /// Every record imported on the connection as `kind`, with its billing record.

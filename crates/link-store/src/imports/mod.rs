@@ -303,6 +303,20 @@ impl ImportStore for Store {
         .await
     }
 
+    async fn all_imported_external_ids(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: ImportKind,
+    ) -> StoreResult<Vec<String>> {
+        let dealer = dealer.0.clone();
+        let connection_id = uuid_text(connection_id.0);
+        self.run(move |conn, _| {
+            lookups::all_imported_external_ids(conn, &dealer, &connection_id, kind)
+        })
+        .await
+    }
+
     async fn all_imported_records(
         &self,
         dealer: &DealerId,

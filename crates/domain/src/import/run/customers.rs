@@ -40,8 +40,8 @@ struct Unread {
     /// Outcomes known without reading: filtered out by id, or matched by
     /// an ISP account link.
     known: Vec<RecordOutcome>,
-    /// Imported on the connection before (by any run).
-    before: HashSet<String>,
+    /// How many were imported on the connection before (by any run).
+    before: u64,
     /// The rest, to read.
     to_read: Vec<String>,
 }
@@ -54,7 +54,7 @@ impl Run<'_> {
     ) -> Result<ImportCounts, ImportRunError> {
         let (todo, total) = self.customer_ids_to_do().await?;
         let unread = self.sort_out(todo, filters).await?;
-        let counts = self.record_unread(unread.known, &unread.before).await?;
+        let counts = self.record_unread(unread.known, unread.before).await?;
         self.report(counts, total).await?;
         if unread.to_read.is_empty() {
             return Ok(counts);
@@ -91,7 +91,7 @@ impl Run<'_> {
         let mut to_check = Vec::with_capacity(todo.len());
         for id in todo {
             match filters.check_id(id) {
-                Ok(()) => to_check.push(id.to_string()),
+                Ok(()) => to_check.push(id),
                 Err(reason) => known.push(RecordOutcome::FilteredOut {
                     external_id: id.to_string(),
                     reason,
@@ -101,27 +101,31 @@ impl Run<'_> {
         // What any run of the connection imported before, in one look for
         // the whole list: counted, neither read again nor listed one by one,
         // so a run with nothing new costs the list and a few statements.
-        let before: HashSet<String> = if to_check.is_empty() {
+        // Compared as numbers, not texts: no text is made for the ids seen
+        // before, which on a run with nothing new are all of them.
+        let imported: HashSet<AdcCustomerId> = if to_check.is_empty() {
             HashSet::new()
         } else {
             self.ports
                 .imports
-                .imported_records(
+                .all_imported_external_ids(
                     self.dealer,
                     self.import.connection_id,
                     ImportKind::Customers,
-                    &to_check,
                 )
                 .await
                 .map_err(store_failed)?
-                .into_iter()
-                .map(|(external_id, _)| external_id)
+                .iter()
+                .filter_map(|id| id.parse().ok())
                 .collect()
         };
+        let checked = to_check.len();
         let mut to_read: Vec<String> = to_check
             .into_iter()
-            .filter(|id| !before.contains(id))
+            .filter(|id| !imported.contains(id))
+            .map(|id| id.to_string())
             .collect();
+        let before = (checked - to_read.len()) as u64;
         if !to_read.is_empty() {
             known.extend(self.match_isp_linked(&mut to_read).await?);
         }
@@ -164,7 +168,7 @@ impl Run<'_> {
     async fn record_unread(
         &self,
         known: Vec<RecordOutcome>,
-        before: &HashSet<String>,
+        before: u64,
     ) -> Result<ImportCounts, ImportRunError> {
         let mut counts = self.import.counts;
         let mut known = known.into_iter();
@@ -176,11 +180,11 @@ impl Run<'_> {
             counts = self.record(chunk).await?;
         }
         // Also when none is found now, if an earlier attempt counted some.
-        if !before.is_empty() || counts.already_imported > 0 {
+        if before > 0 || counts.already_imported > 0 {
             counts = self
                 .ports
                 .imports
-                .record_imported_before(self.dealer, self.import.id, before.len() as u64)
+                .record_imported_before(self.dealer, self.import.id, before)
                 .await
                 .map_err(store_failed)?;
         }
