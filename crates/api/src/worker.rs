@@ -327,12 +327,13 @@ async fn run_one_inner(
     let result = match outcome {
         Ok(done) => {
             let id = job.id;
-            // A reconcile or an import wrote many rows: plans should see
-            // them. In the background: the job's end does not wait for it.
-            if [kinds::RECONCILE, kinds::ADC_IMPORT].contains(&job.kind.as_str()) {
+            // A reconcile wrote many rows: plans should see them. In the
+            // background: the job's end does not wait for it. (An import
+            // refreshes its own tables as it grows them.)
+            if job.kind == kinds::RECONCILE {
                 let store = state.store.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = store.refresh_statistics().await {
+                    if let Err(e) = store.refresh_statistics(link_store::GROWING_TABLES).await {
                         tracing::warn!(error = %e, "refreshing the planner's statistics failed");
                     }
                 });

@@ -31,7 +31,7 @@ use domain::store::StoreError;
 pub use connections::MAX_PAGE_SIZE;
 pub use crypto::{SecretKey, SecretKeyError};
 pub use jobs::{JobStats, COUNTED_STATES};
-pub use migrate::{MigrateError, MigrationReport, Readiness};
+pub use migrate::{MigrateError, MigrationReport, Readiness, GROWING_TABLES};
 
 use crypto::Cipher;
 use db::{DbConnection, Fail, Manager, PostgresSetup, SqliteSetup, Target};

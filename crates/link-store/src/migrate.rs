@@ -56,7 +56,7 @@ pub enum MigrateError {
 type HarnessResult<T> = diesel::migration::Result<T>;
 
 /// The tables bulk work fills, whose statistics go stale first.
-const GROWING_TABLES: &[&str] = &[
+pub const GROWING_TABLES: &[&str] = &[
     "links",
     "billing_customers",
     "billing_sites",
@@ -66,6 +66,16 @@ const GROWING_TABLES: &[&str] = &[
     "import_items",
     "batch_items",
     "jobs",
+    "events",
+];
+
+/// Of [`GROWING_TABLES`], those an Alarm.com import writes and reads back:
+/// the others' statistics are not changed by it.
+pub(crate) const IMPORT_TABLES: &[&str] = &[
+    "billing_customers",
+    "billing_users",
+    "imported_records",
+    "import_items",
     "events",
 ];
 
@@ -108,23 +118,26 @@ impl Store {
             );
             // New tables and indexes have no statistics until autovacuum
             // gets to them; plans should not wait for it.
-            if let Err(e) = self.refresh_statistics().await {
+            if let Err(e) = self.refresh_statistics(GROWING_TABLES).await {
                 tracing::warn!(error = %e, "refreshing the planner's statistics failed");
             }
         }
         Ok(MigrationReport { applied })
     }
 
-    /// Refreshes the query planner's statistics of the tables that grow
-    /// (`ANALYZE`): after migrations, and after a job that wrote many rows
-    /// (a reconcile, an import), so plans do not depend on autovacuum.
-    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        self.run(|conn, _| {
+    /// Refreshes the query planner's statistics of `tables` (`ANALYZE`):
+    /// after migrations, and after a job that wrote many rows (a reconcile,
+    /// an import), so plans do not depend on autovacuum.
+    pub async fn refresh_statistics(
+        &self,
+        tables: &'static [&'static str],
+    ) -> Result<(), StoreError> {
+        self.run(move |conn, _| {
             if let DbConnection::Sqlite(_) = conn {
                 // A sample per index, not a full scan of every table.
                 diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
             }
-            for table in GROWING_TABLES {
+            for table in tables {
                 diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
             }
             Ok(())
