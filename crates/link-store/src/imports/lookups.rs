@@ -199,3 +199,97 @@ pub(super) fn billing_user_logins(
         .load(conn)?;
     parse_billing_pairs(rows, "billing user id")
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::Text;
+
+    use super::*;
+    use crate::db::keyed_lookups;
+
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        enable_seqscan: String,
+    }
+
+    fn plan_of_a_chunk_lookup(conn: &mut DbConnection) -> Vec<String> {
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        let ids: Vec<String> = (1..=500).map(|n| (n * 7).to_string()).collect();
+        let lines: Vec<PlanLine> = diesel::sql_query(format!(
+            "EXPLAIN SELECT external_id, billing_id FROM imported_records \
+             WHERE connection_id = 'c1' AND kind = 'customer' AND external_id = ANY('{{{}}}')",
+            ids.join(",")
+        ))
+        .load(pg)
+        .unwrap();
+        lines.into_iter().map(|l| l.line).collect()
+    }
+
+    fn seqscan_setting(conn: &mut DbConnection) -> String {
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        diesel::sql_query("SHOW enable_seqscan")
+            .get_result::<Setting>(pg)
+            .unwrap()
+            .enable_seqscan
+    }
+
+    /// 500 keys of a 20,000-row table, statistics fresh: PostgreSQL reads
+    /// the whole table unless the chunk's lookups price that out, and they
+    /// do so for their own transaction only.
+    #[test]
+    fn a_chunks_keyed_lookups_walk_the_key_and_leave_the_session_as_it_was() {
+        let base = std::env::var("TEST_DATABASE_URL")
+            .expect("set TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test");
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&base).expect("connect to TEST_DATABASE_URL");
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let mut pg = PgConnection::establish(&url).unwrap();
+        crate::migrate::migrate_postgres(&mut pg).unwrap();
+        // Records without their connection: foreign keys are not the point here.
+        pg.batch_execute(
+            "SET session_replication_role = replica; \
+             INSERT INTO imported_records SELECT 'c1', 'customer', g::text, 'd1', 'b' || g, \
+             'i1', now() FROM generate_series(1, 20000) AS g; \
+             ANALYZE imported_records; SET session_replication_role = DEFAULT",
+        )
+        .unwrap();
+        let mut conn = DbConnection::Postgresql(pg);
+
+        let unpriced = plan_of_a_chunk_lookup(&mut conn);
+        assert!(
+            unpriced.iter().any(|l| l.contains("Seq Scan")),
+            "PostgreSQL no longer prefers reading the table here, so this test shows nothing: {unpriced:#?}"
+        );
+        let keyed = keyed_lookups(&mut conn, |conn| {
+            assert_eq!(seqscan_setting(conn), "off");
+            Ok(plan_of_a_chunk_lookup(conn))
+        })
+        .unwrap_or_else(|_| panic!("the keyed lookups failed"));
+        assert!(
+            keyed.iter().any(|l| l.contains("imported_records_pkey"))
+                && !keyed.iter().any(|l| l.contains("Seq Scan")),
+            "the chunk's lookup does not walk the key: {keyed:#?}"
+        );
+        assert_eq!(seqscan_setting(&mut conn), "on");
+
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+    }
+}

@@ -27,7 +27,7 @@ use domain::Page;
 
 use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
+use crate::db::{into_page, keyed_lookups, page_limit, write_transaction, DbConnection, Fail};
 use crate::events::insert_events;
 use crate::jobs::enqueue_within;
 use crate::migrate::IMPORT_TABLES;
@@ -299,7 +299,9 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let external_ids = external_ids.to_vec();
         self.run(move |conn, _| {
-            lookups::imported_records(conn, &dealer, &connection_id, kind, &external_ids)
+            keyed_lookups(conn, |conn| {
+                lookups::imported_records(conn, &dealer, &connection_id, kind, &external_ids)
+            })
         })
         .await
     }
@@ -355,7 +357,9 @@ impl ImportStore for Store {
         let connection_id = uuid_text(connection_id.0);
         let billing_ids = billing_ids.to_vec();
         self.run(move |conn, _| {
-            lookups::billing_customers_among(conn, &dealer, &connection_id, &billing_ids)
+            keyed_lookups(conn, |conn| {
+                lookups::billing_customers_among(conn, &dealer, &connection_id, &billing_ids)
+            })
         })
         .await
     }
@@ -367,8 +371,12 @@ impl ImportStore for Store {
     ) -> StoreResult<Vec<BillingId>> {
         let dealer = dealer.0.clone();
         let billing_ids = billing_ids.to_vec();
-        self.run(move |conn, _| lookups::billing_users_among(conn, &dealer, &billing_ids))
-            .await
+        self.run(move |conn, _| {
+            keyed_lookups(conn, |conn| {
+                lookups::billing_users_among(conn, &dealer, &billing_ids)
+            })
+        })
+        .await
     }
 
     async fn billing_user_logins(

@@ -17,7 +17,7 @@ use super::lookups::existing_billing_ids;
 use super::{find_import, record_kind, ImportRow, ImportedRow, ItemRow};
 use crate::billing::insert_new_records;
 use crate::connections::{corrupt, to_db_time};
-use crate::db::{conflict_on_unique, per_backend, DbConnection, Fail, IN_CHUNK};
+use crate::db::{conflict_on_unique, keyed_reads_only, per_backend, DbConnection, Fail, IN_CHUNK};
 use crate::events::insert_many_events;
 use crate::schema::{import_items, imported_records, imports};
 
@@ -127,6 +127,7 @@ pub(super) fn record_blocking(
     id: &str,
     outcomes: Vec<RecordOutcome>,
 ) -> Result<ImportCounts, Fail> {
+    keyed_reads_only(conn)?;
     let mut import = find_import(conn, dealer, id)?.ok_or(StoreError::NotFound)?;
     let kind = ImportKind::parse(&import.kind)
         .map(record_kind)
