@@ -1282,6 +1282,41 @@ async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(back
     assert!(done["error"].is_null(), "{done:#}");
 }
 
+/// Credentials refused part way: the run stops there, and starts no read
+/// after the refusal came back (reads run ahead of the recording, but not
+/// past a refusal: Alarm.com locks a login out after failed attempts).
+async fn refused_credentials_stop_the_reads_at_once(backend: Backend) {
+    let adc = adc_sim(600).await;
+    adc.state()
+        .add_fault(adc_sim::FaultRule::parse("GetCustomerInfo_V2=latency:10").unwrap())
+        .unwrap();
+    let svc = Service::start_on(backend, env(&[("CROSSLINK__ADC__IMPORT_CONCURRENCY", "4")])).await;
+    let admin = Who::admin("acme");
+    let op = Who::new("acme", "olivia", "operator");
+    let cid = alarm_com(&svc, &admin, &adc).await;
+    let id = start(
+        &svc,
+        &op,
+        json!({"connection_id": cid, "kind": "customers"}),
+    )
+    .await;
+    seen_100(&svc, &op, &id).await;
+    adc.state()
+        .add_fault(adc_sim::FaultRule::parse("GetCustomerInfo_V2=bad_credentials").unwrap())
+        .unwrap();
+    let refused_from = adc.state().request_count("GetCustomerInfo_V2");
+    let done = wait(&svc, &op, &id).await;
+    assert_ne!(done["state"], "succeeded", "{done:#}");
+    assert!(count(&done, "seen") < listed(&adc).len() as u64, "{done:#}");
+    // The reads in flight when the fault came, and those started before
+    // the first refusal came back: at most two rounds of 4.
+    let after = adc.state().request_count("GetCustomerInfo_V2") - refused_from;
+    assert!(
+        after <= 8,
+        "{after} customer reads after the credentials were refused"
+    );
+}
+
 on_both_backends!(
     a_filtered_import_takes_exactly_the_matching_customers,
     a_second_run_imports_only_the_customers_added_since,
@@ -1295,4 +1330,5 @@ on_both_backends!(
     users_billing_holds_are_matched,
     busy_faults_and_timeouts_are_retried_within_the_run,
     progress_moves_filters_are_checked_and_a_good_end_clears_the_error,
+    refused_credentials_stop_the_reads_at_once,
 );
