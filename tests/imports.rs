@@ -1286,7 +1286,8 @@ async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(back
 /// after the refusal came back (reads run ahead of the recording, but not
 /// past a refusal: Alarm.com locks a login out after failed attempts).
 async fn refused_credentials_stop_the_reads_at_once(backend: Backend) {
-    let adc = adc_sim(600).await;
+    // Enough customers that the run is still reading when the fault comes.
+    let adc = adc_sim(2_000).await;
     adc.state()
         .add_fault(adc_sim::FaultRule::parse("GetCustomerInfo_V2=latency:10").unwrap())
         .unwrap();
