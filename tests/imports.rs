@@ -1283,8 +1283,8 @@ async fn progress_moves_filters_are_checked_and_a_good_end_clears_the_error(back
 }
 
 /// Credentials refused part way: the run stops there, and starts no read
-/// after the refusal came back (reads run ahead of the recording, but not
-/// past a refusal: Alarm.com locks a login out after failed attempts).
+/// after the refusal came back (Alarm.com locks a login out after failed
+/// attempts, so a change that lets reads run ahead must stop them there).
 async fn refused_credentials_stop_the_reads_at_once(backend: Backend) {
     // Enough customers that the run is still reading when the fault comes.
     let adc = adc_sim(2_000).await;

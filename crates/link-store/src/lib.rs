@@ -20,6 +20,8 @@ mod links;
 mod migrate;
 mod retention;
 mod schema;
+#[cfg(test)]
+mod scratch_postgres;
 mod webhooks;
 
 use std::sync::Arc;

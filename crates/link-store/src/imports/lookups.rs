@@ -207,12 +207,7 @@ mod tests {
 
     use super::*;
     use crate::db::keyed_lookups;
-
-    #[derive(QueryableByName)]
-    struct PlanLine {
-        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
+    use crate::scratch_postgres::{plan, ScratchSchema};
 
     #[derive(QueryableByName)]
     struct Setting {
@@ -225,14 +220,14 @@ mod tests {
             unreachable!("opened on PostgreSQL")
         };
         let ids: Vec<String> = (1..=500).map(|n| (n * 7).to_string()).collect();
-        let lines: Vec<PlanLine> = diesel::sql_query(format!(
-            "EXPLAIN SELECT external_id, billing_id FROM imported_records \
-             WHERE connection_id = 'c1' AND kind = 'customer' AND external_id = ANY('{{{}}}')",
-            ids.join(",")
-        ))
-        .load(pg)
-        .unwrap();
-        lines.into_iter().map(|l| l.line).collect()
+        plan(
+            pg,
+            &format!(
+                "SELECT external_id, billing_id FROM imported_records \
+                 WHERE connection_id = 'c1' AND kind = 'customer' AND external_id = ANY('{{{}}}')",
+                ids.join(",")
+            ),
+        )
     }
 
     fn seqscan_setting(conn: &mut DbConnection) -> String {
@@ -250,17 +245,7 @@ mod tests {
     /// do so for their own transaction only.
     #[test]
     fn a_chunks_keyed_lookups_walk_the_key_and_leave_the_session_as_it_was() {
-        let base = std::env::var("TEST_DATABASE_URL")
-            .expect("set TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test");
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::establish(&base).expect("connect to TEST_DATABASE_URL");
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        let mut pg = PgConnection::establish(&url).unwrap();
-        crate::migrate::migrate_postgres(&mut pg).unwrap();
+        let (_schema, mut pg) = ScratchSchema::open();
         // Records without their connection: foreign keys are not the point here.
         pg.batch_execute(
             "SET session_replication_role = replica; \
@@ -287,9 +272,5 @@ mod tests {
             "the chunk's lookup does not walk the key: {keyed:#?}"
         );
         assert_eq!(seqscan_setting(&mut conn), "on");
-
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
     }
 }

@@ -121,12 +121,7 @@ mod tests {
 
     use super::*;
     use crate::db::PostgresSetup;
-
-    #[derive(QueryableByName)]
-    struct PlanLine {
-        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
+    use crate::scratch_postgres::{plan, ScratchSchema};
 
     #[derive(QueryableByName)]
     struct Prepared {
@@ -141,18 +136,7 @@ mod tests {
     /// without `enable_seqscan = off` the plan kept would read every link.
     #[test]
     fn the_billing_id_lookup_keeps_an_index_plan_made_on_a_small_table() {
-        let base = std::env::var("TEST_DATABASE_URL")
-            .expect("set TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/test");
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::establish(&base).expect("connect to TEST_DATABASE_URL");
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-
-        let mut pg = PgConnection::establish(&url).unwrap();
-        crate::migrate::migrate_postgres(&mut pg).unwrap();
+        let (_schema, mut pg) = ScratchSchema::open();
         // Links without their connections: foreign keys are not the point here.
         let link = |n: &str| {
             format!(
@@ -196,18 +180,11 @@ mod tests {
             lookup.generic_plans >= 1,
             "the lookup was planned every run"
         );
-        let plan: Vec<PlanLine> =
-            diesel::sql_query(format!("EXPLAIN EXECUTE {}('B-5', 'd1', 11)", lookup.name))
-                .load(pg)
-                .unwrap();
-        let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
+        let plan = plan(pg, &format!("EXECUTE {}('B-5', 'd1', 11)", lookup.name));
         assert!(
             plan.iter().any(|l| l.contains("Index"))
                 && !plan.iter().any(|l| l.contains("Seq Scan")),
             "the kept plan does not walk an index: {plan:#?}"
         );
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
     }
 }
