@@ -135,12 +135,15 @@ pub async fn refuse_bad_text(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let mut refused = ValidationError::default();
-    let pattern = req.match_pattern().unwrap_or_default();
-    let names: Vec<&str> = pattern.split('/').collect();
+    // The route's pattern names a refused segment. Finding it walks every
+    // route before this one, so it is looked up only when a segment is refused.
+    let mut pattern: Option<String> = None;
     let segments: Vec<&str> = req.path().split('/').collect();
     for (i, raw) in segments.iter().enumerate().skip(1) {
         let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        let field = || {
+        let mut field = || {
+            let pattern = pattern.get_or_insert_with(|| req.match_pattern().unwrap_or_default());
+            let names: Vec<&str> = pattern.split('/').collect();
             names
                 .get(i)
                 .filter(|_| names.len() == segments.len())
