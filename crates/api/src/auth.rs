@@ -68,6 +68,28 @@ struct JwksSource {
     seen: Mutex<Option<(SystemTime, u64)>>,
 }
 
+/// At most this many verified tokens are remembered; past it, all are forgotten.
+const MOST_REMEMBERED: usize = 10_000;
+
+/// A token that verified, and what it may be taken for without verifying it
+/// again: the caller, while the same keys are in force and the clock is
+/// within its `nbf` and `exp` (with the leeway, as `jsonwebtoken` judges them).
+struct Verified {
+    keys: Arc<KeySet>,
+    caller: Caller,
+    exp: u64,
+    nbf: Option<u64>,
+    leeway: u64,
+}
+
+impl Verified {
+    fn still_holds(&self, keys: &Arc<KeySet>, now: u64) -> bool {
+        Arc::ptr_eq(&self.keys, keys)
+            && self.exp >= now.saturating_sub(self.leeway)
+            && self.nbf.is_none_or(|nbf| nbf <= now + self.leeway)
+    }
+}
+
 /// Checks tokens against the configured keys, issuer and audience.
 #[derive(Clone)]
 pub struct TokenVerifier {
@@ -75,6 +97,10 @@ pub struct TokenVerifier {
     jwks: Option<Arc<JwksSource>>,
     /// Issuer, audience, leeway and required claims; the algorithm is set per key.
     template: Validation,
+    /// Tokens verified lately, by their text. A front end sends one token on
+    /// every call until it expires, and decoding and checking its signature
+    /// again was a tenth of a link lookup's CPU.
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
 
 impl TokenVerifier {
@@ -131,6 +157,7 @@ impl TokenVerifier {
             keys: Arc::new(RwLock::new(Arc::new(KeySet { single, by_kid }))),
             jwks,
             template,
+            verified: Arc::default(),
         })
     }
 
@@ -227,9 +254,15 @@ impl TokenVerifier {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header is not a bearer token")
             })?;
+        let keys = self.current();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(v) = self.lock_verified().get(token) {
+            if v.still_holds(&keys, now) {
+                return Ok(v.caller.clone());
+            }
+        }
         let head = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthorized("the token is not a JWT"))?;
-        let keys = self.current();
         // Without a JWKS file a kid means nothing here (as before); with one,
         // a kid must name one of its keys.
         let key = match head.kid.as_deref() {
@@ -266,11 +299,30 @@ impl TokenVerifier {
                 "the token's dealer and sub must not be empty",
             ));
         }
-        Ok(Caller {
+        let caller = Caller {
             dealer: DealerId(claims.dealer),
             user: UserId(claims.sub),
             roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-        })
+        };
+        let mut verified = self.lock_verified();
+        if verified.len() >= MOST_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(
+            token.to_owned(),
+            Verified {
+                keys: Arc::clone(&keys),
+                caller: caller.clone(),
+                exp: claims.exp,
+                nbf: claims.nbf,
+                leeway: key.validation.leeway,
+            },
+        );
+        Ok(caller)
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -556,6 +608,25 @@ mod tests {
         assert_eq!(status(&v, &within), Ok("carol".into()));
         let past = hs_token(&secret, None, &claims(&s, Some(now - 60)));
         assert_eq!(status(&v, &past), Ok("carol".into()));
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_it_expires() {
+        let mut s = settings();
+        s.auth.leeway_secs = 0;
+        let v = TokenVerifier::from_settings(&s).unwrap();
+        let secret = s.jwt_secret().as_bytes().to_vec();
+        let mut c = claims(&s, None);
+        c.exp = jsonwebtoken::get_current_timestamp() + 1;
+        let token = hs_token(&secret, None, &c);
+        assert_eq!(status(&v, &token), Ok("carol".into()));
+        assert_eq!(status(&v, &token), Ok("carol".into()), "remembered");
+        while jsonwebtoken::get_current_timestamp() <= c.exp {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let (code, why) = status(&v, &token).unwrap_err();
+        assert_eq!(code, 401);
+        assert!(why.contains("expired"), "{why}");
     }
 
     const K1: &[u8] = b"first-jwks-key-0123456789abcdef-0";
