@@ -102,6 +102,8 @@ struct Inner {
     target: Target,
     /// Shared with the store's other pools (see [`Store::another_pool`]).
     cipher: Arc<Cipher>,
+    /// Billing-id lookups waiting to be read together (PostgreSQL).
+    lookups: links::gathered::LookupQueue,
 }
 
 impl std::fmt::Debug for Store {
@@ -195,6 +197,7 @@ impl Store {
                 index_reads,
                 target,
                 cipher,
+                lookups: Default::default(),
             }),
         })
     }

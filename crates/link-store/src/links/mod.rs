@@ -8,6 +8,7 @@
 //! `unlinks`, reading them in `lookups`, and what a sync of one link reads and
 //! records in `settle`.
 
+pub(crate) mod gathered;
 mod insert;
 mod lookups;
 mod relinks;
@@ -358,12 +359,12 @@ impl LinkStore for Store {
         let dealer = dealer.0.clone();
         let limit = page_limit(&page);
         if let Some(billing_id) = lookups::billing_id_lookup(filter, &page) {
-            let billing_id = billing_id.to_owned();
-            return self
-                .run_index_read(move |conn, _| {
-                    lookups::links_of_billing_id(conn, &dealer, &billing_id, limit)
-                })
-                .await;
+            let lookup = gathered::Lookup {
+                dealer,
+                billing_id: billing_id.to_owned(),
+                limit,
+            };
+            return self.billing_id_lookup(lookup).await;
         }
         let filter = filter.clone();
         self.run(move |conn, _| lookups::list_links(conn, dealer, filter, page, limit))
