@@ -2,10 +2,11 @@
 //! uses, and the inbound credential Stages calls back with. Every query filters
 //! on the dealer, so another dealer's id reads as "not found".
 
+mod migration_state;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text};
 use domain::audit::NewAuditEntry;
 use domain::connection::{
     AuthMode, ConflictPolicy, Connection, ConnectionChanges, ConnectionId, ConnectionName,
@@ -23,6 +24,7 @@ use crate::db::{conflict_on_unique, per_backend, write_transaction, DbConnection
 use crate::jobs::enqueue_within;
 use crate::schema::{connections, credentials, inbound_credentials};
 use crate::Store;
+use migration_state::MigrationState;
 
 /// Largest page the store returns, whatever the caller asks.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -252,36 +254,6 @@ fn endpoint_of(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<Endpoi
 
 /// The state of a connection's migration job goes with every read of it.
 type WithMigration = (ConnectionRow, Option<String>);
-
-/// The state of the connection's migration job, looked up by its id. Raw
-/// SQL: a correlated subquery goes to the job's primary key whatever the
-/// planner's statistics say, where SQLite planned the equivalent left join
-/// as a read of the whole queue once `jobs` had been analyzed nearly empty.
-/// A type of its own, not a `sql()` literal: diesel prepares a statement only
-/// when its SQL follows from its type, so with a literal every connection
-/// read (one per Stages callback) was parsed again by PostgreSQL.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct MigrationState;
-
-impl diesel::Expression for MigrationState {
-    type SqlType = Nullable<Text>;
-}
-
-impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for MigrationState {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
-    ) -> QueryResult<()> {
-        out.push_sql("(SELECT jobs.state FROM jobs WHERE jobs.id = connections.migration_job_id)");
-        Ok(())
-    }
-}
-
-impl diesel::AppearsOnTable<connections::table> for MigrationState {}
-impl diesel::SelectableExpression<connections::table> for MigrationState {}
-impl diesel::expression::ValidGrouping<()> for MigrationState {
-    type IsAggregate = diesel::expression::is_aggregate::Never;
-}
 
 fn find_row(conn: &mut DbConnection, dealer: &str, id: &str) -> QueryResult<WithMigration> {
     connections::table
@@ -774,21 +746,23 @@ impl InboundLookup for Store {
         id: ConnectionId,
     ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>> {
         let id = id_text(id);
-        // Read on every callback, by primary keys only.
+        // Read on every callback, by primary keys only, in one statement on
+        // the inner connection (see `links_of_billing_id`).
         self.run_index_read(move |conn, cipher| {
-            let row = connections::table
+            let row = per_backend!(conn, |c| connections::table
+                .left_join(inbound_credentials::table)
                 .filter(connections::id.eq(&id))
-                .select((ConnectionRow::as_select(), MigrationState))
-                .first(conn)
-                .optional()?;
-            let Some((row, migration)) = row else {
+                .select((
+                    ConnectionRow::as_select(),
+                    MigrationState,
+                    Option::<InboundCredentialRow>::as_select(),
+                ))
+                .first(c)
+                .optional())?;
+            let Some((row, migration, inbound)) = row else {
                 return Ok(None);
             };
-            let inbound = inbound_credentials::table
-                .filter(inbound_credentials::connection_id.eq(&id))
-                .select(InboundCredentialRow::as_select())
-                .first(conn)
-                .optional()?
+            let inbound = inbound
                 .map(|credential| credential.into_domain(cipher))
                 .transpose()?;
             Ok(Some((row.into_domain(migration)?, inbound)))

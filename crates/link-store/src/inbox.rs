@@ -3,6 +3,8 @@
 //! in the same transaction. A repeat is decided by the primary key (an insert
 //! that does nothing on conflict), so two deliveries at once store one.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -13,7 +15,8 @@ use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
-use crate::db::{per_backend, write_transaction, DbConnection, Fail};
+use crate::db::{self, per_backend, write_transaction, DbConnection, Fail};
+use crate::gathered::each_failed;
 use crate::jobs::enqueue_within;
 use crate::schema::webhook_inbox as inbox;
 use crate::Store;
@@ -60,6 +63,60 @@ pub(crate) fn mark_processed(
     Ok(())
 }
 
+/// A callback to store, and the job that applies it.
+pub(crate) struct Received {
+    row: NewCallbackRow,
+    job: NewJob,
+}
+
+/// Stores each callback of `batch` not stored before, with its job; true for
+/// each one new. All in one transaction; when that is refused (a connection
+/// deleted meanwhile, say), each goes alone, so one refusal is its own.
+fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResult<bool>> {
+    if batch.len() > 1 {
+        let together = write_transaction(conn, |conn| {
+            let mut checked = HashSet::new();
+            batch
+                .iter()
+                .map(|r| {
+                    if checked.insert((&r.row.dealer, &r.row.connection_id)) {
+                        require_connection(conn, &r.row.dealer, &r.row.connection_id)?;
+                    }
+                    store_callback(conn, r)
+                })
+                .collect::<Result<Vec<bool>, Fail>>()
+        });
+        if let Ok(stored) = together {
+            return stored.into_iter().map(Ok).collect();
+        }
+    }
+    batch
+        .iter()
+        .map(|r| {
+            write_transaction(conn, |conn| {
+                require_connection(conn, &r.row.dealer, &r.row.connection_id)?;
+                store_callback(conn, r)
+            })
+            .map_err(Fail::into_store_error)
+        })
+        .collect()
+}
+
+/// Stores one callback and its job, unless the event was stored before.
+fn store_callback(conn: &mut DbConnection, r: &Received) -> Result<bool, Fail> {
+    // A concurrent receive of the same event waits here for the first to
+    // commit, then inserts nothing; so does a repeat in the same batch.
+    let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(inbox::table)
+        .values(&r.row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    enqueue_within(conn, r.job.clone())?;
+    Ok(true)
+}
+
 #[async_trait]
 impl InboxStore for Store {
     /// `NotFound` when the dealer has no such connection; `Conflict` when the
@@ -77,29 +134,29 @@ impl InboxStore for Store {
                 "the job of a callback must belong to the callback's dealer".into(),
             ));
         }
-        let row = NewCallbackRow {
-            connection_id: uuid_text(connection_id.0),
-            dealer: dealer.0.clone(),
-            event_id: event_id.to_owned(),
-            payload: payload.to_string(),
-            received_at: to_db_time(Utc::now()),
+        let received = Received {
+            row: NewCallbackRow {
+                connection_id: uuid_text(connection_id.0),
+                dealer: dealer.0.clone(),
+                event_id: event_id.to_owned(),
+                payload: payload.to_string(),
+                received_at: to_db_time(Utc::now()),
+            },
+            job,
         };
-        self.run(move |conn, _| {
-            write_transaction(conn, |conn| {
-                require_connection(conn, &row.dealer, &row.connection_id)?;
-                // A concurrent receive of the same event waits here for the
-                // first to commit, then inserts nothing.
-                let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(inbox::table)
-                    .values(&row)
-                    .on_conflict_do_nothing()
-                    .execute(c))?;
-                if inserted == 0 {
-                    return Ok(false);
-                }
-                enqueue_within(conn, job)?;
-                Ok::<_, Fail>(true)
-            })
-        })
+        // Gathered: the callbacks arriving while one transaction commits are
+        // stored by the next, one commit for all of them.
+        self.gathered(
+            |inner| &inner.callbacks,
+            received,
+            |store, batch| match store.inner.pool.get() {
+                Ok(mut conn) => store_callbacks(&mut conn, batch),
+                Err(e) => each_failed(
+                    batch.len(),
+                    db::unavailable(&format!("no database connection: {e}")),
+                ),
+            },
+        )
         .await
     }
 

@@ -11,6 +11,7 @@ mod crypto;
 mod db;
 mod events;
 mod field_issues;
+mod gathered;
 mod idempotency;
 mod imports;
 mod inbox;
@@ -103,7 +104,9 @@ struct Inner {
     /// Shared with the store's other pools (see [`Store::another_pool`]).
     cipher: Arc<Cipher>,
     /// Billing-id lookups waiting to be read together (PostgreSQL).
-    lookups: links::gathered::LookupQueue,
+    lookups: gathered::Gathered<links::Lookup, domain::Page<domain::link::Link>>,
+    /// Stages callbacks waiting to be stored together.
+    callbacks: gathered::Gathered<inbox::Received, bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +201,7 @@ impl Store {
                 target,
                 cipher,
                 lookups: Default::default(),
+                callbacks: Default::default(),
             }),
         })
     }

@@ -2,19 +2,70 @@
 //! billing front ends make on every screen), and which external records of
 //! a connection are linked already.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Text, Untyped};
 use domain::connection::ConnectionId;
 use domain::link::{Link, LinkFilter, LinkKind};
-use domain::store::PageRequest;
+use domain::store::{PageRequest, StoreResult};
 use domain::Page;
 
-use super::gathered::Lookup;
 use super::{LinkRow, LOOKUP_CHUNK};
 use crate::audit::uuid_text;
-use crate::db::{in_given_order, into_page, per_backend, DbConnection, Fail};
+use crate::connections::corrupt;
+use crate::db::{self, in_given_order, into_page, per_backend, DbConnection, Fail};
+use crate::gathered::each_failed;
 use crate::schema::links;
+use crate::{Backend, Store};
+
+/// One lookup: the first page of `dealer`'s links of `billing_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lookup {
+    pub dealer: String,
+    pub billing_id: String,
+    pub limit: usize,
+}
+
+impl Store {
+    /// The first page of a dealer's links of one billing id: on SQLite read
+    /// at once (a read there never waits on the network); on PostgreSQL
+    /// gathered with the other lookups in flight into one statement, on a
+    /// connection that keeps its plans.
+    pub(super) async fn billing_id_lookup(&self, lookup: Lookup) -> StoreResult<Page<Link>> {
+        if self.backend() == Backend::Sqlite {
+            return self
+                .run_index_read(move |conn, _| {
+                    links_of_billing_id(conn, &lookup.dealer, &lookup.billing_id, lookup.limit)
+                })
+                .await;
+        }
+        self.gathered(
+            |inner| &inner.lookups,
+            lookup,
+            |store, batch| {
+                let pool = store
+                    .inner
+                    .index_reads
+                    .as_ref()
+                    .unwrap_or(&store.inner.pool);
+                let read = pool
+                    .get()
+                    .map_err(|e| db::unavailable(&format!("no database connection: {e}")))
+                    .and_then(|mut conn| {
+                        links_of_billing_ids(&mut conn, batch).map_err(Fail::into_store_error)
+                    });
+                match read {
+                    Ok(pages) => pages.into_iter().map(Ok).collect(),
+                    Err(e) => each_failed(batch.len(), e),
+                }
+            },
+        )
+        .await
+    }
+}
 
 /// The lookup billing front ends make on every screen: the first page of the
 /// dealer's links of one billing id, and no other filter. It is one query of
@@ -57,58 +108,89 @@ pub(super) fn links_of_billing_id(
     into_page(rows, limit, |r| r.id.clone(), LinkRow::into_domain)
 }
 
-/// The first pages of several lookups in one statement, in the order asked.
-/// It reads every link of the billing ids asked for among the dealers asked
-/// for (a dealer's row matching another's billing id is read and left out),
-/// but no more than all the pages can hold: when it reads that many, a
-/// billing id may have had more, and each lookup is read alone instead.
+/// A link and the place of the lookup that found it.
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = BigInt)]
+    nth: i64,
+    #[diesel(embed)]
+    link: LinkRow,
+}
+
+/// Each lookup's rows with its place (from 1): dealers, billing ids and rooms
+/// (a page and one more) in. A type of its own rather than `sql_query`, so
+/// diesel prepares it once per connection (its SQL follows from its type).
+struct LookupsTogether<'a> {
+    dealers: Vec<&'a str>,
+    billing_ids: Vec<&'a str>,
+    rooms: Vec<i64>,
+}
+
+impl QueryId for LookupsTogether<'_> {
+    type QueryId = LookupsTogether<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for LookupsTogether<'_> {
+    type SqlType = Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for LookupsTogether<'_> {}
+
+impl QueryFragment<Pg> for LookupsTogether<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT k.nth, l.* FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.dealers)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.billing_ids)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.rooms)?;
+        out.push_sql(LOOKUPS_TOGETHER_REST);
+        Ok(())
+    }
+}
+
+const LOOKUPS_TOGETHER_REST: &str = "::bigint[]) WITH ORDINALITY \
+    AS k (dealer, billing_id, room, nth) \
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM links \
+        WHERE links.billing_id = k.billing_id AND links.dealer = k.dealer \
+          AND links.claim_expires_at IS NULL \
+        ORDER BY links.id LIMIT k.room) AS l";
+
+/// The first pages of several lookups in one statement (PostgreSQL), in the
+/// order asked: each (dealer, billing id) walks `links_billing` for its own
+/// page, whatever the plan kept (a generic plan of `= ANY` filters had
+/// walked one dealer's every link).
 pub(super) fn links_of_billing_ids(
     conn: &mut DbConnection,
     lookups: &[Lookup],
 ) -> Result<Vec<Page<Link>>, Fail> {
-    let billing_ids: Vec<&str> = lookups.iter().map(|l| l.billing_id.as_str()).collect();
-    let mut dealers: Vec<&str> = lookups.iter().map(|l| l.dealer.as_str()).collect();
-    dealers.sort_unstable();
-    dealers.dedup();
-    let room: usize = lookups.iter().map(|l| l.limit + 1).sum();
-    let rows: Vec<LinkRow> = per_backend!(&mut *conn, |c| links::table
-        .filter(links::billing_id.eq_any(&billing_ids))
-        .filter(links::dealer.eq_any(&dealers))
-        .filter(links::claim_expires_at.is_null())
-        .select(LinkRow::as_select())
-        .order(links::id.asc())
-        .limit(room as i64)
-        .load(c))?;
-    if rows.len() >= room {
+    let DbConnection::Postgresql(pg) = conn else {
         return lookups
             .iter()
             .map(|l| links_of_billing_id(conn, &l.dealer, &l.billing_id, l.limit))
             .collect();
+    };
+    let found: Vec<Found> = LookupsTogether {
+        dealers: lookups.iter().map(|l| l.dealer.as_str()).collect(),
+        billing_ids: lookups.iter().map(|l| l.billing_id.as_str()).collect(),
+        rooms: lookups.iter().map(|l| l.limit as i64 + 1).collect(),
     }
-    let mut of: HashMap<(&str, &str), Vec<LinkRow>> = HashMap::new();
-    for row in rows {
-        if let Some(l) = lookups
-            .iter()
-            .find(|l| l.billing_id == row.billing_id && l.dealer == row.dealer)
-        {
-            of.entry((&l.dealer, &l.billing_id)).or_default().push(row);
-        }
+    .load(pg)?;
+    let mut pages: Vec<Vec<LinkRow>> = vec![Vec::new(); lookups.len()];
+    for f in found {
+        // `WITH ORDINALITY` counts from 1.
+        let at = usize::try_from(f.nth - 1)
+            .ok()
+            .filter(|&at| at < pages.len())
+            .ok_or_else(|| corrupt(format!("a lookup read as number {}", f.nth)))?;
+        pages[at].push(f.link);
     }
     lookups
         .iter()
-        .map(|l| {
-            // The same lookup twice in a batch gets the same rows twice.
-            let rows = of
-                .get(&(&l.dealer, &l.billing_id))
-                .cloned()
-                .unwrap_or_default();
-            into_page(
-                rows.into_iter().take(l.limit + 1).collect(),
-                l.limit,
-                |r| r.id.clone(),
-                LinkRow::into_domain,
-            )
-        })
+        .zip(pages)
+        .map(|(l, rows)| into_page(rows, l.limit, |r| r.id.clone(), LinkRow::into_domain))
         .collect()
 }
 
@@ -192,9 +274,8 @@ mod tests {
     }
 
     /// Lookups read together find what each finds alone, in its order and
-    /// pages: another dealer's link of the same billing id stays out, a
-    /// lookup asked twice gets its rows twice, and a billing id with more
-    /// links than the statement has room for is read alone.
+    /// pages: another dealer's link of the same billing id stays out, and a
+    /// lookup asked twice gets its rows twice.
     #[test]
     fn lookups_read_together_find_what_each_finds_alone() {
         let (_schema, mut pg) = ScratchSchema::open();
@@ -228,7 +309,6 @@ mod tests {
                 ask("d1", "B-2", 3),
                 ask("d2", "B-3", 50),
             ],
-            // Room for 4 rows, and B-4 of d1 alone has more: read one by one.
             vec![ask("d1", "B-4", 1), ask("d3", "B-4", 1)],
         ];
         for lookups in cases {
@@ -242,6 +322,34 @@ mod tests {
                 assert!(page.items.iter().all(|i| i.dealer.0 == l.dealer), "{l:?}");
             }
         }
+        let DbConnection::Postgresql(pg) = &mut conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        let prepared: Vec<Prepared> = diesel::sql_query(
+            "SELECT name, generic_plans FROM pg_prepared_statements \
+             WHERE statement LIKE '%unnest%'",
+        )
+        .load(pg)
+        .unwrap();
+        assert_eq!(prepared.len(), 1, "prepared once, and kept");
+        // On the connections it runs on, each lookup walks links_billing.
+        PostgresSetup::KEPT_INDEX_PLANS
+            .on_acquire(&mut conn)
+            .unwrap();
+        let DbConnection::Postgresql(pg) = &mut conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        pg.batch_execute(&format!(
+            "PREPARE together (text[], text[], bigint[]) AS SELECT k.nth, l.* FROM \
+             unnest($1::text[], $2::text[], $3{LOOKUPS_TOGETHER_REST}"
+        ))
+        .unwrap();
+        let plan = plan(pg, "EXECUTE together('{d1,d2}', '{B-1,B-2}', '{11,11}')");
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Index Scan using links_billing")),
+            "the lookups do not walk links_billing: {plan:#?}"
+        );
     }
 
     /// The lookup's kept plan walks the index even when it was made while

@@ -8,7 +8,6 @@
 //! `unlinks`, reading them in `lookups`, and what a sync of one link reads and
 //! records in `settle`.
 
-pub(crate) mod gathered;
 mod insert;
 mod lookups;
 mod relinks;
@@ -36,12 +35,13 @@ use crate::db::{conflict_on_foreign_key, page_limit, write_transaction, DbConnec
 use crate::schema::{connections, deliberate_unlinks, links};
 use crate::Store;
 use insert::{confirm_blocking, insert_links_blocking, release_blocking};
+pub(crate) use lookups::Lookup;
 use relinks::{claim_relinks_blocking, confirm_relinks_blocking, relink_blocking};
 use unlinks::{discard_blocking, unlink_blocking};
 
 // `treat_none_as_null`: a batch of rows is one INSERT on SQLite too (diesel
 // sends a statement per row when a value is left to the column's DEFAULT).
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = links, treat_none_as_null = true)]
 struct LinkRow {
     id: String,
@@ -359,7 +359,7 @@ impl LinkStore for Store {
         let dealer = dealer.0.clone();
         let limit = page_limit(&page);
         if let Some(billing_id) = lookups::billing_id_lookup(filter, &page) {
-            let lookup = gathered::Lookup {
+            let lookup = lookups::Lookup {
                 dealer,
                 billing_id: billing_id.to_owned(),
                 limit,
