@@ -982,6 +982,73 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     assert_eq!(db.count("webhook_inbox"), 1);
 });
 
+// Callbacks arriving together are stored a batch per transaction: each still
+// gets its own answer, a refused one (another dealer's connection) refuses
+// no other, and a repeat inside a batch is a repeat.
+store_test!(
+    callbacks_received_together_are_each_answered_alone,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = store
+            .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+            .await
+            .unwrap();
+        let foreign = store
+            .insert_connection(new_connection("d2", "Stages", ProviderKind::Stages))
+            .await
+            .unwrap();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(48));
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let (store, barrier, d) = (store.clone(), barrier.clone(), d.clone());
+                let connection = if i % 8 == 7 { foreign.id } else { c.id };
+                tokio::spawn(async move {
+                    let event = format!("e{}", i % 24);
+                    let job = callback_job("d1");
+                    barrier.wait().await;
+                    let payload = serde_json::json!({ "event_id": event });
+                    let answer = store
+                        .receive_callback(&d, connection, &event, payload, job.clone())
+                        .await;
+                    (i, event, job, answer)
+                })
+            })
+            .collect();
+        let mut stored = std::collections::HashMap::<String, usize>::new();
+        for task in tasks {
+            let (i, event, job, answer) = task.await.unwrap();
+            if i % 8 == 7 {
+                assert_eq!(answer, Err(StoreError::NotFound), "callback {i}");
+                assert_eq!(store.job(&d, job.id).await, Err(StoreError::NotFound));
+                continue;
+            }
+            match answer {
+                Ok(true) => {
+                    *stored.entry(event.clone()).or_default() += 1;
+                    assert_eq!(store.job(&d, job.id).await.unwrap().kind, "stages_callback");
+                }
+                Ok(false) => assert_eq!(store.job(&d, job.id).await, Err(StoreError::NotFound)),
+                Err(e) => panic!("callback {i} was refused: {e}"),
+            }
+        }
+        // Events e0..e23 on c, less those only ever sent to the foreign connection.
+        let expected: Vec<String> = (0..24)
+            .filter(|n| !(n % 8 == 7 && (n + 24) % 8 == 7))
+            .map(|n| format!("e{n}"))
+            .collect();
+        let mut got: Vec<String> = stored.keys().cloned().collect();
+        got.sort();
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort();
+        assert_eq!(got, expected_sorted);
+        assert!(
+            stored.values().all(|&n| n == 1),
+            "an event stored twice: {stored:?}"
+        );
+    }
+);
+
 // --- secrets at rest --------------------------------------------------------------------
 
 store_test!(secrets_are_never_stored_in_plain, |db| async move {
