@@ -10,7 +10,12 @@ use std::sync::Mutex;
 use domain::store::{StoreError, StoreResult};
 use tokio::sync::oneshot;
 
-use crate::{Inner, Store};
+use std::sync::Arc;
+
+use diesel::r2d2::Pool;
+
+use crate::db::{DbConnection, Manager};
+use crate::{connection, Inner, Store};
 
 /// At most this many requests go in one round trip.
 pub(crate) const MOST_IN_ONE_TRIP: usize = 64;
@@ -123,13 +128,15 @@ pub(crate) fn each_failed<T>(n: usize, e: StoreError) -> Vec<StoreResult<T>> {
 
 impl Store {
     /// `request`'s answer, run with whatever else `queue` gathers: the first
-    /// caller with no runner in flight starts one on a blocking thread, which
-    /// takes batch after batch to `run` until none wait.
+    /// caller with a runner free starts one on a blocking thread, which takes
+    /// batch after batch to `run`, each on a connection of `pool`, until none
+    /// wait. A connection that cannot be had fails the batch.
     pub(crate) async fn gathered<R, T>(
         &self,
         queue: fn(&Inner) -> &Gathered<R, T>,
+        pool: fn(&Inner) -> &Pool<Manager>,
         request: R,
-        run: fn(&Store, &[R]) -> Vec<StoreResult<T>>,
+        run: fn(&mut DbConnection, &[R]) -> Vec<StoreResult<T>>,
     ) -> StoreResult<T>
     where
         R: Send + 'static,
@@ -137,10 +144,13 @@ impl Store {
     {
         let (answer, answered) = oneshot::channel();
         if queue(&self.inner).push(request, answer) {
-            let store = self.clone();
+            let inner = Arc::clone(&self.inner);
             // Detached: it answers through the channels, not its handle.
             tokio::task::spawn_blocking(move || {
-                queue(&store.inner).run_until_empty(|batch| run(&store, batch))
+                queue(&inner).run_until_empty(|batch| match connection(pool(&inner)) {
+                    Ok(mut conn) => run(&mut conn, batch),
+                    Err(e) => each_failed(batch.len(), e),
+                })
             });
         }
         answered.await.unwrap_or_else(|_| {

@@ -15,8 +15,7 @@ use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
-use crate::db::{self, per_backend, write_transaction, DbConnection, Fail};
-use crate::gathered::each_failed;
+use crate::db::{per_backend, write_transaction, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::schema::webhook_inbox as inbox;
 use crate::Store;
@@ -148,14 +147,9 @@ impl InboxStore for Store {
         // stored by the next, one commit for all of them.
         self.gathered(
             |inner| &inner.callbacks,
+            |inner| &inner.pool,
             received,
-            |store, batch| match store.inner.pool.get() {
-                Ok(mut conn) => store_callbacks(&mut conn, batch),
-                Err(e) => each_failed(
-                    batch.len(),
-                    db::unavailable(&format!("no database connection: {e}")),
-                ),
-            },
+            store_callbacks,
         )
         .await
     }

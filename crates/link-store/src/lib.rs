@@ -272,9 +272,7 @@ impl Store {
     {
         let inner = Arc::clone(&self.inner);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = pool(&inner)
-                .get()
-                .map_err(|e| db::unavailable(&format!("no database connection: {e}")))?;
+            let mut conn = connection(pool(&inner))?;
             f(&mut conn, &inner.cipher).map_err(Fail::into_store_error)
         })
         .await;
@@ -287,6 +285,12 @@ impl Store {
             ))),
         }
     }
+}
+
+/// A connection of `pool`, waiting as long as the pool allows.
+fn connection(pool: &Pool<Manager>) -> Result<PooledConnection<Manager>, StoreError> {
+    pool.get()
+        .map_err(|e| db::unavailable(&format!("no database connection: {e}")))
 }
 
 fn backend_of(target: &Target) -> Backend {

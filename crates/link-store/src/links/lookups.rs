@@ -16,7 +16,7 @@ use domain::Page;
 use super::{LinkRow, LOOKUP_CHUNK};
 use crate::audit::uuid_text;
 use crate::connections::corrupt;
-use crate::db::{self, in_given_order, into_page, per_backend, DbConnection, Fail};
+use crate::db::{in_given_order, into_page, per_backend, DbConnection, Fail};
 use crate::gathered::each_failed;
 use crate::schema::links;
 use crate::{Backend, Store};
@@ -44,23 +44,11 @@ impl Store {
         }
         self.gathered(
             |inner| &inner.lookups,
+            |inner| inner.index_reads.as_ref().unwrap_or(&inner.pool),
             lookup,
-            |store, batch| {
-                let pool = store
-                    .inner
-                    .index_reads
-                    .as_ref()
-                    .unwrap_or(&store.inner.pool);
-                let read = pool
-                    .get()
-                    .map_err(|e| db::unavailable(&format!("no database connection: {e}")))
-                    .and_then(|mut conn| {
-                        links_of_billing_ids(&mut conn, batch).map_err(Fail::into_store_error)
-                    });
-                match read {
-                    Ok(pages) => pages.into_iter().map(Ok).collect(),
-                    Err(e) => each_failed(batch.len(), e),
-                }
+            |conn, batch| match links_of_billing_ids(conn, batch) {
+                Ok(pages) => pages.into_iter().map(Ok).collect(),
+                Err(e) => each_failed(batch.len(), e.into_store_error()),
             },
         )
         .await
