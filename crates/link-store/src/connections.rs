@@ -24,14 +24,14 @@ use crate::db::{conflict_on_unique, per_backend, write_transaction, DbConnection
 use crate::jobs::enqueue_within;
 use crate::schema::{connections, credentials, inbound_credentials};
 use crate::Store;
-use migration_state::MigrationState;
+pub(crate) use migration_state::MigrationState;
 
 /// Largest page the store returns, whatever the caller asks.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = connections)]
-struct ConnectionRow {
+pub(crate) struct ConnectionRow {
     id: String,
     dealer: String,
     name: String,
@@ -68,7 +68,7 @@ struct ConnectionChangeset {
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(table_name = credentials)]
-struct CredentialRow {
+pub(crate) struct CredentialRow {
     connection_id: String,
     dealer: String,
     owner: String,
@@ -107,9 +107,12 @@ fn id_text(id: ConnectionId) -> String {
     id.0.hyphenated().to_string()
 }
 
+/// The stored owner of the dealer's credential of a connection.
+pub(crate) const DEALER_OWNER: &str = "dealer";
+
 fn owner_text(owner: &CredentialOwner) -> String {
     match owner {
-        CredentialOwner::Dealer => "dealer".to_owned(),
+        CredentialOwner::Dealer => DEALER_OWNER.to_owned(),
         CredentialOwner::User(user) => format!("user:{user}"),
     }
 }
@@ -198,7 +201,7 @@ fn duplicate_name(name: &ConnectionName) -> String {
     format!("a connection named '{}' already exists", name.as_str())
 }
 
-pub(crate) fn find_connection(
+fn find_connection(
     conn: &mut DbConnection,
     dealer: &str,
     id: ConnectionId,
@@ -208,7 +211,7 @@ pub(crate) fn find_connection(
 }
 
 /// The dealer's credential of a connection, opened.
-pub(crate) fn read_credential(
+fn read_credential(
     conn: &mut DbConnection,
     cipher: &Cipher,
     dealer: &str,
@@ -230,12 +233,34 @@ pub(crate) fn read_credential(
         require_connection(conn, dealer, &id)?;
         return Ok(None);
     };
-    Ok(Some(Credential {
-        password: open_secret(cipher, &credential_aad(&id, &owner), &row.secret)?,
-        username: row.username,
-        updated_at: from_db_time(row.updated_at),
-        endpoint: stored_endpoint(&id, &endpoint)?,
-    }))
+    row.open(cipher, &endpoint).map(Some)
+}
+
+/// A connection read with its migration's state and, if asked for in the
+/// same statement, a credential of it (see `links::settle`).
+pub(crate) fn connection_with_credential(
+    cipher: &Cipher,
+    row: ConnectionRow,
+    migration_state: Option<String>,
+    credential: Option<CredentialRow>,
+) -> Result<(Connection, Option<Credential>), Fail> {
+    let credential = credential
+        .map(|c| c.open(cipher, &row.endpoint))
+        .transpose()?;
+    Ok((row.into_domain(migration_state)?, credential))
+}
+
+impl CredentialRow {
+    /// The credential, its secret decrypted, for the connection's `endpoint`.
+    fn open(self, cipher: &Cipher, endpoint: &str) -> Result<Credential, Fail> {
+        let aad = credential_aad(&self.connection_id, &self.owner);
+        Ok(Credential {
+            password: open_secret(cipher, &aad, &self.secret)?,
+            username: self.username,
+            updated_at: from_db_time(self.updated_at),
+            endpoint: stored_endpoint(&self.connection_id, endpoint)?,
+        })
+    }
 }
 
 fn stored_endpoint(id: &str, endpoint: &str) -> Result<Endpoint, Fail> {

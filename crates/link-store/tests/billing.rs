@@ -11,14 +11,18 @@ use domain::billing::{
     BillingId, BillingWrite, BillingWritten, CustomerFields, CustomerKind, SiteFields,
     SystemFields, UserFields,
 };
-use domain::connection::{ConnectionChanges, ConnectionId, ConnectionStatus, ProviderKind};
+use domain::connection::{
+    ConnectionChanges, ConnectionId, ConnectionStatus, CredentialOwner, ProviderKind,
+};
 use domain::events::{NewEvent, NewWebhookSubscription, SubscriptionId};
 use domain::jobs::{kinds, Job, JobState};
 use domain::link::{LinkId, LinkKind, NewLink};
+use domain::link_sync::LinkedRecord;
 use domain::store::{
     BillingStore, ConnectionStore, EventStore, JobStore, LinkStore, PageRequest, StoreError,
     WebhookStore,
 };
+use domain::tenancy::UserId;
 use domain::Secret;
 use link_store::Store;
 
@@ -646,6 +650,59 @@ async fn link(store: &Store, connection: ConnectionId, kind: LinkKind, billing: 
         .unwrap();
     new.id
 }
+
+store_test!(
+    a_link_to_settle_comes_with_what_its_sync_needs,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        customer_site_system(&store).await;
+        let c = connection_with(&store, "Stages", true, true).await;
+        let site = link(&store, c, LinkKind::Site, "S1").await;
+        let system = link(&store, c, LinkKind::System, "Y1").await;
+
+        // No dealer credential yet: the read says so rather than failing.
+        let read = store.link_to_settle(&d, site).await.unwrap();
+        assert_eq!((read.link.id, read.connection.id), (site, c));
+        assert!(read.dealer_credential.is_none());
+        assert!(matches!(read.billing, Some(LinkedRecord::Site(ref s)) if s.id == bid("S1")));
+
+        // A user's credential on the same connection is not the dealer's.
+        let user = CredentialOwner::User(UserId("u1".into()));
+        store
+            .put_credential(&d, c, &user, "user", &Secret::new("theirs"))
+            .await
+            .unwrap();
+        let read = store.link_to_settle(&d, system).await.unwrap();
+        assert!(read.dealer_credential.is_none());
+        store
+            .put_credential(
+                &d,
+                c,
+                &CredentialOwner::Dealer,
+                "dealer-user",
+                &Secret::new("pw"),
+            )
+            .await
+            .unwrap();
+        let read = store.link_to_settle(&d, system).await.unwrap();
+        assert_eq!(read.link.id, system);
+        let credential = read.dealer_credential.expect("the dealer's credential");
+        assert_eq!(credential.username, "dealer-user");
+        assert_eq!(credential.password.expose(), "pw");
+        assert!(matches!(read.billing, Some(LinkedRecord::System(ref s)) if s.id == bid("Y1")));
+
+        // Another dealer's link, or none, is not found.
+        assert_eq!(
+            store.link_to_settle(&dealer("d2"), site).await.err(),
+            Some(StoreError::NotFound)
+        );
+        assert_eq!(
+            store.link_to_settle(&d, LinkId::new()).await.err(),
+            Some(StoreError::NotFound)
+        );
+    }
+);
 
 async fn pushes(store: &Store) -> Vec<Job> {
     let mut jobs = store

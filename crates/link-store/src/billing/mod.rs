@@ -134,8 +134,10 @@ mod users;
 use customers::{save_customer, CustomerRow};
 use outbox::{enqueue_auto_sync, write_billing_blocking};
 use save::{delete_row, linked_refusal};
-use sites::{save_site, SiteRow};
-use systems::{save_system, SystemRow};
+use sites::save_site;
+pub(crate) use sites::SiteRow;
+use systems::save_system;
+pub(crate) use systems::SystemRow;
 use users::{save_user, UserRow};
 
 pub(crate) use save::insert_new_records;
@@ -459,19 +461,19 @@ impl BillingStore for Store {
     }
 }
 
-/// The billing record a link of `kind` names, if it still exists.
-pub(crate) fn find_linked(
-    conn: &mut DbConnection,
-    dealer: &str,
+/// The billing record a link of `kind` names, from its table's row read with
+/// the link (none when the record no longer exists).
+pub(crate) fn linked_of(
     kind: LinkKind,
-    id: &str,
+    site: Option<SiteRow>,
+    system: Option<SystemRow>,
 ) -> Result<Option<domain::link_sync::LinkedRecord>, Fail> {
     Ok(match kind {
-        LinkKind::Site => SiteRow::find(conn, dealer, id)?
+        LinkKind::Site => site
             .map(SiteRow::into_record)
             .transpose()?
             .map(domain::link_sync::LinkedRecord::Site),
-        LinkKind::System => SystemRow::find(conn, dealer, id)?
+        LinkKind::System => system
             .map(SystemRow::into_record)
             .transpose()?
             .map(domain::link_sync::LinkedRecord::System),

@@ -16,7 +16,7 @@ use crate::schema::{billing_sites, billing_systems};
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = billing_sites, primary_key(dealer, id), treat_none_as_null = true)]
-pub(super) struct SiteRow {
+pub(crate) struct SiteRow {
     dealer: String,
     id: String,
     version: i64,

@@ -14,7 +14,7 @@ use crate::schema::billing_systems;
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = billing_systems, primary_key(dealer, id))]
-pub(super) struct SystemRow {
+pub(crate) struct SystemRow {
     dealer: String,
     id: String,
     version: i64,

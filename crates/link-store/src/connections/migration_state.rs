@@ -13,7 +13,7 @@ use crate::schema::connections;
 /// when its SQL follows from its type, so with a literal every connection
 /// read (one per Stages callback) was parsed again by PostgreSQL.
 #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-pub(super) struct MigrationState;
+pub(crate) struct MigrationState;
 
 impl diesel::Expression for MigrationState {
     type SqlType = Nullable<Text>;
