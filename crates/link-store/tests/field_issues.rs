@@ -8,20 +8,11 @@ mod common;
 
 use common::*;
 use domain::billing::BillingId;
-use domain::connection::{ConnectionId, ProviderKind};
 use domain::events::types;
 use domain::field_issues::{FieldIssueFilter, FieldIssueStore, IssueKind, NewFieldIssue};
 use domain::link::{LinkId, LinkKind, NewLink};
-use domain::store::{ConnectionStore, EventStore, LinkStore, StoreError};
+use domain::store::{EventStore, LinkStore, StoreError};
 use link_store::Store;
-
-async fn stages_connection(store: &Store, dealer_id: &str, name: &str) -> ConnectionId {
-    store
-        .insert_connection(new_connection(dealer_id, name, ProviderKind::Stages))
-        .await
-        .unwrap()
-        .id
-}
 
 fn conflict(field: &str, billing: &str, stages: &str) -> NewFieldIssue {
     NewFieldIssue {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use domain::audit::{AuditFilter, NewAuditEntry};
 use domain::billing::BillingId;
-use domain::connection::{ConnectionId, ProviderKind};
+use domain::connection::ConnectionId;
 use domain::link::{Link, LinkFilter, LinkId, LinkKind, NewLink, Relink};
 use domain::store::{AuditStore, ConnectionStore, LinkStore, PageRequest, StoreError};
 use link_store::Store;
@@ -60,14 +60,6 @@ fn conflict_text<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
         Err(StoreError::Conflict(msg)) => msg,
         other => panic!("expected a conflict, got {other:?}"),
     }
-}
-
-async fn stages_connection(store: &Store, dealer_id: &str, name: &str) -> ConnectionId {
-    store
-        .insert_connection(new_connection(dealer_id, name, ProviderKind::Stages))
-        .await
-        .unwrap()
-        .id
 }
 
 async fn all_links(store: &Store, dealer_id: &str, filter: LinkFilter) -> Vec<Link> {

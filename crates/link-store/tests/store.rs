@@ -990,19 +990,13 @@ store_test!(
     |db| async move {
         let store = db.store().await;
         let d = dealer("d1");
-        let c = store
-            .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
-            .await
-            .unwrap();
-        let foreign = store
-            .insert_connection(new_connection("d2", "Stages", ProviderKind::Stages))
-            .await
-            .unwrap();
+        let c = stages_connection(&store, "d1", "Stages").await;
+        let foreign = stages_connection(&store, "d2", "Stages").await;
         let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(48));
         let tasks: Vec<_> = (0..48)
             .map(|i| {
                 let (store, barrier, d) = (store.clone(), barrier.clone(), d.clone());
-                let connection = if i % 8 == 7 { foreign.id } else { c.id };
+                let connection = if i % 8 == 7 { foreign } else { c };
                 tokio::spawn(async move {
                     let event = format!("e{}", i % 24);
                     let job = callback_job("d1");

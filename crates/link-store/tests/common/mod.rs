@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Text};
 use domain::connection::{
-    AuthMode, ConnectionName, ConnectionStatus, Endpoint, NewConnection, ProviderKind,
+    AuthMode, ConnectionId, ConnectionName, ConnectionStatus, Endpoint, NewConnection, ProviderKind,
 };
-use domain::store::PageRequest;
+use domain::store::{ConnectionStore, PageRequest};
 use domain::tenancy::DealerId;
 use link_store::{Backend, SecretKey, Store, StoreOptions};
 
@@ -268,6 +268,15 @@ pub fn new_connection(dealer_id: &str, name: &str, provider: ProviderKind) -> Ne
         status: ConnectionStatus::Active,
         migrate_on_connect: true,
     }
+}
+
+/// A new Stages connection of `dealer_id`, by its id.
+pub async fn stages_connection(store: &Store, dealer_id: &str, name: &str) -> ConnectionId {
+    store
+        .insert_connection(new_connection(dealer_id, name, ProviderKind::Stages))
+        .await
+        .unwrap()
+        .id
 }
 
 pub fn first_page(limit: u32) -> PageRequest {
