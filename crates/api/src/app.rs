@@ -150,6 +150,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(async move { crate::retention::run(retention_state).await });
     let stats_state = state.clone();
     tokio::spawn(async move { refresh_job_stats(stats_state).await });
+    let planner_state = state.clone();
+    tokio::spawn(async move { keep_planner_statistics(planner_state).await });
     state.verifier.watch_jwks();
     if let Some(limiter) = state.dealer_limit.clone() {
         tokio::spawn(async move {
@@ -256,6 +258,30 @@ async fn refresh_job_stats(state: web::Data<AppState>) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading the job figures for /metrics failed"),
+        }
+    }
+}
+
+/// How often the tables' change counts are looked at for stale statistics.
+const STATISTICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Analyzes, every few seconds, the tables that changed by a tenth since
+/// their statistics were taken (PostgreSQL; see
+/// `Store::refresh_stale_statistics`), so plans kept by the store's
+/// connections fit the tables as they are. Every replica looks; a second
+/// ANALYZE of a table waits for the first and finds little to do.
+async fn keep_planner_statistics(state: web::Data<AppState>) {
+    if state.store.backend() != link_store::Backend::Postgres {
+        return;
+    }
+    let mut tick = tokio::time::interval(STATISTICS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.refresh_stale_statistics().await {
+            Ok(tables) if tables.is_empty() => {}
+            Ok(tables) => tracing::debug!(?tables, "refreshed the planner's statistics"),
+            Err(e) => tracing::warn!(error = %e, "refreshing the planner's statistics failed"),
         }
     }
 }

@@ -23,6 +23,7 @@ mod retention;
 mod schema;
 #[cfg(test)]
 mod scratch_postgres;
+mod statistics;
 mod webhooks;
 
 use std::sync::Arc;
@@ -159,7 +160,8 @@ impl Store {
             .connection_timeout(options.connect_timeout);
         match &target {
             Target::Postgres(_) => {
-                builder = builder.connection_customizer(Box::new(PostgresSetup::EVERY_RUN_PLANNED));
+                builder = builder
+                    .connection_customizer(Box::new(PostgresSetup::GENERIC_PLANS_WHEN_AS_GOOD));
             }
             Target::SqliteFile(path) => {
                 db::create_parent_dir(path)?;

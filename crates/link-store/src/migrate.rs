@@ -11,8 +11,6 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use domain::store::StoreError;
-
 use crate::db::{DbConnection, Target};
 use crate::Store;
 
@@ -123,43 +121,6 @@ impl Store {
             }
         }
         Ok(MigrationReport { applied })
-    }
-
-    /// Refreshes the query planner's statistics of `tables` (`ANALYZE`):
-    /// after migrations, and after a job that wrote many rows (a reconcile,
-    /// an import), so plans do not depend on autovacuum.
-    pub async fn refresh_statistics(
-        &self,
-        tables: &'static [&'static str],
-    ) -> Result<(), StoreError> {
-        self.run(move |conn, _| {
-            if let DbConnection::Sqlite(_) = conn {
-                // A sample per index, not a full scan of every table.
-                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
-            }
-            for table in tables {
-                diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Refreshes the statistics of the job queue alone: its queued rows
-    /// come and go by the thousand in a burst, and a plan made for the
-    /// queue as ANALYZE last saw it can be far off (B15): PostgreSQL walked
-    /// the dealers by sorting every queued row, SQLite read the whole table
-    /// where it believed it held one row. SQLite samples, so its write lock
-    /// is held for a moment.
-    pub async fn refresh_job_statistics(&self) -> Result<(), StoreError> {
-        self.run(|conn, _| {
-            if let DbConnection::Sqlite(_) = conn {
-                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
-            }
-            diesel::sql_query("ANALYZE jobs").execute(conn)?;
-            Ok(())
-        })
-        .await
     }
 
     /// Reachability and pending migrations, without changing anything (unlike

@@ -31,9 +31,11 @@ type Settling = (
 ///
 /// One statement, so one consistent read with no transaction around it: an
 /// Auto Sync push reads this on every run, and as four reads in a
-/// transaction it cost six round trips. It runs on the connections that plan
-/// every run: kept as a generic plan made while the tables were small, the
-/// join walked whole indexes of `links` and `billing_sites`.
+/// transaction it cost six round trips. Planning the join costs PostgreSQL
+/// more than running it, so its plan is kept ([`crate::db::PostgresSetup`]);
+/// not on the connections of the index reads, whose plans are made on the
+/// first run: made while the tables were small, it walked whole indexes of
+/// `links` and `billing_sites`.
 pub(super) fn link_to_settle(
     conn: &mut DbConnection,
     cipher: &Cipher,

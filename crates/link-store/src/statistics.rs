@@ -1,0 +1,177 @@
+//! The query planner's statistics (issue 12's reads, B15): taken after
+//! migrations, after bulk jobs, as the job queue fills and drains, and for
+//! every other table as it changes, so plans never wait for autovacuum.
+//!
+//! On PostgreSQL they also decide how long a kept plan lives: a prepared
+//! statement's generic plan is dropped when ANALYZE runs on one of its
+//! tables, and made again from the new figures (see `db::PostgresSetup`).
+
+use diesel::sql_types::Text;
+use diesel::{QueryableByName, RunQueryDsl};
+use domain::store::StoreError;
+
+use crate::db::{DbConnection, Fail};
+use crate::Store;
+
+/// The tables changed by more than autovacuum's default rule (50 rows and a
+/// tenth of the table as ANALYZE last counted it) since it last looked,
+/// quoted for a statement. `jobs` follows its queued rows instead
+/// ([`Store::refresh_job_statistics`]): every push changes rows of it, so by
+/// this rule it would be analyzed at every look.
+const STALE_TABLES: &str = "SELECT quote_ident(s.relname) AS relname \
+     FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+     WHERE s.schemaname = current_schema() AND s.relname <> 'jobs' \
+     AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0) \
+     ORDER BY s.relname";
+
+#[derive(QueryableByName)]
+struct Table {
+    #[diesel(sql_type = Text)]
+    relname: String,
+}
+
+impl Store {
+    /// Refreshes the query planner's statistics of `tables` (`ANALYZE`):
+    /// after migrations, and after a job that wrote many rows (a reconcile,
+    /// an import), so plans do not depend on autovacuum.
+    pub async fn refresh_statistics(
+        &self,
+        tables: &'static [&'static str],
+    ) -> Result<(), StoreError> {
+        self.run(move |conn, _| {
+            if let DbConnection::Sqlite(_) = conn {
+                // A sample per index, not a full scan of every table.
+                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
+            }
+            for table in tables {
+                diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Refreshes the statistics of the job queue alone: its queued rows
+    /// come and go by the thousand in a burst, and a plan made for the
+    /// queue as ANALYZE last saw it can be far off (B15): PostgreSQL walked
+    /// the dealers by sorting every queued row, SQLite read the whole table
+    /// where it believed it held one row. SQLite samples, so its write lock
+    /// is held for a moment.
+    pub async fn refresh_job_statistics(&self) -> Result<(), StoreError> {
+        self.run(|conn, _| {
+            if let DbConnection::Sqlite(_) = conn {
+                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
+            }
+            diesel::sql_query("ANALYZE jobs").execute(conn)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Analyzes the tables that changed enough since they were last analyzed
+    /// (by [`STALE_TABLES`]' rule) and answers their names; call it every few
+    /// seconds. PostgreSQL only: there the store's connections keep generic
+    /// plans, and a plan made while a table was nearly empty read the whole
+    /// table once it had grown (a sequential scan of 20,000 links for a
+    /// lookup by key) until ANALYZE dropped it. SQLite plans each statement
+    /// when it is prepared, from heuristics or `sqlite_stat1`, and keeps no
+    /// change counts: nothing is analyzed there.
+    pub async fn refresh_stale_statistics(&self) -> Result<Vec<String>, StoreError> {
+        if self.backend() != crate::Backend::Postgres {
+            return Ok(Vec::new());
+        }
+        self.run(|conn, _| analyze_stale(conn)).await
+    }
+}
+
+fn analyze_stale(conn: &mut DbConnection) -> Result<Vec<String>, Fail> {
+    let DbConnection::Postgresql(pg) = conn else {
+        return Ok(Vec::new());
+    };
+    let stale: Vec<Table> = diesel::sql_query(STALE_TABLES).load(pg)?;
+    for table in &stale {
+        diesel::sql_query(format!("ANALYZE {}", table.relname)).execute(pg)?;
+    }
+    Ok(stale.into_iter().map(|t| t.relname).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use diesel::connection::SimpleConnection;
+    use diesel::r2d2::CustomizeConnection;
+
+    use super::*;
+    use crate::db::PostgresSetup;
+    use crate::scratch_postgres::{plan, ScratchSchema};
+
+    fn pg_of(conn: &mut DbConnection) -> &mut diesel::PgConnection {
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        pg
+    }
+
+    /// A lookup by key prepared on the store's main connections while
+    /// `links` was empty keeps a plan that reads the whole table once it
+    /// holds 5,000 rows; analyzing the grown table makes the plan again.
+    #[test]
+    fn a_grown_table_is_analyzed_and_its_kept_plans_are_made_again() {
+        let (_schema, pg) = ScratchSchema::open();
+        let mut conn = DbConnection::Postgresql(pg);
+        PostgresSetup::GENERIC_PLANS_WHEN_AS_GOOD
+            .on_acquire(&mut conn)
+            .unwrap();
+        pg_of(&mut conn)
+            .batch_execute(
+                "INSERT INTO connections (id, dealer, name, name_key, provider, endpoint, \
+                 auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
+                 ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, \
+                 'active', 1, now(), now()); ANALYZE connections; ANALYZE links; \
+                 PREPARE by_key (text, text) AS SELECT * FROM links WHERE dealer = $1 AND id = $2",
+            )
+            .unwrap();
+        assert_eq!(analyze_stale(&mut conn).unwrap(), Vec::<String>::new());
+        // Past its first five runs, a statement may keep a generic plan.
+        for _ in 0..6 {
+            pg_of(&mut conn)
+                .batch_execute("EXECUTE by_key('d1', 'L-1')")
+                .unwrap();
+        }
+        pg_of(&mut conn)
+            .batch_execute(
+                "INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
+                 version, created_at, updated_at) SELECT 'L-' || g, 'd1', 'c1', 'site', \
+                 'B-' || g, 'S' || g, 1, now(), now() FROM generate_series(1, 5000) AS g",
+            )
+            .unwrap();
+        let kept = plan(pg_of(&mut conn), "EXECUTE by_key('d1', 'L-777')");
+        assert!(
+            kept.iter().any(|l| l.contains("Seq Scan on links")),
+            "PostgreSQL no longer keeps a plan made on the empty table, so this test shows nothing: {kept:#?}"
+        );
+
+        // A backend reports its changes within a second or so of its commit.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let analyzed = loop {
+            let analyzed = analyze_stale(&mut conn).unwrap();
+            if !analyzed.is_empty() || Instant::now() > deadline {
+                break analyzed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            analyzed,
+            ["links"],
+            "one row more in connections is not stale"
+        );
+        let made_again = plan(pg_of(&mut conn), "EXECUTE by_key('d1', 'L-777')");
+        assert!(
+            made_again.iter().any(|l| l.contains("Index"))
+                && !made_again.iter().any(|l| l.contains("Seq Scan")),
+            "the lookup still reads the whole table: {made_again:#?}"
+        );
+        assert_eq!(analyze_stale(&mut conn).unwrap(), Vec::<String>::new());
+    }
+}
