@@ -10,28 +10,53 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend;
 use diesel::dsl::sql;
+use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp, Untyped};
 
-use super::{JobRow, LOST_ON_LAST_ATTEMPT, QUEUED, RUNNING, WRITE_ATTEMPTS};
+use super::{JobRow, LOST_ON_LAST_ATTEMPT, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{write_transaction, DbConnection, Fail};
 use crate::schema::jobs;
 use domain::jobs::JobState;
 
-/// No job of the row's unique key and no job of its serial key is running
-/// (always true for a job without keys). Raw SQL: diesel cannot say a
-/// correlated subquery on the same table.
-fn no_running_twin() -> diesel::expression::SqlLiteral<Bool> {
-    sql::<Bool>(
-        "NOT EXISTS (SELECT 1 FROM jobs AS twin \
-         WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
-         AND twin.state = 'running') \
-         AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
-         WHERE twin.dealer = jobs.dealer AND twin.serial_key = jobs.serial_key \
-         AND twin.state = 'running')",
-    )
+/// The row is queued, and no job of its unique key and no job of its serial
+/// key is running (always true for a job without keys). Written out rather
+/// than said with diesel: it cannot say a correlated subquery on the same
+/// table, and its raw SQL is never prepared, while a claim's read of a
+/// dealer's due jobs took PostgreSQL 1.1 ms to plan. `'queued'` is written
+/// in, not bound, so a plan kept for it may walk the queued jobs' partial
+/// indexes.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct QueuedWithoutRunningTwin;
+
+impl Expression for QueuedWithoutRunningTwin {
+    type SqlType = Bool;
+}
+
+impl AppearsOnTable<jobs::table> for QueuedWithoutRunningTwin {}
+
+impl ValidGrouping<()> for QueuedWithoutRunningTwin {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl<DB: Backend> QueryFragment<DB> for QueuedWithoutRunningTwin {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "jobs.state = 'queued' \
+             AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
+             WHERE twin.dealer = jobs.dealer AND twin.unique_key = jobs.unique_key \
+             AND twin.state = 'running') \
+             AND NOT EXISTS (SELECT 1 FROM jobs AS twin \
+             WHERE twin.dealer = jobs.dealer AND twin.serial_key = jobs.serial_key \
+             AND twin.state = 'running')",
+        );
+        Ok(())
+    }
 }
 
 /// Claims up to `limit` due jobs in one transaction. Two claims racing on
@@ -72,9 +97,8 @@ macro_rules! queued_due {
         jobs::table
             .filter(jobs::kind.eq_any($kinds))
             .filter(jobs::cancel_requested.eq(false))
-            .filter(jobs::state.eq(QUEUED))
+            .filter(QueuedWithoutRunningTwin)
             .filter(jobs::run_at.le($now))
-            .filter(no_running_twin())
             .order((jobs::run_at.asc(), jobs::id.asc()))
             .select(JobRow::as_select())
     };
@@ -164,15 +188,53 @@ fn heads(conn: &mut DbConnection, kinds: &[String], now: NaiveDateTime) -> Resul
         )
     };
     Ok(match conn {
-        DbConnection::Postgresql(pg) => diesel::sql_query(query("$1", ""))
-            .bind::<Timestamp, _>(now)
-            .load(pg)?,
+        DbConnection::Postgresql(pg) => HeadsAt {
+            sql: query(HeadsAt::NOW, ""),
+            now,
+        }
+        .load(pg)?,
         DbConnection::Sqlite(sqlite) => {
             diesel::sql_query(query("?1", "INDEXED BY jobs_queued_by_dealer"))
                 .bind::<Timestamp, _>(now)
                 .load(sqlite)?
         }
     })
+}
+
+/// The heads query on PostgreSQL, prepared once per connection (diesel
+/// keys it by its SQL, the same for a worker's kinds), where `sql_query`
+/// is never: planned every run, it cost PostgreSQL 0.8 ms a claim.
+struct HeadsAt {
+    /// With [`HeadsAt::NOW`] where the time is bound.
+    sql: String,
+    now: NaiveDateTime,
+}
+
+impl HeadsAt {
+    const NOW: &'static str = "\u{0}";
+}
+
+impl QueryId for HeadsAt {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for HeadsAt {
+    type SqlType = Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for HeadsAt {}
+
+impl QueryFragment<Pg> for HeadsAt {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        for (n, part) in self.sql.split(Self::NOW).enumerate() {
+            if n > 0 {
+                out.push_bind_param::<Timestamp, _>(&self.now)?;
+            }
+            out.push_sql(part);
+        }
+        Ok(())
+    }
 }
 
 /// How many jobs to claim of each dealer: slot by slot, to the dealer with
