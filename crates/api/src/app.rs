@@ -268,8 +268,8 @@ const STATISTICS_EVERY: Duration = Duration::from_secs(5);
 /// Analyzes, every few seconds, the tables that changed by a tenth since
 /// their statistics were taken (PostgreSQL; see
 /// `Store::refresh_stale_statistics`), so plans kept by the store's
-/// connections fit the tables as they are. Every replica looks; a second
-/// ANALYZE of a table waits for the first and finds little to do.
+/// connections fit the tables as they are. Every replica looks; two
+/// ANALYZEs of one table run one after the other.
 async fn keep_planner_statistics(state: web::Data<AppState>) {
     if state.store.backend() != link_store::Backend::Postgres {
         return;

@@ -194,7 +194,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqliteSetup {
 /// was 23 % of all CPU in an Auto Sync run (perf, 10,000 edits over 2,000
 /// sites): the push's read of its link, connection, credential and billing
 /// record took 1.5 ms to plan and far less to run. Kept plans settled
-/// 452 and 475 edits/s there against 343 and 356 (crosslink-bench, two
+/// 440 and 461 edits/s there against 356 and 339 (crosslink-bench, two
 /// alternating pairs of runs).
 ///
 /// The link lookup by billing id, the read billing front ends make on every
