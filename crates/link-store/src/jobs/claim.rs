@@ -530,4 +530,63 @@ mod tests {
         assert_eq!(s, [("b".to_owned(), 2)]);
         assert!(shares(&[head("a", 4, 0)], 8, 4).is_empty());
     }
+
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+
+    /// A dealer's due jobs planned without the parameters' values, as a
+    /// kept plan is, still walk the queued jobs' partial index: the state
+    /// is written into the statement, where a bound one would rule the
+    /// index out.
+    #[test]
+    fn a_kept_plan_of_a_dealers_due_jobs_walks_the_queued_jobs_index() {
+        use diesel::connection::SimpleConnection;
+
+        let (_schema, mut pg) = crate::scratch_postgres::ScratchSchema::open();
+        pg.batch_execute(
+            "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, \
+             run_at, progress_done, cancel_requested, created_by, created_at) \
+             SELECT 'j' || g, 'd' || (g % 100), 'auto_sync_push', '{}', \
+             CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'succeeded' END, 0, 5, now(), 0, \
+             false, 'test', now() FROM generate_series(1, 20000) AS g; ANALYZE jobs; \
+             SET plan_cache_mode = force_generic_plan",
+        )
+        .unwrap();
+        let kinds = vec!["auto_sync_push".to_owned()];
+        let now = chrono::Utc::now().naive_utc();
+        let lines = pg
+            .transaction(|pg| {
+                // As the claim does (`claim_batch`).
+                pg.batch_execute(
+                    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+                     SET LOCAL enable_sort = off",
+                )?;
+                let due: Vec<JobRow> = queued_due!(&kinds, now)
+                    .filter(jobs::dealer.eq("d10"))
+                    .limit(4)
+                    .for_update()
+                    .skip_locked()
+                    .load(pg)?;
+                assert_eq!(due.len(), 4);
+                let read: Prepared = diesel::sql_query(
+                    "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%twin%'",
+                )
+                .get_result(pg)?;
+                Ok::<_, DieselError>(crate::scratch_postgres::plan(
+                    pg,
+                    &format!(
+                        "EXECUTE {}('{{auto_sync_push}}', false, now()::timestamp, 'd10', 4)",
+                        read.name
+                    ),
+                ))
+            })
+            .unwrap();
+        assert!(
+            lines.iter().any(|l| l.contains("jobs_queued_by_dealer")),
+            "the kept plan does not walk the queued jobs' index: {lines:#?}"
+        );
+    }
 }
