@@ -16,8 +16,8 @@ use crate::Store;
 /// The tables changed by more than autovacuum's default rule (50 rows and a
 /// tenth of the table as ANALYZE last counted it) since it last looked,
 /// quoted for a statement. `jobs` follows its queued rows instead
-/// ([`Store::refresh_job_statistics`]): every push changes rows of it, so by
-/// this rule it would be analyzed at every look.
+/// ([`Store::refresh_job_statistics`]): every push changes rows of it, so
+/// under load this rule would analyze it at nearly every look.
 const STALE_TABLES: &str = "SELECT quote_ident(s.relname) AS relname \
      FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
      WHERE s.schemaname = current_schema() AND s.relname <> 'jobs' \
