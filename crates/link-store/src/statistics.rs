@@ -77,9 +77,6 @@ impl Store {
     /// when it is prepared, from heuristics or `sqlite_stat1`, and keeps no
     /// change counts: nothing is analyzed there.
     pub async fn refresh_stale_statistics(&self) -> Result<Vec<String>, StoreError> {
-        if self.backend() != crate::Backend::Postgres {
-            return Ok(Vec::new());
-        }
         self.run(|conn, _| analyze_stale(conn)).await
     }
 }
