@@ -299,7 +299,8 @@ where
 pub(crate) fn keyed_reads_only(conn: &mut DbConnection) -> Result<(), Fail> {
     if let DbConnection::Postgresql(pg) = conn {
         use diesel::RunQueryDsl;
-        diesel::sql_query("SELECT set_config('enable_seqscan', 'off', true)").execute(pg)?;
+        crate::prepared::kept_sql("SELECT set_config('enable_seqscan', 'off', true)")
+            .execute(pg)?;
     }
     Ok(())
 }

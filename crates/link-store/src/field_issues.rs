@@ -21,6 +21,7 @@ use crate::audit::{insert_audit, parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
 use crate::events::insert_events;
+use crate::links::write_snapshot;
 use crate::schema::{link_field_issues, links};
 use crate::Store;
 
@@ -219,14 +220,8 @@ pub(crate) fn apply_settlement(
 ) -> Result<bool, Fail> {
     let dealer = settlement.dealer.0.as_str();
     let link_id = uuid_text(settlement.link_id.0);
-    let updated = diesel::update(
-        links::table
-            .filter(links::dealer.eq(dealer))
-            .filter(links::id.eq(&link_id)),
-    )
-    .set(links::last_synced.eq(settlement.snapshot.to_string()))
-    .execute(conn)?;
-    if updated == 0 {
+    let snapshot = settlement.snapshot.to_string();
+    if write_snapshot(conn, dealer, &link_id, &snapshot)? == 0 {
         return Ok(false);
     }
     insert_audit(conn, dealer, settlement.audit)?;

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Timestamp};
 use domain::connection::ConnectionId;
 use domain::jobs::{NewJob, ProcessedCallback};
 use domain::store::{InboxStore, StoreError, StoreResult};
@@ -17,11 +18,11 @@ use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
 use crate::db::{per_backend, write_transaction, DbConnection, Fail};
 use crate::jobs::enqueue_within;
+use crate::prepared::kept_sql;
 use crate::schema::webhook_inbox as inbox;
 use crate::Store;
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = inbox)]
+#[derive(Debug)]
 struct NewCallbackRow {
     connection_id: String,
     dealer: String,
@@ -49,16 +50,16 @@ pub(crate) fn mark_processed(
     now: NaiveDateTime,
 ) -> Result<(), Fail> {
     let connection = uuid_text(processed.connection_id.0);
-    diesel::update(stored_callback!(
-        &processed.dealer.0,
-        &connection,
-        &processed.event_id
-    ))
-    .set((
-        inbox::outcome.eq(Some(&processed.outcome)),
-        inbox::processed_at.eq(Some(now)),
-    ))
-    .execute(conn)?;
+    per_backend!(&mut *conn, |c| kept_sql(
+        "UPDATE webhook_inbox SET outcome = ?, processed_at = ? \
+         WHERE dealer = ? AND connection_id = ? AND event_id = ?"
+    )
+    .bind::<Text, _>(&processed.outcome)
+    .bind::<Timestamp, _>(now)
+    .bind::<Text, _>(&processed.dealer.0)
+    .bind::<Text, _>(&connection)
+    .bind::<Text, _>(&processed.event_id)
+    .execute(c))?;
     Ok(())
 }
 
@@ -105,10 +106,17 @@ fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResu
 fn store_callback(conn: &mut DbConnection, r: &Received) -> Result<bool, Fail> {
     // A concurrent receive of the same event waits here for the first to
     // commit, then inserts nothing; so does a repeat in the same batch.
-    let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(inbox::table)
-        .values(&r.row)
-        .on_conflict_do_nothing()
-        .execute(c))?;
+    let row = &r.row;
+    let inserted = per_backend!(&mut *conn, |c| kept_sql(
+        "INSERT INTO webhook_inbox (connection_id, dealer, event_id, payload, received_at) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    )
+    .bind::<Text, _>(&row.connection_id)
+    .bind::<Text, _>(&row.dealer)
+    .bind::<Text, _>(&row.event_id)
+    .bind::<Text, _>(&row.payload)
+    .bind::<Timestamp, _>(row.received_at)
+    .execute(c))?;
     if inserted == 0 {
         return Ok(false);
     }

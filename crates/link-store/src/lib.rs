@@ -19,6 +19,7 @@ mod isp;
 mod jobs;
 mod links;
 mod migrate;
+mod prepared;
 mod retention;
 mod schema;
 #[cfg(test)]

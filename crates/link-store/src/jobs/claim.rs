@@ -21,6 +21,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp, Untyped};
 
 use super::{JobRow, LOST_ON_LAST_ATTEMPT, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{write_transaction, DbConnection, Fail};
+use crate::prepared::kept_sql;
 use crate::schema::jobs;
 use domain::jobs::JobState;
 
@@ -329,7 +330,7 @@ fn claim_batch(
             // bitmap scans and sorts of every queued row per dealer (5 s a
             // claim at 40,000 queued over 1,000 dealers, against 10 ms).
             // Local to this transaction.
-            diesel::sql_query(
+            kept_sql(
                 "SELECT set_config('enable_seqscan', 'off', true), \
                  set_config('enable_bitmapscan', 'off', true), \
                  set_config('enable_sort', 'off', true)",

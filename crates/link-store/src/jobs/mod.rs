@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
 use domain::jobs::{Done, Job, JobFailure, JobId, JobState, NewJob};
 use domain::store::{Claim, JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -26,6 +27,7 @@ use crate::db::{
 };
 use crate::field_issues::apply_settlement;
 use crate::inbox::mark_processed;
+use crate::prepared::kept_sql;
 use crate::schema::jobs;
 use crate::Store;
 
@@ -161,6 +163,40 @@ macro_rules! leased {
     };
 }
 
+/// Inserts `row` unless a job of its unique key is queued (then nothing).
+fn insert_job(conn: &mut DbConnection, row: &JobRow) -> QueryResult<usize> {
+    per_backend!(conn, |c| kept_sql(
+        "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, run_at, \
+         lease_owner, lease_expires_at, progress_done, progress_total, summary, last_error, \
+         unique_key, serial_key, cancel_requested, created_by, created_at, started_at, \
+         finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING"
+    )
+    .bind::<Text, _>(&row.id)
+    .bind::<Text, _>(&row.dealer)
+    .bind::<Text, _>(&row.kind)
+    .bind::<Text, _>(&row.payload)
+    .bind::<Text, _>(&row.state)
+    .bind::<BigInt, _>(row.attempts)
+    .bind::<BigInt, _>(row.max_attempts)
+    .bind::<Timestamp, _>(row.run_at)
+    .bind::<Nullable<Text>, _>(&row.lease_owner)
+    .bind::<Nullable<Timestamp>, _>(row.lease_expires_at)
+    .bind::<BigInt, _>(row.progress_done)
+    .bind::<Nullable<BigInt>, _>(row.progress_total)
+    .bind::<Nullable<Text>, _>(&row.summary)
+    .bind::<Nullable<Text>, _>(&row.last_error)
+    .bind::<Nullable<Text>, _>(&row.unique_key)
+    .bind::<Nullable<Text>, _>(&row.serial_key)
+    .bind::<Bool, _>(row.cancel_requested)
+    .bind::<Text, _>(&row.created_by)
+    .bind::<Timestamp, _>(row.created_at)
+    .bind::<Nullable<Timestamp>, _>(row.started_at)
+    .bind::<Nullable<Timestamp>, _>(row.finished_at)
+    .execute(c))
+}
+
 /// Why a worker's write found no job running under its lease.
 fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
     let exists = jobs::table
@@ -225,10 +261,7 @@ fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail
     for _ in 0..WRITE_ATTEMPTS {
         // The partial unique index on queued jobs' keys makes this insert do
         // nothing while a job of the key is queued.
-        let inserted = per_backend!(&mut *conn, |c| diesel::insert_into(jobs::table)
-            .values(&row)
-            .on_conflict_do_nothing()
-            .execute(c))?;
+        let inserted = insert_job(conn, &row)?;
         if inserted == 1 {
             return Ok(row);
         }
@@ -268,17 +301,20 @@ fn complete_one(
     summary: String,
     now: NaiveDateTime,
 ) -> Result<bool, Fail> {
-    let completed = diesel::update(leased!(id, worker))
-        .set((
-            jobs::state.eq(JobState::Succeeded.as_str()),
-            jobs::summary.eq(summary),
-            // A job that ends well shows no error of an earlier attempt.
-            jobs::last_error.eq(None::<String>),
-            jobs::finished_at.eq(now),
-            jobs::lease_owner.eq(None::<String>),
-            jobs::lease_expires_at.eq(None::<NaiveDateTime>),
-        ))
-        .execute(conn)?;
+    // A job that ends well shows no error of an earlier attempt. The lease's
+    // test is `leased!`'s.
+    let completed = per_backend!(&mut *conn, |c| kept_sql(
+        "UPDATE jobs SET state = ?, summary = ?, last_error = NULL, finished_at = ?, \
+         lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = ? AND state = ? AND lease_owner = ?"
+    )
+    .bind::<Text, _>(JobState::Succeeded.as_str())
+    .bind::<Text, _>(&summary)
+    .bind::<Timestamp, _>(now)
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(RUNNING)
+    .bind::<Text, _>(worker)
+    .execute(c))?;
     Ok(completed == 1)
 }
 

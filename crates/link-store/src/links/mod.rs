@@ -37,6 +37,7 @@ use crate::Store;
 use insert::{confirm_blocking, insert_links_blocking, release_blocking};
 pub(crate) use lookups::Lookup;
 use relinks::{claim_relinks_blocking, confirm_relinks_blocking, relink_blocking};
+pub(crate) use settle::write_snapshot;
 use unlinks::{discard_blocking, unlink_blocking};
 
 // `treat_none_as_null`: a batch of rows is one INSERT on SQLite too (diesel

@@ -3,6 +3,7 @@
 //! one consistent read; and the snapshot agreed once it is settled.
 
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 use domain::audit::NewAuditEntry;
 use domain::link::{LinkId, LinkKind};
 use domain::link_sync::LinkToSettle;
@@ -16,6 +17,7 @@ use crate::connections::{
 };
 use crate::crypto::Cipher;
 use crate::db::{per_backend, DbConnection, Fail};
+use crate::prepared::kept_sql;
 use crate::schema::{billing_sites, billing_systems, connections, credentials, links};
 
 type Settling = (
@@ -101,15 +103,25 @@ pub(super) fn set_link_snapshot(
     snapshot: String,
     audit: Vec<NewAuditEntry>,
 ) -> Result<(), Fail> {
-    let updated = diesel::update(
-        links::table
-            .filter(links::dealer.eq(dealer))
-            .filter(links::id.eq(uuid_text(id.0))),
-    )
-    .set(links::last_synced.eq(snapshot))
-    .execute(conn)?;
-    if updated == 0 {
+    if write_snapshot(conn, dealer, &uuid_text(id.0), &snapshot)? == 0 {
         return Err(StoreError::NotFound.into());
     }
     insert_audit(conn, dealer, audit)
+}
+
+/// Writes `snapshot` as the last synced values of the dealer's link `id`:
+/// 1 row, or 0 when the link is gone.
+pub(crate) fn write_snapshot(
+    conn: &mut DbConnection,
+    dealer: &str,
+    id: &str,
+    snapshot: &str,
+) -> QueryResult<usize> {
+    per_backend!(conn, |c| kept_sql(
+        "UPDATE links SET last_synced = ? WHERE dealer = ? AND id = ?"
+    )
+    .bind::<Text, _>(snapshot)
+    .bind::<Text, _>(dealer)
+    .bind::<Text, _>(id)
+    .execute(c))
 }
