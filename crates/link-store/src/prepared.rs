@@ -2,7 +2,7 @@
 //!
 //! diesel prepares a statement once per connection only when it is sure its
 //! SQL is the same for any values, and it is never sure of an UPDATE (a
-//! changeset skips its `None` fields), of an INSERT of a row (a `None` is
+//! changeset skips its `None` fields), of an INSERT of a row (a `None` may be
 //! written `DEFAULT`) or of `sql_query`. So PostgreSQL parsed and planned
 //! each run of the push's writes: 1.1 s of the 3.0 s of planning left in
 //! 4,000 Auto Sync edits (`log_planner_stats`). A statement written here has
@@ -17,7 +17,9 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
 
-/// Where a value goes in a kept statement's SQL.
+/// Where a value goes in a kept statement's SQL (so a kept statement cannot
+/// use PostgreSQL's `?` operators of `jsonb`); each backend writes its own
+/// marker there (`$1`, `$2`, ... on PostgreSQL).
 const VALUE: char = '?';
 
 /// `sql`, with a `?` where each value goes (in the order of the
