@@ -9,6 +9,7 @@
 //! one text whatever its values, so diesel keys it by that text and
 //! PostgreSQL keeps its plan.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use diesel::backend::Backend;
@@ -23,17 +24,18 @@ use diesel::{QueryResult, RunQueryDsl};
 const VALUE: char = '?';
 
 /// `sql`, with a `?` where each value goes (in the order of the
-/// [`KeptSql::bind`] calls), prepared once per connection.
-pub(crate) fn kept_sql<'a, DB: Backend>(sql: &'static str) -> KeptSql<'a, DB> {
+/// [`KeptSql::bind`] calls), prepared once per connection and text. Only
+/// for a bounded number of texts: each is kept as long as its connection.
+pub(crate) fn kept_sql<'a, DB: Backend>(sql: impl Into<Cow<'a, str>>) -> KeptSql<'a, DB> {
     KeptSql {
-        sql,
+        sql: sql.into(),
         values: Vec::new(),
     }
 }
 
 /// See [`kept_sql`].
 pub(crate) struct KeptSql<'a, DB> {
-    sql: &'static str,
+    sql: Cow<'a, str>,
     values: Vec<Box<dyn Value<DB> + 'a>>,
 }
 
