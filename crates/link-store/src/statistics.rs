@@ -110,12 +110,11 @@ mod tests {
         pg
     }
 
-    /// A lookup by key prepared on the store's main connections while
-    /// `links` was empty keeps a plan that reads the whole table once it
-    /// holds 5,000 rows; analyzing the grown table makes the plan again.
-    #[test]
-    fn a_grown_table_is_analyzed_and_its_kept_plans_are_made_again() {
-        let (_schema, pg) = ScratchSchema::open();
+    /// A schema whose `links` grew to 5,000 rows after a lookup by key was
+    /// prepared on it, empty, as the store's main connections prepare it,
+    /// and the plan that lookup then runs with.
+    fn lookup_kept_while_empty() -> (ScratchSchema, DbConnection, Vec<String>) {
+        let (schema, pg) = ScratchSchema::open();
         let mut conn = DbConnection::Postgresql(pg);
         PostgresSetup::GENERIC_PLANS_WHEN_AS_GOOD
             .on_acquire(&mut conn)
@@ -144,8 +143,25 @@ mod tests {
             )
             .unwrap();
         let kept = plan(pg_of(&mut conn), "EXECUTE by_key('d1', 'L-777')");
+        (schema, conn, kept)
+    }
+
+    /// A lookup by key prepared on the store's main connections while
+    /// `links` was empty keeps a plan that reads the whole table once it
+    /// holds 5,000 rows; analyzing the grown table makes the plan again.
+    #[test]
+    fn a_grown_table_is_analyzed_and_its_kept_plans_are_made_again() {
+        // Other tests' migrations at once can overflow PostgreSQL's queue of
+        // catalog changes, and then every kept plan is made again, from the
+        // grown table (seen once in 10 runs of this crate's tests): the
+        // hazard is shown once a kept plan survives, within a few tries.
+        let seq_scan = |plan: &[String]| plan.iter().any(|l| l.contains("Seq Scan on links"));
+        let (_schema, mut conn, kept) = std::iter::repeat_with(lookup_kept_while_empty)
+            .take(5)
+            .find(|(_, _, kept)| seq_scan(kept))
+            .unwrap_or_else(lookup_kept_while_empty);
         assert!(
-            kept.iter().any(|l| l.contains("Seq Scan on links")),
+            seq_scan(&kept),
             "PostgreSQL no longer keeps a plan made on the empty table, so this test shows nothing: {kept:#?}"
         );
 
