@@ -213,6 +213,11 @@ impl PostgresSetup {
     pub(crate) const GENERIC_PLANS_WHEN_AS_GOOD: Self = Self("SET plan_cache_mode = auto");
     pub(crate) const KEPT_INDEX_PLANS: Self =
         Self("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off");
+
+    /// Its settings one at a time (for a connection that is not the pool's).
+    pub(crate) fn statements(&self) -> impl Iterator<Item = &'static str> {
+        self.0.split("; ")
+    }
 }
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for PostgresSetup {

@@ -105,6 +105,9 @@ struct Inner {
     target: Target,
     /// Shared with the store's other pools (see [`Store::another_pool`]).
     cipher: Arc<Cipher>,
+    /// PostgreSQL, on a URL that asks for no TLS: billing-id lookups over
+    /// each thread's own asynchronous connection (see `links::LookupClient`).
+    lookup_client: Option<links::LookupClient>,
     /// Billing-id lookups waiting to be read together (PostgreSQL).
     lookups: gathered::Gathered<links::Lookup, domain::Page<domain::link::Link>>,
     /// Stages callbacks waiting to be stored together.
@@ -197,10 +200,17 @@ impl Store {
             ),
             _ => None,
         };
+        let lookup_client = match &target {
+            Target::Postgres(url) if index_reads.is_some() => {
+                links::LookupClient::for_url(url, options.connect_timeout)
+            }
+            _ => None,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
                 index_reads,
+                lookup_client,
                 target,
                 cipher,
                 lookups: Default::default(),

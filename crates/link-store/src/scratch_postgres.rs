@@ -10,6 +10,7 @@ use diesel::sql_types::Text;
 pub(crate) struct ScratchSchema {
     admin: PgConnection,
     name: String,
+    url: String,
 }
 
 impl ScratchSchema {
@@ -27,7 +28,12 @@ impl ScratchSchema {
         let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
         let mut pg = PgConnection::establish(&url).unwrap();
         crate::migrate::migrate_postgres(&mut pg).unwrap();
-        (Self { admin, name }, pg)
+        (Self { admin, name, url }, pg)
+    }
+
+    /// The URL of a connection whose search path is this schema.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 }
 

@@ -31,9 +31,10 @@ pub(crate) struct Lookup {
 
 impl Store {
     /// The first page of a dealer's links of one billing id: on SQLite read
-    /// at once (a read there never waits on the network); on PostgreSQL
-    /// gathered with the other lookups in flight into one statement, on a
-    /// connection that keeps its plans.
+    /// at once (a read there never waits on the network); on PostgreSQL over
+    /// the calling thread's own asynchronous connection where there is one
+    /// (see `LookupClient`), else gathered with the other lookups in flight
+    /// into one statement, on a connection that keeps its plans.
     pub(super) async fn billing_id_lookup(&self, lookup: Lookup) -> StoreResult<Page<Link>> {
         if self.backend() == Backend::Sqlite {
             return self
@@ -41,6 +42,11 @@ impl Store {
                     links_of_billing_id(conn, &lookup.dealer, &lookup.billing_id, lookup.limit)
                 })
                 .await;
+        }
+        if let Some(client) = &self.inner.lookup_client {
+            if let Some(page) = client.lookup(&lookup).await {
+                return Ok(page);
+            }
         }
         self.gathered(
             |inner| &inner.lookups,

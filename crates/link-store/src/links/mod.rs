@@ -9,6 +9,8 @@
 //! records in `settle`.
 
 mod insert;
+mod lookup_client;
+pub(crate) use lookup_client::LookupClient;
 mod lookups;
 mod relinks;
 mod settle;

@@ -1,0 +1,393 @@
+//! S14, PostgreSQL: the link lookup by billing id over an asynchronous
+//! connection that lives on the calling thread's own runtime.
+//!
+//! Through diesel (synchronous) a lookup took four thread wake-ups: the HTTP
+//! worker handed it to a blocking thread, which woke the database backend,
+//! was woken by its answer, and woke the worker again. On two cores, with
+//! PostgreSQL on the same machine, those wake-ups were most of a lookup's
+//! cost (perf: the kernel's wake-up path led every process's profile) and of
+//! its tail under load. Here the worker writes the query on its own socket
+//! and is woken once by the answer; the lookups in flight on one worker share
+//! its connection, pipelined.
+//!
+//! Each thread that looks up gets its own connection, opened on first use
+//! and again after it closed, with the same session settings as the index
+//! reads' pool (a kept generic plan that walks the index). The client speaks
+//! no TLS, so it is used only where libpq would not use TLS either: a URL
+//! that says `sslmode=disable`, or `allow` (which the store gives loopback
+//! URLs, see `db::loopback_tls_if_needed`). Anywhere else, and whenever this
+//! path cannot answer (no connection, a dropped one), the lookup goes the
+//! diesel way, which answers with the store's own errors; a read is safe to
+//! ask twice.
+
+use std::cell::RefCell;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use domain::link::Link;
+use domain::Page;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+
+use super::lookups::Lookup;
+use super::LinkRow;
+use crate::db::{into_page, PostgresSetup};
+
+/// The lookup, in the order [`link_row`] reads the columns.
+const LOOKUP_SQL: &str = "SELECT id, dealer, connection_id, kind, billing_id, external_id, \
+    parent_id, version, created_at, updated_at, last_synced, claim_expires_at \
+    FROM links WHERE billing_id = $1 AND dealer = $2 AND claim_expires_at IS NULL \
+    ORDER BY id LIMIT $3";
+
+/// After a connection could not be opened, how long lookups go the diesel
+/// way before this path tries again (so a refusing server is not asked on
+/// every lookup).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The store's end of the asynchronous lookups: where to connect, and when
+/// this path may be tried again.
+pub(crate) struct LookupClient {
+    config: Config,
+    /// The threads' connections find their store by this (see [`SESSIONS`]).
+    owner: Arc<()>,
+    /// While set and in the future, this path is not tried.
+    resting_until: Mutex<Option<Instant>>,
+    /// Lookups this path answered (tests look at it).
+    answered: AtomicU64,
+}
+
+/// One thread's connection to one store's database and its prepared lookup.
+struct Session {
+    client: Client,
+    lookup: Statement,
+}
+
+/// One thread's connection slot for one store: connected once, however many
+/// of the thread's lookups wait for it.
+#[derive(Default)]
+struct Slot {
+    session: tokio::sync::OnceCell<Session>,
+}
+
+thread_local! {
+    /// This thread's slots, by the store they belong to. A slot whose store
+    /// is gone is dropped (and its connection closed) on the next look.
+    static SESSIONS: RefCell<Vec<(Weak<()>, Arc<Slot>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl LookupClient {
+    /// The client for `url`, when the URL asks for no TLS and
+    /// `tokio-postgres` understands all of it; none otherwise.
+    pub(crate) fn for_url(url: &str, connect_timeout: Duration) -> Option<Self> {
+        let mut config = plain_config(url)?;
+        config.connect_timeout(connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("crosslink lookups");
+        }
+        Some(Self {
+            config,
+            owner: Arc::new(()),
+            resting_until: Mutex::new(None),
+            answered: AtomicU64::new(0),
+        })
+    }
+
+    /// The first page of the lookup's links, or none when this path cannot
+    /// answer now (the caller then reads the diesel way).
+    pub(crate) async fn lookup(&self, lookup: &Lookup) -> Option<Page<Link>> {
+        if self.resting() {
+            return None;
+        }
+        let slot = self.slot();
+        let session = match slot.session.get_or_try_init(|| self.connect()).await {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "link lookups cannot open their own PostgreSQL connection; \
+                     they go through the pool for a while"
+                );
+                self.rest();
+                return None;
+            }
+        };
+        let limit = lookup.limit;
+        let rows = session
+            .client
+            .query(
+                &session.lookup,
+                &[&lookup.billing_id, &lookup.dealer, &(limit as i64 + 1)],
+            )
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                // A closed connection is opened again by the next lookup on
+                // this thread; any other failure the diesel way reports.
+                tracing::debug!(error = %e, "a lookup on its own connection failed");
+                return None;
+            }
+        };
+        let rows: Vec<LinkRow> = match rows.iter().map(link_row).collect() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "a looked-up link could not be read");
+                return None;
+            }
+        };
+        let page = into_page(rows, limit, |r| r.id.clone(), LinkRow::into_domain).ok()?;
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        Some(page)
+    }
+
+    /// This thread's slot for this store: a fresh one when there was none or
+    /// its connection closed. Slots of dropped stores go on the way.
+    fn slot(&self) -> Arc<Slot> {
+        SESSIONS.with(|sessions| {
+            let mut sessions = sessions.borrow_mut();
+            sessions.retain(|(owner, _)| owner.strong_count() > 0);
+            let mine = sessions
+                .iter_mut()
+                .find(|(owner, _)| owner.as_ptr() == Arc::as_ptr(&self.owner));
+            match mine {
+                Some((_, slot)) => {
+                    if slot.session.get().is_some_and(|s| s.client.is_closed()) {
+                        *slot = Arc::default();
+                    }
+                    Arc::clone(slot)
+                }
+                None => {
+                    let slot = Arc::<Slot>::default();
+                    sessions.push((Arc::downgrade(&self.owner), Arc::clone(&slot)));
+                    slot
+                }
+            }
+        })
+    }
+
+    /// A new connection, driven by a task on the current runtime, with the
+    /// index reads' session settings and the lookup prepared.
+    async fn connect(&self) -> Result<Session, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a link lookup connection closed");
+            }
+        });
+        for setting in PostgresSetup::KEPT_INDEX_PLANS.statements() {
+            if let Err(e) = client.batch_execute(setting).await {
+                // PostgreSQL 11 or older has no plan_cache_mode: go on
+                // without it, as the pool does.
+                if !setting.contains("plan_cache_mode") {
+                    return Err(e);
+                }
+            }
+        }
+        let lookup = client.prepare(LOOKUP_SQL).await?;
+        Ok(Session { client, lookup })
+    }
+
+    fn resting(&self) -> bool {
+        let mut until = self.lock_resting();
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn rest(&self) {
+        *self.lock_resting() = Some(Instant::now() + RETRY_AFTER);
+    }
+
+    fn lock_resting(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.resting_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many lookups this path answered.
+    #[cfg(test)]
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// This thread's connection's backend process, once it is open.
+    #[cfg(test)]
+    pub(crate) async fn backend_pid(&self) -> Option<i32> {
+        let slot = self.slot();
+        let session = slot.session.get()?;
+        let row = session
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .ok()?;
+        row.try_get(0).ok()
+    }
+}
+
+/// `url` as a `tokio-postgres` configuration without TLS, when it asks for
+/// none: `sslmode=disable` or `allow` (a plain connection first). A URL with
+/// any other mode, or none (libpq then prefers TLS), or a parameter
+/// `tokio-postgres` does not know, gives none.
+fn plain_config(url: &str) -> Option<Config> {
+    let (base, query) = url.split_once('?')?;
+    let mut plain = false;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("sslmode", mode)) => {
+                plain = matches!(mode, "disable" | "allow");
+                false
+            }
+            _ => !pair.is_empty(),
+        })
+        .collect();
+    if !plain {
+        return None;
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut config = Config::from_str(&url).ok()?;
+    config.ssl_mode(SslMode::Disable);
+    Some(config)
+}
+
+/// A link row of [`LOOKUP_SQL`].
+fn link_row(row: &Row) -> Result<LinkRow, tokio_postgres::Error> {
+    Ok(LinkRow {
+        id: row.try_get(0)?,
+        dealer: row.try_get(1)?,
+        connection_id: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        billing_id: row.try_get(4)?,
+        external_id: row.try_get(5)?,
+        parent_id: row.try_get(6)?,
+        version: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        updated_at: row.try_get(9)?,
+        last_synced: row.try_get(10)?,
+        claim_expires_at: row.try_get(11)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::RunQueryDsl;
+
+    use super::*;
+    use crate::db::{DbConnection, Target};
+    use crate::links::lookups::links_of_billing_id;
+    use crate::scratch_postgres::ScratchSchema;
+
+    fn ids(page: &Page<Link>) -> Vec<String> {
+        page.items.iter().map(|l| l.id.0.to_string()).collect()
+    }
+
+    /// On the loopback URL the store is given, lookups go over the
+    /// thread's own connection and find what the pool's query finds (pages,
+    /// claims and other dealers left out); when that connection is killed,
+    /// a lookup is declined (the store then reads the diesel way) and the
+    /// next one opens a new connection.
+    #[tokio::test]
+    async fn lookups_on_the_threads_own_connection_find_what_the_pool_finds() {
+        let (schema, mut pg) = ScratchSchema::open();
+        pg.batch_execute(
+            "SET session_replication_role = replica; \
+             INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
+             version, created_at, updated_at, last_synced, claim_expires_at) \
+             SELECT md5(g::text)::uuid::text, CASE WHEN g % 2 = 0 THEN 'd1' ELSE 'd2' END, \
+             gen_random_uuid()::text, 'site', 'B-' || (g % 7), 'S' || g, g, now(), now(), \
+             CASE WHEN g % 3 = 0 THEN '{\"name\":\"x\"}' END, \
+             CASE WHEN g % 5 = 0 THEN now() + interval '1 hour' END \
+             FROM generate_series(1, 70) AS g",
+        )
+        .unwrap();
+        let Target::Postgres(url) = Target::parse(schema.url()).unwrap() else {
+            unreachable!("a PostgreSQL URL")
+        };
+        let client = LookupClient::for_url(&url, Duration::from_secs(5))
+            .expect("a loopback URL is given sslmode=allow, so the client serves it");
+        let mut conn = DbConnection::Postgresql(pg);
+        let ask = |dealer: &str, billing: &str, limit: usize| Lookup {
+            dealer: dealer.into(),
+            billing_id: billing.into(),
+            limit,
+        };
+        let cases = [
+            ask("d1", "B-1", 10),
+            ask("d2", "B-1", 2),
+            ask("d1", "B-2", 1),
+            ask("d1", "B-9", 10),
+            ask("d3", "B-4", 10),
+        ];
+        let mut found_any = 0;
+        for l in &cases {
+            let alone = links_of_billing_id(&mut conn, &l.dealer, &l.billing_id, l.limit).unwrap();
+            let page = client
+                .lookup(l)
+                .await
+                .expect("answered on its own connection");
+            assert_eq!(ids(&page), ids(&alone), "{l:?}");
+            assert_eq!(page.items, alone.items, "{l:?}");
+            assert_eq!(page.next_page_token, alone.next_page_token, "{l:?}");
+            found_any += page.items.len();
+        }
+        assert!(found_any > 5, "the cases found links");
+        assert_eq!(client.answered(), cases.len() as u64);
+
+        let first = client.backend_pid().await.expect("a connection is open");
+        let DbConnection::Postgresql(pg) = &mut conn else {
+            unreachable!("opened on PostgreSQL")
+        };
+        diesel::sql_query(format!("SELECT pg_terminate_backend({first})"))
+            .execute(pg)
+            .unwrap();
+        let mut answered = None;
+        for _ in 0..3 {
+            answered = client.lookup(&cases[0]).await;
+            if answered.is_some() {
+                break;
+            }
+        }
+        let again = answered.expect("a new connection answers after the old one was killed");
+        let alone = links_of_billing_id(&mut conn, "d1", "B-1", 10).unwrap();
+        assert_eq!(again.items, alone.items);
+        let second = client.backend_pid().await.expect("a connection is open");
+        assert_ne!(first, second, "the killed connection was replaced");
+    }
+
+    #[test]
+    fn only_urls_that_ask_for_no_tls_get_the_client() {
+        let plain = [
+            "postgres://u:p@127.0.0.1:5432/db?sslmode=allow",
+            "postgres://u@db.example/db?sslmode=disable",
+            "postgresql://u@localhost/db?options=-c%20search_path%3Dx&sslmode=allow",
+        ];
+        for url in plain {
+            assert!(plain_config(url).is_some(), "{url}");
+        }
+        let c = plain_config(plain[2]).expect("parsed");
+        assert_eq!(c.get_options(), Some("-c search_path=x"));
+        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+        let not = [
+            // libpq's default, prefer: TLS when the server has it.
+            "postgres://u@db.example/db",
+            "postgres://u@db.example/db?sslmode=prefer",
+            "postgres://u@db.example/db?sslmode=require",
+            "postgres://u@db.example/db?sslmode=verify-full",
+            // A parameter tokio-postgres does not know.
+            "postgres://u@127.0.0.1/db?sslmode=allow&fallback_application_name=x",
+        ];
+        for url in not {
+            assert!(plain_config(url).is_none(), "{url}");
+        }
+    }
+}
