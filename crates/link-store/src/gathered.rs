@@ -74,6 +74,14 @@ impl<R, T> Gathered<R, T> {
         std::mem::replace(&mut w.requests, rest)
     }
 
+    /// A runner stopped half way: it answers nobody (dropping the senders
+    /// tells each waiter) and no longer counts.
+    pub(crate) fn abandon(&self) {
+        let mut w = self.lock();
+        w.requests.clear();
+        w.runners = w.runners.saturating_sub(1);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<R, T>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -87,10 +95,7 @@ impl<R, T> Gathered<R, T> {
         impl<R, T> Drop for Stopped<'_, R, T> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
-                    // Answer nobody: dropping the senders tells each waiter.
-                    let mut w = self.0.lock();
-                    w.requests.clear();
-                    w.runners = w.runners.saturating_sub(1);
+                    self.0.abandon();
                 }
             }
         }

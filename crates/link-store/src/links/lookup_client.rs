@@ -7,8 +7,8 @@
 //! PostgreSQL on the same machine, those wake-ups were most of a lookup's
 //! cost (perf: the kernel's wake-up path led every process's profile) and of
 //! its tail under load. Here the worker writes the query on its own socket
-//! and is woken once by the answer; the lookups in flight on one worker share
-//! its connection, pipelined.
+//! and is woken once by the answer; the lookups that arrive on one worker
+//! while its statements run go together in its next.
 //!
 //! Each thread that looks up gets its own connection, opened on first use
 //! and again after it closed, with the same session settings as the index
@@ -27,19 +27,35 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use domain::link::Link;
+use domain::store::StoreError;
 use domain::Page;
+use tokio::sync::oneshot;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::lookups::Lookup;
 use super::LinkRow;
 use crate::db::{into_page, PostgresSetup};
+use crate::gathered::{each_failed, Gathered};
 
 /// The lookup, in the order [`link_row`] reads the columns.
 const LOOKUP_SQL: &str = "SELECT id, dealer, connection_id, kind, billing_id, external_id, \
     parent_id, version, created_at, updated_at, last_synced, claim_expires_at \
     FROM links WHERE billing_id = $1 AND dealer = $2 AND claim_expires_at IS NULL \
     ORDER BY id LIMIT $3";
+
+/// Several lookups in one statement, each with its place (from 1) and room
+/// (a page and one more); the link's columns follow in [`link_row`]'s order.
+const LOOKUPS_TOGETHER_SQL: &str = "SELECT k.nth, l.id, l.dealer, l.connection_id, l.kind, \
+    l.billing_id, l.external_id, l.parent_id, l.version, l.created_at, l.updated_at, \
+    l.last_synced, l.claim_expires_at \
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY \
+        AS k (dealer, billing_id, room, nth) \
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM links \
+        WHERE links.billing_id = k.billing_id AND links.dealer = k.dealer \
+          AND links.claim_expires_at IS NULL \
+        ORDER BY links.id LIMIT k.room) AS l";
 
 /// After a connection could not be opened, how long lookups go the diesel
 /// way before this path tries again (so a refusing server is not asked on
@@ -58,17 +74,22 @@ pub(crate) struct LookupClient {
     answered: AtomicU64,
 }
 
-/// One thread's connection to one store's database and its prepared lookup.
+/// One thread's connection to one store's database and its prepared lookups.
 struct Session {
     client: Client,
     lookup: Statement,
+    together: Statement,
 }
 
 /// One thread's connection slot for one store: connected once, however many
-/// of the thread's lookups wait for it.
+/// of the thread's lookups wait for it. The lookups that arrive while
+/// [`MOST_RUNNERS`](crate::gathered::MOST_RUNNERS) statements run on it go
+/// together in the next (each one alone cost the database a round of its
+/// own: a wake-up, a portal, a send).
 #[derive(Default)]
 struct Slot {
     session: tokio::sync::OnceCell<Session>,
+    waiting: Gathered<Lookup, Page<Link>>,
 }
 
 thread_local! {
@@ -101,43 +122,20 @@ impl LookupClient {
             return None;
         }
         let slot = self.slot();
-        let session = match slot.session.get_or_try_init(|| self.connect()).await {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "link lookups cannot open their own PostgreSQL connection; \
-                     they go through the pool for a while"
-                );
-                self.rest();
-                return None;
-            }
-        };
-        let limit = lookup.limit;
-        let rows = session
-            .client
-            .query(
-                &session.lookup,
-                &[&lookup.billing_id, &lookup.dealer, &(limit as i64 + 1)],
-            )
-            .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                // A closed connection is opened again by the next lookup on
-                // this thread; any other failure the diesel way reports.
-                tracing::debug!(error = %e, "a lookup on its own connection failed");
-                return None;
-            }
-        };
-        let rows: Vec<LinkRow> = match rows.iter().map(link_row).collect() {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "a looked-up link could not be read");
-                return None;
-            }
-        };
-        let page = into_page(rows, limit, |r| r.id.clone(), LinkRow::into_domain).ok()?;
+        if let Err(e) = slot.session.get_or_try_init(|| self.connect()).await {
+            tracing::warn!(
+                error = %e,
+                "link lookups cannot open their own PostgreSQL connection; \
+                 they go through the pool for a while"
+            );
+            self.rest();
+            return None;
+        }
+        let (answer, answered) = oneshot::channel();
+        if slot.waiting.push(lookup.clone(), answer) {
+            tokio::spawn(read_until_none_wait(Arc::clone(&slot)));
+        }
+        let page = answered.await.ok()?.ok()?;
         self.answered.fetch_add(1, Ordering::Relaxed);
         Some(page)
     }
@@ -186,7 +184,12 @@ impl LookupClient {
             }
         }
         let lookup = client.prepare(LOOKUP_SQL).await?;
-        Ok(Session { client, lookup })
+        let together = client.prepare(LOOKUPS_TOGETHER_SQL).await?;
+        Ok(Session {
+            client,
+            lookup,
+            together,
+        })
     }
 
     fn resting(&self) -> bool {
@@ -229,6 +232,89 @@ impl LookupClient {
     }
 }
 
+/// Reads the slot's waiting lookups, batch after batch, until none wait;
+/// each is answered with its page, or with an error when its batch could
+/// not be read (its caller then reads the diesel way). Dropped half way
+/// (its runtime stopped), it leaves the slot with no lookup waiting on it.
+async fn read_until_none_wait(slot: Arc<Slot>) {
+    struct Stopped<'a>(&'a Gathered<Lookup, Page<Link>>, bool);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.abandon();
+            }
+        }
+    }
+    let mut stopped = Stopped(&slot.waiting, false);
+    let Some(session) = slot.session.get() else {
+        return;
+    };
+    loop {
+        let batch = slot.waiting.next_batch();
+        if batch.is_empty() {
+            stopped.1 = true;
+            return;
+        }
+        let (lookups, answers): (Vec<Lookup>, Vec<_>) = batch.into_iter().unzip();
+        let pages = match read(session, &lookups).await {
+            Ok(pages) => pages.into_iter().map(Ok).collect(),
+            Err(e) => {
+                // A closed connection is opened again by the next lookup on
+                // this thread; any other failure the diesel way reports.
+                tracing::debug!(error = %e, "lookups on their own connection failed");
+                each_failed(lookups.len(), StoreError::Unavailable(e))
+            }
+        };
+        for (answer, page) in answers.into_iter().zip(pages) {
+            // A caller that gave up is no loss.
+            let _ = answer.send(page);
+        }
+    }
+}
+
+/// The first pages of `lookups`, in their order: one alone by the plain
+/// statement, several by the one that takes them together.
+async fn read(session: &Session, lookups: &[Lookup]) -> Result<Vec<Page<Link>>, String> {
+    let mut pages: Vec<Vec<LinkRow>> = vec![Vec::new(); lookups.len()];
+    if let [one] = lookups {
+        let room = one.limit as i64 + 1;
+        let rows = session
+            .client
+            .query(&session.lookup, &[&one.billing_id, &one.dealer, &room])
+            .await
+            .map_err(|e| e.to_string())?;
+        for row in &rows {
+            pages[0].push(link_row(row, 0).map_err(|e| e.to_string())?);
+        }
+    } else {
+        let dealers: Vec<&str> = lookups.iter().map(|l| l.dealer.as_str()).collect();
+        let billing_ids: Vec<&str> = lookups.iter().map(|l| l.billing_id.as_str()).collect();
+        let rooms: Vec<i64> = lookups.iter().map(|l| l.limit as i64 + 1).collect();
+        let rows = session
+            .client
+            .query(&session.together, &[&dealers, &billing_ids, &rooms])
+            .await
+            .map_err(|e| e.to_string())?;
+        for row in &rows {
+            let nth: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+            // `WITH ORDINALITY` counts from 1.
+            let page = usize::try_from(nth - 1)
+                .ok()
+                .and_then(|at| pages.get_mut(at))
+                .ok_or_else(|| format!("a lookup read as number {nth}"))?;
+            page.push(link_row(row, 1).map_err(|e| e.to_string())?);
+        }
+    }
+    lookups
+        .iter()
+        .zip(pages)
+        .map(|(l, rows)| {
+            into_page(rows, l.limit, |r| r.id.clone(), LinkRow::into_domain)
+                .map_err(|e| e.into_store_error().to_string())
+        })
+        .collect()
+}
+
 /// `url` as a `tokio-postgres` configuration without TLS, when it asks for
 /// none: `sslmode=disable` or `allow` (a plain connection first). A URL with
 /// any other mode, or none (libpq then prefers TLS), or a parameter
@@ -259,21 +345,21 @@ fn plain_config(url: &str) -> Option<Config> {
     Some(config)
 }
 
-/// A link row of [`LOOKUP_SQL`].
-fn link_row(row: &Row) -> Result<LinkRow, tokio_postgres::Error> {
+/// A link whose columns start at `from` in `row` ([`LOOKUP_SQL`]'s order).
+fn link_row(row: &Row, from: usize) -> Result<LinkRow, tokio_postgres::Error> {
     Ok(LinkRow {
-        id: row.try_get(0)?,
-        dealer: row.try_get(1)?,
-        connection_id: row.try_get(2)?,
-        kind: row.try_get(3)?,
-        billing_id: row.try_get(4)?,
-        external_id: row.try_get(5)?,
-        parent_id: row.try_get(6)?,
-        version: row.try_get(7)?,
-        created_at: row.try_get(8)?,
-        updated_at: row.try_get(9)?,
-        last_synced: row.try_get(10)?,
-        claim_expires_at: row.try_get(11)?,
+        id: row.try_get(from)?,
+        dealer: row.try_get(from + 1)?,
+        connection_id: row.try_get(from + 2)?,
+        kind: row.try_get(from + 3)?,
+        billing_id: row.try_get(from + 4)?,
+        external_id: row.try_get(from + 5)?,
+        parent_id: row.try_get(from + 6)?,
+        version: row.try_get(from + 7)?,
+        created_at: row.try_get(from + 8)?,
+        updated_at: row.try_get(from + 9)?,
+        last_synced: row.try_get(from + 10)?,
+        claim_expires_at: row.try_get(from + 11)?,
     })
 }
 
@@ -342,6 +428,24 @@ mod tests {
         }
         assert!(found_any > 5, "the cases found links");
         assert_eq!(client.answered(), cases.len() as u64);
+
+        // Asked at once on one thread, they go in one statement (the first
+        // lookup's runner takes every one waiting) and each finds the same.
+        let [a, b, c, d, e] = &cases;
+        let together = tokio::join!(
+            client.lookup(a),
+            client.lookup(b),
+            client.lookup(c),
+            client.lookup(d),
+            client.lookup(e)
+        );
+        let together = [together.0, together.1, together.2, together.3, together.4];
+        for (l, page) in cases.iter().zip(together) {
+            let page = page.expect("answered together");
+            let alone = links_of_billing_id(&mut conn, &l.dealer, &l.billing_id, l.limit).unwrap();
+            assert_eq!(page.items, alone.items, "{l:?}");
+            assert_eq!(page.next_page_token, alone.next_page_token, "{l:?}");
+        }
 
         let first = client.backend_pid().await.expect("a connection is open");
         let DbConnection::Postgresql(pg) = &mut conn else {
