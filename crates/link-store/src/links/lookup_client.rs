@@ -33,29 +33,16 @@ use tokio::sync::oneshot;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
-use super::lookups::Lookup;
+use super::lookups::{Lookup, LOOKUPS_TOGETHER_REST};
 use super::LinkRow;
 use crate::db::{into_page, PostgresSetup};
 use crate::gathered::{each_failed, Gathered};
 
-/// The lookup, in the order [`link_row`] reads the columns.
+/// The lookup (its columns read by name, see [`link_row`]).
 const LOOKUP_SQL: &str = "SELECT id, dealer, connection_id, kind, billing_id, external_id, \
     parent_id, version, created_at, updated_at, last_synced, claim_expires_at \
     FROM links WHERE billing_id = $1 AND dealer = $2 AND claim_expires_at IS NULL \
     ORDER BY id LIMIT $3";
-
-/// Several lookups in one statement, each with its place (from 1) and room
-/// (a page and one more); the link's columns follow in [`link_row`]'s order.
-const LOOKUPS_TOGETHER_SQL: &str = "SELECT k.nth, l.id, l.dealer, l.connection_id, l.kind, \
-    l.billing_id, l.external_id, l.parent_id, l.version, l.created_at, l.updated_at, \
-    l.last_synced, l.claim_expires_at \
-    FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY \
-        AS k (dealer, billing_id, room, nth) \
-    CROSS JOIN LATERAL ( \
-        SELECT * FROM links \
-        WHERE links.billing_id = k.billing_id AND links.dealer = k.dealer \
-          AND links.claim_expires_at IS NULL \
-        ORDER BY links.id LIMIT k.room) AS l";
 
 /// After a connection could not be opened, how long lookups go the diesel
 /// way before this path tries again (so a refusing server is not asked on
@@ -184,7 +171,13 @@ impl LookupClient {
             }
         }
         let lookup = client.prepare(LOOKUP_SQL).await?;
-        let together = client.prepare(LOOKUPS_TOGETHER_SQL).await?;
+        // The pool path's statement for several lookups, each row with its
+        // lookup's place (from 1).
+        let together = client
+            .prepare(&format!(
+                "SELECT k.nth, l.* FROM unnest($1::text[], $2::text[], $3{LOOKUPS_TOGETHER_REST}"
+            ))
+            .await?;
         Ok(Session {
             client,
             lookup,
@@ -284,7 +277,7 @@ async fn read(session: &Session, lookups: &[Lookup]) -> Result<Vec<Page<Link>>, 
             .await
             .map_err(|e| e.to_string())?;
         for row in &rows {
-            pages[0].push(link_row(row, 0).map_err(|e| e.to_string())?);
+            pages[0].push(link_row(row).map_err(|e| e.to_string())?);
         }
     } else {
         let dealers: Vec<&str> = lookups.iter().map(|l| l.dealer.as_str()).collect();
@@ -302,7 +295,7 @@ async fn read(session: &Session, lookups: &[Lookup]) -> Result<Vec<Page<Link>>, 
                 .ok()
                 .and_then(|at| pages.get_mut(at))
                 .ok_or_else(|| format!("a lookup read as number {nth}"))?;
-            page.push(link_row(row, 1).map_err(|e| e.to_string())?);
+            page.push(link_row(row).map_err(|e| e.to_string())?);
         }
     }
     lookups
@@ -345,21 +338,21 @@ fn plain_config(url: &str) -> Option<Config> {
     Some(config)
 }
 
-/// A link whose columns start at `from` in `row` ([`LOOKUP_SQL`]'s order).
-fn link_row(row: &Row, from: usize) -> Result<LinkRow, tokio_postgres::Error> {
+/// A link of a row of either lookup statement, its columns read by name.
+fn link_row(row: &Row) -> Result<LinkRow, tokio_postgres::Error> {
     Ok(LinkRow {
-        id: row.try_get(from)?,
-        dealer: row.try_get(from + 1)?,
-        connection_id: row.try_get(from + 2)?,
-        kind: row.try_get(from + 3)?,
-        billing_id: row.try_get(from + 4)?,
-        external_id: row.try_get(from + 5)?,
-        parent_id: row.try_get(from + 6)?,
-        version: row.try_get(from + 7)?,
-        created_at: row.try_get(from + 8)?,
-        updated_at: row.try_get(from + 9)?,
-        last_synced: row.try_get(from + 10)?,
-        claim_expires_at: row.try_get(from + 11)?,
+        id: row.try_get("id")?,
+        dealer: row.try_get("dealer")?,
+        connection_id: row.try_get("connection_id")?,
+        kind: row.try_get("kind")?,
+        billing_id: row.try_get("billing_id")?,
+        external_id: row.try_get("external_id")?,
+        parent_id: row.try_get("parent_id")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_synced: row.try_get("last_synced")?,
+        claim_expires_at: row.try_get("claim_expires_at")?,
     })
 }
 

@@ -144,7 +144,7 @@ impl QueryFragment<Pg> for LookupsTogether<'_> {
     }
 }
 
-const LOOKUPS_TOGETHER_REST: &str = "::bigint[]) WITH ORDINALITY \
+pub(super) const LOOKUPS_TOGETHER_REST: &str = "::bigint[]) WITH ORDINALITY \
     AS k (dealer, billing_id, room, nth) \
     CROSS JOIN LATERAL ( \
         SELECT * FROM links \
