@@ -390,6 +390,16 @@ pub trait LinkStore: Send + Sync {
         dealer: &DealerId,
         id: LinkId,
     ) -> StoreResult<crate::link_sync::LinkToSettle>;
+    /// [`LinkStore::link_to_settle`] of the link of a Stages record on a
+    /// connection, found by the record: `None` when it has none there (or
+    /// only a claim).
+    async fn link_to_settle_of_external(
+        &self,
+        dealer: &DealerId,
+        connection_id: crate::connection::ConnectionId,
+        kind: crate::link::LinkKind,
+        external_id: &str,
+    ) -> StoreResult<Option<crate::link_sync::LinkToSettle>>;
     /// Ordered by id.
     async fn list_links(
         &self,

@@ -701,6 +701,37 @@ store_test!(
             store.link_to_settle(&d, LinkId::new()).await.err(),
             Some(StoreError::NotFound)
         );
+
+        // Found by its Stages record, as a callback finds it: the same read.
+        let external = |billing: &str| format!("X-{billing}-{}", c.0.simple());
+        let read = store
+            .link_to_settle_of_external(&d, c, LinkKind::System, &external("Y1"))
+            .await
+            .unwrap()
+            .expect("the system's link");
+        assert_eq!((read.link.id, read.connection.id), (system, c));
+        assert_eq!(read.dealer_credential.unwrap().username, "dealer-user");
+        assert!(matches!(read.billing, Some(LinkedRecord::System(ref s)) if s.id == bid("Y1")));
+        let read = store
+            .link_to_settle_of_external(&d, c, LinkKind::Site, &external("S1"))
+            .await
+            .unwrap()
+            .expect("the site's link");
+        assert_eq!(read.link.id, site);
+        assert!(matches!(read.billing, Some(LinkedRecord::Site(ref s)) if s.id == bid("S1")));
+        // Another kind, connection or dealer has no link of that record.
+        let other = connection_with(&store, "Other Stages", true, true).await;
+        for (who, on, kind) in [
+            (&d, c, LinkKind::System),
+            (&d, other, LinkKind::Site),
+            (&dealer("d2"), c, LinkKind::Site),
+        ] {
+            let read = store
+                .link_to_settle_of_external(who, on, kind, &external("S1"))
+                .await
+                .unwrap();
+            assert!(read.is_none(), "{who:?} {on:?} {kind:?}");
+        }
     }
 );
 

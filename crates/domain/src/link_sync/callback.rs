@@ -8,20 +8,21 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::audit;
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionId};
 use crate::events::{types, NewEvent};
 use crate::field_issues::LinkSettlement;
 use crate::link::LinkKind;
-use crate::linking::{link_of_external, LinkingPorts};
+use crate::linking::LinkingPorts;
 use crate::operations::OperationError;
 use crate::stages::{StagesCallback, StagesCallbackEvent, StagesError};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
 use crate::sync::{self, Snapshot, Values};
-use crate::upstream::{stages_client, ActingAs};
+use crate::tenancy::DealerId;
+use crate::upstream::stages_client_with;
 
 use super::jobs::auto_sync_on;
 use super::settle::{settle, Settled};
-use super::sides::{load_sides, snapshot_of, Sides};
+use super::sides::{sides_with, snapshot_of, LinkToSettle, Sides};
 use super::write::By;
 
 /// What applying a Stages callback came to (a job summary's `outcome`).
@@ -84,10 +85,10 @@ pub struct CallbackOutcome {
 pub async fn apply_stages_callback(
     ports: LinkingPorts<'_>,
     events: &dyn EventStore,
-    connection: &Connection,
+    dealer: &DealerId,
+    connection_id: ConnectionId,
     callback: &StagesCallback,
 ) -> Result<CallbackOutcome, OperationError> {
-    let dealer = &connection.dealer;
     let (kind, external_id, changes) = match &callback.event {
         StagesCallbackEvent::SiteUpdated {
             site_no, changes, ..
@@ -102,13 +103,27 @@ pub async fn apply_stages_callback(
             ))
         }
     };
-    let Some(link) = link_of_external(ports, dealer, connection.id, kind, external_id).await?
+    // One read of everything on our side, as an Auto Sync push: callbacks
+    // come in bursts.
+    let read = ports
+        .links
+        .link_to_settle_of_external(dealer, connection_id, kind, external_id)
+        .await?;
+    let Some(LinkToSettle {
+        link,
+        connection,
+        dealer_credential,
+        billing,
+    }) = read
     else {
-        return unmatched(events, connection, kind, external_id, changes).await;
+        let connection = ports.connections.connection(dealer, connection_id).await?;
+        return unmatched(events, &connection, kind, external_id, changes).await;
     };
-    let acting = ActingAs::Dealer;
-    let api = stages_client(ports.connections, ports.stages, acting, connection).await?;
-    let sides = match load_sides(ports, dealer, link.clone(), connection.clone(), api).await {
+    let api = stages_client_with(ports.stages, &connection, dealer_credential)?;
+    let billing = billing.ok_or(StoreError::NotFound)?;
+    let base = snapshot_of(&link);
+    let auto_sync = auto_sync_on(connection.status, connection.auto_sync);
+    let sides = match sides_with(link, connection, api, billing).await {
         Ok(sides) => sides,
         Err(OperationError::Upstream {
             error: StagesError::NotFound(_),
@@ -121,12 +136,11 @@ pub async fn apply_stages_callback(
         }
         Err(e) => return Err(e),
     };
-    let base = snapshot_of(&link);
     let (settled, settlement) = settle(
         ports,
         dealer,
         &sides,
-        auto_sync_on(connection.status, connection.auto_sync),
+        auto_sync,
         // When Stages says its record changed, for `newest_wins`.
         Some(callback.occurred_at),
         By {
@@ -136,7 +150,7 @@ pub async fn apply_stages_callback(
         },
     )
     .await?;
-    let what = format!("billing {} '{}'", kind.as_str(), link.billing_id);
+    let what = format!("billing {} '{}'", kind.as_str(), sides.link.billing_id);
     let (outcome, detail) = settled_outcome(kind, &what, &sides, base.as_ref(), changes, &settled);
     Ok(CallbackOutcome {
         outcome,

@@ -164,15 +164,14 @@ impl<C: HasJobPorts + ?Sized> RunJob<C> for ApplyStagesCallback {
             .map_err(OperationError::from)?;
         let callback: StagesCallback = serde_json::from_value(stored)
             .map_err(|e| JobError::Permanent(format!("stored callback does not parse: {e}")))?;
-        let connection = ports
-            .linking
-            .connections
-            .connection(dealer, self.connection_id)
-            .await
-            .map_err(OperationError::from)?;
-        let mut outcome =
-            super::apply_stages_callback(ports.linking, ports.events, &connection, &callback)
-                .await?;
+        let mut outcome = super::apply_stages_callback(
+            ports.linking,
+            ports.events,
+            dealer,
+            self.connection_id,
+            &callback,
+        )
+        .await?;
         let processed = ProcessedCallback {
             dealer: dealer.clone(),
             connection_id: self.connection_id,

@@ -353,6 +353,29 @@ impl LinkStore for Store {
             .await
     }
 
+    async fn link_to_settle_of_external(
+        &self,
+        dealer: &DealerId,
+        connection_id: ConnectionId,
+        kind: LinkKind,
+        external_id: &str,
+    ) -> StoreResult<Option<LinkToSettle>> {
+        let dealer = dealer.0.clone();
+        let connection_id = uuid_text(connection_id.0);
+        let external_id = external_id.to_owned();
+        self.run(move |conn, cipher| {
+            settle::link_to_settle_of_external(
+                conn,
+                cipher,
+                &dealer,
+                &connection_id,
+                kind,
+                &external_id,
+            )
+        })
+        .await
+    }
+
     async fn list_links(
         &self,
         dealer: &DealerId,

@@ -29,6 +29,45 @@ type Settling = (
     Option<SystemRow>,
 );
 
+/// Links joined with what settling one needs (its connection, the dealer
+/// credential, the billing record it names); the caller picks the link.
+macro_rules! settling {
+    () => {
+        links::table
+            .inner_join(
+                connections::table.on(connections::id
+                    .eq(links::connection_id)
+                    .and(connections::dealer.eq(links::dealer))),
+            )
+            .left_join(
+                credentials::table.on(credentials::connection_id
+                    .eq(links::connection_id)
+                    .and(credentials::dealer.eq(links::dealer))
+                    .and(credentials::owner.eq(DEALER_OWNER))),
+            )
+            .left_join(
+                billing_sites::table.on(links::kind
+                    .eq(LinkKind::Site.as_str())
+                    .and(billing_sites::dealer.eq(links::dealer))
+                    .and(billing_sites::id.eq(links::billing_id))),
+            )
+            .left_join(
+                billing_systems::table.on(links::kind
+                    .eq(LinkKind::System.as_str())
+                    .and(billing_systems::dealer.eq(links::dealer))
+                    .and(billing_systems::id.eq(links::billing_id))),
+            )
+            .select((
+                LinkRow::as_select(),
+                ConnectionRow::as_select(),
+                MigrationState,
+                Option::<CredentialRow>::as_select(),
+                Option::<SiteRow>::as_select(),
+                Option::<SystemRow>::as_select(),
+            ))
+    };
+}
+
 /// Link `id` (not a claim) with what its sync needs.
 ///
 /// One statement, so one consistent read with no transaction around it: an
@@ -44,55 +83,53 @@ pub(super) fn link_to_settle(
     dealer: &str,
     id: LinkId,
 ) -> Result<LinkToSettle, Fail> {
-    let row: Option<Settling> = per_backend!(conn, |c| links::table
-        .inner_join(
-            connections::table.on(connections::id
-                .eq(links::connection_id)
-                .and(connections::dealer.eq(links::dealer))),
-        )
-        .left_join(
-            credentials::table.on(credentials::connection_id
-                .eq(links::connection_id)
-                .and(credentials::dealer.eq(links::dealer))
-                .and(credentials::owner.eq(DEALER_OWNER))),
-        )
-        .left_join(
-            billing_sites::table.on(links::kind
-                .eq(LinkKind::Site.as_str())
-                .and(billing_sites::dealer.eq(links::dealer))
-                .and(billing_sites::id.eq(links::billing_id))),
-        )
-        .left_join(
-            billing_systems::table.on(links::kind
-                .eq(LinkKind::System.as_str())
-                .and(billing_systems::dealer.eq(links::dealer))
-                .and(billing_systems::id.eq(links::billing_id))),
-        )
+    let row: Option<Settling> = per_backend!(conn, |c| settling!()
         .filter(links::dealer.eq(dealer))
         .filter(links::id.eq(uuid_text(id.0)))
-        .select((
-            LinkRow::as_select(),
-            ConnectionRow::as_select(),
-            MigrationState,
-            Option::<CredentialRow>::as_select(),
-            Option::<SiteRow>::as_select(),
-            Option::<SystemRow>::as_select(),
-        ))
         .first(c)
         .optional())?;
-    let (link, connection, migration, credential, site, system) = row
-        .filter(|(link, ..)| link.claim_expires_at.is_none())
-        .ok_or(StoreError::NotFound)?;
+    Ok(settling_of(cipher, row)?.ok_or(StoreError::NotFound)?)
+}
+
+/// The link (not a claim) of a Stages record on a connection, with what its
+/// sync needs, in the same one statement: a Stages callback reads this on
+/// every run. `None` when the record has no link there.
+pub(super) fn link_to_settle_of_external(
+    conn: &mut DbConnection,
+    cipher: &Cipher,
+    dealer: &str,
+    connection_id: &str,
+    kind: LinkKind,
+    external_id: &str,
+) -> Result<Option<LinkToSettle>, Fail> {
+    // (external_id, connection_id, kind) is unique: one row at most.
+    let row: Option<Settling> = per_backend!(conn, |c| settling!()
+        .filter(links::external_id.eq(external_id))
+        .filter(links::connection_id.eq(connection_id))
+        .filter(links::kind.eq(kind.as_str()))
+        .filter(links::dealer.eq(dealer))
+        .first(c)
+        .optional())?;
+    settling_of(cipher, row)
+}
+
+/// What a settling read found, unless it found nothing or only a claim.
+fn settling_of(cipher: &Cipher, row: Option<Settling>) -> Result<Option<LinkToSettle>, Fail> {
+    let Some((link, connection, migration, credential, site, system)) =
+        row.filter(|(link, ..)| link.claim_expires_at.is_none())
+    else {
+        return Ok(None);
+    };
     let link = link.into_domain()?;
     let (connection, dealer_credential) =
         connection_with_credential(cipher, connection, migration, credential)?;
     let billing = linked_of(link.kind, site, system)?;
-    Ok(LinkToSettle {
+    Ok(Some(LinkToSettle {
         link,
         connection,
         dealer_credential,
         billing,
-    })
+    }))
 }
 
 /// Records the snapshot of link `id` agreed by a sync, with its audit entries.
