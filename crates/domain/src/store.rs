@@ -390,15 +390,11 @@ pub trait LinkStore: Send + Sync {
         dealer: &DealerId,
         id: LinkId,
     ) -> StoreResult<crate::link_sync::LinkToSettle>;
-    /// [`LinkStore::link_to_settle`] of the link of a Stages record on a
-    /// connection, found by the record: `None` when it has none there (or
-    /// only a claim).
-    async fn link_to_settle_of_external(
+    /// [`LinkStore::link_to_settle`] found by its Stages record: `None` when the record has no link.
+    async fn link_to_settle_of_record(
         &self,
         dealer: &DealerId,
-        connection_id: crate::connection::ConnectionId,
-        kind: crate::link::LinkKind,
-        external_id: &str,
+        record: &crate::link_sync::jobs::StagesRecord,
     ) -> StoreResult<Option<crate::link_sync::LinkToSettle>>;
     /// Ordered by id.
     async fn list_links(

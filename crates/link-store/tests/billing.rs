@@ -17,6 +17,7 @@ use domain::connection::{
 use domain::events::{NewEvent, NewWebhookSubscription, SubscriptionId};
 use domain::jobs::{kinds, Job, JobState};
 use domain::link::{LinkId, LinkKind, NewLink};
+use domain::link_sync::jobs::StagesRecord;
 use domain::link_sync::LinkedRecord;
 use domain::store::{
     BillingStore, ConnectionStore, EventStore, JobStore, LinkStore, PageRequest, StoreError,
@@ -703,9 +704,13 @@ store_test!(
         );
 
         // Found by its Stages record, as a callback finds it: the same read.
-        let external = |billing: &str| format!("X-{billing}-{}", c.0.simple());
+        let record = |on: ConnectionId, kind: LinkKind, billing: &str| StagesRecord {
+            connection_id: on,
+            kind,
+            external_id: format!("X-{billing}-{}", c.0.simple()),
+        };
         let read = store
-            .link_to_settle_of_external(&d, c, LinkKind::System, &external("Y1"))
+            .link_to_settle_of_record(&d, &record(c, LinkKind::System, "Y1"))
             .await
             .unwrap()
             .expect("the system's link");
@@ -713,7 +718,7 @@ store_test!(
         assert_eq!(read.dealer_credential.unwrap().username, "dealer-user");
         assert!(matches!(read.billing, Some(LinkedRecord::System(ref s)) if s.id == bid("Y1")));
         let read = store
-            .link_to_settle_of_external(&d, c, LinkKind::Site, &external("S1"))
+            .link_to_settle_of_record(&d, &record(c, LinkKind::Site, "S1"))
             .await
             .unwrap()
             .expect("the site's link");
@@ -727,7 +732,7 @@ store_test!(
             (&dealer("d2"), c, LinkKind::Site),
         ] {
             let read = store
-                .link_to_settle_of_external(who, on, kind, &external("S1"))
+                .link_to_settle_of_record(who, &record(on, kind, "S1"))
                 .await
                 .unwrap();
             assert!(read.is_none(), "{who:?} {on:?} {kind:?}");

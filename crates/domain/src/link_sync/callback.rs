@@ -20,7 +20,7 @@ use crate::sync::{self, Snapshot, Values};
 use crate::tenancy::DealerId;
 use crate::upstream::stages_client_with;
 
-use super::jobs::auto_sync_on;
+use super::jobs::{auto_sync_on, StagesRecord};
 use super::settle::{settle, Settled};
 use super::sides::{sides_with, snapshot_of, LinkToSettle, Sides};
 use super::write::By;
@@ -105,9 +105,14 @@ pub async fn apply_stages_callback(
     };
     // One read of everything on our side, as an Auto Sync push: callbacks
     // come in bursts.
+    let record = StagesRecord {
+        connection_id,
+        kind,
+        external_id: external_id.to_owned(),
+    };
     let read = ports
         .links
-        .link_to_settle_of_external(dealer, connection_id, kind, external_id)
+        .link_to_settle_of_record(dealer, &record)
         .await?;
     let Some(LinkToSettle {
         link,

@@ -26,6 +26,7 @@ use domain::connection::ConnectionId;
 use domain::link::{
     ConfirmLink, DeliberateUnlink, Link, LinkFilter, LinkId, LinkKind, NewLink, Relink,
 };
+use domain::link_sync::jobs::StagesRecord;
 use domain::link_sync::LinkToSettle;
 use domain::store::{LinkStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -353,18 +354,16 @@ impl LinkStore for Store {
             .await
     }
 
-    async fn link_to_settle_of_external(
+    async fn link_to_settle_of_record(
         &self,
         dealer: &DealerId,
-        connection_id: ConnectionId,
-        kind: LinkKind,
-        external_id: &str,
+        record: &StagesRecord,
     ) -> StoreResult<Option<LinkToSettle>> {
         let dealer = dealer.0.clone();
-        let connection_id = uuid_text(connection_id.0);
-        let external_id = external_id.to_owned();
+        let connection_id = uuid_text(record.connection_id.0);
+        let (kind, external_id) = (record.kind, record.external_id.clone());
         self.run(move |conn, cipher| {
-            settle::link_to_settle_of_external(
+            settle::link_to_settle_of_record(
                 conn,
                 cipher,
                 &dealer,

@@ -94,7 +94,7 @@ pub(super) fn link_to_settle(
 /// The link (not a claim) of a Stages record on a connection, with what its
 /// sync needs, in the same one statement: a Stages callback reads this on
 /// every run. `None` when the record has no link there.
-pub(super) fn link_to_settle_of_external(
+pub(super) fn link_to_settle_of_record(
     conn: &mut DbConnection,
     cipher: &Cipher,
     dealer: &str,
