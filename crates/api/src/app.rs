@@ -144,7 +144,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let bind = settings.server.bind.clone();
     let json = settings.log.format.eq_ignore_ascii_case("json");
-    let workers = settings.server.workers;
+    let workers = settings.server.http_workers();
     let state = web::Data::new(build_state(settings).await?);
     let retention_state = state.clone();
     tokio::spawn(async move { crate::retention::run(retention_state).await });
@@ -186,7 +186,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The HTTP server of `state`, bound to `bind` with `workers` threads (0:
-/// one a core), not yet running; and the addresses it listens on.
+/// actix's default, one a core), not yet running; and the addresses it listens on.
 pub fn http_server(
     state: web::Data<AppState>,
     bind: &str,

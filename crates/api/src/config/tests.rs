@@ -45,6 +45,18 @@ fn the_egress_allow_list_is_read_from_a_file_or_as_text() {
 }
 
 #[test]
+fn http_workers_are_two_per_core_unless_given() {
+    let mut server = ServerSettings {
+        bind: "127.0.0.1:0".into(),
+        workers: 0,
+        max_body_bytes: 1,
+    };
+    assert_eq!(server.http_workers(), 2 * super::cores());
+    server.workers = 3;
+    assert_eq!(server.http_workers(), 3);
+}
+
+#[test]
 fn job_sizes_are_auto_or_given() {
     let auto = JobSettings {
         workers: AutoOr::Auto,
