@@ -182,7 +182,7 @@ impl ServerSettings {
     /// connections in turn, so while the kernel runs another thread (a
     /// database backend, a job) every request of that worker waits: with a
     /// thread per core, lookups under a burst of edits waited 9.7-11 ms at
-    /// p99 (`make bench-scale`), 8.4-9.4 ms with two per core.
+    /// p99 (`make bench-scale`), 7.9-9.4 ms with two per core.
     pub fn http_workers(&self) -> usize {
         match self.workers {
             0 => 2 * cores(),
