@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
@@ -315,14 +317,9 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
 
     // The report: on, the permission held, and what came in the last day.
     let viewer = Who::new("acme", "v", "viewer");
-    let report = svc
-        .call(
-            Method::GET,
-            &format!("/v1/connections/{cid}/billing-notifications"),
-            &viewer,
-            None,
-        )
-        .await;
+    let report_path = format!("/v1/connections/{cid}/billing-notifications");
+    let ask_report = || svc.call(Method::GET, &report_path, &viewer, None);
+    let report = ask_report().await;
     assert_eq!(report.status, 200, "{}", report.text);
     assert_eq!(report.body["enabled"], true);
     assert_eq!(report.body["permission"], "granted");
@@ -340,14 +337,7 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
     assert!(adc
         .state()
         .update_permissions(Some(ADC_USER), |p| p.billing = false));
-    let report = svc
-        .call(
-            Method::GET,
-            &format!("/v1/connections/{cid}/billing-notifications"),
-            &viewer,
-            None,
-        )
-        .await;
+    let report = ask_report().await;
     assert_eq!(report.status, 200, "{}", report.text);
     assert_eq!(report.body["permission"], "missing");
     assert!(
@@ -362,26 +352,16 @@ async fn billing_notifications_reach_the_change_feed(backend: Backend) {
     // The simulator's stop returns before its worker threads have dropped
     // their open connections, so a kept-alive one may answer once more.
     adc.stop().await;
-    let mut report = None;
-    for _ in 0..50 {
-        let r = svc
-            .call(
-                Method::GET,
-                &format!("/v1/connections/{cid}/billing-notifications"),
-                &viewer,
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let unknown = r.body["permission"] == "unknown";
-        report = Some(r);
-        if unknown {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let report = report.expect("asked at least once");
-    assert_eq!(report.body["permission"], "unknown", "{}", report.text);
+    svc.eventually(
+        "the report to say unknown",
+        Duration::from_secs(5),
+        || async {
+            let r = ask_report().await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            (r.body["permission"] == "unknown").then_some(())
+        },
+    )
+    .await;
 }
 
 async fn alarmnet_callbacks_are_verified_stored_and_counted(backend: Backend) {
