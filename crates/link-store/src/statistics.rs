@@ -15,13 +15,20 @@ use crate::Store;
 
 /// The tables changed by more than autovacuum's default rule (50 rows and a
 /// tenth of the table as ANALYZE last counted it) since it last looked,
-/// quoted for a statement. `jobs` follows its queued rows instead
-/// ([`Store::refresh_job_statistics`]): every push changes rows of it, so
-/// under load this rule would analyze it at nearly every look.
+/// quoted for a statement; from 10,000 rows on, by more than the whole
+/// table. A plan changes shape when a table grows by a multiple (from
+/// nearly empty to thousands of rows), not by a tenth; an Alarm.com import
+/// growing four tables to 90,000 rows had them analyzed at every look, a
+/// tenth of the machine's CPU while it ran (`perf record -a`), though the
+/// import analyzes them itself each time they quadruple and at its end. `jobs` follows its
+/// queued rows instead ([`Store::refresh_job_statistics`]): every push
+/// changes rows of it, so under load this rule would analyze it at nearly
+/// every look.
 const STALE_TABLES: &str = "SELECT quote_ident(s.relname) AS relname \
      FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
      WHERE s.schemaname = current_schema() AND s.relname <> 'jobs' \
      AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0) \
+     AND (c.reltuples < 10000 OR s.n_mod_since_analyze > c.reltuples) \
      ORDER BY s.relname";
 
 #[derive(QueryableByName)]
@@ -110,6 +117,22 @@ mod tests {
         pg
     }
 
+    const CONNECTION: &str = "INSERT INTO connections (id, dealer, name, name_key, provider, \
+         endpoint, auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
+         ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, 'active', 1, \
+         now(), now())";
+
+    fn insert_links(pg: &mut diesel::PgConnection, ids: std::ops::RangeInclusive<u32>) {
+        pg.batch_execute(&format!(
+            "INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
+             version, created_at, updated_at) SELECT 'L-' || g, 'd1', 'c1', 'site', \
+             'B-' || g, 'S' || g, 1, now(), now() FROM generate_series({}, {}) AS g",
+            ids.start(),
+            ids.end()
+        ))
+        .unwrap();
+    }
+
     /// A schema whose `links` grew to 5,000 rows after a lookup by key was
     /// prepared on it, empty, as the store's main connections prepare it,
     /// and the plan that lookup then runs with.
@@ -120,13 +143,10 @@ mod tests {
             .on_acquire(&mut conn)
             .unwrap();
         pg_of(&mut conn)
-            .batch_execute(
-                "INSERT INTO connections (id, dealer, name, name_key, provider, endpoint, \
-                 auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
-                 ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, \
-                 'active', 1, now(), now()); ANALYZE connections; ANALYZE links; \
-                 PREPARE by_key (text, text) AS SELECT * FROM links WHERE dealer = $1 AND id = $2",
-            )
+            .batch_execute(&format!(
+                "{CONNECTION}; ANALYZE connections; ANALYZE links; PREPARE by_key (text, text) \
+                 AS SELECT * FROM links WHERE dealer = $1 AND id = $2"
+            ))
             .unwrap();
         assert_eq!(analyze_stale(&mut conn).unwrap(), Vec::<String>::new());
         // Past its first five runs, a statement may keep a generic plan.
@@ -135,13 +155,7 @@ mod tests {
                 .batch_execute("EXECUTE by_key('d1', 'L-1')")
                 .unwrap();
         }
-        pg_of(&mut conn)
-            .batch_execute(
-                "INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
-                 version, created_at, updated_at) SELECT 'L-' || g, 'd1', 'c1', 'site', \
-                 'B-' || g, 'S' || g, 1, now(), now() FROM generate_series(1, 5000) AS g",
-            )
-            .unwrap();
+        insert_links(pg_of(&mut conn), 1..=5000);
         let kept = plan(pg_of(&mut conn), "EXECUTE by_key('d1', 'L-777')");
         (schema, conn, kept)
     }
@@ -187,5 +201,57 @@ mod tests {
             "the lookup still reads the whole table: {made_again:#?}"
         );
         assert_eq!(analyze_stale(&mut conn).unwrap(), Vec::<String>::new());
+    }
+
+    /// Changes to `links` that PostgreSQL's statistics count so far.
+    fn links_changed(pg: &mut diesel::PgConnection) -> i64 {
+        #[derive(QueryableByName)]
+        struct Changed {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(
+            "SELECT n_mod_since_analyze AS n FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND relname = 'links'",
+        )
+        .get_result::<Changed>(pg)
+        .unwrap()
+        .n
+    }
+
+    /// Past 10,000 rows a table is stale once it changed by its own size,
+    /// not by a tenth: 11,111 of 20,000 links changed leave it, 20,000
+    /// more inserted analyze it.
+    #[test]
+    fn a_large_table_is_stale_once_it_changed_by_its_size() {
+        let (_schema, pg) = ScratchSchema::open();
+        let mut conn = DbConnection::Postgresql(pg);
+        pg_of(&mut conn).batch_execute(CONNECTION).unwrap();
+        // A backend reports its changes within a second or so of its commit;
+        // reported after an ANALYZE, they would count as changes since it.
+        let reported = |conn: &mut DbConnection, changes: i64| {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while links_changed(pg_of(conn)) < changes {
+                assert!(
+                    Instant::now() < deadline,
+                    "{changes} changes never reported"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        insert_links(pg_of(&mut conn), 1..=20_000);
+        reported(&mut conn, 20_000);
+        pg_of(&mut conn)
+            .batch_execute("ANALYZE connections; ANALYZE links")
+            .unwrap();
+        pg_of(&mut conn)
+            .batch_execute("UPDATE links SET version = 2 WHERE id LIKE 'L-1%'")
+            .unwrap();
+        reported(&mut conn, 11_111);
+        assert_eq!(analyze_stale(&mut conn).unwrap(), Vec::<String>::new());
+
+        insert_links(pg_of(&mut conn), 20_001..=40_000);
+        reported(&mut conn, 31_111);
+        assert_eq!(analyze_stale(&mut conn).unwrap(), ["links"]);
     }
 }
