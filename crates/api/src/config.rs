@@ -144,17 +144,17 @@ impl JobSettings {
         }
     }
 
-    /// Jobs run at once: `jobs.workers`, or sixteen per job connection. A
-    /// job spends most of its time waiting (on Stages or Alarm.com, on its
-    /// batch's claim and end), not on a core or the database: under a burst
-    /// of edits on 2 cores a push took about 37 ms from claim to recorded
-    /// end for 2-3 ms of CPU. With four per connection (16) pushes fell
-    /// behind the edits and waited 3 s to start; with sixteen (64) they
-    /// kept up (`crosslink-bench`, 10,000 edits over 2,000 sites).
+    /// Jobs run at once: `jobs.workers`, or four per job connection. A job
+    /// spends most of its time waiting on Stages or Alarm.com, not on the
+    /// database, so several share a connection. Sixteen per connection (64
+    /// on 2 cores) let SQLite's pushes keep pace with a burst of edits
+    /// (enqueue-to-start p50 0.4 s, not 4.3 s) but took the one writer from
+    /// the HTTP handlers: billing edits answered fell by a quarter, and so
+    /// did Stages callbacks ingested (`crosslink-bench`, alternating runs).
     pub fn concurrency(&self) -> usize {
         match self.workers {
             AutoOr::Fixed(n) => n,
-            AutoOr::Auto => 16 * self.pool_size() as usize,
+            AutoOr::Auto => 4 * self.pool_size() as usize,
         }
     }
 
