@@ -20,10 +20,10 @@ use crate::Store;
 /// nearly empty to thousands of rows), not by a tenth; an Alarm.com import
 /// growing four tables to 90,000 rows had them analyzed at every look, a
 /// tenth of the machine's CPU while it ran (`perf record -a`), though the
-/// import analyzes them itself each time they quadruple and at its end. `jobs` follows its
-/// queued rows instead ([`Store::refresh_job_statistics`]): every push
-/// changes rows of it, so under load this rule would analyze it at nearly
-/// every look.
+/// import analyzes them itself each time they quadruple and at its end.
+/// `jobs` follows its queued rows instead
+/// ([`Store::refresh_job_statistics`]): every push changes rows of it, so
+/// under load this rule would analyze it at nearly every look.
 const STALE_TABLES: &str = "SELECT quote_ident(s.relname) AS relname \
      FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
      WHERE s.schemaname = current_schema() AND s.relname <> 'jobs' \
