@@ -110,7 +110,7 @@ mod tests {
     use diesel::sql_types::{BigInt, Text};
 
     use super::*;
-    use crate::scratch_postgres::ScratchSchema;
+    use crate::scratch_postgres::{ScratchSchema, CONNECTION_C1};
 
     #[derive(QueryableByName)]
     struct Count {
@@ -141,15 +141,12 @@ mod tests {
     #[test]
     fn a_kept_update_is_prepared_once_and_runs_with_each_runs_values() {
         let (_schema, mut pg) = ScratchSchema::open();
-        pg.batch_execute(
-            "INSERT INTO connections (id, dealer, name, name_key, provider, endpoint, \
-             auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
-             ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, \
-             'active', 1, now(), now()); \
+        pg.batch_execute(&format!(
+            "{CONNECTION_C1}; \
              INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
              version, created_at, updated_at) \
-             VALUES ('l1', 'd1', 'c1', 'site', 'S1', 'E1', 1, now(), now())",
-        )
+             VALUES ('l1', 'd1', 'c1', 'site', 'S1', 'E1', 1, now(), now())"
+        ))
         .unwrap();
         use crate::schema::links;
         let ran = diesel::update(links::table.filter(links::dealer.eq("d1")))

@@ -45,6 +45,12 @@ impl Drop for ScratchSchema {
     }
 }
 
+/// Inserts Stages connection `c1` of dealer `d1`, for links that need one.
+pub(crate) const CONNECTION_C1: &str = "INSERT INTO connections (id, dealer, name, name_key, \
+     provider, endpoint, auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
+     ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, 'active', 1, \
+     now(), now())";
+
 #[derive(QueryableByName)]
 struct PlanLine {
     #[diesel(sql_type = Text, column_name = "QUERY PLAN")]

@@ -108,7 +108,7 @@ mod tests {
 
     use super::*;
     use crate::db::PostgresSetup;
-    use crate::scratch_postgres::{plan, ScratchSchema};
+    use crate::scratch_postgres::{plan, ScratchSchema, CONNECTION_C1};
 
     fn pg_of(conn: &mut DbConnection) -> &mut diesel::PgConnection {
         let DbConnection::Postgresql(pg) = conn else {
@@ -116,11 +116,6 @@ mod tests {
         };
         pg
     }
-
-    const CONNECTION: &str = "INSERT INTO connections (id, dealer, name, name_key, provider, \
-         endpoint, auth_mode, auto_sync, status, version, created_at, updated_at) VALUES \
-         ('c1', 'd1', 'n', 'n', 'stages', 'http://127.0.0.1:1', 'basic', true, 'active', 1, \
-         now(), now())";
 
     fn insert_links(pg: &mut diesel::PgConnection, ids: std::ops::RangeInclusive<u32>) {
         pg.batch_execute(&format!(
@@ -144,7 +139,7 @@ mod tests {
             .unwrap();
         pg_of(&mut conn)
             .batch_execute(&format!(
-                "{CONNECTION}; ANALYZE connections; ANALYZE links; PREPARE by_key (text, text) \
+                "{CONNECTION_C1}; ANALYZE connections; ANALYZE links; PREPARE by_key (text, text) \
                  AS SELECT * FROM links WHERE dealer = $1 AND id = $2"
             ))
             .unwrap();
@@ -226,7 +221,7 @@ mod tests {
     fn a_large_table_is_stale_once_it_changed_by_its_size() {
         let (_schema, pg) = ScratchSchema::open();
         let mut conn = DbConnection::Postgresql(pg);
-        pg_of(&mut conn).batch_execute(CONNECTION).unwrap();
+        pg_of(&mut conn).batch_execute(CONNECTION_C1).unwrap();
         // A backend reports its changes within a second or so of its commit;
         // reported after an ANALYZE, they would count as changes since it.
         let reported = |conn: &mut DbConnection, changes: i64| {
