@@ -24,6 +24,8 @@ mod retention;
 mod schema;
 #[cfg(test)]
 mod scratch_postgres;
+#[cfg(test)]
+mod scratch_sqlite;
 mod statistics;
 mod webhooks;
 

@@ -169,7 +169,7 @@ fn lock(conn: &mut PgConnection, sql: &str) -> diesel::QueryResult<()> {
         .map(drop)
 }
 
-fn migrate_sqlite(conn: &mut SqliteConnection) -> Result<Vec<String>, MigrateError> {
+pub(crate) fn migrate_sqlite(conn: &mut SqliteConnection) -> Result<Vec<String>, MigrateError> {
     // One write transaction around the check and the work: two callers on one
     // file take turns, and the second finds nothing pending. diesel runs each
     // migration in a savepoint inside it.
