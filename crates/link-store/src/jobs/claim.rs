@@ -190,10 +190,10 @@ fn heads(conn: &mut DbConnection, sql: &QueuedSql, now: NaiveDateTime) -> Result
             oldest = due("q"),
         )
     };
-    let sql = query();
+    let text = query();
     // Kept prepared (one text per worker's kinds): planned every run, it
     // cost PostgreSQL 0.8 ms a claim.
-    Ok(per_backend!(conn, |c| kept_sql(sql.as_str())
+    Ok(per_backend!(conn, |c| kept_sql(text.as_str())
         .bind::<Timestamp, _>(now)
         .bind::<Timestamp, _>(now)
         .bind::<Timestamp, _>(now)
