@@ -553,13 +553,9 @@ mod tests {
          datetime('2026-12-06 08:00:00', '+' || n || ' seconds'), 0, 'k' || n, 's' || n, \
          FALSE, 'test', '2026-12-06 08:00:00' FROM g";
 
-    /// SQLite's claim reads a dealer's due jobs in one walk of the queued
-    /// jobs' index, also while its statistics say the table holds one row:
-    /// the read diesel wrote (kinds and flag bound) then read every row of
-    /// the table and sorted the queued ones (4 to 6 ms a claim with 2,000
-    /// queued, in SQLite's write lock).
-    #[test]
-    fn on_sqlite_a_dealers_due_jobs_are_one_walk_of_the_queued_index() {
+    /// A SQLite database holding [`BUSY_QUEUE`] with the statistics taken
+    /// after [`ONE_FINISHED_JOB`].
+    fn busy_queue_analyzed_at_one_row() -> diesel::SqliteConnection {
         use diesel::connection::SimpleConnection;
 
         let mut sqlite = crate::scratch_sqlite::open();
@@ -568,6 +564,17 @@ mod tests {
                 "{ONE_FINISHED_JOB}; ANALYZE jobs; DELETE FROM jobs; {BUSY_QUEUE}"
             ))
             .unwrap();
+        sqlite
+    }
+
+    /// SQLite's claim reads a dealer's due jobs in one walk of the queued
+    /// jobs' index, also while its statistics say the table holds one row:
+    /// the read diesel wrote (kinds and flag bound) then read every row of
+    /// the table and sorted the queued ones (4 to 6 ms a claim with 2,000
+    /// queued, in SQLite's write lock).
+    #[test]
+    fn on_sqlite_a_dealers_due_jobs_are_one_walk_of_the_queued_index() {
+        let sqlite = busy_queue_analyzed_at_one_row();
         let mut conn = DbConnection::Sqlite(sqlite);
         let sql = QueuedSql::new(&conn, &["auto_sync_push".to_owned()]).unwrap();
         let DbConnection::Sqlite(sqlite) = &mut conn else {
@@ -593,14 +600,7 @@ mod tests {
     /// `id IN (...)` as a scan of the whole table.
     #[test]
     fn on_sqlite_claimed_jobs_are_marked_running_by_key() {
-        use diesel::connection::SimpleConnection;
-
-        let mut sqlite = crate::scratch_sqlite::open();
-        sqlite
-            .batch_execute(&format!(
-                "{ONE_FINISHED_JOB}; ANALYZE jobs; DELETE FROM jobs; {BUSY_QUEUE}"
-            ))
-            .unwrap();
+        let mut sqlite = busy_queue_analyzed_at_one_row();
         let one = format!("{MARK_CLAIMED} WHERE id = ?");
         let steps = crate::scratch_sqlite::plan(&mut sqlite, &one);
         assert!(steps[0].starts_with("SEARCH jobs USING INDEX"), "{steps:?}");
