@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text, Timestamp};
 use domain::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use domain::connection::ConnectionId;
 use domain::store::{AuditStore, PageRequest, StoreResult};
@@ -13,6 +14,7 @@ use domain::Page;
 
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{into_page, page_limit, per_backend, DbConnection, Fail};
+use crate::prepared::kept_sql;
 use crate::schema::audit_log;
 use crate::Store;
 
@@ -108,6 +110,28 @@ pub(crate) fn insert_audit(
         .into_iter()
         .map(|e| AuditRow::new(dealer, at, e))
         .collect();
+    // A push writes one entry: a statement kept prepared (diesel sends an
+    // INSERT of a row unprepared on PostgreSQL, parsed and planned each time).
+    if let [row] = rows.as_slice() {
+        per_backend!(&mut *conn, |c| kept_sql(
+            "INSERT INTO audit_log (id, dealer, at, actor, action, connection_id, kind, \
+             billing_id, external_id, before_json, after_json) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(&row.dealer)
+        .bind::<Timestamp, _>(row.at)
+        .bind::<Text, _>(&row.actor)
+        .bind::<Text, _>(&row.action)
+        .bind::<Nullable<Text>, _>(&row.connection_id)
+        .bind::<Text, _>(&row.kind)
+        .bind::<Nullable<Text>, _>(&row.billing_id)
+        .bind::<Nullable<Text>, _>(&row.external_id)
+        .bind::<Nullable<Text>, _>(&row.before_json)
+        .bind::<Nullable<Text>, _>(&row.after_json)
+        .execute(c))?;
+        return Ok(());
+    }
     // One statement per chunk: a reconcile writes an entry per link taken
     // over. 11 columns a row: well under SQLite's bind limit.
     for chunk in rows.chunks(500) {

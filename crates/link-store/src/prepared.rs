@@ -13,7 +13,8 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use diesel::backend::Backend;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AsChangeset, AstPass, Query, QueryFragment, QueryId};
+use diesel::query_source::QuerySource;
 use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
@@ -68,6 +69,58 @@ where
         out.push_bind_param::<ST, V>(&self.0)
     }
 }
+
+/// `UPDATE table SET set WHERE filter`, kept prepared like [`kept_sql`],
+/// for a changeset that writes every column (`treat_none_as_null`), so its
+/// text is the same for any values. diesel's own UPDATE is never kept (see
+/// the module's comment); this one is written from the same parts.
+pub(crate) fn kept_update<T, V, W>(
+    table: T,
+    set: V,
+    filter: W,
+) -> KeptUpdate<T::FromClause, V::Changeset, W>
+where
+    T: QuerySource,
+    V: AsChangeset<Target = T>,
+{
+    KeptUpdate {
+        table: table.from_clause(),
+        set: set.as_changeset(),
+        filter,
+    }
+}
+
+/// See [`kept_update`].
+pub(crate) struct KeptUpdate<T, V, W> {
+    table: T,
+    set: V,
+    filter: W,
+}
+
+impl<T, V, W> QueryId for KeptUpdate<T, V, W> {
+    // No static id: diesel keys the statement by its SQL and bind types.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB, T, V, W> QueryFragment<DB> for KeptUpdate<T, V, W>
+where
+    DB: Backend,
+    T: QueryFragment<DB>,
+    V: QueryFragment<DB>,
+    W: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE ");
+        self.table.walk_ast(out.reborrow())?;
+        out.push_sql(" SET ");
+        self.set.walk_ast(out.reborrow())?;
+        out.push_sql(" WHERE ");
+        self.filter.walk_ast(out.reborrow())
+    }
+}
+
+impl<T, V, W, Conn> RunQueryDsl<Conn> for KeptUpdate<T, V, W> {}
 
 impl<DB> QueryId for KeptSql<'_, DB> {
     // No static id: diesel keys the statement by its SQL and bind types.
@@ -169,6 +222,37 @@ mod tests {
         assert_eq!(set(&mut pg, "b"), 1);
         assert_eq!(snapshot(&mut pg).as_deref(), Some("b"));
         assert_eq!(prepared_like(&mut pg, "UPDATE links SET last_synced"), 1);
+    }
+
+    /// An UPDATE written from a changeset's parts is prepared once, where
+    /// diesel's own (above) is not, and writes each run's values.
+    #[test]
+    fn a_kept_update_is_prepared_once_and_writes_each_runs_changeset() {
+        use crate::schema::links;
+
+        let (_schema, mut pg) = ScratchSchema::open();
+        pg.batch_execute(&format!(
+            "{CONNECTION_C1}; \
+             INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
+             version, created_at, updated_at) \
+             VALUES ('l1', 'd1', 'c1', 'site', 'S1', 'E1', 1, now(), now())"
+        ))
+        .unwrap();
+        let set = |pg: &mut PgConnection, value: &str, dealer: &str| {
+            kept_update(
+                links::table,
+                links::last_synced.eq(value),
+                links::dealer.eq(dealer).and(links::id.eq("l1")),
+            )
+            .execute(pg)
+            .unwrap()
+        };
+        assert_eq!(set(&mut pg, "a", "d1"), 1);
+        assert_eq!(snapshot(&mut pg).as_deref(), Some("a"));
+        assert_eq!(set(&mut pg, "b", "d2"), 0, "the filter holds");
+        assert_eq!(set(&mut pg, "c", "d1"), 1);
+        assert_eq!(snapshot(&mut pg).as_deref(), Some("c"));
+        assert_eq!(prepared_like(&mut pg, "UPDATE \"links\" SET"), 1);
     }
 
     #[test]
