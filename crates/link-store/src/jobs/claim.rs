@@ -752,8 +752,8 @@ mod tests {
         // The walk over dealers, the read of a dealer's due jobs, the mark.
         assert!(plans.len() >= 3, "{plans:#?}");
         for p in &plans {
-            assert_eq!(p.custom_plans, 0, "planned at a run: {p:#?}");
-            assert!(p.generic_plans >= 7, "{p:#?}");
+            assert_eq!(p.custom_plans, 0, "planned at a run: {}", p.statement);
+            assert!(p.generic_plans >= 7, "{}: {p:#?}", p.statement);
         }
     }
 }
