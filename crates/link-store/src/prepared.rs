@@ -70,10 +70,12 @@ where
     }
 }
 
-/// `UPDATE table SET set WHERE filter`, kept prepared like [`kept_sql`],
-/// for a changeset that writes every column (`treat_none_as_null`), so its
-/// text is the same for any values. diesel's own UPDATE is never kept (see
-/// the module's comment); this one is written from the same parts.
+/// `UPDATE table SET set WHERE filter`, kept prepared like [`kept_sql`].
+/// diesel's own UPDATE is never kept (see the module's comment); this one is
+/// written from the same parts. Meant for a changeset that writes every
+/// column (no `Option` fields, or `treat_none_as_null`), so one text serves
+/// any values; one that skips its `None` fields would keep a statement for
+/// each set of fields it writes.
 pub(crate) fn kept_update<T, V, W>(
     table: T,
     set: V,
