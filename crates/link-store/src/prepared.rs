@@ -191,11 +191,9 @@ mod tests {
             .unwrap()
     }
 
-    /// diesel sends its own UPDATE unprepared; the same UPDATE written as a
-    /// kept statement is prepared once and runs with each run's values.
-    #[test]
-    fn a_kept_update_is_prepared_once_and_runs_with_each_runs_values() {
-        let (_schema, mut pg) = ScratchSchema::open();
+    /// A schema holding link `l1` of dealer `d1`.
+    fn one_link() -> (ScratchSchema, PgConnection) {
+        let (schema, mut pg) = ScratchSchema::open();
         pg.batch_execute(&format!(
             "{CONNECTION_C1}; \
              INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
@@ -203,6 +201,14 @@ mod tests {
              VALUES ('l1', 'd1', 'c1', 'site', 'S1', 'E1', 1, now(), now())"
         ))
         .unwrap();
+        (schema, pg)
+    }
+
+    /// diesel sends its own UPDATE unprepared; the same UPDATE written as a
+    /// kept statement is prepared once and runs with each run's values.
+    #[test]
+    fn a_kept_update_is_prepared_once_and_runs_with_each_runs_values() {
+        let (_schema, mut pg) = one_link();
         use crate::schema::links;
         let ran = diesel::update(links::table.filter(links::dealer.eq("d1")))
             .set(links::last_synced.eq("by diesel"))
@@ -229,17 +235,10 @@ mod tests {
     /// An UPDATE written from a changeset's parts is prepared once, where
     /// diesel's own (above) is not, and writes each run's values.
     #[test]
-    fn a_kept_update_is_prepared_once_and_writes_each_runs_changeset() {
+    fn an_update_built_from_a_changeset_is_prepared_once_and_writes_each_runs_values() {
         use crate::schema::links;
 
-        let (_schema, mut pg) = ScratchSchema::open();
-        pg.batch_execute(&format!(
-            "{CONNECTION_C1}; \
-             INSERT INTO links (id, dealer, connection_id, kind, billing_id, external_id, \
-             version, created_at, updated_at) \
-             VALUES ('l1', 'd1', 'c1', 'site', 'S1', 'E1', 1, now(), now())"
-        ))
-        .unwrap();
+        let (_schema, mut pg) = one_link();
         let set = |pg: &mut PgConnection, value: &str, dealer: &str| {
             kept_update(
                 links::table,
