@@ -10,13 +10,11 @@
 //! A `serial_key` only keeps jobs apart, of any kind: one of a key runs at a
 //! time (a unique index on running jobs' serial keys holds it under races).
 
-use std::borrow::Cow;
-
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sql_types::{Text, Timestamp};
 use domain::jobs::{Done, Job, JobFailure, JobId, JobState, NewJob};
 use domain::store::{Claim, JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -165,40 +163,6 @@ macro_rules! leased {
     };
 }
 
-/// Inserts `row` unless a job of its unique key is queued (then nothing).
-fn insert_job(conn: &mut DbConnection, row: &JobRow) -> QueryResult<usize> {
-    per_backend!(conn, |c| kept_sql(
-        "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, run_at, \
-         lease_owner, lease_expires_at, progress_done, progress_total, summary, last_error, \
-         unique_key, serial_key, cancel_requested, created_by, created_at, started_at, \
-         finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT DO NOTHING"
-    )
-    .bind::<Text, _>(&row.id)
-    .bind::<Text, _>(&row.dealer)
-    .bind::<Text, _>(&row.kind)
-    .bind::<Text, _>(&row.payload)
-    .bind::<Text, _>(&row.state)
-    .bind::<BigInt, _>(row.attempts)
-    .bind::<BigInt, _>(row.max_attempts)
-    .bind::<Timestamp, _>(row.run_at)
-    .bind::<Nullable<Text>, _>(&row.lease_owner)
-    .bind::<Nullable<Timestamp>, _>(row.lease_expires_at)
-    .bind::<BigInt, _>(row.progress_done)
-    .bind::<Nullable<BigInt>, _>(row.progress_total)
-    .bind::<Nullable<Text>, _>(&row.summary)
-    .bind::<Nullable<Text>, _>(&row.last_error)
-    .bind::<Nullable<Text>, _>(&row.unique_key)
-    .bind::<Nullable<Text>, _>(&row.serial_key)
-    .bind::<Bool, _>(row.cancel_requested)
-    .bind::<Text, _>(&row.created_by)
-    .bind::<Timestamp, _>(row.created_at)
-    .bind::<Nullable<Timestamp>, _>(row.started_at)
-    .bind::<Nullable<Timestamp>, _>(row.finished_at)
-    .execute(c))
-}
-
 /// Why a worker's write found no job running under its lease.
 fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
     let exists = jobs::table
@@ -219,85 +183,14 @@ fn lease_lost(conn: &mut DbConnection, id: &str, worker: &str) -> Fail {
 mod claim;
 use claim::{claim_due, Claiming};
 
+mod enqueue;
+pub(crate) use enqueue::enqueue_within;
+use enqueue::{enqueue_blocking, queued_with_key};
+
 /// The PostgreSQL channel on which a new job is announced, by a trigger on
 /// its insert (migration 000018), so every replica's runners wake up
 /// ([`crate::Store::listen_for_jobs`]); delivered when the transaction commits.
 pub(crate) const JOBS_CHANNEL: &str = "crosslink_jobs";
-
-/// The queued job of a dealer's key. `'queued'` is written in, not bound, so
-/// that a plan made once may use the partial unique index of queued keys.
-/// With the state bound, SQLite prepared the statement again at every run,
-/// to see whether the value bound made a partial index usable: 6 % of the
-/// service's CPU in an Auto Sync run (`perf record`, under
-/// `sqlite3Reprepare`), inside the edit's write lock.
-const QUEUED_WITH_KEY: &str =
-    "SELECT * FROM jobs WHERE dealer = ? AND unique_key = ? AND state = 'queued'";
-
-/// The queued job of `key`, if any.
-///
-/// On PostgreSQL the job is locked (`FOR SHARE`) until the caller's
-/// transaction ends. An edit coalesces into the queued job and commits its
-/// change after this; a claim in between (`SKIP LOCKED`) would otherwise
-/// start the job, read the record before the edit committed, and leave the
-/// edit with no job to push it. SQLite has one writer, so no claim can
-/// come in between.
-fn queued_with_key(
-    conn: &mut DbConnection,
-    dealer: &str,
-    key: &str,
-) -> QueryResult<Option<JobRow>> {
-    let sql = match conn {
-        DbConnection::Postgresql(_) => Cow::Owned(format!("{QUEUED_WITH_KEY} FOR SHARE")),
-        DbConnection::Sqlite(_) => Cow::Borrowed(QUEUED_WITH_KEY),
-    };
-    per_backend!(conn, |c| kept_sql(sql.as_ref())
-        .bind::<Text, _>(dealer)
-        .bind::<Text, _>(key)
-        .get_result::<JobRow>(c)
-        .optional())
-}
-
-/// Enqueues on `conn`, inside whatever transaction the caller holds: the
-/// outbox of a change (Auto Sync pushes, webhook deliveries, callbacks).
-pub(crate) fn enqueue_within(conn: &mut DbConnection, job: NewJob) -> Result<Job, Fail> {
-    let row = JobRow::new(job, to_db_time(Utc::now()));
-    enqueue_blocking(conn, row)?.into_domain()
-}
-
-fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail> {
-    for _ in 0..WRITE_ATTEMPTS {
-        // The partial unique index on queued jobs' keys makes this insert do
-        // nothing while a job of the key is queued.
-        let inserted = insert_job(conn, &row)?;
-        if inserted == 1 {
-            return Ok(row);
-        }
-        if let Some(key) = &row.unique_key {
-            if let Some(queued) = queued_with_key(conn, &row.dealer, key)? {
-                return Ok(queued);
-            }
-        }
-        // An enqueue repeated with the same id gets the job it made.
-        let same_id = jobs::table
-            .filter(jobs::id.eq(&row.id))
-            .select(JobRow::as_select())
-            .first(conn)
-            .optional()?;
-        match same_id {
-            Some(existing) if existing.dealer == row.dealer => return Ok(existing),
-            Some(_) => {
-                return Err(StoreError::Conflict(format!("job {} already exists", row.id)).into())
-            }
-            // The queued job of the key was claimed in between: insert again.
-            None => {}
-        }
-    }
-    Err(StoreError::Conflict(format!(
-        "the queued job with key '{}' kept changing; try again",
-        row.unique_key.unwrap_or_default()
-    ))
-    .into())
-}
 
 /// Records a success; false when the job no longer runs under `worker`.
 /// Done is done, even when a cancel was asked meanwhile.

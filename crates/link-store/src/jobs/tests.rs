@@ -1,7 +1,7 @@
 //! The plans SQLite makes for the queue's statements (the claim's are
 //! tested beside it, in `claim.rs`).
 
-use super::*;
+use super::enqueue::QUEUED_WITH_KEY;
 
 /// An edit finds the queued job it coalesces into by one probe of the
 /// partial index of queued keys, planned without any value bound.
