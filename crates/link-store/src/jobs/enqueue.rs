@@ -140,9 +140,7 @@ pub(crate) fn enqueue_within(conn: &mut DbConnection, job: NewJob) -> Result<Job
 pub(super) fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail> {
     for _ in 0..WRITE_ATTEMPTS {
         if let Some(found) = insert_or_queued(conn, &row)? {
-            // The row as made here when it is this one (PostgreSQL's copy
-            // holds its times to the microsecond).
-            return Ok(if found.id == row.id { row } else { found });
+            return Ok(found);
         }
         // An enqueue repeated with the same id gets the job it made.
         let same_id = jobs::table
