@@ -1,5 +1,5 @@
 //! Enqueueing: a new job, or, while a job of its unique key is queued,
-//! that job (coalescing, see the module above).
+//! that job (coalescing, see the `jobs` module).
 
 use std::borrow::Cow;
 
