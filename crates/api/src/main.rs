@@ -8,6 +8,11 @@ use api::config::Settings;
 use clap::{Parser, Subcommand};
 use domain::tenancy::Role;
 
+/// mimalloc rather than glibc's allocator: the service allocates and frees
+/// many small objects a request (see the workspace Cargo.toml for figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "crosslink",
