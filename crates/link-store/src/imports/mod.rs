@@ -421,7 +421,7 @@ impl ImportStore for Store {
             })
             .await?;
         if statistics_outgrown(counts.seen.saturating_sub(recorded), counts.seen) {
-            if let Err(e) = self.refresh_statistics(IMPORT_TABLES).await {
+            if let Err(e) = self.refresh_statistics_sampled(IMPORT_TABLES).await {
                 tracing::warn!(error = %e, "refreshing the planner's statistics failed");
             }
         }
