@@ -45,17 +45,7 @@ impl Store {
         &self,
         tables: &'static [&'static str],
     ) -> Result<(), StoreError> {
-        self.run(move |conn, _| {
-            if let DbConnection::Sqlite(_) = conn {
-                // A sample per index, not a full scan of every table.
-                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
-            }
-            for table in tables {
-                diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
-            }
-            Ok(())
-        })
-        .await
+        self.run(move |conn, _| analyze(conn, tables)).await
     }
 
     /// As [`Store::refresh_statistics`], from a smaller sample on
@@ -71,9 +61,6 @@ impl Store {
         &self,
         tables: &'static [&'static str],
     ) -> Result<(), StoreError> {
-        if self.backend() == crate::Backend::Sqlite {
-            return self.refresh_statistics(tables).await;
-        }
         self.run(move |conn, _| analyze_sampled(conn, tables)).await
     }
 
@@ -84,14 +71,7 @@ impl Store {
     /// where it believed it held one row. SQLite samples, so its write lock
     /// is held for a moment.
     pub async fn refresh_job_statistics(&self) -> Result<(), StoreError> {
-        self.run(|conn, _| {
-            if let DbConnection::Sqlite(_) = conn {
-                diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
-            }
-            diesel::sql_query("ANALYZE jobs").execute(conn)?;
-            Ok(())
-        })
-        .await
+        self.run(|conn, _| analyze(conn, &["jobs"])).await
     }
 
     /// Analyzes the tables that changed enough since they were last analyzed
@@ -111,19 +91,31 @@ impl Store {
 /// sample of 3,000 rows a table.
 const SAMPLED_STATISTICS_TARGET: u32 = 10;
 
-/// ANALYZEs `tables` with [`SAMPLED_STATISTICS_TARGET`], set for this
-/// transaction only.
+/// ANALYZEs `tables`; on SQLite from a sample per index, not a full scan
+/// of every table.
+fn analyze(conn: &mut DbConnection, tables: &[&str]) -> Result<(), Fail> {
+    if let DbConnection::Sqlite(_) = conn {
+        diesel::sql_query("PRAGMA analysis_limit = 1000").execute(conn)?;
+    }
+    for table in tables {
+        diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// [`analyze`], on PostgreSQL with [`SAMPLED_STATISTICS_TARGET`] set for
+/// this transaction only.
 fn analyze_sampled(conn: &mut DbConnection, tables: &[&str]) -> Result<(), Fail> {
     use diesel::Connection as _;
+    if let DbConnection::Sqlite(_) = conn {
+        return analyze(conn, tables);
+    }
     conn.transaction(|conn| {
         diesel::sql_query(format!(
             "SET LOCAL default_statistics_target = {SAMPLED_STATISTICS_TARGET}"
         ))
         .execute(conn)?;
-        for table in tables {
-            diesel::sql_query(format!("ANALYZE {table}")).execute(conn)?;
-        }
-        Ok(())
+        analyze(conn, tables)
     })
 }
 

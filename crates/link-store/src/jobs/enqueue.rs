@@ -1,8 +1,6 @@
 //! Enqueueing: a new job, or, while a job of its unique key is queued,
 //! that job (coalescing, see the `jobs` module).
 
-use std::borrow::Cow;
-
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
@@ -120,10 +118,10 @@ pub(super) fn queued_with_key(
     key: &str,
 ) -> QueryResult<Option<JobRow>> {
     let sql = match conn {
-        DbConnection::Postgresql(_) => Cow::Owned(format!("{QUEUED_WITH_KEY} FOR SHARE")),
-        DbConnection::Sqlite(_) => Cow::Borrowed(QUEUED_WITH_KEY),
+        DbConnection::Postgresql(_) => concat!(queued_with_key_sql!(), " FOR SHARE"),
+        DbConnection::Sqlite(_) => QUEUED_WITH_KEY,
     };
-    per_backend!(conn, |c| kept_sql(sql.as_ref())
+    per_backend!(conn, |c| kept_sql(sql)
         .bind::<Text, _>(dealer)
         .bind::<Text, _>(key)
         .get_result::<JobRow>(c)
