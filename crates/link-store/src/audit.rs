@@ -13,14 +13,14 @@ use domain::tenancy::DealerId;
 use domain::Page;
 
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{into_page, page_limit, per_backend, DbConnection, Fail};
+use crate::db::{insert_rows, into_page, page_limit, per_backend, DbConnection, Fail};
 use crate::prepared::kept_sql;
 use crate::schema::audit_log;
 use crate::Store;
 
-// `treat_none_as_null`: many entries are one INSERT on SQLite too.
+// A `None` is NULL rather than DEFAULT: see `insert_rows!`.
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_log, treat_none_as_null = true)]
+#[diesel(table_name = audit_log, treat_none_as_default_value = false)]
 struct AuditRow {
     id: String,
     dealer: String,
@@ -132,13 +132,8 @@ pub(crate) fn insert_audit(
         .execute(c))?;
         return Ok(());
     }
-    // One statement per chunk: a reconcile writes an entry per link taken
-    // over. 11 columns a row: well under SQLite's bind limit.
-    for chunk in rows.chunks(500) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(audit_log::table)
-            .values(chunk)
-            .execute(c))?;
-    }
+    // Few statements: a reconcile writes an entry per link taken over.
+    insert_rows!(&mut *conn, audit_log, &rows)?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use domain::Page;
 
 use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{into_page, page_limit, per_backend, write_transaction, DbConnection, Fail};
+use crate::db::{insert_rows, into_page, page_limit, write_transaction, DbConnection, Fail};
 use crate::events::insert_events;
 use crate::jobs::enqueue_within;
 use crate::schema::{batch_items, batches};
@@ -42,10 +42,10 @@ struct BatchRow {
     finished_at: Option<NaiveDateTime>,
 }
 
-/// A missing result, problem or end is NULL rather than DEFAULT, which
-/// SQLite would insert one row per statement.
+/// A missing result, problem or end is NULL rather than DEFAULT (see
+/// `insert_rows!`).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = batch_items, treat_none_as_null = true)]
+#[diesel(table_name = batch_items, treat_none_as_default_value = false)]
 struct ItemRow {
     batch_id: String,
     position: i64,
@@ -131,10 +131,6 @@ fn existing_batch(conn: &mut DbConnection, dealer: &str, id: &str) -> Result<Bat
     find_batch(conn, dealer, id)?.ok_or_else(|| StoreError::NotFound.into())
 }
 
-/// Rows per multi-row insert: 500 rows of 8 columns stay far under SQLite's
-/// 32,766 bound parameters (PostgreSQL takes 65,535).
-const ROWS_PER_INSERT: usize = 500;
-
 #[async_trait]
 impl BatchStore for Store {
     async fn create_batch(&self, new: NewBatch, job: NewJob) -> StoreResult<(Batch, Job)> {
@@ -173,11 +169,7 @@ impl BatchStore for Store {
                 diesel::insert_into(batches::table)
                     .values(&row)
                     .execute(conn)?;
-                for chunk in items.chunks(ROWS_PER_INSERT) {
-                    per_backend!(&mut *conn, |c| diesel::insert_into(batch_items::table)
-                        .values(chunk)
-                        .execute(c))?;
-                }
+                insert_rows!(&mut *conn, batch_items, &items)?;
                 let job = enqueue_within(conn, job)?;
                 Ok((row.into_domain()?, job))
             })

@@ -36,6 +36,38 @@ macro_rules! per_backend {
 }
 pub(crate) use per_backend;
 
+/// Inserts the slice `$rows` of Insertable rows into `$table` (a table of
+/// `schema`), in the order given, and gives how many went in. PostgreSQL
+/// takes them in one binary `COPY`: a multi-row `INSERT` has a text for each
+/// row count, which it parsed and planned at each run (a fifth of its CPU in
+/// an import of 100,000 customers). SQLite takes multi-row inserts of 500
+/// rows: up to 25 columns stay under its 32,766 bound values. Rows derive
+/// Insertable with `treat_none_as_default_value = false` (a `None` is NULL),
+/// or this does not compile: by default every derived value may be DEFAULT,
+/// which has no `COPY` form and which diesel sends to SQLite a row per
+/// statement (`treat_none_as_null` is for updates; it does not do this).
+macro_rules! insert_rows {
+    ($conn:expr, $table:ident, $rows:expr) => {{
+        let rows = $rows;
+        match $conn {
+            $crate::db::DbConnection::Postgresql(pg) => {
+                diesel::prelude::ExecuteCopyFromDsl::execute(
+                    diesel::copy_from($crate::schema::$table::table).from_insertable(rows),
+                    pg,
+                )
+            }
+            $crate::db::DbConnection::Sqlite(c) => rows.chunks(500).try_fold(0, |n, chunk| {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into($crate::schema::$table::table).values(chunk),
+                    c,
+                )
+                .map(|m| n + m)
+            }),
+        }
+    }};
+}
+pub(crate) use insert_rows;
+
 /// Where the data lives, read from the database URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -531,9 +563,102 @@ pub(crate) fn listen(url: &str, channel: &str, wake: &dyn Fn()) {
 
 #[cfg(test)]
 mod tests {
-    use diesel::{QueryableByName, RunQueryDsl};
+    use chrono::NaiveDateTime;
+    use diesel::prelude::*;
+    use diesel::QueryableByName;
 
     use super::*;
+    use crate::schema::events;
+    use crate::scratch_postgres::ScratchSchema;
+
+    /// A row of the feed as its writers insert it (the seq is the database's).
+    #[derive(Clone, diesel::Insertable)]
+    #[diesel(table_name = events, treat_none_as_default_value = false)]
+    struct EventRow {
+        id: String,
+        dealer: String,
+        event_type: String,
+        subject_kind: String,
+        subject_id: String,
+        connection_id: Option<String>,
+        data: String,
+        created_at: NaiveDateTime,
+    }
+
+    fn event(id: &str, connection_id: Option<&str>, data: &str) -> EventRow {
+        EventRow {
+            id: id.to_owned(),
+            dealer: "d1".to_owned(),
+            event_type: "site.updated".to_owned(),
+            subject_kind: "site".to_owned(),
+            subject_id: "S1".to_owned(),
+            connection_id: connection_id.map(str::to_owned),
+            data: data.to_owned(),
+            created_at: chrono::DateTime::from_timestamp_micros(1_796_000_000_123_456)
+                .unwrap()
+                .naive_utc(),
+        }
+    }
+
+    /// `insert_rows!` on either backend: every row, in the order given (the
+    /// seqs keep it), with its NULLs, quotes, non-ASCII text and
+    /// microseconds; more than one SQLite statement's worth too; and a row
+    /// that is there already refuses the whole set as a unique violation,
+    /// which `conflict_on_unique` turns into a conflict.
+    fn inserted_rows_are_kept_whole_and_in_order(conn: &mut DbConnection) {
+        let mut rows = vec![
+            event("e3", None, r#"{"name":"O'Brien \"Bob\"\tZoë"}"#),
+            event("e1", Some("c1"), "{}"),
+        ];
+        rows.extend((0..1200).map(|n| event(&format!("n{n:04}"), None, "[]")));
+        assert_eq!(insert_rows!(&mut *conn, events, &rows).unwrap(), 1202);
+        let none: Vec<EventRow> = Vec::new();
+        assert_eq!(insert_rows!(&mut *conn, events, &none).unwrap(), 0);
+
+        type Stored = (String, Option<String>, String, NaiveDateTime);
+        let stored: Vec<Stored> = events::table
+            .order(events::seq.asc())
+            .select((
+                events::id,
+                events::connection_id,
+                events::data,
+                events::created_at,
+            ))
+            .load(conn)
+            .unwrap();
+        let ids: Vec<&str> = stored.iter().map(|r| r.0.as_str()).collect();
+        let given: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, given);
+        assert_eq!(stored[0].2, rows[0].data);
+        assert_eq!(
+            (stored[0].1.as_deref(), stored[1].1.as_deref()),
+            (None, Some("c1"))
+        );
+        assert!(stored.iter().all(|r| r.3 == rows[0].created_at));
+
+        let again = vec![event("e4", None, "{}"), event("e1", None, "{}")];
+        let refused = conflict_on_unique(insert_rows!(&mut *conn, events, &again), || {
+            "taken".to_owned()
+        });
+        assert!(
+            matches!(refused, Err(Fail::Store(StoreError::Conflict(ref m))) if m == "taken"),
+            "{refused:?}"
+        );
+        let count: i64 = events::table.count().get_result(conn).unwrap();
+        assert_eq!(count, 1202, "nothing of a refused set stays");
+    }
+
+    #[test]
+    fn inserted_rows_are_kept_whole_and_in_order_on_postgres() {
+        let (_schema, pg) = ScratchSchema::open();
+        inserted_rows_are_kept_whole_and_in_order(&mut DbConnection::Postgresql(pg));
+    }
+
+    #[test]
+    fn inserted_rows_are_kept_whole_and_in_order_on_sqlite() {
+        let sqlite = crate::scratch_sqlite::open();
+        inserted_rows_are_kept_whole_and_in_order(&mut DbConnection::Sqlite(sqlite));
+    }
 
     #[test]
     fn a_pooled_sqlite_connection_gets_its_settings() {

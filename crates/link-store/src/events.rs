@@ -16,7 +16,7 @@ use domain::tenancy::DealerId;
 
 use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{per_backend, write_transaction, DbConnection, Fail};
+use crate::db::{insert_rows, write_transaction, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::schema::events;
 use crate::webhooks::active_subscriptions;
@@ -41,9 +41,9 @@ struct EventRow {
 }
 
 /// The seq is the database's to give. A missing connection is NULL rather
-/// than DEFAULT, which SQLite would insert one row per statement.
+/// than DEFAULT (see `insert_rows!`).
 #[derive(Debug, Insertable)]
-#[diesel(table_name = events, treat_none_as_null = true)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
 struct NewEventRow {
     id: String,
     dealer: String,
@@ -143,7 +143,7 @@ pub(crate) fn insert_events(
 }
 
 /// `insert_events` for many events of one change (a chunk of an import): a
-/// few multi-row statements, and the events are not read back. Rows are
+/// few bulk statements (`insert_rows!`), and the events are not read back. Rows are
 /// inserted in the order given, so their seqs keep that order.
 pub(crate) fn insert_many_events(
     conn: &mut DbConnection,
@@ -171,12 +171,7 @@ pub(crate) fn insert_many_events(
             NewEventRow::new(dealer, id, event, now)
         })
         .collect();
-    // 8 columns: 500 rows are 4,000 bound parameters, under either limit.
-    for chunk in rows.chunks(500) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(events::table)
-            .values(chunk)
-            .execute(c))?;
-    }
+    insert_rows!(&mut *conn, events, &rows)?;
     let dealer_id = DealerId(dealer.to_owned());
     for delivery in deliveries {
         enqueue_within(conn, delivery.new_job(&dealer_id, now))?;

@@ -14,8 +14,11 @@ use crate::connections::corrupt;
 use crate::db::{into_page, per_backend, DbConnection, Fail};
 use crate::schema::{billing_customers, billing_sites};
 
+/// A `None` is NULL in an update (`treat_none_as_null`) and in an insert
+/// (`treat_none_as_default_value = false`, see `insert_rows!`).
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = billing_customers, primary_key(dealer, id), treat_none_as_null = true)]
+#[diesel(treat_none_as_default_value = false)]
 pub(super) struct CustomerRow {
     dealer: String,
     id: String,

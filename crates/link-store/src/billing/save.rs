@@ -14,8 +14,8 @@ use super::customers::CustomerRow;
 use super::users::UserRow;
 use super::{BillingRow, WRITE_ATTEMPTS};
 use crate::connections::to_db_time;
-use crate::db::{conflict_on_foreign_key, per_backend, DbConnection, Fail};
-use crate::schema::{billing_customers, billing_users, links};
+use crate::db::{conflict_on_foreign_key, insert_rows, DbConnection, Fail};
+use crate::schema::links;
 
 pub(super) fn does_not_exist(what: &str, id: &str) -> String {
     format!("{what} '{id}' does not exist")
@@ -91,12 +91,7 @@ pub(super) fn upsert_row<R: BillingRow>(
     .into())
 }
 
-/// Rows per multi-row insert of billing records: 500 rows of about 25
-/// columns stay well under SQLite's 32,766 bound parameters (PostgreSQL
-/// takes 65,535).
-const ROWS_PER_INSERT: usize = 500;
-
-/// New billing customers and users of an import, in a few multi-row
+/// New billing customers and users of an import, in a few bulk
 /// statements, version 1, nothing else written (like `save_customer` and
 /// `save_user` on a new id). The caller checked that none exists: one that
 /// appeared meanwhile fails the whole statement with a unique violation.
@@ -111,22 +106,12 @@ pub(crate) fn insert_new_records(
         .iter()
         .map(|(id, fields)| <CustomerRow as BillingRow>::build(dealer, id, fields, 1, now, now))
         .collect();
-    for chunk in customers.chunks(ROWS_PER_INSERT) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(
-            billing_customers::table
-        )
-        .values(chunk)
-        .execute(c))?;
-    }
+    insert_rows!(&mut *conn, billing_customers, &customers)?;
     let users: Vec<UserRow> = users
         .iter()
         .map(|(id, fields)| <UserRow as BillingRow>::build(dealer, id, fields, 1, now, now))
         .collect();
-    for chunk in users.chunks(ROWS_PER_INSERT) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(billing_users::table)
-            .values(chunk)
-            .execute(c))?;
-    }
+    insert_rows!(&mut *conn, billing_users, &users)?;
     Ok(())
 }
 

@@ -11,8 +11,9 @@ use crate::connections::corrupt;
 use crate::db::{per_backend, DbConnection, Fail};
 use crate::schema::billing_users;
 
+/// Every value is written as given, none left to DEFAULT: see `insert_rows!`.
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = billing_users, primary_key(dealer, id))]
+#[diesel(table_name = billing_users, primary_key(dealer, id), treat_none_as_default_value = false)]
 pub(super) struct UserRow {
     dealer: String,
     id: String,

@@ -55,10 +55,10 @@ struct ImportRow {
     finished_at: Option<NaiveDateTime>,
 }
 
-/// A missing billing id or reason is NULL rather than DEFAULT, which SQLite
-/// would insert one row per statement.
+/// A missing billing id or reason is NULL rather than DEFAULT (see
+/// `insert_rows!`).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = import_items, treat_none_as_null = true)]
+#[diesel(table_name = import_items, treat_none_as_default_value = false)]
 struct ItemRow {
     import_id: String,
     seq: i64,
@@ -69,8 +69,9 @@ struct ItemRow {
     created_at: NaiveDateTime,
 }
 
+/// Every value is written as given, none left to DEFAULT: see `insert_rows!`.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = imported_records)]
+#[diesel(table_name = imported_records, treat_none_as_default_value = false)]
 struct ImportedRow {
     connection_id: String,
     kind: String,

@@ -17,13 +17,9 @@ use super::lookups::existing_billing_ids;
 use super::{find_import, record_kind, ImportRow, ImportedRow, ItemRow};
 use crate::billing::insert_new_records;
 use crate::connections::{corrupt, to_db_time};
-use crate::db::{conflict_on_unique, keyed_reads_only, per_backend, DbConnection, Fail, IN_CHUNK};
+use crate::db::{conflict_on_unique, insert_rows, keyed_reads_only, DbConnection, Fail, IN_CHUNK};
 use crate::events::insert_many_events;
 use crate::schema::{import_items, imported_records, imports};
-
-/// Rows per multi-row insert: 500 rows of at most 8 columns stay far under
-/// SQLite's 32,766 bound parameters (PostgreSQL takes 65,535).
-const ROWS_PER_INSERT: usize = 500;
 
 /// Of `external_ids`, those the run `id` has recorded an item for.
 fn recorded_among(
@@ -119,7 +115,7 @@ struct Recorder<'a> {
 
 /// Records a chunk of outcomes with their effects, set-based: a few lookups
 /// for the whole chunk (recorded already, imported meanwhile, billing id
-/// taken), then one multi-row insert per table (billing records, mappings,
+/// taken), then one bulk insert per table (`insert_rows!`) (billing records, mappings,
 /// items, events) and one update of the run's counts, however many records.
 pub(super) fn record_blocking(
     conn: &mut DbConnection,
@@ -376,7 +372,7 @@ fn count_item(import: &mut ImportRow, outcome: ItemOutcome) {
 }
 
 /// Writes a chunk: its billing records, mappings, ISP account links, items,
-/// the run's counts and the events, one multi-row insert per table.
+/// the run's counts and the events, one bulk insert per table.
 fn write_chunk(
     conn: &mut DbConnection,
     dealer: &str,
@@ -399,14 +395,10 @@ fn write_chunk(
         || "a billing record of this import was created meanwhile; try again".to_owned(),
     )?;
     // The primary key is the last word on "never twice".
-    for chunk in effects.mappings.chunks(ROWS_PER_INSERT) {
-        conflict_on_unique(
-            per_backend!(&mut *conn, |c| diesel::insert_into(imported_records::table)
-                .values(chunk)
-                .execute(c)),
-            || "an Alarm.com record of this import was imported meanwhile; try again".to_owned(),
-        )?;
-    }
+    conflict_on_unique(
+        insert_rows!(&mut *conn, imported_records, &effects.mappings),
+        || "an Alarm.com record of this import was imported meanwhile; try again".to_owned(),
+    )?;
     if !effects.links.is_empty() {
         crate::isp::record_found_accounts(
             conn,
@@ -417,11 +409,7 @@ fn write_chunk(
             now,
         )?;
     }
-    for chunk in items.chunks(ROWS_PER_INSERT) {
-        per_backend!(&mut *conn, |c| diesel::insert_into(import_items::table)
-            .values(chunk)
-            .execute(c))?;
-    }
+    insert_rows!(&mut *conn, import_items, items)?;
     write_counts(conn, import, now)?;
     // Last: the feed's lock (PostgreSQL) is held for the shortest time.
     insert_many_events(conn, dealer, effects.events)?;

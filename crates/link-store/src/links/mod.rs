@@ -43,10 +43,11 @@ use relinks::{claim_relinks_blocking, confirm_relinks_blocking, relink_blocking}
 pub(crate) use settle::write_snapshot;
 use unlinks::{discard_blocking, unlink_blocking};
 
-// `treat_none_as_null`: a batch of rows is one INSERT on SQLite too (diesel
-// sends a statement per row when a value is left to the column's DEFAULT).
+// A `None` is NULL rather than DEFAULT, so a batch of rows is one INSERT on
+// SQLite too: diesel sends a statement per row when its derived values may
+// be DEFAULT, as they are by default (`treat_none_as_null` is for updates).
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
-#[diesel(table_name = links, treat_none_as_null = true)]
+#[diesel(table_name = links, treat_none_as_default_value = false)]
 struct LinkRow {
     id: String,
     dealer: String,
