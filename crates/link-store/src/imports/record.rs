@@ -115,8 +115,9 @@ struct Recorder<'a> {
 
 /// Records a chunk of outcomes with their effects, set-based: a few lookups
 /// for the whole chunk (recorded already, imported meanwhile, billing id
-/// taken), then one bulk insert per table (`insert_rows!`) (billing records, mappings,
-/// items, events) and one update of the run's counts, however many records.
+/// taken), then one bulk insert per table (billing records, mappings, items,
+/// events; `insert_rows!`) and one update of the run's counts, however many
+/// records.
 pub(super) fn record_blocking(
     conn: &mut DbConnection,
     dealer: &str,
