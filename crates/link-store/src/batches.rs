@@ -26,7 +26,7 @@ use crate::schema::{batch_items, batches};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = batches)]
+#[diesel(table_name = batches, treat_none_as_default_value = false)]
 struct BatchRow {
     id: String,
     dealer: String,

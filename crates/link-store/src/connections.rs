@@ -30,7 +30,7 @@ pub(crate) use migration_state::MigrationState;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = connections)]
+#[diesel(table_name = connections, treat_none_as_default_value = false)]
 pub(crate) struct ConnectionRow {
     id: String,
     dealer: String,
@@ -67,7 +67,7 @@ struct ConnectionChangeset {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = credentials)]
+#[diesel(table_name = credentials, treat_none_as_default_value = false)]
 pub(crate) struct CredentialRow {
     connection_id: String,
     dealer: String,
@@ -78,7 +78,7 @@ pub(crate) struct CredentialRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = inbound_credentials)]
+#[diesel(table_name = inbound_credentials, treat_none_as_default_value = false)]
 struct InboundCredentialRow {
     connection_id: String,
     dealer: String,

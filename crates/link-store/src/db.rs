@@ -46,6 +46,9 @@ pub(crate) use per_backend;
 /// or this does not compile: by default every derived value may be DEFAULT,
 /// which has no `COPY` form and which diesel sends to SQLite a row per
 /// statement (`treat_none_as_null` is for updates; it does not do this).
+/// Every derived Insertable of this crate says so (no column of ours has a
+/// default a `None` should take): it also lets diesel keep a single-row
+/// INSERT prepared, which it will not do when a value may be DEFAULT.
 macro_rules! insert_rows {
     ($conn:expr, $table:ident, $rows:expr) => {{
         let rows = $rows;
@@ -652,6 +655,31 @@ mod tests {
     fn inserted_rows_are_kept_whole_and_in_order_on_postgres() {
         let (_schema, pg) = ScratchSchema::open();
         inserted_rows_are_kept_whole_and_in_order(&mut DbConnection::Postgresql(pg));
+    }
+
+    /// With no value left to DEFAULT, diesel keeps a row's INSERT prepared:
+    /// PostgreSQL parses and plans it once per connection.
+    #[test]
+    fn a_single_row_insert_is_prepared_once() {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let (_schema, mut pg) = ScratchSchema::open();
+        for id in ["e1", "e2", "e3"] {
+            diesel::insert_into(events::table)
+                .values(&event(id, None, "{}"))
+                .execute(&mut pg)
+                .unwrap();
+        }
+        let prepared: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements \
+             WHERE starts_with(statement, 'INSERT INTO \"events\"')",
+        )
+        .get_result(&mut pg)
+        .unwrap();
+        assert_eq!(prepared.n, 1);
     }
 
     #[test]

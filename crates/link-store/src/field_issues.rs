@@ -26,7 +26,7 @@ use crate::schema::{link_field_issues, links};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = link_field_issues)]
+#[diesel(table_name = link_field_issues, treat_none_as_default_value = false)]
 struct IssueRow {
     id: String,
     dealer: String,

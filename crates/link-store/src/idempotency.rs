@@ -24,7 +24,7 @@ const DONE: &str = "done";
 const BEGIN_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = keys)]
+#[diesel(table_name = keys, treat_none_as_default_value = false)]
 struct NewClaim<'a> {
     dealer: &'a str,
     user_id: &'a str,

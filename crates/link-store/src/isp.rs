@@ -30,7 +30,7 @@ const PENDING: &str = "pending";
 const ACTIVE: &str = "active";
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = isp_accounts)]
+#[diesel(table_name = isp_accounts, treat_none_as_default_value = false)]
 struct IspAccountRow {
     id: String,
     dealer: String,
@@ -76,7 +76,7 @@ impl IspAccountRow {
 }
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = callback_log)]
+#[diesel(table_name = callback_log, treat_none_as_default_value = false)]
 struct CallbackLogRow {
     id: String,
     dealer: String,
@@ -120,7 +120,7 @@ fn log_callback(conn: &mut crate::db::DbConnection, row: &CallbackLogRow) -> Res
 }
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = webhook_inbox)]
+#[diesel(table_name = webhook_inbox, treat_none_as_default_value = false)]
 struct InboxRow {
     connection_id: String,
     dealer: String,

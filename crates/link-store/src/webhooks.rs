@@ -37,7 +37,7 @@ struct SubscriptionRow {
 }
 
 #[derive(Debug, Insertable)]
-#[diesel(table_name = subs)]
+#[diesel(table_name = subs, treat_none_as_default_value = false)]
 struct NewSubscriptionRow {
     id: String,
     dealer: String,

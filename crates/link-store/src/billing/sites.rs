@@ -16,6 +16,7 @@ use crate::schema::{billing_sites, billing_systems};
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = billing_sites, primary_key(dealer, id), treat_none_as_null = true)]
+#[diesel(treat_none_as_default_value = false)]
 pub(crate) struct SiteRow {
     dealer: String,
     id: String,

@@ -14,6 +14,7 @@ use crate::schema::billing_systems;
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = billing_systems, primary_key(dealer, id))]
+#[diesel(treat_none_as_default_value = false)]
 pub(crate) struct SystemRow {
     dealer: String,
     id: String,

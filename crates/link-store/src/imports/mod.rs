@@ -35,7 +35,7 @@ use crate::schema::{import_items, imported_records, imports};
 use crate::Store;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = imports)]
+#[diesel(table_name = imports, treat_none_as_default_value = false)]
 struct ImportRow {
     id: String,
     dealer: String,

@@ -43,7 +43,7 @@ const LOST_ON_LAST_ATTEMPT: &str =
     "the worker stopped answering (its lease ran out) during the last attempt";
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
-#[diesel(table_name = jobs)]
+#[diesel(table_name = jobs, treat_none_as_default_value = false)]
 struct JobRow {
     id: String,
     dealer: String,

@@ -65,7 +65,7 @@ struct LinkRow {
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = deliberate_unlinks)]
+#[diesel(table_name = deliberate_unlinks, treat_none_as_default_value = false)]
 struct UnlinkRow {
     connection_id: String,
     kind: String,
