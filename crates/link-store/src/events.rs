@@ -242,3 +242,109 @@ impl EventStore for Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::BigInt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::db::conflict_on_unique;
+    use crate::scratch_postgres::ScratchSchema;
+
+    /// A row of `dealer` d1's feed, written at one fixed microsecond.
+    fn row(data: serde_json::Value, connection: Option<uuid::Uuid>) -> NewEventRow {
+        let event = NewEvent {
+            event_type: "site.updated".to_owned(),
+            subject_kind: "site".to_owned(),
+            subject_id: "S1".to_owned(),
+            connection_id: connection.map(ConnectionId),
+            data,
+        };
+        let at = DateTime::from_timestamp_micros(1_796_000_000_123_456).unwrap();
+        NewEventRow::new("d1", uuid::Uuid::now_v7(), event, at)
+    }
+
+    /// `insert_rows!` on either backend: every row, in the order given (the
+    /// seqs keep it), with its NULLs, quotes, non-ASCII text and
+    /// microseconds; more than one SQLite statement's worth too; and a row
+    /// that is there already refuses the whole set as a unique violation,
+    /// which `conflict_on_unique` turns into a conflict.
+    fn inserted_rows_are_kept_whole_and_in_order(conn: &mut DbConnection) {
+        let mut rows = vec![
+            row(json!({"name": "O'Brien \"Bob\"\tZoë"}), None),
+            row(json!({}), Some(uuid::Uuid::nil())),
+        ];
+        rows.extend((0..1200).map(|n| row(json!([n]), None)));
+        rows.reverse();
+        assert_eq!(insert_rows!(&mut *conn, events, &rows).unwrap(), 1202);
+        let none: Vec<NewEventRow> = Vec::new();
+        assert_eq!(insert_rows!(&mut *conn, events, &none).unwrap(), 0);
+
+        let stored: Vec<EventRow> = events::table
+            .order(events::seq.asc())
+            .select(EventRow::as_select())
+            .load(conn)
+            .unwrap();
+        let ids: Vec<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+        let given: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, given, "in the order given, not the ids' order");
+        let (named, linked) = (&stored[1201], &stored[1200]);
+        assert_eq!(named.data, rows[1201].data);
+        assert_eq!(named.connection_id, None);
+        assert_eq!(linked.connection_id, rows[1200].connection_id);
+        assert!(stored.iter().all(|r| r.created_at == rows[0].created_at));
+
+        let mut again = vec![row(json!({}), None)];
+        again.push(NewEventRow {
+            id: rows[0].id.clone(),
+            ..row(json!({}), None)
+        });
+        let refused = conflict_on_unique(insert_rows!(&mut *conn, events, &again), || {
+            "taken".to_owned()
+        });
+        assert!(
+            matches!(refused, Err(Fail::Store(StoreError::Conflict(ref m))) if m == "taken"),
+            "{refused:?}"
+        );
+        let count: i64 = events::table.count().get_result(conn).unwrap();
+        assert_eq!(count, 1202, "nothing of a refused set stays");
+    }
+
+    #[test]
+    fn inserted_rows_are_kept_whole_and_in_order_on_postgres() {
+        let (_schema, pg) = ScratchSchema::open();
+        inserted_rows_are_kept_whole_and_in_order(&mut DbConnection::Postgresql(pg));
+    }
+
+    #[test]
+    fn inserted_rows_are_kept_whole_and_in_order_on_sqlite() {
+        let sqlite = crate::scratch_sqlite::open();
+        inserted_rows_are_kept_whole_and_in_order(&mut DbConnection::Sqlite(sqlite));
+    }
+
+    /// With no value left to DEFAULT, diesel keeps a row's INSERT prepared:
+    /// PostgreSQL parses and plans it once per connection.
+    #[test]
+    fn a_single_row_insert_is_prepared_once() {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let (_schema, mut pg) = ScratchSchema::open();
+        for _ in 0..3 {
+            diesel::insert_into(events::table)
+                .values(&row(json!({}), None))
+                .execute(&mut pg)
+                .unwrap();
+        }
+        let prepared: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements \
+             WHERE starts_with(statement, 'INSERT INTO \"events\"')",
+        )
+        .get_result(&mut pg)
+        .unwrap();
+        assert_eq!(prepared.n, 1);
+    }
+}
