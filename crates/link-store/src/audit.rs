@@ -5,7 +5,6 @@
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text, Timestamp};
 use domain::audit::{AuditEntry, AuditFilter, NewAuditEntry};
 use domain::connection::ConnectionId;
 use domain::store::{AuditStore, PageRequest, StoreResult};
@@ -13,8 +12,7 @@ use domain::tenancy::DealerId;
 use domain::Page;
 
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{insert_rows, into_page, page_limit, per_backend, DbConnection, Fail};
-use crate::prepared::kept_sql;
+use crate::db::{insert_rows, into_page, page_limit, DbConnection, Fail};
 use crate::schema::audit_log;
 use crate::Store;
 
@@ -110,26 +108,12 @@ pub(crate) fn insert_audit(
         .into_iter()
         .map(|e| AuditRow::new(dealer, at, e))
         .collect();
-    // A push writes one entry: a statement kept prepared (diesel sends an
-    // INSERT of a row unprepared on PostgreSQL, parsed and planned each time).
+    // A push writes one entry: a row's INSERT, which diesel keeps prepared
+    // (see `insert_rows!`); a COPY would take more round trips.
     if let [row] = rows.as_slice() {
-        per_backend!(&mut *conn, |c| kept_sql(
-            "INSERT INTO audit_log (id, dealer, at, actor, action, connection_id, kind, \
-             billing_id, external_id, before_json, after_json) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        .bind::<Text, _>(&row.id)
-        .bind::<Text, _>(&row.dealer)
-        .bind::<Timestamp, _>(row.at)
-        .bind::<Text, _>(&row.actor)
-        .bind::<Text, _>(&row.action)
-        .bind::<Nullable<Text>, _>(&row.connection_id)
-        .bind::<Text, _>(&row.kind)
-        .bind::<Nullable<Text>, _>(&row.billing_id)
-        .bind::<Nullable<Text>, _>(&row.external_id)
-        .bind::<Nullable<Text>, _>(&row.before_json)
-        .bind::<Nullable<Text>, _>(&row.after_json)
-        .execute(c))?;
+        diesel::insert_into(audit_log::table)
+            .values(row)
+            .execute(conn)?;
         return Ok(());
     }
     // Few statements: a reconcile writes an entry per link taken over.

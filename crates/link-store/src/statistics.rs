@@ -239,31 +239,28 @@ mod tests {
             rows: f64,
             #[diesel(sql_type = diesel::sql_types::Integer)]
             bounds: i32,
-            #[diesel(sql_type = Text)]
-            target: String,
         }
         #[derive(QueryableByName)]
         struct Target {
             #[diesel(sql_type = Text)]
             target: String,
         }
+        let target = |conn: &mut DbConnection| {
+            diesel::sql_query("SELECT current_setting('default_statistics_target') AS target")
+                .get_result::<Target>(pg_of(conn))
+                .unwrap()
+                .target
+        };
         let (_schema, pg) = ScratchSchema::open();
         let mut conn = DbConnection::Postgresql(pg);
         pg_of(&mut conn).batch_execute(CONNECTION_C1).unwrap();
         insert_links(pg_of(&mut conn), 1..=20_000);
-        let before: Target =
-            diesel::sql_query("SELECT current_setting('default_statistics_target') AS target")
-                .get_result(pg_of(&mut conn))
-                .unwrap();
-        assert_ne!(
-            before.target, "10",
-            "the server's own target is not the sample's"
-        );
+        let before = target(&mut conn);
+        assert_ne!(before, "10", "the server's own target is not the sample's");
         analyze_sampled(&mut conn, &["links"]).unwrap();
         let analyzed: Analyzed = diesel::sql_query(
             "SELECT c.reltuples::float8 AS rows, \
-             coalesce(array_length(s.histogram_bounds::text::text[], 1), 0) AS bounds, \
-             current_setting('default_statistics_target') AS target \
+             coalesce(array_length(s.histogram_bounds::text::text[], 1), 0) AS bounds \
              FROM pg_class c JOIN pg_stats s ON s.tablename = c.relname \
              AND s.schemaname = current_schema() AND s.attname = 'billing_id' \
              WHERE c.oid = 'links'::regclass",
@@ -277,7 +274,8 @@ mod tests {
         );
         assert_eq!(analyzed.bounds, 11, "a histogram of 10 buckets");
         assert_eq!(
-            analyzed.target, before.target,
+            target(&mut conn),
+            before,
             "the setting was for the transaction"
         );
     }
