@@ -100,24 +100,34 @@ pub(crate) fn insert_audit(
     dealer: &str,
     entries: Vec<NewAuditEntry>,
 ) -> Result<(), Fail> {
-    if entries.is_empty() {
-        return Ok(());
-    }
+    insert_audit_of(conn, entries.into_iter().map(|e| (dealer, e)))
+}
+
+/// Writes each entry for its dealer, inside whatever transaction the caller
+/// holds: a batch of pushes ending together writes theirs in one go.
+pub(crate) fn insert_audit_of<'a>(
+    conn: &mut DbConnection,
+    entries: impl IntoIterator<Item = (&'a str, NewAuditEntry)>,
+) -> Result<(), Fail> {
     let at = to_db_time(Utc::now());
     let rows: Vec<AuditRow> = entries
         .into_iter()
-        .map(|e| AuditRow::new(dealer, at, e))
+        .map(|(dealer, e)| AuditRow::new(dealer, at, e))
         .collect();
-    // A push writes one entry: a row's INSERT, which diesel keeps prepared
-    // (see `insert_rows!`); a COPY would take more round trips.
-    if let [row] = rows.as_slice() {
-        diesel::insert_into(audit_log::table)
-            .values(row)
-            .execute(conn)?;
-        return Ok(());
+    match rows.as_slice() {
+        [] => {}
+        // A push writes one entry: a row's INSERT, which diesel keeps
+        // prepared (see `insert_rows!`); a COPY would take more round trips.
+        [row] => {
+            diesel::insert_into(audit_log::table)
+                .values(row)
+                .execute(conn)?;
+        }
+        // Few statements: a reconcile writes an entry per link taken over.
+        _ => {
+            insert_rows!(&mut *conn, audit_log, &rows)?;
+        }
     }
-    // Few statements: a reconcile writes an entry per link taken over.
-    insert_rows!(&mut *conn, audit_log, &rows)?;
     Ok(())
 }
 

@@ -3,9 +3,12 @@
 //! values changed is published on the change feed in the same transaction,
 //! so the feed says each one once and never says one that was not stored.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Text};
 use domain::billing::BillingId;
 use domain::connection::ConnectionId;
 use domain::events::NewEvent;
@@ -17,11 +20,12 @@ use domain::store::{PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 use domain::Page;
 
-use crate::audit::{insert_audit, parse_uuid, uuid_text};
+use crate::audit::{insert_audit, insert_audit_of, parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
 use crate::events::insert_events;
 use crate::links::write_snapshot;
+use crate::prepared::kept_sql;
 use crate::schema::{link_field_issues, links};
 use crate::Store;
 
@@ -255,6 +259,127 @@ pub(crate) fn apply_settlement(
         }
     }
     Ok(true)
+}
+
+/// Stores what settling several links left, inside the caller's transaction
+/// (a batch of Auto Sync pushes ending together); a link gone meanwhile
+/// keeps nothing, as with [`apply_settlement`].
+///
+/// On PostgreSQL the links with no new issue of either kind (nearly every
+/// push) share three statements, whatever their number: their snapshots,
+/// their audit entries, and the issues their settled fields clear. Link by
+/// link that was three round trips each. SQLite runs in this process, where
+/// a statement costs no round trip: there each link goes alone.
+pub(crate) fn apply_settlements(
+    conn: &mut DbConnection,
+    settlements: Vec<LinkSettlement>,
+) -> Result<(), Fail> {
+    let on_postgres = matches!(conn, DbConnection::Postgresql(_));
+    let (together, alone): (Vec<_>, Vec<_>) = settlements
+        .into_iter()
+        .partition(|s| on_postgres && s.conflicts.found.is_empty() && s.refusals.found.is_empty());
+    // One link alone takes its own statements, kept prepared like these.
+    let (together, alone) = match together.len() {
+        0 | 1 => (Vec::new(), together.into_iter().chain(alone).collect()),
+        _ => (together, alone),
+    };
+    for settlement in alone {
+        apply_settlement(conn, settlement)?;
+    }
+    let DbConnection::Postgresql(pg) = &mut *conn else {
+        return Ok(());
+    };
+    if together.is_empty() {
+        return Ok(());
+    }
+    let mut snapshots = Columns::<3>::default();
+    for s in &together {
+        snapshots.push([
+            s.dealer.0.clone(),
+            uuid_text(s.link_id.0),
+            s.snapshot.to_string(),
+        ]);
+    }
+    let [dealers, ids, values] = &snapshots.0;
+    let written: HashSet<String> = kept_sql(
+        "UPDATE links SET last_synced = v.snapshot \
+         FROM unnest(?, ?, ?) AS v(dealer, id, snapshot) \
+         WHERE links.dealer = v.dealer AND links.id = v.id RETURNING links.id",
+    )
+    .bind::<Array<Text>, _>(dealers)
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<Text>, _>(values)
+    .load::<LinkIdRow>(pg)?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    let kept: Vec<(String, LinkSettlement)> = together
+        .into_iter()
+        .map(|s| (uuid_text(s.link_id.0), s))
+        .filter(|(id, _)| written.contains(id))
+        .collect();
+    let mut cleared = Columns::<4>::default();
+    for (link_id, s) in &kept {
+        for (kind, update) in [
+            (IssueKind::Conflict, &s.conflicts),
+            (IssueKind::Refused, &s.refusals),
+        ] {
+            for field in &update.settled {
+                cleared.push([
+                    s.dealer.0.clone(),
+                    link_id.clone(),
+                    kind.as_str().to_owned(),
+                    field.clone(),
+                ]);
+            }
+        }
+    }
+    if !cleared.is_empty() {
+        let [dealers, link_ids, issues, fields] = &cleared.0;
+        kept_sql(
+            "DELETE FROM link_field_issues AS f \
+             USING unnest(?, ?, ?, ?) AS v(dealer, link_id, issue, field) \
+             WHERE f.dealer = v.dealer AND f.link_id = v.link_id \
+             AND f.issue = v.issue AND f.field = v.field",
+        )
+        .bind::<Array<Text>, _>(dealers)
+        .bind::<Array<Text>, _>(link_ids)
+        .bind::<Array<Text>, _>(issues)
+        .bind::<Array<Text>, _>(fields)
+        .execute(pg)?;
+    }
+    insert_audit_of(
+        conn,
+        kept.iter()
+            .flat_map(|(_, s)| s.audit.iter().map(|e| (s.dealer.0.as_str(), e.clone()))),
+    )
+}
+
+/// Text columns of rows bound as arrays, one array per column (`unnest`).
+struct Columns<const N: usize>([Vec<String>; N]);
+
+impl<const N: usize> Default for Columns<N> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Vec::new()))
+    }
+}
+
+impl<const N: usize> Columns<N> {
+    fn push(&mut self, row: [String; N]) {
+        for (column, value) in self.0.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0[0].is_empty()
+    }
+}
+
+#[derive(QueryableByName)]
+struct LinkIdRow {
+    #[diesel(sql_type = Text)]
+    id: String,
 }
 
 #[async_trait]

@@ -238,3 +238,234 @@ store_test!(
         assert_eq!(db.count("link_field_issues"), 0);
     }
 );
+
+/// A site link of `billing_id` on connection `c`, stored.
+async fn site_link(store: &Store, c: domain::connection::ConnectionId, billing_id: &str) -> LinkId {
+    let link = NewLink {
+        id: LinkId::new(),
+        connection_id: c,
+        kind: LinkKind::Site,
+        billing_id: BillingId::parse(billing_id).unwrap(),
+        external_id: format!("ext-{billing_id}"),
+        parent_id: None,
+    };
+    store
+        .insert_links(&dealer("d1"), vec![link.clone()], Vec::new())
+        .await
+        .unwrap();
+    link.id
+}
+
+store_test!(
+    a_batch_of_successes_settles_each_link_whose_job_it_still_holds,
+    |db| async move {
+        use domain::audit::{AuditFilter, NewAuditEntry};
+        use domain::field_issues::{IssueUpdate, LinkSettlement};
+        use domain::jobs::{Done, JobId, JobState, NewJob};
+        use domain::store::{AuditStore, Claim, JobStore, PageRequest};
+
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = stages_connection(&store, "d1", "Stages").await;
+        // Kept (its job held), gone (unlinked meanwhile), lost (its job
+        // ended elsewhere), and one that found a new conflict.
+        let [kept, gone, lost, conflicted] = [
+            site_link(&store, c, "S1").await,
+            site_link(&store, c, "S2").await,
+            site_link(&store, c, "S3").await,
+            site_link(&store, c, "S4").await,
+        ];
+        for link in [kept, lost, conflicted] {
+            store
+                .record_field_issues(
+                    &d,
+                    link,
+                    IssueKind::Conflict,
+                    vec![
+                        conflict("city", "Dayton", "Akron"),
+                        conflict("zip", "1", "2"),
+                    ],
+                    Vec::new(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let job = store
+                .enqueue(NewJob {
+                    id: JobId::new(),
+                    dealer: d.clone(),
+                    kind: "auto_sync_push".into(),
+                    payload: serde_json::json!({}),
+                    max_attempts: 5,
+                    run_at: chrono::Utc::now(),
+                    unique_key: Some(format!("batch:{n}")),
+                    serial_key: None,
+                    created_by: "test".into(),
+                })
+                .await
+                .unwrap();
+            ids.push(job.id);
+        }
+        let kinds = vec!["auto_sync_push".to_owned()];
+        let claimed = store
+            .claim_jobs(Claim {
+                kinds: &kinds,
+                worker: "w1",
+                lease: chrono::TimeDelta::seconds(30),
+                now: chrono::Utc::now(),
+                limit: 10,
+                settle_lost_leases: false,
+                max_running_per_dealer: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 4);
+        store
+            .unlink(&d, &[gone], "tester", Vec::new())
+            .await
+            .unwrap();
+        // The third job ends under its worker before the batch does.
+        store
+            .complete_jobs(
+                "w1",
+                vec![(ids[2], Done::from(serde_json::json!({"alone": true})))],
+            )
+            .await
+            .unwrap();
+
+        let entry = |billing_id: &str| NewAuditEntry {
+            actor: "system:auto_sync".into(),
+            action: "auto_sync".into(),
+            connection_id: Some(c),
+            kind: "site".into(),
+            billing_id: Some(billing_id.into()),
+            external_id: None,
+            before: None,
+            after: Some(serde_json::json!({"city": "Dayton"})),
+        };
+        let settling = |link: LinkId, billing_id: &str, found: Vec<NewFieldIssue>| LinkSettlement {
+            dealer: d.clone(),
+            link_id: link,
+            snapshot: serde_json::json!({"city": format!("snap {billing_id}")}),
+            conflicts: IssueUpdate {
+                found,
+                settled: vec!["city".into()],
+            },
+            refusals: IssueUpdate::default(),
+            audit: vec![entry(billing_id)],
+        };
+        let done = |n: usize, settlement| {
+            (
+                ids[n],
+                Done::from(serde_json::json!({"n": n})).settling(Some(settlement)),
+            )
+        };
+        let lost_jobs = store
+            .complete_jobs(
+                "w1",
+                vec![
+                    done(0, settling(kept, "S1", Vec::new())),
+                    done(1, settling(gone, "S2", Vec::new())),
+                    done(2, settling(lost, "S3", Vec::new())),
+                    done(
+                        3,
+                        settling(conflicted, "S4", vec![conflict("name", "A", "B")]),
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            lost_jobs,
+            vec![ids[2]],
+            "only the job that ended before is lost"
+        );
+        for n in [0, 1, 3] {
+            let job = store.job(&d, ids[n]).await.unwrap();
+            assert_eq!(job.state, JobState::Succeeded);
+            assert_eq!(
+                job.summary,
+                Some(serde_json::json!({"n": n})),
+                "job {n}'s own summary"
+            );
+        }
+        assert_eq!(
+            store.job(&d, ids[2]).await.unwrap().summary,
+            Some(serde_json::json!({"alone": true})),
+            "the lost job keeps the end it had"
+        );
+
+        let snapshot = |link| {
+            let store = store.clone();
+            let d = d.clone();
+            async move { store.link(&d, link).await.unwrap().last_synced }
+        };
+        assert_eq!(
+            snapshot(kept).await,
+            Some(serde_json::json!({"city": "snap S1"}))
+        );
+        assert_eq!(
+            snapshot(conflicted).await,
+            Some(serde_json::json!({"city": "snap S4"}))
+        );
+        assert_eq!(snapshot(lost).await, None, "a lost job settles nothing");
+
+        let fields_of = |link| {
+            let store = store.clone();
+            let d = d.clone();
+            async move {
+                let filter = FieldIssueFilter {
+                    link_id: Some(link),
+                    ..Default::default()
+                };
+                let page = PageRequest {
+                    after: None,
+                    limit: 50,
+                };
+                let mut fields: Vec<String> = store
+                    .list_field_issues(&d, &filter, page)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|i| i.issue.field)
+                    .collect();
+                fields.sort();
+                fields
+            }
+        };
+        assert_eq!(
+            fields_of(kept).await,
+            vec!["zip"],
+            "the settled field's issue cleared"
+        );
+        assert_eq!(fields_of(lost).await, vec!["city", "zip"]);
+        assert_eq!(
+            fields_of(conflicted).await,
+            vec!["name", "zip"],
+            "the new conflict kept"
+        );
+
+        let page = PageRequest {
+            after: None,
+            limit: 50,
+        };
+        let mut audited: Vec<String> = store
+            .list_audit(&d, &AuditFilter::default(), page)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.entry.actor == "system:auto_sync")
+            .filter_map(|e| e.entry.billing_id)
+            .collect();
+        audited.sort();
+        assert_eq!(
+            audited,
+            vec!["S1", "S4"],
+            "entries of the links settled, once each"
+        );
+    }
+);

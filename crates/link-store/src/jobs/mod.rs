@@ -10,11 +10,13 @@
 //! A `serial_key` only keeps jobs apart, of any kind: one of a key runs at a
 //! time (a unique index on running jobs' serial keys holds it under races).
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Text, Timestamp};
+use diesel::sql_types::{Array, Text, Timestamp};
 use domain::jobs::{Done, Job, JobFailure, JobId, JobState, NewJob};
 use domain::store::{Claim, JobStore, PageRequest, StoreError, StoreResult};
 use domain::tenancy::DealerId;
@@ -25,7 +27,7 @@ use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{
     conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
 };
-use crate::field_issues::apply_settlement;
+use crate::field_issues::apply_settlements;
 use crate::inbox::mark_processed;
 use crate::prepared::kept_sql;
 use crate::schema::jobs;
@@ -216,6 +218,81 @@ fn complete_one(
     .bind::<Text, _>(worker)
     .execute(c))?;
     Ok(completed == 1)
+}
+
+/// Records the successes of a batch and what they settled, in the caller's
+/// transaction; returns the jobs no longer running under `worker` (whoever
+/// holds such a job now settles its link).
+fn complete_batch(
+    conn: &mut DbConnection,
+    worker: &str,
+    done: Vec<(JobId, Done)>,
+    now: NaiveDateTime,
+) -> Result<Vec<JobId>, Fail> {
+    let ids: Vec<String> = done.iter().map(|(id, _)| uuid_text(id.0)).collect();
+    let summaries: Vec<String> = done.iter().map(|(_, d)| d.summary.to_string()).collect();
+    let completed = complete_many(conn, &ids, summaries, worker, now)?;
+    let mut lost = Vec::new();
+    let mut settlements = Vec::new();
+    for ((id, done), text) in done.into_iter().zip(&ids) {
+        if !completed.contains(text) {
+            lost.push(id);
+            continue;
+        }
+        // A link unlinked meanwhile has nothing to keep.
+        settlements.extend(done.settlement);
+        if let Some(processed) = &done.processed {
+            mark_processed(conn, processed, now)?;
+        }
+    }
+    apply_settlements(conn, settlements)?;
+    Ok(lost)
+}
+
+/// Records the successes of jobs `ids` (with their `summaries`); returns
+/// those that were still running under `worker`. On PostgreSQL one
+/// statement for the batch: a statement per job was a round trip each.
+fn complete_many(
+    conn: &mut DbConnection,
+    ids: &[String],
+    summaries: Vec<String>,
+    worker: &str,
+    now: NaiveDateTime,
+) -> Result<HashSet<String>, Fail> {
+    match conn {
+        DbConnection::Postgresql(pg) if ids.len() > 1 => {
+            #[derive(QueryableByName)]
+            struct Completed {
+                #[diesel(sql_type = Text)]
+                id: String,
+            }
+            // The same writes and lease test as `complete_one`.
+            let completed = kept_sql(
+                "UPDATE jobs SET state = ?, summary = v.summary, last_error = NULL, \
+                 finished_at = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 FROM unnest(?, ?) AS v(id, summary) \
+                 WHERE jobs.id = v.id AND jobs.state = ? AND jobs.lease_owner = ? \
+                 RETURNING jobs.id",
+            )
+            .bind::<Text, _>(JobState::Succeeded.as_str())
+            .bind::<Timestamp, _>(now)
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<Text>, _>(&summaries)
+            .bind::<Text, _>(RUNNING)
+            .bind::<Text, _>(worker)
+            .load::<Completed>(pg)?;
+            Ok(completed.into_iter().map(|c| c.id).collect())
+        }
+        _ => {
+            let mut completed = HashSet::new();
+            for (id, summary) in ids.iter().zip(summaries) {
+                if complete_one(conn, id, worker, summary, now)? {
+                    completed.insert(id.clone());
+                }
+            }
+            Ok(completed)
+        }
+    }
 }
 
 fn fail_blocking(
@@ -513,25 +590,7 @@ impl JobStore for Store {
         let worker = worker.to_owned();
         let now = to_db_time(Utc::now());
         self.run(move |conn, _| {
-            write_transaction(conn, |conn| {
-                let mut lost = Vec::new();
-                for (id, done) in done {
-                    let summary = done.summary.to_string();
-                    if !complete_one(conn, &uuid_text(id.0), &worker, summary, now)? {
-                        // Whoever holds the job now settles the link.
-                        lost.push(id);
-                    } else {
-                        if let Some(settlement) = done.settlement {
-                            // A link unlinked meanwhile has nothing to keep.
-                            apply_settlement(conn, settlement)?;
-                        }
-                        if let Some(processed) = &done.processed {
-                            mark_processed(conn, processed, now)?;
-                        }
-                    }
-                }
-                Ok(lost)
-            })
+            write_transaction(conn, |conn| complete_batch(conn, &worker, done, now))
         })
         .await
     }
