@@ -168,8 +168,11 @@ impl JobSettings {
     }
 }
 
+/// The cores this process may use, asked once: the job runner sizes each
+/// claim from it, and the standard library reads the cgroup files to answer.
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[derive(Debug, Clone, Deserialize)]
