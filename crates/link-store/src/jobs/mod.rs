@@ -29,7 +29,7 @@ use crate::db::{
 };
 use crate::field_issues::apply_settlements;
 use crate::inbox::mark_processed;
-use crate::prepared::kept_sql;
+use crate::prepared::{generic_plans_in_this_transaction, kept_sql};
 use crate::schema::jobs;
 use crate::Store;
 
@@ -266,6 +266,11 @@ fn complete_many(
                 #[diesel(sql_type = Text)]
                 id: String,
             }
+            // The batch's statements (these, the settlements') run with
+            // their kept plans: planned each run for the number of values
+            // bound, they took PostgreSQL 0.35 ms each to plan, more than
+            // to run (pg_stat_statements, an Auto Sync run).
+            kept_sql(concat!("SELECT ", generic_plans_in_this_transaction!())).execute(pg)?;
             // The same writes and lease test as `complete_one`.
             let completed = kept_sql(
                 "UPDATE jobs SET state = ?, summary = v.summary, last_error = NULL, \

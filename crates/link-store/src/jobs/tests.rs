@@ -1,5 +1,5 @@
-//! The plans SQLite makes for the queue's statements (the claim's are
-//! tested beside it, in `claim.rs`).
+//! The plans the databases make for the queue's statements (the claim's
+//! are tested beside it, in `claim.rs`).
 
 use super::enqueue::QUEUED_WITH_KEY;
 
@@ -21,4 +21,76 @@ fn the_queued_job_of_a_key_is_one_probe_of_the_queued_keys_index() {
         !steps.iter().any(|s| s.contains("jobs_queued_unique_key")),
         "{steps:?}"
     );
+}
+
+/// A batch of successes on PostgreSQL runs the kept plan of its `unnest`
+/// statement from the first batch on: planned for the values bound, each
+/// run was planned again.
+#[test]
+fn a_batch_of_successes_is_planned_once_on_postgresql() {
+    use chrono::Utc;
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+    use domain::jobs::{Done, JobId, NewJob};
+    use domain::tenancy::DealerId;
+
+    use super::{complete_batch, JobRow, RUNNING};
+    use crate::connections::to_db_time;
+    use crate::db::{write_transaction, DbConnection};
+    use crate::schema::jobs;
+
+    let (_schema, pg) = crate::scratch_postgres::ScratchSchema::open();
+    let mut conn = DbConnection::Postgresql(pg);
+    let now = to_db_time(Utc::now());
+    for round in 0..3 {
+        let ids: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+        let rows: Vec<JobRow> = ids
+            .iter()
+            .map(|id| {
+                let new = NewJob {
+                    id: *id,
+                    dealer: DealerId("d1".into()),
+                    kind: "auto_sync_push".into(),
+                    payload: serde_json::json!({}),
+                    max_attempts: 5,
+                    run_at: Utc::now(),
+                    unique_key: None,
+                    serial_key: None,
+                    created_by: "test".into(),
+                };
+                let mut row = JobRow::new(new, now);
+                row.state = RUNNING.to_owned();
+                row.lease_owner = Some("w1".into());
+                row
+            })
+            .collect();
+        crate::db::insert_rows!(&mut conn, jobs, &rows).unwrap();
+        let done = ids
+            .iter()
+            .map(|id| (*id, Done::from(serde_json::json!({ "round": round }))))
+            .collect();
+        let lost =
+            write_transaction(&mut conn, |conn| complete_batch(conn, "w1", done, now)).unwrap();
+        assert!(lost.is_empty(), "round {round}: {lost:?}");
+    }
+    let DbConnection::Postgresql(pg) = &mut conn else {
+        unreachable!("opened on PostgreSQL")
+    };
+    let plans: (i64, i64) = diesel::dsl::sql::<(BigInt, BigInt)>(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'UPDATE jobs SET state = $1, summary = v.summary%'",
+    )
+    .get_result(pg)
+    .unwrap();
+    assert_eq!(
+        plans,
+        (3, 0),
+        "(generic, custom) plans of the batch's UPDATE"
+    );
+    let succeeded: i64 = jobs::table
+        .filter(jobs::state.eq("succeeded"))
+        .count()
+        .get_result(pg)
+        .unwrap();
+    assert_eq!(succeeded, 9);
 }
