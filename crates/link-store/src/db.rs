@@ -564,6 +564,29 @@ pub(crate) fn listen(url: &str, channel: &str, wake: &dyn Fn()) {
     }
 }
 
+/// Text columns of rows, bound on PostgreSQL as one array per column and
+/// read back as rows by `unnest`: one statement, and one kept plan, for any
+/// number of rows.
+pub(crate) struct Columns<const N: usize>(pub(crate) [Vec<String>; N]);
+
+impl<const N: usize> Default for Columns<N> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Vec::new()))
+    }
+}
+
+impl<const N: usize> Columns<N> {
+    pub(crate) fn push(&mut self, row: [String; N]) {
+        for (column, value) in self.0.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0[0].is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::{QueryableByName, RunQueryDsl};

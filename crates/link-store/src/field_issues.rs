@@ -22,7 +22,7 @@ use domain::Page;
 
 use crate::audit::{insert_audit, insert_audit_of, parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
-use crate::db::{into_page, page_limit, write_transaction, DbConnection, Fail};
+use crate::db::{into_page, page_limit, write_transaction, Columns, DbConnection, Fail};
 use crate::events::insert_events;
 use crate::links::write_snapshot;
 use crate::prepared::kept_sql;
@@ -353,27 +353,6 @@ pub(crate) fn apply_settlements(
         kept.iter()
             .flat_map(|(_, s)| s.audit.iter().map(|e| (s.dealer.0.as_str(), e.clone()))),
     )
-}
-
-/// Text columns of rows bound as arrays, one array per column (`unnest`).
-struct Columns<const N: usize>([Vec<String>; N]);
-
-impl<const N: usize> Default for Columns<N> {
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| Vec::new()))
-    }
-}
-
-impl<const N: usize> Columns<N> {
-    fn push(&mut self, row: [String; N]) {
-        for (column, value) in self.0.iter_mut().zip(row) {
-            column.push(value);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0[0].is_empty()
-    }
 }
 
 #[derive(QueryableByName)]

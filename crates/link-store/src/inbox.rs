@@ -3,12 +3,10 @@
 //! in the same transaction. A repeat is decided by the primary key (an insert
 //! that does nothing on conflict), so two deliveries at once store one.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Timestamp};
+use diesel::sql_types::{Array, Text, Timestamp};
 use domain::connection::ConnectionId;
 use domain::jobs::{NewJob, ProcessedCallback};
 use domain::store::{InboxStore, StoreError, StoreResult};
@@ -16,7 +14,7 @@ use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
-use crate::db::{per_backend, write_transaction, DbConnection, Fail};
+use crate::db::{per_backend, write_transaction, Columns, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::prepared::kept_sql;
 use crate::schema::webhook_inbox as inbox;
@@ -63,6 +61,46 @@ pub(crate) fn mark_processed(
     Ok(())
 }
 
+/// Marks each callback of a batch of job ends processed, as
+/// [`mark_processed`] does one; on PostgreSQL in one statement.
+pub(crate) fn mark_all_processed(
+    conn: &mut DbConnection,
+    processed: &[ProcessedCallback],
+    now: NaiveDateTime,
+) -> Result<(), Fail> {
+    match conn {
+        DbConnection::Postgresql(pg) if processed.len() > 1 => {
+            let mut marks = Columns::<4>::default();
+            for p in processed {
+                marks.push([
+                    p.dealer.0.clone(),
+                    uuid_text(p.connection_id.0),
+                    p.event_id.clone(),
+                    p.outcome.clone(),
+                ]);
+            }
+            let [dealers, connections, events, outcomes] = &marks.0;
+            kept_sql(
+                "UPDATE webhook_inbox SET outcome = v.outcome, processed_at = ? \
+                 FROM unnest(?, ?, ?, ?) AS v(dealer, connection_id, event_id, outcome) \
+                 WHERE webhook_inbox.dealer = v.dealer \
+                 AND webhook_inbox.connection_id = v.connection_id \
+                 AND webhook_inbox.event_id = v.event_id",
+            )
+            .bind::<Timestamp, _>(now)
+            .bind::<Array<Text>, _>(dealers)
+            .bind::<Array<Text>, _>(connections)
+            .bind::<Array<Text>, _>(events)
+            .bind::<Array<Text>, _>(outcomes)
+            .execute(pg)?;
+            Ok(())
+        }
+        _ => processed
+            .iter()
+            .try_for_each(|p| mark_processed(conn, p, now)),
+    }
+}
+
 /// A callback to store, and the job that applies it.
 pub(crate) struct Received {
     row: NewCallbackRow,
@@ -75,15 +113,9 @@ pub(crate) struct Received {
 fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResult<bool>> {
     if batch.len() > 1 {
         let together = write_transaction(conn, |conn| {
-            let mut checked = HashSet::new();
             batch
                 .iter()
-                .map(|r| {
-                    if checked.insert((&r.row.dealer, &r.row.connection_id)) {
-                        require_connection(conn, &r.row.dealer, &r.row.connection_id)?;
-                    }
-                    store_callback(conn, r)
-                })
+                .map(|r| store_callback(conn, r))
                 .collect::<Result<Vec<bool>, Fail>>()
         });
         if let Ok(stored) = together {
@@ -93,31 +125,37 @@ fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResu
     batch
         .iter()
         .map(|r| {
-            write_transaction(conn, |conn| {
-                require_connection(conn, &r.row.dealer, &r.row.connection_id)?;
-                store_callback(conn, r)
-            })
-            .map_err(Fail::into_store_error)
+            write_transaction(conn, |conn| store_callback(conn, r)).map_err(Fail::into_store_error)
         })
         .collect()
 }
 
-/// Stores one callback and its job, unless the event was stored before.
+/// Stores one callback and its job, unless the event was stored before;
+/// `NotFound` when the dealer has no such connection.
 fn store_callback(conn: &mut DbConnection, r: &Received) -> Result<bool, Fail> {
     // A concurrent receive of the same event waits here for the first to
-    // commit, then inserts nothing; so does a repeat in the same batch.
+    // commit, then inserts nothing; so does a repeat in the same batch. The
+    // dealer's connection is checked by the insert itself: a statement of
+    // its own was one more round trip for every callback.
     let row = &r.row;
     let inserted = per_backend!(&mut *conn, |c| kept_sql(
         "INSERT INTO webhook_inbox (connection_id, dealer, event_id, payload, received_at) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+         SELECT ?, ?, ?, ?, ? WHERE EXISTS \
+         (SELECT 1 FROM connections WHERE connections.id = ? AND connections.dealer = ?) \
+         ON CONFLICT DO NOTHING"
     )
     .bind::<Text, _>(&row.connection_id)
     .bind::<Text, _>(&row.dealer)
     .bind::<Text, _>(&row.event_id)
     .bind::<Text, _>(&row.payload)
     .bind::<Timestamp, _>(row.received_at)
+    .bind::<Text, _>(&row.connection_id)
+    .bind::<Text, _>(&row.dealer)
     .execute(c))?;
     if inserted == 0 {
+        // A repeat, unless the connection is not the dealer's (rare: the
+        // caller found it a moment ago).
+        require_connection(conn, &row.dealer, &row.connection_id)?;
         return Ok(false);
     }
     enqueue_within(conn, r.job.clone())?;

@@ -982,6 +982,72 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     assert_eq!(db.count("webhook_inbox"), 1);
 });
 
+// Jobs ending together mark their callbacks together: each with its own
+// outcome, none of another dealer's.
+store_test!(callbacks_ending_together_are_each_marked, |db| async move {
+    let store = db.store().await;
+    let d = dealer("d1");
+    let c = store
+        .insert_connection(new_connection("d1", "Stages", ProviderKind::Stages))
+        .await
+        .unwrap();
+    for event in ["e1", "e2", "e3"] {
+        let payload = serde_json::json!({"event_id": event});
+        assert_eq!(
+            store
+                .receive_callback(&d, c.id, event, payload, callback_job("d1"))
+                .await,
+            Ok(true)
+        );
+    }
+    let kinds = vec!["stages_callback".to_owned()];
+    let claimed = store
+        .claim_jobs(Claim {
+            kinds: &kinds,
+            worker: "w1",
+            lease: TimeDelta::seconds(30),
+            now: Utc::now(),
+            limit: 10,
+            settle_lost_leases: false,
+            max_running_per_dealer: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let marks = [
+        (&d, "e1", "applied"),
+        (&d, "e2", "echo"),
+        (&dealer("d2"), "e3", "x"),
+    ];
+    let done = claimed
+        .iter()
+        .zip(marks)
+        .map(|(job, (dealer, event_id, outcome))| {
+            let processed = ProcessedCallback {
+                dealer: dealer.clone(),
+                connection_id: c.id,
+                event_id: event_id.into(),
+                outcome: outcome.into(),
+            };
+            (job.id, Done::from(serde_json::json!({})).marking(processed))
+        })
+        .collect();
+    assert_eq!(store.complete_jobs("w1", done).await, Ok(Vec::new()));
+    assert_eq!(
+        db.count("webhook_inbox WHERE event_id = 'e1' AND outcome = 'applied' AND processed_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        db.count("webhook_inbox WHERE event_id = 'e2' AND outcome = 'echo'"),
+        1
+    );
+    assert_eq!(
+        db.count("webhook_inbox WHERE processed_at IS NULL"),
+        1,
+        "another dealer's mark changes nothing"
+    );
+});
+
 // Callbacks arriving together are stored a batch per transaction: each still
 // gets its own answer, a refused one (another dealer's connection) refuses
 // no other, and a repeat inside a batch is a repeat.

@@ -28,7 +28,7 @@ use crate::db::{
     conflict_on_unique, into_page, page_limit, per_backend, write_transaction, DbConnection, Fail,
 };
 use crate::field_issues::apply_settlements;
-use crate::inbox::mark_processed;
+use crate::inbox::mark_all_processed;
 use crate::prepared::{generic_plans_in_this_transaction, kept_sql};
 use crate::schema::jobs;
 use crate::Store;
@@ -234,6 +234,7 @@ fn complete_batch(
     let completed = complete_many(conn, &ids, summaries, worker, now)?;
     let mut lost = Vec::new();
     let mut settlements = Vec::new();
+    let mut processed = Vec::new();
     for ((id, done), text) in done.into_iter().zip(&ids) {
         if !completed.contains(text) {
             lost.push(id);
@@ -241,11 +242,10 @@ fn complete_batch(
         }
         // A link unlinked meanwhile has nothing to keep.
         settlements.extend(done.settlement);
-        if let Some(processed) = &done.processed {
-            mark_processed(conn, processed, now)?;
-        }
+        processed.extend(done.processed);
     }
     apply_settlements(conn, settlements)?;
+    mark_all_processed(conn, &processed, now)?;
     Ok(lost)
 }
 
