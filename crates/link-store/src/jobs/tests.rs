@@ -31,7 +31,10 @@ fn a_batch_of_successes_is_planned_once_on_postgresql() {
     use chrono::Utc;
     use diesel::prelude::*;
     use diesel::sql_types::BigInt;
-    use domain::jobs::{Done, JobId, NewJob};
+    use domain::connection::ConnectionId;
+    use domain::jobs::{Done, JobId};
+    use domain::link::{LinkId, LinkKind};
+    use domain::link_sync::jobs::{AutoSyncPush, StagesRecord};
     use domain::tenancy::DealerId;
 
     use super::{complete_batch, JobRow, RUNNING};
@@ -43,27 +46,22 @@ fn a_batch_of_successes_is_planned_once_on_postgresql() {
     let mut conn = DbConnection::Postgresql(pg);
     let now = to_db_time(Utc::now());
     for round in 0..3 {
-        let ids: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
-        let rows: Vec<JobRow> = ids
-            .iter()
-            .map(|id| {
-                let new = NewJob {
-                    id: *id,
-                    dealer: DealerId("d1".into()),
-                    kind: "auto_sync_push".into(),
-                    payload: serde_json::json!({}),
-                    max_attempts: 5,
-                    run_at: Utc::now(),
-                    unique_key: None,
-                    serial_key: None,
-                    created_by: "test".into(),
+        // Pushes of three links, built by their kind's definition.
+        let rows: Vec<JobRow> = (0..3)
+            .map(|n| {
+                let record = StagesRecord {
+                    connection_id: ConnectionId::new(),
+                    kind: LinkKind::Site,
+                    external_id: format!("{round}-{n}"),
                 };
-                let mut row = JobRow::new(new, now);
+                let push = AutoSyncPush::new(LinkId::new(), record);
+                let mut row = JobRow::new(push.new_job(&DealerId("d1".into()), Utc::now()), now);
                 row.state = RUNNING.to_owned();
                 row.lease_owner = Some("w1".into());
                 row
             })
             .collect();
+        let ids: Vec<JobId> = rows.iter().map(|r| JobId(r.id.parse().unwrap())).collect();
         crate::db::insert_rows!(&mut conn, jobs, &rows).unwrap();
         let done = ids
             .iter()
