@@ -25,20 +25,6 @@ use diesel::{QueryResult, RunQueryDsl};
 /// marker there (`$1`, `$2`, ... on PostgreSQL).
 const VALUE: char = '?';
 
-/// A select-list item that makes the rest of the caller's transaction run
-/// each kept statement's generic plan from its first run. In `auto` mode
-/// PostgreSQL plans again at every run a statement whose custom plan looks
-/// cheaper than its generic one, as it always does where the cost follows
-/// the number of values bound in an array (`unnest`, `= ANY`). PostgreSQL 11
-/// has no `plan_cache_mode`: there nothing changes.
-macro_rules! generic_plans_in_this_transaction {
-    () => {
-        "(SELECT set_config('plan_cache_mode', 'force_generic_plan', true) \
-         WHERE current_setting('plan_cache_mode', true) IS NOT NULL)"
-    };
-}
-pub(crate) use generic_plans_in_this_transaction;
-
 /// `sql`, with a `?` where each value goes (in the order of the
 /// [`KeptSql::bind`] calls), prepared once per connection and text. Only
 /// for a bounded number of texts: each is kept as long as its connection.

@@ -16,7 +16,7 @@ use diesel::sql_types::{Array, BigInt, Text, Timestamp};
 
 use super::{JobRow, LOST_ON_LAST_ATTEMPT, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{per_backend, write_transaction, DbConnection, Fail};
-use crate::prepared::{generic_plans_in_this_transaction, kept_sql};
+use crate::prepared::kept_sql;
 use crate::schema::jobs;
 use domain::jobs::JobState;
 
@@ -312,12 +312,13 @@ fn claim_batch(
             // of 10,000 edits). PostgreSQL 11 has no `plan_cache_mode`: the
             // claim goes on planning each run there. Local to this
             // transaction.
-            kept_sql(concat!(
+            kept_sql(
                 "SELECT set_config('enable_seqscan', 'off', true), \
                  set_config('enable_bitmapscan', 'off', true), \
-                 set_config('enable_sort', 'off', true), ",
-                generic_plans_in_this_transaction!()
-            ))
+                 set_config('enable_sort', 'off', true), \
+                 (SELECT set_config('plan_cache_mode', 'force_generic_plan', true) \
+                  WHERE current_setting('plan_cache_mode', true) IS NOT NULL)",
+            )
             .execute(pg)?;
         }
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);

@@ -29,7 +29,7 @@ use crate::db::{
 };
 use crate::field_issues::apply_settlements;
 use crate::inbox::mark_all_processed;
-use crate::prepared::{generic_plans_in_this_transaction, kept_sql};
+use crate::prepared::kept_sql;
 use crate::schema::jobs;
 use crate::Store;
 
@@ -266,11 +266,12 @@ fn complete_many(
                 #[diesel(sql_type = Text)]
                 id: String,
             }
-            // The batch's statements (these, the settlements') run with
-            // their kept plans: planned each run for the number of values
-            // bound, they took PostgreSQL 0.35 ms each to plan, more than
-            // to run (pg_stat_statements, an Auto Sync run).
-            kept_sql(concat!("SELECT ", generic_plans_in_this_transaction!())).execute(pg)?;
+            // PostgreSQL plans these `unnest` statements at each run (0.35 ms
+            // each, pg_stat_statements): a custom plan knows the array's
+            // length, so it always looks cheaper than the generic one. Not
+            // forced generic: made on a table analyzed small, the generic
+            // plan hash-joins a scan of the whole table, and `jobs` is not
+            // analyzed as it grows (see `statistics`).
             // The same writes and lease test as `complete_one`.
             let completed = kept_sql(
                 "UPDATE jobs SET state = ?, summary = v.summary, last_error = NULL, \
