@@ -31,18 +31,7 @@ store_test!(
         let store = db.store().await;
         let d = dealer("d1");
         let c = stages_connection(&store, "d1", "Stages").await;
-        let link = NewLink {
-            id: LinkId::new(),
-            connection_id: c,
-            kind: LinkKind::Site,
-            billing_id: BillingId::parse("S1").unwrap(),
-            external_id: "10001".into(),
-            parent_id: None,
-        };
-        store
-            .insert_links(&d, vec![link.clone()], Vec::new())
-            .await
-            .unwrap();
+        let link = site_link(&store, c, "S1", "10001").await;
         let all = |kind| FieldIssueFilter {
             kind: Some(kind),
             ..Default::default()
@@ -61,7 +50,7 @@ store_test!(
         let new = store
             .record_field_issues(
                 &d,
-                link.id,
+                link,
                 IssueKind::Conflict,
                 vec![
                     conflict("city", "Dayton", "Akron"),
@@ -81,7 +70,7 @@ store_test!(
         let again = store
             .record_field_issues(
                 &d,
-                link.id,
+                link,
                 IssueKind::Conflict,
                 vec![conflict("city", "Dayton", "Akron")],
                 Vec::new(),
@@ -95,7 +84,7 @@ store_test!(
         let changed = store
             .record_field_issues(
                 &d,
-                link.id,
+                link,
                 IssueKind::Conflict,
                 vec![conflict("city", "Dayton", "Kent")],
                 vec!["city".into(), "zip".into()],
@@ -125,7 +114,7 @@ store_test!(
             ..conflict("system_number", "7", "8")
         };
         store
-            .record_field_issues(&d, link.id, IssueKind::Refused, vec![refused], Vec::new())
+            .record_field_issues(&d, link, IssueKind::Refused, vec![refused], Vec::new())
             .await
             .unwrap();
         assert_eq!(
@@ -188,7 +177,7 @@ store_test!(
             store
                 .record_field_issues(
                     &dealer("d2"),
-                    link.id,
+                    link,
                     IssueKind::Conflict,
                     vec![conflict("zip", "1", "2")],
                     Vec::new()
@@ -200,7 +189,7 @@ store_test!(
         store
             .record_field_issues(
                 &dealer("d2"),
-                link.id,
+                link,
                 IssueKind::Conflict,
                 Vec::new(),
                 vec!["city".into()],
@@ -221,7 +210,7 @@ store_test!(
         store
             .record_field_issues(
                 &d,
-                link.id,
+                link,
                 IssueKind::Conflict,
                 Vec::new(),
                 vec!["city".into()],
@@ -234,19 +223,25 @@ store_test!(
             .unwrap()
             .items
             .is_empty());
-        store.discard_links(&d, &[link.id]).await.unwrap();
+        store.discard_links(&d, &[link]).await.unwrap();
         assert_eq!(db.count("link_field_issues"), 0);
     }
 );
 
-/// A site link of `billing_id` on connection `c`, stored.
-async fn site_link(store: &Store, c: domain::connection::ConnectionId, billing_id: &str) -> LinkId {
+/// A site link of `billing_id` to Stages site `external_id` on connection
+/// `c`, stored.
+async fn site_link(
+    store: &Store,
+    c: domain::connection::ConnectionId,
+    billing_id: &str,
+    external_id: &str,
+) -> LinkId {
     let link = NewLink {
         id: LinkId::new(),
         connection_id: c,
         kind: LinkKind::Site,
         billing_id: BillingId::parse(billing_id).unwrap(),
-        external_id: format!("ext-{billing_id}"),
+        external_id: external_id.into(),
         parent_id: None,
     };
     store
@@ -270,10 +265,10 @@ store_test!(
         // Kept (its job held), gone (unlinked meanwhile), lost (its job
         // ended elsewhere), and one that found a new conflict.
         let [kept, gone, lost, conflicted] = [
-            site_link(&store, c, "S1").await,
-            site_link(&store, c, "S2").await,
-            site_link(&store, c, "S3").await,
-            site_link(&store, c, "S4").await,
+            site_link(&store, c, "S1", "10001").await,
+            site_link(&store, c, "S2", "10002").await,
+            site_link(&store, c, "S3", "10003").await,
+            site_link(&store, c, "S4", "10004").await,
         ];
         for link in [kept, lost, conflicted] {
             store

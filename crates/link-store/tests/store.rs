@@ -17,7 +17,7 @@ use domain::connection::{
     ConnectionChanges, ConnectionId, ConnectionName, ConnectionStatus, CredentialOwner, Endpoint,
     InboundCredential, ProviderKind,
 };
-use domain::jobs::{Done, JobId, JobState, NewJob, ProcessedCallback};
+use domain::jobs::{Done, Job, JobId, JobState, NewJob, ProcessedCallback};
 use domain::store::{
     AuditStore, Claim, ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore,
     InboundLookup, InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
@@ -818,21 +818,26 @@ fn callback_job(dealer_id: &str) -> NewJob {
     }
 }
 
-/// Claims one queued callback job and records its end with `processed`.
-async fn end_callback_job(store: &Store, processed: ProcessedCallback) {
+/// Claims up to `limit` queued callback jobs for worker `w1`.
+async fn claim_callback_jobs(store: &Store, limit: usize) -> Vec<Job> {
     let kinds = vec!["stages_callback".to_owned()];
-    let claimed = store
+    store
         .claim_jobs(Claim {
             kinds: &kinds,
             worker: "w1",
             lease: TimeDelta::seconds(30),
             now: Utc::now(),
-            limit: 1,
+            limit,
             settle_lost_leases: false,
             max_running_per_dealer: 10,
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Claims one queued callback job and records its end with `processed`.
+async fn end_callback_job(store: &Store, processed: ProcessedCallback) {
+    let claimed = claim_callback_jobs(store, 1).await;
     assert_eq!(claimed.len(), 1, "a callback job is queued");
     let done = Done::from(serde_json::json!({})).marking(processed);
     let lost = store
@@ -1000,19 +1005,7 @@ store_test!(callbacks_ending_together_are_each_marked, |db| async move {
             Ok(true)
         );
     }
-    let kinds = vec!["stages_callback".to_owned()];
-    let claimed = store
-        .claim_jobs(Claim {
-            kinds: &kinds,
-            worker: "w1",
-            lease: TimeDelta::seconds(30),
-            now: Utc::now(),
-            limit: 10,
-            settle_lost_leases: false,
-            max_running_per_dealer: 10,
-        })
-        .await
-        .unwrap();
+    let claimed = claim_callback_jobs(&store, 10).await;
     assert_eq!(claimed.len(), 3);
     let marks = [
         (&d, "e1", "applied"),
