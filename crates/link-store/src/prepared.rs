@@ -125,6 +125,39 @@ where
 
 impl<T, V, W, Conn> RunQueryDsl<Conn> for KeptUpdate<T, V, W> {}
 
+/// `insert` (diesel's INSERT of one row, which it writes with one text for
+/// any values) followed by `tail` (its `ON CONFLICT` and `RETURNING`
+/// clauses), kept prepared like [`kept_sql`]; its rows are read by name.
+pub(crate) fn kept_insert<I>(insert: I, tail: &'static str) -> KeptInsert<I> {
+    KeptInsert { insert, tail }
+}
+
+/// See [`kept_insert`].
+pub(crate) struct KeptInsert<I> {
+    insert: I,
+    tail: &'static str,
+}
+
+impl<I> QueryId for KeptInsert<I> {
+    // No static id: diesel keys the statement by its SQL and bind types.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<I> Query for KeptInsert<I> {
+    type SqlType = Untyped;
+}
+
+impl<DB: Backend, I: QueryFragment<DB>> QueryFragment<DB> for KeptInsert<I> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.insert.walk_ast(out.reborrow())?;
+        out.push_sql(self.tail);
+        Ok(())
+    }
+}
+
+impl<I, Conn> RunQueryDsl<Conn> for KeptInsert<I> {}
+
 impl<DB> QueryId for KeptSql<'_, DB> {
     // No static id: diesel keys the statement by its SQL and bind types.
     type QueryId = ();

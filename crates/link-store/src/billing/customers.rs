@@ -206,7 +206,7 @@ impl BillingRow for CustomerRow {
         )
     }
 
-    billing_row_queries!(billing_customers);
+    billing_row_queries!(billing_customers: kind, first_name, last_name, business_name, phone, email, address1, address2, city, state, zip, phone_digits, search_text, office_location, tags, rep_id, sale_date, two_way_voice, account_number, receiver_number);
 }
 
 pub(super) fn save_customer(

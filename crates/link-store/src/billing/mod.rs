@@ -59,6 +59,13 @@ trait BillingRow: Sized {
     fn insert_new(&self, conn: &mut DbConnection) -> QueryResult<usize>;
     /// Overwrites the stored row while its version is still `old_version` (else 0).
     fn update_from(&self, conn: &mut DbConnection, old_version: i64) -> QueryResult<usize>;
+    /// PostgreSQL's upsert in one statement: inserts the row (version 1), or
+    /// writes its fields over the stored row's with the next version when
+    /// any differs; what it wrote, or `None` when the fields were the same.
+    fn upsert_changed(&self, pg: &mut PgConnection) -> QueryResult<Option<Written>>;
+    /// The columns of the record's fields: all but its key, version and times.
+    #[cfg(test)]
+    const FIELD_COLUMNS: &'static [&'static str];
     /// Deletes the row while its version is still `version` (else 0).
     fn delete_at(
         conn: &mut DbConnection,
@@ -68,9 +75,41 @@ trait BillingRow: Sized {
     ) -> QueryResult<usize>;
 }
 
-/// The queries of `BillingRow`, the same for every table but its name.
+/// The version and creation time an upsert wrote (see `upsert_changed`).
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    version: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    created_at: NaiveDateTime,
+}
+
+/// The queries of `BillingRow`, the same for every table but its name and
+/// the columns of its fields (every column but the five all tables share; a
+/// test holds the list to the schema).
 macro_rules! billing_row_queries {
-    ($table:ident) => {
+    ($table:ident: $($field:ident),+) => {
+        #[cfg(test)]
+        const FIELD_COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+
+        fn upsert_changed(&self, pg: &mut PgConnection) -> QueryResult<Option<super::Written>> {
+            // One text for any values, kept prepared. The WHERE leaves an
+            // unchanged row alone (no new version, no ETag churn).
+            const TAIL: &str = concat!(
+                " ON CONFLICT (dealer, id) DO UPDATE SET version = ",
+                stringify!($table),
+                ".version + 1, updated_at = excluded.updated_at",
+                $(", ", stringify!($field), " = excluded.", stringify!($field),)+
+                " WHERE ",
+                $(stringify!($table), ".", stringify!($field), " IS DISTINCT FROM excluded.",
+                    stringify!($field), " OR ",)+
+                "FALSE RETURNING version, created_at"
+            );
+            crate::prepared::kept_insert(diesel::insert_into($table::table).values(self), TAIL)
+                .get_result(pg)
+                .optional()
+        }
+
         fn version(&self) -> i64 {
             self.version
         }
@@ -482,4 +521,39 @@ pub(crate) fn linked_of(
             .transpose()?
             .map(domain::link_sync::LinkedRecord::System),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+
+    use super::*;
+    use crate::scratch_postgres::ScratchSchema;
+
+    /// PostgreSQL's upsert writes and compares the columns a kind lists: a
+    /// column left out would never change on a PUT, nor make one a change.
+    #[test]
+    fn each_kind_lists_every_column_of_its_fields() {
+        const SHARED: [&str; 5] = ["dealer", "id", "version", "created_at", "updated_at"];
+        let (_schema, mut pg) = ScratchSchema::open();
+        for (table, fields) in [
+            ("billing_customers", CustomerRow::FIELD_COLUMNS),
+            ("billing_sites", SiteRow::FIELD_COLUMNS),
+            ("billing_systems", SystemRow::FIELD_COLUMNS),
+            ("billing_users", UserRow::FIELD_COLUMNS),
+        ] {
+            let mut stored: Vec<String> = diesel::dsl::sql::<Text>(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ",
+            )
+            .bind::<Text, _>(table)
+            .load(&mut pg)
+            .unwrap();
+            let mut listed: Vec<String> =
+                SHARED.iter().chain(fields).map(|c| c.to_string()).collect();
+            stored.sort();
+            listed.sort();
+            assert_eq!(listed, stored, "{table}");
+        }
+    }
 }

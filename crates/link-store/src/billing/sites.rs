@@ -92,7 +92,7 @@ impl BillingRow for SiteRow {
         )
     }
 
-    billing_row_queries!(billing_sites);
+    billing_row_queries!(billing_sites: customer_id, name, address1, address2, city, state, zip, phone, info);
 }
 
 /// A site's customer, when it names one, must exist.

@@ -73,7 +73,7 @@ impl BillingRow for SystemRow {
         )
     }
 
-    billing_row_queries!(billing_systems);
+    billing_row_queries!(billing_systems: site_id, system_number, panel_type, location, info);
 }
 
 /// A system's site must exist.

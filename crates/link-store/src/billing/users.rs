@@ -104,7 +104,7 @@ impl BillingRow for UserRow {
         )
     }
 
-    billing_row_queries!(billing_users);
+    billing_row_queries!(billing_users: first_name, last_name, email, phone, login_name, active, can_login, permission_group, tags, address1, address2, city, state, zip, user_field);
 }
 
 pub(super) fn save_user(
