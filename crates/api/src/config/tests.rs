@@ -68,7 +68,7 @@ fn job_sizes_are_auto_or_given() {
         max_running_per_dealer: AutoOr::Auto,
     };
     assert!(auto.pool_size() >= 2);
-    assert_eq!(auto.concurrency(), 4 * auto.pool_size() as usize);
+    assert_eq!(auto.concurrency(), 8 * auto.pool_size() as usize);
     // Three quarters of the slots, rounded up; never 0 (that means no cap).
     assert_eq!(auto.max_running_per_dealer(), auto.concurrency() * 3 / 4);
     let two = JobSettings {
