@@ -1008,6 +1008,70 @@ fn site_change(rng: &mut impl rand::Rng) -> (&'static str, &'static str) {
 /// Stages' log of applied writes shows no push for a record billing did not
 /// change in the round (no echo) and no push sent twice.
 ///
+/// A replica checks a callback's credential against the one it read before
+/// (S18), yet a secret rotated on another replica stops working there at
+/// once, and the new one works there at once.
+async fn a_callback_secret_rotated_on_one_replica_stops_working_on_the_other_at_once(
+    backend: Backend,
+) {
+    let w = world(backend).await;
+    let old = w.connect_callbacks().await;
+    let second = Service::start_with(ServiceOptions {
+        database_url: Some(w.svc.database_url.clone()),
+        env: Vec::new(),
+    })
+    .await;
+    let user = w
+        .svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{}/inbound-credentials", w.cid),
+            &w.admin,
+            None,
+        )
+        .await
+        .body["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = second.url(&format!("/v1/webhooks/stages/{}", w.cid));
+    let send = |event_id: &str, secret: &str| {
+        let event = json!({"event_id": event_id, "occurred_at": "2026-12-07T06:00:00Z",
+            "type": "site.updated", "site_no": "99999", "changes": {"info": "?"}});
+        let request = second
+            .http
+            .post(&url)
+            .basic_auth(&user, Some(secret))
+            .json(&event);
+        async move { Answer::from(request.send().await.unwrap()).await }
+    };
+    // The second replica reads the credential and keeps it.
+    assert_eq!(send("evt-1", &old).await.status, 202);
+    assert_eq!(send("evt-2", &old).await.status, 202);
+
+    let rotated = w
+        .svc
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/inbound-credentials:rotate", w.cid),
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let new = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+
+    send("evt-3", &old).await.assert_problem(401);
+    // Refused means not stored: the event is new when sent right.
+    let right = send("evt-3", &new).await;
+    assert_eq!(right.status, 202, "{}", right.text);
+    assert_eq!(send("evt-3", &new).await.status, 200, "a repeat");
+    send("evt-4", &old).await.assert_problem(401);
+    // A repeat sent with the old secret is refused as well.
+    send("evt-1", &old).await.assert_problem(401);
+}
+
 /// Two replicas share the database: billing edits go to either, Stages'
 /// callbacks (delivered twice each, in random order) to one or the other,
 /// and Stages goes down for a random while in some rounds.
@@ -1594,6 +1658,7 @@ on_both_backends!(
     a_push_that_keeps_failing_goes_dead_and_can_be_retried,
     stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo,
     callbacks_are_verified_deduplicated_and_unmatched_ones_reported,
+    a_callback_secret_rotated_on_one_replica_stops_working_on_the_other_at_once,
     webhook_subscribers_get_signed_events_and_a_410_disables_them,
     a_thousand_auto_sync_pushes_through_faults_each_arrive_once,
     metrics_show_jobs_by_state_durations_and_deliveries,

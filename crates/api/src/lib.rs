@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod callback_auth;
 pub mod config;
 pub mod delivery;
 pub mod dto;

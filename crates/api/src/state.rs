@@ -30,6 +30,8 @@ pub struct AppState {
     pub webhooks: Arc<dyn WebhookStore>,
     pub inbox: Arc<dyn InboxStore>,
     pub inbound: Arc<dyn InboundLookup>,
+    /// Stages callbacks' credentials as last read, per connection.
+    pub callback_credentials: Arc<crate::callback_auth::CallbackCredentials>,
     pub isp: Arc<dyn domain::isp::IspStore>,
     pub imports: Arc<dyn domain::import::ImportStore>,
     pub batches: Arc<dyn domain::batch::BatchStore>,
@@ -78,6 +80,7 @@ impl AppState {
             webhooks: Arc::new(store.clone()),
             inbox: Arc::new(store.clone()),
             inbound: Arc::new(store.clone()),
+            callback_credentials: Arc::default(),
             imports: Arc::new(store.clone()),
             batches: Arc::new(store.clone()),
             issues: Arc::new(store.clone()),

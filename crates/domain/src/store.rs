@@ -692,15 +692,18 @@ pub trait WebhookStore: Send + Sync {
 #[async_trait]
 pub trait InboxStore: Send + Sync {
     /// Stores a callback once per (connection, event id) and enqueues `job` in
-    /// the same transaction. `Ok(false)`: already received, nothing enqueued.
+    /// the same transaction. With `credential_set_at` (the `rotated_at` of the
+    /// inbound credential the callback was verified with), only while that
+    /// credential is still the connection's.
     async fn receive_callback(
         &self,
         dealer: &DealerId,
         connection_id: crate::connection::ConnectionId,
         event_id: &str,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
         job: NewJob,
-    ) -> StoreResult<bool>;
+        credential_set_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Received>;
     /// The stored callback, for the job that processes it.
     async fn callback(
         &self,
@@ -708,6 +711,18 @@ pub trait InboxStore: Send + Sync {
         connection_id: crate::connection::ConnectionId,
         event_id: &str,
     ) -> StoreResult<serde_json::Value>;
+}
+
+/// What became of a callback offered to the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Stored, with its job.
+    New,
+    /// Received before: nothing stored, nothing enqueued.
+    Repeat,
+    /// Nothing stored: the credential it was verified with has been
+    /// replaced (rotated) since.
+    CredentialReplaced,
 }
 
 /// Finds a connection by its id alone, for unauthenticated inbound callbacks

@@ -6,10 +6,10 @@
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text, Timestamp};
+use diesel::sql_types::{Array, Nullable, Text, Timestamp};
 use domain::connection::ConnectionId;
 use domain::jobs::{NewJob, ProcessedCallback};
-use domain::store::{InboxStore, StoreError, StoreResult};
+use domain::store::{InboxStore, Received, StoreError, StoreResult};
 use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
@@ -17,6 +17,7 @@ use crate::connections::{corrupt, require_connection, to_db_time};
 use crate::db::{per_backend, write_transaction, Columns, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::prepared::kept_sql;
+use crate::schema::inbound_credentials;
 use crate::schema::webhook_inbox as inbox;
 use crate::Store;
 
@@ -27,6 +28,8 @@ struct NewCallbackRow {
     event_id: String,
     payload: String,
     received_at: NaiveDateTime,
+    /// When the inbound credential the callback was verified with was set.
+    credential_set_at: Option<NaiveDateTime>,
 }
 
 /// One stored callback, as a filter.
@@ -102,21 +105,21 @@ pub(crate) fn mark_all_processed(
 }
 
 /// A callback to store, and the job that applies it.
-pub(crate) struct Received {
+pub(crate) struct Offered {
     row: NewCallbackRow,
     job: NewJob,
 }
 
-/// Stores each callback of `batch` not stored before, with its job; true for
-/// each one new. All in one transaction; when that is refused (a connection
-/// deleted meanwhile, say), each goes alone, so one refusal is its own.
-fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResult<bool>> {
+/// Stores each callback of `batch` not stored before, with its job. All in
+/// one transaction; when that is refused (a connection deleted meanwhile,
+/// say), each goes alone, so one refusal is its own.
+fn store_callbacks(conn: &mut DbConnection, batch: &[Offered]) -> Vec<StoreResult<Received>> {
     if batch.len() > 1 {
         let together = write_transaction(conn, |conn| {
             batch
                 .iter()
                 .map(|r| store_callback(conn, r))
-                .collect::<Result<Vec<bool>, Fail>>()
+                .collect::<Result<Vec<Received>, Fail>>()
         });
         if let Ok(stored) = together {
             return stored.into_iter().map(Ok).collect();
@@ -130,18 +133,22 @@ fn store_callbacks(conn: &mut DbConnection, batch: &[Received]) -> Vec<StoreResu
         .collect()
 }
 
-/// Stores one callback and its job, unless the event was stored before;
-/// `NotFound` when the dealer has no such connection.
-fn store_callback(conn: &mut DbConnection, r: &Received) -> Result<bool, Fail> {
+/// Stores one callback and its job, unless the event was stored before or
+/// the credential it was verified with is replaced; `NotFound` when the
+/// dealer has no such connection.
+fn store_callback(conn: &mut DbConnection, r: &Offered) -> Result<Received, Fail> {
     // A concurrent receive of the same event waits here for the first to
     // commit, then inserts nothing; so does a repeat in the same batch. The
-    // dealer's connection is checked by the insert itself: a statement of
-    // its own was one more round trip for every callback.
+    // dealer's connection and the credential are checked by the insert
+    // itself: a statement of their own was one more round trip for every
+    // callback.
     let row = &r.row;
     let inserted = per_backend!(&mut *conn, |c| kept_sql(
         "INSERT INTO webhook_inbox (connection_id, dealer, event_id, payload, received_at) \
          SELECT ?, ?, ?, ?, ? WHERE EXISTS \
          (SELECT 1 FROM connections WHERE connections.id = ? AND connections.dealer = ?) \
+         AND (? IS NULL OR EXISTS (SELECT 1 FROM inbound_credentials AS i \
+         WHERE i.connection_id = ? AND i.rotated_at = ?)) \
          ON CONFLICT DO NOTHING"
     )
     .bind::<Text, _>(&row.connection_id)
@@ -151,15 +158,28 @@ fn store_callback(conn: &mut DbConnection, r: &Received) -> Result<bool, Fail> {
     .bind::<Timestamp, _>(row.received_at)
     .bind::<Text, _>(&row.connection_id)
     .bind::<Text, _>(&row.dealer)
+    .bind::<Nullable<Timestamp>, _>(row.credential_set_at)
+    .bind::<Text, _>(&row.connection_id)
+    .bind::<Nullable<Timestamp>, _>(row.credential_set_at)
     .execute(c))?;
     if inserted == 0 {
-        // A repeat, unless the connection is not the dealer's (rare: the
-        // caller found it a moment ago).
+        // A repeat, unless the connection is not the dealer's or its
+        // credential was rotated since the caller read it (both rare).
         require_connection(conn, &row.dealer, &row.connection_id)?;
-        return Ok(false);
+        if let Some(set_at) = row.credential_set_at {
+            let current: i64 = inbound_credentials::table
+                .filter(inbound_credentials::connection_id.eq(&row.connection_id))
+                .filter(inbound_credentials::rotated_at.eq(set_at))
+                .count()
+                .get_result(conn)?;
+            if current == 0 {
+                return Ok(Received::CredentialReplaced);
+            }
+        }
+        return Ok(Received::Repeat);
     }
     enqueue_within(conn, r.job.clone())?;
-    Ok(true)
+    Ok(Received::New)
 }
 
 #[async_trait]
@@ -171,21 +191,23 @@ impl InboxStore for Store {
         dealer: &DealerId,
         connection_id: ConnectionId,
         event_id: &str,
-        payload: serde_json::Value,
+        payload: &serde_json::Value,
         job: NewJob,
-    ) -> StoreResult<bool> {
+        credential_set_at: Option<chrono::DateTime<Utc>>,
+    ) -> StoreResult<Received> {
         if job.dealer != *dealer {
             return Err(StoreError::Conflict(
                 "the job of a callback must belong to the callback's dealer".into(),
             ));
         }
-        let received = Received {
+        let offered = Offered {
             row: NewCallbackRow {
                 connection_id: uuid_text(connection_id.0),
                 dealer: dealer.0.clone(),
                 event_id: event_id.to_owned(),
                 payload: payload.to_string(),
                 received_at: to_db_time(Utc::now()),
+                credential_set_at: credential_set_at.map(to_db_time),
             },
             job,
         };
@@ -194,7 +216,7 @@ impl InboxStore for Store {
         self.gathered(
             |inner| &inner.callbacks,
             |inner| &inner.pool,
-            received,
+            offered,
             store_callbacks,
         )
         .await

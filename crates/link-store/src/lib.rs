@@ -113,7 +113,7 @@ struct Inner {
     /// Billing-id lookups waiting to be read together (PostgreSQL).
     lookups: gathered::Gathered<links::Lookup, domain::Page<domain::link::Link>>,
     /// Stages callbacks waiting to be stored together.
-    callbacks: gathered::Gathered<inbox::Received, bool>,
+    callbacks: gathered::Gathered<inbox::Offered, domain::store::Received>,
 }
 
 impl std::fmt::Debug for Store {

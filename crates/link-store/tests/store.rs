@@ -20,7 +20,7 @@ use domain::connection::{
 use domain::jobs::{Done, Job, JobId, JobState, NewJob, ProcessedCallback};
 use domain::store::{
     AuditStore, Claim, ConnectionStore, IdempotencyBegin, IdempotencyScope, IdempotencyStore,
-    InboundLookup, InboxStore, JobStore, PageRequest, StoreError, StoredResponse,
+    InboundLookup, InboxStore, JobStore, PageRequest, Received, StoreError, StoredResponse,
 };
 use domain::tenancy::{DealerId, UserId};
 use domain::Secret;
@@ -871,9 +871,9 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     let job = callback_job("d1");
     assert_eq!(
         store
-            .receive_callback(&d, c.id, "e1", payload.clone(), job.clone())
+            .receive_callback(&d, c.id, "e1", &payload, job.clone(), None)
             .await,
-        Ok(true)
+        Ok(Received::New)
     );
     let queued = store.job(&d, job.id).await.unwrap();
     assert_eq!(queued.kind, "stages_callback");
@@ -887,20 +887,21 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
                 &d,
                 c.id,
                 "e1",
-                serde_json::json!({"other": true}),
-                repeat.clone()
+                &serde_json::json!({"other": true}),
+                repeat.clone(),
+                None
             )
             .await,
-        Ok(false)
+        Ok(Received::Repeat)
     );
     assert_eq!(store.job(&d, repeat.id).await, Err(StoreError::NotFound));
     assert_eq!(store.callback(&d, c.id, "e1").await, Ok(payload.clone()));
     // Event ids are per connection.
     assert_eq!(
         store
-            .receive_callback(&d, other.id, "e1", payload.clone(), callback_job("d1"))
+            .receive_callback(&d, other.id, "e1", &payload, callback_job("d1"), None)
             .await,
-        Ok(true)
+        Ok(Received::New)
     );
 
     // Two deliveries of one event at once: exactly one is stored with its job.
@@ -914,10 +915,17 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
                 let job = callback_job("d1");
                 barrier.wait().await;
                 let stored = store
-                    .receive_callback(&d, c.id, "race", serde_json::json!({"n": i}), job.clone())
+                    .receive_callback(
+                        &d,
+                        c.id,
+                        "race",
+                        &serde_json::json!({"n": i}),
+                        job.clone(),
+                        None,
+                    )
                     .await
                     .unwrap();
-                (stored, job.id)
+                (stored == Received::New, job.id)
             })
         })
         .collect();
@@ -965,7 +973,7 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     let d2 = dealer("d2");
     assert_eq!(
         store
-            .receive_callback(&d2, c.id, "e2", payload.clone(), callback_job("d2"))
+            .receive_callback(&d2, c.id, "e2", &payload, callback_job("d2"), None)
             .await,
         Err(StoreError::NotFound)
     );
@@ -976,7 +984,7 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     // A job of another dealer is refused.
     assert!(matches!(
         store
-            .receive_callback(&d, c.id, "e3", payload.clone(), callback_job("d2"))
+            .receive_callback(&d, c.id, "e3", &payload, callback_job("d2"), None)
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -986,6 +994,69 @@ store_test!(callbacks_are_stored_once_with_their_job, |db| async move {
     store.delete_connection(&d, c.id, None).await.unwrap();
     assert_eq!(db.count("webhook_inbox"), 1);
 });
+
+// A callback verified with an inbound credential is stored only while that
+// credential is the connection's: once rotated, nothing is stored or
+// enqueued, even for an event received before.
+store_test!(
+    callbacks_verified_with_a_replaced_credential_are_not_stored,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        let c = stages_connection(&store, "d1", "Stages").await;
+        let set = |secret: &str| {
+            let (store, d) = (store.clone(), d.clone());
+            let credential = InboundCredential {
+                username: "cb-stages".into(),
+                secret: Secret::new(secret),
+                rotated_at: Utc::now(),
+            };
+            async move {
+                store
+                    .set_inbound_credential(&d, c, &credential)
+                    .await
+                    .unwrap();
+                // As the callback's check reads it back.
+                let (_, read) = store.connection_for_callback(c).await.unwrap().unwrap();
+                read.unwrap().rotated_at
+            }
+        };
+        let payload = serde_json::json!({"event_id": "e1"});
+        // No credential at all: nothing can have been verified with it.
+        let job = callback_job("d1");
+        let answer = store
+            .receive_callback(&d, c, "e0", &payload, job.clone(), Some(Utc::now()))
+            .await;
+        assert_eq!(answer, Ok(Received::CredentialReplaced));
+
+        let first = set("one").await;
+        let receive = |event: &'static str, set_at| {
+            let (store, d, payload) = (store.clone(), d.clone(), payload.clone());
+            async move {
+                let job = callback_job("d1");
+                let answer = store
+                    .receive_callback(&d, c, event, &payload, job.clone(), Some(set_at))
+                    .await;
+                (answer, store.job(&d, job.id).await.is_ok())
+            }
+        };
+        assert_eq!(receive("e1", first).await, (Ok(Received::New), true));
+        assert_eq!(receive("e1", first).await, (Ok(Received::Repeat), false));
+
+        let second = set("two").await;
+        assert_ne!(first, second);
+        assert_eq!(
+            receive("e2", first).await,
+            (Ok(Received::CredentialReplaced), false)
+        );
+        assert_eq!(
+            receive("e1", first).await,
+            (Ok(Received::CredentialReplaced), false)
+        );
+        assert_eq!(receive("e2", second).await, (Ok(Received::New), true));
+        assert_eq!(db.count("webhook_inbox"), 2);
+    }
+);
 
 // Jobs ending together mark their callbacks together: each with its own
 // outcome, none of another dealer's.
@@ -1000,9 +1071,9 @@ store_test!(callbacks_ending_together_are_each_marked, |db| async move {
         let payload = serde_json::json!({"event_id": event});
         assert_eq!(
             store
-                .receive_callback(&d, c.id, event, payload, callback_job("d1"))
+                .receive_callback(&d, c.id, event, &payload, callback_job("d1"), None)
                 .await,
-            Ok(true)
+            Ok(Received::New)
         );
     }
     let claimed = claim_callback_jobs(&store, 10).await;
@@ -1062,7 +1133,7 @@ store_test!(
                     barrier.wait().await;
                     let payload = serde_json::json!({ "event_id": event });
                     let answer = store
-                        .receive_callback(&d, connection, &event, payload, job.clone())
+                        .receive_callback(&d, connection, &event, &payload, job.clone(), None)
                         .await;
                     (i, event, job, answer)
                 })
@@ -1077,11 +1148,14 @@ store_test!(
                 continue;
             }
             match answer {
-                Ok(true) => {
+                Ok(Received::New) => {
                     *stored.entry(event.clone()).or_default() += 1;
                     assert_eq!(store.job(&d, job.id).await.unwrap().kind, "stages_callback");
                 }
-                Ok(false) => assert_eq!(store.job(&d, job.id).await, Err(StoreError::NotFound)),
+                Ok(Received::Repeat) => {
+                    assert_eq!(store.job(&d, job.id).await, Err(StoreError::NotFound))
+                }
+                Ok(other) => panic!("callback {i}: {other:?}"),
                 Err(e) => panic!("callback {i} was refused: {e}"),
             }
         }

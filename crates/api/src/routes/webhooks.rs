@@ -5,11 +5,11 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use domain::connection::{ConnectionId, ProviderKind};
+use domain::connection::ConnectionId;
 use domain::link_sync::jobs::ApplyStagesCallback;
 use domain::stages::{StagesCallback, StagesCallbackEvent};
+use domain::store::Received;
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -184,21 +184,12 @@ pub async fn stages_callback(
     let cid = Uuid::parse_str(&path)
         .map(ConnectionId)
         .map_err(|_| unauthorized())?;
-    let (connection, inbound) = state
-        .inbound
-        .connection_for_callback(cid)
+    let credentials = &state.callback_credentials;
+    let lookup = state.inbound.as_ref();
+    let mut verified = credentials
+        .verify(lookup, cid, &user, &password)
         .await?
         .ok_or_else(unauthorized)?;
-    let inbound = inbound.ok_or_else(unauthorized)?;
-    let user_ok = inbound.username.as_bytes().ct_eq(user.as_bytes());
-    let secret_ok = inbound
-        .secret
-        .expose()
-        .as_bytes()
-        .ct_eq(password.as_bytes());
-    if !bool::from(user_ok & secret_ok) || connection.provider != ProviderKind::Stages {
-        return Err(unauthorized());
-    }
     let callback: StagesCallback = parse_json(&body)?;
     if callback.event_id.trim().is_empty() || callback.event_id.len() > 200 {
         return Err(domain::validation::ValidationError::field(
@@ -208,11 +199,18 @@ pub async fn stages_callback(
         .into());
     }
     if let StagesCallbackEvent::SendToBilling { site_no, target } = &callback.event {
+        // It writes to Stages through the connection: as it is now.
+        if verified.from_memory {
+            verified = credentials
+                .verify_afresh(lookup, cid, &user, &password)
+                .await?
+                .ok_or_else(unauthorized)?;
+        }
         // A resend may carry another delivery time; the event itself must match.
         let what = serde_json::to_vec(&callback.event).map_err(ApiError::internal)?;
         return send_to_billing(
             &state,
-            &connection,
+            &verified.connection,
             &callback.event_id,
             &what,
             site_no,
@@ -221,21 +219,43 @@ pub async fn stages_callback(
         .await;
     }
     let payload = serde_json::to_value(&callback).map_err(ApiError::internal)?;
-    let job =
-        ApplyStagesCallback::new(cid, &callback).new_job(&connection.dealer, chrono::Utc::now());
-    // A new event is applied by this job (no other job shares its id).
-    let job_location = format!("/v1/jobs/{}", job.id.0);
-    let new = state
-        .inbox
-        .receive_callback(&connection.dealer, cid, &callback.event_id, payload, job)
-        .await?;
+    let (received, job_id) = loop {
+        let dealer = &verified.connection.dealer;
+        let job = ApplyStagesCallback::new(cid, &callback).new_job(dealer, chrono::Utc::now());
+        let job_id = job.id;
+        let received = state
+            .inbox
+            .receive_callback(
+                dealer,
+                cid,
+                &callback.event_id,
+                &payload,
+                job,
+                Some(verified.credential_set_at),
+            )
+            .await?;
+        match received {
+            // Rotated since this process read it: the credential sent may
+            // be the new one.
+            Received::CredentialReplaced if verified.from_memory => {
+                verified = credentials
+                    .verify_afresh(lookup, cid, &user, &password)
+                    .await?
+                    .ok_or_else(unauthorized)?;
+            }
+            Received::CredentialReplaced => return Err(unauthorized()),
+            other => break (other, job_id),
+        }
+    };
+    let new = received == Received::New;
     let receipt = CallbackReceipt {
         event_id: callback.event_id,
         status: if new { "accepted" } else { "duplicate" },
     };
     Ok(if new {
         HttpResponse::Accepted()
-            .insert_header((header::LOCATION, job_location))
+            // A new event is applied by this job (no other job shares its id).
+            .insert_header((header::LOCATION, format!("/v1/jobs/{}", job_id.0)))
             .json(receipt)
     } else {
         HttpResponse::Ok().json(receipt)
