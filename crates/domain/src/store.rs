@@ -526,6 +526,9 @@ pub struct Claim<'a> {
     /// Most jobs of one dealer running at once, on every replica (0: no
     /// cap), so one dealer's slow jobs never hold every slot (B15).
     pub max_running_per_dealer: usize,
+    /// At most this many jobs of each of these kinds (the worker's room
+    /// for a kind it runs only so many of at once).
+    pub most_of_kind: &'a [(String, usize)],
 }
 
 /// The durable job queue. Workers of any replica claim due jobs with a lease
@@ -559,6 +562,7 @@ pub trait JobStore: Send + Sync {
             limit: 1,
             settle_lost_leases: true,
             max_running_per_dealer: 0,
+            most_of_kind: &[],
         };
         Ok(self.claim_jobs(claim).await?.pop())
     }

@@ -45,6 +45,7 @@ async fn claim(store: &Store, limit: usize, cap: usize, now: DateTime<Utc>) -> V
             limit,
             settle_lost_leases: false,
             max_running_per_dealer: cap,
+            most_of_kind: &[],
         })
         .await
         .unwrap()
@@ -97,6 +98,44 @@ store_test!(
             finish(&store, &batch).await;
         }
         assert_eq!(seen.len(), 5_001);
+    }
+);
+
+// A claim takes no more of a kind than the worker has room for, and the
+// other kinds due behind them still come in that claim.
+store_test!(
+    a_claim_takes_no_more_of_a_kind_than_its_room,
+    |db| async move {
+        let store = db.store().await;
+        let now = t0();
+        for i in 0..6 {
+            let at = now - TimeDelta::minutes(1) + TimeDelta::seconds(i);
+            store.enqueue(job("a", "reconcile", at)).await.unwrap();
+        }
+        for i in 0..3 {
+            let at = now - TimeDelta::seconds(10) + TimeDelta::seconds(i);
+            store.enqueue(job("a", "auto_sync_push", at)).await.unwrap();
+        }
+        let kinds: Vec<String> = KINDS.iter().map(|k| k.to_string()).collect();
+        let room = [("reconcile".to_owned(), 2)];
+        let claimed = store
+            .claim_jobs(Claim {
+                kinds: &kinds,
+                worker: "w1",
+                lease: TimeDelta::seconds(30),
+                now,
+                limit: 16,
+                settle_lost_leases: false,
+                max_running_per_dealer: 0,
+                most_of_kind: &room,
+            })
+            .await
+            .unwrap();
+        let count = |kind: &str| claimed.iter().filter(|j| j.kind == kind).count();
+        assert_eq!(count("reconcile"), 2, "the room, not the batch");
+        assert_eq!(count("auto_sync_push"), 3);
+        // Without a most, the rest come.
+        assert_eq!(claim(&store, 16, 0, now).await.len(), 4);
     }
 );
 

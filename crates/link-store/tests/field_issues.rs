@@ -313,6 +313,7 @@ store_test!(
                 limit: 10,
                 settle_lost_leases: false,
                 max_running_per_dealer: 10,
+                most_of_kind: &[],
             })
             .await
             .unwrap();

@@ -830,6 +830,7 @@ async fn claim_callback_jobs(store: &Store, limit: usize) -> Vec<Job> {
             limit,
             settle_lost_leases: false,
             max_running_per_dealer: 10,
+            most_of_kind: &[],
         })
         .await
         .unwrap()

@@ -61,6 +61,8 @@ pub(super) struct Claiming {
     pub settle_lost_leases: bool,
     /// 0: no cap.
     pub max_running_per_dealer: usize,
+    /// At most this many jobs of these kinds.
+    pub most_of_kind: Vec<(String, usize)>,
 }
 
 /// Running jobs whose lease ran out with attempts left: their worker is
@@ -256,13 +258,15 @@ fn is_bulk(kind: &str) -> bool {
 /// The claim's batch out of the candidates (each dealer's queued jobs, with
 /// `running` of each dealer): lost leases first, then by dealer share (jobs
 /// running plus the job's place in its dealer's queue, interactive before
-/// bulk), then age; no two of one key; no dealer past its cap.
+/// bulk), then age; no two of one key; no dealer past its cap, no kind past
+/// its most.
 fn fair_batch(
     lost: Vec<JobRow>,
     queued: Vec<Vec<JobRow>>,
     running: &HashMap<&str, i64>,
     limit: usize,
     cap: usize,
+    most_of_kind: &[(String, usize)],
 ) -> Vec<JobRow> {
     let mut ranked: Vec<(i64, JobRow)> = lost.into_iter().map(|j| (i64::MIN, j)).collect();
     for mut jobs in queued {
@@ -287,7 +291,19 @@ fn fair_batch(
         *n += 1;
         true
     });
-    one_per_key(capped, limit)
+    let mut room: HashMap<&str, usize> = most_of_kind
+        .iter()
+        .map(|(kind, most)| (kind.as_str(), *most))
+        .collect();
+    let within_room = capped.filter(|j| match room.get_mut(j.kind.as_str()) {
+        Some(0) => false,
+        Some(left) => {
+            *left -= 1;
+            true
+        }
+        None => true,
+    });
+    one_per_key(within_room, limit)
 }
 
 fn claim_batch(
@@ -354,6 +370,7 @@ fn claim_batch(
             &running,
             claim.limit,
             claim.max_running_per_dealer,
+            &claim.most_of_kind,
         );
         if batch.is_empty() {
             return Ok(batch);
@@ -733,6 +750,7 @@ mod tests {
             limit: 2,
             settle_lost_leases: false,
             max_running_per_dealer: 0,
+            most_of_kind: Vec::new(),
         };
         let now = chrono::Utc::now().naive_utc();
         let lease_until = now + chrono::Duration::minutes(5);

@@ -502,6 +502,7 @@ impl JobStore for Store {
             limit: claim.limit,
             settle_lost_leases: claim.settle_lost_leases,
             max_running_per_dealer: claim.max_running_per_dealer,
+            most_of_kind: claim.most_of_kind.to_vec(),
         };
         self.run(move |conn, _| {
             claim_due(conn, &claiming, now, lease_until)?
