@@ -11,6 +11,9 @@ use crate::connection::{
 use crate::tenancy::DealerId;
 use crate::{Page, Secret};
 
+mod callbacks;
+pub use callbacks::{InboundLookup, InboxStore, Received};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// No such row for this dealer (another dealer's rows are "not found" too).
@@ -690,53 +693,6 @@ pub trait WebhookStore: Send + Sync {
         id: SubscriptionId,
         reason: &str,
     ) -> StoreResult<()>;
-}
-
-/// Inbound callbacks (from Stages), stored before they are answered.
-#[async_trait]
-pub trait InboxStore: Send + Sync {
-    /// Stores a callback once per (connection, event id) and enqueues `job` in
-    /// the same transaction. With `credential_set_at` (the `rotated_at` of the
-    /// inbound credential the callback was verified with), only while that
-    /// credential is still the connection's.
-    async fn receive_callback(
-        &self,
-        dealer: &DealerId,
-        connection_id: crate::connection::ConnectionId,
-        event_id: &str,
-        payload: &serde_json::Value,
-        job: NewJob,
-        credential_set_at: Option<DateTime<Utc>>,
-    ) -> StoreResult<Received>;
-    /// The stored callback, for the job that processes it.
-    async fn callback(
-        &self,
-        dealer: &DealerId,
-        connection_id: crate::connection::ConnectionId,
-        event_id: &str,
-    ) -> StoreResult<serde_json::Value>;
-}
-
-/// What became of a callback offered to the inbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received {
-    /// Stored, with its job.
-    New,
-    /// Received before: nothing stored, nothing enqueued.
-    Repeat,
-    /// Nothing stored: the credential it was verified with has been
-    /// replaced (rotated) since.
-    CredentialReplaced,
-}
-
-/// Finds a connection by its id alone, for unauthenticated inbound callbacks
-/// whose Basic credentials are checked against the connection's inbound credential.
-#[async_trait]
-pub trait InboundLookup: Send + Sync {
-    async fn connection_for_callback(
-        &self,
-        id: crate::connection::ConnectionId,
-    ) -> StoreResult<Option<(Connection, Option<InboundCredential>)>>;
 }
 
 /// A kind of history that piles up as the service works, and that the purger

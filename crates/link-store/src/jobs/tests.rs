@@ -125,7 +125,7 @@ fn a_batch_of_ends_marks_its_callbacks_by_key_in_an_inbox_grown_past_its_statist
     // This transaction's own counts: rows read by scans and through indexes.
     let read = diesel::sql_query(
         "SELECT seq_tup_read + COALESCE(idx_tup_fetch, 0) AS n FROM pg_stat_xact_user_tables \
-         WHERE relname = 'webhook_inbox'",
+         WHERE relid = 'webhook_inbox'::regclass",
     )
     .get_result::<Count>(pg)
     .unwrap()
