@@ -1072,6 +1072,80 @@ async fn a_callback_secret_rotated_on_one_replica_stops_working_on_the_other_at_
     send("evt-1", &old).await.assert_problem(401);
 }
 
+/// A burst of callbacks is applied a quarter of the runner's slots at a time
+/// (two of eight here), however many are due: the other slots stay free for
+/// pushes, and taking callbacks in keeps its share of the machine.
+async fn a_burst_of_callbacks_is_applied_a_quarter_of_the_slots_at_a_time(backend: Backend) {
+    let w = world_with(
+        backend,
+        vec![("CROSSLINK__JOBS__WORKERS".into(), "8".into())],
+    )
+    .await;
+    let mut sites = Vec::new();
+    for i in 0..6 {
+        let (site_no, ..) = w.pushed(&format!("Q{i}"), &format!("88{i:05}")).await;
+        sites.push(site_no);
+    }
+    let secret = w.connect_callbacks().await;
+    w.quiesce().await;
+    let user = w
+        .svc
+        .call(
+            Method::GET,
+            &format!("/v1/connections/{}/inbound-credentials", w.cid),
+            &w.admin,
+            None,
+        )
+        .await
+        .body["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Applying one reads its site from Stages: slowly, so they overlap.
+    w.sim
+        .state()
+        .add_fault(stages_sim::FaultRule::parse("GET /api/v1/*=latency:400").unwrap())
+        .unwrap();
+    let url = w.svc.url(&format!("/v1/webhooks/stages/{}", w.cid));
+    for (i, site_no) in sites.iter().enumerate() {
+        let event = json!({"event_id": format!("burst-{i}"), "occurred_at": "2026-12-07T06:00:00Z",
+            "type": "site.updated", "site_no": site_no, "changes": {"info": format!("Burst {i}")}});
+        let answer = w
+            .svc
+            .http
+            .post(&url)
+            .basic_auth(&user, Some(&secret))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+    }
+    let count = |state: &'static str| {
+        let path = format!("/v1/jobs?kind=stages_callback&state={state}&limit=100");
+        let svc = &w.svc;
+        let admin = &w.admin;
+        async move {
+            let page = svc.call(Method::GET, &path, admin, None).await;
+            assert_eq!(page.status, 200, "{}", page.text);
+            page.body["items"].as_array().unwrap().len()
+        }
+    };
+    let mut most_running = 0;
+    let started = std::time::Instant::now();
+    while count("succeeded").await < sites.len() {
+        most_running = most_running.max(count("running").await);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the callbacks were not applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(most_running, 2, "callbacks applied at once");
+    w.sim.state().set_faults(Vec::new()).unwrap();
+    w.quiesce().await;
+}
+
 /// Two replicas share the database: billing edits go to either, Stages'
 /// callbacks (delivered twice each, in random order) to one or the other,
 /// and Stages goes down for a random while in some rounds.
@@ -1659,6 +1733,7 @@ on_both_backends!(
     stages_callbacks_update_billing_once_and_our_own_pushes_do_not_echo,
     callbacks_are_verified_deduplicated_and_unmatched_ones_reported,
     a_callback_secret_rotated_on_one_replica_stops_working_on_the_other_at_once,
+    a_burst_of_callbacks_is_applied_a_quarter_of_the_slots_at_a_time,
     webhook_subscribers_get_signed_events_and_a_410_disables_them,
     a_thousand_auto_sync_pushes_through_faults_each_arrive_once,
     metrics_show_jobs_by_state_durations_and_deliveries,

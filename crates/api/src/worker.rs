@@ -108,8 +108,18 @@ fn most_callbacks_at_once(concurrency: usize) -> usize {
     (concurrency / 4).max(1)
 }
 
-/// Counts a callback as applied from its claim to the end of its run (a
-/// panic included).
+/// A claimed job's place in this runner, given back once its end is
+/// recorded (or its task unwinds).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    /// For a callback: counted as applied until then. Freed with the
+    /// permit, the count never lets a claim in beside a callback whose end
+    /// is still being written (a moment when the queue shows one more
+    /// running than the room).
+    _applying: Option<Applying>,
+}
+
+/// Counts a callback as applied from its claim until its slot is freed.
 struct Applying(Arc<Runner>);
 
 impl Applying {
@@ -173,17 +183,19 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
                 for job in jobs {
                     let permit = permits.next().expect("a slot per claimed job");
                     held.lock().expect("held jobs").insert(job.id);
-                    let applying =
-                        (job.kind == kinds::STAGES_CALLBACK).then(|| Applying::start(&runner));
+                    let slot = Slot {
+                        _permit: permit,
+                        _applying: (job.kind == kinds::STAGES_CALLBACK)
+                            .then(|| Applying::start(&runner)),
+                    };
                     let (state, runner) = (state.clone(), runner.clone());
                     tokio::spawn(async move {
-                        let _applying = applying;
                         // A job that panics stops being renewed: its lease runs out.
                         let _forget = ForgetOnPanic {
                             held: runner.held.clone(),
                             id: job.id,
                         };
-                        run_one(&state, &runner, job, permit).await
+                        run_one(&state, &runner, job, slot).await
                     });
                 }
                 // Nothing more due for now: wait for an enqueue here or in
@@ -269,7 +281,7 @@ struct Success {
     done: Done,
     /// The job's slot, free once its end is recorded: a runner never holds
     /// more unrecorded jobs than it runs at once.
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// Records successes as they come, many per transaction when they come
@@ -356,12 +368,7 @@ fn lease(state: &AppState) -> chrono::Duration {
     chrono::Duration::seconds(state.settings.jobs.lease_secs.max(1) as i64)
 }
 
-async fn run_one(
-    state: &web::Data<AppState>,
-    runner: &Runner,
-    job: Job,
-    slot: OwnedSemaphorePermit,
-) {
+async fn run_one(state: &web::Data<AppState>, runner: &Runner, job: Job, slot: Slot) {
     let span =
         tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
     run_one_inner(state, runner, job, slot)
@@ -369,12 +376,7 @@ async fn run_one(
         .await
 }
 
-async fn run_one_inner(
-    state: &web::Data<AppState>,
-    runner: &Runner,
-    job: Job,
-    slot: OwnedSemaphorePermit,
-) {
+async fn run_one_inner(state: &web::Data<AppState>, runner: &Runner, job: Job, slot: Slot) {
     let worker_id = runner.worker_id.as_str();
     let started = Instant::now();
     let kind = job.kind.clone();
