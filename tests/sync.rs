@@ -99,6 +99,14 @@ impl World {
             .connect_callbacks(&self.admin, &self.cid, &self.sim)
             .await
     }
+
+    /// The user name Stages calls back with (the secret is what
+    /// `connect_callbacks` answered).
+    async fn callback_user(&self) -> String {
+        let path = format!("/v1/connections/{}/inbound-credentials", self.cid);
+        let answer = self.svc.call(Method::GET, &path, &self.admin, None).await;
+        answer.body["username"].as_str().unwrap().to_owned()
+    }
 }
 
 async fn a_diff_shows_each_field_and_a_record_sync_applies_the_choices(backend: Backend) {
@@ -545,19 +553,7 @@ async fn callbacks_are_verified_deduplicated_and_unmatched_ones_reported(backend
         .await
         .unwrap();
     Answer::from(bad).await.assert_problem(401);
-    let user = w
-        .svc
-        .call(
-            Method::GET,
-            &format!("/v1/connections/{}/inbound-credentials", w.cid),
-            &w.admin,
-            None,
-        )
-        .await
-        .body["username"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = w.callback_user().await;
     let send = || {
         w.svc
             .http
@@ -1021,19 +1017,7 @@ async fn a_callback_secret_rotated_on_one_replica_stops_working_on_the_other_at_
         env: Vec::new(),
     })
     .await;
-    let user = w
-        .svc
-        .call(
-            Method::GET,
-            &format!("/v1/connections/{}/inbound-credentials", w.cid),
-            &w.admin,
-            None,
-        )
-        .await
-        .body["username"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = w.callback_user().await;
     let url = second.url(&format!("/v1/webhooks/stages/{}", w.cid));
     let send = |event_id: &str, secret: &str| {
         let event = json!({"event_id": event_id, "occurred_at": "2026-12-07T06:00:00Z",
@@ -1088,19 +1072,7 @@ async fn a_burst_of_callbacks_is_applied_a_quarter_of_the_slots_at_a_time(backen
     }
     let secret = w.connect_callbacks().await;
     w.quiesce().await;
-    let user = w
-        .svc
-        .call(
-            Method::GET,
-            &format!("/v1/connections/{}/inbound-credentials", w.cid),
-            &w.admin,
-            None,
-        )
-        .await
-        .body["username"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = w.callback_user().await;
     // Applying one reads its site from Stages: slowly, so they overlap.
     w.sim
         .state()
