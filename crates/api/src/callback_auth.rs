@@ -69,7 +69,7 @@ impl CallbackCredentials {
         user: &str,
         password: &str,
     ) -> StoreResult<Option<Verified>> {
-        let found = match lookup.connection_for_callback(id).await? {
+        let (connection, credential) = match lookup.connection_for_callback(id).await? {
             Some((connection, Some(credential))) if connection.provider == ProviderKind::Stages => {
                 (connection, credential)
             }
@@ -78,7 +78,6 @@ impl CallbackCredentials {
                 return Ok(None);
             }
         };
-        let (connection, credential) = found;
         let ok = matches(&credential, user, password);
         let credential_set_at = credential.rotated_at;
         {
