@@ -162,7 +162,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
-    let concurrency = state.settings.jobs.concurrency();
+    let concurrency = state.settings.jobs.concurrency(state.store.backend());
     if concurrency > 0 {
         let jobs = job_state(&state).await?;
         // Another replica's enqueue wakes this one's runners (PostgreSQL).

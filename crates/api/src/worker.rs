@@ -97,17 +97,6 @@ struct Runner {
     callback_ended: tokio::sync::Notify,
 }
 
-/// Stages callbacks one runner applies at once: a quarter of its slots
-/// (8 of 32 on 2 cores), so a burst of them leaves the rest to pushes, and
-/// taking callbacks in (what Stages waits on) keeps its share of the
-/// machine. Callbacks ingested, against plain inserts, with every slot open
-/// to them and with eight (`crosslink-bench --sites 2000`, alternating
-/// runs): SQLite 0.56 / 0.57 -> 0.59 / 0.62, PostgreSQL 0.48 / 0.57 -> 0.61 /
-/// 0.59.
-fn most_callbacks_at_once(concurrency: usize) -> usize {
-    (concurrency / 4).max(1)
-}
-
 /// A claimed job's place in this runner, given back once its end is
 /// recorded (or its task unwinds).
 struct Slot {
@@ -153,7 +142,7 @@ pub async fn run(state: web::Data<AppState>, worker_id: String, concurrency: usi
         .filter(|k| k.as_str() != kinds::STAGES_CALLBACK)
         .cloned()
         .collect();
-    let most_callbacks = most_callbacks_at_once(concurrency);
+    let most_callbacks = state.settings.jobs.most_callbacks_at_once(concurrency);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     tokio::spawn(renew_leases(state.clone(), worker_id.clone(), held.clone()));
     let want = (concurrency / 4).max(1);
@@ -359,7 +348,10 @@ fn claim<'a>(
         now: Utc::now(),
         limit,
         settle_lost_leases,
-        max_running_per_dealer: state.settings.jobs.max_running_per_dealer(),
+        max_running_per_dealer: state
+            .settings
+            .jobs
+            .max_running_per_dealer(state.store.backend()),
         most_of_kind: &[],
     }
 }

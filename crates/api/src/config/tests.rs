@@ -67,26 +67,43 @@ fn job_sizes_are_auto_or_given() {
         outage_patience_secs: 1,
         max_running_per_dealer: AutoOr::Auto,
     };
-    assert!(auto.pool_size() >= 2);
-    assert_eq!(auto.concurrency(), 8 * auto.pool_size() as usize);
+    let pool = auto.pool_size() as usize;
+    assert!(pool >= 2);
+    // SQLite's one writer serves the HTTP handlers too; PostgreSQL commits
+    // many at once.
+    assert_eq!(auto.concurrency(Backend::Sqlite), 8 * pool);
+    assert_eq!(auto.concurrency(Backend::Postgres), 32 * pool);
     // Three quarters of the slots, rounded up; never 0 (that means no cap).
-    assert_eq!(auto.max_running_per_dealer(), auto.concurrency() * 3 / 4);
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        assert_eq!(
+            auto.max_running_per_dealer(backend),
+            auto.concurrency(backend) * 3 / 4
+        );
+    }
+    // Callbacks: two per job connection, at most a quarter of the slots.
+    assert_eq!(auto.most_callbacks_at_once(32 * pool), 2 * pool);
+    assert_eq!(auto.most_callbacks_at_once(8), 2);
+    assert_eq!(auto.most_callbacks_at_once(1), 1);
     let two = JobSettings {
         workers: AutoOr::Fixed(2),
         ..auto.clone()
     };
-    assert_eq!(two.max_running_per_dealer(), 2);
+    assert_eq!(two.max_running_per_dealer(Backend::Postgres), 2);
     let one = JobSettings {
         workers: AutoOr::Fixed(1),
         ..auto.clone()
     };
-    assert_eq!(one.max_running_per_dealer(), 1);
+    assert_eq!(one.max_running_per_dealer(Backend::Sqlite), 1);
     let fixed = JobSettings {
         workers: AutoOr::Fixed(0),
         pool_size: AutoOr::Fixed(3),
         ..auto
     };
-    assert_eq!((fixed.concurrency(), fixed.pool_size()), (0, 3));
+    assert_eq!(
+        (fixed.concurrency(Backend::Postgres), fixed.pool_size()),
+        (0, 3)
+    );
+    assert_eq!(fixed.most_callbacks_at_once(128), 6);
     let parse = |v: serde_json::Value| serde_json::from_value::<AutoOr>(v).ok();
     assert_eq!(parse(serde_json::json!("auto")), Some(AutoOr::Auto));
     assert_eq!(parse(serde_json::json!("6")), Some(AutoOr::Fixed(6)));
