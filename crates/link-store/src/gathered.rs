@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use diesel::r2d2::Pool;
 
+use crate::crypto::Cipher;
 use crate::db::{DbConnection, Manager};
 use crate::{connection, Inner, Store};
 
@@ -134,14 +135,14 @@ pub(crate) fn each_failed<T>(n: usize, e: StoreError) -> Vec<StoreResult<T>> {
 impl Store {
     /// `request`'s answer, run with whatever else `queue` gathers: the first
     /// caller with a runner free starts one on a blocking thread, which takes
-    /// batch after batch to `run`, each on a connection of `pool`, until none
-    /// wait. A connection that cannot be had fails the batch.
+    /// batch after batch to `run` (with the store's cipher), each on a
+    /// connection of `pool`, until none wait. A connection that cannot be had fails the batch.
     pub(crate) async fn gathered<R, T>(
         &self,
         queue: fn(&Inner) -> &Gathered<R, T>,
         pool: fn(&Inner) -> &Pool<Manager>,
         request: R,
-        run: fn(&mut DbConnection, &[R]) -> Vec<StoreResult<T>>,
+        run: fn(&mut DbConnection, &Cipher, &[R]) -> Vec<StoreResult<T>>,
     ) -> StoreResult<T>
     where
         R: Send + 'static,
@@ -153,7 +154,7 @@ impl Store {
             // Detached: it answers through the channels, not its handle.
             tokio::task::spawn_blocking(move || {
                 queue(&inner).run_until_empty(|batch| match connection(pool(&inner)) {
-                    Ok(mut conn) => run(&mut conn, batch),
+                    Ok(mut conn) => run(&mut conn, &inner.cipher, batch),
                     Err(e) => each_failed(batch.len(), e),
                 })
             });

@@ -14,6 +14,7 @@ use domain::tenancy::DealerId;
 
 use crate::audit::uuid_text;
 use crate::connections::{corrupt, require_connection, to_db_time};
+use crate::crypto::Cipher;
 use crate::db::{per_backend, write_transaction, Columns, DbConnection, Fail};
 use crate::jobs::enqueue_within;
 use crate::prepared::kept_sql;
@@ -113,7 +114,11 @@ pub(crate) struct Offered {
 /// Stores each callback of `batch` not stored before, with its job. All in
 /// one transaction; when that is refused (a connection deleted meanwhile,
 /// say), each goes alone, so one refusal is its own.
-fn store_callbacks(conn: &mut DbConnection, batch: &[Offered]) -> Vec<StoreResult<Received>> {
+fn store_callbacks(
+    conn: &mut DbConnection,
+    _: &Cipher,
+    batch: &[Offered],
+) -> Vec<StoreResult<Received>> {
     if batch.len() > 1 {
         let together = write_transaction(conn, |conn| {
             batch

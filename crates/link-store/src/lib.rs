@@ -114,6 +114,8 @@ struct Inner {
     lookups: gathered::Gathered<links::Lookup, domain::Page<domain::link::Link>>,
     /// Stages callbacks waiting to be stored together.
     callbacks: gathered::Gathered<inbox::Offered, domain::store::Received>,
+    /// Links to settle (a push's read) waiting to be read together (PostgreSQL).
+    settling: gathered::Gathered<links::SettleRead, domain::link_sync::LinkToSettle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,6 +219,7 @@ impl Store {
                 cipher,
                 lookups: Default::default(),
                 callbacks: Default::default(),
+                settling: Default::default(),
             }),
         })
     }

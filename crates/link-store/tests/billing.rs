@@ -23,7 +23,7 @@ use domain::store::{
     BillingStore, ConnectionStore, EventStore, JobStore, LinkStore, PageRequest, StoreError,
     WebhookStore,
 };
-use domain::tenancy::UserId;
+use domain::tenancy::{DealerId, UserId};
 use domain::Secret;
 use link_store::Store;
 
@@ -736,6 +736,58 @@ store_test!(
                 .await
                 .unwrap();
             assert!(read.is_none(), "{who:?} {on:?} {kind:?}");
+        }
+    }
+);
+
+store_test!(
+    links_to_settle_read_at_once_each_get_their_own_answer,
+    |db| async move {
+        let store = db.store().await;
+        let d = dealer("d1");
+        customer_site_system(&store).await;
+        let c = connection_with(&store, "Stages", true, true).await;
+        let site = link(&store, c, LinkKind::Site, "S1").await;
+        let system = link(&store, c, LinkKind::System, "Y1").await;
+
+        // Forty reads in flight, as a runner's pushes make them: on
+        // PostgreSQL they go together, a few statements for all, with the
+        // same link asked several times in one and other dealers' or no
+        // links beside them.
+        let asks: Vec<(DealerId, LinkId)> = (0..40)
+            .map(|n| match n % 4 {
+                0 => (d.clone(), site),
+                1 => (d.clone(), system),
+                2 => (dealer("d2"), site),
+                _ => (d.clone(), LinkId::new()),
+            })
+            .collect();
+        let reads: Vec<_> = asks
+            .iter()
+            .cloned()
+            .map(|(who, id)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.link_to_settle(&who, id).await })
+            })
+            .collect();
+        for ((who, id), read) in asks.iter().zip(reads) {
+            let read = read.await.unwrap();
+            let billing = match (who == &d, *id) {
+                (true, i) if i == site => "S1",
+                (true, i) if i == system => "Y1",
+                _ => {
+                    assert_eq!(read.err(), Some(StoreError::NotFound), "{who:?} {id:?}");
+                    continue;
+                }
+            };
+            let read = read.unwrap();
+            assert_eq!((read.link.id, read.connection.id), (*id, c));
+            let read_billing = match read.billing {
+                Some(LinkedRecord::Site(s)) => s.id,
+                Some(LinkedRecord::System(s)) => s.id,
+                None => panic!("link {id:?} came without its billing record"),
+            };
+            assert_eq!(read_billing, bid(billing));
         }
     }
 );

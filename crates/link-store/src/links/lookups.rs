@@ -52,7 +52,7 @@ impl Store {
             |inner| &inner.lookups,
             |inner| inner.index_reads.as_ref().unwrap_or(&inner.pool),
             lookup,
-            |conn, batch| match links_of_billing_ids(conn, batch) {
+            |conn, _, batch| match links_of_billing_ids(conn, batch) {
                 Ok(pages) => pages.into_iter().map(Ok).collect(),
                 Err(e) => each_failed(batch.len(), e.into_store_error()),
             },

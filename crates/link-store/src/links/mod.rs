@@ -36,11 +36,11 @@ use crate::audit::{parse_uuid, uuid_text};
 use crate::connections::{corrupt, from_db_time, to_db_time};
 use crate::db::{conflict_on_foreign_key, page_limit, write_transaction, DbConnection, Fail};
 use crate::schema::{connections, deliberate_unlinks, links};
-use crate::Store;
+use crate::{Backend, Store};
 use insert::{confirm_blocking, insert_links_blocking, release_blocking};
 pub(crate) use lookups::Lookup;
 use relinks::{claim_relinks_blocking, confirm_relinks_blocking, relink_blocking};
-pub(crate) use settle::write_snapshot;
+pub(crate) use settle::{write_snapshot, SettleRead};
 use unlinks::{discard_blocking, unlink_blocking};
 
 // A `None` is NULL rather than DEFAULT, so a batch of rows is one INSERT on
@@ -349,10 +349,24 @@ impl LinkStore for Store {
         .await
     }
 
+    /// On PostgreSQL gathered with the other reads in flight (the pushes of
+    /// a runner's slots) into one statement; on SQLite, where a read never
+    /// waits on the network, read at once.
     async fn link_to_settle(&self, dealer: &DealerId, id: LinkId) -> StoreResult<LinkToSettle> {
         let dealer = dealer.0.clone();
-        self.run(move |conn, cipher| settle::link_to_settle(conn, cipher, &dealer, id))
-            .await
+        if self.backend() == Backend::Sqlite {
+            return self
+                .run(move |conn, cipher| settle::link_to_settle(conn, cipher, &dealer, id))
+                .await;
+        }
+        let read = settle::SettleRead { dealer, id };
+        self.gathered(
+            |inner| &inner.settling,
+            |inner| &inner.pool,
+            read,
+            settle::links_to_settle,
+        )
+        .await
     }
 
     async fn link_to_settle_of_record(

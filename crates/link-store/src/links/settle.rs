@@ -2,12 +2,14 @@
 //! connection, the dealer's credential and the billing record it names, in
 //! one consistent read; and the snapshot agreed once it is settled.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use domain::audit::NewAuditEntry;
 use domain::link::{LinkId, LinkKind};
 use domain::link_sync::LinkToSettle;
-use domain::store::StoreError;
+use domain::store::{StoreError, StoreResult};
 
 use super::LinkRow;
 use crate::audit::{insert_audit, uuid_text};
@@ -17,6 +19,7 @@ use crate::connections::{
 };
 use crate::crypto::Cipher;
 use crate::db::{per_backend, DbConnection, Fail};
+use crate::gathered::each_failed;
 use crate::prepared::kept_sql;
 use crate::schema::{billing_sites, billing_systems, connections, credentials, links};
 
@@ -89,6 +92,49 @@ pub(super) fn link_to_settle(
         .first(c)
         .optional())?;
     Ok(settling_of(cipher, row)?.ok_or(StoreError::NotFound)?)
+}
+
+/// A push's read of the link it settles, waiting to go with the others in
+/// flight (see [`links_to_settle`]).
+pub(crate) struct SettleRead {
+    pub(super) dealer: String,
+    pub(super) id: LinkId,
+}
+
+/// [`link_to_settle`] for each read of `batch`, in one statement: on
+/// PostgreSQL every Auto Sync push read its link alone, a statement and an
+/// implicit commit each, and with many pushes in flight those were most of
+/// what a push cost the database. A link read twice in a batch is answered
+/// twice; another dealer's link, like none, is `NotFound`.
+pub(super) fn links_to_settle(
+    conn: &mut DbConnection,
+    cipher: &Cipher,
+    batch: &[SettleRead],
+) -> Vec<StoreResult<LinkToSettle>> {
+    let ids: Vec<String> = batch.iter().map(|r| uuid_text(r.id.0)).collect();
+    let rows: Result<Vec<Settling>, _> =
+        per_backend!(conn, |c| settling!().filter(links::id.eq_any(&ids)).load(c));
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => return each_failed(batch.len(), Fail::from(e).into_store_error()),
+    };
+    let mut found: HashMap<(String, String), StoreResult<Option<LinkToSettle>>> = HashMap::new();
+    for row in rows {
+        let key = (row.0.dealer.clone(), row.0.id.clone());
+        found.insert(
+            key,
+            settling_of(cipher, Some(row)).map_err(Fail::into_store_error),
+        );
+    }
+    batch
+        .iter()
+        .zip(ids)
+        .map(|(read, id)| match found.get(&(read.dealer.clone(), id)) {
+            Some(Ok(Some(link))) => Ok(link.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(None)) | None => Err(StoreError::NotFound),
+        })
+        .collect()
 }
 
 /// The link (not a claim) of a Stages record on a connection, with what its
