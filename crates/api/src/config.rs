@@ -146,7 +146,7 @@ impl JobSettings {
     }
 
     /// Jobs run at once: `jobs.workers`, or per job connection eight on
-    /// SQLite (32 on 2 cores) and thirty-two on PostgreSQL (128). A job
+    /// SQLite (32 on 2 cores) and sixty-four on PostgreSQL (256). A job
     /// spends most of its time waiting on Stages or Alarm.com, not on the
     /// database, so several share a connection.
     ///
@@ -156,19 +156,19 @@ impl JobSettings {
     /// s), sixteen within 0.3 s but billing edits answered fell by a third.
     /// PostgreSQL commits many writers at once, and there a runner's slots
     /// are its window: a job holds its slot until its end is committed with
-    /// a batch of others, so more slots make bigger claims and batches of
-    /// ends, fewer statements per push, and pushes keep up with the edits.
-    /// Against eight per connection, thirty-two delivered 504-698 pushes/s
-    /// against 342-343 and started them after 1.8 / 2.5 s against 4.3 / 4.4
-    /// s, at 2.4-3.3 ms of CPU per push against 4.7 (`crosslink-bench
-    /// --sites 2000 --sync-edits 10000`, two alternating runs).
+    /// a batch of others, so more slots make bigger claims, reads and
+    /// batches of ends. Under that burst (`crosslink-bench --sites 2000
+    /// --sync-edits 10000`, alternating runs) pushes started after 3.0-4.4 s
+    /// with eight per connection, 1.5-2.0 s with thirty-two and 0.23-1.3 s
+    /// with sixty-four, when pushes kept up with the edits (804-938/s),
+    /// at 1.8-2.1 ms of CPU per push against 3.4-4.7.
     pub fn concurrency(&self, backend: Backend) -> usize {
         match self.workers {
             AutoOr::Fixed(n) => n,
             AutoOr::Auto => {
                 let per_connection = match backend {
                     Backend::Sqlite => 8,
-                    Backend::Postgres => 32,
+                    Backend::Postgres => 64,
                 };
                 per_connection * self.pool_size() as usize
             }

@@ -72,7 +72,7 @@ fn job_sizes_are_auto_or_given() {
     // SQLite's one writer serves the HTTP handlers too; PostgreSQL commits
     // many at once.
     assert_eq!(auto.concurrency(Backend::Sqlite), 8 * pool);
-    assert_eq!(auto.concurrency(Backend::Postgres), 32 * pool);
+    assert_eq!(auto.concurrency(Backend::Postgres), 64 * pool);
     // Three quarters of the slots, rounded up; never 0 (that means no cap).
     for backend in [Backend::Sqlite, Backend::Postgres] {
         assert_eq!(
@@ -81,7 +81,7 @@ fn job_sizes_are_auto_or_given() {
         );
     }
     // Callbacks: two per job connection, at most a quarter of the slots.
-    assert_eq!(auto.most_callbacks_at_once(32 * pool), 2 * pool);
+    assert_eq!(auto.most_callbacks_at_once(64 * pool), 2 * pool);
     assert_eq!(auto.most_callbacks_at_once(8), 2);
     assert_eq!(auto.most_callbacks_at_once(1), 1);
     let two = JobSettings {
