@@ -145,29 +145,31 @@ impl JobSettings {
         }
     }
 
-    /// Jobs run at once: `jobs.workers`, or per job connection eight on
-    /// SQLite (32 on 2 cores) and sixty-four on PostgreSQL (256). A job
+    /// Jobs run at once: `jobs.workers`, or per job connection sixteen on
+    /// SQLite (64 on 2 cores) and sixty-four on PostgreSQL (256). A job
     /// spends most of its time waiting on Stages or Alarm.com, not on the
-    /// database, so several share a connection.
+    /// database, so several share a connection; and a job holds its slot
+    /// until its end is committed with a batch of others, so the slots are
+    /// the runner's window: more of them make bigger claims, reads and
+    /// batches of ends, and pushes keep up with a burst of edits.
     ///
-    /// On SQLite every write of the jobs takes the one writer from the HTTP
-    /// handlers: eight, not four, started pushes twice as soon under a burst
-    /// of 10,000 edits over 2,000 sites (0.85 / 0.90 s against 1.80 / 1.67
-    /// s), sixteen within 0.3 s but billing edits answered fell by a third.
-    /// PostgreSQL commits many writers at once, and there a runner's slots
-    /// are its window: a job holds its slot until its end is committed with
-    /// a batch of others, so more slots make bigger claims, reads and
-    /// batches of ends. Under that burst (`crosslink-bench --sites 2000
-    /// --sync-edits 10000`, alternating runs) pushes started after 3.0-4.4 s
-    /// with eight per connection, 1.5-2.0 s with thirty-two and 0.23-1.3 s
-    /// with sixty-four, when pushes kept up with the edits (804-938/s),
-    /// at 1.8-2.1 ms of CPU per push against 3.4-4.7.
+    /// Under 10,000 edits over 2,000 sites, 16 in flight (`crosslink-bench
+    /// --sites 2000 --sync-edits 10000 --duration 3`, alternating runs):
+    /// on SQLite, whose one writer the HTTP handlers share, pushes started
+    /// after 1.1-1.4 s with eight per connection and 0.46-0.65 s with
+    /// sixteen, billing edits answered fell from 1,761-2,367 to 1,316-1,560
+    /// per second and edits settled from 1,624-2,020 to 1,238-1,471. On
+    /// PostgreSQL, which commits many writers at once, pushes started after
+    /// 3.0-4.4 s with eight, 1.5-2.0 s with thirty-two and 0.23-1.3 s with
+    /// sixty-four, where pushes kept up with the edits (804-938/s), at
+    /// 1.8-2.1 ms of CPU per push against 3.4-4.7. Stages callbacks take
+    /// a room of their own ([`JobSettings::most_callbacks_at_once`]).
     pub fn concurrency(&self, backend: Backend) -> usize {
         match self.workers {
             AutoOr::Fixed(n) => n,
             AutoOr::Auto => {
                 let per_connection = match backend {
-                    Backend::Sqlite => 8,
+                    Backend::Sqlite => 16,
                     Backend::Postgres => 64,
                 };
                 per_connection * self.pool_size() as usize

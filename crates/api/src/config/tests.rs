@@ -71,7 +71,7 @@ fn job_sizes_are_auto_or_given() {
     assert!(pool >= 2);
     // SQLite's one writer serves the HTTP handlers too; PostgreSQL commits
     // many at once.
-    assert_eq!(auto.concurrency(Backend::Sqlite), 8 * pool);
+    assert_eq!(auto.concurrency(Backend::Sqlite), 16 * pool);
     assert_eq!(auto.concurrency(Backend::Postgres), 64 * pool);
     // Three quarters of the slots, rounded up; never 0 (that means no cap).
     for backend in [Backend::Sqlite, Backend::Postgres] {
