@@ -136,7 +136,8 @@ impl Store {
     /// `request`'s answer, run with whatever else `queue` gathers: the first
     /// caller with a runner free starts one on a blocking thread, which takes
     /// batch after batch to `run` (with the store's cipher), each on a
-    /// connection of `pool`, until none wait. A connection that cannot be had fails the batch.
+    /// connection of `pool`, until none wait. A connection that cannot be
+    /// had fails the batch.
     pub(crate) async fn gathered<R, T>(
         &self,
         queue: fn(&Inner) -> &Gathered<R, T>,
