@@ -652,15 +652,22 @@ async fn link(store: &Store, connection: ConnectionId, kind: LinkKind, billing: 
     new.id
 }
 
+/// d1's site S1 and system Y1, linked on a Stages connection of their own:
+/// the connection, the site's link and the system's.
+async fn linked_site_and_system(store: &Store) -> (ConnectionId, LinkId, LinkId) {
+    customer_site_system(store).await;
+    let c = connection_with(store, "Stages", true, true).await;
+    let site = link(store, c, LinkKind::Site, "S1").await;
+    let system = link(store, c, LinkKind::System, "Y1").await;
+    (c, site, system)
+}
+
 store_test!(
     a_link_to_settle_comes_with_what_its_sync_needs,
     |db| async move {
         let store = db.store().await;
         let d = dealer("d1");
-        customer_site_system(&store).await;
-        let c = connection_with(&store, "Stages", true, true).await;
-        let site = link(&store, c, LinkKind::Site, "S1").await;
-        let system = link(&store, c, LinkKind::System, "Y1").await;
+        let (c, site, system) = linked_site_and_system(&store).await;
 
         // No dealer credential yet: the read says so rather than failing.
         let read = store.link_to_settle(&d, site).await.unwrap();
@@ -745,10 +752,7 @@ store_test!(
     |db| async move {
         let store = db.store().await;
         let d = dealer("d1");
-        customer_site_system(&store).await;
-        let c = connection_with(&store, "Stages", true, true).await;
-        let site = link(&store, c, LinkKind::Site, "S1").await;
-        let system = link(&store, c, LinkKind::System, "Y1").await;
+        let (c, site, system) = linked_site_and_system(&store).await;
 
         // Forty reads in flight, as a runner's pushes make them: on
         // PostgreSQL they go together, a few statements for all, with the
