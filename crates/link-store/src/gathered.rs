@@ -30,6 +30,9 @@ type Answer<T> = oneshot::Sender<StoreResult<T>>;
 /// The requests waiting for the next round trip, and whether one runs.
 pub(crate) struct Gathered<R, T> {
     waiting: Mutex<Waiting<R, T>>,
+    /// At most this many round trips at once ([`MOST_RUNNERS`] unless
+    /// made [`Gathered::one_at_a_time`]).
+    most_runners: usize,
 }
 
 struct Waiting<R, T> {
@@ -40,22 +43,37 @@ struct Waiting<R, T> {
 
 impl<R, T> Default for Gathered<R, T> {
     fn default() -> Self {
+        Self::with_runners(MOST_RUNNERS)
+    }
+}
+
+impl<R, T> Gathered<R, T> {
+    fn with_runners(most_runners: usize) -> Self {
         Self {
             waiting: Mutex::new(Waiting {
                 requests: Vec::new(),
                 runners: 0,
             }),
+            most_runners: most_runners.max(1),
         }
     }
-}
 
-impl<R, T> Gathered<R, T> {
-    /// Queues `request`; true when fewer than [`MOST_RUNNERS`] run, so the
-    /// caller must start one (and this queue counts it from now).
+    /// A queue with one round trip at a time: for writes to SQLite, whose
+    /// one writer runs them one after the other anyway. With four runners,
+    /// each waited for the writer with the few requests it took (two a
+    /// transaction on average, taking Stages callbacks in), where one
+    /// takes all that arrived while the last committed.
+    pub(crate) fn one_at_a_time() -> Self {
+        Self::with_runners(1)
+    }
+
+    /// Queues `request`; true when fewer runners run than this queue
+    /// allows, so the caller must start one (and this queue counts it from
+    /// now).
     pub(crate) fn push(&self, request: R, answer: Answer<T>) -> bool {
         let mut w = self.lock();
         w.requests.push((request, answer));
-        let start = w.runners < MOST_RUNNERS;
+        let start = w.runners < self.most_runners;
         w.runners += usize::from(start);
         start
     }
@@ -191,6 +209,19 @@ mod tests {
         }
         let (b, _rb) = oneshot::channel();
         assert!(q.push(10, b), "the runners stopped when none waited");
+    }
+
+    #[test]
+    fn a_queue_one_at_a_time_starts_one_runner() {
+        let q = Queue::one_at_a_time();
+        let (a, _ra) = oneshot::channel();
+        assert!(q.push(1, a), "none runs: this one must start it");
+        let (b, _rb) = oneshot::channel();
+        assert!(!q.push(2, b), "one runs: this one waits for it");
+        assert_eq!(q.next_batch().len(), 2);
+        assert!(q.next_batch().is_empty());
+        let (c, _rc) = oneshot::channel();
+        assert!(q.push(3, c), "the runner stopped when none waited");
     }
 
     #[test]

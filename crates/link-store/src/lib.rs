@@ -218,7 +218,10 @@ impl Store {
                 target,
                 cipher,
                 lookups: Default::default(),
-                callbacks: Default::default(),
+                callbacks: match backend {
+                    Backend::Sqlite => gathered::Gathered::one_at_a_time(),
+                    Backend::Postgres => Default::default(),
+                },
                 settling: Default::default(),
             }),
         })
