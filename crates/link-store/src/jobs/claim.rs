@@ -18,6 +18,7 @@ use super::{JobRow, LOST_ON_LAST_ATTEMPT, RUNNING, WRITE_ATTEMPTS};
 use crate::db::{per_backend, write_transaction, DbConnection, Fail};
 use crate::prepared::kept_sql;
 use crate::schema::jobs;
+use domain::jobs::kinds::STAGES_CALLBACK;
 use domain::jobs::JobState;
 
 /// The row is queued, and no job of its unique key and no job of its serial
@@ -103,6 +104,8 @@ struct Head {
 struct QueuedSql {
     /// The kinds, quoted: `'a', 'b'`.
     kinds: String,
+    /// Which of the queued jobs' indexes holds the kinds.
+    among: Among,
     indexed_by: &'static str,
     /// A dealer's queued, due jobs whose keys have no job running, oldest
     /// first: the dealer, the time and how many go in at the `?`s. Written
@@ -123,6 +126,11 @@ impl QueuedSql {
                 "job kind '{bad}' is not a plain name"
             )));
         }
+        let among = match kinds {
+            [only] if only == STAGES_CALLBACK => Among::OnlyCallbacks,
+            _ if kinds.iter().any(|k| k == STAGES_CALLBACK) => Among::All,
+            _ => Among::ButCallbacks,
+        };
         let kinds = kinds
             .iter()
             .map(|k| format!("'{k}'"))
@@ -132,19 +140,94 @@ impl QueuedSql {
             // Rows another claimer holds are skipped, not waited for; SQLite's
             // claims take turns on its one writer.
             DbConnection::Postgresql(_) => ("", " FOR UPDATE SKIP LOCKED"),
-            DbConnection::Sqlite(_) => ("INDEXED BY jobs_queued_by_dealer", ""),
+            DbConnection::Sqlite(_) => (among.indexed_by(), ""),
         };
-        let dealer_due = format!(
+        let mut sql = Self {
+            kinds,
+            among,
+            indexed_by,
+            dealer_due: String::new(),
+        };
+        sql.dealer_due = format!(
             "SELECT * FROM jobs {indexed_by} \
              WHERE jobs.dealer = ? AND jobs.run_at <= ? AND jobs.cancel_requested = FALSE \
-             AND jobs.kind IN ({kinds}) AND {QUEUED_WITHOUT_RUNNING_TWIN} \
-             ORDER BY jobs.run_at, jobs.id LIMIT ?{lock}"
+             AND {} AND {QUEUED_WITHOUT_RUNNING_TWIN} \
+             ORDER BY jobs.run_at, jobs.id LIMIT ?{lock}",
+            sql.of_kinds("jobs")
         );
-        Ok(Self {
-            kinds,
-            indexed_by,
-            dealer_due,
-        })
+        Ok(sql)
+    }
+
+    /// Table `t`'s row is of the claim's kinds, said in the words of the
+    /// partial index that holds them, so that a plan may walk it.
+    fn of_kinds(&self, t: &str) -> String {
+        let of_kinds = format!("{t}.kind IN ({})", self.kinds);
+        match self.among {
+            Among::All => of_kinds,
+            Among::ButCallbacks => format!("{of_kinds} AND {t}.kind <> '{STAGES_CALLBACK}'"),
+            Among::OnlyCallbacks => format!("{of_kinds} AND {t}.kind = '{STAGES_CALLBACK}'"),
+        }
+    }
+}
+
+/// Stages callbacks come in bursts of tens of thousands and are applied a
+/// few at a time (`most_of_kind`), so a claim's reads keep them apart from
+/// the other kinds: through one index of all queued jobs, a claim with no
+/// room left for callbacks stepped over every one queued to find the
+/// others' jobs (22 ms a claim at 42,000 queued, a third of the time
+/// SQLite's one writer was held while they came in), and one with room for
+/// 8 read (and on PostgreSQL locked) 378 a dealer to take those 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Among {
+    /// Every queued job: `jobs_queued_by_dealer`.
+    All,
+    /// `jobs_queued_but_callbacks`.
+    ButCallbacks,
+    /// `jobs_queued_callbacks`.
+    OnlyCallbacks,
+}
+
+impl Among {
+    /// SQLite's planner is told the index (see [`QueuedSql`]).
+    fn indexed_by(self) -> &'static str {
+        match self {
+            Self::All => "INDEXED BY jobs_queued_by_dealer",
+            Self::ButCallbacks => "INDEXED BY jobs_queued_but_callbacks",
+            Self::OnlyCallbacks => "INDEXED BY jobs_queued_callbacks",
+        }
+    }
+}
+
+/// How a claim reads each dealer's due jobs, and the most each read takes:
+/// one walk of all its kinds (`all`); but when callbacks are among them
+/// with less room than the batch, a walk of the callbacks that reads at
+/// most twice their room, and one of the other kinds.
+fn due_walks(
+    conn: &DbConnection,
+    claim: &Claiming,
+    all: QueuedSql,
+) -> Result<Vec<(QueuedSql, Option<usize>)>, Fail> {
+    let room = claim
+        .most_of_kind
+        .iter()
+        .find(|(kind, _)| kind == STAGES_CALLBACK)
+        .map(|(_, room)| *room);
+    match room {
+        Some(room) if all.among == Among::All && room < claim.limit => {
+            let callbacks = [STAGES_CALLBACK.to_owned()];
+            let mut walks = vec![(QueuedSql::new(conn, &callbacks)?, Some(room * 2))];
+            let others: Vec<String> = claim
+                .kinds
+                .iter()
+                .filter(|k| *k != STAGES_CALLBACK)
+                .cloned()
+                .collect();
+            if !others.is_empty() {
+                walks.push((QueuedSql::new(conn, &others)?, None));
+            }
+            Ok(walks)
+        }
+        _ => Ok(vec![(all, None)]),
     }
 }
 
@@ -153,12 +236,13 @@ impl QueuedSql {
 /// it costs one index seek per dealer, however many jobs each has queued.
 fn heads(conn: &mut DbConnection, sql: &QueuedSql, now: NaiveDateTime) -> Result<Vec<Head>, Fail> {
     // The time goes in at each `?` (three).
-    let (kinds, indexed_by) = (&sql.kinds, sql.indexed_by);
+    let indexed_by = sql.indexed_by;
     let query = || {
         let due = |t: &str| {
             format!(
                 "{t}.state = 'queued' AND {t}.run_at <= ? \
-                 AND {t}.cancel_requested = FALSE AND {t}.kind IN ({kinds})"
+                 AND {t}.cancel_requested = FALSE AND {}",
+                sql.of_kinds(t)
             )
         };
         let queued = |t: &str| format!("jobs {t} {indexed_by}");
@@ -353,16 +437,25 @@ fn claim_batch(
                 lost_leases!(&claim.kinds, now).limit(limit).load(sqlite)?
             }
         };
-        let queued_sql = QueuedSql::new(conn, &claim.kinds)?;
-        let heads = heads(conn, &queued_sql, now)?;
+        let all = QueuedSql::new(conn, &claim.kinds)?;
+        let heads = heads(conn, &all, now)?;
+        let walks = due_walks(conn, claim, all)?;
         let running: HashMap<&str, i64> = heads
             .iter()
             .map(|h| (h.dealer.as_str(), h.running))
             .collect();
         let mut queued = Vec::new();
         for (dealer, take) in shares(&heads, claim.limit, claim.max_running_per_dealer) {
-            let take = i64::try_from(take).unwrap_or(i64::MAX);
-            queued.push(dealer_due(conn, &queued_sql, &dealer, now, take)?);
+            let mut due = Vec::new();
+            for (sql, most) in &walks {
+                let take = i64::try_from(most.map_or(take, |m| m.min(take))).unwrap_or(i64::MAX);
+                due.extend(dealer_due(conn, sql, &dealer, now, take)?);
+            }
+            // In the order of one walk, for the dealer's share.
+            if walks.len() > 1 {
+                due.sort_by(|a, b| a.run_at.cmp(&b.run_at).then_with(|| a.id.cmp(&b.id)));
+            }
+            queued.push(due);
         }
         let mut batch = fair_batch(
             lost,
@@ -522,256 +615,4 @@ fn settle_lost_leases(conn: &mut DbConnection, now: NaiveDateTime) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(dealer: &str, running: i64, minute: u32) -> Head {
-        Head {
-            dealer: dealer.into(),
-            head_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 3)
-                .and_then(|d| d.and_hms_opt(8, minute, 0))
-                .unwrap(),
-            running,
-        }
-    }
-
-    #[test]
-    fn slots_go_to_the_dealer_with_the_fewest_jobs_running() {
-        // A has 6 running and an older head; B has none: B gets slots until
-        // it has as many as A, then they alternate.
-        let s = shares(&[head("a", 6, 0), head("b", 0, 5)], 8, 0);
-        assert_eq!(s, [("a".to_owned(), 2), ("b".to_owned(), 14)]);
-        // Equal load: the older head first.
-        let s = shares(&[head("a", 0, 0), head("b", 0, 5)], 1, 0);
-        assert_eq!(s, [("a".to_owned(), 2)]);
-    }
-
-    #[test]
-    fn a_dealer_at_its_cap_gets_no_slot() {
-        let s = shares(&[head("a", 4, 0), head("b", 3, 5)], 8, 4);
-        assert_eq!(s, [("b".to_owned(), 2)]);
-        assert!(shares(&[head("a", 4, 0)], 8, 4).is_empty());
-    }
-
-    /// A reconcile that ran when the queue was new: the statistics taken
-    /// after it say `jobs` holds one row.
-    const ONE_FINISHED_JOB: &str = "INSERT INTO jobs (id, dealer, kind, payload, state, \
-         attempts, max_attempts, run_at, progress_done, cancel_requested, created_by, \
-         created_at, finished_at) VALUES ('r1', 'd1', 'reconcile', '{}', 'succeeded', 1, 8, \
-         '2026-12-06 07:00:00', 0, FALSE, 'test', '2026-12-06 07:00:00', \
-         '2026-12-06 07:00:01')";
-
-    /// Jobs of dealer `d1` as a busy queue holds them: 2,000 queued (one
-    /// per key, a second apart), 5,000 finished.
-    const BUSY_QUEUE: &str = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g \
-         WHERE n < 7000) \
-         INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, run_at, \
-         progress_done, unique_key, serial_key, cancel_requested, created_by, created_at) \
-         SELECT printf('j%05d', n), 'd1', 'auto_sync_push', '{}', \
-         CASE WHEN n > 5000 THEN 'queued' ELSE 'succeeded' END, 0, 8, \
-         datetime('2026-12-06 08:00:00', '+' || n || ' seconds'), 0, 'k' || n, 's' || n, \
-         FALSE, 'test', '2026-12-06 08:00:00' FROM g";
-
-    /// A SQLite database holding [`BUSY_QUEUE`] with the statistics taken
-    /// after [`ONE_FINISHED_JOB`].
-    fn busy_queue_analyzed_at_one_row() -> diesel::SqliteConnection {
-        use diesel::connection::SimpleConnection;
-
-        let mut sqlite = crate::scratch_sqlite::open();
-        sqlite
-            .batch_execute(&format!(
-                "{ONE_FINISHED_JOB}; ANALYZE jobs; DELETE FROM jobs; {BUSY_QUEUE}"
-            ))
-            .unwrap();
-        sqlite
-    }
-
-    /// SQLite's claim reads a dealer's due jobs in one walk of the queued
-    /// jobs' index, also while its statistics say the table holds one row:
-    /// the read diesel wrote (kinds and flag bound) then read every row of
-    /// the table and sorted the queued ones (4 to 6 ms a claim with 2,000
-    /// queued, in SQLite's write lock).
-    #[test]
-    fn on_sqlite_a_dealers_due_jobs_are_one_walk_of_the_queued_index() {
-        let sqlite = busy_queue_analyzed_at_one_row();
-        let mut conn = DbConnection::Sqlite(sqlite);
-        let sql = QueuedSql::new(&conn, &["auto_sync_push".to_owned()]).unwrap();
-        let DbConnection::Sqlite(sqlite) = &mut conn else {
-            unreachable!("opened on SQLite")
-        };
-        let steps = crate::scratch_sqlite::plan(sqlite, &sql.dealer_due);
-        assert!(
-            steps[0].contains("USING INDEX jobs_queued_by_dealer")
-                && !steps.iter().any(|s| s.contains("TEMP B-TREE")),
-            "{steps:#?}"
-        );
-        // The oldest queued jobs, in order.
-        let now = chrono::NaiveDate::from_ymd_opt(2026, 12, 7)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .unwrap();
-        let due = dealer_due(&mut conn, &sql, "d1", now, 3).unwrap();
-        let ids: Vec<&str> = due.iter().map(|j| j.id.as_str()).collect();
-        assert_eq!(ids, ["j05001", "j05002", "j05003"]);
-    }
-
-    /// SQLite's claim marks its jobs running by key, also while its
-    /// statistics say `jobs` holds one row: then it planned the update of
-    /// `id IN (...)` as a scan of the whole table.
-    #[test]
-    fn on_sqlite_claimed_jobs_are_marked_running_by_key() {
-        let mut sqlite = busy_queue_analyzed_at_one_row();
-        let one = format!("{MARK_CLAIMED} WHERE id = ?");
-        let steps = crate::scratch_sqlite::plan(&mut sqlite, &one);
-        assert!(steps[0].starts_with("SEARCH jobs USING INDEX"), "{steps:?}");
-        let many = format!("{MARK_CLAIMED} WHERE id IN (?, ?)");
-        let steps = crate::scratch_sqlite::plan(&mut sqlite, &many);
-        assert_eq!(steps, ["SCAN jobs"], "what a statement for the batch did");
-
-        let mut conn = DbConnection::Sqlite(sqlite);
-        let t = |h| {
-            chrono::NaiveDate::from_ymd_opt(2026, 12, 7)
-                .and_then(|d| d.and_hms_opt(h, 0, 0))
-                .unwrap()
-        };
-        mark_claimed(&mut conn, &["j05001", "j05002"], "w1", t(1), t(0)).unwrap();
-        let running: Vec<JobRow> = jobs::table
-            .filter(jobs::state.eq(RUNNING))
-            .order(jobs::id)
-            .select(JobRow::as_select())
-            .load(&mut conn)
-            .unwrap();
-        let got: Vec<_> = running
-            .iter()
-            .map(|j| {
-                (
-                    j.id.as_str(),
-                    j.attempts,
-                    j.lease_owner.as_deref(),
-                    j.started_at,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("j05001", 1, Some("w1"), Some(t(0))),
-                ("j05002", 1, Some("w1"), Some(t(0)))
-            ]
-        );
-    }
-
-    #[derive(QueryableByName)]
-    struct Prepared {
-        #[diesel(sql_type = Text)]
-        name: String,
-    }
-
-    /// A dealer's due jobs planned without the parameters' values, as a
-    /// kept plan is, still walk the queued jobs' partial index: the state
-    /// is written into the statement, where a bound one would rule the
-    /// index out.
-    #[test]
-    fn a_kept_plan_of_a_dealers_due_jobs_walks_the_queued_jobs_index() {
-        use diesel::connection::SimpleConnection;
-
-        let (_schema, mut pg) = crate::scratch_postgres::ScratchSchema::open();
-        pg.batch_execute(
-            "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, \
-             run_at, progress_done, cancel_requested, created_by, created_at) \
-             SELECT 'j' || g, 'd' || (g % 100), 'auto_sync_push', '{}', \
-             CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'succeeded' END, 0, 5, now(), 0, \
-             false, 'test', now() FROM generate_series(1, 20000) AS g; ANALYZE jobs; \
-             SET plan_cache_mode = force_generic_plan",
-        )
-        .unwrap();
-        let kinds = vec!["auto_sync_push".to_owned()];
-        let now = chrono::Utc::now().naive_utc();
-        let mut conn = DbConnection::Postgresql(pg);
-        let lines = conn
-            .transaction(|conn| {
-                // As the claim does (`claim_batch`).
-                conn.batch_execute(
-                    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
-                     SET LOCAL enable_sort = off",
-                )?;
-                let sql = QueuedSql::new(conn, &kinds).expect("plain kinds");
-                let due = dealer_due(conn, &sql, "d10", now, 4).expect("due jobs");
-                assert_eq!(due.len(), 4);
-                let DbConnection::Postgresql(pg) = conn else {
-                    unreachable!("opened on PostgreSQL")
-                };
-                let read: Prepared = diesel::sql_query(
-                    "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%twin%'",
-                )
-                .get_result(pg)?;
-                Ok::<_, DieselError>(crate::scratch_postgres::plan(
-                    pg,
-                    &format!("EXECUTE {}('d10', now()::timestamp, 4)", read.name),
-                ))
-            })
-            .unwrap();
-        assert!(
-            lines.iter().any(|l| l.contains("jobs_queued_by_dealer")),
-            "the kept plan does not walk the queued jobs' index: {lines:#?}"
-        );
-    }
-
-    /// Every statement of a claim runs on the plan its connection made once:
-    /// in PostgreSQL's `auto` mode the read of a dealer's due jobs was
-    /// planned again at most claims, and planning it cost more than running
-    /// it.
-    #[test]
-    fn a_claims_statements_keep_one_plan_per_connection() {
-        use diesel::connection::SimpleConnection;
-
-        #[derive(QueryableByName, Debug)]
-        struct Plans {
-            #[diesel(sql_type = Text)]
-            statement: String,
-            #[diesel(sql_type = BigInt)]
-            generic_plans: i64,
-            #[diesel(sql_type = BigInt)]
-            custom_plans: i64,
-        }
-
-        let (_schema, mut pg) = crate::scratch_postgres::ScratchSchema::open();
-        pg.batch_execute(
-            "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, \
-             run_at, progress_done, cancel_requested, created_by, created_at) \
-             SELECT 'j' || g, 'd' || (g % 4), 'auto_sync_push', '{}', 'queued', 0, 5, \
-             now() - interval '1 minute', 0, false, 'test', now() \
-             FROM generate_series(1, 200) AS g; ANALYZE jobs",
-        )
-        .unwrap();
-        let mut conn = DbConnection::Postgresql(pg);
-        let claim = Claiming {
-            kinds: vec!["auto_sync_push".to_owned()],
-            worker: "w1".to_owned(),
-            limit: 2,
-            settle_lost_leases: false,
-            max_running_per_dealer: 0,
-            most_of_kind: Vec::new(),
-        };
-        let now = chrono::Utc::now().naive_utc();
-        let lease_until = now + chrono::Duration::minutes(5);
-        for _ in 0..7 {
-            let claimed = claim_batch(&mut conn, &claim, now, lease_until).unwrap();
-            assert_eq!(claimed.len(), 2);
-        }
-        let DbConnection::Postgresql(pg) = &mut conn else {
-            unreachable!("opened on PostgreSQL")
-        };
-        let plans: Vec<Plans> = diesel::sql_query(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
-             WHERE statement LIKE '%jobs%'",
-        )
-        .load(pg)
-        .unwrap();
-        // The walk over dealers, the read of a dealer's due jobs, the mark.
-        assert!(plans.len() >= 3, "{plans:#?}");
-        for p in &plans {
-            assert_eq!(p.custom_plans, 0, "planned at a run: {}", p.statement);
-            assert!(p.generic_plans >= 7, "{}: {p:#?}", p.statement);
-        }
-    }
-}
+mod tests;

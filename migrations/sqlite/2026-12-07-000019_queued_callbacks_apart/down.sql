@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS jobs_queued_but_callbacks;
+DROP INDEX IF EXISTS jobs_queued_callbacks;
