@@ -1,15 +1,15 @@
 //! Enqueueing: a new job, or, while a job of its unique key is queued,
 //! that job (coalescing, see the `jobs` module).
 
-use chrono::Utc;
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
 use domain::jobs::{Job, NewJob};
 use domain::store::StoreError;
 
 use super::{JobRow, WRITE_ATTEMPTS};
 use crate::connections::to_db_time;
-use crate::db::{per_backend, DbConnection, Fail};
+use crate::db::{per_backend, Columns, DbConnection, Fail};
 use crate::prepared::kept_sql;
 use crate::schema::jobs;
 
@@ -133,6 +133,59 @@ pub(super) fn queued_with_key(
 pub(crate) fn enqueue_within(conn: &mut DbConnection, job: NewJob) -> Result<Job, Fail> {
     let row = JobRow::new(job, to_db_time(Utc::now()));
     enqueue_blocking(conn, row)?.into_domain()
+}
+
+/// Enqueues `jobs`, within the caller's transaction. On PostgreSQL, when
+/// none has a unique key (none can coalesce), in one statement: enqueued
+/// one by one, each was a statement of its own, most of what storing a
+/// Stages callback cost there. Otherwise one by one ([`enqueue_within`]).
+pub(crate) fn enqueue_all_within(conn: &mut DbConnection, jobs: Vec<NewJob>) -> Result<(), Fail> {
+    match conn {
+        DbConnection::Postgresql(pg)
+            if jobs.len() > 1 && jobs.iter().all(|j| j.unique_key.is_none()) =>
+        {
+            let now = to_db_time(Utc::now());
+            let rows: Vec<JobRow> = jobs.into_iter().map(|j| JobRow::new(j, now)).collect();
+            let mut texts = Columns::<5>::default();
+            for r in &rows {
+                texts.push([
+                    r.id.clone(),
+                    r.dealer.clone(),
+                    r.kind.clone(),
+                    r.payload.clone(),
+                    r.created_by.clone(),
+                ]);
+            }
+            let [ids, dealers, kinds, payloads, created_by] = &texts.0;
+            let max_attempts: Vec<i64> = rows.iter().map(|r| r.max_attempts).collect();
+            let run_at: Vec<NaiveDateTime> = rows.iter().map(|r| r.run_at).collect();
+            let serial_keys: Vec<Option<&str>> =
+                rows.iter().map(|r| r.serial_key.as_deref()).collect();
+            // As `JobRow::new` makes a job: queued, never run.
+            kept_sql(
+                "INSERT INTO jobs (id, dealer, kind, payload, state, attempts, max_attempts, \
+                 run_at, progress_done, serial_key, cancel_requested, created_by, created_at) \
+                 SELECT v.id, v.dealer, v.kind, v.payload, 'queued', 0, v.max_attempts, \
+                 v.run_at, 0, v.serial_key, FALSE, v.created_by, ? \
+                 FROM unnest(?, ?, ?, ?, ?, ?, ?, ?) \
+                 AS v(id, dealer, kind, payload, created_by, max_attempts, run_at, serial_key)",
+            )
+            .bind::<Timestamp, _>(now)
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<Text>, _>(dealers)
+            .bind::<Array<Text>, _>(kinds)
+            .bind::<Array<Text>, _>(payloads)
+            .bind::<Array<Text>, _>(created_by)
+            .bind::<Array<BigInt>, _>(&max_attempts)
+            .bind::<Array<Timestamp>, _>(&run_at)
+            .bind::<Array<Nullable<Text>>, _>(&serial_keys)
+            .execute(pg)?;
+            Ok(())
+        }
+        _ => jobs
+            .into_iter()
+            .try_for_each(|job| enqueue_within(conn, job).map(drop)),
+    }
 }
 
 pub(super) fn enqueue_blocking(conn: &mut DbConnection, row: JobRow) -> Result<JobRow, Fail> {

@@ -187,7 +187,7 @@ mod claim;
 use claim::{claim_due, Claiming};
 
 mod enqueue;
-pub(crate) use enqueue::enqueue_within;
+pub(crate) use enqueue::{enqueue_all_within, enqueue_within};
 use enqueue::{enqueue_blocking, queued_with_key};
 
 /// The PostgreSQL channel on which a new job is announced, by a trigger on
