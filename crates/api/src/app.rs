@@ -335,6 +335,9 @@ mod tests {
         assert!(statistics_stale(10_000, 21_000));
         assert!(!statistics_stale(40_000, 21_000));
         assert!(statistics_stale(40_000, 19_000));
-        assert!(statistics_stale(9_000, 10_500), "analyzed below 10,000: a tenth");
+        assert!(
+            statistics_stale(9_000, 10_500),
+            "analyzed below 10,000: a tenth"
+        );
     }
 }

@@ -227,7 +227,7 @@ fn store_all_at_once(conn: &mut DbConnection, batch: &[Offered]) -> Result<Vec<R
     let set_at: Vec<Option<NaiveDateTime>> =
         batch.iter().map(|r| r.row.credential_set_at).collect();
     let DbConnection::Postgresql(pg) = &mut *conn else {
-        return Err(crate::connections::corrupt(
+        return Err(corrupt(
             "callbacks are stored at once on PostgreSQL only".to_owned(),
         ));
     };

@@ -174,9 +174,9 @@ impl QueuedSql {
 /// few at a time (`most_of_kind`), so a claim's reads keep them apart from
 /// the other kinds: through one index of all queued jobs, a claim with no
 /// room left for callbacks stepped over every one queued to find the
-/// others' jobs (22 ms a claim at 42,000 queued, a third of the time
-/// SQLite's one writer was held while they came in), and one with room for
-/// 8 read (and on PostgreSQL locked) 378 a dealer to take those 8.
+/// others' jobs (22 ms a claim at 42,000 queued: claims held SQLite's one
+/// writer 800 ms of every 2 s while they came in), and one with room for 8
+/// read (and on PostgreSQL locked) 378 a dealer to take those 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Among {
     /// Every queued job: `jobs_queued_by_dealer`.
