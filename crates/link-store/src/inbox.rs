@@ -123,8 +123,9 @@ fn store_callbacks(
 ) -> Vec<StoreResult<Received>> {
     if batch.len() > 1 {
         let together = write_transaction(conn, |conn| {
-            if matches!(conn, DbConnection::Postgresql(_)) {
-                return store_all_at_once(conn, batch);
+            if let DbConnection::Postgresql(pg) = conn {
+                let stored = insert_all(pg, batch)?;
+                return answer_and_enqueue(conn, batch, stored);
             }
             batch
                 .iter()
@@ -197,7 +198,7 @@ fn not_stored(conn: &mut DbConnection, row: &NewCallbackRow) -> Result<Received,
     Ok(Received::Repeat)
 }
 
-/// A callback stored by [`store_all_at_once`].
+/// A callback stored by [`insert_all`].
 #[derive(QueryableByName, PartialEq, Eq, Hash)]
 struct StoredKey {
     #[diesel(sql_type = Text)]
@@ -206,13 +207,14 @@ struct StoredKey {
     event_id: String,
 }
 
-/// [`store_callback`] for each callback of `batch`, on PostgreSQL in two
-/// statements for all of them: the inbox rows, checked as one is, then the
-/// jobs of those stored. One by one, each callback took two statements, and
-/// they were most of what taking callbacks in cost PostgreSQL
-/// (`pg_stat_statements`). The rows go in in the batch's order, so of one
-/// event sent twice the first is stored and the second is a repeat.
-fn store_all_at_once(conn: &mut DbConnection, batch: &[Offered]) -> Result<Vec<Received>, Fail> {
+/// The inbox rows of `batch`, checked as [`store_callback`] checks one, in
+/// one statement (PostgreSQL); the keys of those stored. With
+/// [`answer_and_enqueue`], a batch is two statements: one by one, each
+/// callback took two, and they were most of what taking callbacks in cost
+/// PostgreSQL (`pg_stat_statements`). The rows go in in the batch's order,
+/// so of one event sent twice the first is stored and the second is a
+/// repeat.
+fn insert_all(pg: &mut PgConnection, batch: &[Offered]) -> QueryResult<HashSet<StoredKey>> {
     let mut texts = Columns::<4>::default();
     for r in batch {
         texts.push([
@@ -226,11 +228,6 @@ fn store_all_at_once(conn: &mut DbConnection, batch: &[Offered]) -> Result<Vec<R
     let received_at: Vec<NaiveDateTime> = batch.iter().map(|r| r.row.received_at).collect();
     let set_at: Vec<Option<NaiveDateTime>> =
         batch.iter().map(|r| r.row.credential_set_at).collect();
-    let DbConnection::Postgresql(pg) = &mut *conn else {
-        return Err(corrupt(
-            "callbacks are stored at once on PostgreSQL only".to_owned(),
-        ));
-    };
     let stored: Vec<StoredKey> = kept_sql(
         "INSERT INTO webhook_inbox (connection_id, dealer, event_id, payload, received_at) \
          SELECT v.connection_id, v.dealer, v.event_id, v.payload, v.received_at \
@@ -250,7 +247,17 @@ fn store_all_at_once(conn: &mut DbConnection, batch: &[Offered]) -> Result<Vec<R
     .bind::<Array<Timestamp>, _>(&received_at)
     .bind::<Array<Nullable<Timestamp>>, _>(&set_at)
     .load(pg)?;
-    let mut stored: HashSet<StoredKey> = stored.into_iter().collect();
+    Ok(stored.into_iter().collect())
+}
+
+/// Each callback of `batch` answered by whether [`insert_all`] stored it
+/// (the first of a key stored is new; any other is [`not_stored`]), and the
+/// jobs of the new ones enqueued together.
+fn answer_and_enqueue(
+    conn: &mut DbConnection,
+    batch: &[Offered],
+    mut stored: HashSet<StoredKey>,
+) -> Result<Vec<Received>, Fail> {
     let mut answers = Vec::with_capacity(batch.len());
     let mut jobs = Vec::new();
     for r in batch {
@@ -391,7 +398,7 @@ mod tests {
     /// order: stored with its job, a repeat (in the batch or of one stored
     /// before) stores nothing, a replaced credential nothing; a callback to
     /// another dealer's connection is refused alone. On PostgreSQL the batch
-    /// goes in at once (`store_all_at_once`).
+    /// goes in at once (`insert_all`).
     fn a_batch_is_answered_as_each_alone(mut conn: DbConnection) {
         conn.batch_execute(&format!(
             "INSERT INTO connections (id, dealer, name, name_key, provider, endpoint, \

@@ -142,31 +142,19 @@ impl QueuedSql {
             DbConnection::Postgresql(_) => ("", " FOR UPDATE SKIP LOCKED"),
             DbConnection::Sqlite(_) => (among.indexed_by(), ""),
         };
-        let mut sql = Self {
-            kinds,
-            among,
-            indexed_by,
-            dealer_due: String::new(),
-        };
-        sql.dealer_due = format!(
+        let dealer_due = format!(
             "SELECT * FROM jobs {indexed_by} \
              WHERE jobs.dealer = ? AND jobs.run_at <= ? AND jobs.cancel_requested = FALSE \
              AND {} AND {QUEUED_WITHOUT_RUNNING_TWIN} \
              ORDER BY jobs.run_at, jobs.id LIMIT ?{lock}",
-            sql.of_kinds("jobs")
+            among.of_kinds(&kinds, "jobs")
         );
-        Ok(sql)
-    }
-
-    /// Table `t`'s row is of the claim's kinds, said in the words of the
-    /// partial index that holds them, so that a plan may walk it.
-    fn of_kinds(&self, t: &str) -> String {
-        let of_kinds = format!("{t}.kind IN ({})", self.kinds);
-        match self.among {
-            Among::All => of_kinds,
-            Among::ButCallbacks => format!("{of_kinds} AND {t}.kind <> '{STAGES_CALLBACK}'"),
-            Among::OnlyCallbacks => format!("{of_kinds} AND {t}.kind = '{STAGES_CALLBACK}'"),
-        }
+        Ok(Self {
+            kinds,
+            among,
+            indexed_by,
+            dealer_due,
+        })
     }
 }
 
@@ -188,6 +176,17 @@ enum Among {
 }
 
 impl Among {
+    /// Table `t`'s row is of `kinds` (quoted), said in the words of the
+    /// partial index that holds them, so that a plan may walk it.
+    fn of_kinds(self, kinds: &str, t: &str) -> String {
+        let of_kinds = format!("{t}.kind IN ({kinds})");
+        match self {
+            Self::All => of_kinds,
+            Self::ButCallbacks => format!("{of_kinds} AND {t}.kind <> '{STAGES_CALLBACK}'"),
+            Self::OnlyCallbacks => format!("{of_kinds} AND {t}.kind = '{STAGES_CALLBACK}'"),
+        }
+    }
+
     /// SQLite's planner is told the index (see [`QueuedSql`]).
     fn indexed_by(self) -> &'static str {
         match self {
@@ -242,7 +241,7 @@ fn heads(conn: &mut DbConnection, sql: &QueuedSql, now: NaiveDateTime) -> Result
             format!(
                 "{t}.state = 'queued' AND {t}.run_at <= ? \
                  AND {t}.cancel_requested = FALSE AND {}",
-                sql.of_kinds(t)
+                sql.among.of_kinds(&sql.kinds, t)
             )
         };
         let queued = |t: &str| format!("jobs {t} {indexed_by}");
