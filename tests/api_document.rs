@@ -430,21 +430,26 @@ fn served_routes() -> Vec<String> {
     let configure = function_body(&app, "configure");
     let mut routes = Vec::new();
     let mut scope = String::new();
+    // How deep in parentheses the scan is, and the depth the open scope
+    // was registered at: below it, the routes are outside the scope again.
+    let (mut depth, mut scope_depth) = (0usize, 0usize);
     let mut i = 0;
     while i < configure.len() {
         let rest = &configure[i..];
         if let Some(path) = literal_after(rest, "web::scope(") {
             scope = path.to_owned();
-        } else if let Some(module) = rest.strip_prefix(".configure(routes::") {
-            let module = &module[..module.find("::").unwrap()];
+            scope_depth = depth;
+        } else if let Some(registration) = rest.strip_prefix(".configure(routes::") {
+            let registration = &registration[..registration.find(')').unwrap()];
+            let (module, function) = registration.split_once("::").unwrap();
             let file = src.join("routes").join(format!("{module}.rs"));
             let text = std::fs::read_to_string(&file).unwrap();
-            let body = function_body(&text, "routes");
+            let body = function_body(&text, function);
             let (found, seen) = registered_in(body, &scope);
             assert_eq!(
                 found.len(),
                 seen,
-                "{module}::routes registers a route this scan cannot read"
+                "{module}::{function} registers a route this scan cannot read"
             );
             routes.extend(found);
         } else if rest.starts_with(".service(routes::") || rest.starts_with(".service(crate::") {
@@ -465,6 +470,17 @@ fn served_routes() -> Vec<String> {
             let (found, seen) = registered_in(line, &scope);
             assert!(found.len() == 1 && seen == 1, "cannot read {line}");
             routes.extend(found);
+        }
+        match rest.chars().next() {
+            Some('(') => depth += 1,
+            Some(')') => {
+                depth = depth.saturating_sub(1);
+                if depth < scope_depth {
+                    scope.clear();
+                    scope_depth = 0;
+                }
+            }
+            _ => {}
         }
         i += rest.chars().next().map_or(1, char::len_utf8);
     }

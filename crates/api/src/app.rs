@@ -98,14 +98,16 @@ pub fn redact_url(raw: &str) -> String {
 
 /// Registers every route and the middleware around them.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The router tries routes in the order they are registered, and each
+    // pattern with a `{param}` it tries costs a regular-expression match: the
+    // hot routes go ahead of such patterns wherever no pattern ahead could
+    // match their paths (here, the docs and problem pages after `/v1`).
     cfg.service(routes::health::healthz)
         .service(routes::health::readyz)
         .service(routes::health::metrics)
         .service(routes::docs::openapi_json)
         .service(routes::docs::docs_index)
-        .service(routes::docs::docs_asset)
         .service(crate::problem_codes::problems_index)
-        .service(crate::problem_codes::problem_page)
         // Callbacks carry their own credentials (Basic or a signature), not a bearer token.
         .service(
             web::scope("/v1/webhooks")
@@ -119,6 +121,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::rate_limit))
                 .wrap(from_fn(middleware::authenticate))
+                // First the lookup billing front ends make on every screen and
+                // the billing edits: no other pattern matches `/links` or a
+                // path under `/billing/`.
+                .configure(routes::links::list_routes)
+                .configure(routes::billing::routes)
                 .service(routes::providers::list_providers)
                 .route("/audit", web::get().to(routes::audit::list_audit))
                 .configure(routes::sync::routes)
@@ -130,11 +137,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(routes::isp::routes)
                 .configure(routes::stages::routes)
                 .configure(routes::stages_tab::routes)
-                .configure(routes::billing::routes)
                 .configure(routes::imports::routes)
                 .configure(routes::batches::routes)
                 .configure(routes::jobs::routes),
-        );
+        )
+        .service(routes::docs::docs_asset)
+        .service(crate::problem_codes::problem_page);
 }
 
 /// Serves until a shutdown signal.

@@ -39,13 +39,23 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().to_string();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = tracing::field::Empty
+    );
     let mut res = next.call(req).instrument(span.clone()).await?;
+    // The route is named once the router has matched it: read then, it is
+    // the matched resource's pattern; read before, it took a second walk
+    // over every route ahead of it, a regular expression for each.
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    span.record("route", route.as_str());
     let status = res.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(state) = &state {
@@ -134,6 +144,16 @@ pub async fn refuse_bad_text(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Visible ASCII without a `%` decodes to itself and holds no control
+    // character: such a request (nearly every one) is looked at no further
+    // than for a dot segment.
+    let plain = |text: &str| text.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+    if plain(req.path())
+        && req.uri().query().is_none_or(plain)
+        && !req.path().split('/').any(is_dot_segment)
+    {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let mut refused = ValidationError::default();
     // The route's pattern names a refused segment. Finding it walks every
     // route before this one, so it is looked up only when a segment is refused.

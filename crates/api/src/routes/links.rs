@@ -27,17 +27,24 @@ use crate::routes::jobs::JobResponse;
 use crate::routes::stages::{ConfigurationBody, ContactBody, DeviceFieldsBody, SiteExtrasBody};
 use crate::state::AppState;
 
+/// The mappings list and link creation: one static path, registered ahead
+/// of every pattern (see `app::configure`).
+pub fn list_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/links")
+            .route(web::get().to(list_links))
+            .route(web::post().to(create_link)),
+    );
+}
+
+/// The rest; `/links/{link_id}` goes after the sync routes' `/links/{link_id}:sync`,
+/// which it would match too.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/connections/{connection_id}:reconcile",
         web::post().to(reconcile),
     )
     .route("/connections/{connection_id}/push", web::post().to(push))
-    .service(
-        web::resource("/links")
-            .route(web::get().to(list_links))
-            .route(web::post().to(create_link)),
-    )
     .service(
         web::resource("/links/{link_id}")
             .route(web::get().to(get_link))

@@ -38,11 +38,26 @@ use super::LinkRow;
 use crate::db::{into_page, PostgresSetup};
 use crate::gathered::{each_failed, Gathered};
 
-/// The lookup (its columns read by name, see [`link_row`]).
-const LOOKUP_SQL: &str = "SELECT id, dealer, connection_id, kind, billing_id, external_id, \
-    parent_id, version, created_at, updated_at, last_synced, claim_expires_at \
-    FROM links WHERE billing_id = $1 AND dealer = $2 AND claim_expires_at IS NULL \
-    ORDER BY id LIMIT $3";
+/// A link's columns in the order [`link_row`] reads them.
+const LINK_COLUMNS: [&str; 12] = [
+    "id",
+    "dealer",
+    "connection_id",
+    "kind",
+    "billing_id",
+    "external_id",
+    "parent_id",
+    "version",
+    "created_at",
+    "updated_at",
+    "last_synced",
+    "claim_expires_at",
+];
+
+/// [`LINK_COLUMNS`] as a select list, each name after `table`.
+fn link_columns(table: &str) -> String {
+    LINK_COLUMNS.map(|c| format!("{table}{c}")).join(", ")
+}
 
 /// After a connection could not be opened, how long lookups go the diesel
 /// way before this path tries again (so a refusing server is not asked on
@@ -170,12 +185,20 @@ impl LookupClient {
                 }
             }
         }
-        let lookup = client.prepare(LOOKUP_SQL).await?;
+        let lookup = client
+            .prepare(&format!(
+                "SELECT {} FROM links \
+                 WHERE billing_id = $1 AND dealer = $2 AND claim_expires_at IS NULL \
+                 ORDER BY id LIMIT $3",
+                link_columns("")
+            ))
+            .await?;
         // The pool path's statement for several lookups, each row with its
-        // lookup's place (from 1).
+        // lookup's place (from 1) ahead of the link's columns.
         let together = client
             .prepare(&format!(
-                "SELECT k.nth, l.* FROM unnest($1::text[], $2::text[], $3{LOOKUPS_TOGETHER_REST}"
+                "SELECT k.nth, {} FROM unnest($1::text[], $2::text[], $3{LOOKUPS_TOGETHER_REST}",
+                link_columns("l.")
             ))
             .await?;
         Ok(Session {
@@ -277,7 +300,7 @@ async fn read(session: &Session, lookups: &[Lookup]) -> Result<Vec<Page<Link>>, 
             .await
             .map_err(|e| e.to_string())?;
         for row in &rows {
-            pages[0].push(link_row(row).map_err(|e| e.to_string())?);
+            pages[0].push(link_row(row, 0).map_err(|e| e.to_string())?);
         }
     } else {
         let dealers: Vec<&str> = lookups.iter().map(|l| l.dealer.as_str()).collect();
@@ -295,7 +318,7 @@ async fn read(session: &Session, lookups: &[Lookup]) -> Result<Vec<Page<Link>>, 
                 .ok()
                 .and_then(|at| pages.get_mut(at))
                 .ok_or_else(|| format!("a lookup read as number {nth}"))?;
-            page.push(link_row(row).map_err(|e| e.to_string())?);
+            page.push(link_row(row, 1).map_err(|e| e.to_string())?);
         }
     }
     lookups
@@ -338,21 +361,23 @@ fn plain_config(url: &str) -> Option<Config> {
     Some(config)
 }
 
-/// A link of a row of either lookup statement, its columns read by name.
-fn link_row(row: &Row) -> Result<LinkRow, tokio_postgres::Error> {
+/// The link of a row of either lookup statement: [`LINK_COLUMNS`] from
+/// column `first` on, read by place (by name, each read searched the row's
+/// columns).
+fn link_row(row: &Row, first: usize) -> Result<LinkRow, tokio_postgres::Error> {
     Ok(LinkRow {
-        id: row.try_get("id")?,
-        dealer: row.try_get("dealer")?,
-        connection_id: row.try_get("connection_id")?,
-        kind: row.try_get("kind")?,
-        billing_id: row.try_get("billing_id")?,
-        external_id: row.try_get("external_id")?,
-        parent_id: row.try_get("parent_id")?,
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        last_synced: row.try_get("last_synced")?,
-        claim_expires_at: row.try_get("claim_expires_at")?,
+        id: row.try_get(first)?,
+        dealer: row.try_get(first + 1)?,
+        connection_id: row.try_get(first + 2)?,
+        kind: row.try_get(first + 3)?,
+        billing_id: row.try_get(first + 4)?,
+        external_id: row.try_get(first + 5)?,
+        parent_id: row.try_get(first + 6)?,
+        version: row.try_get(first + 7)?,
+        created_at: row.try_get(first + 8)?,
+        updated_at: row.try_get(first + 9)?,
+        last_synced: row.try_get(first + 10)?,
+        claim_expires_at: row.try_get(first + 11)?,
     })
 }
 

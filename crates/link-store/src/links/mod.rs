@@ -76,12 +76,13 @@ struct UnlinkRow {
     actor: String,
 }
 
-fn link_kind(raw: &str, what: &str) -> Result<LinkKind, Fail> {
-    LinkKind::parse(raw).ok_or_else(|| corrupt(format!("{what} has a bad kind '{raw}'")))
+// `what` names the row only when a column is bad: every link read passes here.
+fn link_kind(raw: &str, what: impl FnOnce() -> String) -> Result<LinkKind, Fail> {
+    LinkKind::parse(raw).ok_or_else(|| corrupt(format!("{} has a bad kind '{raw}'", what())))
 }
 
-fn billing_id(raw: &str, what: &str) -> Result<BillingId, Fail> {
-    BillingId::parse(raw).map_err(|_| corrupt(format!("{what} has a bad billing id '{raw}'")))
+fn billing_id(raw: &str, what: impl FnOnce() -> String) -> Result<BillingId, Fail> {
+    BillingId::parse(raw).map_err(|_| corrupt(format!("{} has a bad billing id '{raw}'", what())))
 }
 
 impl LinkRow {
@@ -103,19 +104,19 @@ impl LinkRow {
     }
 
     fn into_domain(self) -> Result<Link, Fail> {
-        let what = format!("link {}", self.id);
+        let what = || format!("link {}", self.id);
         let last_synced = self
             .last_synced
             .as_deref()
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|_| corrupt(format!("{what} has a bad snapshot")))?;
+            .map_err(|_| corrupt(format!("{} has a bad snapshot", what())))?;
         Ok(Link {
             id: LinkId(parse_uuid(&self.id, "link")?),
             dealer: DealerId(self.dealer),
             connection_id: ConnectionId(parse_uuid(&self.connection_id, "connection")?),
-            kind: link_kind(&self.kind, &what)?,
-            billing_id: billing_id(&self.billing_id, &what)?,
+            kind: link_kind(&self.kind, what)?,
+            billing_id: billing_id(&self.billing_id, what)?,
             external_id: self.external_id,
             parent_id: self
                 .parent_id
@@ -130,17 +131,17 @@ impl LinkRow {
     }
 
     fn kind(&self) -> Result<LinkKind, Fail> {
-        link_kind(&self.kind, &format!("link {}", self.id))
+        link_kind(&self.kind, || format!("link {}", self.id))
     }
 }
 
 impl UnlinkRow {
     fn into_domain(self) -> Result<DeliberateUnlink, Fail> {
-        let what = format!("deliberate unlink of {} '{}'", self.kind, self.billing_id);
+        let what = || format!("deliberate unlink of {} '{}'", self.kind, self.billing_id);
         Ok(DeliberateUnlink {
             connection_id: ConnectionId(parse_uuid(&self.connection_id, "connection")?),
-            kind: link_kind(&self.kind, &what)?,
-            billing_id: billing_id(&self.billing_id, &what)?,
+            kind: link_kind(&self.kind, what)?,
+            billing_id: billing_id(&self.billing_id, what)?,
             external_id: self.external_id,
             unlinked_at: from_db_time(self.unlinked_at),
             actor: self.actor,
