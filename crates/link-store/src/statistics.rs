@@ -55,8 +55,7 @@ impl Store {
     /// `default_statistics_target`: at the default 100, analyzing a 90,000-row
     /// `import_items` took 105-120 ms, at [`SAMPLED_STATISTICS_TARGET`]
     /// 8-12 ms; ANALYZE was a sixth of PostgreSQL's CPU in four seconds of
-    /// a 90,000-customer import (`perf record -a`). The run's last refresh
-    /// takes the full sample. SQLite samples anyway.
+    /// a 90,000-customer import (`perf record -a`). SQLite samples anyway.
     pub async fn refresh_statistics_sampled(
         &self,
         tables: &'static [&'static str],
